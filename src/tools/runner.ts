@@ -1,0 +1,71 @@
+/**
+ * The one place that starts subprocesses. argv arrays only (never a shell), LC_ALL=C so parsers see stable
+ * output, and every failure becomes a CommandFailedError carrying argv, exit status and stderr.
+ */
+import { spawn } from 'node:child_process';
+import { CommandFailedError, NotSupportedError } from '../errors.js';
+
+export interface RunOptions {
+  /** Called with each progress percentage qemu-img prints with -p ("(12.34/100%)"). */
+  onProgress?: (percent: number) => void;
+  /** Extra environment; LC_ALL=C is always set. */
+  env?: Record<string, string>;
+  /** Exit codes that are not failures (e.g. qemu-img compare's 1 = "different"). */
+  okExitCodes?: readonly number[];
+  input?: string;
+  timeoutMs?: number;
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+/** Observers of every command started, e.g. tests proving that no qemu-img runs on a hostile chain. */
+type CommandObserver = (argv: readonly string[]) => void;
+const observers = new Set<CommandObserver>();
+export function observeCommands(observer: CommandObserver): () => void {
+  observers.add(observer);
+  return () => observers.delete(observer);
+}
+
+const PROGRESS_RE = /\((\d+(?:\.\d+)?)\/100%\)/g;
+
+export function run(command: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+  const argv = [command, ...args];
+  for (const observer of observers) observer(argv);
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, {
+      env: { ...process.env, ...options.env, LC_ALL: 'C' },
+      stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      timeout: options.timeoutMs,
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (chunk: Buffer) => {
+      out.push(chunk);
+      if (options.onProgress) {
+        for (const m of chunk.toString('latin1').matchAll(PROGRESS_RE)) options.onProgress(Number(m[1]));
+      }
+    });
+    child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
+    if (options.input !== undefined && child.stdin) child.stdin.end(options.input);
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') {
+        reject(new NotSupportedError(`${command} is not installed (install the Debian package that provides it)`));
+      } else {
+        reject(new CommandFailedError(argv, null, e.message));
+      }
+    });
+    child.on('close', (code, signal) => {
+      const stdout = Buffer.concat(out).toString('utf8');
+      const stderr = Buffer.concat(err).toString('utf8');
+      if (code === 0 || (code !== null && options.okExitCodes?.includes(code))) {
+        resolve({ stdout, stderr, exitCode: code });
+      } else {
+        reject(new CommandFailedError(argv, code, stderr || stdout, signal));
+      }
+    });
+  });
+}
