@@ -1,0 +1,156 @@
+/**
+ * Finding the storage configuration. Order: `--config FILE`, then `$VOLCHAIN_CONFIG`, then Proxmox VE's own
+ * /etc/pve/storage.cfg when it exists, then an embedded default so the tool works with no setup at all.
+ *
+ * A file the user named explicitly must exist: falling back to another config when a path is mistyped would
+ * run the command against different storages than the user meant.
+ */
+import { readFile } from 'node:fs/promises';
+import { posix } from 'node:path';
+import { ConfigError } from '../errors.js';
+import {
+  DEFAULT_DIR_PREALLOCATION,
+  EMBEDDED_DEFAULT_SOURCE,
+  parseStorageConfig,
+  storageFromSection,
+  type Preallocation,
+  type StorageConfig,
+  type StorageDefinition,
+} from './storage-config.js';
+
+export const PVE_STORAGE_CFG = '/etc/pve/storage.cfg';
+
+export interface LoadOptions {
+  /** From `--config FILE`. */
+  configPath?: string | undefined;
+  /** Defaults to process.env; tests pass a plain object. */
+  env?: NodeJS.ProcessEnv;
+  /** Where Proxmox VE's file is looked for; only tests move it. */
+  pveConfigPath?: string;
+}
+
+export async function loadStorageConfig(opts: LoadOptions = {}): Promise<StorageConfig> {
+  const env = opts.env ?? process.env;
+  if (opts.configPath !== undefined && opts.configPath !== '') {
+    return parseStorageConfig(await readNamedFile(opts.configPath, 'given with --config'), opts.configPath);
+  }
+  // An empty variable counts as unset, the usual shell convention (`VOLCHAIN_CONFIG= volchain ...`).
+  const fromEnv = env.VOLCHAIN_CONFIG;
+  if (fromEnv !== undefined && fromEnv !== '') {
+    return parseStorageConfig(await readNamedFile(fromEnv, 'named by $VOLCHAIN_CONFIG'), fromEnv);
+  }
+  const pvePath = opts.pveConfigPath ?? PVE_STORAGE_CFG;
+  const pveText = await readIfPresent(pvePath);
+  if (pveText !== undefined) return parseStorageConfig(pveText, pvePath);
+  return defaultStorageConfig(env);
+}
+
+async function readNamedFile(file: string, how: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(file, undefined, `cannot read storage config (${how}): ${describeFsError(err)}`);
+  }
+}
+
+/**
+ * Absent is fine (not a PVE host). Present but unreadable is not: on a PVE node the file is root:www-data
+ * 0640, and silently using the embedded default there would hide every real storage from the user.
+ */
+async function readIfPresent(file: string): Promise<string | undefined> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw new ConfigError(
+      file,
+      undefined,
+      `exists but cannot be read: ${describeFsError(err)}; run as a user that can read it or give --config FILE`,
+    );
+  }
+}
+
+function describeFsError(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return 'no such file';
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
+  if (code === 'EISDIR') return 'is a directory';
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * The storage used when no file exists: one dir storage `local` under the user's data directory, with
+ * volume chains on (the point of the tool) and PVE's default preallocation written out.
+ */
+export function defaultStorageConfig(env: NodeJS.ProcessEnv = process.env): StorageConfig {
+  const path = defaultDataDir(env);
+  const options: Record<string, string> = {
+    path,
+    content: 'images',
+    'snapshot-as-volume-chain': '1',
+    preallocation: DEFAULT_DIR_PREALLOCATION,
+  };
+  // Built through the same reader as a file so the default obeys every rule a user's config does.
+  const local = storageFromSection(
+    { type: 'dir', id: 'local', options, line: 1, optionLines: {}, bareKeys: [] },
+    EMBEDDED_DEFAULT_SOURCE,
+  );
+  return { source: EMBEDDED_DEFAULT_SOURCE, storages: [local] };
+}
+
+/** `$XDG_DATA_HOME/volchain`, else `$HOME/.local/share/volchain` (XDG Base Directory rules). */
+function defaultDataDir(env: NodeJS.ProcessEnv): string {
+  // The XDG spec says a relative $XDG_DATA_HOME is invalid and must be ignored.
+  const xdg = env.XDG_DATA_HOME;
+  if (xdg !== undefined && posix.isAbsolute(xdg)) return posix.join(xdg, 'volchain');
+  const home = env.HOME;
+  if (home !== undefined && posix.isAbsolute(home)) return posix.join(home, '.local', 'share', 'volchain');
+  const why =
+    home === undefined || home === ''
+      ? 'neither $XDG_DATA_HOME nor $HOME is set'
+      : `$HOME ('${home}') is not absolute`;
+  throw new ConfigError(
+    EMBEDDED_DEFAULT_SOURCE,
+    undefined,
+    `cannot place the default storage: ${why}; set one of them or give --config FILE`,
+  );
+}
+
+/** The stable shape of `volchain storage list --json`: every field always present, null where it does not apply. */
+export interface StorageDescription {
+  id: string;
+  type: string;
+  path: string | null;
+  vgname: string | null;
+  content: string[];
+  shared: boolean;
+  disabled: boolean;
+  /** null = available on every node. */
+  nodes: string[] | null;
+  snapshotAsVolumeChain: boolean;
+  /** The effective mode on dir storage (PVE's default when the option is absent); null elsewhere. */
+  preallocation: Preallocation | null;
+  saferemove: boolean | null;
+  /** false for types volchain lists but does not drive (zfspool, rbd, ...). */
+  supported: boolean;
+}
+
+export function describeStorage(def: StorageDefinition): StorageDescription {
+  const dir = def.supported && def.type === 'dir' ? def : undefined;
+  const lvm = def.supported && def.type === 'lvm' ? def : undefined;
+  return {
+    id: def.id,
+    type: def.type,
+    path: dir ? dir.path : null,
+    vgname: lvm ? lvm.vgname : null,
+    content: [...def.content],
+    shared: def.shared,
+    disabled: def.disable,
+    nodes: def.nodes === undefined ? null : [...def.nodes],
+    snapshotAsVolumeChain: def.snapshotAsVolumeChain,
+    preallocation: dir ? (dir.preallocation ?? DEFAULT_DIR_PREALLOCATION) : null,
+    saferemove: lvm ? lvm.saferemove : null,
+    supported: def.supported,
+  };
+}
