@@ -43,13 +43,13 @@ export function run(command: string, args: readonly string[], options: RunOption
     });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on('data', (chunk: Buffer) => {
+    child.stdout?.on('data', (chunk: Buffer) => {
       out.push(chunk);
       if (options.onProgress) {
         for (const m of chunk.toString('latin1').matchAll(PROGRESS_RE)) options.onProgress(Number(m[1]));
       }
     });
-    child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
+    child.stderr?.on('data', (chunk: Buffer) => err.push(chunk));
     if (options.input !== undefined && child.stdin) child.stdin.end(options.input);
     child.on('error', (e: NodeJS.ErrnoException) => {
       if (e.code === 'ENOENT') {

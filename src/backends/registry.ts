@@ -1,0 +1,13 @@
+/** Storage type -> backend factory. Adding a backend means adding one file and one line here. */
+import type { StorageDefinition } from '../config/index.js';
+import { NotSupportedError } from '../errors.js';
+import type { Backend } from './backend.js';
+import { DirBackend } from './dir.js';
+
+export function createBackend(def: StorageDefinition): Backend {
+  if (def.supported && def.type === 'dir') return new DirBackend(def);
+  if (def.supported && def.type === 'lvm') {
+    throw new NotSupportedError(`storage '${def.id}': the lvm backend is not available in this version yet`);
+  }
+  throw new NotSupportedError(`storage '${def.id}' has type '${def.type}', which volchain does not drive (supported: dir, lvm)`);
+}

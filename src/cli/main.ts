@@ -1,0 +1,285 @@
+/**
+ * The volchain command line: parse, call the library, render. Errors print one line on stderr and exit
+ * with the status of their code (see src/errors.ts); --json output is stable and documented in README.md.
+ */
+import { Command, CommanderError, Option } from '@commander-js/extra-typings';
+import { asVolchainError, InvalidInputError } from '../errors.js';
+import { Volchain, type CallOptions } from '../engine/volchain.js';
+import type { Plan } from '../engine/plan.js';
+import { parseVmid, type ImageFormat } from '../naming/index.js';
+import { progressReporter } from './progress.js';
+import { renderInfo, renderPlan, renderSnapshotTree, renderStorages, renderVolumes } from './render.js';
+
+function print(text: string): void {
+  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+function printJson(value: unknown): void {
+  print(JSON.stringify(value, null, 2));
+}
+
+export function buildProgram() {
+  const program = new Command()
+    .name('volchain')
+    .description('Snapshots as qcow2 volume chains for QEMU/KVM disks on directory and LVM storage (Proxmox VE 9 compatible)')
+    .version('0.1.0')
+    .option('--config <file>', 'storage.cfg to use (default: $VOLCHAIN_CONFIG, /etc/pve/storage.cfg, embedded default)')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  const open = async (): Promise<Volchain> => {
+    const { config } = program.opts();
+    return Volchain.open(config !== undefined ? { configPath: config } : {});
+  };
+
+  /** Mutating commands: run with progress, print what happened (or the plan with --dry-run). */
+  const mutating = async (
+    opts: { json?: boolean; dryRun?: boolean },
+    action: (vc: Volchain, call: CallOptions) => Promise<Plan | Plan[]>,
+    done: string,
+  ): Promise<void> => {
+    const vc = await open();
+    const progress = progressReporter(!opts.json && !opts.dryRun);
+    let result: Plan | Plan[];
+    try {
+      result = await action(vc, { dryRun: opts.dryRun ?? false, ...(progress.onEvent ? { onEvent: progress.onEvent } : {}) });
+    } finally {
+      progress.stop();
+    }
+    const plans = Array.isArray(result) ? result : [result];
+    if (opts.json) {
+      printJson({ dryRun: opts.dryRun ?? false, plans });
+    } else if (opts.dryRun) {
+      print(plans.map(renderPlan).join('\n\n'));
+    } else {
+      print(done);
+    }
+  };
+
+  program
+    .command('storage')
+    .description('storage definitions')
+    .command('list')
+    .description('list configured storages')
+    .option('--json', 'machine-readable output')
+    .action(async (opts) => {
+      const vc = await open();
+      if (opts.json) printJson({ source: vc.config.source, storages: vc.storages() });
+      else print(`# ${vc.config.source}\n${renderStorages(vc.storages())}`);
+    });
+
+  program
+    .command('alloc')
+    .description('allocate a new volume and print its volid')
+    .argument('<storage>', 'storage id')
+    .argument('<vmid>', 'VM id owning the volume')
+    .argument('<size>', 'virtual size: bytes, or with K/M/G/T suffix (powers of 1024)')
+    .option('--name <name>', 'volume name (default: next free vm-<vmid>-disk-<n>)')
+    .addOption(new Option('--format <format>', 'image format').choices(['qcow2', 'raw'] as const))
+    .option('--json', 'machine-readable output')
+    .action(async (storage, vmid, size, opts) => {
+      const vc = await open();
+      const volid = await vc.alloc(storage, vmid, size, {
+        ...(opts.name !== undefined ? { name: opts.name } : {}),
+        ...(opts.format !== undefined ? { format: opts.format as ImageFormat } : {}),
+      });
+      if (opts.json) printJson({ volid });
+      else print(volid);
+    });
+
+  program
+    .command('free')
+    .description('remove a volume with all its snapshot layers')
+    .argument('<volid>')
+    .option('--dry-run', 'print the plan, change nothing')
+    .option('--json', 'machine-readable output')
+    .action(async (volid, opts) => mutating(opts, (vc, call) => vc.free(volid, call), `removed ${volid}`));
+
+  program
+    .command('list')
+    .description('list the volumes of a storage')
+    .argument('<storage>')
+    .option('--vmid <vmid>', 'only volumes of this VM')
+    .option('--json', 'machine-readable output')
+    .action(async (storage, opts) => {
+      const vc = await open();
+      const volumes = await vc.list(storage, opts.vmid !== undefined ? { vmid: parseVmid(opts.vmid) } : {});
+      if (opts.json) printJson({ volumes });
+      else print(renderVolumes(volumes));
+    });
+
+  program
+    .command('path')
+    .description('print the path of a volume (or of one of its snapshot layers)')
+    .argument('<volid>')
+    .option('--snapshot <name>', 'path of this snapshot\'s layer')
+    .option('--json', 'machine-readable output')
+    .action(async (volid, opts) => {
+      const vc = await open();
+      const path = await vc.path(volid, opts.snapshot !== undefined ? { snapshot: opts.snapshot } : {});
+      if (opts.json) printJson({ volid, path });
+      else print(path);
+    });
+
+  program
+    .command('info')
+    .description('show format, sizes and snapshots of a volume')
+    .argument('<volid>')
+    .option('--json', 'machine-readable output')
+    .action(async (volid, opts) => {
+      const info = await (await open()).info(volid);
+      if (opts.json) printJson(info);
+      else print(renderInfo(info));
+    });
+
+  program
+    .command('resize')
+    .description('grow a volume to a new virtual size (volumes never shrink)')
+    .argument('<volid>')
+    .argument('<size>', 'new virtual size')
+    .option('--dry-run', 'print the plan, change nothing')
+    .option('--json', 'machine-readable output')
+    .action(async (volid, size, opts) => mutating(opts, (vc, call) => vc.resize(volid, size, call), `resized ${volid}`));
+
+  const snapshot = program.command('snapshot').description('snapshots of one volume');
+  snapshot
+    .command('create')
+    .description('take a snapshot')
+    .argument('<volid>')
+    .argument('<snap>', 'snapshot name: a letter, then 1-39 letters, digits or _')
+    .option('--dry-run', 'print the plan, change nothing')
+    .option('--json', 'machine-readable output')
+    .action(async (volid, snap, opts) =>
+      mutating(opts, (vc, call) => vc.snapshotCreate(volid, snap, call), `created snapshot '${snap}' of ${volid}`),
+    );
+  snapshot
+    .command('list')
+    .description('show the snapshot tree')
+    .argument('<volid>')
+    .option('--json', 'machine-readable output')
+    .action(async (volid, opts) => {
+      const listing = await (await open()).snapshotList(volid);
+      if (opts.json) printJson(listing);
+      else print(renderSnapshotTree(listing));
+    });
+  snapshot
+    .command('rollback')
+    .description('return to any snapshot (newer snapshots stay as a branch)')
+    .argument('<volid>')
+    .argument('<snap>')
+    .option('--purge-newer', 'delete the snapshots newer than <snap> as well')
+    .option('--dry-run', 'print the plan, change nothing')
+    .option('--json', 'machine-readable output')
+    .action(async (volid, snap, opts) =>
+      mutating(
+        opts,
+        (vc, call) => vc.snapshotRollback(volid, snap, { ...call, purgeNewer: opts.purgeNewer ?? false }),
+        `rolled ${volid} back to '${snap}'`,
+      ),
+    );
+  snapshot
+    .command('delete')
+    .description('delete any snapshot, keeping the data every other snapshot needs')
+    .argument('<volid>')
+    .argument('<snap>')
+    .option('--dry-run', 'print the plan, change nothing')
+    .option('--json', 'machine-readable output')
+    .action(async (volid, snap, opts) =>
+      mutating(opts, (vc, call) => vc.snapshotDelete(volid, snap, call), `deleted snapshot '${snap}' of ${volid}`),
+    );
+
+  const vm = program.command('vm').description('snapshots of all disks of a VM at once');
+  vm.command('snapshot')
+    .description('snapshot every disk of a VM: all disks or none')
+    .argument('<vmid>')
+    .argument('<snap>')
+    .option('--storage <id>', 'only disks on this storage')
+    .option('--dry-run', 'print the plans, change nothing')
+    .option('--json', 'machine-readable output')
+    .action(async (vmid, snap, opts) =>
+      mutating(
+        opts,
+        (vc, call) => vc.vmSnapshot(vmid, snap, { ...call, ...(opts.storage !== undefined ? { storage: opts.storage } : {}) }),
+        `created snapshot '${snap}' of every disk of VM ${vmid}`,
+      ),
+    );
+  vm.command('rollback')
+    .description('roll every disk of a VM back to a snapshot')
+    .argument('<vmid>')
+    .argument('<snap>')
+    .option('--storage <id>', 'only disks on this storage')
+    .option('--purge-newer', 'delete the snapshots newer than <snap> as well')
+    .option('--dry-run', 'print the plans, change nothing')
+    .option('--json', 'machine-readable output')
+    .action(async (vmid, snap, opts) =>
+      mutating(
+        opts,
+        (vc, call) =>
+          vc.vmRollback(vmid, snap, {
+            ...call,
+            purgeNewer: opts.purgeNewer ?? false,
+            ...(opts.storage !== undefined ? { storage: opts.storage } : {}),
+          }),
+        `rolled every disk of VM ${vmid} back to '${snap}'`,
+      ),
+    );
+  vm.command('delsnapshot')
+    .description('delete a snapshot from every disk of a VM')
+    .argument('<vmid>')
+    .argument('<snap>')
+    .option('--storage <id>', 'only disks on this storage')
+    .option('--dry-run', 'print the plans, change nothing')
+    .option('--json', 'machine-readable output')
+    .action(async (vmid, snap, opts) =>
+      mutating(
+        opts,
+        (vc, call) => vc.vmDeleteSnapshot(vmid, snap, { ...call, ...(opts.storage !== undefined ? { storage: opts.storage } : {}) }),
+        `deleted snapshot '${snap}' of every disk of VM ${vmid}`,
+      ),
+    );
+
+  program
+    .command('status')
+    .description('show unfinished operations')
+    .option('--json', 'machine-readable output')
+    .action(async (opts) => {
+      const pending = await (await open()).status();
+      if (opts.json) printJson({ pending });
+      else if (pending.length === 0) print('no unfinished operations');
+      else for (const p of pending) print(`${p.volid}: ${p.plan.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host}, ${p.completedSteps}/${p.plan.steps.length} steps done${p.error ? ` (stopped: ${p.error})` : ''}`);
+    });
+
+  program
+    .command('repair')
+    .description('finish interrupted operations')
+    .argument('[volid]', 'only this volume')
+    .option('--all', 'every volume of every storage')
+    .option('--dry-run', 'print what would be done')
+    .option('--json', 'machine-readable output')
+    .action(async (volid, opts) => {
+      if (volid === undefined && !opts.all) throw new InvalidInputError('repair needs a <volid> or --all');
+      const results = await (await open()).repair(volid !== undefined ? { volid } : {}, { dryRun: opts.dryRun ?? false });
+      if (opts.json) printJson({ dryRun: opts.dryRun ?? false, repaired: results });
+      else if (results.length === 0) print('nothing to repair');
+      else for (const r of results) print(`${opts.dryRun ? 'would repair' : 'repaired'} ${r.volid}: ${r.actions.length} step(s)`);
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end by "throwing" with exit code 0; usage errors get status 2.
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    const error = asVolchainError(err);
+    process.stderr.write(`volchain: ${error.message}\n`);
+    if (process.env.VOLCHAIN_DEBUG) process.stderr.write(`${String((err as Error).stack)}\n`);
+    return error.exitStatus;
+  }
+}

@@ -1,0 +1,104 @@
+/** Turning library results into text for people. JSON output never goes through here. */
+import { formatSize } from '../naming/index.js';
+import { describeStep, type Plan } from '../engine/plan.js';
+import type { SnapshotListing, VolumeInfo, VolumeSummary } from '../engine/volchain.js';
+import type { StorageDescription } from '../config/index.js';
+
+export function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
+  return [line(headers), ...rows.map(line)].join('\n');
+}
+
+export function renderStorages(storages: StorageDescription[]): string {
+  return table(
+    ['ID', 'TYPE', 'LOCATION', 'CONTENT', 'CHAIN', 'SHARED', 'STATE'],
+    storages.map((s) => [
+      s.id,
+      s.type,
+      s.path ?? (s.vgname !== null ? `vg ${s.vgname}` : '-'),
+      s.content.join(',') || '-',
+      s.snapshotAsVolumeChain ? 'yes' : 'no',
+      s.shared ? 'yes' : 'no',
+      !s.supported ? 'unsupported' : s.disabled ? 'disabled' : 'active',
+    ]),
+  );
+}
+
+export function renderVolumes(volumes: VolumeSummary[]): string {
+  if (volumes.length === 0) return '(no volumes)';
+  return table(
+    ['VOLID', 'FORMAT', 'SIZE', 'USED', 'CHAIN USED', 'SNAPSHOTS'],
+    volumes.map((v) => [
+      v.volid,
+      v.format,
+      formatSize(v.virtualSize),
+      formatSize(v.usedBytes),
+      formatSize(v.chainUsedBytes),
+      String(v.snapshots.length),
+    ]),
+  );
+}
+
+export function renderInfo(info: VolumeInfo): string {
+  const rows: [string, string][] = [
+    ['volid', info.volid],
+    ['path', info.path],
+    ['format', info.format],
+    ['virtual size', `${formatSize(info.virtualSize)} (${info.virtualSize} bytes)`],
+    ['used', `${formatSize(info.usedBytes)} (${info.usedBytes} bytes)`],
+    ['chain used', `${formatSize(info.chainUsedBytes)} (${info.chainUsedBytes} bytes)`],
+    ['snapshot mode', info.snapshotMode],
+    ['snapshots', info.snapshots.length > 0 ? info.snapshots.join(', ') : '(none)'],
+  ];
+  if (info.parentSnapshot !== null) rows.push(['based on', info.parentSnapshot]);
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n');
+}
+
+/** The snapshot tree, oldest at the top, with the current layer marked where it hangs. */
+export function renderSnapshotTree(listing: SnapshotListing): string {
+  const lines = [`${listing.volid}${listing.mode === 'internal' ? ' (internal snapshots)' : ''}`];
+  const byName = new Map(listing.snapshots.map((s) => [s.name, s]));
+  const label = (name: string): string => {
+    if (name === 'current') {
+      return `current  (${formatSize(listing.current.definedBytes)} written since${listing.current.parent ? ` '${listing.current.parent}'` : ' creation'})  <- you are here`;
+    }
+    const s = byName.get(name);
+    return s ? `${s.name}  (${formatSize(s.definedBytes)} data)` : name;
+  };
+  const children = (name: string): string[] => {
+    if (listing.mode === 'internal') return [];
+    const s = byName.get(name);
+    return s ? s.children : [];
+  };
+  const walk = (name: string, prefix: string, last: boolean, top: boolean): void => {
+    lines.push(top ? label(name) : `${prefix}${last ? '`-- ' : '|-- '}${label(name)}`);
+    const kids = children(name);
+    kids.forEach((k, i) => walk(k, top ? '' : prefix + (last ? '    ' : '|   '), i === kids.length - 1, false));
+  };
+  if (listing.mode === 'internal') {
+    for (const s of listing.snapshots) lines.push(`* ${s.name}`);
+    lines.push(`* ${label('current')}`);
+    return lines.join('\n');
+  }
+  const roots = listing.snapshots.filter((s) => s.parent === null).map((s) => s.name);
+  if (listing.current.parent === null) roots.push('current');
+  for (const root of roots) walk(root, '', true, true);
+  return lines.join('\n');
+}
+
+export function renderPlan(plan: Plan): string {
+  const lines = [`plan: ${plan.summary}`];
+  plan.steps.forEach((s, i) => lines.push(`  ${i + 1}. ${describeStep(s)}`));
+  lines.push(`bytes moved: ${formatSize(plan.bytesMoved)} (${plan.bytesMoved} bytes)`);
+  if (plan.strategies) {
+    lines.push('strategies considered:');
+    for (const s of plan.strategies) {
+      const chosen = plan.summary.endsWith(`by ${s.strategy}`) ? '*' : ' ';
+      const cost = s.valid ? formatSize(s.bytesMoved) : 'invalid';
+      lines.push(`  ${chosen} ${s.strategy.padEnd(16)} ${cost.padEnd(10)} ${s.reason}`);
+    }
+  }
+  return lines.join('\n');
+}

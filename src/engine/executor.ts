@@ -1,0 +1,167 @@
+/**
+ * Runs a plan step by step under a journal. On an error, steps that can be undone are undone and the
+ * journal closed (nothing changed); once a step without a way back has run, the journal stays and
+ * `volchain repair` finishes the plan (every step can be redone safely).
+ */
+import type { Backend } from '../backends/backend.js';
+import { VolchainError, asVolchainError } from '../errors.js';
+import { readQcow2Header } from '../qcow2/index.js';
+import * as qemuImg from '../tools/qemu-img.js';
+import { Journal } from './journal.js';
+import { describeStep, type Plan, type Step } from './plan.js';
+
+export type EngineEvent =
+  | { type: 'step'; volid: string; index: number; total: number; description: string; long: boolean }
+  | { type: 'progress'; volid: string; index: number; percent: number }
+  | { type: 'step-done'; volid: string; index: number };
+
+export interface ExecuteOptions {
+  onEvent?: (event: EngineEvent) => void;
+}
+
+/** How a step can be walked back when a later step fails. */
+function undoOf(step: Step): Step | 'nothing' | 'impossible' {
+  switch (step.kind) {
+    case 'create-overlay':
+      return { kind: 'remove', layer: step.layer };
+    case 'rename':
+      return { kind: 'rename', from: step.to, to: step.from };
+    case 'grow':
+    case 'rebase': // the child's view is unchanged and it still may depend on the (intact) old parent
+      return 'nothing';
+    default:
+      return 'impossible';
+  }
+}
+
+/** Steps that leave their target half-changed when they fail midway (others are atomic or harmless). */
+function damagesWhenInterrupted(step: Step): boolean {
+  return step.kind === 'commit';
+}
+
+function isLong(step: Step): boolean {
+  return step.kind === 'commit' || step.kind === 'rebase';
+}
+
+export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOptions = {}): Promise<void> {
+  const journal = await Journal.begin(backend.stateDir(), backend.id, plan);
+  let index = 0;
+  try {
+    for (; index < plan.steps.length; index++) {
+      const step = plan.steps[index] as Step;
+      injectFault(plan, index, 'before');
+      await journal.stepStarted(index);
+      injectFault(plan, index, 'started');
+      opts.onEvent?.({
+        type: 'step', volid: plan.volid, index, total: plan.steps.length, description: describeStep(step), long: isLong(step),
+      });
+      await runStep(backend, plan.vmid, step, (percent) =>
+        opts.onEvent?.({ type: 'progress', volid: plan.volid, index, percent }),
+      );
+      injectFault(plan, index, 'after');
+      await journal.stepDone(index);
+      opts.onEvent?.({ type: 'step-done', volid: plan.volid, index });
+    }
+  } catch (err) {
+    const error = asVolchainError(err);
+    const done = plan.steps.slice(0, index);
+    const failed = plan.steps[index];
+    const undos = done.map(undoOf);
+    if (!undos.includes('impossible') && !(failed && damagesWhenInterrupted(failed))) {
+      for (const undo of undos.reverse()) {
+        if (undo !== 'nothing' && undo !== 'impossible') await runStep(backend, plan.vmid, undo, undefined, true);
+      }
+      await journal.finish();
+      throw new VolchainError(error.code, `${error.message} (nothing was changed)`, { cause: err });
+    }
+    await journal.fail(error.message);
+    throw new VolchainError(
+      error.code,
+      `${error.message}; ${plan.operation} of ${plan.volid} stopped at step ${index + 1}/${plan.steps.length} ` +
+        `(${failed ? describeStep(failed) : 'end'}): run 'volchain repair ${plan.volid}' to finish it`,
+      { cause: err },
+    );
+  }
+  await journal.finish();
+}
+
+/**
+ * Runs one step. With `redo`, a step that may already have happened (repair after a crash) first checks
+ * whether its effect is there, so that running any step twice is harmless.
+ */
+export async function runStep(
+  backend: Backend,
+  vmid: number,
+  step: Step,
+  onProgress?: (percent: number) => void,
+  redo = false,
+): Promise<void> {
+  const path = (name: string): string => backend.layerPath(vmid, name);
+  const exists = async (name: string): Promise<boolean> => (await backend.statLayer(vmid, name)) !== undefined;
+  const progress = onProgress ? { onProgress } : {};
+  switch (step.kind) {
+    case 'create-overlay':
+      if (redo) await backend.removeLayer(vmid, step.layer);
+      await backend.createOverlay(vmid, step.layer, step.backing, step.sizeBytes);
+      return;
+    case 'rename': {
+      if (redo) {
+        const from = await backend.statLayer(vmid, step.from);
+        const to = await backend.statLayer(vmid, step.to);
+        if (!from && to) return;
+        // Interrupted between link and unlink: both names are one layer.
+        if (from && to && from.identity === to.identity) return backend.removeLayer(vmid, step.from);
+      }
+      await backend.renameLayer(vmid, step.from, step.to);
+      return;
+    }
+    case 'replace':
+      if (redo && !(await exists(step.from))) return;
+      await backend.replaceLayer(vmid, step.from, step.to);
+      return;
+    case 'grow':
+      await backend.prepareGrow(vmid, step.layer, step.sizeBytes);
+      return;
+    case 'commit':
+      await qemuImg.commitIntoBacking(path(step.top), progress);
+      return;
+    case 'rebase':
+      if (redo && (await readQcow2Header(path(step.layer), step.layer)).backingFile === (step.onto ?? undefined)) return;
+      await qemuImg.rebase(path(step.layer), step.onto ?? undefined, progress);
+      return;
+    case 'remove':
+      await backend.removeLayer(vmid, step.layer);
+      return;
+    case 'resize':
+      await qemuImg.resizeImage(path(step.layer), step.format, step.sizeBytes);
+      return;
+    case 'internal-snapshot': {
+      if (redo && step.action !== 'apply') {
+        const names = (await readQcow2Header(path(step.layer), step.layer)).internalSnapshots.map((s) => s.name);
+        if (names.includes(step.name) === (step.action === 'create')) return;
+      }
+      await qemuImg.internalSnapshot(path(step.layer), step.action, step.name);
+      return;
+    }
+  }
+}
+
+/**
+ * Test hooks (documented in README): VOLCHAIN_CRASH_AT=<operation>:<step>[:before|started|after] kills the
+ * process with SIGKILL at that point; VOLCHAIN_FAIL_AT=<operation>:<step>[:<volume name>] makes the step
+ * fail with an error. Steps count from 1 as in --dry-run output.
+ */
+function injectFault(plan: Plan, index: number, moment: 'before' | 'started' | 'after'): void {
+  const crash = process.env.VOLCHAIN_CRASH_AT;
+  if (crash) {
+    const [op, step, when = 'started'] = crash.split(':');
+    if (op === plan.operation && Number(step) === index + 1 && when === moment) process.kill(process.pid, 'SIGKILL');
+  }
+  const fail = process.env.VOLCHAIN_FAIL_AT;
+  if (fail && moment === 'started') {
+    const [op, step, volume] = fail.split(':');
+    if (op === plan.operation && Number(step) === index + 1 && (volume === undefined || plan.volid.endsWith(volume))) {
+      throw new VolchainError('INTERNAL', `injected failure at ${plan.operation} step ${index + 1} (VOLCHAIN_FAIL_AT)`);
+    }
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * One writer per VM's disks per storage. The lock is flock(2) on a file in the storage's state directory:
+ * the kernel drops it when the process dies (even by SIGKILL), and on NFS the kernel maps it to NFS locks
+ * that other hosts see. Node has no flock binding, so a `flock` child (util-linux) locks a file descriptor
+ * it shares with us; the lock belongs to the shared open file description and stays after the child exits.
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, open, type FileHandle } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { dirname } from 'node:path';
+import { LockedError, NotSupportedError } from '../errors.js';
+
+export interface LockHolder {
+  pid: number;
+  host: string;
+  operation: string;
+  since: string;
+}
+
+export interface HeldLock {
+  path: string;
+  release(): Promise<void>;
+}
+
+export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
+
+export function lockTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.VOLCHAIN_LOCK_TIMEOUT;
+  if (raw === undefined || raw === '') return DEFAULT_LOCK_TIMEOUT_MS;
+  const seconds = Number(raw);
+  if (!Number.isFinite(seconds) || seconds < 0) {
+    throw new LockedError(`VOLCHAIN_LOCK_TIMEOUT must be a number of seconds, got '${raw}'`);
+  }
+  return seconds * 1000;
+}
+
+export async function acquireLock(path: string, operation: string, timeoutMs = lockTimeoutMs()): Promise<HeldLock> {
+  await mkdir(dirname(path), { recursive: true });
+  const handle = await open(path, 'a+');
+  try {
+    const acquired = await flockFd(handle, timeoutMs);
+    if (!acquired) {
+      const holder = await readHolder(handle);
+      const who = holder
+        ? `held by pid ${holder.pid} on ${holder.host} (${holder.operation}, since ${holder.since})`
+        : 'held by another process';
+      throw new LockedError(`${path} is ${who}; gave up after ${timeoutMs / 1000}s (VOLCHAIN_LOCK_TIMEOUT)`);
+    }
+    const holder: LockHolder = { pid: process.pid, host: hostname(), operation, since: new Date().toISOString() };
+    await handle.truncate(0);
+    await handle.write(JSON.stringify(holder) + '\n', 0);
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+  let released = false;
+  return {
+    path,
+    release: async () => {
+      if (released) return;
+      released = true;
+      await handle.truncate(0).catch(() => undefined);
+      await handle.close();
+    },
+  };
+}
+
+function flockFd(handle: FileHandle, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('flock', ['--exclusive', '--wait', String(timeoutMs / 1000), '3'], {
+      stdio: ['ignore', 'ignore', 'pipe', handle.fd],
+    });
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', (e: NodeJS.ErrnoException) =>
+      reject(e.code === 'ENOENT' ? new NotSupportedError('flock (util-linux) is not installed') : e),
+    );
+    child.on('close', (code) => {
+      if (code === 0) resolve(true);
+      else if (code === 1) resolve(false);
+      else reject(new LockedError(`flock failed on lock file (exit ${code}): ${stderr.trim()}`));
+    });
+  });
+}
+
+async function readHolder(handle: FileHandle): Promise<LockHolder | undefined> {
+  try {
+    const buf = Buffer.alloc(4096);
+    const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
+    return JSON.parse(buf.subarray(0, bytesRead).toString('utf8')) as LockHolder;
+  } catch {
+    return undefined;
+  }
+}

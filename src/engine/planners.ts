@@ -1,0 +1,230 @@
+/**
+ * Pure planners: (request, observed tree) -> plan. No I/O here, so every rule about what is valid lives in
+ * one place and is unit-testable with hand-made trees.
+ */
+import { AlreadyExistsError, InvalidInputError, NotFoundError, NotSupportedError, PendingOperationError } from '../errors.js';
+import { snapshotLayerName, temporaryLayerName, validateSnapshotName, type StorageKind } from '../naming/index.js';
+import type { Plan, Step, StrategyOption } from './plan.js';
+import { descendants, findSnapshot, layer, snapshotLayers, type LayerNode, type VolumeTree } from './volume-tree.js';
+
+export interface PlanContext {
+  kind: StorageKind;
+  /** snapshot-as-volume-chain: snapshots are layers; otherwise qcow2 internal snapshots. */
+  volumeChain: boolean;
+}
+
+function requireSnapshottable(tree: VolumeTree): void {
+  if (tree.volume.format !== 'qcow2') {
+    throw new NotSupportedError(
+      `${tree.volid} is a raw volume: snapshots need qcow2 (convert it with 'qemu-img convert -O qcow2' into a new volume)`,
+    );
+  }
+  if (tree.leftovers.length > 0) {
+    throw new PendingOperationError(
+      `${tree.volid} has leftovers of an interrupted operation (${tree.leftovers.join(', ')}); run 'volchain repair ${tree.volid}'`,
+    );
+  }
+}
+
+function internalSnapshotNames(tree: VolumeTree): string[] {
+  return layer(tree, tree.current).header?.internalSnapshots.map((s) => s.name) ?? [];
+}
+
+function requireSnapshot(tree: VolumeTree, ctx: PlanContext, snapshot: string): LayerNode | undefined {
+  if (ctx.volumeChain) {
+    const node = findSnapshot(tree, snapshot);
+    if (node?.snapshot === snapshot) return node;
+    const hint = node ? ` (did you mean '${node.snapshot ?? ''}'?)` : '';
+    throw new NotFoundError(`snapshot '${snapshot}' of ${tree.volid} does not exist${hint}`);
+  }
+  if (!internalSnapshotNames(tree).includes(snapshot)) {
+    throw new NotFoundError(`snapshot '${snapshot}' of ${tree.volid} does not exist`);
+  }
+  return undefined;
+}
+
+export function planSnapshotCreate(tree: VolumeTree, ctx: PlanContext, snapshot: string): Plan {
+  validateSnapshotName(snapshot);
+  requireSnapshottable(tree);
+  const base = { operation: 'snapshot-create' as const, volid: tree.volid, vmid: tree.volume.vmid, bytesMoved: 0 };
+  const current = layer(tree, tree.current);
+  if (!ctx.volumeChain) {
+    const clash = internalSnapshotNames(tree).find((n) => n.toLowerCase() === snapshot.toLowerCase());
+    if (clash !== undefined) throw new AlreadyExistsError(`snapshot '${clash}' of ${tree.volid} already exists`);
+    return {
+      ...base,
+      summary: `take internal snapshot '${snapshot}' of ${tree.volid}`,
+      steps: [{ kind: 'internal-snapshot', layer: tree.current, action: 'create', name: snapshot }],
+    };
+  }
+  const clash = findSnapshot(tree, snapshot);
+  if (clash) throw new AlreadyExistsError(`snapshot '${clash.snapshot ?? snapshot}' of ${tree.volid} already exists`);
+  const frozen = snapshotLayerName(ctx.kind, tree.volume.name, snapshot);
+  const tmp = temporaryLayerName(ctx.kind, tree.volume.name, 'create');
+  return {
+    ...base,
+    summary: `freeze the current layer of ${tree.volid} as ${frozen} and continue on a new empty top`,
+    steps: [
+      // The overlay names the frozen layer before it exists (-u), so the two renames below complete it.
+      { kind: 'create-overlay', layer: tmp, backing: frozen, sizeBytes: current.virtualSize },
+      { kind: 'rename', from: tree.current, to: frozen },
+      { kind: 'rename', from: tmp, to: tree.current },
+    ],
+  };
+}
+
+export interface RollbackOptions {
+  purgeNewer?: boolean;
+}
+
+export function planSnapshotRollback(tree: VolumeTree, ctx: PlanContext, snapshot: string, opts: RollbackOptions = {}): Plan {
+  requireSnapshottable(tree);
+  const target = requireSnapshot(tree, ctx, snapshot);
+  const base = { operation: 'snapshot-rollback' as const, volid: tree.volid, vmid: tree.volume.vmid, bytesMoved: 0 };
+  if (!target) {
+    if (opts.purgeNewer) throw new NotSupportedError('--purge-newer needs snapshot-as-volume-chain storage (internal snapshots form no tree)');
+    return {
+      ...base,
+      summary: `revert ${tree.volid} to internal snapshot '${snapshot}'`,
+      steps: [{ kind: 'internal-snapshot', layer: tree.current, action: 'apply', name: snapshot }],
+    };
+  }
+  const tmp = temporaryLayerName(ctx.kind, tree.volume.name, 'rollback');
+  const steps: Step[] = [
+    { kind: 'create-overlay', layer: tmp, backing: target.name, sizeBytes: target.virtualSize },
+    // Point of no return: what the current layer held since the last snapshot is discarded here.
+    { kind: 'replace', from: tmp, to: tree.current },
+  ];
+  const purged = opts.purgeNewer ? descendants(tree, target.name).filter((l) => l.name !== tree.current) : [];
+  for (const node of purged) steps.push({ kind: 'remove', layer: node.name });
+  const keep = purged.length > 0 ? `, deleting ${purged.length} newer snapshot(s)` : '';
+  return {
+    ...base,
+    summary: `discard the current state of ${tree.volid} and continue from snapshot '${snapshot}'${keep}`,
+    steps,
+  };
+}
+
+export function planSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snapshot: string): Plan {
+  requireSnapshottable(tree);
+  const target = requireSnapshot(tree, ctx, snapshot);
+  const base = { operation: 'snapshot-delete' as const, volid: tree.volid, vmid: tree.volume.vmid };
+  if (!target) {
+    return {
+      ...base,
+      bytesMoved: 0,
+      summary: `delete internal snapshot '${snapshot}' of ${tree.volid}`,
+      steps: [{ kind: 'internal-snapshot', layer: tree.current, action: 'delete', name: snapshot }],
+    };
+  }
+  const children = target.children.map((c) => layer(tree, c));
+  const options: { option: StrategyOption; steps: Step[] }[] = [];
+
+  // Strategy 1: every child takes over the data of the snapshot it depends on (safe rebase onto the
+  // snapshot's parent). Always valid; the snapshot's layer stays untouched until its final removal.
+  const rebaseBytes = children.length * target.definedBytes;
+  options.push({
+    option: {
+      strategy: 'rebase-children',
+      valid: true,
+      bytesMoved: rebaseBytes,
+      reason:
+        children.length === 0
+          ? 'no layer depends on the snapshot: it is simply removed'
+          : `copies up to ${target.definedBytes} bytes of the snapshot into each of its ${children.length} child layer(s)`,
+    },
+    steps: [
+      ...children.map((c): Step => ({
+        kind: 'rebase', layer: c.name, from: target.name, onto: target.parent ?? null, bytes: target.definedBytes,
+      })),
+      { kind: 'remove', layer: target.name },
+    ],
+  });
+
+  // Strategy 2: commit the only child into the snapshot's layer, which then takes the child's name (PVE's
+  // way for the oldest snapshot). Moves the child's data, usually small. Needs exactly one child: with two,
+  // the other child would see data that is not its own.
+  const only = children.length === 1 ? children[0] : undefined;
+  if (only) {
+    const steps: Step[] = [];
+    if (only.virtualSize > target.virtualSize) steps.push({ kind: 'grow', layer: target.name, sizeBytes: only.virtualSize });
+    steps.push(
+      { kind: 'commit', top: only.name, base: target.name, bytes: only.definedBytes },
+      { kind: 'replace', from: target.name, to: only.name },
+    );
+    options.push({
+      option: {
+        strategy: 'commit-child',
+        valid: true,
+        bytesMoved: only.definedBytes,
+        reason: `commits the ${only.definedBytes} bytes of ${only.name} into the snapshot's layer, which then replaces it`,
+      },
+      steps,
+    });
+  } else {
+    options.push({
+      option: {
+        strategy: 'commit-child',
+        valid: false,
+        bytesMoved: 0,
+        reason: children.length === 0 ? 'the snapshot has no child' : `the snapshot has ${children.length} children`,
+      },
+      steps: [],
+    });
+  }
+
+  // Committing the snapshot into its parent is never offered: the parent is itself a snapshot, and its
+  // layer must keep holding exactly that snapshot's state.
+  const valid = options.filter((o) => o.option.valid);
+  // Fewest bytes wins; on a tie prefer the rebase, which keeps the snapshot intact until its last step.
+  const chosen = valid.reduce((best, o) => (o.option.bytesMoved < best.option.bytesMoved ? o : best));
+  return {
+    ...base,
+    bytesMoved: chosen.option.bytesMoved,
+    summary: `delete snapshot '${snapshot}' of ${tree.volid} by ${chosen.option.strategy}`,
+    steps: chosen.steps,
+    strategies: options.map((o) => o.option),
+  };
+}
+
+export function planResize(tree: VolumeTree, sizeBytes: number): Plan {
+  const current = layer(tree, tree.current);
+  if (sizeBytes < current.virtualSize) {
+    throw new InvalidInputError(
+      `cannot shrink ${tree.volid} from ${current.virtualSize} to ${sizeBytes} bytes: volchain only grows volumes`,
+    );
+  }
+  if (sizeBytes === current.virtualSize) {
+    throw new InvalidInputError(`${tree.volid} already has ${sizeBytes} bytes`);
+  }
+  return {
+    operation: 'resize',
+    volid: tree.volid,
+    vmid: tree.volume.vmid,
+    bytesMoved: 0,
+    summary: `grow ${tree.volid} from ${current.virtualSize} to ${sizeBytes} bytes`,
+    steps: [
+      { kind: 'grow', layer: tree.current, sizeBytes },
+      { kind: 'resize', layer: tree.current, format: tree.volume.format, sizeBytes },
+    ],
+  };
+}
+
+export function planFree(tree: VolumeTree): Plan {
+  // The current layer goes first: once it is gone the volume no longer exists for anyone, and a crash
+  // leaves only snapshot layers that repair recognises and removes.
+  const layers = [tree.current, ...orderedLeavesFirst(tree).filter((n) => n !== tree.current), ...tree.leftovers];
+  return {
+    operation: 'free',
+    volid: tree.volid,
+    vmid: tree.volume.vmid,
+    bytesMoved: 0,
+    summary: `remove ${tree.volid} and its ${snapshotLayers(tree).length} snapshot layer(s)`,
+    steps: layers.map((l): Step => ({ kind: 'remove', layer: l })),
+  };
+}
+
+function orderedLeavesFirst(tree: VolumeTree): string[] {
+  const roots = [...tree.layers.values()].filter((l) => l.parent === undefined);
+  return roots.flatMap((r) => [...descendants(tree, r.name).map((d) => d.name), r.name]);
+}

@@ -1,0 +1,479 @@
+/**
+ * The library's front door: every CLI command (and later every API route) is one call here. Each mutating
+ * call takes the VM's lock, refuses to run over an unfinished operation, reads the chain under the lock,
+ * plans, and executes the plan with a journal. `dryRun` returns the plan without touching anything.
+ */
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Backend } from '../backends/backend.js';
+import { createBackend } from '../backends/registry.js';
+import {
+  describeStorage,
+  findStorage,
+  loadStorageConfig,
+  type LoadOptions,
+  type StorageConfig,
+  type StorageDescription,
+} from '../config/index.js';
+import {
+  InvalidInputError,
+  NotFoundError,
+  NotSupportedError,
+  PendingOperationError,
+  VolchainError,
+  asVolchainError,
+} from '../errors.js';
+import {
+  formatVolid,
+  nextFreeDiskName,
+  parseSize,
+  parseVmid,
+  parseVolname,
+  splitVolid,
+  validateSnapshotName,
+  validateVolumeName,
+  type ImageFormat,
+  type VolumeRef,
+} from '../naming/index.js';
+import { executePlan, runStep, type EngineEvent } from './executor.js';
+import { pendingOperations, type JournalRecord } from './journal.js';
+import { acquireLock, type HeldLock } from './lock.js';
+import type { Plan } from './plan.js';
+import {
+  planFree,
+  planResize,
+  planSnapshotCreate,
+  planSnapshotDelete,
+  planSnapshotRollback,
+  type PlanContext,
+} from './planners.js';
+import { ancestry, layer, readVolumeTree, snapshotLayers, type VolumeTree } from './volume-tree.js';
+
+export interface CallOptions {
+  dryRun?: boolean;
+  onEvent?: (event: EngineEvent) => void;
+}
+
+export interface VolumeSummary {
+  volid: string;
+  storage: string;
+  vmid: number;
+  name: string;
+  format: ImageFormat;
+  virtualSize: number;
+  /** Bytes used on the storage by the current layer and by the whole chain. */
+  usedBytes: number;
+  chainUsedBytes: number;
+  snapshots: string[];
+}
+
+export interface VolumeInfo extends VolumeSummary {
+  path: string;
+  snapshotMode: 'volume-chain' | 'internal' | 'none';
+  /** Snapshot the current layer continues from (volume-chain mode). */
+  parentSnapshot: string | null;
+}
+
+export interface SnapshotEntry {
+  name: string;
+  layer: string;
+  path: string;
+  parent: string | null;
+  children: string[];
+  /** On the path from the current layer to the base: what the disk's current state builds on. */
+  inCurrentChain: boolean;
+  virtualSize: number;
+  definedBytes: number;
+  usedBytes: number;
+}
+
+export interface SnapshotListing {
+  volid: string;
+  mode: 'volume-chain' | 'internal';
+  current: { layer: string; path: string; parent: string | null; virtualSize: number; definedBytes: number; usedBytes: number };
+  snapshots: SnapshotEntry[];
+}
+
+/** The name the current layer has in snapshot listings (reserved: no snapshot can be called that). */
+export const CURRENT = 'current';
+
+export class Volchain {
+  private readonly backends = new Map<string, Backend>();
+
+  constructor(readonly config: StorageConfig) {}
+
+  static async open(opts: LoadOptions = {}): Promise<Volchain> {
+    return new Volchain(await loadStorageConfig(opts));
+  }
+
+  storages(): StorageDescription[] {
+    return this.config.storages.map(describeStorage);
+  }
+
+  backend(storageId: string): Backend {
+    const cached = this.backends.get(storageId);
+    if (cached) return cached;
+    const def = findStorage(this.config, storageId);
+    if (def.disable) throw new NotSupportedError(`storage '${storageId}' is disabled in ${this.config.source}`);
+    if (!def.content.includes('images')) {
+      throw new NotSupportedError(`storage '${storageId}' does not allow VM disk images (content: ${def.content.join(',') || 'none'})`);
+    }
+    const backend = createBackend(def);
+    this.backends.set(storageId, backend);
+    return backend;
+  }
+
+  resolve(volid: string): { backend: Backend; volume: VolumeRef } {
+    const { storage, volname } = splitVolid(volid);
+    const backend = this.backend(storage);
+    return { backend, volume: parseVolname(backend.kind, storage, volname) };
+  }
+
+  // ---- volume lifecycle -------------------------------------------------------------------------------
+
+  async alloc(
+    storage: string,
+    vmidText: string | number,
+    size: string | number,
+    opts: { name?: string; format?: ImageFormat } = {},
+  ): Promise<string> {
+    const vmid = typeof vmidText === 'number' ? vmidText : parseVmid(vmidText);
+    const sizeBytes = typeof size === 'number' ? size : parseSize(size);
+    if (sizeBytes % 512 !== 0) throw new InvalidInputError(`size ${sizeBytes} is not a multiple of 512 bytes`);
+    const backend = this.backend(storage);
+    if (opts.format && !backend.capabilities.formats.includes(opts.format)) {
+      throw new NotSupportedError(`storage '${storage}' cannot hold ${opts.format} volumes`);
+    }
+    let format: ImageFormat = opts.format ?? 'qcow2';
+    if (opts.name !== undefined) {
+      const named = validateVolumeName(backend.kind, vmid, opts.name);
+      if (opts.format && named !== opts.format) {
+        throw new InvalidInputError(`name '${opts.name}' says ${named} but --format says ${opts.format}`);
+      }
+      format = named;
+    }
+    return this.withVmLock(backend, vmid, 'alloc', async () => {
+      const existing = await backend.listLayerNames(vmid);
+      const name = opts.name ?? nextFreeDiskName(backend.kind, vmid, format, existing);
+      await backend.createImage(vmid, name, format, sizeBytes);
+      return formatVolid({ storage, kind: backend.kind, vmid, name });
+    });
+  }
+
+  async free(volid: string, opts: CallOptions = {}): Promise<Plan> {
+    return this.mutate(volid, 'free', opts, (tree) => planFree(tree));
+  }
+
+  async list(storage: string, opts: { vmid?: number } = {}): Promise<VolumeSummary[]> {
+    const backend = this.backend(storage);
+    const out: VolumeSummary[] = [];
+    for (const volume of await backend.listVolumes(opts.vmid)) {
+      out.push(summarize(await readVolumeTree(backend, volume), backend.capabilities.volumeChain));
+    }
+    return out;
+  }
+
+  async path(volid: string, opts: { snapshot?: string } = {}): Promise<string> {
+    const { backend, volume } = this.resolve(volid);
+    if (opts.snapshot === undefined) {
+      if (!(await backend.statLayer(volume.vmid, volume.name))) throw new NotFoundError(`volume ${volid} does not exist`);
+      return backend.layerPath(volume.vmid, volume.name);
+    }
+    validateSnapshotName(opts.snapshot);
+    const tree = await readVolumeTree(backend, volume);
+    if (!backend.capabilities.volumeChain) {
+      const names = layer(tree, tree.current).header?.internalSnapshots.map((s) => s.name) ?? [];
+      if (!names.includes(opts.snapshot)) throw new NotFoundError(`snapshot '${opts.snapshot}' of ${volid} does not exist`);
+      return layer(tree, tree.current).path;
+    }
+    const node = snapshotLayers(tree).find((l) => l.snapshot === opts.snapshot);
+    if (!node) throw new NotFoundError(`snapshot '${opts.snapshot}' of ${volid} does not exist`);
+    return node.path;
+  }
+
+  async info(volid: string): Promise<VolumeInfo> {
+    const { backend, volume } = this.resolve(volid);
+    const tree = await readVolumeTree(backend, volume);
+    const current = layer(tree, tree.current);
+    const mode = volume.format !== 'qcow2' ? 'none' : backend.capabilities.volumeChain ? 'volume-chain' : 'internal';
+    const parent = current.parent ? layer(tree, current.parent).snapshot ?? null : null;
+    return { ...summarize(tree, backend.capabilities.volumeChain), path: current.path, snapshotMode: mode, parentSnapshot: parent };
+  }
+
+  async resize(volid: string, size: string | number, opts: CallOptions = {}): Promise<Plan> {
+    const sizeBytes = typeof size === 'number' ? size : parseSize(size);
+    if (sizeBytes % 512 !== 0) throw new InvalidInputError(`size ${sizeBytes} is not a multiple of 512 bytes`);
+    return this.mutate(volid, 'resize', opts, (tree) => planResize(tree, sizeBytes));
+  }
+
+  // ---- snapshots of one volume ------------------------------------------------------------------------
+
+  async snapshotCreate(volid: string, snapshot: string, opts: CallOptions = {}): Promise<Plan> {
+    validateSnapshotName(snapshot);
+    return this.mutate(volid, 'snapshot create', opts, (tree, ctx) => planSnapshotCreate(tree, ctx, snapshot));
+  }
+
+  async snapshotRollback(volid: string, snapshot: string, opts: CallOptions & { purgeNewer?: boolean } = {}): Promise<Plan> {
+    validateSnapshotName(snapshot);
+    return this.mutate(volid, 'snapshot rollback', opts, (tree, ctx) =>
+      planSnapshotRollback(tree, ctx, snapshot, { purgeNewer: opts.purgeNewer ?? false }),
+    );
+  }
+
+  async snapshotDelete(volid: string, snapshot: string, opts: CallOptions = {}): Promise<Plan> {
+    validateSnapshotName(snapshot);
+    return this.mutate(volid, 'snapshot delete', opts, (tree, ctx) => planSnapshotDelete(tree, ctx, snapshot));
+  }
+
+  async snapshotList(volid: string): Promise<SnapshotListing> {
+    const { backend, volume } = this.resolve(volid);
+    if (volume.format !== 'qcow2') {
+      throw new NotSupportedError(`${volid} is a raw volume: snapshots need qcow2`);
+    }
+    const tree = await readVolumeTree(backend, volume);
+    const current = layer(tree, tree.current);
+    const currentEntry = {
+      layer: current.name,
+      path: current.path,
+      parent: current.parent ? layer(tree, current.parent).snapshot ?? null : null,
+      virtualSize: current.virtualSize,
+      definedBytes: current.definedBytes,
+      usedBytes: current.usedBytes,
+    };
+    if (!backend.capabilities.volumeChain) {
+      const internal = current.header?.internalSnapshots ?? [];
+      return {
+        volid: tree.volid,
+        mode: 'internal',
+        current: currentEntry,
+        snapshots: internal.map((s, i) => ({
+          name: s.name,
+          layer: current.name,
+          path: current.path,
+          parent: i > 0 ? (internal[i - 1]?.name ?? null) : null,
+          children: [],
+          inCurrentChain: true,
+          virtualSize: Number(s.virtualSize ?? current.virtualSize),
+          definedBytes: 0,
+          usedBytes: 0,
+        })),
+      };
+    }
+    const chain = new Set(ancestry(tree, tree.current).map((l) => l.name));
+    const nameOf = (layerName: string): string => layer(tree, layerName).snapshot ?? CURRENT;
+    const snapshots = snapshotLayers(tree)
+      .map((l) => ({
+        name: l.snapshot ?? '',
+        layer: l.name,
+        path: l.path,
+        parent: l.parent ? nameOf(l.parent) : null,
+        children: l.children.map(nameOf),
+        inCurrentChain: chain.has(l.name),
+        virtualSize: l.virtualSize,
+        definedBytes: l.definedBytes,
+        usedBytes: l.usedBytes,
+      }))
+      .sort((a, b) => a.name.localeCompare(b.name));
+    return { volid: tree.volid, mode: 'volume-chain', current: currentEntry, snapshots };
+  }
+
+  // ---- snapshots of every disk of a VM ----------------------------------------------------------------
+
+  /** All disks of `vmid` (optionally on one storage): volids, in a stable order. */
+  async vmVolumes(vmid: number, storage?: string): Promise<{ backend: Backend; volume: VolumeRef }[]> {
+    const ids = storage !== undefined ? [storage] : this.config.storages.filter(usableForImages).map((s) => s.id);
+    const out: { backend: Backend; volume: VolumeRef }[] = [];
+    for (const id of ids) {
+      const backend = this.backend(id);
+      for (const volume of await backend.listVolumes(vmid)) out.push({ backend, volume });
+    }
+    if (out.length === 0) {
+      throw new NotFoundError(`VM ${vmid} has no disks${storage !== undefined ? ` on storage '${storage}'` : ''}`);
+    }
+    return out;
+  }
+
+  /**
+   * Snapshot of all disks at once: every disk is planned first (so bad input fails before anything
+   * changes), then each is executed; if one fails, the disks already done get their snapshot taken back.
+   */
+  async vmSnapshot(vmidText: string | number, snapshot: string, opts: CallOptions & { storage?: string } = {}): Promise<Plan[]> {
+    validateSnapshotName(snapshot);
+    return this.vmOperation(vmidText, opts, 'vm snapshot', (tree, ctx) => planSnapshotCreate(tree, ctx, snapshot), async (done) => {
+      for (const { backend, tree } of done.reverse()) {
+        await this.undoSnapshotCreate(backend, tree.volume, snapshot);
+      }
+    });
+  }
+
+  async vmRollback(vmidText: string | number, snapshot: string, opts: CallOptions & { storage?: string; purgeNewer?: boolean } = {}): Promise<Plan[]> {
+    validateSnapshotName(snapshot);
+    return this.vmOperation(vmidText, opts, 'vm rollback', (tree, ctx) =>
+      planSnapshotRollback(tree, ctx, snapshot, { purgeNewer: opts.purgeNewer ?? false }),
+    );
+  }
+
+  async vmDeleteSnapshot(vmidText: string | number, snapshot: string, opts: CallOptions & { storage?: string } = {}): Promise<Plan[]> {
+    validateSnapshotName(snapshot);
+    return this.vmOperation(vmidText, opts, 'vm delsnapshot', (tree, ctx) => planSnapshotDelete(tree, ctx, snapshot));
+  }
+
+  // ---- crash recovery ---------------------------------------------------------------------------------
+
+  async status(): Promise<(JournalRecord & { volid: string })[]> {
+    const out: (JournalRecord & { volid: string })[] = [];
+    for (const def of this.config.storages.filter(usableForImages)) {
+      for (const record of await pendingOperations(this.backend(def.id).stateDir())) out.push({ ...record, volid: record.plan.volid });
+    }
+    return out;
+  }
+
+  /** Finishes interrupted operations (every step can be redone safely) and removes stray temporaries. */
+  async repair(target: { volid?: string }, opts: CallOptions = {}): Promise<{ volid: string; actions: string[] }[]> {
+    const results: { volid: string; actions: string[] }[] = [];
+    const backends = target.volid !== undefined
+      ? [this.resolve(target.volid).backend]
+      : this.config.storages.filter(usableForImages).map((s) => this.backend(s.id));
+    const wantedVmid = target.volid !== undefined ? this.resolve(target.volid).volume.vmid : undefined;
+    for (const backend of backends) {
+      for (const record of await pendingOperations(backend.stateDir(), wantedVmid)) {
+        if (target.volid !== undefined && record.plan.volid !== target.volid) continue;
+        const remaining = record.plan.steps.slice(record.completedSteps);
+        const actions = remaining.map((s) => `redo: ${JSON.stringify(s)}`);
+        results.push({ volid: record.plan.volid, actions });
+        if (opts.dryRun) continue;
+        await this.withLock(backend, record.plan.vmid, 'repair', async () => {
+          for (const step of remaining) await runStep(backend, record.plan.vmid, step, undefined, true);
+          await rm(join(backend.stateDir(), 'journal', `${record.id}.json`), { force: true });
+        });
+      }
+    }
+    return results;
+  }
+
+  // ---- internals --------------------------------------------------------------------------------------
+
+  private ctx(backend: Backend): PlanContext {
+    return { kind: backend.kind, volumeChain: backend.capabilities.volumeChain };
+  }
+
+  private async mutate(
+    volid: string,
+    operation: string,
+    opts: CallOptions,
+    plan: (tree: VolumeTree, ctx: PlanContext) => Plan,
+  ): Promise<Plan> {
+    const { backend, volume } = this.resolve(volid);
+    if (opts.dryRun) return plan(await readVolumeTree(backend, volume), this.ctx(backend));
+    return this.withVmLock(backend, volume.vmid, operation, async () => {
+      const p = plan(await readVolumeTree(backend, volume), this.ctx(backend));
+      await executePlan(backend, p, opts.onEvent ? { onEvent: opts.onEvent } : {});
+      return p;
+    });
+  }
+
+  private async vmOperation(
+    vmidText: string | number,
+    opts: CallOptions & { storage?: string },
+    operation: string,
+    plan: (tree: VolumeTree, ctx: PlanContext) => Plan,
+    undo?: (done: { backend: Backend; tree: VolumeTree }[]) => Promise<void>,
+  ): Promise<Plan[]> {
+    const vmid = typeof vmidText === 'number' ? vmidText : parseVmid(vmidText);
+    const disks = await this.vmVolumes(vmid, opts.storage);
+    const locks: HeldLock[] = [];
+    try {
+      if (!opts.dryRun) {
+        for (const backend of uniqueBackends(disks)) locks.push(await this.lockVm(backend, vmid, operation));
+      }
+      const planned: { backend: Backend; tree: VolumeTree; plan: Plan }[] = [];
+      for (const { backend, volume } of disks) {
+        const tree = await readVolumeTree(backend, volume);
+        planned.push({ backend, tree, plan: plan(tree, this.ctx(backend)) });
+      }
+      if (opts.dryRun) return planned.map((p) => p.plan);
+      const done: { backend: Backend; tree: VolumeTree }[] = [];
+      for (const p of planned) {
+        try {
+          await executePlan(p.backend, p.plan, opts.onEvent ? { onEvent: opts.onEvent } : {});
+        } catch (err) {
+          if (!undo) throw err;
+          const error = asVolchainError(err);
+          try {
+            await undo(done);
+          } catch (undoErr) {
+            throw new VolchainError(error.code, `${error.message}; undoing the other disks also failed: ${asVolchainError(undoErr).message}`);
+          }
+          const others = done.length > 0 ? `; the ${done.length} disk(s) already done were restored` : '';
+          throw new VolchainError(error.code, `${operation} of VM ${vmid} failed on ${p.plan.volid}: ${error.message}${others}`, { cause: err });
+        }
+        done.push(p);
+      }
+      return planned.map((p) => p.plan);
+    } finally {
+      for (const lock of locks.reverse()) await lock.release();
+    }
+  }
+
+  /** Takes back a snapshot just created (its new top is still empty): the frozen layer becomes current again. */
+  private async undoSnapshotCreate(backend: Backend, volume: VolumeRef, snapshot: string): Promise<void> {
+    const tree = await readVolumeTree(backend, volume);
+    const ctx = this.ctx(backend);
+    const p = planSnapshotDelete(tree, ctx, snapshot);
+    await executePlan(backend, p);
+  }
+
+  private lockVm(backend: Backend, vmid: number, operation: string): Promise<HeldLock> {
+    return acquireLock(join(backend.stateDir(), 'locks', `${vmid}.lock`), operation);
+  }
+
+  private async withLock<T>(backend: Backend, vmid: number, operation: string, fn: () => Promise<T>): Promise<T> {
+    const lock = await this.lockVm(backend, vmid, operation);
+    try {
+      return await fn();
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /** Like withLock, and refuses to act over an unfinished operation on the same VM. */
+  private async withVmLock<T>(backend: Backend, vmid: number, operation: string, fn: () => Promise<T>): Promise<T> {
+    return this.withLock(backend, vmid, operation, async () => {
+      const pending = await pendingOperations(backend.stateDir(), vmid);
+      if (pending.length > 0) {
+        const first = pending[0] as JournalRecord;
+        throw new PendingOperationError(
+          `VM ${vmid} on storage '${backend.id}' has an unfinished ${first.plan.operation} of ${first.plan.volid} ` +
+            `(started ${first.startedAt} by pid ${first.pid} on ${first.host}); run 'volchain repair ${first.plan.volid}'`,
+        );
+      }
+      return fn();
+    });
+  }
+}
+
+function usableForImages(def: StorageConfig['storages'][number]): boolean {
+  return def.supported && !def.disable && def.content.includes('images');
+}
+
+function uniqueBackends(disks: { backend: Backend }[]): Backend[] {
+  return [...new Map(disks.map((d) => [d.backend.id, d.backend])).values()].sort((a, b) => a.id.localeCompare(b.id));
+}
+
+function summarize(tree: VolumeTree, volumeChain = true): VolumeSummary {
+  const current = layer(tree, tree.current);
+  const snapshots = volumeChain
+    ? snapshotLayers(tree).map((l) => l.snapshot ?? '').sort()
+    : (current.header?.internalSnapshots.map((s) => s.name) ?? []);
+  return {
+    volid: tree.volid,
+    storage: tree.volume.storage,
+    vmid: tree.volume.vmid,
+    name: tree.volume.name,
+    format: tree.volume.format,
+    virtualSize: current.virtualSize,
+    usedBytes: current.usedBytes,
+    chainUsedBytes: [...tree.layers.values()].reduce((sum, l) => sum + l.usedBytes, 0),
+    snapshots,
+  };
+}

@@ -1,0 +1,138 @@
+/**
+ * The snapshot tree of one volume, read from the qcow2 headers of its layers. The current layer has the
+ * volume's name; every other member is a snapshot layer whose name is derived from (volume, snapshot). A
+ * layer's parent is its backing file; after rollbacks that keep newer snapshots, a layer may have several
+ * children. Every header is validated before it is trusted (DESIGN.md section 6).
+ */
+import { stat } from 'node:fs/promises';
+import type { Backend } from '../backends/backend.js';
+import { CorruptImageError, NotFoundError, UnsafeImageError } from '../errors.js';
+import { formatVolid, isVolchainTemporaryName, snapshotOfLayerName, type VolumeRef } from '../naming/index.js';
+import { allocatedBytes, readQcow2Header, validateLayerHeader, type Qcow2Header } from '../qcow2/index.js';
+
+export interface LayerNode {
+  name: string;
+  /** Snapshot this layer holds; undefined for the current (writable) layer. */
+  snapshot: string | undefined;
+  parent: string | undefined;
+  children: string[];
+  path: string;
+  virtualSize: number;
+  /** Guest bytes this layer itself defines (data and explicit zeroes): what copying it moves. */
+  definedBytes: number;
+  /** Bytes the layer occupies on the storage. */
+  usedBytes: number;
+  header: Qcow2Header | undefined;
+}
+
+export interface VolumeTree {
+  volume: VolumeRef;
+  volid: string;
+  /** Layer name of the current layer (= the volume name). */
+  current: string;
+  layers: Map<string, LayerNode>;
+  /** Temporary layers of this volume left by an interrupted operation (repair handles them). */
+  leftovers: string[];
+}
+
+export async function readVolumeTree(backend: Backend, volume: VolumeRef): Promise<VolumeTree> {
+  const volid = formatVolid(volume);
+  const names = await backend.listLayerNames(volume.vmid);
+  if (!names.includes(volume.name)) {
+    throw new NotFoundError(`volume ${volid} does not exist`);
+  }
+  const snapshotOf = new Map<string, string>();
+  const leftovers: string[] = [];
+  for (const name of names) {
+    const snap = snapshotOfLayerName(backend.kind, volume.name, name);
+    if (snap !== undefined) snapshotOf.set(name, snap);
+    else if (isVolchainTemporaryName(name)?.volumeName === volume.name) leftovers.push(name);
+  }
+  const members = [volume.name, ...snapshotOf.keys()];
+  const layers = new Map<string, LayerNode>();
+  for (const name of members) {
+    const path = backend.layerPath(volume.vmid, name);
+    const st = await backend.statLayer(volume.vmid, name);
+    if (!st) throw new NotFoundError(`layer ${name} of ${volid} vanished while reading the chain`);
+    let header: Qcow2Header | undefined;
+    let virtualSize = 0;
+    let definedBytes = st.usedBytes;
+    let parent: string | undefined;
+    if (volume.format === 'qcow2') {
+      header = await readQcow2Header(path, name);
+      validateLayerHeader(name, header, {
+        isExpectedLayerName: (ref) => snapshotOf.has(ref),
+      });
+      parent = header.backingFile;
+      virtualSize = header.virtualSize;
+      const alloc = await allocatedBytes(path, header);
+      definedBytes = alloc.dataBytes + alloc.zeroBytes;
+    } else {
+      virtualSize = (await stat(path)).size;
+    }
+    layers.set(name, {
+      name,
+      snapshot: snapshotOf.get(name),
+      parent,
+      children: [],
+      path,
+      virtualSize,
+      definedBytes,
+      usedBytes: st.usedBytes,
+      header,
+    });
+  }
+  for (const node of layers.values()) {
+    if (node.parent === undefined) continue;
+    const parent = layers.get(node.parent);
+    if (!parent) {
+      throw new CorruptImageError(node.name, `backing layer ${node.parent} is missing; run 'volchain repair ${volid}'`);
+    }
+    parent.children.push(node.name);
+  }
+  // A loop among snapshot layers would make every walk endless: refuse it here, once.
+  for (const node of layers.values()) {
+    const seen = new Set<string>();
+    for (let at: LayerNode | undefined = node; at; at = at.parent ? layers.get(at.parent) : undefined) {
+      if (seen.has(at.name)) throw new UnsafeImageError(node.name, 'backing chain loops back on itself', at.name);
+      seen.add(at.name);
+    }
+  }
+  for (const node of layers.values()) node.children.sort();
+  return { volume, volid, current: volume.name, layers, leftovers };
+}
+
+export function layer(tree: VolumeTree, name: string): LayerNode {
+  const node = tree.layers.get(name);
+  if (!node) throw new NotFoundError(`layer ${name} is not part of ${tree.volid}`);
+  return node;
+}
+
+/** Layers from `name` up to the root, `name` first. */
+export function ancestry(tree: VolumeTree, name: string): LayerNode[] {
+  const chain: LayerNode[] = [];
+  for (let at: LayerNode | undefined = layer(tree, name); at; at = at.parent ? tree.layers.get(at.parent) : undefined) {
+    chain.push(at);
+  }
+  return chain;
+}
+
+/** Every layer below `name` (children, grandchildren, ...), leaves first. */
+export function descendants(tree: VolumeTree, name: string): LayerNode[] {
+  const out: LayerNode[] = [];
+  const visit = (n: LayerNode): void => {
+    for (const child of n.children) visit(layer(tree, child));
+    if (n.name !== name) out.push(n);
+  };
+  visit(layer(tree, name));
+  return out;
+}
+
+export function snapshotLayers(tree: VolumeTree): LayerNode[] {
+  return [...tree.layers.values()].filter((l) => l.snapshot !== undefined);
+}
+
+export function findSnapshot(tree: VolumeTree, snapshot: string): LayerNode | undefined {
+  const wanted = snapshot.toLowerCase();
+  return snapshotLayers(tree).find((l) => l.snapshot?.toLowerCase() === wanted);
+}
