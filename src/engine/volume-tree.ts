@@ -46,7 +46,7 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef): Promi
   for (const name of names) {
     const snap = snapshotOfLayerName(backend.kind, volume.name, name);
     if (snap !== undefined) snapshotOf.set(name, snap);
-    else if (isVolchainTemporaryName(name)?.volumeName === volume.name) leftovers.push(name);
+    else if (isVolchainTemporaryName(name, backend.kind)?.volumeName === volume.name) leftovers.push(name);
   }
   const members = [volume.name, ...snapshotOf.keys()];
   const layers = new Map<string, LayerNode>();

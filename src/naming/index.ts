@@ -1,0 +1,30 @@
+/** The naming layer: volume ids, layer names, name allocation, paths and sizes. Pure: no I/O. */
+export { DIR_NAME_MAX_BYTES, LV_NAME_MAX, LVM_RESERVED_SUBSTRINGS } from './common.js';
+export { formatSize, parseSize } from './size.js';
+export {
+  RESERVED_SNAPSHOT_NAMES,
+  SNAPSHOT_NAME_MAX,
+  SNAPSHOT_NAME_PATTERN,
+  isValidSnapshotName,
+  sameSnapshotName,
+  validateSnapshotName,
+} from './snapshot-name.js';
+export {
+  LAYER_NAME_OVERHEAD,
+  VMID_MAX,
+  VMID_MIN,
+  formatVolid,
+  parseVmid,
+  parseVolname,
+  parseVolumeName,
+  splitVolid,
+  validateStorageId,
+  validateVmid,
+  validateVolumeName,
+  type ImageFormat,
+  type StorageKind,
+  type VolumeRef,
+} from './volume-id.js';
+export { isVolchainTemporaryName, snapshotLayerName, snapshotOfLayerName, temporaryLayerName } from './layer-names.js';
+export { dirImagesDir, dirLayerPath, lvmLayerPath } from './paths.js';
+export { MAX_DISKS_PER_VM, nextFreeDiskName } from './allocate-name.js';

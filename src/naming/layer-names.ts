@@ -1,0 +1,116 @@
+/**
+ * Names of the layers of a chain (DESIGN.md section 2), computed from (volume, snapshot), never parsed alone:
+ * - dir: snapshot S of `vm-100-disk-0.qcow2` is `snap-S-vm-100-disk-0.qcow2` (PVE Plugin.pm get_snap_name);
+ * - lvm: snapshot S of LV `vm-100-disk-0.qcow2` is `snap_vm-100-disk-0_S.qcow2` (PVE LVMPlugin.pm).
+ * On LVM the inverse is ambiguous without the volume: `snap_vm-101-a_b_cd.qcow2` is (vm-101-a.qcow2, b_cd)
+ * or (vm-101-a_b.qcow2, cd). So one volume's listing by prefix can include another volume's layers, and
+ * chain membership must come from the qcow2 headers.
+ *
+ * Temporary layers (a new top being prepared, a layer being swapped) get names no PVE or volchain volume or
+ * snapshot layer can have, recognisable by repair after a crash:
+ * - dir: `.volchain-tmp-<purpose>-<volume>`: the leading dot hides it from PVE, whose list_images globs
+ *   `images/<vmid>/*` (Perl's glob skips dot files) and would otherwise list any `*.qcow2` as a volume;
+ * - lvm: `volchain-tmp-<purpose>-<volume>`: PVE lists only LVs starting `vm-`; a leading '.' is avoided
+ *   because it is unusual enough to surprise LVM tooling, and LV names cannot start with '-'.
+ * `<purpose>` is 1 to 16 lower-case letters, so the first '-' after it starts the volume name.
+ */
+import { InvalidInputError, NotSupportedError } from '../errors.js';
+import { DIR_NAME_MAX_BYTES, LV_NAME_MAX, lvmReservedSubstring, quote, utf8Length } from './common.js';
+import { isValidSnapshotName, validateSnapshotName } from './snapshot-name.js';
+import { parseVolumeName, type StorageKind } from './volume-id.js';
+
+const QCOW2_SUFFIX = '.qcow2';
+const PURPOSE_PATTERN = /^[a-z]{1,16}$/;
+const TEMPORARY_PATTERN = /^(\.?)volchain-tmp-([a-z]{1,16})-(.+)$/s;
+
+export function snapshotLayerName(kind: StorageKind, volumeName: string, snapshot: string): string {
+  validateSnapshotName(snapshot);
+  const { format } = parseVolumeName(kind, volumeName);
+  if (format !== 'qcow2') {
+    // PVE: "can't snapshot this image format" / "snapshot is working with qcow2 format only".
+    throw new NotSupportedError(
+      `volume ${quote(volumeName)} is a raw image: snapshots as volume chains need a qcow2 volume`,
+    );
+  }
+  const layer =
+    kind === 'dir'
+      ? `snap-${snapshot}-${volumeName}`
+      : `snap_${volumeName.slice(0, -QCOW2_SUFFIX.length)}_${snapshot}${QCOW2_SUFFIX}`;
+  checkLayerName(kind, layer, `snapshot ${quote(snapshot)} of volume ${quote(volumeName)}`);
+  return layer;
+}
+
+/**
+ * The snapshot whose layer of `volumeName` is called `layerName`, or undefined when `layerName` is not such
+ * a layer (another volume's layer, the volume itself, a temporary, or a name with an invalid snapshot part,
+ * e.g. a PVE snapshot whose name contains '-'). Throws only when `volumeName` itself is not valid.
+ */
+export function snapshotOfLayerName(kind: StorageKind, volumeName: string, layerName: string): string | undefined {
+  const { format } = parseVolumeName(kind, volumeName);
+  if (format !== 'qcow2' || typeof layerName !== 'string') return undefined;
+  let prefix: string;
+  let suffix: string;
+  if (kind === 'dir') {
+    prefix = 'snap-';
+    suffix = `-${volumeName}`;
+  } else {
+    prefix = `snap_${volumeName.slice(0, -QCOW2_SUFFIX.length)}_`;
+    suffix = QCOW2_SUFFIX;
+  }
+  if (layerName.length <= prefix.length + suffix.length) return undefined;
+  if (!layerName.startsWith(prefix) || !layerName.endsWith(suffix)) return undefined;
+  const snapshot = layerName.slice(prefix.length, layerName.length - suffix.length);
+  return isValidSnapshotName(snapshot) ? snapshot : undefined;
+}
+
+export function temporaryLayerName(kind: StorageKind, volumeName: string, purpose: string): string {
+  if (typeof purpose !== 'string' || !PURPOSE_PATTERN.test(purpose)) {
+    throw new InvalidInputError(
+      `temporary layer purpose ${quote(purpose)} is not valid: expected 1 to 16 lower-case letters, e.g. 'create'`,
+    );
+  }
+  parseVolumeName(kind, volumeName);
+  const layer = `${kind === 'dir' ? '.' : ''}volchain-tmp-${purpose}-${volumeName}`;
+  checkLayerName(kind, layer, `temporary layer ${quote(purpose)} of volume ${quote(volumeName)}`);
+  return layer;
+}
+
+/**
+ * Recognises a temporary layer name and tells which volume it belongs to. With `kind`, only that storage
+ * type's form is recognised (a dot on dir, none on LVM); the volume part must be a valid volume name.
+ */
+export function isVolchainTemporaryName(
+  name: string,
+  kind?: StorageKind,
+): { purpose: string; volumeName: string } | undefined {
+  if (typeof name !== 'string') return undefined;
+  const match = TEMPORARY_PATTERN.exec(name);
+  if (!match) return undefined;
+  const [, dot, purpose = '', volumeName = ''] = match;
+  const formKind: StorageKind = dot === '.' ? 'dir' : 'lvm';
+  if (kind !== undefined && kind !== formKind) return undefined;
+  try {
+    parseVolumeName(formKind, volumeName);
+  } catch {
+    return undefined;
+  }
+  return { purpose, volumeName };
+}
+
+/** A derived name must still be a legal file or LV name; long volume names can push it past the limit. */
+function checkLayerName(kind: StorageKind, layer: string, what: string): void {
+  const max = kind === 'dir' ? DIR_NAME_MAX_BYTES : LV_NAME_MAX;
+  if (utf8Length(layer) > max) {
+    throw new InvalidInputError(
+      `the layer name for the ${what} would be ${utf8Length(layer)} characters long, ` +
+        `over the ${kind} limit of ${max}: use a shorter snapshot name`,
+    );
+  }
+  const reserved = kind === 'lvm' ? lvmReservedSubstring(layer) : undefined;
+  if (reserved !== undefined) {
+    throw new InvalidInputError(
+      `the layer name for the ${what} would be ${quote(layer)}, which contains ${quote(reserved)}, ` +
+        'reserved by LVM: choose another snapshot name',
+    );
+  }
+}

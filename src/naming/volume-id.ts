@@ -1,0 +1,308 @@
+/**
+ * Volume ids (`<storage>:<volname>`) and volume names, as Proxmox VE writes them (DESIGN.md section 1):
+ * - dir: volname `<vmid>/vm-<vmid>-<rest>.<raw|qcow2>`, the file `<path>/images/<vmid>/<name>`;
+ * - lvm: volname = LV name `vm-<vmid>-<rest>`, qcow2 when it ends in `.qcow2`, raw otherwise.
+ *
+ * Everything here is validation before any path is built (DESIGN.md section 6), so it is stricter than PVE
+ * where PVE is permissive in ways that could hurt:
+ * - PVE's dir parser accepts any `[^/\s]+.<fmt>` file name; volchain wants `vm-<vmid>-…` and a safe
+ *   character set (letters, digits, `_ . + -`): ':' would read as a protocol prefix to QEMU, ',' splits QEMU
+ *   option strings, and neither can be typed safely everywhere.
+ * - PVE takes the owner from the directory on dir storage and ignores the vmid inside the file name;
+ *   volchain requires both to agree, so `100/vm-101-disk-0.qcow2` cannot touch VM 101's disk.
+ * - vmids must be canonical (pve-vmid: 100..999999999, no leading zero) so one volume has one volid.
+ */
+import { InvalidInputError, NotSupportedError } from '../errors.js';
+import {
+  CONTROL_CHAR,
+  DIR_NAME_MAX_BYTES,
+  LV_NAME_MAX,
+  lvmReservedSubstring,
+  quote,
+  utf8Length,
+} from './common.js';
+import { SNAPSHOT_NAME_MAX } from './snapshot-name.js';
+
+export type StorageKind = 'dir' | 'lvm';
+export type ImageFormat = 'raw' | 'qcow2';
+
+export interface VolumeRef {
+  storage: string;
+  kind: StorageKind;
+  vmid: number;
+  /** File name (dir) or LV name (lvm), e.g. vm-100-disk-0.qcow2. */
+  name: string;
+  format: ImageFormat;
+  /** The part of the volid after `storage:`. */
+  volname: string;
+}
+
+/** pve-vmid (pve-common JSONSchema): `^[1-9][0-9]{2,8}$`, i.e. 100..999999999. */
+export const VMID_MIN = 100;
+export const VMID_MAX = 999_999_999;
+const VMID_PATTERN = /^[1-9][0-9]{2,8}$/;
+
+/** PVE storage ids (pve-storage-id / parse_volume_id): at least 2 characters, case-insensitive. */
+const STORAGE_ID_PATTERN = /^[a-z][a-z0-9._-]*[a-z0-9]$/i;
+
+/**
+ * Room a new volume name leaves for derived layer names: `snap-<S>-` on dir and `snap_` + `_<S>` on LVM
+ * both add 6 + SNAPSHOT_NAME_MAX characters, and temporary names add less (see layer-names.ts).
+ */
+export const LAYER_NAME_OVERHEAD = 6 + SNAPSHOT_NAME_MAX;
+
+const DIR_VOLNAME_SHAPE = "'<vmid>/<file name>', e.g. '100/vm-100-disk-0.qcow2'";
+
+/** Content directories PVE keeps beside images/ on dir storage; volchain manages VM disks only. */
+const OTHER_CONTENT = new Set(['iso', 'vztmpl', 'backup', 'snippets', 'import', 'private', 'rootdir']);
+
+export function parseVmid(text: string): number {
+  if (typeof text !== 'string' || !VMID_PATTERN.test(text)) {
+    throw new InvalidInputError(
+      `VM id ${quote(text)} is not valid: expected a whole number from ${VMID_MIN} to ${VMID_MAX} ` +
+        'without leading zeros',
+    );
+  }
+  return Number(text);
+}
+
+/** Guards against a storage type string that bypassed the type system (e.g. read from a config file). */
+function checkKind(kind: StorageKind): void {
+  if (kind !== 'dir' && kind !== 'lvm') {
+    throw new NotSupportedError(`storage type ${quote(kind)} is not supported: expected 'dir' or 'lvm'`);
+  }
+}
+
+/** Throws unless `vmid` is a valid VM id number (pve-vmid range). */
+export function validateVmid(vmid: number): void {
+  if (!Number.isInteger(vmid) || vmid < VMID_MIN || vmid > VMID_MAX) {
+    throw new InvalidInputError(
+      `VM id ${String(vmid)} is not valid: expected a whole number from ${VMID_MIN} to ${VMID_MAX}`,
+    );
+  }
+}
+
+export function validateStorageId(storage: string): void {
+  if (typeof storage !== 'string' || !STORAGE_ID_PATTERN.test(storage)) {
+    throw new InvalidInputError(
+      `storage id ${quote(storage)} is not valid: expected at least 2 characters, starting with a letter, ` +
+        "then letters, digits, '-', '_' or '.', ending with a letter or digit",
+    );
+  }
+}
+
+/**
+ * Splits a volume id at its first ':' (PVE parse_volume_id: storage ids never contain ':', the volname may).
+ * Control characters are refused here already: Perl's `$` lets PVE accept a trailing newline, volchain not.
+ */
+export function splitVolid(volid: string): { storage: string; volname: string } {
+  const example = "expected '<storage>:<volume name>', e.g. 'local:100/vm-100-disk-0.qcow2'";
+  if (typeof volid !== 'string' || volid.length === 0) {
+    throw new InvalidInputError(`volume id must not be empty: ${example}`);
+  }
+  if (CONTROL_CHAR.test(volid)) throw new InvalidInputError(`volume id ${quote(volid)} contains a control character`);
+  const colon = volid.indexOf(':');
+  if (colon < 0) throw new InvalidInputError(`volume id ${quote(volid)} has no ':': ${example}`);
+  const storage = volid.slice(0, colon);
+  const volname = volid.slice(colon + 1);
+  if (!STORAGE_ID_PATTERN.test(storage)) {
+    throw new InvalidInputError(
+      `volume id ${quote(volid)} does not start with a valid storage id: ${example}; a storage id has at ` +
+        "least 2 characters, starts with a letter and has only letters, digits, '-', '_' and '.'",
+    );
+  }
+  if (volname.length === 0) {
+    throw new InvalidInputError(`volume id ${quote(volid)} has nothing after ':': ${example}`);
+  }
+  return { storage, volname };
+}
+
+export function parseVolname(kind: StorageKind, storage: string, volname: string): VolumeRef {
+  validateStorageId(storage);
+  if (typeof volname !== 'string' || volname.length === 0) {
+    throw new InvalidInputError(`volume name on storage ${quote(storage)} must not be empty`);
+  }
+  const volid = quote(`${storage}:${volname}`);
+  if (kind === 'lvm') {
+    if (volname.includes('/')) {
+      throw new InvalidInputError(
+        `volume ${volid} is not valid: on LVM storage the volume name is the LV name alone ` +
+          "(e.g. 'vm-100-disk-0.qcow2'), without '/'",
+      );
+    }
+    const { vmid, format } = parseVolumeName('lvm', volname);
+    return { storage, kind, vmid, name: volname, format, volname };
+  }
+  checkKind(kind);
+  if (volname.startsWith('/')) {
+    throw new InvalidInputError(`volume ${volid} is an absolute path: expected ${DIR_VOLNAME_SHAPE}`);
+  }
+  const parts = volname.split('/');
+  const [first = '', second = '', third = ''] = parts;
+  if (parts.length === 4 && /^\d+$/.test(first) && /^(base|vm)-\d+-/.test(second) && /^\d+$/.test(third)) {
+    // PVE: `<basevmid>/<basename>/<vmid>/<name>`, a linked clone of a template's base volume.
+    throw new NotSupportedError(
+      `volume ${volid} is a linked clone of a base volume: volchain does not handle linked clones yet`,
+    );
+  }
+  if (OTHER_CONTENT.has(first)) {
+    throw new NotSupportedError(
+      `volume ${volid} is ${quote(first)} content, not a VM disk image: volchain manages VM disks only`,
+    );
+  }
+  if (parts.length !== 2) {
+    throw new InvalidInputError(`volume ${volid} is not valid: expected ${DIR_VOLNAME_SHAPE}`);
+  }
+  const [vmidText = '', name = ''] = parts;
+  if (!VMID_PATTERN.test(vmidText)) {
+    throw new InvalidInputError(
+      `volume ${volid} is not valid: ${quote(vmidText)} before '/' must be a VM id from ${VMID_MIN} ` +
+        `to ${VMID_MAX} without leading zeros`,
+    );
+  }
+  const vmid = Number(vmidText);
+  const { format } = parseVolumeName('dir', name, vmid);
+  return { storage, kind, vmid, name, format, volname };
+}
+
+/** `storage:vmid/name` on dir, `storage:name` on LVM; validates first so it never emits an unparsable volid. */
+export function formatVolid(ref: Pick<VolumeRef, 'storage' | 'kind' | 'vmid' | 'name'>): string {
+  validateStorageId(ref.storage);
+  validateVmid(ref.vmid);
+  parseVolumeName(ref.kind, ref.name, ref.vmid);
+  return ref.kind === 'dir' ? `${ref.storage}:${ref.vmid}/${ref.name}` : `${ref.storage}:${ref.name}`;
+}
+
+/**
+ * Validates a name a user gives for a new volume (alloc) and returns its format. Stricter than parsing an
+ * existing volume: the name must leave room for every snapshot layer name (LAYER_NAME_OVERHEAD), and on LVM
+ * a `.raw`/`.vmdk`/`.subvol` suffix is refused (PVE would create a raw LV literally named `….raw`; a raw LV
+ * carries no suffix, and a misleading one confuses other tools, cf. PVE bug 7811).
+ */
+export function validateVolumeName(kind: StorageKind, vmid: number, name: string): ImageFormat {
+  validateVmid(vmid);
+  const { format } = parseVolumeName(kind, name, vmid);
+  const max = (kind === 'dir' ? DIR_NAME_MAX_BYTES : LV_NAME_MAX) - LAYER_NAME_OVERHEAD;
+  if (utf8Length(name) > max) {
+    throw new InvalidInputError(
+      `volume name ${quote(name)} is too long for a new volume: at most ${max} characters, ` +
+        'so that snapshot layer names fit',
+    );
+  }
+  const suffix = /\.(raw|vmdk|subvol)$/.exec(name);
+  if (kind === 'lvm' && suffix) {
+    throw new InvalidInputError(
+      `volume name ${quote(name)} is not valid on LVM storage: a raw LV has no suffix and a qcow2 LV ends ` +
+        `in '.qcow2' (did you mean ${quote(name.slice(0, -suffix[0].length))}?)`,
+    );
+  }
+  return format;
+}
+
+/**
+ * Checks the name of an existing volume (file name on dir, LV name on LVM) and returns the vmid inside it
+ * and its format. With `expectedVmid`, the vmid in the name must equal it.
+ */
+export function parseVolumeName(
+  kind: StorageKind,
+  name: string,
+  expectedVmid?: number,
+): { vmid: number; format: ImageFormat } {
+  checkKind(kind);
+  if (typeof name !== 'string' || name.length === 0) throw new InvalidInputError('volume name must not be empty');
+  const q = quote(name);
+  const shape =
+    kind === 'dir'
+      ? "'vm-<vmid>-<name>.qcow2' or 'vm-<vmid>-<name>.raw'"
+      : "'vm-<vmid>-<name>' (raw) or 'vm-<vmid>-<name>.qcow2'";
+  const max = kind === 'dir' ? DIR_NAME_MAX_BYTES : LV_NAME_MAX;
+  if (utf8Length(name) > max) {
+    throw new InvalidInputError(
+      `volume name ${q} is ${utf8Length(name)} bytes long: at most ${max} are allowed on ${kind} storage`,
+    );
+  }
+  if (name.includes('\0')) throw new InvalidInputError(`volume name ${q} contains a NUL character`);
+  if (CONTROL_CHAR.test(name)) throw new InvalidInputError(`volume name ${q} contains a control character`);
+  if (/\s/.test(name)) throw new InvalidInputError(`volume name ${q} contains whitespace: expected ${shape}`);
+  if (name.startsWith('/')) throw new InvalidInputError(`volume name ${q} is an absolute path: expected ${shape}`);
+  if (name.includes('/')) throw new InvalidInputError(`volume name ${q} contains '/': expected ${shape}`);
+  if (name.includes('..')) throw new InvalidInputError(`volume name ${q} contains '..': expected ${shape}`);
+  if (name.startsWith('-')) throw new InvalidInputError(`volume name ${q} starts with '-': expected ${shape}`);
+  if (/^snap[-_]/.test(name)) {
+    // PVE parse_name_dir: "'<name>' is a snapshot filename, not a volume!"
+    throw new InvalidInputError(
+      `${q} is a snapshot layer name, not a volume: address the volume and name the snapshot instead`,
+    );
+  }
+  if (name.startsWith('del-')) {
+    throw new InvalidInputError(`${q} is an LV being removed ('del-' prefix), not a volume`);
+  }
+  if (/^\.?volchain-tmp-/.test(name)) {
+    throw new InvalidInputError(`${q} is a temporary layer of an unfinished volchain operation, not a volume`);
+  }
+  if (name.startsWith('base-')) {
+    throw new NotSupportedError(
+      `volume ${q} is a template base volume: volchain does not handle base volumes and linked clones yet`,
+    );
+  }
+  if (/^(subvol|basevol)-/.test(name)) {
+    throw new NotSupportedError(`volume ${q} is a container subvolume: volchain handles VM disk images only`);
+  }
+  const head = /^vm-(\d+)-/.exec(name);
+  if (!head) throw new InvalidInputError(`volume name ${q} is not valid: expected ${shape}`);
+  const bad = (kind === 'dir' ? /[^A-Za-z0-9_.+-]/ : /[^A-Za-z0-9_.-]/).exec(name);
+  if (bad) {
+    const chars = kind === 'dir' ? "letters, digits, '_', '.', '+' and '-'" : "letters, digits, '_', '.' and '-'";
+    throw new InvalidInputError(`volume name ${q} contains ${quote(bad[0])}: only ${chars} are allowed`);
+  }
+  const vmidText = head[1] ?? '';
+  if (!VMID_PATTERN.test(vmidText)) {
+    throw new InvalidInputError(
+      `volume name ${q} is not valid: the VM id ${quote(vmidText)} must be from ${VMID_MIN} to ${VMID_MAX} ` +
+        'without leading zeros',
+    );
+  }
+  const vmid = Number(vmidText);
+  if (expectedVmid !== undefined && vmid !== expectedVmid) {
+    throw new InvalidInputError(
+      `volume name ${q} belongs to VM ${vmid}, not to VM ${expectedVmid}: ` +
+        `a volume of VM ${expectedVmid} must be named 'vm-${expectedVmid}-…'`,
+    );
+  }
+  const rest = name.slice(head[0].length);
+  if (kind === 'dir') return { vmid, format: dirFormat(name, rest, shape) };
+  return { vmid, format: lvmFormat(name, rest, shape) };
+}
+
+function dirFormat(name: string, rest: string, shape: string): ImageFormat {
+  const q = quote(name);
+  const ext = /\.([^.]*)$/.exec(rest)?.[1];
+  if (ext === 'vmdk' || ext === 'subvol') {
+    throw new NotSupportedError(`volume ${q} has format ${quote(ext)}: volchain handles only raw and qcow2 images`);
+  }
+  if (ext !== 'raw' && ext !== 'qcow2') {
+    throw new InvalidInputError(`volume name ${q} must end in '.qcow2' or '.raw': expected ${shape}`);
+  }
+  if (rest.length === ext.length + 1) {
+    throw new InvalidInputError(`volume name ${q} has nothing between 'vm-<vmid>-' and '.${ext}': expected ${shape}`);
+  }
+  return ext;
+}
+
+function lvmFormat(name: string, rest: string, shape: string): ImageFormat {
+  const q = quote(name);
+  // PVE parse_lvm_name: LV names end with a letter or digit.
+  if (!/[A-Za-z0-9]$/.test(name)) {
+    throw new InvalidInputError(`volume name ${q} must end with a letter or digit: expected ${shape}`);
+  }
+  const reserved = lvmReservedSubstring(name);
+  if (reserved !== undefined) {
+    throw new InvalidInputError(`volume name ${q} contains ${quote(reserved)}, reserved by LVM for internal volumes`);
+  }
+  const format: ImageFormat = name.endsWith('.qcow2') ? 'qcow2' : 'raw';
+  const core = format === 'qcow2' ? rest.slice(0, -'.qcow2'.length) : rest;
+  if (core.length === 0) {
+    throw new InvalidInputError(`volume name ${q} has nothing after 'vm-<vmid>-': expected ${shape}`);
+  }
+  return format;
+}
