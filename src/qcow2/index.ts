@@ -1,0 +1,27 @@
+/**
+ * qcow2 layer knowledge with no storage type in it: native header reading, chain validation against hostile
+ * images, and per-layer allocation figures. (craft.ts, the header builder for tests, is deliberately not here.)
+ */
+export {
+  parseQcow2Header,
+  readQcow2Header,
+  readHeaderFrom,
+  QCOW2_MAGIC,
+  MAX_BACKING_NAME_BYTES,
+  KNOWN_INCOMPAT,
+  type Qcow2Header,
+  type Qcow2CompressionType,
+  type Qcow2FeatureName,
+} from './header.js';
+export { type Qcow2Snapshot } from './snapshots.js';
+export {
+  validateLayerHeader,
+  walkChain,
+  backingNameProblem,
+  DEFAULT_MAX_CHAIN_DEPTH,
+  type BackingPolicy,
+  type ChainLayer,
+  type WalkChainOptions,
+} from './validate.js';
+export { allocatedBytes, countAllocation, type AllocationSummary } from './allocation.js';
+export { openImage, bufferReader, type ImageReader, type ImageFile } from './io.js';
