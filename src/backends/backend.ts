@@ -46,8 +46,13 @@ export interface Backend {
   /** Puts layer `from` in the place of `to`, discarding the old `to`, as one atomic step where possible. */
   replaceLayer(vmid: number, from: string, to: string): Promise<void>;
   removeLayer(vmid: number, layerName: string): Promise<void>;
-  /** Makes room for a layer's image to grow to `sizeBytes` of virtual size (LVM: grow the LV). */
+  /**
+   * Makes room for a layer's image to be written up to `sizeBytes` of virtual size (LVM: grow the LV back
+   * to full size). Called before anything writes into a frozen layer; harmless to repeat.
+   */
   prepareGrow(vmid: number, layerName: string, sizeBytes: number): Promise<void>;
+  /** A layer became a snapshot and is read-only from now on (LVM: shrink the LV to the image's end). */
+  settleFrozen(vmid: number, layerName: string): Promise<void>;
 
   /** A directory on (or for) this storage for locks and operation journals. */
   stateDir(): string;

@@ -137,6 +137,10 @@ export class DirBackend implements Backend {
     // Files grow on demand.
   }
 
+  async settleFrozen(): Promise<void> {
+    // A sparse file takes only what it holds: nothing to give back.
+  }
+
   stateDir(): string {
     return join(this.definition.path, '.volchain');
   }

@@ -27,6 +27,7 @@ function undoOf(step: Step): Step | 'nothing' | 'impossible' {
     case 'rename':
       return { kind: 'rename', from: step.to, to: step.from };
     case 'grow':
+    case 'freeze':
     case 'rebase': // the child's view is unchanged and it still may depend on the (intact) old parent
       return 'nothing';
     default:
@@ -121,6 +122,9 @@ export async function runStep(
       return;
     case 'grow':
       await backend.prepareGrow(vmid, step.layer, step.sizeBytes);
+      return;
+    case 'freeze':
+      await backend.settleFrozen(vmid, step.layer);
       return;
     case 'commit':
       await qemuImg.commitIntoBacking(path(step.top), progress);

@@ -12,6 +12,8 @@ export type Step =
   | { kind: 'replace'; from: string; to: string }
   /** Make room for `layer` to grow to `sizeBytes` (LVM: grow the LV). Harmless to repeat. */
   | { kind: 'grow'; layer: string; sizeBytes: number }
+  /** `layer` became a snapshot and will not be written again (LVM: shrink the LV to the image's end). */
+  | { kind: 'freeze'; layer: string }
   /** Write `top`'s data into its backing layer `base`. `base` no longer holds its old state afterwards. */
   | { kind: 'commit'; top: string; base: string; bytes: number }
   /** Safe rebase of `layer` from `from` onto `onto` (null: no backing), copying what its view needs. */
@@ -60,6 +62,8 @@ export function describeStep(step: Step): string {
       return `replace ${step.to} with ${step.from}`;
     case 'grow':
       return `make room for ${step.layer} to hold ${step.sizeBytes} bytes virtual`;
+    case 'freeze':
+      return `settle frozen layer ${step.layer}`;
     case 'commit':
       return `commit ${step.top} into ${step.base} (${step.bytes} bytes)`;
     case 'rebase':

@@ -69,6 +69,7 @@ export function planSnapshotCreate(tree: VolumeTree, ctx: PlanContext, snapshot:
       { kind: 'create-overlay', layer: tmp, backing: frozen, sizeBytes: current.virtualSize },
       { kind: 'rename', from: tree.current, to: frozen },
       { kind: 'rename', from: tmp, to: tree.current },
+      { kind: 'freeze', layer: frozen },
     ],
   };
 }
@@ -146,12 +147,15 @@ export function planSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snapshot:
   // the other child would see data that is not its own.
   const only = children.length === 1 ? children[0] : undefined;
   if (only) {
-    const steps: Step[] = [];
-    if (only.virtualSize > target.virtualSize) steps.push({ kind: 'grow', layer: target.name, sizeBytes: only.virtualSize });
-    steps.push(
+    // The snapshot's layer is written into: it must have room for everything the child may hold (on LVM a
+    // frozen layer was shrunk, and after a resize the child is bigger than the snapshot).
+    const steps: Step[] = [
+      { kind: 'grow', layer: target.name, sizeBytes: Math.max(only.virtualSize, target.virtualSize) },
       { kind: 'commit', top: only.name, base: target.name, bytes: only.definedBytes },
       { kind: 'replace', from: target.name, to: only.name },
-    );
+    ];
+    // When the child was itself a snapshot, the merged layer is frozen again under the child's name.
+    if (only.snapshot !== undefined) steps.push({ kind: 'freeze', layer: only.name });
     options.push({
       option: {
         strategy: 'commit-child',

@@ -227,10 +227,11 @@ export class Volchain {
 
   async snapshotList(volid: string): Promise<SnapshotListing> {
     const { backend, volume } = this.resolve(volid);
+    // Read first: a volume that does not exist is "not found" whatever its name says about its format.
+    const tree = await readVolumeTree(backend, volume);
     if (volume.format !== 'qcow2') {
       throw new NotSupportedError(`${volid} is a raw volume: snapshots need qcow2`);
     }
-    const tree = await readVolumeTree(backend, volume);
     const current = layer(tree, tree.current);
     const currentEntry = {
       layer: current.name,

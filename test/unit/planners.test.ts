@@ -51,8 +51,9 @@ function tree(
 
 test('create freezes the current layer under the snapshot name and continues on a new overlay', () => {
   const plan = planSnapshotCreate(tree({ a: null }, 'a'), ctx, 'bb');
-  assert.equal(plan.steps.length, 3);
-  const [overlay, freeze, swap] = plan.steps as [Step, Step, Step];
+  assert.equal(plan.steps.length, 4);
+  const [overlay, freeze, swap, settle] = plan.steps as [Step, Step, Step, Step];
+  assert.deepEqual(settle, { kind: 'freeze', layer: snapLayer('bb') });
   assert.equal(overlay.kind, 'create-overlay');
   assert.ok(overlay.kind === 'create-overlay' && overlay.backing === snapLayer('bb'));
   assert.deepEqual(freeze, { kind: 'rename', from: VOL, to: snapLayer('bb') });
@@ -115,6 +116,7 @@ test('delete with one small child commits the child into the snapshot (oldest sn
   const plan = planSnapshotDelete(t, ctx, 'a');
   assert.match(plan.summary, /commit-child/);
   assert.deepEqual(plan.steps, [
+    { kind: 'grow', layer: snapLayer('a'), sizeBytes: 1 << 30 },
     { kind: 'commit', top: VOL, base: snapLayer('a'), bytes: 1 << 20 },
     { kind: 'replace', from: snapLayer('a'), to: VOL },
   ]);
@@ -199,7 +201,7 @@ test('the delete planner always picks a valid strategy with the fewest bytes', (
       if (plan.summary.endsWith('commit-child')) assert.equal(children, 1);
       // the deleted layer is gone at the end, by removal or by being replaced under the child's name
       const last = plan.steps.at(-1);
-      assert.ok(last && (last.kind === 'remove' || last.kind === 'replace'));
+      assert.ok(last && ['remove', 'replace', 'freeze'].includes(last.kind));
     }),
     { numRuns: 300 },
   );
