@@ -9,6 +9,10 @@ declare -A needs=(
   [qemu-img]=qemu-utils
   [qemu-io]=qemu-utils
   [flock]=util-linux
+  [losetup]=mount
+  [qemu-system-x86_64]=qemu-system-x86
+  [lvm]=lvm2
+  [thin_check]=thin-provisioning-tools
 )
 missing=()
 for prog in "${!needs[@]}"; do
