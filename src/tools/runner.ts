@@ -14,6 +14,8 @@ export interface RunOptions {
   okExitCodes?: readonly number[];
   input?: string;
   timeoutMs?: number;
+  /** Working directory (qemu-img resolves some relative names, e.g. data_file, against it). */
+  cwd?: string;
 }
 
 export interface RunResult {
@@ -40,6 +42,7 @@ export function run(command: string, args: readonly string[], options: RunOption
       env: { ...process.env, ...options.env, LC_ALL: 'C' },
       stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
       timeout: options.timeoutMs,
+      ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
     });
     const out: Buffer[] = [];
     const err: Buffer[] = [];

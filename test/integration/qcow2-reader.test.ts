@@ -234,7 +234,8 @@ describe('qcow2 header reader agrees with qemu-img info', () => {
   it('external data file, with and without data_file_raw', async () => {
     for (const raw of ['off', 'on']) {
       const path = join(dir, `datafile-${raw}.qcow2`);
-      await qemuImg('create', '-q', '-f', 'qcow2', '-o', `data_file=datafile-${raw}.raw,data_file_raw=${raw}`, path, '1M');
+      // qemu-img resolves a relative data_file against its working directory: create it beside the image.
+      await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `data_file=datafile-${raw}.raw,data_file_raw=${raw}`, path, '1M'], { cwd: dir });
       const h = await readQcow2Header(path);
       assert.equal(h.externalData, true);
       assert.equal(h.dataFile, `datafile-${raw}.raw`);
