@@ -31,6 +31,8 @@ export interface Backend {
 
   /** Current layers of the volumes on this storage (snapshot layers, temporaries and foreign files hidden). */
   listVolumes(vmid?: number): Promise<VolumeRef[]>;
+  /** VM ids that have any layer on this storage (including leftovers of interrupted operations). */
+  listVmids(): Promise<number[]>;
   /** Every layer name in the namespace where volumes of `vmid` live (raw material for chain discovery). */
   listLayerNames(vmid: number): Promise<string[]>;
   /** Absolute path QEMU opens for a layer. */

@@ -52,6 +52,10 @@ export class DirBackend implements Backend {
     return volumes.sort((a, b) => a.vmid - b.vmid || a.name.localeCompare(b.name, 'en', { numeric: true }));
   }
 
+  listVmids(): Promise<number[]> {
+    return listNumericDirs(join(this.definition.path, 'images'));
+  }
+
   async listLayerNames(vmid: number): Promise<string[]> {
     try {
       return await readdir(dirImagesDir(this.definition.path, vmid));

@@ -261,7 +261,7 @@ export function buildProgram() {
       const results = await (await open()).repair(volid !== undefined ? { volid } : {}, { dryRun: opts.dryRun ?? false });
       if (opts.json) printJson({ dryRun: opts.dryRun ?? false, repaired: results });
       else if (results.length === 0) print('nothing to repair');
-      else for (const r of results) print(`${opts.dryRun ? 'would repair' : 'repaired'} ${r.volid}: ${r.actions.length} step(s)`);
+      else for (const r of results) print(`${opts.dryRun ? 'would repair' : 'repaired'} ${r.volid}:\n${r.actions.map((a) => `  - ${a}`).join('\n')}`);
     });
 
   return program;

@@ -52,6 +52,10 @@ export function renderInfo(info: VolumeInfo): string {
     ['snapshots', info.snapshots.length > 0 ? info.snapshots.join(', ') : '(none)'],
   ];
   if (info.parentSnapshot !== null) rows.push(['based on', info.parentSnapshot]);
+  if (info.pendingOperation !== null) {
+    const p = info.pendingOperation;
+    rows.push(['UNFINISHED', `${p.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host} (volchain repair)`]);
+  }
   const width = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n');
 }

@@ -3,6 +3,7 @@
  * journal closed (nothing changed); once a step without a way back has run, the journal stays and
  * `volchain repair` finishes the plan (every step can be redone safely).
  */
+import { appendFile } from 'node:fs/promises';
 import type { Backend } from '../backends/backend.js';
 import { VolchainError, asVolchainError } from '../errors.js';
 import { readQcow2Header } from '../qcow2/index.js';
@@ -17,6 +18,8 @@ export type EngineEvent =
 
 export interface ExecuteOptions {
   onEvent?: (event: EngineEvent) => void;
+  /** A journal written beforehand (VM-wide operations record every disk's plan before running any). */
+  journal?: Journal;
 }
 
 /** How a step can be walked back when a later step fails. */
@@ -45,7 +48,7 @@ function isLong(step: Step): boolean {
 }
 
 export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOptions = {}): Promise<void> {
-  const journal = await Journal.begin(backend.stateDir(), backend.id, plan);
+  const journal = opts.journal ?? (await Journal.begin(backend.stateDir(), backend.id, plan));
   let index = 0;
   try {
     for (; index < plan.steps.length; index++) {
@@ -84,6 +87,18 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
     );
   }
   await journal.finish();
+  await appendTestOpLog(plan);
+}
+
+/**
+ * Test hook (documented in README): with VOLCHAIN_TEST_OPLOG=<file>, every finished plan is appended to that
+ * file as one JSON line while the VM's lock is still held, so a concurrency test can replay the true order
+ * of operations against its model.
+ */
+async function appendTestOpLog(plan: Plan): Promise<void> {
+  const file = process.env.VOLCHAIN_TEST_OPLOG;
+  if (!file) return;
+  await appendFile(file, JSON.stringify(plan) + '\n');
 }
 
 /**

@@ -23,6 +23,8 @@ export interface JournalRecord {
   runningStep: number | null;
   /** Set when the executor stopped on an error it could not undo. */
   error?: string;
+  /** Shared by the journals of one VM-wide operation (one per disk). */
+  group?: string;
 }
 
 export function journalDir(stateDir: string): string {
@@ -35,7 +37,7 @@ export class Journal {
     readonly record: JournalRecord,
   ) {}
 
-  static async begin(stateDir: string, storage: string, plan: Plan): Promise<Journal> {
+  static async begin(stateDir: string, storage: string, plan: Plan, group?: string): Promise<Journal> {
     const dir = journalDir(stateDir);
     await mkdir(dir, { recursive: true });
     const record: JournalRecord = {
@@ -47,6 +49,7 @@ export class Journal {
       plan,
       completedSteps: 0,
       runningStep: null,
+      ...(group !== undefined ? { group } : {}),
     };
     const journal = new Journal(dir, record);
     await journal.persist();
@@ -74,8 +77,7 @@ export class Journal {
   }
 
   async finish(): Promise<void> {
-    await rm(this.path, { force: true });
-    await fsyncDir(this.dir);
+    await removeJournal(this.dir, this.record.id);
   }
 
   private async persist(): Promise<void> {
@@ -90,6 +92,11 @@ export class Journal {
     await rename(tmp, this.path);
     await fsyncDir(this.dir);
   }
+}
+
+export async function removeJournal(dir: string, id: string): Promise<void> {
+  await rm(join(dir, `${id}.json`), { force: true });
+  await fsyncDir(dir);
 }
 
 async function fsyncDir(dir: string): Promise<void> {

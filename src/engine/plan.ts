@@ -43,6 +43,8 @@ export interface Plan {
   operation: OperationKind;
   volid: string;
   vmid: number;
+  /** The snapshot the operation is about, for snapshot operations. */
+  snapshot?: string;
   /** One line saying what the plan achieves. */
   summary: string;
   steps: Step[];

@@ -46,7 +46,7 @@ function requireSnapshot(tree: VolumeTree, ctx: PlanContext, snapshot: string): 
 export function planSnapshotCreate(tree: VolumeTree, ctx: PlanContext, snapshot: string): Plan {
   validateSnapshotName(snapshot);
   requireSnapshottable(tree);
-  const base = { operation: 'snapshot-create' as const, volid: tree.volid, vmid: tree.volume.vmid, bytesMoved: 0 };
+  const base = { operation: 'snapshot-create' as const, volid: tree.volid, vmid: tree.volume.vmid, snapshot, bytesMoved: 0 };
   const current = layer(tree, tree.current);
   if (!ctx.volumeChain) {
     const clash = internalSnapshotNames(tree).find((n) => n.toLowerCase() === snapshot.toLowerCase());
@@ -81,7 +81,7 @@ export interface RollbackOptions {
 export function planSnapshotRollback(tree: VolumeTree, ctx: PlanContext, snapshot: string, opts: RollbackOptions = {}): Plan {
   requireSnapshottable(tree);
   const target = requireSnapshot(tree, ctx, snapshot);
-  const base = { operation: 'snapshot-rollback' as const, volid: tree.volid, vmid: tree.volume.vmid, bytesMoved: 0 };
+  const base = { operation: 'snapshot-rollback' as const, volid: tree.volid, vmid: tree.volume.vmid, snapshot, bytesMoved: 0 };
   if (!target) {
     if (opts.purgeNewer) throw new NotSupportedError('--purge-newer needs snapshot-as-volume-chain storage (internal snapshots form no tree)');
     return {
@@ -109,7 +109,7 @@ export function planSnapshotRollback(tree: VolumeTree, ctx: PlanContext, snapsho
 export function planSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snapshot: string): Plan {
   requireSnapshottable(tree);
   const target = requireSnapshot(tree, ctx, snapshot);
-  const base = { operation: 'snapshot-delete' as const, volid: tree.volid, vmid: tree.volume.vmid };
+  const base = { operation: 'snapshot-delete' as const, volid: tree.volid, vmid: tree.volume.vmid, snapshot };
   if (!target) {
     return {
       ...base,

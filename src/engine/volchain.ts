@@ -3,7 +3,7 @@
  * call takes the VM's lock, refuses to run over an unfinished operation, reads the chain under the lock,
  * plans, and executes the plan with a journal. `dryRun` returns the plan without touching anything.
  */
-import { rm } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { Backend } from '../backends/backend.js';
 import { createBackend } from '../backends/registry.js';
@@ -25,6 +25,7 @@ import {
 } from '../errors.js';
 import {
   formatVolid,
+  isVolchainTemporaryName,
   nextFreeDiskName,
   parseSize,
   parseVmid,
@@ -36,7 +37,8 @@ import {
   type VolumeRef,
 } from '../naming/index.js';
 import { executePlan, runStep, type EngineEvent } from './executor.js';
-import { pendingOperations, type JournalRecord } from './journal.js';
+import { describeStep } from './plan.js';
+import { Journal, journalDir, pendingOperations, removeJournal, type JournalRecord } from './journal.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import type { Plan } from './plan.js';
 import {
@@ -48,6 +50,7 @@ import {
   type PlanContext,
 } from './planners.js';
 import { ancestry, layer, readVolumeTree, snapshotLayers, type VolumeTree } from './volume-tree.js';
+import { readQcow2Header } from '../qcow2/index.js';
 
 export interface CallOptions {
   dryRun?: boolean;
@@ -67,8 +70,17 @@ export interface VolumeSummary {
   snapshots: string[];
 }
 
+export interface PendingSummary {
+  operation: string;
+  startedAt: string;
+  pid: number;
+  host: string;
+}
+
 export interface VolumeInfo extends VolumeSummary {
   path: string;
+  /** An operation on this VM that is running now or was interrupted (then `repair` finishes it). */
+  pendingOperation: PendingSummary | null;
   snapshotMode: 'volume-chain' | 'internal' | 'none';
   /** Snapshot the current layer continues from (volume-chain mode). */
   parentSnapshot: string | null;
@@ -168,7 +180,7 @@ export class Volchain {
     const backend = this.backend(storage);
     const out: VolumeSummary[] = [];
     for (const volume of await backend.listVolumes(opts.vmid)) {
-      out.push(summarize(await readVolumeTree(backend, volume), backend.capabilities.volumeChain));
+      out.push(summarize(await this.readTree(backend, volume), backend.capabilities.volumeChain));
     }
     return out;
   }
@@ -180,7 +192,7 @@ export class Volchain {
       return backend.layerPath(volume.vmid, volume.name);
     }
     validateSnapshotName(opts.snapshot);
-    const tree = await readVolumeTree(backend, volume);
+    const tree = await this.readTree(backend, volume);
     if (!backend.capabilities.volumeChain) {
       const names = layer(tree, tree.current).header?.internalSnapshots.map((s) => s.name) ?? [];
       if (!names.includes(opts.snapshot)) throw new NotFoundError(`snapshot '${opts.snapshot}' of ${volid} does not exist`);
@@ -193,11 +205,20 @@ export class Volchain {
 
   async info(volid: string): Promise<VolumeInfo> {
     const { backend, volume } = this.resolve(volid);
-    const tree = await readVolumeTree(backend, volume);
+    const tree = await this.readTree(backend, volume);
+    const pending = (await pendingOperations(backend.stateDir(), volume.vmid))[0];
     const current = layer(tree, tree.current);
     const mode = volume.format !== 'qcow2' ? 'none' : backend.capabilities.volumeChain ? 'volume-chain' : 'internal';
     const parent = current.parent ? layer(tree, current.parent).snapshot ?? null : null;
-    return { ...summarize(tree, backend.capabilities.volumeChain), path: current.path, snapshotMode: mode, parentSnapshot: parent };
+    return {
+      ...summarize(tree, backend.capabilities.volumeChain),
+      path: current.path,
+      pendingOperation: pending
+        ? { operation: pending.plan.operation, startedAt: pending.startedAt, pid: pending.pid, host: pending.host }
+        : null,
+      snapshotMode: mode,
+      parentSnapshot: parent,
+    };
   }
 
   async resize(volid: string, size: string | number, opts: CallOptions = {}): Promise<Plan> {
@@ -329,27 +350,88 @@ export class Volchain {
     return out;
   }
 
-  /** Finishes interrupted operations (every step can be redone safely) and removes stray temporaries. */
+  /**
+   * Finishes interrupted operations (every step can be redone safely, so repair always completes what was
+   * started), then deals with temporary layers that no journal explains.
+   */
   async repair(target: { volid?: string }, opts: CallOptions = {}): Promise<{ volid: string; actions: string[] }[]> {
     const results: { volid: string; actions: string[] }[] = [];
-    const backends = target.volid !== undefined
-      ? [this.resolve(target.volid).backend]
-      : this.config.storages.filter(usableForImages).map((s) => this.backend(s.id));
-    const wantedVmid = target.volid !== undefined ? this.resolve(target.volid).volume.vmid : undefined;
-    for (const backend of backends) {
-      for (const record of await pendingOperations(backend.stateDir(), wantedVmid)) {
-        if (target.volid !== undefined && record.plan.volid !== target.volid) continue;
+    const targets: { backend: Backend; vmids: number[] }[] = [];
+    if (target.volid !== undefined) {
+      const { backend, volume } = this.resolve(target.volid);
+      targets.push({ backend, vmids: [volume.vmid] });
+    } else {
+      for (const def of this.config.storages.filter(usableForImages)) {
+        const backend = this.backend(def.id);
+        targets.push({ backend, vmids: await backend.listVmids() });
+      }
+    }
+    for (const { backend, vmids } of targets) {
+      for (const record of await pendingOperations(backend.stateDir())) {
+        if (!vmids.includes(record.plan.vmid)) continue;
+        if (target.volid !== undefined && record.plan.volid !== target.volid && record.group === undefined) continue;
         const remaining = record.plan.steps.slice(record.completedSteps);
-        const actions = remaining.map((s) => `redo: ${JSON.stringify(s)}`);
-        results.push({ volid: record.plan.volid, actions });
+        results.push({
+          volid: record.plan.volid,
+          actions: [`finish ${record.plan.operation} (${remaining.length} of ${record.plan.steps.length} steps left)`, ...remaining.map(describeStep)],
+        });
         if (opts.dryRun) continue;
         await this.withLock(backend, record.plan.vmid, 'repair', async () => {
           for (const step of remaining) await runStep(backend, record.plan.vmid, step, undefined, true);
-          await rm(join(backend.stateDir(), 'journal', `${record.id}.json`), { force: true });
+          await removeJournal(journalDir(backend.stateDir()), record.id);
         });
+      }
+      for (const vmid of vmids) {
+        const actions = await this.repairLeftovers(backend, vmid, opts.dryRun ?? false);
+        results.push(...actions);
       }
     }
     return results;
+  }
+
+  /**
+   * Temporary layers with no journal (the journal was lost, or a crash hit before it was written). A
+   * temporary is never anyone's backing file, so it can go, unless the volume's own name is missing: then
+   * it is the volume's new top and takes that name.
+   */
+  private async repairLeftovers(backend: Backend, vmid: number, dryRun: boolean): Promise<{ volid: string; actions: string[] }[]> {
+    const out: { volid: string; actions: string[] }[] = [];
+    return this.withLock(backend, vmid, 'repair', async () => {
+      if ((await pendingOperations(backend.stateDir(), vmid)).length > 0) return out;
+      const names = await backend.listLayerNames(vmid);
+      for (const name of names) {
+        const tmp = isVolchainTemporaryName(name, backend.kind);
+        if (!tmp) continue;
+        const volid = formatVolid({ storage: backend.id, kind: backend.kind, vmid, name: tmp.volumeName });
+        const hasVolume = names.includes(tmp.volumeName);
+        let adopt = false;
+        if (!hasVolume) {
+          const backing = (await readQcow2Header(backend.layerPath(vmid, name), name)).backingFile;
+          adopt = backing !== undefined && names.includes(backing);
+        }
+        const action = adopt ? `rename ${name} -> ${tmp.volumeName} (the volume's top was left under its temporary name)` : `remove stray temporary ${name}`;
+        out.push({ volid, actions: [action] });
+        if (dryRun) continue;
+        if (adopt) await backend.renameLayer(vmid, name, tmp.volumeName);
+        else await backend.removeLayer(vmid, name);
+      }
+      return out;
+    });
+  }
+
+  /** Like readVolumeTree, but says so when an operation on the VM is running or was interrupted. */
+  private async readTree(backend: Backend, volume: VolumeRef): Promise<VolumeTree> {
+    try {
+      return await readVolumeTree(backend, volume);
+    } catch (err) {
+      const pending = await pendingOperations(backend.stateDir(), volume.vmid);
+      const first = pending[0];
+      if (!first) throw err;
+      throw new PendingOperationError(
+        `${formatVolid(volume)} is in the middle of a ${first.plan.operation} (started ${first.startedAt} by pid ` +
+          `${first.pid} on ${first.host}): wait for it, or if that process is gone run 'volchain repair ${first.plan.volid}'`,
+      );
+    }
   }
 
   // ---- internals --------------------------------------------------------------------------------------
@@ -385,7 +467,10 @@ export class Volchain {
     const locks: HeldLock[] = [];
     try {
       if (!opts.dryRun) {
-        for (const backend of uniqueBackends(disks)) locks.push(await this.lockVm(backend, vmid, operation));
+        for (const backend of uniqueBackends(disks)) {
+          locks.push(await this.lockVm(backend, vmid, operation));
+          await refusePending(backend, vmid);
+        }
       }
       const planned: { backend: Backend; tree: VolumeTree; plan: Plan }[] = [];
       for (const { backend, volume } of disks) {
@@ -393,13 +478,26 @@ export class Volchain {
         planned.push({ backend, tree, plan: plan(tree, this.ctx(backend)) });
       }
       if (opts.dryRun) return planned.map((p) => p.plan);
+      // Every disk's plan is journaled before any of them runs: after a crash, repair finishes all of them,
+      // so a VM-wide operation never stays done on some disks only.
+      const group = randomUUID();
+      const journals: Journal[] = [];
+      for (const p of planned) journals.push(await Journal.begin(p.backend.stateDir(), p.backend.id, p.plan, group));
       const done: { backend: Backend; tree: VolumeTree }[] = [];
-      for (const p of planned) {
+      for (const [i, p] of planned.entries()) {
         try {
-          await executePlan(p.backend, p.plan, opts.onEvent ? { onEvent: opts.onEvent } : {});
+          await executePlan(p.backend, p.plan, { ...(opts.onEvent ? { onEvent: opts.onEvent } : {}), journal: journals[i] as Journal });
         } catch (err) {
-          if (!undo) throw err;
           const error = asVolchainError(err);
+          if (!undo) {
+            throw new VolchainError(
+              error.code,
+              `${operation} of VM ${vmid} stopped on ${p.plan.volid}: ${error.message}; ` +
+                `run 'volchain repair --all' to finish it on every disk`,
+              { cause: err },
+            );
+          }
+          for (const j of journals.slice(i + 1)) await j.finish();
           try {
             await undo(done);
           } catch (undoErr) {
@@ -440,16 +538,19 @@ export class Volchain {
   /** Like withLock, and refuses to act over an unfinished operation on the same VM. */
   private async withVmLock<T>(backend: Backend, vmid: number, operation: string, fn: () => Promise<T>): Promise<T> {
     return this.withLock(backend, vmid, operation, async () => {
-      const pending = await pendingOperations(backend.stateDir(), vmid);
-      if (pending.length > 0) {
-        const first = pending[0] as JournalRecord;
-        throw new PendingOperationError(
-          `VM ${vmid} on storage '${backend.id}' has an unfinished ${first.plan.operation} of ${first.plan.volid} ` +
-            `(started ${first.startedAt} by pid ${first.pid} on ${first.host}); run 'volchain repair ${first.plan.volid}'`,
-        );
-      }
+      await refusePending(backend, vmid);
       return fn();
     });
+  }
+}
+
+async function refusePending(backend: Backend, vmid: number): Promise<void> {
+  const first = (await pendingOperations(backend.stateDir(), vmid))[0];
+  if (first) {
+    throw new PendingOperationError(
+      `VM ${vmid} on storage '${backend.id}' has an unfinished ${first.plan.operation} of ${first.plan.volid} ` +
+        `(started ${first.startedAt} by pid ${first.pid} on ${first.host}); run 'volchain repair ${first.plan.volid}'`,
+    );
   }
 }
 

@@ -83,5 +83,8 @@ export async function checkImage(path: string): Promise<CheckResult> {
 /** Internal (in-file) snapshots, used when a storage does not set snapshot-as-volume-chain. */
 export async function internalSnapshot(path: string, action: 'create' | 'apply' | 'delete', name: string): Promise<void> {
   const flag = { create: '-c', apply: '-a', delete: '-d' }[action];
-  await run('qemu-img', ['snapshot', '-q', '-f', 'qcow2', flag, name, path]);
+  // `qemu-img snapshot` has no -f before QEMU 8.x (7.2 rejects it): --image-opts pins the format instead.
+  // In an option string ',' separates options, so a ',' in the path is doubled.
+  const image = `driver=qcow2,file.driver=file,file.filename=${path.replace(/,/g, ',,')}`;
+  await run('qemu-img', ['snapshot', '-q', '--image-opts', flag, name, image]);
 }
