@@ -49,7 +49,7 @@ import {
   planSnapshotRollback,
   type PlanContext,
 } from './planners.js';
-import { ancestry, layer, readVolumeTree, snapshotLayers, type VolumeTree } from './volume-tree.js';
+import { ancestry, layer, readVolumeTree, snapshotLayers, type ReadTreeOptions, type VolumeTree } from './volume-tree.js';
 import { readQcow2Header } from '../qcow2/index.js';
 
 export interface CallOptions {
@@ -180,7 +180,7 @@ export class Volchain {
     const backend = this.backend(storage);
     const out: VolumeSummary[] = [];
     for (const volume of await backend.listVolumes(opts.vmid)) {
-      out.push(summarize(await this.readTree(backend, volume), backend.capabilities.volumeChain));
+      out.push(summarize(await this.readTree(backend, volume, { allocation: false }), backend.capabilities.volumeChain));
     }
     return out;
   }
@@ -420,9 +420,9 @@ export class Volchain {
   }
 
   /** Like readVolumeTree, but says so when an operation on the VM is running or was interrupted. */
-  private async readTree(backend: Backend, volume: VolumeRef): Promise<VolumeTree> {
+  private async readTree(backend: Backend, volume: VolumeRef, opts: ReadTreeOptions = {}): Promise<VolumeTree> {
     try {
-      return await readVolumeTree(backend, volume);
+      return await readVolumeTree(backend, volume, opts);
     } catch (err) {
       const pending = await pendingOperations(backend.stateDir(), volume.vmid);
       const first = pending[0];

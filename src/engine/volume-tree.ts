@@ -35,7 +35,15 @@ export interface VolumeTree {
   leftovers: string[];
 }
 
-export async function readVolumeTree(backend: Backend, volume: VolumeRef): Promise<VolumeTree> {
+export interface ReadTreeOptions {
+  /**
+   * Count each layer's guest data from its L1/L2 tables (what planners need for byte counts). Off for bulk
+   * listings, where `definedBytes` then falls back to the space the layer takes on the storage.
+   */
+  allocation?: boolean;
+}
+
+export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: ReadTreeOptions = {}): Promise<VolumeTree> {
   const volid = formatVolid(volume);
   const names = await backend.listLayerNames(volume.vmid);
   if (!names.includes(volume.name)) {
@@ -65,8 +73,10 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef): Promi
       });
       parent = header.backingFile;
       virtualSize = header.virtualSize;
-      const alloc = await allocatedBytes(path, header);
-      definedBytes = alloc.dataBytes + alloc.zeroBytes;
+      if (opts.allocation ?? true) {
+        const alloc = await allocatedBytes(path, header);
+        definedBytes = alloc.dataBytes + alloc.zeroBytes;
+      }
     } else {
       virtualSize = (await stat(path)).size;
     }
