@@ -125,9 +125,10 @@ export function buildProgram() {
     .command('info')
     .description('show format, sizes and snapshots of a volume')
     .argument('<volid>')
+    .option('--deep', 'also run qemu-img check on every layer')
     .option('--json', 'machine-readable output')
     .action(async (volid, opts) => {
-      const info = await (await open()).info(volid);
+      const info = await (await open()).info(volid, { deep: opts.deep ?? false });
       if (opts.json) printJson(info);
       else print(renderInfo(info));
     });

@@ -56,6 +56,10 @@ export function renderInfo(info: VolumeInfo): string {
     const p = info.pendingOperation;
     rows.push(['UNFINISHED', `${p.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host} (volchain repair)`]);
   }
+  for (const c of info.checks ?? []) {
+    const verdict = c.clean ? 'clean' : `${c.corruptions} corruption(s), ${c.leaks} leak(s)`;
+    rows.push([`check ${c.snapshot ?? 'current'}`, `${verdict} (${c.layer})`]);
+  }
   const width = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n');
 }

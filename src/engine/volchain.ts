@@ -51,6 +51,7 @@ import {
 } from './planners.js';
 import { ancestry, layer, readVolumeTree, snapshotLayers, type ReadTreeOptions, type VolumeTree } from './volume-tree.js';
 import { readQcow2Header } from '../qcow2/index.js';
+import { checkImage } from '../tools/qemu-img.js';
 
 export interface CallOptions {
   dryRun?: boolean;
@@ -82,8 +83,19 @@ export interface VolumeInfo extends VolumeSummary {
   /** An operation on this VM that is running now or was interrupted (then `repair` finishes it). */
   pendingOperation: PendingSummary | null;
   snapshotMode: 'volume-chain' | 'internal' | 'none';
+  /** With `deep`: `qemu-img check` of every layer (run only after every header passed validation). */
+  checks?: LayerCheck[];
   /** Snapshot the current layer continues from (volume-chain mode). */
   parentSnapshot: string | null;
+}
+
+export interface LayerCheck {
+  layer: string;
+  snapshot: string | null;
+  clean: boolean;
+  corruptions: number;
+  leaks: number;
+  imageEndOffset: number | null;
 }
 
 export interface SnapshotEntry {
@@ -203,7 +215,7 @@ export class Volchain {
     return node.path;
   }
 
-  async info(volid: string): Promise<VolumeInfo> {
+  async info(volid: string, opts: { deep?: boolean } = {}): Promise<VolumeInfo> {
     const { backend, volume } = this.resolve(volid);
     const tree = await this.readTree(backend, volume);
     const pending = (await pendingOperations(backend.stateDir(), volume.vmid))[0];
@@ -218,6 +230,7 @@ export class Volchain {
         : null,
       snapshotMode: mode,
       parentSnapshot: parent,
+      ...(opts.deep && volume.format === 'qcow2' ? { checks: await checkLayers(tree) } : {}),
     };
   }
 
@@ -542,6 +555,22 @@ export class Volchain {
       return fn();
     });
   }
+}
+
+async function checkLayers(tree: VolumeTree): Promise<LayerCheck[]> {
+  const out: LayerCheck[] = [];
+  for (const node of [...tree.layers.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+    const r = await checkImage(node.path);
+    out.push({
+      layer: node.name,
+      snapshot: node.snapshot ?? null,
+      clean: r.clean,
+      corruptions: r.corruptions,
+      leaks: r.leaks,
+      imageEndOffset: r.imageEndOffset ?? null,
+    });
+  }
+  return out;
 }
 
 async function refusePending(backend: Backend, vmid: number): Promise<void> {
