@@ -132,6 +132,17 @@ export class CommandFailedError extends VolchainError {
   }
 }
 
+/**
+ * A failure talking to a running QEMU over QMP: QEMU refused a command, went away, did not answer in time, or
+ * a block job failed. QEMU is an external program, so the code (and exit status) is that of a failed command;
+ * src/qmp/errors.ts has the specific kinds.
+ */
+export class QmpError extends VolchainError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('COMMAND_FAILED', message, options);
+  }
+}
+
 function lastMeaningfulLine(text: string): string {
   const lines = text.split('\n').map((l) => l.trim()).filter((l) => l.length > 0);
   return lines[lines.length - 1] ?? '';
