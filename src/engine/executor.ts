@@ -6,6 +6,7 @@
 import { appendFile } from 'node:fs/promises';
 import type { Backend } from '../backends/backend.js';
 import { VolchainError, asVolchainError } from '../errors.js';
+import { parseVolumeName } from '../naming/index.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import * as qemuImg from '../tools/qemu-img.js';
 import { Journal } from './journal.js';
@@ -51,6 +52,8 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
   const journal = opts.journal ?? (await Journal.begin(backend.stateDir(), backend.id, plan));
   let index = 0;
   try {
+    // Backends whose layers must be made usable first (LVM: activation) do it before the first step.
+    await backend.activate?.(plan.vmid, stepLayers(plan.steps));
     for (; index < plan.steps.length; index++) {
       const step = plan.steps[index] as Step;
       injectFault(plan, index, 'before');
@@ -115,6 +118,7 @@ export async function runStep(
   const path = (name: string): string => backend.layerPath(vmid, name);
   const exists = async (name: string): Promise<boolean> => (await backend.statLayer(vmid, name)) !== undefined;
   const progress = onProgress ? { onProgress } : {};
+  if (redo) await backend.activate?.(vmid, stepLayers([step]));
   switch (step.kind) {
     case 'create-overlay':
       if (redo) await backend.removeLayer(vmid, step.layer);
@@ -143,16 +147,27 @@ export async function runStep(
       return;
     case 'commit':
       await qemuImg.commitIntoBacking(path(step.top), progress);
+      // Commit may have grown the base's virtual size to the top's.
+      await backend.layerChanged?.(vmid, step.base);
       return;
-    case 'rebase':
-      if (redo && (await readQcow2Header(path(step.layer), step.layer)).backingFile === (step.onto ?? undefined)) return;
-      await qemuImg.rebase(path(step.layer), step.onto ?? undefined, progress);
+    case 'rebase': {
+      const header = await readQcow2Header(path(step.layer), step.layer);
+      if (!(redo && header.backingFile === (step.onto ?? undefined))) {
+        // A safe rebase copies data into the layer: a frozen layer that was shrunk (LVM) needs room first.
+        await backend.prepareGrow(vmid, step.layer, header.virtualSize);
+        await qemuImg.rebase(path(step.layer), step.onto ?? undefined, progress);
+      }
+      await backend.layerChanged?.(vmid, step.layer);
+      // A snapshot layer stays frozen: give back what the rebase did not use.
+      if (!isVolumeName(backend, step.layer)) await backend.settleFrozen(vmid, step.layer);
       return;
+    }
     case 'remove':
       await backend.removeLayer(vmid, step.layer);
       return;
     case 'resize':
-      await qemuImg.resizeImage(path(step.layer), step.format, step.sizeBytes);
+      if (backend.resizeLayer) await backend.resizeLayer(vmid, step.layer, step.format, step.sizeBytes);
+      else await qemuImg.resizeImage(path(step.layer), step.format, step.sizeBytes);
       return;
     case 'internal-snapshot': {
       if (redo && step.action !== 'apply') {
@@ -165,16 +180,45 @@ export async function runStep(
   }
 }
 
+/** Every layer name a list of steps mentions (for backends that must activate layers before using them). */
+function stepLayers(steps: readonly Step[]): string[] {
+  const names = new Set<string>();
+  for (const step of steps) {
+    for (const key of ['layer', 'from', 'to', 'top', 'base', 'backing', 'onto'] as const) {
+      const value = (step as Partial<Record<typeof key, unknown>>)[key];
+      if (typeof value === 'string') names.add(value);
+    }
+  }
+  return [...names];
+}
+
+/** True when `layer` is a volume's (current layer's) name rather than a snapshot or temporary layer. */
+function isVolumeName(backend: Backend, layer: string): boolean {
+  try {
+    parseVolumeName(backend.kind, layer);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
- * Test hooks (documented in README): VOLCHAIN_CRASH_AT=<operation>:<step>[:before|started|after] kills the
+ * Test hooks (documented in README): VOLCHAIN_CRASH_AT=<operation>:<step>[:before|started|after[:<volume>]] kills the
  * process with SIGKILL at that point; VOLCHAIN_FAIL_AT=<operation>:<step>[:<volume name>] makes the step
  * fail with an error. Steps count from 1 as in --dry-run output.
  */
 function injectFault(plan: Plan, index: number, moment: 'before' | 'started' | 'after'): void {
   const crash = process.env.VOLCHAIN_CRASH_AT;
   if (crash) {
-    const [op, step, when = 'started'] = crash.split(':');
-    if (op === plan.operation && Number(step) === index + 1 && when === moment) process.kill(process.pid, 'SIGKILL');
+    const [op, step, when = 'started', volume] = crash.split(':');
+    if (
+      op === plan.operation &&
+      Number(step) === index + 1 &&
+      when === moment &&
+      (volume === undefined || plan.volid.endsWith(volume))
+    ) {
+      process.kill(process.pid, 'SIGKILL');
+    }
   }
   const fail = process.env.VOLCHAIN_FAIL_AT;
   if (fail && moment === 'started') {

@@ -376,7 +376,9 @@ export class Volchain {
     } else {
       for (const def of this.config.storages.filter(usableForImages)) {
         const backend = this.backend(def.id);
-        targets.push({ backend, vmids: await backend.listVmids() });
+        // A journal can outlive every layer of its VM (an interrupted free): its VM still needs repair.
+        const journaled = (await pendingOperations(backend.stateDir())).map((r) => r.plan.vmid);
+        targets.push({ backend, vmids: [...new Set([...(await backend.listVmids()), ...journaled])] });
       }
     }
     for (const { backend, vmids } of targets) {
