@@ -10,6 +10,7 @@ declare -A needs=(
   [qemu-io]=qemu-utils
   [flock]=util-linux
   [losetup]=mount
+  [mkfs.ext4]=e2fsprogs
   [qemu-system-x86_64]=qemu-system-x86
   [lvm]=lvm2
   [thin_check]=thin-provisioning-tools

@@ -113,8 +113,8 @@ export class CorruptImageError extends VolchainError {
 }
 
 export class NoSpaceError extends VolchainError {
-  constructor(message: string) {
-    super('NO_SPACE', message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('NO_SPACE', message, options);
   }
 }
 

@@ -86,9 +86,13 @@ export class Journal {
     try {
       await fh.writeFile(JSON.stringify(this.record, null, 2) + '\n');
       await fh.sync();
-    } finally {
+    } catch (err) {
+      // The previous version of the journal stays valid; don't leave a torn copy beside it.
       await fh.close();
+      await rm(tmp, { force: true });
+      throw err;
     }
+    await fh.close();
     await rename(tmp, this.path);
     await fsyncDir(this.dir);
   }

@@ -3,7 +3,7 @@
  * output, and every failure becomes a CommandFailedError carrying argv, exit status and stderr.
  */
 import { spawn } from 'node:child_process';
-import { CommandFailedError, NotSupportedError } from '../errors.js';
+import { CommandFailedError, NoSpaceError, NotSupportedError } from '../errors.js';
 
 export interface RunOptions {
   /** Called with each progress percentage qemu-img prints with -p ("(12.34/100%)"). */
@@ -67,7 +67,13 @@ export function run(command: string, args: readonly string[], options: RunOption
       if (code === 0 || (code !== null && options.okExitCodes?.includes(code))) {
         resolve({ stdout, stderr, exitCode: code });
       } else {
-        reject(new CommandFailedError(argv, code, stderr || stdout, signal));
+        const failure = new CommandFailedError(argv, code, stderr || stdout, signal);
+        // A full storage is the one failure users can act on directly: give it its own code and say so.
+        if (/No space left on device/i.test(stderr)) {
+          reject(new NoSpaceError(`no space left on the storage: ${failure.message}`, { cause: failure }));
+        } else {
+          reject(failure);
+        }
       }
     });
   });
