@@ -14,6 +14,7 @@ declare -A needs=(
   [qemu-system-x86_64]=qemu-system-x86
   [lvm]=lvm2
   [thin_check]=thin-provisioning-tools
+  [xz]=xz-utils
 )
 missing=()
 for prog in "${!needs[@]}"; do

@@ -13,6 +13,11 @@ export interface BackendCapabilities {
   readonly formats: readonly ImageFormat[];
   /** Several hosts see the storage (journal and locks must live on it). */
   readonly shared: boolean;
+  /**
+   * Layers have a fixed size chosen at creation (LVs): plans must grow a layer before writing into it and
+   * may shrink it once frozen. Files grow on demand, so those steps are left out of their plans.
+   */
+  readonly fixedSizeLayers: boolean;
 }
 
 export interface LayerStat {
@@ -20,6 +25,23 @@ export interface LayerStat {
   usedBytes: number;
   /** Identity of the underlying object: two names with one identity are the same layer. */
   identity: string;
+  /**
+   * False when the layer cannot be opened on this host right now (an inactive LV, e.g. held by another host
+   * of a shared VG): readers then use `recorded` instead of the image. Absent means readable.
+   */
+  readable?: boolean;
+  /** What the backend recorded about the layer outside its image (LVM: LV tags), when it records anything. */
+  recorded?: LayerRecord;
+}
+
+/** A backend's own record of a layer, readable without opening the image. The image header stays the truth. */
+export interface LayerRecord {
+  /** The volume the layer belongs to (settles snapshot layer names that are ambiguous on their own). */
+  volume?: string;
+  /** Backing layer name; null: the layer has no backing image. */
+  parent: string | null;
+  /** Guest-visible size in bytes. */
+  virtualSize: number;
 }
 
 export interface Backend {
@@ -58,4 +80,19 @@ export interface Backend {
 
   /** A directory on (or for) this storage for locks and operation journals. */
   stateDir(): string;
+
+  // ---- optional hooks (the executor calls them when a backend has them) ----------------------------------
+
+  /**
+   * Makes the named layers, and every other layer of their volumes, usable on this host (LVM: activate the
+   * LVs, exclusively on a shared VG) and checks what the backend recorded against the image headers. Names
+   * that do not exist are ignored. Called before a plan runs and before a step is redone.
+   */
+  activate?(vmid: number, layerNames: readonly string[]): Promise<void>;
+  /** The inverse of activate: releases the layers of these volumes on this host (LVM: `lvchange -an`). */
+  deactivate?(vmid: number, layerNames: readonly string[]): Promise<void>;
+  /** qemu-img rewrote a layer's image (rebase, commit): refresh what the backend records about it. */
+  layerChanged?(vmid: number, layerName: string): Promise<void>;
+  /** Carries out a 'resize' step itself (prepareGrow has run); without it the executor runs qemu-img resize. */
+  resizeLayer?(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number): Promise<void>;
 }

@@ -25,6 +25,7 @@ export class DirBackend implements Backend {
       volumeChain: definition.snapshotAsVolumeChain,
       formats: ['qcow2', 'raw'],
       shared: definition.shared,
+      fixedSizeLayers: false,
     };
   }
 

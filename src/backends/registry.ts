@@ -3,11 +3,10 @@ import type { StorageDefinition } from '../config/index.js';
 import { NotSupportedError } from '../errors.js';
 import type { Backend } from './backend.js';
 import { DirBackend } from './dir.js';
+import { LvmBackend } from './lvm.js';
 
 export function createBackend(def: StorageDefinition): Backend {
   if (def.supported && def.type === 'dir') return new DirBackend(def);
-  if (def.supported && def.type === 'lvm') {
-    throw new NotSupportedError(`storage '${def.id}': the lvm backend is not available in this version yet`);
-  }
+  if (def.supported && def.type === 'lvm') return new LvmBackend(def);
   throw new NotSupportedError(`storage '${def.id}' has type '${def.type}', which volchain does not drive (supported: dir, lvm)`);
 }

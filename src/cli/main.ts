@@ -9,6 +9,7 @@ import type { Plan } from '../engine/plan.js';
 import { parseVmid, type ImageFormat } from '../naming/index.js';
 import { progressReporter } from './progress.js';
 import { renderInfo, renderPlan, renderSnapshotTree, renderStorages, renderVolumes } from './render.js';
+import { renderAttachInfo, renderQemuArgs } from './live-render.js';
 
 function print(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
@@ -34,17 +35,28 @@ export function buildProgram() {
 
   /** Mutating commands: run with progress, print what happened (or the plan with --dry-run). */
   const mutating = async (
-    opts: { json?: boolean; dryRun?: boolean },
+    opts: { json?: boolean; dryRun?: boolean; qmp?: string },
     action: (vc: Volchain, call: CallOptions) => Promise<Plan | Plan[]>,
     done: string,
   ): Promise<void> => {
     const vc = await open();
     const progress = progressReporter(!opts.json && !opts.dryRun);
+    // A live operation's block job is cancelled cleanly on the first Ctrl-C (the second one kills volchain).
+    const cancel = new AbortController();
+    const onSignal = (): void => cancel.abort();
+    const live = opts.qmp !== undefined || (process.env.VOLCHAIN_QMP_DIR ?? '') !== '';
+    if (live) for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, onSignal);
     let result: Plan | Plan[];
     try {
-      result = await action(vc, { dryRun: opts.dryRun ?? false, ...(progress.onEvent ? { onEvent: progress.onEvent } : {}) });
+      result = await action(vc, {
+        dryRun: opts.dryRun ?? false,
+        ...(progress.onEvent ? { onEvent: progress.onEvent } : {}),
+        ...(opts.qmp !== undefined ? { qmp: opts.qmp } : {}),
+        ...(live ? { signal: cancel.signal } : {}),
+      });
     } finally {
       progress.stop();
+      if (live) for (const sig of ['SIGINT', 'SIGTERM'] as const) process.removeListener(sig, onSignal);
     }
     const plans = Array.isArray(result) ? result : [result];
     if (opts.json) {
@@ -148,6 +160,7 @@ export function buildProgram() {
     .description('take a snapshot')
     .argument('<volid>')
     .argument('<snap>', 'snapshot name: a letter, then 1-39 letters, digits or _')
+    .option('--qmp <socket>', "the VM runs: act live through QEMU's QMP socket")
     .option('--dry-run', 'print the plan, change nothing')
     .option('--json', 'machine-readable output')
     .action(async (volid, snap, opts) =>
@@ -169,6 +182,7 @@ export function buildProgram() {
     .argument('<volid>')
     .argument('<snap>')
     .option('--purge-newer', 'delete the snapshots newer than <snap> as well')
+    .option('--qmp <socket>', "the VM runs: act live through QEMU's QMP socket")
     .option('--dry-run', 'print the plan, change nothing')
     .option('--json', 'machine-readable output')
     .action(async (volid, snap, opts) =>
@@ -183,6 +197,7 @@ export function buildProgram() {
     .description('delete any snapshot, keeping the data every other snapshot needs')
     .argument('<volid>')
     .argument('<snap>')
+    .option('--qmp <socket>', "the VM runs: act live through QEMU's QMP socket")
     .option('--dry-run', 'print the plan, change nothing')
     .option('--json', 'machine-readable output')
     .action(async (volid, snap, opts) =>
@@ -195,6 +210,7 @@ export function buildProgram() {
     .argument('<vmid>')
     .argument('<snap>')
     .option('--storage <id>', 'only disks on this storage')
+    .option('--qmp <socket>', "the VM runs: act live through QEMU's QMP socket")
     .option('--dry-run', 'print the plans, change nothing')
     .option('--json', 'machine-readable output')
     .action(async (vmid, snap, opts) =>
@@ -210,6 +226,7 @@ export function buildProgram() {
     .argument('<snap>')
     .option('--storage <id>', 'only disks on this storage')
     .option('--purge-newer', 'delete the snapshots newer than <snap> as well')
+    .option('--qmp <socket>', "the VM runs: act live through QEMU's QMP socket")
     .option('--dry-run', 'print the plans, change nothing')
     .option('--json', 'machine-readable output')
     .action(async (vmid, snap, opts) =>
@@ -229,6 +246,7 @@ export function buildProgram() {
     .argument('<vmid>')
     .argument('<snap>')
     .option('--storage <id>', 'only disks on this storage')
+    .option('--qmp <socket>', "the VM runs: act live through QEMU's QMP socket")
     .option('--dry-run', 'print the plans, change nothing')
     .option('--json', 'machine-readable output')
     .action(async (vmid, snap, opts) =>
@@ -238,6 +256,28 @@ export function buildProgram() {
         `deleted snapshot '${snap}' of every disk of VM ${vmid}`,
       ),
     );
+
+  vm.command('attach-info')
+    .description('show which QEMU block node uses which volume and layer of a running VM')
+    .argument('<vmid>')
+    .option('--qmp <socket>', "QEMU's QMP socket (default: $VOLCHAIN_QMP_DIR/<vmid>.qmp)")
+    .option('--json', 'machine-readable output')
+    .action(async (vmid, opts) => {
+      const info = await (await open()).attachInfo(vmid, opts.qmp);
+      if (opts.json) printJson(info);
+      else print(renderAttachInfo(info));
+    });
+
+  program
+    .command('qemu-args')
+    .description('print the -blockdev options that open volumes the way volchain expects (headers validated first)')
+    .argument('<volid...>')
+    .option('--json', 'machine-readable output (with each volume\'s top node for -device ...,drive=)')
+    .action(async (volids, opts) => {
+      const args = await (await open()).qemuArgs(volids);
+      if (opts.json) printJson(args);
+      else print(renderQemuArgs(args));
+    });
 
   program
     .command('status')
@@ -255,11 +295,15 @@ export function buildProgram() {
     .description('finish interrupted operations')
     .argument('[volid]', 'only this volume')
     .option('--all', 'every volume of every storage')
+    .option('--qmp <socket>', "QEMU's QMP socket, if an interrupted live operation's VM moved to another one")
     .option('--dry-run', 'print what would be done')
     .option('--json', 'machine-readable output')
     .action(async (volid, opts) => {
       if (volid === undefined && !opts.all) throw new InvalidInputError('repair needs a <volid> or --all');
-      const results = await (await open()).repair(volid !== undefined ? { volid } : {}, { dryRun: opts.dryRun ?? false });
+      const results = await (await open()).repair(volid !== undefined ? { volid } : {}, {
+        dryRun: opts.dryRun ?? false,
+        ...(opts.qmp !== undefined ? { qmp: opts.qmp } : {}),
+      });
       if (opts.json) printJson({ dryRun: opts.dryRun ?? false, repaired: results });
       else if (results.length === 0) print('nothing to repair');
       else for (const r of results) print(`${opts.dryRun ? 'would repair' : 'repaired'} ${r.volid}:\n${r.actions.map((a) => `  - ${a}`).join('\n')}`);

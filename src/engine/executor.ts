@@ -10,6 +10,8 @@ import { parseVolumeName } from '../naming/index.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import * as qemuImg from '../tools/qemu-img.js';
 import { Journal } from './journal.js';
+import { runLiveStep, type LiveSession } from './live-executor.js';
+import { isLiveStep, liveDamagesWhenInterrupted, liveIsLong, liveUndoOf } from './live-steps.js';
 import { describeStep, type Plan, type Step } from './plan.js';
 
 export type EngineEvent =
@@ -21,10 +23,13 @@ export interface ExecuteOptions {
   onEvent?: (event: EngineEvent) => void;
   /** A journal written beforehand (VM-wide operations record every disk's plan before running any). */
   journal?: Journal;
+  /** The running QEMU that live steps (qmp-*) act through; without it they run their offline equivalents. */
+  live?: LiveSession;
 }
 
 /** How a step can be walked back when a later step fails. */
-function undoOf(step: Step): Step | 'nothing' | 'impossible' {
+export function undoOf(step: Step): Step | 'nothing' | 'impossible' {
+  if (isLiveStep(step)) return liveUndoOf(step);
   switch (step.kind) {
     case 'create-overlay':
       return { kind: 'remove', layer: step.layer };
@@ -40,12 +45,12 @@ function undoOf(step: Step): Step | 'nothing' | 'impossible' {
 }
 
 /** Steps that leave their target half-changed when they fail midway (others are atomic or harmless). */
-function damagesWhenInterrupted(step: Step): boolean {
-  return step.kind === 'commit';
+export function damagesWhenInterrupted(step: Step): boolean {
+  return step.kind === 'commit' || (isLiveStep(step) && liveDamagesWhenInterrupted(step));
 }
 
-function isLong(step: Step): boolean {
-  return step.kind === 'commit' || step.kind === 'rebase';
+export function isLong(step: Step): boolean {
+  return step.kind === 'commit' || step.kind === 'rebase' || (isLiveStep(step) && liveIsLong(step));
 }
 
 export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOptions = {}): Promise<void> {
@@ -62,8 +67,13 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
       opts.onEvent?.({
         type: 'step', volid: plan.volid, index, total: plan.steps.length, description: describeStep(step), long: isLong(step),
       });
-      await runStep(backend, plan.vmid, step, (percent) =>
-        opts.onEvent?.({ type: 'progress', volid: plan.volid, index, percent }),
+      await runStep(
+        backend,
+        plan.vmid,
+        step,
+        (percent) => opts.onEvent?.({ type: 'progress', volid: plan.volid, index, percent }),
+        false,
+        opts.live,
       );
       injectFault(plan, index, 'after');
       await journal.stepDone(index);
@@ -76,12 +86,14 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
     const undos = done.map(undoOf);
     if (!undos.includes('impossible') && !(failed && damagesWhenInterrupted(failed))) {
       for (const undo of undos.reverse()) {
-        if (undo !== 'nothing' && undo !== 'impossible') await runStep(backend, plan.vmid, undo, undefined, true);
+        if (undo !== 'nothing' && undo !== 'impossible') await runStep(backend, plan.vmid, undo, undefined, true, opts.live);
       }
       await journal.finish();
       throw new VolchainError(error.code, `${error.message} (nothing was changed)`, { cause: err });
     }
-    await journal.fail(error.message);
+    // Best effort: on a full storage even this small write can fail, and the journal as last written
+    // (this step started) is already enough for repair.
+    await journal.fail(error.message).catch(() => undefined);
     throw new VolchainError(
       error.code,
       `${error.message}; ${plan.operation} of ${plan.volid} stopped at step ${index + 1}/${plan.steps.length} ` +
@@ -114,7 +126,9 @@ export async function runStep(
   step: Step,
   onProgress?: (percent: number) => void,
   redo = false,
+  live?: LiveSession,
 ): Promise<void> {
+  if (isLiveStep(step)) return runLiveStep(backend, vmid, step, { onProgress, redo, live });
   const path = (name: string): string => backend.layerPath(vmid, name);
   const exists = async (name: string): Promise<boolean> => (await backend.statLayer(vmid, name)) !== undefined;
   const progress = onProgress ? { onProgress } : {};
@@ -181,7 +195,7 @@ export async function runStep(
 }
 
 /** Every layer name a list of steps mentions (for backends that must activate layers before using them). */
-function stepLayers(steps: readonly Step[]): string[] {
+export function stepLayers(steps: readonly Step[]): string[] {
   const names = new Set<string>();
   for (const step of steps) {
     for (const key of ['layer', 'from', 'to', 'top', 'base', 'backing', 'onto'] as const) {
@@ -207,7 +221,7 @@ function isVolumeName(backend: Backend, layer: string): boolean {
  * process with SIGKILL at that point; VOLCHAIN_FAIL_AT=<operation>:<step>[:<volume name>] makes the step
  * fail with an error. Steps count from 1 as in --dry-run output.
  */
-function injectFault(plan: Plan, index: number, moment: 'before' | 'started' | 'after'): void {
+export function injectFault(plan: Plan, index: number, moment: 'before' | 'started' | 'after'): void {
   const crash = process.env.VOLCHAIN_CRASH_AT;
   if (crash) {
     const [op, step, when = 'started', volume] = crash.split(':');

@@ -2,6 +2,7 @@
  * Plans: what an operation will do, as data. Planners are pure; the executor journals and runs the steps.
  * Every step is JSON-serialisable so the journal can record it and `--dry-run` can print it.
  */
+import { describeLiveStep, type LiveStep } from './live-steps.js';
 
 export type Step =
   /** New qcow2 overlay `layer` whose header names `backing` (which need not exist yet). Undo: remove it. */
@@ -23,7 +24,9 @@ export type Step =
   /** Grow the virtual size of `layer`. */
   | { kind: 'resize'; layer: string; format: 'qcow2' | 'raw'; sizeBytes: number }
   /** Snapshot inside one qcow2 file (storages without snapshot-as-volume-chain). */
-  | { kind: 'internal-snapshot'; layer: string; action: 'create' | 'apply' | 'delete'; name: string };
+  | { kind: 'internal-snapshot'; layer: string; action: 'create' | 'apply' | 'delete'; name: string }
+  /** Steps that act through a running QEMU (live-steps.ts), each with an offline equivalent for repair. */
+  | LiveStep;
 
 export type OperationKind =
   | 'snapshot-create'
@@ -52,6 +55,8 @@ export interface Plan {
   bytesMoved: number;
   /** For delete: every strategy considered, with why it was or was not chosen. */
   strategies?: StrategyOption[];
+  /** Set when the plan acts through a running QEMU: its QMP socket (repair talks to it if it still runs). */
+  live?: { socket: string };
 }
 
 export function describeStep(step: Step): string {
@@ -76,5 +81,7 @@ export function describeStep(step: Step): string {
       return `resize ${step.layer} to ${step.sizeBytes} bytes`;
     case 'internal-snapshot':
       return `${step.action} internal snapshot ${step.name} in ${step.layer}`;
+    default:
+      return describeLiveStep(step);
   }
 }

@@ -11,6 +11,14 @@ export interface PlanContext {
   kind: StorageKind;
   /** snapshot-as-volume-chain: snapshots are layers; otherwise qcow2 internal snapshots. */
   volumeChain: boolean;
+  /** Layers need `grow` before being written into and `freeze` once frozen (default: yes, the safe choice). */
+  fixedSizeLayers?: boolean;
+}
+
+/** Drops the grow/freeze steps that do nothing on storages whose layers grow on demand. */
+function sizing(ctx: PlanContext, steps: Step[]): Step[] {
+  if (ctx.fixedSizeLayers ?? true) return steps;
+  return steps.filter((s) => s.kind !== 'grow' && s.kind !== 'freeze');
 }
 
 function requireSnapshottable(tree: VolumeTree): void {
@@ -64,13 +72,13 @@ export function planSnapshotCreate(tree: VolumeTree, ctx: PlanContext, snapshot:
   return {
     ...base,
     summary: `freeze the current layer of ${tree.volid} as ${frozen} and continue on a new empty top`,
-    steps: [
+    steps: sizing(ctx, [
       // The overlay names the frozen layer before it exists (-u), so the two renames below complete it.
       { kind: 'create-overlay', layer: tmp, backing: frozen, sizeBytes: current.virtualSize },
       { kind: 'rename', from: tree.current, to: frozen },
       { kind: 'rename', from: tmp, to: tree.current },
       { kind: 'freeze', layer: frozen },
-    ],
+    ]),
   };
 }
 
@@ -163,7 +171,7 @@ export function planSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snapshot:
         bytesMoved: only.definedBytes,
         reason: `commits the ${only.definedBytes} bytes of ${only.name} into the snapshot's layer, which then replaces it`,
       },
-      steps,
+      steps: sizing(ctx, steps),
     });
   } else {
     options.push({
@@ -191,7 +199,7 @@ export function planSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snapshot:
   };
 }
 
-export function planResize(tree: VolumeTree, sizeBytes: number): Plan {
+export function planResize(tree: VolumeTree, sizeBytes: number, ctx?: PlanContext): Plan {
   const current = layer(tree, tree.current);
   if (sizeBytes < current.virtualSize) {
     throw new InvalidInputError(
@@ -207,10 +215,10 @@ export function planResize(tree: VolumeTree, sizeBytes: number): Plan {
     vmid: tree.volume.vmid,
     bytesMoved: 0,
     summary: `grow ${tree.volid} from ${current.virtualSize} to ${sizeBytes} bytes`,
-    steps: [
+    steps: sizing(ctx ?? { kind: tree.volume.kind, volumeChain: true }, [
       { kind: 'grow', layer: tree.current, sizeBytes },
       { kind: 'resize', layer: tree.current, format: tree.volume.format, sizeBytes },
-    ],
+    ]),
   };
 }
 

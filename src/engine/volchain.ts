@@ -52,10 +52,27 @@ import {
 import { ancestry, layer, readVolumeTree, snapshotLayers, type ReadTreeOptions, type VolumeTree } from './volume-tree.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import { checkImage } from '../tools/qemu-img.js';
+import {
+  attachInfo,
+  liveSnapshotCreate,
+  liveSnapshotDelete,
+  openRepairSession,
+  qemuArgs,
+  refuseLiveRollback,
+  type AttachInfo,
+  type QemuArgs,
+} from './live.js';
 
 export interface CallOptions {
   dryRun?: boolean;
   onEvent?: (event: EngineEvent) => void;
+  /**
+   * QEMU's QMP socket when the VM runs: snapshot operations then act live (live.ts). Without it, a socket
+   * `$VOLCHAIN_QMP_DIR/<vmid>.qmp` that answers counts the same.
+   */
+  qmp?: string;
+  /** Aborting cancels a live operation's block job (the operation then fails, leaving a valid chain). */
+  signal?: AbortSignal;
 }
 
 export interface VolumeSummary {
@@ -237,18 +254,21 @@ export class Volchain {
   async resize(volid: string, size: string | number, opts: CallOptions = {}): Promise<Plan> {
     const sizeBytes = typeof size === 'number' ? size : parseSize(size);
     if (sizeBytes % 512 !== 0) throw new InvalidInputError(`size ${sizeBytes} is not a multiple of 512 bytes`);
-    return this.mutate(volid, 'resize', opts, (tree) => planResize(tree, sizeBytes));
+    return this.mutate(volid, 'resize', opts, (tree, ctx) => planResize(tree, sizeBytes, ctx));
   }
 
   // ---- snapshots of one volume ------------------------------------------------------------------------
 
   async snapshotCreate(volid: string, snapshot: string, opts: CallOptions = {}): Promise<Plan> {
     validateSnapshotName(snapshot);
+    const live = await liveSnapshotCreate(this, { volid }, snapshot, opts);
+    if (live) return live[0] as Plan;
     return this.mutate(volid, 'snapshot create', opts, (tree, ctx) => planSnapshotCreate(tree, ctx, snapshot));
   }
 
   async snapshotRollback(volid: string, snapshot: string, opts: CallOptions & { purgeNewer?: boolean } = {}): Promise<Plan> {
     validateSnapshotName(snapshot);
+    await refuseLiveRollback(this, { volid }, opts);
     return this.mutate(volid, 'snapshot rollback', opts, (tree, ctx) =>
       planSnapshotRollback(tree, ctx, snapshot, { purgeNewer: opts.purgeNewer ?? false }),
     );
@@ -256,6 +276,8 @@ export class Volchain {
 
   async snapshotDelete(volid: string, snapshot: string, opts: CallOptions = {}): Promise<Plan> {
     validateSnapshotName(snapshot);
+    const live = await liveSnapshotDelete(this, { volid }, snapshot, opts);
+    if (live) return live[0] as Plan;
     return this.mutate(volid, 'snapshot delete', opts, (tree, ctx) => planSnapshotDelete(tree, ctx, snapshot));
   }
 
@@ -334,6 +356,8 @@ export class Volchain {
    */
   async vmSnapshot(vmidText: string | number, snapshot: string, opts: CallOptions & { storage?: string } = {}): Promise<Plan[]> {
     validateSnapshotName(snapshot);
+    const live = await liveSnapshotCreate(this, { vmid: vmidText, ...(opts.storage !== undefined ? { storage: opts.storage } : {}) }, snapshot, opts);
+    if (live) return live;
     return this.vmOperation(vmidText, opts, 'vm snapshot', (tree, ctx) => planSnapshotCreate(tree, ctx, snapshot), async (done) => {
       for (const { backend, tree } of done.reverse()) {
         await this.undoSnapshotCreate(backend, tree.volume, snapshot);
@@ -343,6 +367,7 @@ export class Volchain {
 
   async vmRollback(vmidText: string | number, snapshot: string, opts: CallOptions & { storage?: string; purgeNewer?: boolean } = {}): Promise<Plan[]> {
     validateSnapshotName(snapshot);
+    await refuseLiveRollback(this, { vmid: vmidText, ...(opts.storage !== undefined ? { storage: opts.storage } : {}) }, opts);
     return this.vmOperation(vmidText, opts, 'vm rollback', (tree, ctx) =>
       planSnapshotRollback(tree, ctx, snapshot, { purgeNewer: opts.purgeNewer ?? false }),
     );
@@ -350,7 +375,38 @@ export class Volchain {
 
   async vmDeleteSnapshot(vmidText: string | number, snapshot: string, opts: CallOptions & { storage?: string } = {}): Promise<Plan[]> {
     validateSnapshotName(snapshot);
+    const live = await liveSnapshotDelete(this, { vmid: vmidText, ...(opts.storage !== undefined ? { storage: opts.storage } : {}) }, snapshot, opts);
+    if (live) return live;
     return this.vmOperation(vmidText, opts, 'vm delsnapshot', (tree, ctx) => planSnapshotDelete(tree, ctx, snapshot));
+  }
+
+  // ---- running VMs (live.ts) --------------------------------------------------------------------------
+
+  /** `-blockdev` options that open the volumes' chains with volchain's node names (headers validated first). */
+  qemuArgs(volids: readonly string[]): Promise<QemuArgs> {
+    return qemuArgs(this, volids);
+  }
+
+  /** Which QEMU block node uses which volume and layer of a running VM. */
+  attachInfo(vmid: string | number, qmp?: string): Promise<AttachInfo> {
+    return attachInfo(this, vmid, qmp);
+  }
+
+  /**
+   * Runs `fn` holding VM `vmid`'s lock on every storage given, after refusing to start over an unfinished
+   * operation there (for operations built outside this class: live.ts).
+   */
+  async withVmLocks<T>(backends: readonly Backend[], vmid: number, operation: string, fn: () => Promise<T>): Promise<T> {
+    const locks: HeldLock[] = [];
+    try {
+      for (const backend of uniqueBackends(backends.map((backend) => ({ backend })))) {
+        locks.push(await this.lockVm(backend, vmid, operation));
+        await refusePending(backend, vmid);
+      }
+      return await fn();
+    } finally {
+      for (const lock of locks.reverse()) await lock.release();
+    }
   }
 
   // ---- crash recovery ---------------------------------------------------------------------------------
@@ -392,7 +448,13 @@ export class Volchain {
         });
         if (opts.dryRun) continue;
         await this.withLock(backend, record.plan.vmid, 'repair', async () => {
-          for (const step of remaining) await runStep(backend, record.plan.vmid, step, undefined, true);
+          // A live plan finishes through its QEMU if that still runs, else with the offline equivalents.
+          const live = record.plan.live ? await openRepairSession(record.plan, opts.qmp) : undefined;
+          try {
+            for (const step of remaining) await runStep(backend, record.plan.vmid, step, undefined, true, live);
+          } finally {
+            await live?.client.close();
+          }
           await removeJournal(journalDir(backend.stateDir()), record.id);
         });
       }
@@ -452,7 +514,7 @@ export class Volchain {
   // ---- internals --------------------------------------------------------------------------------------
 
   private ctx(backend: Backend): PlanContext {
-    return { kind: backend.kind, volumeChain: backend.capabilities.volumeChain };
+    return { kind: backend.kind, volumeChain: backend.capabilities.volumeChain, fixedSizeLayers: backend.capabilities.fixedSizeLayers };
   }
 
   private async mutate(

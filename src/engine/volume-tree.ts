@@ -5,8 +5,8 @@
  * children. Every header is validated before it is trusted (DESIGN.md section 6).
  */
 import { stat } from 'node:fs/promises';
-import type { Backend } from '../backends/backend.js';
-import { CorruptImageError, NotFoundError, UnsafeImageError } from '../errors.js';
+import type { Backend, LayerStat } from '../backends/backend.js';
+import { CorruptImageError, NotFoundError, NotSupportedError, UnsafeImageError } from '../errors.js';
 import { formatVolid, isVolchainTemporaryName, snapshotOfLayerName, type VolumeRef } from '../naming/index.js';
 import { allocatedBytes, readQcow2Header, validateLayerHeader, type Qcow2Header } from '../qcow2/index.js';
 
@@ -56,17 +56,37 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
     if (snap !== undefined) snapshotOf.set(name, snap);
     else if (isVolchainTemporaryName(name, backend.kind)?.volumeName === volume.name) leftovers.push(name);
   }
-  const members = [volume.name, ...snapshotOf.keys()];
-  const layers = new Map<string, LayerNode>();
-  for (const name of members) {
-    const path = backend.layerPath(volume.vmid, name);
+  const stats = new Map<string, LayerStat>();
+  for (const name of [volume.name, ...snapshotOf.keys()]) {
     const st = await backend.statLayer(volume.vmid, name);
     if (!st) throw new NotFoundError(`layer ${name} of ${volid} vanished while reading the chain`);
+    // A backend that records each layer's volume settles names that are ambiguous on their own (LVM:
+    // `snap_vm-1-a_b_c.qcow2` is vm-1-a's snapshot b_c or vm-1-a_b's snapshot c).
+    const owner = st.recorded?.volume;
+    if (name !== volume.name && owner !== undefined && owner !== volume.name) snapshotOf.delete(name);
+    else stats.set(name, st);
+  }
+  const layers = new Map<string, LayerNode>();
+  for (const [name, st] of stats) {
+    const path = backend.layerPath(volume.vmid, name);
     let header: Qcow2Header | undefined;
     let virtualSize = 0;
     let definedBytes = st.usedBytes;
     let parent: string | undefined;
-    if (volume.format === 'qcow2') {
+    if (volume.format === 'qcow2' && st.readable === false) {
+      // Not openable on this host (an inactive LV, perhaps held by another host): the chain comes from what
+      // the backend recorded. Before any plan runs, the backend's activate() checks it against the headers.
+      if (!st.recorded) {
+        throw new NotSupportedError(
+          `layer ${name} of ${volid} cannot be opened on this host and the storage recorded nothing about it: activate the volume first`,
+        );
+      }
+      parent = st.recorded.parent ?? undefined;
+      if (parent !== undefined && !snapshotOf.has(parent)) {
+        throw new UnsafeImageError(name, 'recorded parent is not an expected layer name of this volume', parent);
+      }
+      virtualSize = st.recorded.virtualSize;
+    } else if (volume.format === 'qcow2') {
       header = await readQcow2Header(path, name);
       validateLayerHeader(name, header, {
         isExpectedLayerName: (ref) => snapshotOf.has(ref),
@@ -78,7 +98,7 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
         definedBytes = alloc.dataBytes + alloc.zeroBytes;
       }
     } else {
-      virtualSize = (await stat(path)).size;
+      virtualSize = st.recorded?.virtualSize ?? (await stat(path)).size;
     }
     layers.set(name, {
       name,

@@ -13,8 +13,8 @@
  */
 import { basename } from 'node:path';
 import { CorruptImageError, UnsafeImageError } from '../errors.js';
-import { readHeaderFrom, type Qcow2Header } from './header.js';
-import { openImage, readExact, type ImageReader } from './io.js';
+import { headerSteps, type Qcow2Header } from './header.js';
+import { openLocalImage, readExactSteps, runSteps, type ImageReader, type ReadSteps } from './io.js';
 
 export interface AllocationSummary {
   /** Guest bytes whose data this layer holds. */
@@ -25,12 +25,17 @@ export interface AllocationSummary {
 
 /** Opens the image at `path` and counts its allocation; reads the header first unless given. */
 export async function allocatedBytes(path: string, header?: Qcow2Header, layer: string = basename(path)): Promise<AllocationSummary> {
-  const file = await openImage(path, layer);
+  const file = openLocalImage(path, layer);
   try {
-    return await countAllocation(file, header ?? (await readHeaderFrom(file)));
+    // Regular files are read synchronously (no promise round trips); block devices asynchronously.
+    return await runSteps(headerAndAllocationSteps(file, header), file);
   } finally {
-    await file.close();
+    await file.release();
   }
+}
+
+function* headerAndAllocationSteps(file: ImageReader, header: Qcow2Header | undefined): ReadSteps<AllocationSummary> {
+  return yield* allocationSteps(file, header ?? (yield* headerSteps(file)));
 }
 
 // L1 entry bits 9-55 hold the L2 table offset; L2 entry bits 9-55 the host cluster offset. Split into the high
@@ -48,6 +53,11 @@ const SUBCLUSTERS = 32;
  * the image size and QEMU's L1 limit, whatever the header claims.
  */
 export async function countAllocation(reader: ImageReader, header: Qcow2Header): Promise<AllocationSummary> {
+  return runSteps(allocationSteps(reader, header), reader);
+}
+
+/** The walker behind countAllocation: yields the L1 read, then one read per distinct L2 table. */
+export function* allocationSteps(reader: Pick<ImageReader, 'layer' | 'sizeBytes'>, header: Qcow2Header): ReadSteps<AllocationSummary> {
   const layer = reader.layer;
   if (header.unknownIncompatibleFeatures !== 0n) {
     throw new UnsafeImageError(layer, 'cannot interpret the tables of an image with unknown incompatible features');
@@ -64,7 +74,7 @@ export async function countAllocation(reader: ImageReader, header: Qcow2Header):
   const total: AllocationSummary = { dataBytes: 0, zeroBytes: 0 };
   if (l1Needed === 0) return total;
 
-  const l1 = await readExact(reader, safeOffset(header.l1TableOffset, layer, 'L1 table'), l1Needed * 8, 'L1 table');
+  const l1 = yield* readExactSteps(reader, safeOffset(header.l1TableOffset, layer, 'L1 table'), l1Needed * 8, 'L1 table');
   const ctx: L2Context = {
     layer,
     clusterSize,
@@ -87,7 +97,7 @@ export async function countAllocation(reader: ImageReader, header: Qcow2Header):
     const whole = (firstCluster + l2Entries) * clusterSize <= virtualSize;
     let sums = whole ? seen.get(l2Offset) : undefined;
     if (sums === undefined) {
-      const table = await readExact(reader, l2Offset, clusterSize, `L2 table for L1 entry ${i}`);
+      const table = yield* readExactSteps(reader, l2Offset, clusterSize, `L2 table for L1 entry ${i}`);
       sums = countL2(table, firstCluster * clusterSize, Math.min(l2Entries, guestClusters - firstCluster), ctx);
       if (whole) seen.set(l2Offset, sums);
     }

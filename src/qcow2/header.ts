@@ -9,7 +9,7 @@
  */
 import { basename } from 'node:path';
 import { CorruptImageError } from '../errors.js';
-import { openImage, readExact, type ImageFile } from './io.js';
+import { openLocalImage, readExactSteps, runSteps, type ImageReader, type ReadSteps } from './io.js';
 import { MAX_SNAPSHOTS, MAX_SNAPSHOT_TABLE_BYTES, parseSnapshotTable, type Qcow2Snapshot } from './snapshots.js';
 
 export const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
@@ -123,15 +123,16 @@ export function parseQcow2Header(buf: Buffer, layer: string): Qcow2Header {
 
 /**
  * Reads and parses the header of the image at `path` (regular file or block device). Reads 4 KiB, the whole
- * first cluster only when the header area reaches further, and the snapshot table. Throws CorruptImageError
- * for malformed images, NotFoundError when `path` does not exist.
+ * first cluster only when the header area reaches further, and the snapshot table only when there is one.
+ * Throws CorruptImageError for malformed images, NotFoundError when `path` does not exist.
  */
 export async function readQcow2Header(path: string, layer: string = basename(path)): Promise<Qcow2Header> {
-  const file = await openImage(path, layer);
+  const file = openLocalImage(path, layer);
   try {
-    return await readHeaderFrom(file);
+    // Regular files are read synchronously (no promise round trips); block devices asynchronously.
+    return await runSteps(headerSteps(file), file);
   } finally {
-    await file.close();
+    await file.release();
   }
 }
 
@@ -140,8 +141,16 @@ export async function readQcow2Header(path: string, layer: string = basename(pat
 const FIRST_READ_BYTES = 4096;
 
 /** Reads the header from an open image: at most two reads for the first cluster, then the snapshot table. */
-export async function readHeaderFrom(file: ImageFile): Promise<Qcow2Header> {
-  let buf = await file.readUpTo(0, FIRST_READ_BYTES);
+export async function readHeaderFrom(file: ImageReader): Promise<Qcow2Header> {
+  return runSteps(headerSteps(file), file);
+}
+
+/**
+ * The header walker behind readHeaderFrom, for callers that drive it themselves (synchronously for regular
+ * files): yields at most two reads for the first cluster, then those of the snapshot table.
+ */
+export function* headerSteps(file: Pick<ImageReader, 'layer' | 'sizeBytes'>): ReadSteps<Qcow2Header> {
+  let buf = yield { position: 0, length: FIRST_READ_BYTES };
   let header: Qcow2Header;
   try {
     header = parse(buf, file.layer, buf.length < FIRST_READ_BYTES);
@@ -149,10 +158,10 @@ export async function readHeaderFrom(file: ImageFile): Promise<Qcow2Header> {
     if (!(err instanceof NeedMoreBytes)) throw err;
     // Only possible with clusters over 4 KiB: everything the header may use lies in the first cluster.
     const clusterSize = 2 ** buf.readUInt32BE(20);
-    buf = await file.readUpTo(0, clusterSize);
+    buf = yield { position: 0, length: clusterSize };
     header = parse(buf, file.layer, true);
   }
-  header.internalSnapshots = header.snapshotCount === 0 ? [] : await readSnapshots(file, header);
+  header.internalSnapshots = header.snapshotCount === 0 ? [] : yield* snapshotSteps(file, header);
   return header;
 }
 
@@ -470,16 +479,16 @@ function snapshotsInBuffer(buf: Buffer, header: Qcow2Header, layer: string): Qco
  * Reads the snapshot table with a growing window: start at 64 KiB, double until the parser is satisfied. The
  * parser caps the table at QEMU's 64 MiB, so this makes at most a dozen reads.
  */
-async function readSnapshots(file: ImageFile, header: Qcow2Header): Promise<Qcow2Snapshot[]> {
+function* snapshotSteps(file: Pick<ImageReader, 'layer' | 'sizeBytes'>, header: Qcow2Header): ReadSteps<Qcow2Snapshot[]> {
   const offset = Number(header.snapshotsOffset);
   let window = Math.min(64 * 1024, MAX_SNAPSHOT_TABLE_BYTES);
   for (;;) {
-    const table = await file.readUpTo(offset, window);
+    const table = yield { position: offset, length: window };
     const result = parseSnapshotTable(table, header.snapshotCount, file.layer);
     if ('snapshots' in result) return result.snapshots;
     if (table.length < window) {
       // End of file before the table ends: let readExact word the error.
-      await readExact(file, offset, result.needBytes, `snapshot table (${header.snapshotCount} entries)`);
+      yield* readExactSteps(file, offset, result.needBytes, `snapshot table (${header.snapshotCount} entries)`);
       throw new CorruptImageError(file.layer, `snapshot table at offset ${offset} is cut off by the end of the image`);
     }
     window = Math.min(Math.max(result.needBytes, window * 2), MAX_SNAPSHOT_TABLE_BYTES);

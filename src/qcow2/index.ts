@@ -24,4 +24,5 @@ export {
   type WalkChainOptions,
 } from './validate.js';
 export { allocatedBytes, countAllocation, type AllocationSummary } from './allocation.js';
-export { openImage, bufferReader, type ImageReader, type ImageFile } from './io.js';
+export { readQcow2Layer, type Qcow2LayerInfo, type ReadLayerOptions } from './layer.js';
+export { openImage, bufferReader, type ImageReader, type ImageFile, type LocalImageFile } from './io.js';

@@ -8,8 +8,8 @@
  */
 import { dirname, join } from 'node:path';
 import { NotFoundError, UnsafeImageError } from '../errors.js';
-import { readHeaderFrom, type Qcow2Header } from './header.js';
-import { openImage } from './io.js';
+import { headerSteps, type Qcow2Header } from './header.js';
+import { openLocalImage, runStepsAsync, runStepsSync, type LocalImageFile } from './io.js';
 
 export interface BackingPolicy {
   /**
@@ -125,7 +125,7 @@ export async function walkChain(
   // Each pass adds a layer; the depth check bounds the loop even if names and inodes never repeat.
   for (;;) {
     const child = layers[layers.length - 1];
-    const file = await openLayer(path, name, child);
+    const file = openLayer(path, name, child);
     let header: Qcow2Header;
     try {
       const inode = `${file.dev}:${file.ino}`;
@@ -135,9 +135,12 @@ export async function walkChain(
         throw new UnsafeImageError(child?.name ?? name, message, name);
       }
       inodes.set(inode, name);
-      header = await readHeaderFrom(file);
+      // Regular files: no promise round trip at all (open, fstat, read and close are synchronous).
+      const readSync = file.readUpToSync;
+      header = readSync !== undefined ? runStepsSync(headerSteps(file), readSync) : await runStepsAsync(headerSteps(file), file);
     } finally {
-      await file.close();
+      const closing = file.release();
+      if (closing !== undefined) await closing;
     }
     validateLayerHeader(name, header, policy);
     layers.push({ name, path, header });
@@ -153,9 +156,9 @@ export async function walkChain(
   }
 }
 
-async function openLayer(path: string, name: string, child: ChainLayer | undefined) {
+function openLayer(path: string, name: string, child: ChainLayer | undefined): LocalImageFile {
   try {
-    return await openImage(path, name);
+    return openLocalImage(path, name);
   } catch (err) {
     if (err instanceof NotFoundError && child !== undefined) {
       throw new NotFoundError(`${child.name}: backing file ${JSON.stringify(name)} not found (looked for ${path})`, { cause: err });

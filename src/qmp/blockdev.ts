@@ -18,17 +18,20 @@
  * hash the layers of the VM's volumes (`layerNodeNames`) and look the nodes up (`nodeOwner`).
  * The hash covers the name a layer had *when QEMU opened it*: a node cannot be renamed, so when a live
  * operation renames a layer (a snapshot turns the current layer into `snap-S-...`), the open node keeps
- * the old name until it is re-opened under the new one (blockdev-add of the renamed layer + blockdev-reopen
- * of its parent, as Proxmox VE 9 does). attach-info must therefore also accept the `file` QEMU reports for a
- * node (the path it opened; `reportedPath` unwraps the json: form QEMU uses for format nodes) and compare
- * by path when no name matches.
+ * the old name for as long as it stays open. Which layer a node is today is decided by its position in the
+ * chain QEMU reports (src/engine/live-match.ts), never by its name or the path it was opened with.
  *
  * Defaults, and why:
  * - layers below the top are `read-only: true` (frozen snapshots; a commit job reopens its base read-write
  *   itself, and back afterwards); the top is read-write;
- * - protocol nodes get `auto-read-only: true`: the file is opened read-write only while a writer is attached
- *   above, so a commit can reopen a read-only base read-write (the protocol node follows), and a frozen
- *   layer does not hold a write lock;
+ * - protocol nodes are opened read-write (`read-only: false`, and *not* `auto-read-only`), whatever the
+ *   format node above them: the access mode of a protocol node then never changes, so QEMU never reopens the
+ *   file. That matters because QEMU reopens a file *by the name it was opened with* when the access mode
+ *   changes (file-posix raw_reconfigure_getfd), and live operations rename layers under QEMU: with
+ *   auto-read-only, the old top of a live snapshot (opened as `vm-100-disk-0.qcow2`, renamed to the snapshot
+ *   layer) is reopened read-only by name at the switch and silently ends up on the *new* top's file. Which
+ *   layers may be written stays with the format nodes (read-only below the top) and QEMU's permission locks:
+ *   a read-only layer's protocol node takes no write permission, so other processes may still read it;
  * - `discard: unmap` on both nodes so guest TRIM frees space in the files (qcow2 turns a discard in an
  *   overlay into zero clusters, never into holes that would show the backing data);
  * - `detect-zeroes: unmap` on format nodes (as Proxmox VE does for disks with discard on): a guest writing
@@ -122,8 +125,10 @@ export function chainBlockdevs(storage: string, layers: readonly ChainLayerSpec[
  * The two nodes of a new, empty top for a live snapshot: qcow2 with `backing: null` (blockdev-snapshot
  * installs the old top as its backing), read-write. blockdev-add the protocol node first, then the format node.
  */
-export function overlayBlockdevs(storage: string, layer: { name: string; path: string }, defaults: BlockdevDefaults = {}): { names: LayerNodeNames; nodes: [BlockdevOptionsFile, BlockdevOptionsQcow2] } {
-  const names = layerNodeNames(storage, layer.name);
+export function overlayBlockdevs(storage: string, layer: { name: string; path: string; names?: LayerNodeNames }, defaults: BlockdevDefaults = {}): { names: LayerNodeNames; nodes: [BlockdevOptionsFile, BlockdevOptionsQcow2] } {
+  // `names`: node names chosen by the caller (a live snapshot's new top: the layer's own names are taken by
+  // the old top, which stays open as the snapshot layer).
+  const names = layer.names ?? layerNodeNames(storage, layer.name);
   return {
     names,
     nodes: [protocolNode(names.protocol, layer.path, defaults), formatNode(names, 'qcow2', null, false, defaults) as BlockdevOptionsQcow2],
@@ -180,7 +185,7 @@ function protocolNode(nodeName: string, path: string, d: BlockdevDefaults): Bloc
     driver: protocolDriver(path),
     'node-name': nodeName,
     filename: path,
-    'auto-read-only': true,
+    'read-only': false,
     discard: d.discard ?? 'unmap',
   };
   if (d.cacheDirect) node.cache = { direct: true, 'no-flush': false };

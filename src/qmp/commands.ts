@@ -286,6 +286,16 @@ export async function jobFinalize(c: QmpExecutor, id: string, options?: ExecuteO
 
 // ---- the VM ------------------------------------------------------------------------------------------------
 
+/** StatusInfo: `running` is false while the guest is paused (stopped by `stop`, an I/O error, -S, ...). */
+export interface StatusInfo {
+  running: boolean;
+  status: string;
+}
+
+export function queryStatus(c: QmpExecutor, options?: ExecuteOptions): Promise<StatusInfo> {
+  return c.execute<StatusInfo>('query-status', undefined, options);
+}
+
 export async function stop(c: QmpExecutor, options?: ExecuteOptions): Promise<void> {
   await c.execute('stop', undefined, options);
 }

@@ -10,4 +10,5 @@ export { connectUnixSocket } from './socket.js';
 export * from './commands.js';
 export * from './jobs.js';
 export * from './blockdev.js';
+export * from './live-view.js';
 export { ReplayTransport, event, greeting, handshake, type ReplayStep } from './replay.js';

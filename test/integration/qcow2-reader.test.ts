@@ -9,7 +9,7 @@ import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../src/tools/runner.js';
-import { allocatedBytes, openImage, readQcow2Header, walkChain, type Qcow2Header } from '../../src/qcow2/index.js';
+import { allocatedBytes, openImage, readQcow2Header, readQcow2Layer, walkChain, type Qcow2Header } from '../../src/qcow2/index.js';
 
 let dir = '';
 before(async () => {
@@ -24,6 +24,10 @@ async function qemuImg(...args: string[]): Promise<string> {
 }
 async function qemuIo(path: string, ...commands: string[]): Promise<void> {
   await run('qemu-io', ['-f', 'qcow2', ...commands.flatMap((c) => ['-c', c]), path]);
+}
+/** qemu-io in `cwd`: QEMU resolves a relative external data file name against its working directory. */
+async function qemuIoIn(cwd: string, path: string, ...commands: string[]): Promise<void> {
+  await run('qemu-io', ['-f', 'qcow2', ...commands.flatMap((c) => ['-c', c]), path], { cwd });
 }
 
 interface InfoJson {
@@ -42,8 +46,9 @@ async function info(path: string): Promise<InfoJson> {
 }
 
 /** What `qemu-img map` says this layer defines itself: depth 0 and present, split by the data flag. */
-async function mapDepth0(path: string): Promise<{ dataBytes: number; zeroBytes: number }> {
-  const entries = JSON.parse(await qemuImg('map', '--output=json', '-f', 'qcow2', path)) as {
+async function mapDepth0(path: string, cwd?: string): Promise<{ dataBytes: number; zeroBytes: number }> {
+  const argv = ['map', '--output=json', '-f', 'qcow2', path];
+  const entries = JSON.parse((await run('qemu-img', argv, cwd !== undefined ? { cwd } : {})).stdout) as {
     length: number;
     depth: number;
     present: boolean;
@@ -101,8 +106,8 @@ function assertMatchesInfo(h: Qcow2Header, i: InfoJson): void {
   );
 }
 
-async function assertAllocationMatchesMap(path: string, header?: Qcow2Header): Promise<void> {
-  assert.deepEqual(await allocatedBytes(path, header), await mapDepth0(path), `allocation of ${path}`);
+async function assertAllocationMatchesMap(path: string, header?: Qcow2Header, cwd?: string): Promise<void> {
+  assert.deepEqual(await allocatedBytes(path, header), await mapDepth0(path, cwd), `allocation of ${path}`);
 }
 
 // Not a multiple of any cluster size, so the last cluster is cut by the virtual size.
@@ -240,8 +245,8 @@ describe('qcow2 header reader agrees with qemu-img info', () => {
       assert.equal(h.externalData, true);
       assert.equal(h.dataFile, `datafile-${raw}.raw`);
       assertMatchesInfo(h, await info(path));
-      await qemuIo(path, 'write -P 0x5a 64k 128k');
-      await assertAllocationMatchesMap(path);
+      await qemuIoIn(dir, path, 'write -P 0x5a 64k 128k');
+      await assertAllocationMatchesMap(path, undefined, dir);
     }
   });
 
@@ -398,5 +403,14 @@ describe('block devices behind symlinks, as LVs are', () => {
     );
     assert.deepEqual(await allocatedBytes(join(vg, 'vm-100-disk-0.qcow2')), { dataBytes: 4096, zeroBytes: 131072 });
     assert.deepEqual(await allocatedBytes(baseDev), await mapDepth0(base));
+    // Block devices take the asynchronous read path; the one-open layer reader gives the same figures.
+    assert.equal(device.type, 'block');
+    assert.equal(device.readUpToSync, undefined, 'block devices are never read synchronously');
+    const layer = await readQcow2Layer(join(vg, 'vm-100-disk-0.qcow2'), 'vm-100-disk-0.qcow2', { allocation: true });
+    assert.equal(layer.type, 'block');
+    assert.equal(layer.usedBytes, 16 * 1024 * 1024);
+    assert.equal(layer.header.backingFile, 'snap_vm-100-disk-0_s1.qcow2');
+    assert.deepEqual(layer.allocation, { dataBytes: 4096, zeroBytes: 131072 });
+    assert.deepEqual(await readQcow2Header(baseDev), (await readQcow2Layer(baseDev)).header);
   });
 });

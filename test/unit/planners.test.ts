@@ -153,6 +153,16 @@ test('delete after a resize grows the snapshot before committing a bigger child 
   assert.deepEqual(plan.steps[0], { kind: 'grow', layer: snapLayer('a'), sizeBytes: 1 << 21 });
 });
 
+test('storages whose layers grow on demand get no grow/freeze steps', () => {
+  const files: PlanContext = { ...ctx, fixedSizeLayers: false };
+  const create = planSnapshotCreate(tree({ a: null }, 'a'), files, 'bb');
+  assert.deepEqual(create.steps.map((s) => s.kind), ['create-overlay', 'rename', 'rename']);
+  const del = planSnapshotDelete(tree({ a: null }, 'a', { a: 1 << 30, current: 1 }), files, 'a');
+  assert.deepEqual(del.steps.map((s) => s.kind), ['commit', 'replace']);
+  const t = tree({}, null, {}, { current: 1 << 20 });
+  assert.deepEqual(planResize(t, 1 << 21, files).steps.map((s) => s.kind), ['resize']);
+});
+
 test('a branch leaf with no children is simply removed', () => {
   const t = tree({ a: null, b: 'a' }, 'a');
   const plan = planSnapshotDelete(t, ctx, 'b');

@@ -118,14 +118,14 @@ describe('chain definitions', () => {
     assert.deepEqual(c.byLayer.get(mid), n(mid));
   });
 
-  it('gives protocol nodes the path, auto-read-only and discard; format nodes discard and detect-zeroes unmap', () => {
+  it('gives protocol nodes the path, read-write (never auto-read-only: no reopen by name) and discard; format nodes discard and detect-zeroes unmap', () => {
     const c = chainBlockdevs('local', [dir(top)]);
     assert.deepEqual(c.nodes, [
       {
         driver: 'file',
         'node-name': layerNodeNames('local', top).protocol,
         filename: `/var/lib/vz/images/100/${top}`,
-        'auto-read-only': true,
+        'read-only': false,
         discard: 'unmap',
       },
       {

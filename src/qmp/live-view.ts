@@ -1,0 +1,169 @@
+/**
+ * QEMU's view of its block graph, as chains of layers: which format node sits on which file, which node is
+ * whose backing, which guest device uses which chain. Built from query-named-block-nodes (and query-block for
+ * devices), so it is what QEMU really has open, whatever the headers on disk say.
+ *
+ * The links come from the filenames QEMU reports: a format node's `backing_file` is exactly the `file` its
+ * backing node reports (a plain path for a base, a `json:{...}` pseudo-filename for a node whose backing was
+ * given explicitly, which spells out the whole chain below it). Two nodes report the same `file` only when
+ * they were opened on the same paths all the way down; such an ambiguity is reported, never guessed.
+ *
+ * Paths are the paths *as opened*: QEMU keeps file descriptors, so a layer renamed later (the old top that
+ * became a snapshot) still reports its old path. Which layer a node is today is therefore decided by its
+ * position in the chain (live-match.ts), never by its path alone.
+ */
+import { reportedPath } from './blockdev.js';
+import type { QmpExecutor } from './client.js';
+import { queryBlock, queryJobs, queryNamedBlockNodes, type BlockDeviceInfo, type BlockInfo, type JobInfo } from './commands.js';
+
+/** Drivers of protocol nodes (the file under a format node). */
+const PROTOCOL_DRIVERS: ReadonlySet<string> = new Set(['file', 'host_device', 'host_cdrom', 'nbd', 'iscsi', 'rbd', 'nfs', 'ssh', 'http', 'https']);
+/** Drivers of format nodes whose chains volchain manages. */
+const LAYER_DRIVERS: ReadonlySet<string> = new Set(['qcow2', 'raw']);
+
+export interface QemuLayer {
+  /** Format node name. */
+  node: string;
+  /** Its protocol node, when it is a separate named node. */
+  protocolNode: string | undefined;
+  /** That protocol node's driver (`file` for a regular file, `host_device` for an LV). */
+  protocolDriver: string | undefined;
+  driver: string;
+  /** The file the layer was opened as (not necessarily its name today). */
+  path: string | undefined;
+  readOnly: boolean;
+  virtualSize: number;
+  /** Bytes the file takes on its storage (QEMU's fstat of its own descriptor), when QEMU reports it. */
+  actualSize: number | undefined;
+}
+
+export interface QemuChain {
+  /** Layers from the top (the node devices and jobs name) down to the base. */
+  layers: QemuLayer[];
+  /** Guest devices using the chain's top (qdev ids, or legacy drive names). */
+  devices: string[];
+  /** Set when a backing link could not be followed (a filter node in between, or an ambiguous filename). */
+  broken?: string;
+}
+
+export interface QemuBlockView {
+  chains: QemuChain[];
+  /** Every named node as QEMU reported it. */
+  nodes: BlockDeviceInfo[];
+  /** Block jobs QEMU runs (or keeps concluded). */
+  jobs: JobInfo[];
+  /** Guest devices whose medium is a node that is not the top of any chain (e.g. a job's filter). */
+  strayDevices: { device: string; node: string | undefined }[];
+}
+
+/** The view, from query-named-block-nodes (flat), query-block and query-jobs results. Pure. */
+export function buildBlockView(nodes: readonly BlockDeviceInfo[], blocks: readonly BlockInfo[], jobs: readonly JobInfo[] = []): QemuBlockView {
+  const named = nodes.filter((n): n is BlockDeviceInfo & { 'node-name': string } => typeof n['node-name'] === 'string' && n['node-name'] !== '');
+  const byName = new Map(named.map((n) => [n['node-name'], n]));
+  const layerNodes = named.filter((n) => LAYER_DRIVERS.has(n.drv));
+  // Which nodes report which filename: the key for following backing links.
+  const byFile = new Map<string, string[]>();
+  for (const n of named) {
+    if (PROTOCOL_DRIVERS.has(n.drv)) continue;
+    const list = byFile.get(n.file) ?? [];
+    list.push(n['node-name']);
+    byFile.set(n.file, list);
+  }
+
+  const backingOf = new Map<string, { node?: string; problem?: string }>();
+  for (const n of layerNodes) {
+    const backing = n.backing_file;
+    if (backing === undefined || backing === '') continue;
+    const candidates = (byFile.get(backing) ?? []).filter((c) => c !== n['node-name']);
+    if (candidates.length === 1) {
+      const target = byName.get(candidates[0] as string);
+      if (target && LAYER_DRIVERS.has(target.drv)) backingOf.set(n['node-name'], { node: target['node-name'] as string });
+      else backingOf.set(n['node-name'], { problem: `backing of ${n['node-name']} is node ${candidates[0] ?? '?'} (driver ${target?.drv ?? '?'}), not a layer` });
+    } else if (candidates.length === 0) {
+      backingOf.set(n['node-name'], { problem: `backing of ${n['node-name']} (${describeFile(backing)}) is no named node` });
+    } else {
+      backingOf.set(n['node-name'], { problem: `backing of ${n['node-name']} could be any of ${candidates.join(', ')} (they report the same filename)` });
+    }
+  }
+  const isBacking = new Set([...backingOf.values()].flatMap((b) => (b.node ? [b.node] : [])));
+
+  const devicesOf = new Map<string, string[]>();
+  const strayDevices: { device: string; node: string | undefined }[] = [];
+  for (const b of blocks) {
+    const device = b.qdev ?? b.device;
+    const node = b.inserted?.['node-name'];
+    if (!b.inserted) continue;
+    const target = node !== undefined ? byName.get(node) : undefined;
+    if (node !== undefined && target && LAYER_DRIVERS.has(target.drv)) {
+      devicesOf.set(node, [...(devicesOf.get(node) ?? []), device]);
+    } else {
+      strayDevices.push({ device, node });
+    }
+  }
+
+  // A chain starts at every node a device uses, and at every layer node that is nobody's backing. Both can
+  // hold for different nodes of one disk: after an active commit the device is on the base, while the old top
+  // (until blockdev-del) still names the base as its backing.
+  const chains: QemuChain[] = [];
+  const roots = layerNodes.filter((n) => devicesOf.has(n['node-name'] as string) || !isBacking.has(n['node-name']));
+  for (const root of roots) {
+    const layers: QemuLayer[] = [];
+    let broken: string | undefined;
+    const seen = new Set<string>();
+    for (let at: BlockDeviceInfo | undefined = root; at; ) {
+      const name = at['node-name'] as string;
+      if (seen.has(name)) {
+        broken = `backing links of ${root['node-name'] as string} loop at ${name}`;
+        break;
+      }
+      seen.add(name);
+      layers.push(layerOf(at, named));
+      const link = backingOf.get(name);
+      if (!link) break;
+      if (link.problem !== undefined) {
+        broken = link.problem;
+        break;
+      }
+      at = link.node !== undefined ? byName.get(link.node) : undefined;
+    }
+    chains.push({ layers, devices: devicesOf.get(root['node-name'] as string) ?? [], ...(broken !== undefined ? { broken } : {}) });
+  }
+  chains.sort((a, b) => (a.layers[0]?.node ?? '').localeCompare(b.layers[0]?.node ?? ''));
+  return { chains, nodes: [...nodes], jobs: [...jobs], strayDevices };
+}
+
+function layerOf(n: BlockDeviceInfo, all: readonly BlockDeviceInfo[]): QemuLayer {
+  const node = n['node-name'] as string;
+  const path = reportedPath(n.file);
+  // Our own format nodes `fmt-<h>` sit on `file-<h>`; otherwise the protocol node reporting the same path, if
+  // exactly one does.
+  const paired = node.startsWith('fmt-') ? `file-${node.slice('fmt-'.length)}` : undefined;
+  let protocol = paired !== undefined ? all.find((o) => o['node-name'] === paired && PROTOCOL_DRIVERS.has(o.drv)) : undefined;
+  if (!protocol && path !== undefined) {
+    const same = all.filter((o) => PROTOCOL_DRIVERS.has(o.drv) && o.file === path);
+    if (same.length === 1) protocol = same[0];
+  }
+  return {
+    node,
+    protocolNode: protocol?.['node-name'],
+    protocolDriver: protocol?.drv,
+    driver: n.drv,
+    path,
+    readOnly: n.ro,
+    virtualSize: n.image['virtual-size'],
+    actualSize: n.image['actual-size'],
+  };
+}
+
+function describeFile(filename: string): string {
+  const path = reportedPath(filename);
+  return path !== undefined ? path : filename.slice(0, 80);
+}
+
+/** Reads QEMU's view through a connected client (three queries). */
+export async function readBlockView(c: QmpExecutor): Promise<QemuBlockView> {
+  const nodes = await queryNamedBlockNodes(c);
+  const blocks = await queryBlock(c);
+  const jobs = await queryJobs(c);
+  return buildBlockView(nodes, blocks, jobs);
+}

@@ -1,0 +1,156 @@
+/**
+ * Helpers for the tests that run on real LVM. They need a volume group to work in, named by
+ * VOLCHAIN_TEST_VG (test/integration/lvm-guest.test.ts creates one, on a loop device where this kernel has
+ * device-mapper, else on a scratch disk inside a QEMU guest, and runs these files there). Without it every
+ * test here is skipped: scripts/run-tests.mjs never runs dist/test/lvm/ directly.
+ *
+ * Each test file works with its own range of VM ids, so files may run side by side in one VG, and removes
+ * every LV it made (selected by its exact `pve-vm-<vmid>` tag) when it ends.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseStorageConfig } from '../../src/config/index.js';
+import { Volchain } from '../../src/engine/volchain.js';
+import * as lvm from '../../src/tools/lvm.js';
+import { measureFullyAllocated } from '../../src/tools/lvm-measure.js';
+import { runCommand, type RunResult } from '../integration/helpers.js';
+
+export const VG = process.env.VOLCHAIN_TEST_VG ?? '';
+/** Pass as the `skip` option of a test: a reason when there is no VG to work in. */
+export const SKIP: string | false = VG === '' ? 'VOLCHAIN_TEST_VG is not set (test/integration/lvm-guest.test.ts runs these)' : false;
+
+export const MiB = 1024 * 1024;
+export const BLOCK = 64 * 1024;
+
+export interface LvmTestStorage {
+  id: string;
+  cfg: string;
+  vc: Volchain;
+  volid(name: string): string;
+  /** /dev/<vg>/<lv> of a volume's current layer, or of snapshot `snap`'s layer. */
+  path(name: string, snap?: string): string;
+  snapLayer(name: string, snap: string): string;
+}
+
+let stateRoot: string | undefined;
+
+/**
+ * A storage.cfg with one lvm storage on the test VG. Locks and journals go to a temporary state directory
+ * (VOLCHAIN_STATE_DIR), shared by every storage of the file so the CLI in a child process sees them too.
+ */
+export async function lvmStorage(opts: { id?: string; saferemove?: boolean; shared?: boolean } = {}): Promise<LvmTestStorage> {
+  const id = opts.id ?? 'tvg';
+  stateRoot ??= await mkdtemp(join(tmpdir(), 'volchain-lvm-state-'));
+  process.env.VOLCHAIN_STATE_DIR = stateRoot;
+  const text = [
+    `lvm: ${id}`,
+    `\tvgname ${VG}`,
+    '\tcontent images',
+    '\tsnapshot-as-volume-chain 1',
+    ...(opts.saferemove ? ['\tsaferemove 1'] : []),
+    ...(opts.shared ? ['\tshared 1'] : []),
+    '',
+  ].join('\n');
+  const cfg = join(stateRoot, `${id}.cfg`);
+  await writeFile(cfg, text);
+  const snapLayer = (name: string, snap: string): string => `snap_${name.replace(/\.qcow2$/, '')}_${snap}.qcow2`;
+  return {
+    id,
+    cfg,
+    vc: new Volchain(parseStorageConfig(text, cfg)),
+    volid: (name) => `${id}:${name}`,
+    path: (name, snap) => `/dev/${VG}/${snap === undefined ? name : snapLayer(name, snap)}`,
+    snapLayer,
+  };
+}
+
+export async function cleanupState(): Promise<void> {
+  if (stateRoot) await rm(stateRoot, { recursive: true, force: true });
+}
+
+/** All LVs of the test VG. */
+export async function lvs(): Promise<lvm.LvRow[]> {
+  return lvm.listLvs(VG);
+}
+
+export async function lv(name: string): Promise<lvm.LvRow | undefined> {
+  return (await lvs()).find((r) => r.name === name);
+}
+
+export async function mustLv(name: string): Promise<lvm.LvRow> {
+  const row = await lv(name);
+  assert.ok(row, `LV ${name} should exist in ${VG}`);
+  return row;
+}
+
+export async function vg(): Promise<lvm.VgInfo> {
+  return lvm.showVg(VG);
+}
+
+/** The LV size volchain must give a writable qcow2 layer of `virtualSize`. */
+export async function fullLvSize(virtualSize: number): Promise<number> {
+  return lvm.roundUpTo(await measureFullyAllocated(virtualSize), (await vg()).extentSizeBytes);
+}
+
+/** Removes every LV tagged for these VMs (exact tag match, never a prefix), whatever state it is in. */
+export async function removeVmLvs(vmids: readonly number[]): Promise<void> {
+  const tags = new Set(vmids.map((v) => `pve-vm-${v}`));
+  const names = (await lvs())
+    .filter((r) => r.tags.some((t) => tags.has(t)) || vmids.some((v) => new RegExp(`(^|[^A-Za-z0-9])vm-${v}-`).test(r.name)))
+    .map((r) => `${VG}/${r.name}`);
+  if (names.length > 0) await sh('lvremove', ['-f', '--', ...names]); // one command: each costs a metadata commit
+}
+
+export async function sh(command: string, args: readonly string[]): Promise<RunResult> {
+  return runCommand(command, args, { env: { ...process.env, LC_ALL: 'C', LVM_SUPPRESS_FD_WARNINGS: '1' } });
+}
+
+export async function shOk(command: string, args: readonly string[]): Promise<string> {
+  const r = await sh(command, args);
+  assert.equal(r.code, 0, `${command} ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+/** Blocks of BLOCK bytes: block index -> pattern byte (0 = never written). */
+export type Blocks = Map<number, number>;
+
+export interface Io {
+  byte: number;
+  offset: number;
+  len: number;
+}
+
+const hex = (byte: number): string => `0x${byte.toString(16).padStart(2, '0')}`;
+
+/**
+ * One qemu-io run on a qcow2 layer (with its backing chain): every read must find its pattern, then the
+ * writes are done (read-only when there are none). One process instead of one per range: in a TCG guest
+ * each process start costs a lot.
+ */
+export async function qemuIo(path: string, reads: readonly Io[], writes: readonly Io[] = [], context = ''): Promise<void> {
+  const args = ['-f', 'qcow2', ...(writes.length === 0 ? ['-r'] : [])];
+  for (const r of reads) args.push('-c', `read -P ${hex(r.byte)} ${r.offset} ${r.len}`);
+  for (const w of writes) args.push('-c', `write -P ${hex(w.byte)} ${w.offset} ${w.len}`);
+  args.push(path);
+  const r = await sh('qemu-io', args);
+  const out = r.stdout + r.stderr;
+  const failed = [...out.matchAll(/Pattern verification failed at offset (\d+)/g)].map((m) => Number(m[1]) / BLOCK);
+  if (r.code !== 0 || failed.length > 0 || /failed|error|can't open|could not/i.test(out)) {
+    assert.fail(`${context ? `${context}: ` : ''}qemu-io on ${path} (exit ${r.code})${failed.length ? `: wrong data at blocks ${failed.join(', ')}` : ''}: ${out.trim().split('\n').slice(0, 4).join(' | ')}`);
+  }
+}
+
+/** Reads for a map of blocks: every block below `total` must hold its byte (0 when absent). */
+export function blockReads(blocks: ReadonlyMap<number, number>, total: number): Io[] {
+  const out: Io[] = [];
+  for (let i = 0; i < total; ) {
+    const byte = blocks.get(i) ?? 0;
+    let j = i + 1;
+    while (j < total && (blocks.get(j) ?? 0) === byte) j++;
+    out.push({ byte, offset: i * BLOCK, len: (j - i) * BLOCK });
+    i = j;
+  }
+  return out;
+}

@@ -1,0 +1,174 @@
+/**
+ * Volume lifecycle on real thick LVM: exact LV sizes, tags, listing that hides layers, free-space errors,
+ * `disk-1` beside `disk-11`, reading chains of inactive LVs from their tags alone (shared VG), tag drift.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { NoSpaceError, VolchainError } from '../../src/errors.js';
+import { measureFullyAllocated } from '../../src/tools/lvm-measure.js';
+import * as lvmTools from '../../src/tools/lvm.js';
+import {
+  BLOCK,
+  MiB,
+  SKIP,
+  VG,
+  cleanupState,
+  fullLvSize,
+  lv,
+  lvmStorage,
+  lvs,
+  mustLv,
+  qemuIo,
+  removeVmLvs,
+  shOk,
+  vg,
+} from './helpers.js';
+
+const VMIDS = [7101, 7102, 7103, 7105];
+after(async () => {
+  if (SKIP) return;
+  await removeVmLvs(VMIDS);
+  await cleanupState();
+});
+
+test('alloc sizes a qcow2 LV for the fully written image, tags it, and free removes it', { skip: SKIP }, async () => {
+  const s = await lvmStorage();
+  const size = 64 * MiB;
+  const volid = await s.vc.alloc(s.id, 7101, size);
+  assert.equal(volid, `${s.id}:vm-7101-disk-0.qcow2`);
+  const row = await mustLv('vm-7101-disk-0.qcow2');
+  const extent = (await vg()).extentSizeBytes;
+  assert.equal(row.sizeBytes, lvmTools.roundUpTo(await measureFullyAllocated(size), extent), 'LV = measure rounded up to an extent');
+  assert.ok(row.sizeBytes > size, 'room for the metadata of a fully written image');
+  assert.ok(row.active, 'lvcreate -aly activates it');
+  assert.ok(row.tags.includes('pve-vm-7101'), `tags: ${row.tags.join(',')}`);
+  assert.ok(row.tags.includes('volchain.vol.vm-7101-disk-0.qcow2'));
+  assert.ok(row.tags.includes('volchain.noparent'));
+  assert.ok(row.tags.includes(`volchain.size.${size}`));
+  const auto = await shOk('lvs', ['--noheadings', '-o', 'autoactivation', `${VG}/vm-7101-disk-0.qcow2`]);
+  assert.equal(auto.trim(), '', '--setautoactivation n');
+
+  const info = await s.vc.info(volid);
+  assert.equal(info.virtualSize, size);
+  assert.equal(info.usedBytes, row.sizeBytes);
+  assert.equal(info.path, `/dev/${VG}/vm-7101-disk-0.qcow2`);
+  assert.equal(await s.vc.path(volid), `/dev/${VG}/vm-7101-disk-0.qcow2`);
+
+  // A raw volume: the LV is the disk, rounded up to an extent.
+  const raw = await s.vc.alloc(s.id, 7101, 10 * MiB + 512, { format: 'raw' });
+  assert.equal(raw, `${s.id}:vm-7101-disk-1`);
+  const rawRow = await mustLv('vm-7101-disk-1');
+  assert.equal(rawRow.sizeBytes, lvmTools.roundUpTo(10 * MiB + 512, extent));
+  assert.equal((await s.vc.info(raw)).virtualSize, rawRow.sizeBytes);
+  await s.vc.resize(raw, rawRow.sizeBytes + 3 * MiB);
+  assert.equal((await mustLv('vm-7101-disk-1')).sizeBytes, lvmTools.roundUpTo(rawRow.sizeBytes + 3 * MiB, extent));
+
+  await s.vc.snapshotCreate(volid, 'first');
+  const listed = await s.vc.list(s.id, { vmid: 7101 });
+  assert.deepEqual(listed.map((v) => v.volid), [volid, raw], 'snapshot layers are not volumes');
+  assert.deepEqual(listed[0]?.snapshots, ['first']);
+  const snapRow = await mustLv('snap_vm-7101-disk-0_first.qcow2');
+  assert.equal(listed[0]?.chainUsedBytes, (listed[0]?.usedBytes ?? 0) + snapRow.sizeBytes, 'space used by the snapshots = chain - current');
+
+  await s.vc.free(volid);
+  await s.vc.free(raw);
+  const left = (await lvs()).filter((r) => r.name.includes('vm-7101-'));
+  assert.deepEqual(left.map((r) => r.name), [], 'free removes every layer');
+});
+
+test('alloc says how many bytes are missing when the VG is too small, and creates nothing', { skip: SKIP }, async () => {
+  const s = await lvmStorage();
+  // The whole VG as virtual size: with qcow2 metadata it can never fit, whatever other tests do meanwhile.
+  const size = (await vg()).sizeBytes;
+  const err = await s.vc.alloc(s.id, 7102, size).then(
+    async (volid) => {
+      await s.vc.free(volid);
+      assert.fail('a qcow2 volume as big as the whole VG cannot fit');
+    },
+    (e: unknown) => e,
+  );
+  assert.ok(err instanceof NoSpaceError, String(err));
+  const missing = Number(/(\d+) bytes missing/.exec(err.message)?.[1]);
+  assert.ok(missing >= (await fullLvSize(size)) - size, err.message);
+  assert.match(err.message, /needs \d+ bytes, but only \d+ are free/);
+  assert.equal(await lv('vm-7102-disk-0.qcow2'), undefined);
+});
+
+test('disk-1 and disk-11 side by side: operations on one never touch the other', { skip: SKIP }, async () => {
+  const s = await lvmStorage();
+  const one = await s.vc.alloc(s.id, 7103, 8 * MiB, { name: 'vm-7103-disk-1.qcow2' });
+  const eleven = await s.vc.alloc(s.id, 7103, 8 * MiB, { name: 'vm-7103-disk-11.qcow2' });
+  await qemuIo(s.path('vm-7103-disk-1.qcow2'), [], [{ byte: 0x11, offset: 0, len: BLOCK }]);
+  await qemuIo(s.path('vm-7103-disk-11.qcow2'), [], [{ byte: 0x1b, offset: 0, len: BLOCK }]);
+  await s.vc.snapshotCreate(one, 'sa');
+  await s.vc.snapshotCreate(eleven, 'sa');
+  assert.deepEqual((await s.vc.snapshotList(one)).snapshots.map((x) => x.name), ['sa']);
+  assert.deepEqual((await s.vc.snapshotList(eleven)).snapshots.map((x) => x.name), ['sa']);
+  assert.deepEqual((await s.vc.list(s.id, { vmid: 7103 })).map((v) => v.volid), [one, eleven]);
+
+  const backend = s.vc.backend(s.id);
+  await backend.deactivate?.(7103, ['vm-7103-disk-1.qcow2']);
+  const rows = new Map((await lvs()).map((r) => [r.name, r]));
+  assert.equal(rows.get('vm-7103-disk-1.qcow2')?.active, false);
+  assert.equal(rows.get('snap_vm-7103-disk-1_sa.qcow2')?.active, false);
+  assert.equal(rows.get('vm-7103-disk-11.qcow2')?.active, true, 'disk-11 stays active');
+  assert.equal(rows.get('snap_vm-7103-disk-11_sa.qcow2')?.active, true);
+  await backend.activate?.(7103, ['vm-7103-disk-1.qcow2']);
+  assert.equal((await mustLv('snap_vm-7103-disk-1_sa.qcow2')).active, true, 'activation takes the whole chain');
+
+  await s.vc.free(one);
+  const names = (await lvs()).map((r) => r.name).filter((n) => n.includes('vm-7103-')).sort();
+  assert.deepEqual(names, ['snap_vm-7103-disk-11_sa.qcow2', 'vm-7103-disk-11.qcow2']);
+  await qemuIo(s.path('vm-7103-disk-11.qcow2'), [{ byte: 0x1b, offset: 0, len: BLOCK }], [], 'disk-11 after freeing disk-1');
+  await s.vc.free(eleven);
+});
+
+test('list, info and snapshot list on a shared VG read inactive chains from the LV tags without activating', { skip: SKIP }, async () => {
+  const local = await lvmStorage();
+  const volid = await local.vc.alloc(local.id, 7105, 16 * MiB);
+  const path = local.path('vm-7105-disk-0.qcow2');
+  await qemuIo(path, [], [{ byte: 0xa1, offset: 0, len: BLOCK }]);
+  await local.vc.snapshotCreate(volid, 'one');
+  await qemuIo(path, [], [{ byte: 0xa2, offset: BLOCK, len: BLOCK }]);
+  await local.vc.snapshotCreate(volid, 'two');
+  await local.vc.snapshotRollback(volid, 'one'); // a branch: current and 'two' both grow from 'one'
+  const expected = await local.vc.snapshotList(volid);
+  await local.vc.backend(local.id).deactivate?.(7105, ['vm-7105-disk-0.qcow2']);
+
+  const shared = await lvmStorage({ id: 'tshared', shared: true });
+  const sharedVolid = shared.volid('vm-7105-disk-0.qcow2');
+  const listing = await shared.vc.snapshotList(sharedVolid);
+  assert.deepEqual(listing.snapshots.map(({ name, parent, children, virtualSize }) => ({ name, parent, children, virtualSize })),
+    expected.snapshots.map(({ name, parent, children, virtualSize }) => ({ name, parent, children, virtualSize })));
+  assert.equal(listing.current.parent, 'one');
+  const info = await shared.vc.info(sharedVolid);
+  assert.equal(info.virtualSize, 16 * MiB);
+  assert.deepEqual(info.snapshots, ['one', 'two']);
+  assert.equal((await shared.vc.list(shared.id, { vmid: 7105 })).length, 1);
+  const active = (await lvs()).filter((r) => r.name.includes('vm-7105-') && r.active).map((r) => r.name);
+  assert.deepEqual(active, [], 'reading activated nothing');
+
+  // An operation activates the whole chain (exclusively on a shared VG), checks the tags against the
+  // headers, and works.
+  await shared.vc.snapshotCreate(sharedVolid, 'three');
+  for (const r of (await lvs()).filter((x) => x.name.includes('vm-7105-'))) assert.ok(r.active, `${r.name} active`);
+  await qemuIo(path, [{ byte: 0xa1, offset: 0, len: BLOCK }, { byte: 0, offset: BLOCK, len: BLOCK }], [], 'after rollback to one + snapshot three');
+
+  // Tags that lie (here: the current layer's parent) are caught once the LVs are active: the plan made
+  // from them is refused, the tags are corrected, and the next run works.
+  const backend = shared.vc.backend(shared.id);
+  await backend.deactivate?.(7105, ['vm-7105-disk-0.qcow2']);
+  const top = await mustLv('vm-7105-disk-0.qcow2');
+  const parentTag = top.tags.find((t) => t.startsWith('volchain.parent.'));
+  assert.equal(parentTag, 'volchain.parent.snap_vm-7105-disk-0_three.qcow2');
+  await lvmTools.changeTags(VG, top.name, ['volchain.parent.snap_vm-7105-disk-0_two.qcow2'], [parentTag]);
+  const fresh = await lvmStorage({ id: 'tshared', shared: true });
+  assert.equal((await fresh.vc.snapshotList(sharedVolid)).current.parent, 'two', 'read from the (wrong) tags');
+  await assert.rejects(fresh.vc.snapshotDelete(sharedVolid, 'three'), (e: unknown) => e instanceof VolchainError && e.code === 'CORRUPT_IMAGE' && /run the command again/.test(e.message));
+  assert.ok((await mustLv('vm-7105-disk-0.qcow2')).tags.includes(parentTag), 'tag corrected from the header');
+  assert.equal((await fresh.vc.snapshotList(sharedVolid)).current.parent, 'three');
+  await fresh.vc.snapshotDelete(sharedVolid, 'three');
+  await qemuIo(path, [{ byte: 0xa1, offset: 0, len: BLOCK }, { byte: 0, offset: BLOCK, len: BLOCK }], [], 'after deleting three');
+  await fresh.vc.free(sharedVolid);
+});
+

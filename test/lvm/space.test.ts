@@ -1,0 +1,112 @@
+/**
+ * Space on thick LVM: a disk written to its last byte (also above a snapshot) never meets ENOSPC; frozen
+ * layers are shrunk to their data and grown back before a commit lands in them, also after a resize made the
+ * newer layers bigger (PVE bug 7094); saferemove zeroes before removing, and a run killed midway (SIGKILL)
+ * is finished by repair or by the next listing.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { BIN, checkClean, runCommand } from '../integration/helpers.js';
+import { BLOCK, MiB, SKIP, VG, cleanupState, fullLvSize, lv, lvmStorage, lvs, mustLv, qemuIo, removeVmLvs, shOk } from './helpers.js';
+
+const VMIDS = [7301, 7302, 7303, 7304];
+after(async () => {
+  if (SKIP) return;
+  await removeVmLvs(VMIDS);
+  await cleanupState();
+});
+
+test('a guest writing 100% of the disk, also above a snapshot, never runs out of LV space', { skip: SKIP }, async () => {
+  const s = await lvmStorage();
+  const size = 32 * MiB;
+  const volid = await s.vc.alloc(s.id, 7301, size);
+  const path = s.path('vm-7301-disk-0.qcow2');
+  await qemuIo(path, [], [{ byte: 0x77, offset: 0, len: size }], 'fill the base');
+  await checkClean(path);
+  await s.vc.snapshotCreate(volid, 'full');
+  const frozen = await mustLv(s.snapLayer('vm-7301-disk-0.qcow2', 'full'));
+  assert.equal(frozen.sizeBytes, await fullLvSize(size), 'a full image has nothing to give back');
+  // Every cluster of the new top is allocated afresh.
+  await qemuIo(path, [{ byte: 0x77, offset: 0, len: size }], [{ byte: 0x78, offset: 0, len: size }], 'fill the top');
+  await checkClean(path);
+  await qemuIo(path, [{ byte: 0x78, offset: 0, len: size }], [], 'top');
+  await s.vc.free(volid);
+});
+
+test('resize after snapshots, then delete each: shrunk older layers are grown before a commit lands in them', { skip: SKIP }, async () => {
+  const s = await lvmStorage();
+  const name = 'vm-7302-disk-0.qcow2';
+  const path = s.path(name);
+  const small = 8 * MiB;
+  const big = 24 * MiB;
+  const volid = await s.vc.alloc(s.id, 7302, small);
+  await qemuIo(path, [], [{ byte: 0x51, offset: 0, len: 4 * MiB }]);
+  await s.vc.snapshotCreate(volid, 'sa');
+  await qemuIo(path, [], [{ byte: 0x52, offset: 4 * MiB, len: 2 * MiB }]);
+  await s.vc.snapshotCreate(volid, 'sb');
+  const fullSmall = await fullLvSize(small);
+  assert.ok((await mustLv(s.snapLayer(name, 'sa'))).sizeBytes < fullSmall, 'sa was shrunk to its data');
+  await s.vc.resize(volid, big);
+  const fullBig = await fullLvSize(big);
+  assert.equal((await mustLv(name)).sizeBytes, fullBig, 'the current LV grew with the disk');
+  await qemuIo(path, [], [{ byte: 0x53, offset: 20 * MiB, len: BLOCK }]);
+  const expected = [
+    { byte: 0x51, offset: 0, len: 4 * MiB },
+    { byte: 0x52, offset: 4 * MiB, len: 2 * MiB },
+    { byte: 0, offset: 6 * MiB, len: 14 * MiB },
+    { byte: 0x53, offset: 20 * MiB, len: BLOCK },
+    { byte: 0, offset: 20 * MiB + BLOCK, len: big - 20 * MiB - BLOCK },
+  ];
+  // sb's only child is the current layer, which holds one block: committed into sb's (8 MiB, shrunk) layer,
+  // which must first grow to the fully-allocated size of 24 MiB.
+  const plan = await s.vc.snapshotDelete(volid, 'sb');
+  assert.match(plan.summary, /commit-child/, plan.summary);
+  await qemuIo(path, expected, [], 'after deleting sb');
+  assert.equal((await mustLv(name)).sizeBytes, fullBig, 'the merged layer is a full writable layer');
+  assert.equal((await s.vc.info(volid)).virtualSize, big);
+  await s.vc.snapshotDelete(volid, 'sa');
+  await qemuIo(path, expected, [], 'after deleting sa');
+  assert.equal((await mustLv(name)).sizeBytes, fullBig);
+  // The merged current layer still takes a disk written to its last byte.
+  await qemuIo(path, [], [{ byte: 0x54, offset: 0, len: big }], 'fill');
+  await checkClean(path);
+  await s.vc.free(volid);
+});
+
+/** Runs the CLI in a child process that kills itself with SIGKILL at an LVM backend crash point. */
+async function crashingCli(cfg: string, args: readonly string[], crashAt: string): Promise<void> {
+  const r = await runCommand(process.execPath, [BIN, '--config', cfg, ...args], {
+    env: { ...process.env, LC_ALL: 'C', VOLCHAIN_LVM_CRASH_AT: crashAt },
+  });
+  assert.equal(r.code, 128, `the CLI should have been killed at ${crashAt}: exit ${r.code} ${r.stderr}`);
+}
+
+async function readsZero(path: string, bytes: number): Promise<boolean> {
+  const out = await shOk('cmp', ['-n', String(bytes), path, '/dev/zero']).catch(() => 'differs');
+  return out === '';
+}
+
+test('saferemove: renamed to del-, zeroed, removed; a run killed midway is finished by repair or by list', { skip: SKIP }, async () => {
+  const s = await lvmStorage({ id: 'tsafe', saferemove: true });
+  // 1. Killed right after the rename: the data is still there under del-; repair finishes the removal.
+  const a = await s.vc.alloc(s.id, 7303, 8 * MiB, { format: 'raw' });
+  await shOk('qemu-io', ['-f', 'raw', '-c', `write -P 0x5e 0 ${MiB}`, s.path('vm-7303-disk-0')]);
+  await crashingCli(s.cfg, ['free', a], 'remove-renamed');
+  assert.equal(await lv('vm-7303-disk-0'), undefined);
+  assert.ok(await lv('del-vm-7303-disk-0'), 'del- LV left behind');
+  assert.deepEqual(await s.vc.list(s.id, { vmid: 7303 }), [], 'not listed');
+  const repaired = await s.vc.repair({ volid: a });
+  assert.ok(repaired.length > 0);
+  assert.equal(await lv('del-vm-7303-disk-0'), undefined, 'repair finished the removal');
+
+  // 2. Killed after zeroing, before lvremove: the LV holds only zeroes; the next list finishes it.
+  const b = await s.vc.alloc(s.id, 7304, 8 * MiB);
+  await qemuIo(s.path('vm-7304-disk-0.qcow2'), [], [{ byte: 0x6f, offset: 0, len: MiB }]);
+  await crashingCli(s.cfg, ['free', b], 'remove-zeroed');
+  const doomed = await mustLv('del-vm-7304-disk-0.qcow2');
+  assert.ok(await readsZero(`/dev/${VG}/${doomed.name}`, doomed.sizeBytes), 'zeroed before removal');
+  await s.vc.list(s.id);
+  assert.equal(await lv('del-vm-7304-disk-0.qcow2'), undefined, 'list finished the removal');
+  await s.vc.repair({ volid: b }); // the interrupted free's journal
+  assert.deepEqual((await lvs()).filter((r) => r.name.includes('vm-7304-')), []);
+});
