@@ -14,7 +14,8 @@
  *
  * Every figure is the median of many runs after warm-up, with a warm page cache (the files were just written
  * and read). The contenders are timed in alternating rounds (timeAlternating), so a change in the load of a
- * shared machine hits them alike. qemu-img includes its process start, which is what a qemu-img based tool
+ * shared machine hits them alike; each in-process block starts after 40 ms of untimed runs, the time the
+ * CPU needs to recover from the qemu-img process that ran just before. qemu-img includes its process start, which is what a qemu-img based tool
  * pays for every call.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -29,6 +30,8 @@ import { ratio, show, timeAlternating, type Timing } from './qcow2-timing.js';
 const layers = Number(process.argv[2] ?? 50);
 const nativeRuns = Number(process.argv[3] ?? 1000);
 const qemuRuns = Number(process.argv[4] ?? 30);
+/** Untimed runs before each in-process block (see timeAlternating). */
+const SETTLE_MS = 40;
 
 const qemuInfoChain = (top: string) => run('qemu-img', ['info', '--backing-chain', '--output=json', '-f', 'qcow2', top]);
 
@@ -52,7 +55,7 @@ async function rawChain(dir: string): Promise<void> {
 
   const [native, qemu] = await timeAlternating(
     [
-      { fn: () => walkChain(top, TOP, policy), perRound: Math.ceil(nativeRuns / qemuRuns) },
+      { fn: () => walkChain(top, TOP, policy), perRound: Math.ceil(nativeRuns / qemuRuns), settleMs: SETTLE_MS },
       { fn: () => qemuInfoChain(top), perRound: 1, warmup: 3 },
     ],
     qemuRuns,
@@ -86,10 +89,10 @@ async function engineChain(dir: string): Promise<void> {
   const engineRuns = Math.max(1, Math.ceil(perRound / 4));
   const [walk, listT, infoT, snapT, qemu] = (await timeAlternating(
     [
-      { fn: () => walkChain(path, name, { isExpectedLayerName: (ref) => ref.startsWith('snap-') }), perRound },
-      { fn: () => vc.list('bench'), perRound: engineRuns },
-      { fn: () => vc.info(volid), perRound: engineRuns },
-      { fn: () => vc.snapshotList(volid), perRound: engineRuns },
+      { fn: () => walkChain(path, name, { isExpectedLayerName: (ref) => ref.startsWith('snap-') }), perRound, settleMs: SETTLE_MS },
+      { fn: () => vc.list('bench'), perRound: engineRuns, settleMs: SETTLE_MS },
+      { fn: () => vc.info(volid), perRound: engineRuns, settleMs: SETTLE_MS },
+      { fn: () => vc.snapshotList(volid), perRound: engineRuns, settleMs: SETTLE_MS },
       { fn: () => qemuInfoChain(path), perRound: 1, warmup: 3 },
     ],
     qemuRuns,

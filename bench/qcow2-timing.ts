@@ -35,15 +35,24 @@ export function ratio(label: string, slow: Timing, fast: Timing, width = 52): st
  * Times several functions in alternation: each round runs every function its `perRound` times, so all of
  * them are sampled over the same period and a change in machine load (a shared CI host) hits them alike.
  * Returns one Timing per function, in order.
+ *
+ * `settleMs`: before its timed runs in each round, a function runs untimed for this long. In-process code
+ * timed right after a child process (qemu-img) ran is about twice as slow for some 20-30 ms on the test VM
+ * (cold CPU caches and branch predictors after the other process and the idle wait), which would measure
+ * the machine rather than the code; a few untimed runs bring it back to its steady state.
  */
 export async function timeAlternating(
-  entries: { fn: () => Promise<unknown>; perRound: number; warmup?: number }[],
+  entries: { fn: () => Promise<unknown>; perRound: number; warmup?: number; settleMs?: number }[],
   rounds: number,
 ): Promise<Timing[]> {
   for (const e of entries) for (let i = 0; i < (e.warmup ?? Math.min(50, e.perRound * rounds)); i++) await e.fn();
   const samples: number[][] = entries.map(() => []);
   for (let r = 0; r < rounds; r++) {
     for (const [k, e] of entries.entries()) {
+      if (e.settleMs !== undefined && e.settleMs > 0) {
+        const until = process.hrtime.bigint() + BigInt(Math.round(e.settleMs * 1e6));
+        while (process.hrtime.bigint() < until) await e.fn();
+      }
       for (let i = 0; i < e.perRound; i++) {
         const started = process.hrtime.bigint();
         await e.fn();

@@ -110,6 +110,8 @@ import {
 const REPORT_MAX_AGE_MS = 60_000;
 /** A report this young is reused by a listing (list reads each volume right after listing the VG). */
 const LISTING_REUSE_MS = 1_000;
+/** ... and by activate, which runs right after the tree was read (see there). */
+const ACTIVATE_REUSE_MS = 3_000;
 
 interface Report {
   vg: lvm.VgInfo;
@@ -349,7 +351,10 @@ export class LvmBackend implements Backend {
   }
 
   async activate(vmid: number, layerNames: readonly string[]): Promise<void> {
-    const report = await this.fresh();
+    // Called when a plan starts (right after the tree was read under the VM's lock) and before a step is
+    // redone (repair, possibly long after another process changed the VG): only a report taken moments ago
+    // is trusted here.
+    const report = await this.recent(ACTIVATE_REUSE_MS);
     const { members, volumeOf } = this.membersOf(report, vmid, layerNames);
     const wasInactive = new Set(members.filter((r) => !r.active).map((r) => r.name));
     await this.activateRows(report, members);
@@ -406,7 +411,11 @@ export class LvmBackend implements Backend {
 
   /** A report for a listing: new, unless one was taken a moment ago. */
   private async forListing(): Promise<Report> {
-    if (this.report && Date.now() - this.report.takenAtMs <= LISTING_REUSE_MS) return this.report;
+    return this.recent(LISTING_REUSE_MS);
+  }
+
+  private async recent(maxAgeMs: number): Promise<Report> {
+    if (this.report && Date.now() - this.report.takenAtMs <= maxAgeMs) return this.report;
     return this.refresh();
   }
 

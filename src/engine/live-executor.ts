@@ -147,7 +147,13 @@ export async function runLiveStep(backend: Backend, vmid: number, step: LiveStep
             ...(step.active ? {} : { topNode: step.topNode, backingFile: step.top }),
           });
       }
-      await followJob(live, step.jobId, { start, onProgress: ctx.onProgress, untilReady: step.active });
+      try {
+        await followJob(live, step.jobId, { start, onProgress: ctx.onProgress, untilReady: step.active });
+      } catch (err) {
+        // QEMU 7.2 leaves the base of a cancelled active commit writable; put it back as it was.
+        if (step.active) await restoreReadOnly(live, step.baseNode).catch(() => undefined);
+        throw err;
+      }
       if (!step.active) await backend.layerChanged?.(vmid, step.base);
       return;
     }
@@ -164,7 +170,12 @@ export async function runLiveStep(backend: Backend, vmid: number, step: LiveStep
         );
       }
       if (step.resume && (await queryStatus(c)).running) await stop(c);
-      await followJob(live, step.jobId, { start: () => jobComplete(c, step.jobId), onProgress: undefined, untilReady: false });
+      try {
+        await followJob(live, step.jobId, { start: () => jobComplete(c, step.jobId), onProgress: undefined, untilReady: false });
+      } catch (err) {
+        await restoreReadOnly(live, step.baseNode).catch(() => undefined);
+        throw err;
+      }
       const after = await readBlockView(c);
       const stillOnTop = after.chains.some((ch) => ch.layers[0]?.node === step.topNode && ch.devices.length > 0);
       if (stillOnTop) {
@@ -199,6 +210,32 @@ async function isSwitched(live: LiveSession, step: Extract<LiveStep, { kind: 'qm
   const chain = await chainOf(live, step.node);
   const at = chain.layers.findIndex((l) => l.node === step.node);
   return at > 0 && chain.layers[at - 1]?.node === step.overlay;
+}
+
+/**
+ * Reopens a layer below the top read-only again (blockdev-reopen of its format node with the same children),
+ * when a job left it writable. The protocol node keeps its descriptor: nothing is reopened by name.
+ */
+async function restoreReadOnly(live: LiveSession, node: string): Promise<void> {
+  const view = await readBlockView(live.client);
+  const chain = view.chains.find((ch) => ch.layers.some((l) => l.node === node) && ch.devices.length > 0) ?? view.chains.find((ch) => ch.layers.some((l) => l.node === node));
+  const at = chain?.layers.findIndex((l) => l.node === node) ?? -1;
+  const l = chain?.layers[at];
+  if (!chain || at <= 0 || !l || l.readOnly || l.protocolNode === undefined) return;
+  const info = view.nodes.find((n) => n['node-name'] === node);
+  await live.client.execute('blockdev-reopen', {
+    options: [
+      {
+        driver: l.driver,
+        'node-name': node,
+        file: l.protocolNode,
+        ...(l.driver === 'qcow2' ? { backing: chain.layers[at + 1]?.node ?? null } : {}),
+        'read-only': true,
+        discard: 'unmap',
+        'detect-zeroes': info?.detect_zeroes ?? 'unmap',
+      },
+    ],
+  });
 }
 
 /** The chain holding `node`; of several (a leftover node above a layer), the one a device uses. */

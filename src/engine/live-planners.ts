@@ -61,8 +61,8 @@ export function planLiveSnapshotCreate(tree: VolumeTree, ctx: PlanContext, snaps
     );
   }
   const offline = planSnapshotCreate(tree, ctx, snapshot);
-  const [create, renameTop, renameTmp, freeze] = offline.steps;
-  if (create?.kind !== 'create-overlay' || renameTop?.kind !== 'rename' || renameTmp?.kind !== 'rename' || freeze?.kind !== 'freeze') {
+  const [create, renameTop, renameTmp, ...rest] = offline.steps;
+  if (create?.kind !== 'create-overlay' || renameTop?.kind !== 'rename' || renameTmp?.kind !== 'rename' || rest.some((s) => s.kind !== 'freeze')) {
     throw new Error(`unexpected offline snapshot plan for ${tree.volid}`);
   }
   const top = nodeOf(disk, tree, tree.current);
@@ -74,7 +74,7 @@ export function planLiveSnapshotCreate(tree: VolumeTree, ctx: PlanContext, snaps
     { kind: 'qmp-open', layer: tree.current, node: names.format, protocolNode: names.protocol },
     // Point of no return: from here the guest writes into the new top.
     { kind: 'qmp-snapshot', layer: renameTop.to, node: top.node, overlay: names.format },
-    freeze,
+    ...rest,
   ];
   return {
     ...offline,
@@ -155,6 +155,11 @@ export function planLiveSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snaps
     steps.push(...branchRebases);
     steps.push(close(target.name, snap));
     steps.push({ kind: 'remove', layer: target.name });
+  }
+  // Storages whose layers grow on demand need no grow/freeze steps (as the offline planners do).
+  if (ctx.fixedSizeLayers === false) {
+    const kept = steps.filter((s) => s.kind !== 'grow' && s.kind !== 'freeze');
+    steps.splice(0, steps.length, ...kept);
   }
   const how = commit ? 'block-commit' : 'block-stream';
   const strategy = offlineCommits ? 'commit-child' : commit ? 'rebase-branches-commit-child' : 'rebase-children';

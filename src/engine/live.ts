@@ -222,7 +222,7 @@ interface Disk {
 }
 
 function ctxOf(backend: Backend): PlanContext {
-  return { kind: backend.kind, volumeChain: backend.capabilities.volumeChain };
+  return { kind: backend.kind, volumeChain: backend.capabilities.volumeChain, fixedSizeLayers: backend.capabilities.fixedSizeLayers };
 }
 
 async function targetDisks(vc: Volchain, target: LiveTarget): Promise<{ vmid: number; disks: Disk[] }> {
@@ -299,6 +299,7 @@ async function runLive(vc: Volchain, target: LiveTarget, operation: string, opts
   try {
     const work = async (): Promise<Plan[]> => {
       const state = await readLiveState(conn.client, conn.socket, disks);
+      if (opts.qmp !== undefined) refuseWrongQemu(vmid, conn.socket, state.disks);
       const planned = state.disks.map((d) => ({
         backend: d.backend,
         plan: planner(d, d.chain ? liveDiskOf(d, conn.socket, state.running, qemuVersion(conn.client)) : undefined),
@@ -359,6 +360,7 @@ export async function refuseLiveRollback(vc: Volchain, target: LiveTarget, opts:
     const inputs: { backend: Backend; volume: VolumeRef; tree: VolumeTree }[] = [];
     for (const d of disks) inputs.push({ ...d, tree: await readVolumeTree(d.backend, d.volume) });
     const match = matchVm(await readBlockView(conn.client), inputs);
+    if (opts.qmp !== undefined) refuseWrongQemu(vmid, conn.socket, match.disks);
     const open = match.disks.filter((d) => d.chain !== undefined || d.detached.length > 0).map((d) => d.volid);
     if (open.length > 0) {
       throw new NotSupportedError(
@@ -385,6 +387,16 @@ export async function openRepairSession(plan: Plan, explicit?: string): Promise<
     const code = err instanceof QmpConnectError ? ((err.cause as NodeJS.ErrnoException | undefined)?.code ?? '') : '';
     if (code === 'ECONNREFUSED' || code === 'ENOENT') return undefined; // QEMU is gone
     throw err;
+  }
+}
+
+/**
+ * `--qmp SOCK` says the VM runs there: a QEMU that has none of the disks open is the wrong one, and acting
+ * offline could change files the real one uses.
+ */
+function refuseWrongQemu(vmid: number, socket: string, disks: readonly { chain: unknown; detached: readonly unknown[] }[]): void {
+  if (disks.every((d) => d.chain === undefined && d.detached.length === 0)) {
+    throw new InvalidInputError(`QEMU at ${socket} has none of the disks of VM ${vmid} open: is that the VM's QMP socket?`);
   }
 }
 

@@ -299,11 +299,14 @@ export function spawnCli(storage: Pick<TestStorage, 'cfg'>, args: readonly strin
 /** Waits until QEMU reports a job whose progress reached `fraction` (and is not done); returns its id. */
 export async function waitForJobProgress(client: QmpClient, fraction: number, timeoutMs = 60_000): Promise<{ id: string; type: string; current: number; total: number }> {
   const deadline = Date.now() + timeoutMs;
+  const seen: string[] = [];
   for (;;) {
     const jobs = await queryJobs(client);
+    const line = jobs.map((x) => `${x.type} ${x.status} ${x['current-progress']}/${x['total-progress']}`).join(', ');
+    if (seen[seen.length - 1] !== line) seen.push(line);
     const j = jobs.find((x) => x['total-progress'] > 0 && x['current-progress'] >= fraction * x['total-progress'] && x['current-progress'] < x['total-progress']);
     if (j) return { id: j.id, type: j.type, current: j['current-progress'], total: j['total-progress'] };
-    if (Date.now() > deadline) throw new Error(`no job reached ${fraction * 100}% within ${timeoutMs} ms (jobs: ${JSON.stringify(jobs)})`);
+    if (Date.now() > deadline) throw new Error(`no job reached ${fraction * 100}% within ${timeoutMs} ms (seen: ${seen.join(' | ')})`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }

@@ -110,6 +110,11 @@ describe('live operations on a running VM', () => {
       snapshotsOf[1]?.delete('s1');
       await agree(live, names, 'after deleting s1 of one disk');
 
+      // A socket of a QEMU that has none of the disks open is the wrong one: refused, nothing done offline.
+      const stranger = (await cliOk(s, ['alloc', s.id, '101', '1M'])).trim();
+      await cliFails(s, ['snapshot', 'create', stranger, 'sx', '--qmp', live.socket], { code: 2, match: /none of the disks of VM 101/ });
+      await cliOk(s, ['free', stranger]);
+
       // Rollback replaces the layer the guest writes into: refused while the VM runs.
       await cliFails(s, ['vm', 'rollback', String(VMID), 's3', '--qmp', live.socket], { code: 5, match: /running.*needs the VM stopped/ });
       await cliFails(s, ['snapshot', 'rollback', volids[0] as string, 's1', '--qmp', live.socket], { code: 5, match: /running/ });

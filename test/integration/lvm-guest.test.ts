@@ -46,6 +46,22 @@ function summary(output: string): Summary {
   return { tests: count('tests'), pass: count('pass'), fail: count('fail'), skipped: count('skipped') };
 }
 
+/** "12.3 s  <test name>" for every test in a TAP report (each `ok N - name` is followed by its duration). */
+function testDurations(tap: string): string[] {
+  const out: string[] = [];
+  let name: string | undefined;
+  for (const line of tap.split('\n')) {
+    const ok = /^\s*ok \d+ - (.*)$/.exec(line);
+    if (ok) name = ok[1];
+    const ms = /^\s*duration_ms: ([\d.]+)$/.exec(line);
+    if (ms && name !== undefined) {
+      out.push(`${(Number(ms[1]) / 1000).toFixed(1).padStart(6)} s  ${name}`);
+      name = undefined;
+    }
+  }
+  return out;
+}
+
 function assertAllPassed(r: RunResult, where: string, files: readonly string[]): Summary {
   const output = `${r.stdout}\n${r.stderr}`;
   const s = summary(r.stdout);
@@ -113,4 +129,5 @@ test('every test on real LVM passes (loop device here, else a QEMU guest with de
   const { result, where } = local ? await onThisHost(files) : await inGuest(files);
   const s = assertAllPassed(result, where, files);
   t.diagnostic(`${s.pass} LVM tests passed ${where} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  for (const line of testDurations(result.stdout)) t.diagnostic(line);
 });

@@ -102,7 +102,7 @@ describe('readQcow2Layer', () => {
       ]) {
         await assert.rejects(read(), (err: unknown) => err instanceof CorruptImageError && /neither a regular file nor a block device/.test(err.message));
       }
-      assert.ok(performance.now() - started < 1000, `${path} refused quickly`);
+      assert.ok(performance.now() - started < 5000, `${path} refused without blocking`);
     }
     await assert.rejects(readQcow2Layer(join(dir, 'missing.qcow2')), NotFoundError);
   });

@@ -1,12 +1,11 @@
 /**
  * Snapshot chains on real LVM through the same engine as dir storage: depth 1 to 10 with a data pattern per
- * layer, rollback to every position, deletion of the first, a middle, the newest and a branched snapshot,
- * frozen layers shrunk (and grown back and shrunk again around a rebase into them). Data is written and
- * read with qemu-io on /dev/<vg>/<lv>; every layer must check clean.
+ * layer, frozen layers shrunk to their data, rollback to every position. Data is written and read with
+ * qemu-io on /dev/<vg>/<lv>.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkClean } from '../integration/helpers.js';
+import { assertManyPatterns, checkClean } from '../integration/helpers.js';
 import {
   BLOCK,
   MiB,
@@ -32,11 +31,6 @@ after(async () => {
 const SIZE = 16 * MiB;
 const BLOCKS = 24; // blocks checked at the start of the disk
 
-/** Every layer of a VM's volumes must pass qemu-img check. */
-async function checkAll(s: LvmTestStorage, vmid: number): Promise<void> {
-  for (const row of (await lvs()).filter((r) => r.name.includes(`vm-${vmid}-`))) await checkClean(s.path(row.name));
-}
-
 /** Frozen layers are smaller than a writable one; the current layer has full size. */
 async function assertSizes(s: LvmTestStorage, name: string, snaps: Iterable<string>, full: number, when: string): Promise<void> {
   const rows = new Map((await lvs()).map((r) => [r.name, r]));
@@ -47,7 +41,7 @@ async function assertSizes(s: LvmTestStorage, name: string, snaps: Iterable<stri
   }
 }
 
-test('depth 1 to 10, rollback to every position, then delete the first, a middle, the newest and a branched snapshot', { skip: SKIP }, async () => {
+test('depth 1 to 10 keeps every layer\'s data, frozen layers are shrunk, rollback works to every position', { skip: SKIP }, async () => {
   const s = await lvmStorage();
   const name = 'vm-7201-disk-0.qcow2';
   const path = s.path(name);
@@ -69,8 +63,8 @@ test('depth 1 to 10, rollback to every position, then delete the first, a middle
     states.set(`s${depth}`, new Map(current));
     await step(0x10 + depth, depth + 1, current, `current at depth ${depth}`);
   }
-  // Every snapshot's own layer holds exactly its state.
-  for (const [snap, blocks] of states) await qemuIo(s.path(name, snap), blockReads(blocks, BLOCKS), [], `snapshot ${snap}`);
+  // Every snapshot's own layer holds exactly its state (one qemu-io for all of them).
+  await assertManyPatterns([...states].map(([snap, blocks]) => ({ path: s.path(name, snap), expects: blockReads(blocks, BLOCKS), context: `snapshot ${snap}` })));
   await assertSizes(s, name, states.keys(), full, 'depth 10');
   const listing = await s.vc.snapshotList(volid);
   assert.equal(listing.snapshots.length, 10);
@@ -85,25 +79,9 @@ test('depth 1 to 10, rollback to every position, then delete the first, a middle
     await step(0xe0 + k, 20, current, `after rollback to s${k}`);
   }
   assert.equal((await s.vc.snapshotList(volid)).snapshots.length, 10, 'rollback keeps newer snapshots');
+  await assertManyPatterns([...states].map(([snap, blocks]) => ({ path: s.path(name, snap), expects: blockReads(blocks, BLOCKS), context: `snapshot ${snap} after the rollbacks` })));
+  await assertSizes(s, name, states.keys(), full, 'after the rollbacks');
 
-  // s3 now has two children (s4 and the current layer).
-  const verifyAll = async (when: string): Promise<void> => {
-    await qemuIo(path, blockReads(current, BLOCKS), [], `current ${when}`);
-    for (const [snap, blocks] of states) await qemuIo(s.path(name, snap), blockReads(blocks, BLOCKS), [], `snapshot ${snap} ${when}`);
-    await assertSizes(s, name, states.keys(), full, when);
-  };
-  const del = async (snap: string): Promise<void> => {
-    await s.vc.snapshotDelete(volid, snap);
-    states.delete(snap);
-  };
-  await del('s1'); // the first
-  await del('s6'); // a middle one
-  await del('s10'); // the newest
-  const s3 = (await s.vc.snapshotList(volid)).snapshots.find((x) => x.name === 's3');
-  assert.deepEqual([...(s3?.children ?? [])].sort(), ['current', 's4']);
-  await del('s3'); // branched: s4 and the current layer are both rebased onto s2
-  await verifyAll('after the deletes');
-  assert.deepEqual((await s.vc.snapshotList(volid)).snapshots.map((x) => x.name), ['s2', 's4', 's5', 's7', 's8', 's9']);
-  await checkAll(s, 7201);
+  await checkClean(path);
 });
 

@@ -1,0 +1,197 @@
+/**
+ * The live planners, live step semantics (undo, offline equivalents) and the stream-safety rule: pure, table
+ * cases over hand-made trees and QEMU node maps.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { planLiveSnapshotCreate, planLiveSnapshotDelete, liveTopNodeNames, type LiveDisk } from '../../src/engine/live-planners.js';
+import { isLiveStep, liveDamagesWhenInterrupted, liveUndoOf, offlineEquivalent, type LiveStep } from '../../src/engine/live-steps.js';
+import { streamSafe } from '../../src/engine/live.js';
+import { describeStep, type Step } from '../../src/engine/plan.js';
+import { planSnapshotDelete, type PlanContext } from '../../src/engine/planners.js';
+import type { LayerNode, VolumeTree } from '../../src/engine/volume-tree.js';
+import { NotSupportedError } from '../../src/errors.js';
+
+const VOL = 'vm-100-disk-0.qcow2';
+const ctx: PlanContext = { kind: 'dir', volumeChain: true };
+const snapLayer = (s: string): string => `snap-${s}-${VOL}`;
+
+function tree(parents: Record<string, string | null>, currentParent: string | null, defined: Record<string, number> = {}): VolumeTree {
+  const layers = new Map<string, LayerNode>();
+  const node = (name: string, snapshot: string | undefined, parent: string | null, key: string): LayerNode => ({
+    name,
+    snapshot,
+    parent: parent === null ? undefined : snapLayer(parent),
+    children: [],
+    path: `/s/images/100/${name}`,
+    virtualSize: 1 << 30,
+    definedBytes: defined[key] ?? 0,
+    usedBytes: 0,
+    header: undefined,
+  });
+  for (const [s, p] of Object.entries(parents)) layers.set(snapLayer(s), node(snapLayer(s), s, p, s));
+  layers.set(VOL, node(VOL, undefined, currentParent, 'current'));
+  for (const l of layers.values()) if (l.parent) layers.get(l.parent)?.children.push(l.name);
+  for (const l of layers.values()) l.children.sort();
+  return {
+    volume: { storage: 'local', kind: 'dir', vmid: 100, name: VOL, format: 'qcow2', volname: `100/${VOL}` },
+    volid: `local:100/${VOL}`,
+    current: VOL,
+    layers,
+    leftovers: [],
+  };
+}
+
+/** QEMU has the current chain open: current, then the given snapshots' layers, top first. */
+function disk(chain: string[], opts: { streamSafe?: boolean; running?: boolean } = {}): LiveDisk {
+  const names = [VOL, ...chain.map(snapLayer)];
+  return {
+    storage: 'local',
+    socket: '/run/qmp.sock',
+    guestRunning: opts.running ?? true,
+    streamSafe: opts.streamSafe ?? false,
+    nodes: new Map(names.map((n, i) => [n, { node: `fmt-${i}`, protocolNode: `file-${i}` }])),
+  };
+}
+
+const kinds = (steps: readonly Step[]): string[] => steps.map((s) => s.kind);
+
+describe('live snapshot create', () => {
+  it('renames as offline, then opens the new top in QEMU under its final name and switches onto it', () => {
+    const plan = planLiveSnapshotCreate(tree({ sa: null }, 'sa'), ctx, 'sb', disk(['sa']), 'n1');
+    assert.deepEqual(kinds(plan.steps), ['create-overlay', 'rename', 'rename', 'qmp-open', 'qmp-snapshot', 'freeze']);
+    const [create, renameTop, renameTmp, open, snap] = plan.steps as [Step, Step, Step, LiveStep, LiveStep];
+    assert.ok(create.kind === 'create-overlay' && create.backing === snapLayer('sb'));
+    assert.ok(renameTop.kind === 'rename' && renameTop.from === VOL && renameTop.to === snapLayer('sb'));
+    assert.ok(renameTmp.kind === 'rename' && renameTmp.to === VOL);
+    assert.ok(open.kind === 'qmp-open' && open.layer === VOL && open.node === liveTopNodeNames('local', VOL, 'n1').format);
+    assert.ok(snap.kind === 'qmp-snapshot' && snap.node === 'fmt-0' && snap.overlay === open.node);
+    assert.deepEqual(plan.live, { socket: '/run/qmp.sock' });
+  });
+
+  it('gives every new top a node name of its own (the old top keeps its node)', () => {
+    const a = liveTopNodeNames('local', VOL, 'n1');
+    const b = liveTopNodeNames('local', VOL, 'n2');
+    assert.notEqual(a.format, b.format);
+    assert.match(a.format, /^fmt-[0-9a-f]{20}$/);
+    assert.equal(a.protocol, `file-${a.format.slice(4)}`);
+  });
+
+  it('refuses internal snapshots live', () => {
+    assert.throws(() => planLiveSnapshotCreate(tree({}, null), { kind: 'dir', volumeChain: false }, 'sb', disk([]), 'n'), NotSupportedError);
+  });
+});
+
+describe('live snapshot delete', () => {
+  it('commits the active layer into the newest snapshot with a pivot while the guest is paused, then renames', () => {
+    const t = tree({ a: null, b: 'a' }, 'b', { a: 100, b: 100, current: 10 });
+    const plan = planLiveSnapshotDelete(t, ctx, 'b', disk(['b', 'a']));
+    assert.deepEqual(kinds(plan.steps), ['grow', 'qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close', 'replace']);
+    const commit = plan.steps[1] as LiveStep;
+    assert.ok(commit.kind === 'qmp-commit' && commit.active && commit.topNode === 'fmt-0' && commit.baseNode === 'fmt-1' && commit.rootNode === 'fmt-0');
+    const close = plan.steps[4] as LiveStep;
+    assert.ok(close.kind === 'qmp-close' && close.layer === VOL && close.nodes.join() === 'fmt-0,file-0');
+    const replace = plan.steps[5] as Step;
+    assert.ok(replace.kind === 'replace' && replace.from === snapLayer('b') && replace.to === VOL);
+    assert.equal(plan.bytesMoved, 10);
+  });
+
+  it('does not resume a guest that was paused before', () => {
+    const plan = planLiveSnapshotDelete(tree({ a: null }, 'a'), ctx, 'a', disk(['a'], { running: false }));
+    const pivot = plan.steps.find((s) => s.kind === 'qmp-pivot');
+    assert.ok(pivot?.kind === 'qmp-pivot' && !pivot.resume);
+    assert.match(describeStep(plan.steps.find((s) => s.kind === 'qmp-resume') as Step), /leave it paused/);
+  });
+
+  it('commits a snapshot child into an older snapshot without a pivot, and freezes the merged layer', () => {
+    const t = tree({ a: null, b: 'a' }, 'b', { a: 100, b: 5, current: 10 });
+    const plan = planLiveSnapshotDelete(t, ctx, 'a', disk(['b', 'a']));
+    assert.deepEqual(kinds(plan.steps), ['grow', 'qmp-commit', 'qmp-close', 'replace', 'freeze']);
+    const commit = plan.steps[1] as LiveStep;
+    assert.ok(commit.kind === 'qmp-commit' && !commit.active && commit.top === snapLayer('b') && commit.rootNode === 'fmt-0');
+  });
+
+  it('streams into the child when that moves fewer bytes and block-stream is safe', () => {
+    const t = tree({ a: null, b: 'a' }, 'b', { a: 100, b: 5, current: 1000 });
+    const plan = planLiveSnapshotDelete(t, ctx, 'b', disk(['b', 'a'], { streamSafe: true }));
+    assert.deepEqual(kinds(plan.steps), ['qmp-stream', 'qmp-close', 'remove']);
+    const stream = plan.steps[0] as LiveStep;
+    assert.ok(stream.kind === 'qmp-stream' && stream.node === 'fmt-0' && stream.onto === snapLayer('a') && stream.baseNode === 'fmt-2');
+    assert.equal(plan.bytesMoved, 5);
+  });
+
+  it('streams everything when the snapshot has no parent', () => {
+    const t = tree({ a: null }, 'a', { a: 5, current: 1000 });
+    const stream = planLiveSnapshotDelete(t, ctx, 'a', disk(['a'], { streamSafe: true })).steps[0] as LiveStep;
+    assert.ok(stream.kind === 'qmp-stream' && stream.onto === null && stream.baseNode === null);
+  });
+
+  it('on a QEMU where block-stream is unsafe: rebases branch children offline, then commits the child on the chain', () => {
+    // b has two children: c (a branch QEMU does not have open) and the current layer.
+    const t = tree({ a: null, b: 'a', c: 'b' }, 'b', { a: 1, b: 5, c: 1, current: 1000 });
+    const offline = planSnapshotDelete(t, ctx, 'b');
+    assert.deepEqual(kinds(offline.steps), ['rebase', 'rebase', 'remove'], 'offline, two children: rebases');
+    const plan = planLiveSnapshotDelete(t, ctx, 'b', disk(['b', 'a']));
+    assert.deepEqual(kinds(plan.steps), ['rebase', 'grow', 'qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close', 'replace']);
+    const rebase = plan.steps[0] as Step;
+    assert.ok(rebase.kind === 'rebase' && rebase.layer === snapLayer('c') && rebase.onto === snapLayer('a'));
+    assert.equal(plan.bytesMoved, 5 + 1000);
+    assert.ok(plan.strategies?.some((o) => o.strategy === 'rebase-branches-commit-child' && /8\.2/.test(o.reason)));
+    // With a safe stream, the branch is rebased offline and the chain child streamed.
+    const safe = planLiveSnapshotDelete(t, ctx, 'b', disk(['b', 'a'], { streamSafe: true }));
+    assert.deepEqual(kinds(safe.steps), ['qmp-stream', 'rebase', 'qmp-close', 'remove']);
+  });
+
+  it('plans offline when the snapshot is not on the chain QEMU has open (a branch)', () => {
+    // After a rollback to a: b is a branch; current continues from a.
+    const t = tree({ a: null, b: 'a' }, 'a', { a: 1, b: 5 });
+    const plan = planLiveSnapshotDelete(t, ctx, 'b', disk(['a']));
+    assert.ok(plan.steps.every((s) => !isLiveStep(s)));
+    assert.equal(plan.live, undefined);
+  });
+});
+
+describe('live steps', () => {
+  const stream: LiveStep = { kind: 'qmp-stream', layer: VOL, node: 'n', from: 'S', onto: 'P', baseNode: 'p', bytes: 1, jobId: 'j' };
+  const active: LiveStep = { kind: 'qmp-commit', top: VOL, topNode: 't', base: 'S', baseNode: 's', rootNode: 't', active: true, bytes: 1, jobId: 'j' };
+  const inter: LiveStep = { ...active, top: 'C', active: false };
+  const pivot: LiveStep = { kind: 'qmp-pivot', top: VOL, topNode: 't', base: 'S', baseNode: 's', jobId: 'j', resume: true };
+  const cases: { step: LiveStep; undo: string; offline: Step | null; damages: boolean }[] = [
+    { step: { kind: 'qmp-open', layer: VOL, node: 'f', protocolNode: 'p' }, undo: 'qmp-close', offline: null, damages: false },
+    { step: { kind: 'qmp-snapshot', layer: 'S', node: 'a', overlay: 'b' }, undo: 'impossible', offline: null, damages: false },
+    { step: stream, undo: 'nothing', offline: { kind: 'rebase', layer: VOL, from: 'S', onto: 'P', bytes: 1 }, damages: false },
+    { step: active, undo: 'impossible', offline: null, damages: true },
+    { step: inter, undo: 'impossible', offline: { kind: 'commit', top: 'C', base: 'S', bytes: 1 }, damages: true },
+    { step: pivot, undo: 'impossible', offline: { kind: 'commit', top: VOL, base: 'S', bytes: 0 }, damages: true },
+    { step: { kind: 'qmp-resume', resume: true }, undo: 'nothing', offline: null, damages: false },
+    { step: { kind: 'qmp-close', layer: 'S', nodes: ['a'] }, undo: 'impossible', offline: null, damages: false },
+  ];
+  for (const c of cases) {
+    it(`${c.step.kind}${c.step.kind === 'qmp-commit' ? (c.step.active ? ' (active)' : ' (intermediate)') : ''}: undo ${c.undo}, offline ${c.offline?.kind ?? 'nothing'}`, () => {
+      const undo = liveUndoOf(c.step);
+      assert.equal(typeof undo === 'string' ? undo : undo.kind, c.undo);
+      assert.deepEqual(offlineEquivalent(c.step), c.offline);
+      assert.equal(liveDamagesWhenInterrupted(c.step), c.damages);
+      assert.ok(isLiveStep(c.step));
+      assert.ok(describeStep(c.step).startsWith('QEMU'));
+    });
+  }
+  it('offline steps are not live steps', () => {
+    assert.ok(!isLiveStep({ kind: 'rename' }));
+  });
+});
+
+describe('block-stream safety', () => {
+  const table: { version: [number, number]; extendedL2: boolean; safe: boolean }[] = [
+    { version: [7, 2], extendedL2: true, safe: false },
+    { version: [8, 1], extendedL2: true, safe: false },
+    { version: [8, 2], extendedL2: true, safe: true },
+    { version: [10, 0], extendedL2: true, safe: true },
+    { version: [7, 2], extendedL2: false, safe: true },
+  ];
+  for (const c of table) {
+    it(`QEMU ${c.version.join('.')} ${c.extendedL2 ? 'with' : 'without'} subclusters: ${c.safe ? 'safe' : 'unsafe'}`, () => {
+      assert.equal(streamSafe({ major: c.version[0], minor: c.version[1] }, c.extendedL2), c.safe);
+    });
+  }
+});
