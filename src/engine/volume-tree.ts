@@ -8,7 +8,7 @@ import { stat } from 'node:fs/promises';
 import type { Backend, LayerStat } from '../backends/backend.js';
 import { CorruptImageError, NotFoundError, NotSupportedError, UnsafeImageError } from '../errors.js';
 import { formatVolid, isVolchainTemporaryName, snapshotOfLayerName, type VolumeRef } from '../naming/index.js';
-import { allocatedBytes, readQcow2Header, validateLayerHeader, type Qcow2Header } from '../qcow2/index.js';
+import { readQcow2Layer, validateLayerHeader, type Qcow2Header } from '../qcow2/index.js';
 
 export interface LayerNode {
   name: string;
@@ -87,16 +87,15 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
       }
       virtualSize = st.recorded.virtualSize;
     } else if (volume.format === 'qcow2') {
-      header = await readQcow2Header(path, name);
-      validateLayerHeader(name, header, {
-        isExpectedLayerName: (ref) => snapshotOf.has(ref),
+      // One open per layer: the header is validated before any table it points to is read.
+      const info = await readQcow2Layer(path, name, {
+        allocation: opts.allocation ?? true,
+        check: (h) => validateLayerHeader(name, h, { isExpectedLayerName: (ref) => snapshotOf.has(ref) }),
       });
+      header = info.header;
       parent = header.backingFile;
       virtualSize = header.virtualSize;
-      if (opts.allocation ?? true) {
-        const alloc = await allocatedBytes(path, header);
-        definedBytes = alloc.dataBytes + alloc.zeroBytes;
-      }
+      if (info.allocation) definedBytes = info.allocation.dataBytes + info.allocation.zeroBytes;
     } else {
       virtualSize = st.recorded?.virtualSize ?? (await stat(path)).size;
     }
