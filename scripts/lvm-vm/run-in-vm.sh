@@ -115,7 +115,7 @@ KARGS="console=ttyS0 panic=-1 quiet loglevel=0"; [ -n "${VM_DEBUG:-}" ] && KARGS
 if [ -w /dev/kvm ]; then ACC=(-accel kvm -cpu host)
 else # volchain: TCG runs the SSE4.2 code glibc picks for Nehalem faster than the AVX2 paths it picks for
   # -cpu max (measured: LVM commands, qemu-img and node start ~1.3-1.6x faster); VM_CPU overrides
-  ACC=(-accel tcg,thread=multi,tb-size=128 -cpu "${VM_CPU:-Nehalem-v1}")
+  ACC=(-accel "tcg,thread=multi,tb-size=${VM_TB_SIZE:-128}" -cpu "${VM_CPU:-Nehalem-v1}")
   # microvm has no HPET/PM timer; PIT-based TSC calibration is flaky under TCG (hangs ~1 boot in 3)
   # and the TCG guest TSC is the host's, so hand the kernel the host's TSC rate
   [ "$MACH" = microvm ] && KARGS+=" tsc_early_khz=$(awk '/^cpu MHz/{printf "%d", $4*1000; exit}' /proc/cpuinfo) tsc=reliable"

@@ -308,12 +308,12 @@ export class LvmBackend implements Backend {
     await this.resizeRow(report, row, target);
   }
 
-  async settleFrozen(_vmid: number, layerName: string): Promise<void> {
+  async settleFrozen(vmid: number, layerName: string): Promise<void> {
     if (!isQcow2Lv(layerName)) return;
     const report = await this.fresh();
     const row = this.requireRow(report, layerName);
     await this.activateRows(report, [row]);
-    const check = await qemuImg.checkImage(this.layerPath(_vmid, layerName));
+    const check = await qemuImg.checkImage(this.layerPath(vmid, layerName));
     // Only a clean image's end offset is trustworthy; otherwise the layer keeps its full size.
     if (check.corruptions > 0 || check.imageEndOffset === undefined) return;
     const target = lvm.roundUpTo(check.imageEndOffset, report.vg.extentSizeBytes);
