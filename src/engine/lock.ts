@@ -47,8 +47,10 @@ export async function acquireLock(path: string, operation: string, timeoutMs = l
       throw new LockedError(`${path} is ${who}; gave up after ${timeoutMs / 1000}s (VOLCHAIN_LOCK_TIMEOUT)`);
     }
     const holder: LockHolder = { pid: process.pid, host: hostname(), operation, since: new Date().toISOString() };
-    await handle.truncate(0);
-    await handle.write(JSON.stringify(holder) + '\n', 0);
+    // Best effort: the holder's name only improves a waiter's message, and on a full storage this write is
+    // the one that fails first; the lock itself is held either way.
+    await handle.truncate(0).catch(() => undefined);
+    await handle.write(JSON.stringify(holder) + '\n', 0).catch(() => undefined);
   } catch (err) {
     await handle.close();
     throw err;
