@@ -65,6 +65,7 @@
  *   (pmxcfs' storage lock in PVE) serialises callers across hosts; volchain's per-VM flock is host-local.
  */
 import { randomUUID } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LvmStorage } from '../config/index.js';
 import {
@@ -105,7 +106,7 @@ import {
 /**
  * How long an `lvs` report may serve `statLayer` and the primitives. Operations run under the VM's lock, so
  * nobody else changes the VM's LVs meanwhile, and this process keeps the report current for what it
- * changes itself; every listing (`listVolumes`, `listLayerNames`) takes a new report anyway.
+ * changes itself; a report never survives a hand-over of the VM's lock (see reportFor).
  */
 const REPORT_MAX_AGE_MS = 60_000;
 /** A report this young is reused by a listing (list reads each volume right after listing the VG). */
@@ -171,7 +172,7 @@ export class LvmBackend implements Backend {
    * snapshot layers, temporaries, `del-` LVs still being wiped: name allocation must see them all).
    */
   async listLayerNames(vmid: number): Promise<string[]> {
-    return [...(await this.forListing()).rows.values()].filter((r) => vmidsOfLv(r).includes(vmid)).map((r) => r.name);
+    return [...(await this.reportFor(vmid, LISTING_REUSE_MS)).rows.values()].filter((r) => vmidsOfLv(r).includes(vmid)).map((r) => r.name);
   }
 
   async listVmids(): Promise<number[]> {
@@ -184,8 +185,8 @@ export class LvmBackend implements Backend {
     return lvmLayerPath(this.vg, layerName);
   }
 
-  async statLayer(_vmid: number, layerName: string): Promise<LayerStat | undefined> {
-    const report = await this.fresh();
+  async statLayer(vmid: number, layerName: string): Promise<LayerStat | undefined> {
+    const report = await this.reportFor(vmid, REPORT_MAX_AGE_MS);
     const row = report.rows.get(layerName);
     if (!row) return undefined;
     const stat: LayerStat = { usedBytes: row.sizeBytes, identity: row.uuid };
@@ -354,7 +355,7 @@ export class LvmBackend implements Backend {
     // Called when a plan starts (right after the tree was read under the VM's lock) and before a step is
     // redone (repair, possibly long after another process changed the VG): only a report taken moments ago
     // is trusted here.
-    const report = await this.recent(ACTIVATE_REUSE_MS);
+    const report = await this.reportFor(vmid, ACTIVATE_REUSE_MS);
     const { members, volumeOf } = this.membersOf(report, vmid, layerNames);
     const wasInactive = new Set(members.filter((r) => !r.active).map((r) => r.name));
     await this.activateRows(report, members);
@@ -402,10 +403,11 @@ export class LvmBackend implements Backend {
 
   // ---- internals ----------------------------------------------------------------------------------------
 
-  /** A report taken now. */
+  /** A report taken now (stamped with the time the command started: anything later makes it old). */
   private async refresh(): Promise<Report> {
+    const startedAtMs = Date.now();
     const { vg, lvs } = await lvm.reportVg(this.vg);
-    this.report = { vg, rows: new Map(lvs.map((r) => [r.name, r])), takenAtMs: Date.now() };
+    this.report = { vg, rows: new Map(lvs.map((r) => [r.name, r])), takenAtMs: startedAtMs };
     return this.report;
   }
 
@@ -417,6 +419,26 @@ export class LvmBackend implements Backend {
   private async recent(maxAgeMs: number): Promise<Report> {
     if (this.report && Date.now() - this.report.takenAtMs <= maxAgeMs) return this.report;
     return this.refresh();
+  }
+
+  /**
+   * A report for reading the LVs of `vmid`: the last one if young enough and the VM's lock file (which the
+   * engine rewrites on every acquisition and release) has not changed since it was taken; else a new one.
+   * So a report never outlives a lock hand-over: whatever another process did while holding the lock is
+   * seen, and an operation always starts from an `lvs` taken after its own lock was acquired.
+   */
+  private async reportFor(vmid: number, maxAgeMs: number): Promise<Report> {
+    const report = this.report;
+    if (report && Date.now() - report.takenAtMs <= maxAgeMs && !this.lockTouchedSince(vmid, report.takenAtMs)) return report;
+    return this.refresh();
+  }
+
+  private lockTouchedSince(vmid: number, sinceMs: number): boolean {
+    try {
+      return statSync(join(this.stateDir(), 'locks', `${vmid}.lock`)).mtimeMs >= sinceMs;
+    } catch {
+      return false; // no lock file yet: nobody has locked this VM here
+    }
   }
 
   /** The last report if recent (this process keeps it current for what it changes), else a new one. */

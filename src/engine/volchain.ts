@@ -483,6 +483,8 @@ export class Volchain {
         const hasVolume = names.includes(tmp.volumeName);
         let adopt = false;
         if (!hasVolume) {
+          // LVs may be inactive (after a reboot): make the temporary readable before looking inside it.
+          await backend.activate?.(vmid, [name]);
           const backing = (await readQcow2Header(backend.layerPath(vmid, name), name)).backingFile;
           adopt = backing !== undefined && names.includes(backing);
         }
