@@ -4,11 +4,11 @@
  * that other hosts see. Node has no flock binding, so a `flock` child (util-linux) locks a file descriptor
  * it shares with us; the lock belongs to the shared open file description and stays after the child exits.
  */
-import { spawn } from 'node:child_process';
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
-import { LockedError, NotSupportedError } from '../errors.js';
+import { LockedError } from '../errors.js';
+import { flockDescriptor } from '../tools/flock.js';
 
 export interface LockHolder {
   pid: number;
@@ -38,7 +38,7 @@ export async function acquireLock(path: string, operation: string, timeoutMs = l
   await mkdir(dirname(path), { recursive: true });
   const handle = await open(path, 'a+');
   try {
-    const acquired = await flockFd(handle, timeoutMs);
+    const acquired = await flockDescriptor(handle.fd, path, timeoutMs / 1000);
     if (!acquired) {
       const holder = await readHolder(handle);
       const who = holder
@@ -65,24 +65,6 @@ export async function acquireLock(path: string, operation: string, timeoutMs = l
       await handle.close();
     },
   };
-}
-
-function flockFd(handle: FileHandle, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('flock', ['--exclusive', '--wait', String(timeoutMs / 1000), '3'], {
-      stdio: ['ignore', 'ignore', 'pipe', handle.fd],
-    });
-    let stderr = '';
-    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', (e: NodeJS.ErrnoException) =>
-      reject(e.code === 'ENOENT' ? new NotSupportedError('flock (util-linux) is not installed') : e),
-    );
-    child.on('close', (code) => {
-      if (code === 0) resolve(true);
-      else if (code === 1) resolve(false);
-      else reject(new LockedError(`flock failed on lock file (exit ${code}): ${stderr.trim()}`));
-    });
-  });
 }
 
 async function readHolder(handle: FileHandle): Promise<LockHolder | undefined> {
