@@ -207,7 +207,7 @@ export function stepLayers(steps: readonly Step[]): string[] {
 }
 
 /** True when `layer` is a volume's (current layer's) name rather than a snapshot or temporary layer. */
-function isVolumeName(backend: Backend, layer: string): boolean {
+export function isVolumeName(backend: Backend, layer: string): boolean {
   try {
     parseVolumeName(backend.kind, layer);
     return true;

@@ -13,7 +13,7 @@
  */
 import type { Backend } from '../backends/backend.js';
 import { InvalidInputError, VolchainError, asVolchainError } from '../errors.js';
-import { parseSize, parseVolumeName } from '../naming/index.js';
+import { parseSize } from '../naming/index.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import type { QmpClient } from '../qmp/client.js';
 import {
@@ -36,7 +36,7 @@ import { overlayBlockdevs } from '../qmp/blockdev.js';
 import { QmpJobError } from '../qmp/errors.js';
 import { waitForJob, type JobProgress } from '../qmp/jobs.js';
 import { readBlockView, type QemuChain } from '../qmp/live-view.js';
-import { damagesWhenInterrupted, injectFault, isLong, runStep, stepLayers, undoOf, type EngineEvent } from './executor.js';
+import { damagesWhenInterrupted, injectFault, isLong, isVolumeName, runStep, stepLayers, undoOf, type EngineEvent } from './executor.js';
 import type { Journal } from './journal.js';
 import { offlineEquivalent, type LiveStep } from './live-steps.js';
 import { describeStep, type Plan, type Step } from './plan.js';
@@ -296,15 +296,6 @@ function jobSpeed(): { speed?: number } {
   const speed = parseSize(raw);
   if (!(speed > 0)) throw new InvalidInputError(`VOLCHAIN_JOB_SPEED must be a positive number of bytes per second, got '${raw}'`);
   return { speed };
-}
-
-function isVolumeName(backend: Backend, layer: string): boolean {
-  try {
-    parseVolumeName(backend.kind, layer);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 // ---- several plans as one operation -----------------------------------------------------------------------
