@@ -15,6 +15,8 @@ declare -A needs=(
   [lvm]=lvm2
   [thin_check]=thin-provisioning-tools
   [xz]=xz-utils
+  [lvmlockd]=lvm2-lockd
+  [sanlock]=sanlock
 )
 missing=()
 for prog in "${!needs[@]}"; do

@@ -5,6 +5,7 @@
 import type { ImageFormat, StorageKind, VolumeRef } from '../naming/index.js';
 import type { StorageDefinition } from '../config/index.js';
 import type { Preallocation } from '../tools/qemu-img.js';
+import type { JournalStore } from '../journal/record.js';
 
 export interface BackendCapabilities {
   /** Snapshots are qcow2 layers (storage option snapshot-as-volume-chain). */
@@ -44,6 +45,53 @@ export interface LayerRecord {
   virtualSize: number;
 }
 
+/** A removal that is not finished yet (LVM saferemove: a `del-` LV being zeroed before its lvremove). */
+export interface PendingRemoval {
+  storage: string;
+  /** The object being removed (LVM: the `del-` LV) and its path. */
+  layer: string;
+  path: string;
+  vmid: number | null;
+  totalBytes: number;
+  doneBytes: number;
+  /** 'running': a wiper works on it now; 'waiting': none does (not started yet, or it died: run `volchain wipe`). */
+  state: 'running' | 'waiting';
+  pid: number | null;
+  host: string | null;
+  startedAt: string | null;
+  updatedAt: string | null;
+}
+
+export interface FinishedRemoval {
+  storage: string;
+  layer: string;
+  vmid: number | null;
+  /** Bytes zeroed in all (including what an earlier, interrupted wipe had done). */
+  bytes: number;
+  /** Where this wipe started: > 0 when it continued an interrupted one. */
+  resumedFromBytes: number;
+}
+
+export interface FinishRemovalsResult {
+  /** Finished here. */
+  finished: FinishedRemoval[];
+  /** Left alone: another process is finishing them (without `wait`). */
+  busy: PendingRemoval[];
+  /** Finished by another process while this one waited (`wait`). */
+  waited: PendingRemoval[];
+}
+
+export interface FinishRemovalsOptions {
+  /** Only these (as deferredRemovals named them); without it every unfinished removal (of `vmid`). */
+  layers?: readonly string[];
+  vmid?: number;
+  /** Also wait for the removals another process is finishing now (and finish them if that process dies). */
+  wait?: boolean;
+  onProgress?: (progress: PendingRemoval) => void;
+  /** One line per event (start, end, failure), for the background wiper's log. */
+  log?: (line: string) => void;
+}
+
 export interface Backend {
   readonly id: string;
   readonly kind: StorageKind;
@@ -78,8 +126,10 @@ export interface Backend {
   /** A layer became a snapshot and is read-only from now on (LVM: shrink the LV to the image's end). */
   settleFrozen(vmid: number, layerName: string): Promise<void>;
 
-  /** A directory on (or for) this storage for locks and operation journals. */
+  /** A directory on (or for) this storage for locks (and, on dir storage, operation journals). */
   stateDir(): string;
+  /** Where this storage's operation journals live: on the storage, so every host that sees it finds them. */
+  journal(): JournalStore;
 
   // ---- optional hooks (the executor calls them when a backend has them) ----------------------------------
 
@@ -95,4 +145,27 @@ export interface Backend {
   layerChanged?(vmid: number, layerName: string): Promise<void>;
   /** Carries out a 'resize' step itself (prepareGrow has run); without it the executor runs qemu-img resize. */
   resizeLayer?(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number): Promise<void>;
+
+  // Removals finished after the operation (LVM saferemove: rename to `del-` at once, zero and remove later).
+  /**
+   * The removals left for later (of `vmid`, else all) since the last call, plus unfinished ones nobody works
+   * on: the caller finishes them once the VM's lock is released. Each is handed out once.
+   */
+  deferredRemovals?(vmid?: number): Promise<string[]>;
+  /** Finishes unfinished removals in this process (each under its own lock); busy: held by another process. */
+  finishRemovals?(opts: FinishRemovalsOptions): Promise<FinishRemovalsResult>;
+  /** Removals not finished yet, with their progress. */
+  pendingRemovals?(): Promise<PendingRemoval[]>;
+  /** The file a background process finishing removals writes its output to. */
+  removalLog?(): string;
+
+  // ---- space figures (list, info, dry runs); absent on storages whose layers grow on demand ---------------
+
+  /** Bytes a writable qcow2 layer of this virtual size takes (LVM: the fully-allocated size of its LV). */
+  fullLayerBytes?(virtualSizeBytes: number): Promise<number>;
+  /**
+   * Bytes a layer will take once frozen (settleFrozen: LVM shrinks it to its image end), read without changing
+   * anything; undefined when that cannot be known here (an inactive LV).
+   */
+  frozenLayerBytes?(vmid: number, layerName: string): Promise<number | undefined>;
 }

@@ -14,12 +14,15 @@ import {
   type ImageFormat,
   type VolumeRef,
 } from '../naming/index.js';
+import { FileJournalStore } from '../journal/file-store.js';
+import type { JournalStore } from '../journal/record.js';
 import * as qemuImg from '../tools/qemu-img.js';
 import type { Backend, BackendCapabilities, LayerStat } from './backend.js';
 
 export class DirBackend implements Backend {
   readonly kind = 'dir' as const;
   readonly capabilities: BackendCapabilities;
+  private journalStore: JournalStore | undefined;
 
   constructor(readonly definition: DirStorage) {
     this.capabilities = {
@@ -151,6 +154,11 @@ export class DirBackend implements Backend {
 
   stateDir(): string {
     return join(this.definition.path, '.volchain');
+  }
+
+  journal(): JournalStore {
+    this.journalStore ??= new FileJournalStore(join(this.stateDir(), 'journal'));
+    return this.journalStore;
   }
 
   private async refuseExisting(vmid: number, layerName: string): Promise<void> {

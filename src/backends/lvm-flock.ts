@@ -10,15 +10,20 @@ import { flockDescriptor } from '../tools/flock.js';
 
 /**
  * Runs `fn` holding an exclusive flock on `path`. With `wait: false`, returns undefined at once when another
- * process holds the lock.
+ * process holds the lock. `fn` gets the locked descriptor, to hand to children that must keep the lock held
+ * while they run (see RunOptions.shareFd).
  */
-export async function withFileLock<T>(path: string, wait: boolean, fn: (waited: boolean) => Promise<T>): Promise<T | undefined> {
+export async function withFileLock<T>(
+  path: string,
+  wait: boolean,
+  fn: (waited: boolean, fd: number) => Promise<T>,
+): Promise<T | undefined> {
   await mkdir(dirname(path), { recursive: true });
   const handle = await open(path, 'a');
   try {
-    if (await flockDescriptor(handle.fd, path, 'nonblock')) return await fn(false);
+    if (await flockDescriptor(handle.fd, path, 'nonblock')) return await fn(false, handle.fd);
     if (!wait || !(await flockDescriptor(handle.fd, path, 600))) return undefined;
-    return await fn(true);
+    return await fn(true, handle.fd);
   } finally {
     await handle.close();
   }

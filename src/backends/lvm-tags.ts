@@ -139,15 +139,28 @@ export function isVolumeLv(name: string, vmid?: number): boolean {
 export const DEL_PREFIX = 'del-';
 
 /**
- * The name an LV gets while it is being removed: `del-<name>` as PVE does, shortened with a hash when that
+ * The name an LV gets while it is being removed: `del-<name>` as PVE does; when an earlier removal of the
+ * same name is still being wiped, `del-<n>-<name>` (n = `attempt`, 1, 2, ...). Shortened with a hash when that
  * would pass LVM's 127-character limit (snapshot layer names can be close to it).
  */
-export function deletionName(name: string): string {
-  const plain = DEL_PREFIX + name;
+export function deletionName(name: string, attempt = 0): string {
+  const prefix = attempt === 0 ? DEL_PREFIX : `${DEL_PREFIX}${attempt}-`;
+  const plain = prefix + name;
   if (plain.length <= LV_NAME_MAX) return plain;
   const hash = createHash('sha256').update(name).digest('hex').slice(0, 8);
-  return `${DEL_PREFIX}${name.slice(0, LV_NAME_MAX - DEL_PREFIX.length - 9)}-${hash}`;
+  return `${prefix}${name.slice(0, LV_NAME_MAX - prefix.length - 9)}-${hash}`;
 }
+
+/**
+ * A `del-` LV that volchain renamed for removal (saferemove), recognised by volchain's tags, which the
+ * rename keeps; `del-` LVs without them were made by PVE and are left to PVE.
+ */
+export function isVolchainDeletion(lv: LvLike): boolean {
+  return lv.name.startsWith(DEL_PREFIX) && lv.tags.some((t) => t.startsWith(TAG_PREFIX));
+}
+
+/** Tag put on an LV without volchain tags (made by PVE) before volchain renames it for removal. */
+export const REMOVING_TAG = `${TAG_PREFIX}removing`;
 
 export interface LvLike {
   name: string;

@@ -14,7 +14,8 @@
  * - a frozen layer (a snapshot) is never written again, so `settleFrozen` shrinks its LV to the image's end
  *   (`qemu-img check` image-end-offset, rounded up to an extent); `prepareGrow` grows it back to the fully
  *   allocated size before anything writes into it (commit into it, or a rebase that copies data into it).
- *   The space a volume's snapshots take is `chainUsedBytes - usedBytes` in `list`/`info`.
+ *   The space a volume's snapshots take is `snapshotBytes` in `list`/`info`, next to `fullSizeSnapshotBytes`
+ *   (the same layers at full size, as PVE 9 keeps them); a dry run of a snapshot shows both ways (space.ts).
  *
  * Metadata without activation. Every layer carries tags (lvm-tags.ts): `pve-vm-<vmid>`, its volume, its
  * parent's LV name and its virtual size. `statLayer` reports them as `recorded` and says whether the LV is
@@ -34,25 +35,31 @@
  * whole); on a shared VG exclusively (`lvchange -aey`). See "Shared VGs" below.
  *
  * Renames. `lvrename` never replaces an existing LV, so `replaceLayer(from, to)` removes `to` first, then
- * renames `from` to `to` (with saferemove: renames `to` to `del-<to>`, renames `from`, then zeroes and
- * removes `del-<to>`, so the volume's name is missing only between two renames). If the process dies after
- * the first command, redoing the step (repair) finds `from` still there and carries on (`to` is gone
- * already); after the rename, the executor's redo sees `from` gone and stops; a `del-` LV left behind is
- * finished off by the next `listVolumes` or `removeLayer` of that name.
+ * renames `from` to `to` (with saferemove: renames `to` to `del-<to>`, then `from` to `to`, so the volume's
+ * name is missing only between two renames). If the process dies after the first command, redoing the step
+ * (repair) finds `from` still there and carries on (`to` is gone already); after the rename, the executor's
+ * redo sees `from` gone and stops.
  *
- * saferemove (storage option). `removeLayer` renames the LV to `del-<lv>` (PVE's convention: the volume is
- * gone for everyone at once), zeroes it (`blkdiscard --zeroout`, else a zeroing `dd` with O_DIRECT), then
- * removes it. A `del-` LV carrying volchain's tags that is found later (the process died while zeroing) is
- * finished off by the next `listVolumes` (so `volchain list`, and every VM-wide operation) or by redoing
- * the remove step (`volchain repair`). A per-LV flock in the state directory keeps two processes on one
- * host from wiping the same LV. For now the zeroing runs in the foreground, inside the remove step, and
- * reports no progress of its own; `del-` LVs made by PVE itself (no volchain tags) are left to PVE.
+ * saferemove (storage option), as PVE does it (rename in the operation, a forked worker zeroes and removes).
+ * `removeLayer` (and `replaceLayer` for the old `to`) only renames the LV to `del-<lv>`, keeping volchain's
+ * tags (an untagged LV made by PVE gets `volchain.removing` first): the volume is gone for everyone at once
+ * and the step ends quickly. If `del-<lv>` still exists (an earlier removal of that name is still being
+ * wiped) the name is `del-<n>-<lv>`. The engine takes `deferredRemovals` once the VM's lock is released and
+ * has them finished (`finishRemovals`), by default in a detached `volchain wipe` process (or in the
+ * foreground, engine/wipe.ts): zeroing in chunks (`blkdiscard --zeroout -o -l`, else `dd` with O_DIRECT; at
+ * most `saferemove_throughput` bytes/s when set), each flushed and then recorded in a progress file, then
+ * `lvremove`. A per-LV flock (held also by the zeroing command, so a wiper killed mid-chunk keeps others
+ * out until that chunk ends) keeps two wipers off one LV; a wipe that was killed continues at the recorded
+ * offset. A `del-` LV with volchain's tags that nobody wipes (its wiper or the renaming run died) is handed
+ * out by the next `deferredRemovals` that sees it: after `list` and after every operation on its VM; `volchain
+ * wipe` finishes it at any time. `del-` LVs made by PVE itself (no volchain tags) are left to PVE.
  *
- * State directory (locks and journal). LVM has no file system of its own to hold them, so `stateDir()` is a
- * local directory: `$VOLCHAIN_STATE_DIR/<storage>` (default `/var/lib/volchain/<storage>`). That is right
- * for a VG only this host uses. For a shared VG the journal must live where the other hosts see it
- * (planned: a small metadata LV `volchain-state` in the VG, or per-operation LV tags); until then a crash
- * on one host is repaired on that host, and the documented assumption below applies.
+ * Journal and locks. Operation journals live on the VG (lvm-journal.ts): a small LV `volchain-journal-<vmid>`
+ * exists while an operation on that VM runs or after it was interrupted, tagged with what the operation is,
+ * so every host sees it in `lvs` and the host that repairs it reads the steps from the LV. Only when the VG
+ * has no room for that LV do the records go to the local state directory. Locks are host-local flock(2)s
+ * in `stateDir()`: `$VOLCHAIN_STATE_DIR/<storage>` (default `/var/lib/volchain/<storage>`); across hosts,
+ * see below.
  *
  * Shared VGs (storage option `shared 1`, or a VG with an lvmlockd lock type). Cluster safety comes from an
  * existing lock manager, not a home-made one:
@@ -66,7 +73,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { statSync } from 'node:fs';
-import { join } from 'node:path';
+import { hostname } from 'node:os';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { LvmStorage } from '../config/index.js';
 import {
   AlreadyExistsError,
@@ -76,6 +85,8 @@ import {
   NoSpaceError,
   NotFoundError,
   NotSupportedError,
+  VolchainError,
+  asVolchainError,
 } from '../errors.js';
 import {
   isVolchainTemporaryName,
@@ -89,12 +100,38 @@ import { readQcow2Header, validateLayerHeader } from '../qcow2/index.js';
 import * as lvm from '../tools/lvm.js';
 import { measureFullyAllocated } from '../tools/lvm-measure.js';
 import * as qemuImg from '../tools/qemu-img.js';
-import type { Backend, BackendCapabilities, LayerRecord, LayerStat } from './backend.js';
+import type {
+  Backend,
+  BackendCapabilities,
+  FinishedRemoval,
+  FinishRemovalsOptions,
+  FinishRemovalsResult,
+  LayerRecord,
+  LayerStat,
+  PendingRemoval,
+} from './backend.js';
 import { withFileLock } from './lvm-flock.js';
 import {
-  DEL_PREFIX,
+  chunkSizeFor,
+  listWipeProgress,
+  parseThroughput,
+  planChunks,
+  readWipeProgress,
+  removeWipeProgress,
+  resumeOffset,
+  throttleDelayMs,
+  wiperAlive,
+  writeWipeProgress,
+  type WipeProgress,
+} from './lvm-wipe.js';
+import { LvmJournalStore, vmidOfJournalLv, type JournalVolumeGroup } from './lvm-journal.js';
+import { FileJournalStore } from '../journal/file-store.js';
+import type { JournalStore } from '../journal/record.js';
+import {
+  REMOVING_TAG,
   TAG_PREFIX,
   deletionName,
+  isVolchainDeletion,
   isVolumeLv,
   layerTags,
   layersOfVolumes,
@@ -130,6 +167,9 @@ export class LvmBackend implements Backend {
   private report: Report | undefined;
   /** Layers statLayer reported as unreadable (a plan may have been made from their tags). */
   private readonly servedFromTags = new Set<string>();
+  /** `del-` LVs renamed (or found unfinished) here, to be wiped once the operation is over. */
+  private readonly deferred = new Set<string>();
+  private journalStore: JournalStore | undefined;
 
   constructor(readonly definition: LvmStorage) {
     this.capabilities = {
@@ -152,10 +192,9 @@ export class LvmBackend implements Backend {
   // ---- reading ----------------------------------------------------------------------------------------
 
   async listVolumes(vmid?: number): Promise<VolumeRef[]> {
-    const report = await this.forListing();
-    await this.finishAbandonedRemovals(report);
+    // `del-` LVs left unfinished are picked up from this report by deferredRemovals (the caller's next step).
     const volumes: VolumeRef[] = [];
-    for (const name of (await this.fresh()).rows.keys()) {
+    for (const name of (await this.forListing()).rows.keys()) {
       let volume: VolumeRef;
       try {
         volume = parseVolname('lvm', this.id, name);
@@ -250,50 +289,33 @@ export class LvmBackend implements Backend {
     moveRow(report, from, to);
   }
 
-  async replaceLayer(_vmid: number, from: string, to: string): Promise<void> {
+  async replaceLayer(vmid: number, from: string, to: string): Promise<void> {
     this.checkDmName(to);
     const report = await this.fresh();
     if (!report.rows.has(from)) throw new NotFoundError(`cannot put ${from} in the place of ${to}: ${from} does not exist in VG ${this.vg}`);
-    const doomed = deletionName(to);
     if (report.rows.has(to)) {
       // If we die after this, the volume has no current layer until repair redoes this step: the redo
       // finds `from` still there, skips this part (`to` is gone) and renames `from` below.
-      if (this.definition.saferemove) {
-        this.refuseOpen(this.requireRow(report, to));
-        // Zeroing takes long: move `to` aside now, zero it once `from` has taken its place.
-        if (report.rows.has(doomed)) await this.finishRemoval(doomed, true);
-        await this.mutating(() => lvm.renameLv(this.vg, to, doomed));
-        moveRow(report, to, doomed);
-      } else {
-        await this.dropLv(to);
-      }
+      if (this.definition.saferemove) await this.renameForRemoval(report, to);
+      else await this.dropLv(to);
       crashPoint('replace-removed');
     }
     await this.mutating(() => lvm.renameLv(this.vg, from, to));
     moveRow(report, from, to);
-    if (report.rows.has(doomed)) await this.finishRemoval(doomed, true);
   }
 
   async removeLayer(_vmid: number, layerName: string): Promise<void> {
     let report = await this.fresh();
     if (!report.rows.has(layerName)) report = await this.refresh(); // make sure before concluding it is gone
-    const doomed = deletionName(layerName);
-    if (!report.rows.has(layerName)) {
-      // Already gone, or renamed for removal by a run that died while zeroing: finish that one.
-      if (report.rows.has(doomed)) await this.finishRemoval(doomed, true);
-      return;
-    }
+    // Already gone (a redo; a `del-` LV a crashed run left is picked up by deferredRemovals after the step).
+    if (!report.rows.has(layerName)) return;
     if (!this.definition.saferemove) {
       await this.dropLv(layerName); // lvremove itself refuses an LV that is open
       return;
     }
-    this.refuseOpen(this.requireRow(report, layerName));
-    if (report.rows.has(doomed)) await this.finishRemoval(doomed, true);
-    // From here the layer is gone for everyone; its data is still on the LV until the zeroing below.
-    await this.mutating(() => lvm.renameLv(this.vg, layerName, doomed));
-    moveRow(report, layerName, doomed);
+    // From here the layer is gone for everyone; its data stays on the LV until the wipe after the operation.
+    await this.renameForRemoval(report, layerName);
     crashPoint('remove-renamed');
-    await this.finishRemoval(doomed, true);
   }
 
   // ---- space ----------------------------------------------------------------------------------------------
@@ -315,11 +337,27 @@ export class LvmBackend implements Backend {
     const row = this.requireRow(report, layerName);
     await this.activateRows(report, [row]);
     const check = await qemuImg.checkImage(this.layerPath(vmid, layerName));
-    // Only a clean image's end offset is trustworthy; otherwise the layer keeps its full size.
-    if (check.corruptions > 0 || check.imageEndOffset === undefined) return;
-    const target = lvm.roundUpTo(check.imageEndOffset, report.vg.extentSizeBytes);
+    const target = frozenSize(row.sizeBytes, check, report.vg.extentSizeBytes);
     if (target >= row.sizeBytes) return;
     await this.resizeRow(report, row, target);
+  }
+
+  /** Full size of a writable layer (as createOverlay and prepareGrow make it), for space figures. */
+  async fullLayerBytes(virtualSizeBytes: number): Promise<number> {
+    return this.fullSize(await this.fresh(), virtualSizeBytes);
+  }
+
+  /**
+   * What settleFrozen would shrink the layer to, read without changing anything: undefined for an inactive
+   * LV (reading its image would need an activation).
+   */
+  async frozenLayerBytes(vmid: number, layerName: string): Promise<number | undefined> {
+    const report = await this.fresh();
+    const row = report.rows.get(layerName);
+    if (!row || !isQcow2Lv(layerName)) return row?.sizeBytes;
+    if (!row.active) return undefined;
+    const check = await qemuImg.checkImage(this.layerPath(vmid, layerName));
+    return frozenSize(row.sizeBytes, check, report.vg.extentSizeBytes);
   }
 
   async resizeLayer(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number): Promise<void> {
@@ -401,7 +439,33 @@ export class LvmBackend implements Backend {
     return join(root !== undefined && root !== '' ? root : DEFAULT_STATE_ROOT, this.id);
   }
 
+  /** Journals live on the VG (lvm-journal.ts), so that another host can finish what this one started. */
+  journal(): JournalStore {
+    this.journalStore ??= new LvmJournalStore(this.journalVolumeGroup(), new FileJournalStore(join(this.stateDir(), 'journal')));
+    return this.journalStore;
+  }
+
   // ---- internals ----------------------------------------------------------------------------------------
+
+  private journalVolumeGroup(): JournalVolumeGroup {
+    return {
+      vg: this.vg,
+      storage: this.id,
+      row: async (vmid, name) => (await this.reportFor(vmid, REPORT_MAX_AGE_MS)).rows.get(name),
+      journalRows: async () => [...(await this.forListing()).rows.values()].filter((r) => vmidOfJournalLv(r.name) !== undefined),
+      create: async (name, sizeBytes, tags) => {
+        const report = await this.fresh();
+        const size = lvm.roundUpTo(sizeBytes, report.vg.extentSizeBytes);
+        await this.createLv(report, name, size, [...tags], 'the operation journal', { zeroStart: true });
+        return this.requireRow(report, name);
+      },
+      activate: async (row) => this.activateRows(await this.fresh(), [row]),
+      remove: (name) => this.dropLv(name),
+      shared: async () => this.exclusive(await this.forListing()),
+      path: (name) => lvmLayerPath(this.vg, name),
+    };
+  }
+
 
   /** A report taken now (stamped with the time the command started: anything later makes it old). */
   private async refresh(): Promise<Report> {
@@ -452,7 +516,9 @@ export class LvmBackend implements Backend {
     try {
       return await fn();
     } catch (err) {
+      const hint = err instanceof NoSpaceError && this.report ? wipeHint(this.report) : '';
       this.report = undefined;
+      if (hint !== '') throw new NoSpaceError(`${(err as NoSpaceError).message}${hint}`, { cause: err });
       throw err;
     }
   }
@@ -487,7 +553,7 @@ export class LvmBackend implements Backend {
     if (bytes <= free) return;
     throw new NoSpaceError(
       `storage '${this.id}' (VG ${this.vg}): ${what} needs ${bytes} bytes, but only ${free} are free: ` +
-        `${bytes - free} bytes missing`,
+        `${bytes - free} bytes missing${wipeHint(report)}`,
     );
   }
 
@@ -501,13 +567,13 @@ export class LvmBackend implements Backend {
     }
   }
 
-  private async createLv(report: Report, name: string, sizeBytes: number, tags: string[], what: string): Promise<void> {
+  private async createLv(report: Report, name: string, sizeBytes: number, tags: string[], what: string, opts: { zeroStart?: boolean } = {}): Promise<void> {
     this.checkDmName(name);
     if (report.rows.has(name)) throw new AlreadyExistsError(`${name} already exists in VG ${this.vg} (storage '${this.id}')`);
     this.ensureFree(report, sizeBytes, `${what} (${sizeBytes} bytes as an LV)`);
     await this.mutating(() =>
       lvm.createLv({
-        vg: this.vg, name, sizeBytes, tags, activation: this.activation(report), extentSizeBytes: report.vg.extentSizeBytes,
+        vg: this.vg, name, sizeBytes, tags, activation: this.activation(report), extentSizeBytes: report.vg.extentSizeBytes, ...opts,
       }),
     );
     const attr = '-wi-a-----';
@@ -571,37 +637,218 @@ export class LvmBackend implements Backend {
     return { members, volumeOf };
   }
 
+  // ---- saferemove: `del-` LVs, zeroed and removed after the operation -----------------------------------
+
   /**
-   * Zeroes (with saferemove) and removes a `del-` LV. `wait`: wait for another process of this host that is
-   * finishing it; otherwise skip it.
+   * saferemove's first half, inside the operation: renames the LV to a free `del-` name, keeping its tags (an
+   * LV without volchain tags, made by PVE, gets REMOVING_TAG first so that a wiper knows it), and leaves the
+   * zeroing and lvremove for after the operation (deferredRemovals).
    */
-  private async finishRemoval(doomed: string, wait: boolean): Promise<void> {
-    const lockPath = join(this.stateDir(), 'wipe', `${doomed}.lock`);
-    await withFileLock(lockPath, wait, async (waited) => {
-      // Our own report is current unless we had to wait for another process (or sweep what others left).
-      const report = waited || !wait ? await this.refresh() : await this.fresh();
-      const row = report.rows.get(doomed);
-      if (!row) return;
-      if (this.definition.saferemove) {
-        await this.activateRows(report, [row]);
-        await lvm.zeroDevice(this.layerPath(0, doomed), row.sizeBytes);
-        crashPoint('remove-zeroed');
-      }
-      await this.dropLv(doomed);
-    });
+  private async renameForRemoval(report: Report, name: string): Promise<string> {
+    const row = this.requireRow(report, name);
+    this.refuseOpen(row);
+    let doomed = deletionName(name);
+    for (let attempt = 1; report.rows.has(doomed); attempt++) {
+      // An earlier removal of the same name is still being wiped (or is PVE's): take the next name, not wait.
+      if (attempt > 99) throw new AlreadyExistsError(`cannot rename ${name} for removal: ${deletionName(name)} and 99 more names are taken in VG ${this.vg}`);
+      doomed = deletionName(name, attempt);
+    }
+    if (!row.tags.some((t) => t.startsWith(TAG_PREFIX))) {
+      await this.mutating(() => lvm.changeTags(this.vg, name, [REMOVING_TAG], []));
+      row.tags = [...row.tags, REMOVING_TAG];
+    }
+    await this.mutating(() => lvm.renameLv(this.vg, name, doomed));
+    moveRow(report, name, doomed);
+    this.deferred.add(doomed);
+    return doomed;
   }
 
-  /** `del-` LVs volchain left behind (its tags are on them): finish them; any that cannot be done now stay. */
-  private async finishAbandonedRemovals(report: Report): Promise<void> {
-    const doomed = [...report.rows.values()].filter((r) => r.name.startsWith(DEL_PREFIX) && r.tags.some((t) => t.startsWith(TAG_PREFIX)));
-    for (const row of doomed) {
+  async deferredRemovals(vmid?: number): Promise<string[]> {
+    // The last report only (no lvs here): the operation or listing that just ran keeps it current.
+    const report = this.report && Date.now() - this.report.takenAtMs <= REPORT_MAX_AGE_MS ? this.report : undefined;
+    for (const row of report?.rows.values() ?? []) {
+      if (!isVolchainDeletion(row) || this.deferred.has(row.name) || !ofVm(row, vmid)) continue;
+      // Left by a run that died (before its wipe began, or while wiping): unless a wiper works on it now.
+      const progress = await readWipeProgress(this.wipeDir(), row.name);
+      if (!progress || !wiperAlive(progress)) this.deferred.add(row.name);
+    }
+    const out = [...this.deferred].filter((name) => ofVm({ name, tags: report?.rows.get(name)?.tags ?? [] }, vmid));
+    for (const name of out) this.deferred.delete(name);
+    return out;
+  }
+
+  async finishRemovals(opts: FinishRemovalsOptions = {}): Promise<FinishRemovalsResult> {
+    const report = await this.refresh();
+    const names = [...report.rows.values()]
+      .filter((r) => isVolchainDeletion(r) && ofVm(r, opts.vmid) && (opts.layers === undefined || opts.layers.includes(r.name)))
+      .map((r) => r.name);
+    const out: FinishRemovalsResult = { finished: [], busy: [], waited: [] };
+    const failures: { name: string; error: VolchainError }[] = [];
+    for (const name of names) {
       try {
-        await this.finishRemoval(row.name, false);
-      } catch {
-        // Held by another host or busy: a later run finishes it.
+        await this.wipe(name, opts, out);
+      } catch (err) {
+        const error = asVolchainError(err);
+        opts.log?.(`${name}: ${error.message}`);
+        failures.push({ name, error });
       }
     }
+    const first = failures[0];
+    if (first) {
+      throw new VolchainError(
+        first.error.code,
+        `could not finish removing ${failures.map((f) => `${f.name} (${f.error.message})`).join('; ')} in VG ${this.vg}; ` +
+          `the LV stays until 'volchain wipe' finishes it`,
+        { cause: first.error },
+      );
+    }
+    return out;
   }
+
+  async pendingRemovals(): Promise<PendingRemoval[]> {
+    const files = await listWipeProgress(this.wipeDir());
+    let rows: lvm.LvRow[];
+    try {
+      rows = [...(await this.refresh()).rows.values()].filter(isVolchainDeletion);
+    } catch {
+      // The VG cannot be read here (e.g. not on this host): what the progress files say is all there is.
+      return files.filter((p) => p.vg === this.vg).map((p) => this.toPending(p));
+    }
+    return rows.map((row) => this.toPending(files.find((p) => p.lv === row.name), row));
+  }
+
+  removalLog(): string {
+    return join(this.wipeDir(), 'wipe.log');
+  }
+
+  /**
+   * Wipe locks, progress files and the background wiper's log: one directory per VG next to the storages'
+   * state directories (two storage entries may name one VG; one LV must never get two wipers).
+   */
+  private wipeDir(): string {
+    return join(dirname(this.stateDir()), '.wipe', this.vg);
+  }
+
+  /** Zeroes and removes one `del-` LV under its wipe lock; with `wait`, also one another process holds. */
+  private async wipe(name: string, opts: FinishRemovalsOptions, out: FinishRemovalsResult): Promise<void> {
+    const lockPath = join(this.wipeDir(), `${name}.lock`);
+    let done: FinishedRemoval | undefined;
+    const attempt = async (): Promise<boolean> =>
+      (await withFileLock(lockPath, false, async (_waited, fd) => {
+        done = await this.wipeLocked(name, fd, opts);
+        return true;
+      })) === true;
+    if (await attempt()) {
+      if (done) out.finished.push(done);
+      return;
+    }
+    let seen = this.toPending(await readWipeProgress(this.wipeDir(), name), { name, uuid: '', sizeBytes: 0, tags: [] });
+    if (!opts.wait) {
+      out.busy.push(seen);
+      return;
+    }
+    // Another process wipes it: follow its progress until it lets go, then finish whatever it left (it died).
+    for (;;) {
+      await sleep(1000);
+      if (await attempt()) break;
+      const progress = await readWipeProgress(this.wipeDir(), name);
+      if (progress) {
+        seen = this.toPending(progress);
+        opts.onProgress?.(seen);
+      }
+    }
+    if (done) out.finished.push(done);
+    else out.waited.push({ ...seen, doneBytes: seen.totalBytes, state: 'waiting' });
+  }
+
+  private async wipeLocked(name: string, fd: number, opts: FinishRemovalsOptions): Promise<FinishedRemoval | undefined> {
+    const dir = this.wipeDir();
+    const report = await this.refresh(); // whoever held the lock before may have changed the VG
+    const row = report.rows.get(name);
+    if (!row) await removeWipeProgress(dir, name); // finished by another process
+    if (!row || !isVolchainDeletion(row)) return undefined;
+    if (row.open) throw new LockedError(`${name} in VG ${this.vg} is open (in use): not wiping it`);
+    let throughput: number | undefined;
+    try {
+      throughput = parseThroughput(this.definition.options.saferemove_throughput);
+    } catch (err) {
+      throw new InvalidInputError(`storage '${this.id}': ${asVolchainError(err).message}`);
+    }
+    const from = resumeOffset(await readWipeProgress(dir, name), row);
+    const now = new Date().toISOString();
+    const progress: WipeProgress = {
+      lv: name, vg: this.vg, storage: this.id, uuid: row.uuid, totalBytes: row.sizeBytes, doneBytes: from,
+      pid: process.pid, host: hostname(), startedAt: now, updatedAt: now,
+    };
+    await writeWipeProgress(dir, progress);
+    opts.onProgress?.(this.toPending(progress, row));
+    opts.log?.(
+      `zeroing ${name} in VG ${this.vg} (${row.sizeBytes} bytes${from > 0 ? `, continuing at ${from}` : ''}` +
+        `${throughput !== undefined ? `, at most ${throughput} bytes/s` : ''})`,
+    );
+    if (from < row.sizeBytes) {
+      await this.activateRows(report, [row]);
+      const path = this.layerPath(0, name);
+      const started = Date.now();
+      for (const chunk of planChunks(row.sizeBytes, from, chunkSizeFor(throughput))) {
+        // The zeroing command gets the lock's descriptor: if we die, the lock stays until it ends too.
+        progress.method = await lvm.zeroRange(path, chunk.offset, chunk.length, {
+          shareFd: fd, ...(progress.method === 'dd' ? { prefer: 'dd' as const } : {}),
+        });
+        // Recorded only once on stable storage, so that a resumed wipe never skips a range.
+        await lvm.flushDevice(path);
+        progress.doneBytes = chunk.offset + chunk.length;
+        progress.updatedAt = new Date().toISOString();
+        await writeWipeProgress(dir, progress);
+        opts.onProgress?.(this.toPending(progress, row));
+        crashPoint('wipe-chunk');
+        const pause = throttleDelayMs(progress.doneBytes - from, Date.now() - started, throughput);
+        if (pause > 0 && progress.doneBytes < row.sizeBytes) await sleep(pause);
+      }
+    }
+    crashPoint('wipe-zeroed');
+    await this.dropLv(name);
+    await removeWipeProgress(dir, name);
+    opts.log?.(`removed ${name} from VG ${this.vg}${progress.method ? ` (zeroed with ${progress.method})` : ''}`);
+    return { storage: this.id, layer: name, vmid: vmidsOfLv(row)[0] ?? null, bytes: row.sizeBytes, resumedFromBytes: from };
+  }
+
+  /** A removal as status shows it: the LV (when known) with what its progress file says about it. */
+  private toPending(progress: WipeProgress | undefined, row?: { name: string; uuid: string; sizeBytes: number; tags: readonly string[] }): PendingRemoval {
+    const name = row?.name ?? progress?.lv ?? '';
+    const alive = progress !== undefined && wiperAlive(progress);
+    // A file about an earlier LV of the same name says nothing about this one, unless its wiper runs now.
+    const p = progress && (row === undefined || row.uuid === '' || progress.uuid === row.uuid || alive) ? progress : undefined;
+    return {
+      storage: this.id,
+      layer: name,
+      path: this.layerPath(0, name),
+      vmid: vmidsOfLv({ name, tags: row?.tags ?? [] })[0] ?? null,
+      totalBytes: row && row.sizeBytes > 0 ? row.sizeBytes : (p?.totalBytes ?? 0),
+      doneBytes: p?.doneBytes ?? 0,
+      state: alive ? 'running' : 'waiting',
+      pid: p?.pid ?? null,
+      host: p?.host ?? null,
+      startedAt: p?.startedAt ?? null,
+      updatedAt: p?.updatedAt ?? null,
+    };
+  }
+}
+
+/** True when the LV belongs to `vmid` (always without one). */
+function ofVm(row: { name: string; tags: readonly string[] }, vmid: number | undefined): boolean {
+  return vmid === undefined || vmidsOfLv(row).includes(vmid);
+}
+
+/** What a NoSpaceError adds while `del-` LVs still hold space that their wipe gives back. */
+function wipeHint(report: Report): string {
+  const doomed = [...report.rows.values()].filter(isVolchainDeletion);
+  if (doomed.length === 0) return '';
+  const bytes = doomed.reduce((sum, r) => sum + r.sizeBytes, 0);
+  return (
+    `; ${bytes} bytes of ${doomed.length} removed LV(s) are still being wiped (saferemove) and come free when ` +
+    `that ends: 'volchain wipe --wait' waits for it`
+  );
 }
 
 /** VM ids an LV belongs to, by its `pve-vm-<vmid>` tags and by `vm-<vmid>-` anywhere in its name. */
@@ -613,6 +860,15 @@ export function vmidsOfLv(row: { name: string; tags: readonly string[] }): numbe
   }
   for (const m of row.name.matchAll(/(?:^|[^A-Za-z0-9])(?:vm|base)-([1-9][0-9]{2,8})-/g)) ids.add(Number(m[1]));
   return [...ids];
+}
+
+/**
+ * The LV size of a frozen layer: its image end (from `qemu-img check`) rounded up to an extent, never more
+ * than it has. Only a clean image's end offset is trustworthy; otherwise the layer keeps its size.
+ */
+function frozenSize(sizeBytes: number, check: qemuImg.CheckResult, extentSizeBytes: number): number {
+  if (check.corruptions > 0 || check.imageEndOffset === undefined) return sizeBytes;
+  return Math.min(sizeBytes, lvm.roundUpTo(check.imageEndOffset, extentSizeBytes));
 }
 
 /** qcow2 layers end in `.qcow2` (volumes, snapshot layers and temporaries alike); raw LVs have no suffix. */
@@ -653,7 +909,8 @@ function moveRow(report: Report, from: string, to: string): void {
 
 /**
  * Test hook: VOLCHAIN_LVM_CRASH_AT=<point> kills the process with SIGKILL inside a backend primitive, where
- * the executor's own hooks cannot reach (points: remove-renamed, remove-zeroed, replace-removed).
+ * the executor's own hooks cannot reach (points: remove-renamed, replace-removed; in a wipe: wipe-chunk after
+ * the first chunk is zeroed and recorded, wipe-zeroed after the whole LV is zeroed, before its lvremove).
  */
 function crashPoint(point: string): void {
   if (process.env.VOLCHAIN_LVM_CRASH_AT === point) process.kill(process.pid, 'SIGKILL');

@@ -7,8 +7,9 @@ import { asVolchainError, InvalidInputError } from '../errors.js';
 import { Volchain, type CallOptions } from '../engine/volchain.js';
 import type { Plan } from '../engine/plan.js';
 import { parseVmid, type ImageFormat } from '../naming/index.js';
-import { progressReporter } from './progress.js';
-import { renderInfo, renderPlan, renderSnapshotTree, renderStorages, renderVolumes } from './render.js';
+import { progressReporter, renderRemoval, wipeReporter } from './progress.js';
+import { totalPlanSpace } from '../engine/space.js';
+import { renderActivation, renderInfo, renderPlan, renderSnapshotTree, renderSpace, renderStorages, renderVolumes } from './render.js';
 import { renderAttachInfo, renderQemuArgs } from './live-render.js';
 
 function print(text: string): void {
@@ -62,7 +63,8 @@ export function buildProgram() {
     if (opts.json) {
       printJson({ dryRun: opts.dryRun ?? false, plans });
     } else if (opts.dryRun) {
-      print(plans.map(renderPlan).join('\n\n'));
+      const total = plans.length > 1 ? totalPlanSpace(plans.map((p) => p.space)) : undefined;
+      print([...plans.map(renderPlan), ...(total ? [renderSpace(total, `total for ${plans.length} disks`).join('\n')] : [])].join('\n\n'));
     } else {
       print(done);
     }
@@ -144,6 +146,29 @@ export function buildProgram() {
       if (opts.json) printJson(info);
       else print(renderInfo(info));
     });
+
+  const activation = (action: 'activate' | 'deactivate', description: string) =>
+    program
+      .command(action)
+      .description(description)
+      .argument('<volid>')
+      .option('--json', 'machine-readable output')
+      .action(async (volid, opts) => {
+        const vc = await open();
+        const result = action === 'activate' ? await vc.activate(volid) : await vc.deactivate(volid);
+        if (opts.json) printJson(result);
+        else print(renderActivation(result, action));
+      });
+  activation(
+    'activate',
+    "make every layer of a volume's chain usable on this host (LVM: lvchange -ay, exclusive -aey on a shared VG); " +
+      'on dir storage there is nothing to activate: it succeeds doing nothing, as in Proxmox VE',
+  );
+  activation(
+    'deactivate',
+    "release every layer of a volume's chain on this host (LVM: lvchange -an; fails while a layer is open, e.g. by a " +
+      'running VM); on dir storage it succeeds doing nothing, as in Proxmox VE',
+  );
 
   program
     .command('resize')
@@ -281,13 +306,55 @@ export function buildProgram() {
 
   program
     .command('status')
-    .description('show unfinished operations')
+    .description('show unfinished operations, and removed LVs still being wiped (saferemove)')
     .option('--json', 'machine-readable output')
     .action(async (opts) => {
-      const pending = await (await open()).status();
-      if (opts.json) printJson({ pending });
-      else if (pending.length === 0) print('no unfinished operations');
-      else for (const p of pending) print(`${p.volid}: ${p.plan.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host}, ${p.completedSteps}/${p.plan.steps.length} steps done${p.error ? ` (stopped: ${p.error})` : ''}`);
+      const vc = await open();
+      const pending = await vc.status();
+      const wipes = await vc.pendingRemovals();
+      if (opts.json) printJson({ pending, wipes });
+      else if (pending.length === 0 && wipes.length === 0) print('no unfinished operations');
+      else {
+        for (const p of pending) print(`${p.volid}: ${p.plan.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host}, ${p.completedSteps}/${p.plan.steps.length} steps done${p.error ? ` (stopped: ${p.error})` : ''}`);
+        for (const w of wipes) print(renderRemoval(w));
+      }
+    });
+
+  program
+    .command('wipe')
+    .description(
+      "finish saferemove's removals now: zero and remove the del- LVs that no process is wiping (LVM), with a " +
+        'progress bar on a terminal; operations start this in the background by themselves',
+    )
+    .option('--storage <id>', 'only this storage (default: every storage)')
+    .option('--vmid <vmid>', 'only LVs of this VM')
+    .option('--wait', 'also wait for wipes another process is running (and finish them if it dies)')
+    .option('--json', 'machine-readable output')
+    .action(async (opts) => {
+      const vc = await open();
+      const reporter = wipeReporter(!opts.json);
+      let result;
+      try {
+        result = await vc.wipe({
+          ...(opts.storage !== undefined ? { storage: opts.storage } : {}),
+          ...(opts.vmid !== undefined ? { vmid: parseVmid(opts.vmid) } : {}),
+          wait: opts.wait ?? false,
+          ...(reporter.onProgress ? { onProgress: reporter.onProgress } : {}),
+          ...(reporter.log ? { log: reporter.log } : {}),
+        });
+      } finally {
+        reporter.stop();
+      }
+      if (opts.json) {
+        printJson({ wiped: result.finished, waited: result.waited, busy: result.busy });
+        return;
+      }
+      const lines = [
+        ...result.finished.map((f) => `wiped and removed ${f.storage}:${f.layer} (${f.bytes} bytes${f.resumedFromBytes > 0 ? `, continued at ${f.resumedFromBytes}` : ''})`),
+        ...result.waited.map((w) => `${w.storage}:${w.layer} was wiped and removed by pid ${w.pid ?? '?'}`),
+        ...result.busy.map((b) => `${renderRemoval(b)}: 'volchain wipe --wait' waits for it`),
+      ];
+      print(lines.length > 0 ? lines.join('\n') : 'nothing to wipe');
     });
 
   program

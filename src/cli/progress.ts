@@ -3,6 +3,7 @@
  * output is JSON, so scripts and logs stay clean.
  */
 import cliProgress from 'cli-progress';
+import type { PendingRemoval } from '../backends/backend.js';
 import type { EngineEvent } from '../engine/executor.js';
 
 export function progressReporter(enabled: boolean): { onEvent?: (e: EngineEvent) => void; stop: () => void } {
@@ -31,3 +32,61 @@ export function progressReporter(enabled: boolean): { onEvent?: (e: EngineEvent)
     },
   };
 }
+
+/**
+ * Progress of `volchain wipe`: one bar per LV on a terminal; otherwise (the background wiper writes to its
+ * log) timestamped lines: each start and end, and how far a wipe got at most every 10 seconds.
+ */
+export function wipeReporter(enabled: boolean): { onProgress?: (p: PendingRemoval) => void; log?: (line: string) => void; stop: () => void } {
+  if (!enabled) return { stop: () => undefined };
+  const line = (text: string): void => {
+    process.stderr.write(`${new Date().toISOString()} ${text}\n`);
+  };
+  if (!process.stderr.isTTY) {
+    let last = 0;
+    return {
+      log: line,
+      onProgress: (p) => {
+        if (Date.now() - last < 10_000 || p.totalBytes === 0) return;
+        last = Date.now();
+        line(`${p.layer}: ${p.doneBytes} of ${p.totalBytes} bytes zeroed (${Math.floor((100 * p.doneBytes) / p.totalBytes)}%)`);
+      },
+      stop: () => undefined,
+    };
+  }
+  let bar: cliProgress.SingleBar | undefined;
+  let current: string | undefined;
+  const stop = (): void => {
+    bar?.stop();
+    bar = undefined;
+    current = undefined;
+  };
+  return {
+    stop,
+    onProgress: (p) => {
+      if (p.totalBytes === 0) return;
+      if (current !== p.layer) {
+        stop();
+        current = p.layer;
+        const who = p.pid !== null && p.pid !== process.pid ? ` (pid ${p.pid})` : '';
+        bar = new cliProgress.SingleBar(
+          { format: `wiping ${p.layer.slice(0, 50)}${who} [{bar}] {percentage}% {value}/{total} MiB`, stream: process.stderr, hideCursor: true },
+          cliProgress.Presets.shades_classic,
+        );
+        bar.start(Math.ceil(p.totalBytes / MiB), 0);
+      }
+      bar?.update(Math.floor(p.doneBytes / MiB));
+    },
+  };
+}
+
+/** One line of `status` about a removed LV still being wiped (or waiting for a wiper). */
+export function renderRemoval(w: PendingRemoval): string {
+  const pct = w.totalBytes > 0 ? Math.floor((100 * w.doneBytes) / w.totalBytes) : 0;
+  const done = `${w.doneBytes} of ${w.totalBytes} bytes zeroed (${pct}%)`;
+  if (w.state === 'running') return `${w.storage}:${w.layer}: being wiped by pid ${w.pid} on ${w.host} since ${w.startedAt}, ${done}`;
+  const who = w.pid !== null ? `its wiper (pid ${w.pid} on ${w.host}) stopped` : 'no wiper runs';
+  return `${w.storage}:${w.layer}: removed, waiting to be wiped, ${done}; ${who}: 'volchain wipe' finishes it`;
+}
+
+const MiB = 1024 * 1024;

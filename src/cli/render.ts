@@ -1,7 +1,8 @@
 /** Turning library results into text for people. JSON output never goes through here. */
 import { formatSize } from '../naming/index.js';
 import { describeStep, type Plan } from '../engine/plan.js';
-import type { SnapshotListing, VolumeInfo, VolumeSummary } from '../engine/volchain.js';
+import type { ActivationResult, SnapshotListing, VolumeInfo, VolumeSummary } from '../engine/volchain.js';
+import type { PlanSpace } from '../engine/space.js';
 import type { StorageDescription } from '../config/index.js';
 
 export function table(headers: string[], rows: string[][]): string {
@@ -28,7 +29,7 @@ export function renderStorages(storages: StorageDescription[]): string {
 export function renderVolumes(volumes: VolumeSummary[]): string {
   if (volumes.length === 0) return '(no volumes)';
   return table(
-    ['VOLID', 'FORMAT', 'SIZE', 'USED', 'CHAIN USED', 'SNAPSHOTS'],
+    ['VOLID', 'FORMAT', 'SIZE', 'USED', 'CHAIN USED', 'SNAPSHOTS', 'SNAP USED', 'SNAP FULL-SIZE'],
     volumes.map((v) => [
       v.volid,
       v.format,
@@ -36,6 +37,8 @@ export function renderVolumes(volumes: VolumeSummary[]): string {
       formatSize(v.usedBytes),
       formatSize(v.chainUsedBytes),
       String(v.snapshots.length),
+      formatSize(v.snapshotBytes),
+      formatSize(v.fullSizeSnapshotBytes),
     ]),
   );
 }
@@ -48,6 +51,8 @@ export function renderInfo(info: VolumeInfo): string {
     ['virtual size', `${formatSize(info.virtualSize)} (${info.virtualSize} bytes)`],
     ['used', `${formatSize(info.usedBytes)} (${info.usedBytes} bytes)`],
     ['chain used', `${formatSize(info.chainUsedBytes)} (${info.chainUsedBytes} bytes)`],
+    ['snapshots use', `${formatSize(info.snapshotBytes)} (${info.snapshotBytes} bytes)`],
+    ['at full size', `${formatSize(info.fullSizeSnapshotBytes)} (${info.fullSizeSnapshotBytes} bytes, snapshot layers as PVE 9 allocates them)`],
     ['snapshot mode', info.snapshotMode],
     ['snapshots', info.snapshots.length > 0 ? info.snapshots.join(', ') : '(none)'],
   ];
@@ -108,5 +113,27 @@ export function renderPlan(plan: Plan): string {
       lines.push(`  ${chosen} ${s.strategy.padEnd(16)} ${cost.padEnd(10)} ${s.reason}`);
     }
   }
+  if (plan.space) lines.push(...renderSpace(plan.space));
   return lines.join('\n');
+}
+
+/** A dry run's space estimate (LVM): what volchain takes, against PVE 9's full-size layers. */
+export function renderSpace(space: PlanSpace, label = 'space'): string[] {
+  const net = (bytes: number): string => (bytes >= 0 ? `takes ${formatSize(bytes)}` : `frees ${formatSize(-bytes)}`);
+  const released =
+    space.releasedBytes === null
+      ? "then shrinks the frozen layer to its image end (how much it gives back is known once the LV is active)"
+      : `gives back ${formatSize(space.releasedBytes)} by shrinking the frozen layer to its image end`;
+  return [
+    `${label}: allocates ${formatSize(space.allocatedBytes)} for the new layer(s), ${released}` +
+      (space.netBytes === null ? '' : `: ${net(space.netBytes)} in all`),
+    `${' '.repeat(label.length)}  with PVE 9's full-size layers: allocates ${formatSize(space.fullSize.allocatedBytes)}, ` +
+      `gives back ${formatSize(space.fullSize.releasedBytes)}: ${net(space.fullSize.netBytes)} in all`,
+  ];
+}
+
+export function renderActivation(result: ActivationResult, action: 'activate' | 'deactivate'): string {
+  if (result.active === null) return `${result.volid}: storage '${result.storage}' needs no activation, nothing to do`;
+  const n = result.layers.length;
+  return `${action}d ${result.volid} (${n} layer${n === 1 ? '' : 's'})`;
 }

@@ -54,7 +54,7 @@ export function isLong(step: Step): boolean {
 }
 
 export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOptions = {}): Promise<void> {
-  const journal = opts.journal ?? (await Journal.begin(backend.stateDir(), backend.id, plan));
+  const journal = opts.journal ?? (await Journal.begin(backend.journal(), backend.id, plan));
   let index = 0;
   try {
     // Backends whose layers must be made usable first (LVM: activation) do it before the first step.

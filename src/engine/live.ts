@@ -307,7 +307,7 @@ async function runLive(vc: Volchain, target: LiveTarget, operation: string, opts
       if (opts.dryRun) return planned.map((p) => p.plan);
       const group = planned.length > 1 ? randomUUID() : undefined;
       const entries = [];
-      for (const p of planned) entries.push({ ...p, journal: await Journal.begin(p.backend.stateDir(), p.backend.id, p.plan, group) });
+      for (const p of planned) entries.push({ ...p, journal: await Journal.begin(p.backend.journal(), p.backend.id, p.plan, group) });
       await executeGroup(entries, session, opts.onEvent ? { onEvent: opts.onEvent } : {});
       await checkAgreement(conn.client, conn.socket, disks, operation);
       return planned.map((p) => p.plan);
@@ -401,7 +401,7 @@ function refuseWrongQemu(vmid: number, socket: string, disks: readonly { chain: 
 }
 
 async function refuseUnfinished(backend: Backend, vmid: number): Promise<void> {
-  const first = (await pendingOperations(backend.stateDir(), vmid))[0];
+  const first = (await pendingOperations(backend, { vmid }))[0];
   if (first) {
     throw new PendingOperationError(
       `VM ${vmid} has an unfinished ${first.plan.operation} of ${first.plan.volid} (started ${first.startedAt}): run 'volchain repair ${first.plan.volid}' before starting the VM`,

@@ -3,6 +3,7 @@
  * Every step is JSON-serialisable so the journal can record it and `--dry-run` can print it.
  */
 import { describeLiveStep, type LiveStep } from './live-steps.js';
+import type { PlanSpace } from './space.js';
 
 export type Step =
   /** New qcow2 overlay `layer` whose header names `backing` (which need not exist yet). Undo: remove it. */
@@ -57,6 +58,11 @@ export interface Plan {
   strategies?: StrategyOption[];
   /** Set when the plan acts through a running QEMU: its QMP socket (repair talks to it if it still runs). */
   live?: { socket: string };
+  /**
+   * Dry runs on storages with fixed-size layers (LVM), for plans space.ts understands (snapshot create): the
+   * space the plan takes, against the same operation with PVE 9's full-size layers.
+   */
+  space?: PlanSpace;
 }
 
 export function describeStep(step: Step): string {

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import type { Backend } from '../backends/backend.js';
+import type { Backend, FinishRemovalsResult, PendingRemoval } from '../backends/backend.js';
 import { createBackend } from '../backends/registry.js';
 import {
   describeStorage,
@@ -17,6 +17,7 @@ import {
 } from '../config/index.js';
 import {
   InvalidInputError,
+  LockedError,
   NotFoundError,
   NotSupportedError,
   PendingOperationError,
@@ -38,8 +39,9 @@ import {
 } from '../naming/index.js';
 import { executePlan, runStep, type EngineEvent } from './executor.js';
 import { describeStep } from './plan.js';
-import { Journal, journalDir, pendingOperations, removeJournal, type JournalRecord } from './journal.js';
+import { Journal, pendingOperations, type JournalRecord } from './journal.js';
 import { acquireLock, type HeldLock } from './lock.js';
+import { finishDeferredRemovals, resolveWipeMode, type WipeMode } from './wipe.js';
 import type { Plan } from './plan.js';
 import {
   planFree,
@@ -50,6 +52,7 @@ import {
   type PlanContext,
 } from './planners.js';
 import { ancestry, layer, readVolumeTree, snapshotLayers, type ReadTreeOptions, type VolumeTree } from './volume-tree.js';
+import { estimatePlanSpace, layersFrozenBy, snapshotSpace, spaceEstimable } from './space.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import { checkImage } from '../tools/qemu-img.js';
 import {
@@ -62,6 +65,26 @@ import {
   type AttachInfo,
   type QemuArgs,
 } from './live.js';
+
+export interface VolchainOptions {
+  /**
+   * Where removals left for after an operation run (LVM saferemove: zeroing and removing `del-` LVs):
+   * 'background' (a detached `volchain wipe` process, as PVE forks a worker) or 'foreground' (before the
+   * call returns). Default: $VOLCHAIN_WIPE, else 'background'.
+   */
+  wipe?: WipeMode;
+}
+
+export interface WipeOptions {
+  /** Only this storage (default: every storage). */
+  storage?: string;
+  /** Only removals of this VM. */
+  vmid?: number;
+  /** Also wait for removals another process is finishing now (and finish them if it dies). */
+  wait?: boolean;
+  onProgress?: (progress: PendingRemoval) => void;
+  log?: (line: string) => void;
+}
 
 export interface CallOptions {
   dryRun?: boolean;
@@ -85,7 +108,24 @@ export interface VolumeSummary {
   /** Bytes used on the storage by the current layer and by the whole chain. */
   usedBytes: number;
   chainUsedBytes: number;
+  /** Bytes the snapshot layers take on the storage (LVM: their LV sizes; dir: their files' blocks). */
+  snapshotBytes: number;
+  /**
+   * Bytes the same snapshot layers would take as full-size layers, as PVE 9 keeps them on LVM (each an LV of
+   * the fully-allocated size of its virtual size); on storages whose layers grow on demand (dir) = snapshotBytes.
+   */
+  fullSizeSnapshotBytes: number;
   snapshots: string[];
+}
+
+/** What `activate`/`deactivate` did. */
+export interface ActivationResult {
+  volid: string;
+  storage: string;
+  /** The layers of the volume's chain (current layer first, then the snapshot layers by name). */
+  layers: string[];
+  /** The chain's state afterwards; null on storages whose layers need no activation (dir: nothing was done). */
+  active: boolean | null;
 }
 
 export interface PendingSummary {
@@ -141,10 +181,15 @@ export const CURRENT = 'current';
 export class Volchain {
   private readonly backends = new Map<string, Backend>();
 
-  constructor(readonly config: StorageConfig) {}
+  /** Where removals left for after an operation (LVM saferemove's wipe) run: see VolchainOptions. */
+  readonly wipeMode: WipeMode;
 
-  static async open(opts: LoadOptions = {}): Promise<Volchain> {
-    return new Volchain(await loadStorageConfig(opts));
+  constructor(readonly config: StorageConfig, options: VolchainOptions = {}) {
+    this.wipeMode = resolveWipeMode(options.wipe);
+  }
+
+  static async open(opts: LoadOptions = {}, options: VolchainOptions = {}): Promise<Volchain> {
+    return new Volchain(await loadStorageConfig(opts), options);
   }
 
   storages(): StorageDescription[] {
@@ -209,8 +254,10 @@ export class Volchain {
     const backend = this.backend(storage);
     const out: VolumeSummary[] = [];
     for (const volume of await backend.listVolumes(opts.vmid)) {
-      out.push(summarize(await this.readTree(backend, volume, { allocation: false }), backend.capabilities.volumeChain));
+      out.push(await summarize(backend, await this.readTree(backend, volume, { allocation: false })));
     }
+    // Removals a crashed run left unfinished (LVM: `del-` LVs nobody wipes) are finished from here too.
+    await finishDeferredRemovals(backend, opts.vmid, this.wipeMode, this.config.source);
     return out;
   }
 
@@ -235,12 +282,12 @@ export class Volchain {
   async info(volid: string, opts: { deep?: boolean } = {}): Promise<VolumeInfo> {
     const { backend, volume } = this.resolve(volid);
     const tree = await this.readTree(backend, volume);
-    const pending = (await pendingOperations(backend.stateDir(), volume.vmid))[0];
+    const pending = (await pendingOperations(backend, { vmid: volume.vmid }))[0];
     const current = layer(tree, tree.current);
     const mode = volume.format !== 'qcow2' ? 'none' : backend.capabilities.volumeChain ? 'volume-chain' : 'internal';
     const parent = current.parent ? layer(tree, current.parent).snapshot ?? null : null;
     return {
-      ...summarize(tree, backend.capabilities.volumeChain),
+      ...(await summarize(backend, tree)),
       path: current.path,
       pendingOperation: pending
         ? { operation: pending.plan.operation, startedAt: pending.startedAt, pid: pending.pid, host: pending.host }
@@ -255,6 +302,46 @@ export class Volchain {
     const sizeBytes = typeof size === 'number' ? size : parseSize(size);
     if (sizeBytes % 512 !== 0) throw new InvalidInputError(`size ${sizeBytes} is not a multiple of 512 bytes`);
     return this.mutate(volid, 'resize', opts, (tree, ctx) => planResize(tree, sizeBytes, ctx));
+  }
+
+  // ---- activation (LVM) -------------------------------------------------------------------------------
+
+  /**
+   * Makes every layer of the volume's chain usable on this host (LVM: activates the LVs, exclusively on a
+   * shared VG, and checks their tags against the headers). Under the VM's lock, refused over an unfinished
+   * operation. On storages without activation (dir) it only checks that the volume exists, as PVE does.
+   */
+  async activate(volid: string): Promise<ActivationResult> {
+    const { backend, volume } = this.resolve(volid);
+    return this.withVmLock(backend, volume.vmid, 'activate', async () => {
+      if (!(await backend.listLayerNames(volume.vmid)).includes(volume.name)) throw new NotFoundError(`volume ${volid} does not exist`);
+      if (backend.activate) await backend.activate(volume.vmid, [volume.name]);
+      // Read after activating: the headers of active layers are read, not their recorded copy.
+      const tree = await readVolumeTree(backend, volume, { allocation: false });
+      return { volid: tree.volid, storage: backend.id, layers: chainLayerNames(tree), active: backend.activate ? true : null };
+    });
+  }
+
+  /**
+   * Releases every layer of the volume's chain on this host (LVM: `lvchange -an`; fails, naming the LV, while
+   * one is open, e.g. by a running VM). Same rules as activate; on dir storage nothing to do.
+   */
+  async deactivate(volid: string): Promise<ActivationResult> {
+    const { backend, volume } = this.resolve(volid);
+    return this.withVmLock(backend, volume.vmid, 'deactivate', async () => {
+      // Read before: a layer volchain made is read from its tags once inactive, but reading an untagged one
+      // (made by PVE) on a local VG would activate it again.
+      const tree = await readVolumeTree(backend, volume, { allocation: false });
+      if (backend.deactivate) {
+        try {
+          await backend.deactivate(volume.vmid, [volume.name]);
+        } catch (err) {
+          const error = asVolchainError(err);
+          throw new VolchainError(error.code, `cannot deactivate ${tree.volid}: ${error.message}`, { cause: err });
+        }
+      }
+      return { volid: tree.volid, storage: backend.id, layers: chainLayerNames(tree), active: backend.deactivate ? false : null };
+    });
   }
 
   // ---- snapshots of one volume ------------------------------------------------------------------------
@@ -411,10 +498,51 @@ export class Volchain {
 
   // ---- crash recovery ---------------------------------------------------------------------------------
 
+  /**
+   * Finishes unfinished removals (LVM saferemove: zeroes and removes the `del-` LVs) here and now, each
+   * under its own lock; without `wait`, the ones another process is finishing are returned as busy.
+   */
+  async wipe(opts: WipeOptions = {}): Promise<FinishRemovalsResult> {
+    const out: FinishRemovalsResult = { finished: [], busy: [], waited: [] };
+    const ids = opts.storage !== undefined ? [opts.storage] : this.config.storages.filter(usableForImages).map((s) => s.id);
+    for (const id of ids) {
+      const backend = this.backend(id);
+      if (!backend.finishRemovals) continue;
+      let r: FinishRemovalsResult;
+      try {
+        r = await backend.finishRemovals({
+          ...(opts.vmid !== undefined ? { vmid: opts.vmid } : {}),
+          wait: opts.wait ?? false,
+          ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+          ...(opts.log ? { log: opts.log } : {}),
+        });
+      } catch (err) {
+        // Every storage: one whose VG is not on this host has nothing to wipe here.
+        if (opts.storage === undefined && err instanceof NotFoundError) continue;
+        throw err;
+      }
+      out.finished.push(...r.finished);
+      out.busy.push(...r.busy);
+      out.waited.push(...r.waited);
+    }
+    return out;
+  }
+
+  /** Removals not finished yet (LVM saferemove: `del-` LVs being wiped or waiting for a wiper). */
+  async pendingRemovals(): Promise<PendingRemoval[]> {
+    const out = new Map<string, PendingRemoval>();
+    for (const def of this.config.storages.filter(usableForImages)) {
+      const backend = this.backend(def.id);
+      // Two storages may name one VG: each LV once.
+      for (const r of (await backend.pendingRemovals?.()) ?? []) if (!out.has(r.path)) out.set(r.path, r);
+    }
+    return [...out.values()];
+  }
+
   async status(): Promise<(JournalRecord & { volid: string })[]> {
     const out: (JournalRecord & { volid: string })[] = [];
     for (const def of this.config.storages.filter(usableForImages)) {
-      for (const record of await pendingOperations(this.backend(def.id).stateDir())) out.push({ ...record, volid: record.plan.volid });
+      for (const record of await pendingOperations(this.backend(def.id))) out.push({ ...record, volid: record.plan.volid });
     }
     return out;
   }
@@ -425,6 +553,7 @@ export class Volchain {
    */
   async repair(target: { volid?: string }, opts: CallOptions = {}): Promise<{ volid: string; actions: string[] }[]> {
     const results: { volid: string; actions: string[] }[] = [];
+    const unreadable: string[] = [];
     const targets: { backend: Backend; vmids: number[] }[] = [];
     if (target.volid !== undefined) {
       const { backend, volume } = this.resolve(target.volid);
@@ -433,14 +562,21 @@ export class Volchain {
       for (const def of this.config.storages.filter(usableForImages)) {
         const backend = this.backend(def.id);
         // A journal can outlive every layer of its VM (an interrupted free): its VM still needs repair.
-        const journaled = (await pendingOperations(backend.stateDir())).map((r) => r.plan.vmid);
+        const journaled = (await pendingOperations(backend, { forRepair: true })).map((r) => r.plan.vmid);
+        journaled.push(...((await backend.journal().containerVmids?.()) ?? []));
         targets.push({ backend, vmids: [...new Set([...(await backend.listVmids()), ...journaled])] });
       }
     }
     for (const { backend, vmids } of targets) {
-      for (const record of await pendingOperations(backend.stateDir())) {
+      const only = target.volid !== undefined ? { vmid: vmids[0] as number } : {};
+      for (const record of await pendingOperations(backend, { forRepair: true, ...only })) {
         if (!vmids.includes(record.plan.vmid)) continue;
         if (target.volid !== undefined && record.plan.volid !== target.volid && record.group === undefined) continue;
+        if (record.summaryOnly) {
+          // Its steps are in a journal this host cannot read now (an LV another host holds): nothing to redo.
+          unreadable.push(`${record.plan.operation} of ${record.plan.volid} (started ${record.startedAt} by pid ${record.pid} on ${record.host}): ${record.error ?? 'its journal is not readable on this host'}`);
+          continue;
+        }
         const remaining = record.plan.steps.slice(record.completedSteps);
         results.push({
           volid: record.plan.volid,
@@ -455,13 +591,20 @@ export class Volchain {
           } finally {
             await live?.client.close();
           }
-          await removeJournal(journalDir(backend.stateDir()), record.id);
+          await backend.journal().remove(record);
         });
       }
       for (const vmid of vmids) {
         const actions = await this.repairLeftovers(backend, vmid, opts.dryRun ?? false);
         results.push(...actions);
       }
+    }
+    if (unreadable.length > 0) {
+      // Everything else was repaired; these need the host that holds their journal to let go of it.
+      throw new LockedError(
+        `could not finish ${unreadable.length} interrupted operation(s) from here: ${unreadable.join('; ')}. ` +
+          'If that host is alive the operation may still be running there; otherwise wait for its locks to expire and run repair again',
+      );
     }
     return results;
   }
@@ -474,7 +617,11 @@ export class Volchain {
   private async repairLeftovers(backend: Backend, vmid: number, dryRun: boolean): Promise<{ volid: string; actions: string[] }[]> {
     const out: { volid: string; actions: string[] }[] = [];
     return this.withLock(backend, vmid, 'repair', async () => {
-      if ((await pendingOperations(backend.stateDir(), vmid)).length > 0) return out;
+      if ((await pendingOperations(backend, { vmid, forRepair: true })).length > 0) return out;
+      // A journal container a crash left empty (created, never written) explains nothing: it goes too.
+      for (const gone of (await backend.journal().sweep?.(vmid, dryRun)) ?? []) {
+        out.push({ volid: `${backend.id}:vm-${vmid}`, actions: [`remove empty journal ${gone}`] });
+      }
       const names = await backend.listLayerNames(vmid);
       for (const name of names) {
         const tmp = isVolchainTemporaryName(name, backend.kind);
@@ -503,7 +650,7 @@ export class Volchain {
     try {
       return await readVolumeTree(backend, volume, opts);
     } catch (err) {
-      const pending = await pendingOperations(backend.stateDir(), volume.vmid);
+      const pending = await pendingOperations(backend, { vmid: volume.vmid });
       const first = pending[0];
       if (!first) throw err;
       throw new PendingOperationError(
@@ -526,7 +673,10 @@ export class Volchain {
     plan: (tree: VolumeTree, ctx: PlanContext) => Plan,
   ): Promise<Plan> {
     const { backend, volume } = this.resolve(volid);
-    if (opts.dryRun) return plan(await readVolumeTree(backend, volume), this.ctx(backend));
+    if (opts.dryRun) {
+      const tree = await readVolumeTree(backend, volume);
+      return withSpace(backend, tree, plan(tree, this.ctx(backend)));
+    }
     return this.withVmLock(backend, volume.vmid, operation, async () => {
       const p = plan(await readVolumeTree(backend, volume), this.ctx(backend));
       await executePlan(backend, p, opts.onEvent ? { onEvent: opts.onEvent } : {});
@@ -556,12 +706,16 @@ export class Volchain {
         const tree = await readVolumeTree(backend, volume);
         planned.push({ backend, tree, plan: plan(tree, this.ctx(backend)) });
       }
-      if (opts.dryRun) return planned.map((p) => p.plan);
+      if (opts.dryRun) {
+        const out: Plan[] = [];
+        for (const p of planned) out.push(await withSpace(p.backend, p.tree, p.plan));
+        return out;
+      }
       // Every disk's plan is journaled before any of them runs: after a crash, repair finishes all of them,
       // so a VM-wide operation never stays done on some disks only.
       const group = randomUUID();
       const journals: Journal[] = [];
-      for (const p of planned) journals.push(await Journal.begin(p.backend.stateDir(), p.backend.id, p.plan, group));
+      for (const p of planned) journals.push(await Journal.begin(p.backend.journal(), p.backend.id, p.plan, group));
       const done: { backend: Backend; tree: VolumeTree }[] = [];
       for (const [i, p] of planned.entries()) {
         try {
@@ -601,8 +755,16 @@ export class Volchain {
     await executePlan(backend, p);
   }
 
-  private lockVm(backend: Backend, vmid: number, operation: string): Promise<HeldLock> {
-    return acquireLock(join(backend.stateDir(), 'locks', `${vmid}.lock`), operation);
+  private async lockVm(backend: Backend, vmid: number, operation: string): Promise<HeldLock> {
+    const lock = await acquireLock(join(backend.stateDir(), 'locks', `${vmid}.lock`), operation);
+    return {
+      path: lock.path,
+      release: async () => {
+        await lock.release();
+        // What the operation left for later (LVM saferemove's wipe) takes long and needs no lock of the VM.
+        await finishDeferredRemovals(backend, vmid, this.wipeMode, this.config.source);
+      },
+    };
   }
 
   private async withLock<T>(backend: Backend, vmid: number, operation: string, fn: () => Promise<T>): Promise<T> {
@@ -640,7 +802,7 @@ async function checkLayers(tree: VolumeTree): Promise<LayerCheck[]> {
 }
 
 async function refusePending(backend: Backend, vmid: number): Promise<void> {
-  const first = (await pendingOperations(backend.stateDir(), vmid))[0];
+  const first = (await pendingOperations(backend, { vmid }))[0];
   if (first) {
     throw new PendingOperationError(
       `VM ${vmid} on storage '${backend.id}' has an unfinished ${first.plan.operation} of ${first.plan.volid} ` +
@@ -657,11 +819,52 @@ function uniqueBackends(disks: { backend: Backend }[]): Backend[] {
   return [...new Map(disks.map((d) => [d.backend.id, d.backend])).values()].sort((a, b) => a.id.localeCompare(b.id));
 }
 
-function summarize(tree: VolumeTree, volumeChain = true): VolumeSummary {
+/** The current layer, then the snapshot layers by name. */
+function chainLayerNames(tree: VolumeTree): string[] {
+  return [tree.current, ...snapshotLayers(tree).map((l) => l.name).sort()];
+}
+
+/**
+ * Full sizes of layers of these virtual sizes, from a backend with fixed-size layers (one `qemu-img measure`
+ * per distinct size, cached); undefined for storages whose layers grow on demand.
+ */
+async function fullSizes(backend: Backend, virtualSizes: readonly number[]): Promise<((virtualSize: number) => number) | undefined> {
+  if (!backend.fullLayerBytes) return undefined;
+  const sizes = new Map<number, number>();
+  for (const v of virtualSizes) if (!sizes.has(v)) sizes.set(v, await backend.fullLayerBytes(v));
+  return (v) => {
+    const bytes = sizes.get(v);
+    if (bytes === undefined) throw new VolchainError('INTERNAL', `no full layer size measured for ${v} bytes`);
+    return bytes;
+  };
+}
+
+/**
+ * A dry run's plan with its space estimate (space.ts) when the backend has fixed-size layers and the plan is
+ * one the estimate covers (a snapshot create); otherwise the plan as it is.
+ */
+async function withSpace(backend: Backend, tree: VolumeTree, plan: Plan): Promise<Plan> {
+  if (!backend.fullLayerBytes || !spaceEstimable(plan)) return plan;
+  const full = await fullSizes(backend, plan.steps.flatMap((s) => (s.kind === 'create-overlay' ? [s.sizeBytes] : [])));
+  const frozen = new Map<string, number | undefined>();
+  for (const name of layersFrozenBy(plan)) frozen.set(name, await backend.frozenLayerBytes?.(tree.volume.vmid, name));
+  const space = estimatePlanSpace(plan, {
+    fullLayerBytes: (v) => (full ? full(v) : 0),
+    layerBytes: (name) => tree.layers.get(name)?.usedBytes,
+    frozenLayerBytes: (name) => frozen.get(name),
+  });
+  return space ? { ...plan, space } : plan;
+}
+
+async function summarize(backend: Backend, tree: VolumeTree): Promise<VolumeSummary> {
+  const volumeChain = backend.capabilities.volumeChain;
   const current = layer(tree, tree.current);
   const snapshots = volumeChain
     ? snapshotLayers(tree).map((l) => l.snapshot ?? '').sort()
     : (current.header?.internalSnapshots.map((s) => s.name) ?? []);
+  // Internal snapshots live inside the current layer: no layer of their own, counted in usedBytes.
+  const frozen = volumeChain ? snapshotLayers(tree) : [];
+  const space = snapshotSpace(frozen, await fullSizes(backend, frozen.map((l) => l.virtualSize)));
   return {
     volid: tree.volid,
     storage: tree.volume.storage,
@@ -671,6 +874,8 @@ function summarize(tree: VolumeTree, volumeChain = true): VolumeSummary {
     virtualSize: current.virtualSize,
     usedBytes: current.usedBytes,
     chainUsedBytes: [...tree.layers.values()].reduce((sum, l) => sum + l.usedBytes, 0),
+    snapshotBytes: space.snapshotBytes,
+    fullSizeSnapshotBytes: space.fullSizeSnapshotBytes,
     snapshots,
   };
 }

@@ -7,7 +7,7 @@
  * - every failure exits with status 5 (ECMD_FAILED), so the meaning is read from stderr
  *   (`classifyLvmFailure`): "already exists" -> AlreadyExistsError, "not found" / "Failed to find" ->
  *   NotFoundError, "insufficient free space" -> NoSpaceError saying how many bytes are missing, lvmlockd's
- *   "locked by other host" / "held by another host" -> LockedError;
+ *   "locked by other host" / "held by another host" and "Logical volume ... in use" (open here) -> LockedError;
  * - `lvextend`/`lvreduce` to the size an LV already has fail ("matches existing size"): `lvresize` here
  *   compares first and does nothing then;
  * - LVM complains about inherited file descriptors on stderr (LVM_SUPPRESS_FD_WARNINGS) and lives in /sbin,
@@ -23,9 +23,10 @@ import {
   LockedError,
   NoSpaceError,
   NotFoundError,
+  NotSupportedError,
   VolchainError,
 } from '../errors.js';
-import { stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { run, type RunResult } from './runner.js';
 
 /** One LV as `lvs` reports it. */
@@ -179,6 +180,9 @@ export function classifyLvmFailure(err: CommandFailedError, what: string, extent
   }
   if (/already exists/i.test(text)) return withCause(new AlreadyExistsError(`${what} already exists`), err);
   if (/not found|failed to find/i.test(text)) return new NotFoundError(`${what} does not exist (${err.argv.join(' ')})`, { cause: err });
+  // `lvchange -an` (and lvremove) of an LV that something on this host holds open, e.g. a running QEMU.
+  const inUse = text.match(/logical volume \S+ in use/gi);
+  if (inUse) return withCause(new LockedError(`${inUse.join('; ')} (open on this host, e.g. by a running VM)`), err);
   if (/locked by (an)?other host|held by (an)?other host|lock .*failed|LV locked|failed to lock/i.test(text)) {
     return withCause(new LockedError(`${what} is in use by another host (lvmlockd refused the lock): ${lastLine(text)}`), err);
   }
@@ -261,6 +265,8 @@ export interface CreateLvOptions {
   tags: readonly string[];
   activation: 'ly' | 'ey';
   extentSizeBytes?: number;
+  /** Insist on zeroing the first 4 KiB (lvcreate's default; fails instead of warning when it cannot). */
+  zeroStart?: boolean;
 }
 
 /**
@@ -269,7 +275,7 @@ export interface CreateLvOptions {
  * when the new LV's first sectors hold an old signature.
  */
 export async function createLv(opts: CreateLvOptions): Promise<void> {
-  const args = [`-a${opts.activation}`, '-Wy', '-y', '--setautoactivation', 'n'];
+  const args = [`-a${opts.activation}`, '-Wy', ...(opts.zeroStart ? ['-Zy'] : []), '-y', '--setautoactivation', 'n'];
   for (const tag of opts.tags) args.push('--addtag', tag);
   args.push('-L', sizeArg(opts.sizeBytes), '-n', opts.name, '--', opts.vg);
   await lvm('lvcreate', args, `LV ${opts.name} in VG ${opts.vg}`, opts.extentSizeBytes);
@@ -318,24 +324,48 @@ export async function removeLv(vg: string, name: string): Promise<void> {
 }
 
 /**
- * Overwrites a block device with zeroes: `blkdiscard --zeroout` (the device zeroes it, fast on thin/SAN
- * storage), else a zeroing write with dd (O_DIRECT, so nothing lingers in the page cache).
+ * Overwrites `length` bytes at `offset` of a block device with zeroes: `blkdiscard --zeroout` (BLKZEROOUT:
+ * the device zeroes the range itself where it can, fast on SAN storage), else a zeroing write with dd
+ * (O_DIRECT, so nothing lingers in the page cache). Offset and length are multiples of 512. `shareFd` is
+ * passed on to the command (see RunOptions). Returns the method that worked; `prefer: 'dd'` skips blkdiscard
+ * (it failed on this device before).
  */
-export async function zeroDevice(path: string, sizeBytes: number): Promise<'blkdiscard' | 'dd'> {
+export async function zeroRange(
+  path: string,
+  offset: number,
+  length: number,
+  opts: { shareFd?: number; prefer?: 'blkdiscard' | 'dd' } = {},
+): Promise<'blkdiscard' | 'dd'> {
   // Never write through a path that is not a block device (a vanished LV would leave a plain file in /dev).
   if (!(await stat(path)).isBlockDevice()) throw new VolchainError('INTERNAL', `${path} is not a block device: not zeroing it`);
-  try {
-    await run('blkdiscard', ['--zeroout', path], { env: lvmEnv() });
-    return 'blkdiscard';
-  } catch (err) {
-    if (!(err instanceof CommandFailedError)) throw err;
+  const shared = opts.shareFd !== undefined ? { shareFd: opts.shareFd } : {};
+  if (opts.prefer !== 'dd') {
+    try {
+      await run('blkdiscard', ['--zeroout', '-o', String(offset), '-l', String(length), path], { env: lvmEnv(), ...shared });
+      return 'blkdiscard';
+    } catch (err) {
+      if (!(err instanceof CommandFailedError) && !(err instanceof NotSupportedError)) throw err;
+    }
   }
   await run(
     'dd',
-    ['if=/dev/zero', `of=${path}`, 'bs=1M', `count=${sizeBytes}`, 'iflag=count_bytes', 'oflag=direct', 'conv=fsync,nocreat', 'status=none'],
-    { env: lvmEnv() },
+    [
+      'if=/dev/zero', `of=${path}`, 'bs=1M', `seek=${offset}`, `count=${length}`,
+      'iflag=count_bytes', 'oflag=direct,seek_bytes', 'conv=notrunc,nocreat', 'status=none',
+    ],
+    { env: lvmEnv(), ...shared },
   );
   return 'dd';
+}
+
+/** Flushes a block device's write cache (fsync), so that zeroes written before are on stable storage. */
+export async function flushDevice(path: string): Promise<void> {
+  const handle = await open(path, 'r+');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }
 
 /** True when this kernel has a working device-mapper (LVM can activate LVs here). */

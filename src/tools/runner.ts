@@ -3,6 +3,7 @@
  * output, and every failure becomes a CommandFailedError carrying argv, exit status and stderr.
  */
 import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { CommandFailedError, NoSpaceError, NotSupportedError } from '../errors.js';
 
 export interface RunOptions {
@@ -16,6 +17,11 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Working directory (qemu-img resolves some relative names, e.g. data_file, against it). */
   cwd?: string;
+  /**
+   * A descriptor the child gets as its fd 3, e.g. one holding a flock: the lock then stays held while the
+   * child lives, even when this process is killed first.
+   */
+  shareFd?: number;
 }
 
 export interface RunResult {
@@ -40,7 +46,7 @@ export function run(command: string, args: readonly string[], options: RunOption
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, {
       env: { ...process.env, ...options.env, LC_ALL: 'C' },
-      stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe', ...(options.shareFd !== undefined ? [options.shareFd] : [])],
       timeout: options.timeoutMs,
       ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
     });
@@ -77,4 +83,22 @@ export function run(command: string, args: readonly string[], options: RunOption
       }
     });
   });
+}
+
+/**
+ * Starts a process that outlives this one: its own session (no signal from our terminal reaches it), stdin
+ * closed, stdout and stderr appended to `logPath`, not waited for. Returns its pid.
+ */
+export function spawnDetached(command: string, args: readonly string[], logPath: string, env: Record<string, string> = {}): number {
+  for (const observer of observers) observer([command, ...args]);
+  const log = openSync(logPath, 'a');
+  try {
+    const child = spawn(command, args, { env: { ...process.env, ...env, LC_ALL: 'C' }, stdio: ['ignore', log, log], detached: true });
+    // A failed start (ENOENT) is reported asynchronously: never let it crash the caller, which is done anyway.
+    child.on('error', () => undefined);
+    child.unref();
+    return child.pid ?? 0;
+  } finally {
+    closeSync(log);
+  }
 }

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseStorageConfig } from '../../src/config/index.js';
 import { Volchain } from '../../src/engine/volchain.js';
+import type { WipeMode } from '../../src/engine/wipe.js';
 import * as lvm from '../../src/tools/lvm.js';
 import { measureFullyAllocated } from '../../src/tools/lvm-measure.js';
 import { runCommand, type RunResult } from '../integration/helpers.js';
@@ -42,8 +43,11 @@ let stateRoot: string | undefined;
 /**
  * A storage.cfg with one lvm storage on the test VG. Locks and journals go to a temporary state directory
  * (VOLCHAIN_STATE_DIR), shared by every storage of the file so the CLI in a child process sees them too.
+ * `throughput`: saferemove_throughput; `wipe`: where the library wipes removed LVs (default background).
  */
-export async function lvmStorage(opts: { id?: string; saferemove?: boolean; shared?: boolean } = {}): Promise<LvmTestStorage> {
+export async function lvmStorage(
+  opts: { id?: string; saferemove?: boolean; shared?: boolean; throughput?: string; wipe?: WipeMode } = {},
+): Promise<LvmTestStorage> {
   const id = opts.id ?? 'tvg';
   stateRoot ??= await mkdtemp(join(tmpdir(), 'volchain-lvm-state-'));
   process.env.VOLCHAIN_STATE_DIR = stateRoot;
@@ -54,6 +58,7 @@ export async function lvmStorage(opts: { id?: string; saferemove?: boolean; shar
     '\tsnapshot-as-volume-chain 1',
     ...(opts.saferemove ? ['\tsaferemove 1'] : []),
     ...(opts.shared ? ['\tshared 1'] : []),
+    ...(opts.throughput !== undefined ? [`\tsaferemove_throughput ${opts.throughput}`] : []),
     '',
   ].join('\n');
   const cfg = join(stateRoot, `${id}.cfg`);
@@ -62,7 +67,7 @@ export async function lvmStorage(opts: { id?: string; saferemove?: boolean; shar
   return {
     id,
     cfg,
-    vc: new Volchain(parseStorageConfig(text, cfg)),
+    vc: new Volchain(parseStorageConfig(text, cfg), opts.wipe !== undefined ? { wipe: opts.wipe } : {}),
     volid: (name) => `${id}:${name}`,
     path: (name, snap) => `/dev/${VG}/${snap === undefined ? name : snapLayer(name, snap)}`,
     snapLayer,

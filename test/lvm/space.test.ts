@@ -1,8 +1,9 @@
 /**
  * Space and crashes on thick LVM: frozen layers are shrunk to their data and grown back before a commit
- * lands in them, also after a resize made the newer layers bigger (PVE bug 7094); saferemove zeroes before
- * removing, and a run killed midway (SIGKILL) is finished by repair or by the next listing; a rollback
- * killed inside replaceLayer (lvrename cannot replace) is finished by repair.
+ * lands in them, also after a resize made the newer layers bigger (PVE bug 7094); saferemove (wiping in the
+ * foreground here; background wipes: wipe.test.ts) zeroes before removing, and a run killed midway (SIGKILL)
+ * is finished by repair or by the next listing; a rollback killed inside replaceLayer (lvrename cannot
+ * replace) is finished by repair.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -60,7 +61,7 @@ test('resize after snapshots, then delete each: shrunk older layers are grown be
 /** Runs the CLI in a child process that kills itself with SIGKILL at an LVM backend crash point. */
 async function crashingCli(cfg: string, args: readonly string[], crashAt: string): Promise<void> {
   const r = await runCommand(process.execPath, [BIN, '--config', cfg, ...args], {
-    env: { ...process.env, LC_ALL: 'C', VOLCHAIN_LVM_CRASH_AT: crashAt },
+    env: { ...process.env, LC_ALL: 'C', VOLCHAIN_LVM_CRASH_AT: crashAt, VOLCHAIN_WIPE: 'foreground' },
   });
   assert.equal(r.code, 128, `the CLI should have been killed at ${crashAt}: exit ${r.code} ${r.stderr}`);
 }
@@ -72,27 +73,33 @@ async function readsZero(path: string, bytes: number): Promise<boolean> {
 
 test('saferemove: renamed to del-, zeroed, removed; a run killed midway is finished by repair or by list', async () => {
   requireVg();
-  const s = await lvmStorage({ id: 'tsafe', saferemove: true });
-  // 1. Killed right after the rename: the data is still there under del-; repair finishes the removal.
+  const s = await lvmStorage({ id: 'tsafe', saferemove: true, wipe: 'foreground' });
+  // 1. Killed right after the rename, inside the remove step: the data is still there under del-, with the
+  //    volume's tags; repair finishes the free, and the wipe after it (the VM's lock released) removes the LV.
   const a = await s.vc.alloc(s.id, 7303, 8 * MiB, { format: 'raw' });
   await shOk('qemu-io', ['-f', 'raw', '-c', `write -P 0x5e 0 ${MiB}`, s.path('vm-7303-disk-0')]);
   await crashingCli(s.cfg, ['free', a], 'remove-renamed');
   assert.equal(await lv('vm-7303-disk-0'), undefined);
-  assert.ok(await lv('del-vm-7303-disk-0'), 'del- LV left behind');
-  assert.deepEqual(await s.vc.list(s.id, { vmid: 7303 }), [], 'not listed');
+  const left = await mustLv('del-vm-7303-disk-0');
+  assert.ok(left.tags.includes('pve-vm-7303') && left.tags.includes('volchain.vol.vm-7303-disk-0'), `tags kept: ${left.tags.join(',')}`);
+  assert.equal(await readsZero(`/dev/${VG}/${left.name}`, MiB), false, 'the data is still there until the wipe');
   const repaired = await s.vc.repair({ volid: a });
   assert.ok(repaired.length > 0);
-  assert.equal(await lv('del-vm-7303-disk-0'), undefined, 'repair finished the removal');
+  assert.equal(await lv('del-vm-7303-disk-0'), undefined, 'wiped and removed after the repair');
+  assert.deepEqual(await s.vc.list(s.id, { vmid: 7303 }), [], 'not listed');
 
-  // 2. Killed after zeroing, before lvremove: the LV holds only zeroes; the next list finishes it.
+  // 2. The free completes (its step only renames); the wipe after it is killed after zeroing, before the
+  //    lvremove: the LV holds only zeroes, and the next list finishes it.
   const b = await s.vc.alloc(s.id, 7304, 8 * MiB);
   await qemuIo(s.path('vm-7304-disk-0.qcow2'), [], [{ byte: 0x6f, offset: 0, len: MiB }]);
-  await crashingCli(s.cfg, ['free', b], 'remove-zeroed');
+  await crashingCli(s.cfg, ['free', b], 'wipe-zeroed');
   const doomed = await mustLv('del-vm-7304-disk-0.qcow2');
   assert.ok(await readsZero(`/dev/${VG}/${doomed.name}`, doomed.sizeBytes), 'zeroed before removal');
-  await s.vc.list(s.id);
+  const waiting = (await s.vc.pendingRemovals()).find((w) => w.layer === doomed.name);
+  assert.equal(waiting?.state, 'waiting', 'status: its wiper died');
+  assert.equal(waiting?.doneBytes, doomed.sizeBytes, 'status: zeroed completely');
+  await s.vc.list(s.id, { vmid: 7304 });
   assert.equal(await lv('del-vm-7304-disk-0.qcow2'), undefined, 'list finished the removal');
-  await s.vc.repair({ volid: b }); // the interrupted free's journal
   assert.deepEqual((await lvs()).filter((r) => r.name.includes('vm-7304-')), []);
 });
 

@@ -120,3 +120,16 @@ test('qemu-img measure: fully-allocated size; far above the seed\'s 4 KiB per Gi
   assert.ok(overhead > 144 * 1024 ** 2 && overhead < 145 * 1024 ** 2, `overhead ${overhead}`);
   assert.ok(overhead > 256 * 4096 * 100, 'the seed formula (4 KiB per GiB = 1 MiB per TiB) is >100x too small');
 });
+
+test('an LV open on this host ("in use") is a LockedError naming the LV, readable on one line', () => {
+  // lvm2 2.03.16: `lvchange -an` of LVs a running QEMU holds open.
+  const busy = failure('  Logical volume vg0/vm-100-disk-0.qcow2 in use.\n  Logical volume vg0/snap_vm-100-disk-0_a.qcow2 in use.\n');
+  const error = classifyLvmFailure(busy, 'LV(s) vm-100-disk-0.qcow2, snap_vm-100-disk-0_a.qcow2 in VG vg0');
+  assert.ok(error instanceof LockedError);
+  assert.equal(
+    error.message,
+    'Logical volume vg0/vm-100-disk-0.qcow2 in use; Logical volume vg0/snap_vm-100-disk-0_a.qcow2 in use (open on this host, e.g. by a running VM)',
+  );
+  assert.ok(error.cause instanceof CommandFailedError);
+  assert.ok(!(classifyLvmFailure(failure('  Logical volume vg0/x contains a filesystem in use.\n'), 'LV x') instanceof LockedError));
+});

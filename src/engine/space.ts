@@ -1,0 +1,156 @@
+/**
+ * Space figures, pure: what a volume's snapshot layers take on the storage against what they would take as
+ * Proxmox VE 9 allocates them, and what a plan allocates against the same operation with PVE's full-size
+ * layers. The sizes come from the backend (LVM: LV sizes, `qemu-img measure`, `qemu-img check`); nothing
+ * here does I/O.
+ *
+ * On thick LVM, PVE 9 makes every layer an LV of the full size of its virtual size, and keeps a layer at
+ * that size once it is a snapshot; volchain shrinks a layer that becomes a snapshot to its image end. On
+ * storages whose layers grow on demand (dir) both are the same files, so both figures are equal there.
+ */
+import type { Plan, Step } from './plan.js';
+
+export interface SnapshotSpace {
+  /** Bytes the volume's snapshot layers take on the storage. */
+  snapshotBytes: number;
+  /** Bytes the same snapshot layers would take as full-size layers (PVE 9 on LVM); = snapshotBytes on dir. */
+  fullSizeSnapshotBytes: number;
+}
+
+/**
+ * `layers` are the snapshot layers of one volume. `fullLayerBytes` gives the full size of a layer of a
+ * virtual size (absent: layers grow on demand, the full-size figure is what they take).
+ */
+export function snapshotSpace(
+  layers: readonly { virtualSize: number; usedBytes: number }[],
+  fullLayerBytes?: (virtualSizeBytes: number) => number,
+): SnapshotSpace {
+  let snapshotBytes = 0;
+  let fullSizeSnapshotBytes = 0;
+  for (const l of layers) {
+    snapshotBytes += l.usedBytes;
+    fullSizeSnapshotBytes += fullLayerBytes ? fullLayerBytes(l.virtualSize) : l.usedBytes;
+  }
+  return { snapshotBytes, fullSizeSnapshotBytes };
+}
+
+/** What a plan does to the storage's free space, as volchain runs it and with PVE 9's full-size layers. */
+export interface PlanSpace {
+  /** Bytes of the new layers the plan creates (each a full-size writable layer). */
+  allocatedBytes: number;
+  /**
+   * Bytes given back by shrinking layers that become snapshots to their image end; null when that end is
+   * not known beforehand (the layer cannot be read here without activating it).
+   */
+  releasedBytes: number | null;
+  /** allocatedBytes - releasedBytes: how much free space the operation takes (null when released is). */
+  netBytes: number | null;
+  /** The same operation with PVE 9's full-size layers: the same new layers, nothing given back. */
+  fullSize: { allocatedBytes: number; releasedBytes: number; netBytes: number };
+}
+
+export interface PlanSizes {
+  /** Bytes of a writable layer of this virtual size (LVM: `qemu-img measure` fully allocated, extent-rounded). */
+  fullLayerBytes(virtualSizeBytes: number): number;
+  /** Bytes an existing layer takes now; undefined when it does not exist. */
+  layerBytes(layer: string): number | undefined;
+  /** Bytes an existing layer will take once frozen (its image end); undefined when unknown. */
+  frozenLayerBytes(layer: string): number | undefined;
+}
+
+/** Step kinds whose effect on space this module understands (a snapshot create is made of them). */
+const UNDERSTOOD: ReadonlySet<Step['kind']> = new Set(['create-overlay', 'rename', 'freeze']);
+
+/** True for plans estimatePlanSpace covers (a snapshot create on a volume chain). */
+export function spaceEstimable(plan: Plan): boolean {
+  return plan.steps.length > 0 && plan.steps.every((s) => UNDERSTOOD.has(s.kind));
+}
+
+/**
+ * The existing layers a plan freezes (under whatever name it renames them to): the layers whose image end
+ * the caller must look up for `estimatePlanSpace`. Empty for plans estimatePlanSpace does not cover.
+ */
+export function layersFrozenBy(plan: Plan): string[] {
+  if (!spaceEstimable(plan)) return [];
+  const origin = new Map<string, string | undefined>();
+  const originOf = (name: string): string | undefined => (origin.has(name) ? origin.get(name) : name);
+  const out: string[] = [];
+  for (const step of plan.steps) {
+    if (step.kind === 'create-overlay') origin.set(step.layer, undefined);
+    else if (step.kind === 'rename') {
+      const from = originOf(step.from);
+      origin.delete(step.from);
+      origin.set(step.to, from);
+    } else if (step.kind === 'freeze') {
+      const o = originOf(step.layer);
+      if (o !== undefined && !out.includes(o)) out.push(o);
+    }
+  }
+  return out;
+}
+
+/**
+ * Space estimate of a plan made of create-overlay, rename and freeze steps (a snapshot create); undefined for
+ * any other plan. Layers are followed through renames: a freeze acts on the layer that existed before the
+ * plan under its old name.
+ */
+export function estimatePlanSpace(plan: Plan, sizes: PlanSizes): PlanSpace | undefined {
+  if (!spaceEstimable(plan)) return undefined;
+  // name -> the layer's size now and its name before the plan (undefined for layers the plan creates)
+  const layers = new Map<string, { bytes: number; origin: string | undefined }>();
+  const lookup = (name: string): { bytes: number; origin: string | undefined } | undefined => {
+    const known = layers.get(name);
+    if (known) return known;
+    const bytes = sizes.layerBytes(name);
+    return bytes === undefined ? undefined : { bytes, origin: name };
+  };
+  let allocated = 0;
+  let released: number | null = 0;
+  for (const step of plan.steps) {
+    if (step.kind === 'create-overlay') {
+      const bytes = sizes.fullLayerBytes(step.sizeBytes);
+      allocated += bytes;
+      layers.set(step.layer, { bytes, origin: undefined });
+    } else if (step.kind === 'rename') {
+      const l = lookup(step.from);
+      layers.delete(step.from);
+      if (l) layers.set(step.to, l);
+    } else if (step.kind === 'freeze') {
+      const l = lookup(step.layer);
+      if (!l) continue;
+      const frozen = l.origin !== undefined ? sizes.frozenLayerBytes(l.origin) : undefined;
+      if (frozen === undefined) {
+        released = null;
+        continue;
+      }
+      const after = Math.min(l.bytes, frozen);
+      if (released !== null) released += l.bytes - after;
+      layers.set(step.layer, { ...l, bytes: after });
+    }
+  }
+  return {
+    allocatedBytes: allocated,
+    releasedBytes: released,
+    netBytes: released === null ? null : allocated - released,
+    fullSize: { allocatedBytes: allocated, releasedBytes: 0, netBytes: allocated },
+  };
+}
+
+/** The sum of several plans' estimates (a VM-wide snapshot); undefined when any plan has none. */
+export function totalPlanSpace(spaces: readonly (PlanSpace | undefined)[]): PlanSpace | undefined {
+  if (spaces.length === 0 || spaces.some((s) => s === undefined)) return undefined;
+  const all = spaces as readonly PlanSpace[];
+  const sum = (f: (s: PlanSpace) => number): number => all.reduce((n, s) => n + f(s), 0);
+  const released = all.some((s) => s.releasedBytes === null) ? null : sum((s) => s.releasedBytes ?? 0);
+  const allocated = sum((s) => s.allocatedBytes);
+  return {
+    allocatedBytes: allocated,
+    releasedBytes: released,
+    netBytes: released === null ? null : allocated - released,
+    fullSize: {
+      allocatedBytes: sum((s) => s.fullSize.allocatedBytes),
+      releasedBytes: sum((s) => s.fullSize.releasedBytes),
+      netBytes: sum((s) => s.fullSize.netBytes),
+    },
+  };
+}
