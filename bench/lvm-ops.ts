@@ -21,8 +21,9 @@
  * Each operation runs once per side, the two sides one right after the other, the side that goes first
  * alternating from one operation to the next and from one repetition to the next, so that load changes hit
  * both. Writes (qemu-io, identical offsets and patterns on both sides) and checks are outside the timings.
- * Before the resize the two volumes must show the same guest data (current layer and snapshot s2,
- * `qemu-img compare`), or the bench fails.
+ * Before the resize both volumes must show the data written (qemu-io reads of every chunk) and the same guest
+ * data everywhere (`qemu-img compare`), in the current layer and in snapshot s2, or the bench fails. Before
+ * each repetition the VG's free extents are zeroed (see zeroFreeExtents), outside the timings.
  *
  * The PVE column is the bare command sequence of pve-storage 9.1.7 (src/PVE/Storage/LVMPlugin.pm, Common.pm,
  * Plugin.pm, Storage.pm), reached from qemu-server 9.2 / pve-guest-common (AbstractConfig snapshot_create,
@@ -400,9 +401,41 @@ async function sameView(a: string, b: string): Promise<boolean> {
 async function cleanVg(): Promise<void> {
   const { stdout } = await run('/sbin/lvs', ['--noheadings', '-o', 'lv_name', VG], { env: PVE_ENV });
   const mine = (name: string): boolean =>
-    [VC_VMID, PVE_VMID].some((v) => name.includes(`vm-${v}-disk-`) || name === `volchain-journal-${v}`) || name === 'volchain-bench-probe';
+    [VC_VMID, PVE_VMID].some((v) => name.includes(`vm-${v}-disk-`) || name === `volchain-journal-${v}`) || name === 'volchain-bench-probe' || name === 'volchain-bench-zero';
   const names = stdout.split('\n').map((l) => l.trim()).filter(mine);
   for (const name of names) await run('/sbin/lvremove', ['-f', `${VG}/${name}`], { env: PVE_ENV });
+}
+
+/**
+ * Zeroes the VG's free extents (an LV over all of them, `blkdiscard --zeroout`, removed again), so that every
+ * repetition starts like the first one on the fresh disk. It matters for what the guest reads, not for the
+ * timings: PVE formats a new volume's LV with `preallocation=metadata`, which maps every cluster of the image
+ * onto the LV as it is, so without saferemove the guest of a new PVE volume reads whatever the extents held
+ * before (here: the previous repetition's layers); volchain creates its layers without preallocation.
+ */
+async function zeroFreeExtents(): Promise<void> {
+  const zero = 'volchain-bench-zero';
+  await run('/sbin/lvcreate', ['-aly', '-Wy', '-Zn', '-y', '--setautoactivation', 'n', '-l', '100%FREE', '-n', zero, VG], { env: PVE_ENV });
+  await run('blkdiscard', ['--zeroout', dev(zero)]);
+  await run('/sbin/lvremove', ['-f', `${VG}/${zero}`], { env: PVE_ENV });
+}
+
+/** The pattern each written 4 MiB chunk must show after `steps` (later writes hide earlier ones). */
+function expectedChunks(steps: readonly string[]): Chunk[] {
+  const byOffset = new Map<number, number>();
+  for (const step of steps) for (const c of WRITES[step] as Chunk[]) byOffset.set(c.offsetMiB, c.pattern);
+  return [...byOffset].map(([offsetMiB, pattern]) => ({ offsetMiB, pattern }));
+}
+
+/** Reads every chunk back from the view of `path` (one qemu-io), plus a never written range that must read as zeroes. */
+async function checkView(path: string, chunks: readonly Chunk[]): Promise<void> {
+  const args = ['-r', '-f', 'qcow2'];
+  for (const c of [...chunks, { offsetMiB: 124, pattern: 0 }]) args.push('-c', `read -P 0x${c.pattern.toString(16)} ${c.offsetMiB}M ${CHUNK_MIB}M`);
+  args.push(path);
+  const { stdout } = await run('qemu-io', args);
+  if (/verification failed/i.test(stdout) || (stdout.match(/^read /gm) ?? []).length !== chunks.length + 1) {
+    throw new Error(`${path} does not show the data written: ${stdout}`);
+  }
 }
 
 const median = (xs: readonly number[]): number => {
@@ -478,6 +511,7 @@ async function main(): Promise<void> {
   const volchainOnly = new Map<string, Timed[]>();
   const strategyLog: string[] = [];
   for (let rep = 0; rep < REPS; rep++) {
+    await zeroFreeExtents();
     let opIndex = 0;
     let volid = '';
     let pveName = '';
@@ -534,8 +568,16 @@ async function main(): Promise<void> {
     await deleteBoth('delete first (s1; child s2)', 's1');
     await deleteBoth('delete middle (s3; parent s2, child s4)', 's3');
     await deleteBoth('delete newest (s4; parent s2, child current)', 's4');
-    // Both volumes must now show the same guest data, in the current layer and in the remaining snapshot.
-    for (const snap of ['current', 's2']) {
+    // Both volumes must now show the data written, in the current layer and in the remaining snapshot, and
+    // the same guest data everywhere else.
+    // (24 MiB: written only before the rollback, so zeroes again.)
+    const expected: [string, Chunk[]][] = [
+      ['current', [...expectedChunks(['s1', 's2', 's3', 's4', 'afterRollback']), { offsetMiB: 24, pattern: 0 }]],
+      ['s2', expectedChunks(['s1', 's2'])],
+    ];
+    for (const [snap, chunks] of expected) {
+      await checkView(vcPath(snap), chunks);
+      await checkView(pvePath(snap), chunks);
       if (!(await sameView(vcPath(snap), pvePath(snap)))) throw new Error(`repetition ${rep + 1}: ${snap} differs between the two volumes`);
     }
     await both(`resize +${GROW_MIB} MiB`, () => vc.resize(volid, `${SIZE_MIB + GROW_MIB}M`), () => pveResize(pveName, (SIZE_MIB + GROW_MIB) * MiB));

@@ -315,7 +315,7 @@ export function buildProgram() {
       if (opts.json) printJson({ pending, wipes });
       else if (pending.length === 0 && wipes.length === 0) print('no unfinished operations');
       else {
-        for (const p of pending) print(`${p.volid}: ${p.plan.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host}, ${p.completedSteps}/${p.plan.steps.length} steps done${p.error ? ` (stopped: ${p.error})` : ''}`);
+        for (const p of pending) print(`${p.volid}: ${p.plan.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host}, ${p.summaryOnly ? 'steps not readable here (its journal LV is not active on this host)' : `${p.completedSteps}/${p.plan.steps.length} steps done`}${p.error ? ` (stopped: ${p.error})` : ''}`);
         for (const w of wipes) print(renderRemoval(w));
       }
     });

@@ -54,11 +54,21 @@ export function isLong(step: Step): boolean {
 }
 
 export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOptions = {}): Promise<void> {
+  if (!opts.journal) {
+    // Backends whose layers must be made usable first (LVM: activation) do it before anything is written:
+    // a refusal here (another host holds the LVs) leaves no trace, not even a journal.
+    try {
+      await backend.activate?.(plan.vmid, stepLayers(plan.steps));
+    } catch (err) {
+      const error = asVolchainError(err);
+      throw new VolchainError(error.code, `${error.message} (nothing was changed)`, { cause: err });
+    }
+  }
   const journal = opts.journal ?? (await Journal.begin(backend.journal(), backend.id, plan));
   let index = 0;
   try {
-    // Backends whose layers must be made usable first (LVM: activation) do it before the first step.
-    await backend.activate?.(plan.vmid, stepLayers(plan.steps));
+    // A journal written beforehand (VM-wide operations): activation comes now, under its protection.
+    if (opts.journal) await backend.activate?.(plan.vmid, stepLayers(plan.steps));
     for (; index < plan.steps.length; index++) {
       const step = plan.steps[index] as Step;
       injectFault(plan, index, 'before');

@@ -602,7 +602,7 @@ export class Volchain {
     if (unreadable.length > 0) {
       // Everything else was repaired; these need the host that holds their journal to let go of it.
       throw new LockedError(
-        `could not finish ${unreadable.length} interrupted operation(s) from here: ${unreadable.join('; ')}. ` +
+        `could not finish ${unreadable.length} interrupted operation(s) from here: ${unreadable.map((u) => u.replace(/\.+$/, '')).join('; ')}. ` +
           'If that host is alive the operation may still be running there; otherwise wait for its locks to expire and run repair again',
       );
     }

@@ -48,13 +48,15 @@ if [ "$PHASE2" = 1 ]; then
   pending=$(json "d.pending.filter((p) => p.volid === '$VOLID').map((p) => p.host + ' ' + p.plan.operation).join(',')" <<<"$status")
   [ "$pending" = "host-b snapshot-delete" ] ||
     fail "phase 2: volchain status on A shows '$pending', expected the unfinished snapshot-delete of $VOLID recorded by host-b (is the journal on the VG?)"
-  vc status >&2 || true
+  log "ok: A sees the snapshot-delete host-b left unfinished"
   t A:vc_repair_all     vc repair --all >&2                    || fail "volchain repair --all"
   status=$(vc status --json) || fail "volchain status"
   [ "$(json 'd.pending.length' <<<"$status")" = 0 ] || fail "phase 2: unfinished operations after repair: $status"
   log "ok: volchain status is empty after repair"
+  leftover=$(all_lvs | awk '$1 ~ /^volchain-(journal|tmp)-/ { print $1 }')
+  [ -z "$leftover" ] || fail "phase 2: LVs left after repair: $leftover"
   snaps=$(snap_names) || fail "volchain snapshot list after repair"
-  vc snapshot list "$VOLID" >&2
+  log "snapshots after repair: $snaps"
   case " $snaps " in *" s2 "*) ;; *) fail "phase 2: s2 is gone after repair (snapshots: '$snaps')" ;; esac
   activate_all
   show_lvs

@@ -3,11 +3,11 @@
 #
 # Environment (run-in-vm.sh VM_ENV passes it in from test/integration/lvm-cluster.test.ts):
 #   CLUSTER_SYNC        directory under the shared $VM_WORKDIR for sig/waitfor (required)
-#   CLUSTER_IO_TIMEOUT  sanlock I/O timeout in seconds (lvmlockd -o), default 2
+#   CLUSTER_IO_TIMEOUT  sanlock I/O timeout in seconds (lvmlockd -o), default 3
 #   CLUSTER_PHASE2=1    also run phase 2 (crash on host B, repair on host A)
 #   CLUSTER_WAIT        seconds to wait for the other host at each rendezvous, default 600
 SYNC=${CLUSTER_SYNC:?CLUSTER_SYNC: sync directory}
-IOT=${CLUSTER_IO_TIMEOUT:-2}
+IOT=${CLUSTER_IO_TIMEOUT:-3}
 PHASE2=${CLUSTER_PHASE2:-0}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 
