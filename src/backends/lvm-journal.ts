@@ -123,12 +123,13 @@ export class LvmJournalStore implements JournalStore {
       if (!row.active && shared && !opts.forRepair) {
         // Reading it would take activating it here, which another host (the one running the operation)
         // would see: what the tags say is enough to know an operation is pending.
-        out.push(summaryRecord(this.vg.storage, vmid, row));
+        const summary = summaryRecord(this.vg.storage, vmid, row);
+        if (summary.storage === this.vg.storage) out.push(summary);
         continue;
       }
       try {
         const current = await this.readActive(row);
-        out.push(...(current?.doc.records ?? []));
+        out.push(...(current?.doc.records ?? []).filter((r) => r.storage === this.vg.storage));
       } catch (err) {
         if (!opts.forRepair) throw err;
         out.push({ ...summaryRecord(this.vg.storage, vmid, row), error: `journal LV ${this.vg.vg}/${row.name} could not be read here: ${(err as Error).message}` });
@@ -158,8 +159,9 @@ export class LvmJournalStore implements JournalStore {
     const version = await readDeviceDocument(this.vg.path(row.name), row.sizeBytes);
     if (!version) return undefined;
     const doc = JSON.parse(version.payload.toString('utf8')) as Document;
-    if (doc.vmid !== vmidOfJournalLv(row.name) || doc.storage !== this.vg.storage) {
-      throw new Error(`journal LV ${this.vg.vg}/${row.name} holds the journal of VM ${doc.vmid} on storage '${doc.storage}'`);
+    // One journal LV per VM and VG: storage ids that name the same VG share it, each reading its own records.
+    if (doc.vmid !== vmidOfJournalLv(row.name)) {
+      throw new Error(`journal LV ${this.vg.vg}/${row.name} holds the journal of VM ${doc.vmid}`);
     }
     return { doc, version };
   }
@@ -175,6 +177,7 @@ export class LvmJournalStore implements JournalStore {
  */
 export function summaryTags(record: JournalRecord): string[] {
   const fields: Record<string, string> = {
+    storage: record.storage,
     op: record.plan.operation,
     volid: record.plan.volid,
     host: record.host,
@@ -200,7 +203,7 @@ export function summaryRecord(storage: string, vmid: number, row: Pick<LvRow, 'n
   const pid = Number(fields.get('pid'));
   return {
     id: `lv:${row.name}`,
-    storage,
+    storage: fields.get('storage') ?? storage,
     host: fields.get('host') ?? 'an unknown host',
     pid: Number.isSafeInteger(pid) ? pid : 0,
     startedAt: fields.get('since') ?? 'an unknown time',

@@ -293,6 +293,22 @@ describe('LvmJournalStore', () => {
     assert.deepEqual(await store.sweep(100, false), [], 'never sweeps a journal with records');
   });
 
+  it('storages that name the same VG share the VM\'s journal LV, each listing its own records', async () => {
+    const other = new LvmJournalStore({ ...fake, storage: 'vg1-too', row: fake.row.bind(fake), journalRows: fake.journalRows.bind(fake), create: fake.create.bind(fake), activate: fake.activate.bind(fake), remove: fake.remove.bind(fake), shared: fake.shared.bind(fake), path: fake.path.bind(fake) }, fallback);
+    const a = record(100, 'a');
+    const b = record(100, 'bb', { storage: 'vg1-too' });
+    await store.save(a);
+    await other.save(b);
+    assert.deepEqual([...fake.rows.keys()], ['volchain-journal-100']);
+    assert.deepEqual((await store.list()).map((r) => r.id), ['a']);
+    assert.deepEqual((await other.list()).map((r) => r.id), ['bb']);
+    await store.remove(a);
+    assert.ok(fake.rows.has('volchain-journal-100'), 'kept for the other storage\'s record');
+    assert.deepEqual(await store.sweep(100, false), [], 'not empty: never swept');
+    await other.remove(b);
+    assert.equal(fake.rows.size, 0);
+  });
+
   it('refuses a journal LV whose contents belong to another VM', async () => {
     await store.save(record(100, 'a'));
     const other = fake.rows.get('volchain-journal-100') as LvRow;
