@@ -554,23 +554,22 @@ export class Volchain {
   async repair(target: { volid?: string }, opts: CallOptions = {}): Promise<{ volid: string; actions: string[] }[]> {
     const results: { volid: string; actions: string[] }[] = [];
     const unreadable: string[] = [];
-    const targets: { backend: Backend; vmids: number[] }[] = [];
+    // Each storage's journals are read once (on LVM that means reading, maybe activating, journal LVs).
+    const targets: { backend: Backend; vmids: number[]; records: JournalRecord[] }[] = [];
     if (target.volid !== undefined) {
       const { backend, volume } = this.resolve(target.volid);
-      targets.push({ backend, vmids: [volume.vmid] });
+      targets.push({ backend, vmids: [volume.vmid], records: await pendingOperations(backend, { forRepair: true, vmid: volume.vmid }) });
     } else {
       for (const def of this.config.storages.filter(usableForImages)) {
         const backend = this.backend(def.id);
+        const records = await pendingOperations(backend, { forRepair: true });
         // A journal can outlive every layer of its VM (an interrupted free): its VM still needs repair.
-        const journaled = (await pendingOperations(backend, { forRepair: true })).map((r) => r.plan.vmid);
-        journaled.push(...((await backend.journal().containerVmids?.()) ?? []));
-        targets.push({ backend, vmids: [...new Set([...(await backend.listVmids()), ...journaled])] });
+        const journaled = [...records.map((r) => r.plan.vmid), ...((await backend.journal().containerVmids?.()) ?? [])];
+        targets.push({ backend, vmids: [...new Set([...(await backend.listVmids()), ...journaled])], records });
       }
     }
-    for (const { backend, vmids } of targets) {
-      const only = target.volid !== undefined ? { vmid: vmids[0] as number } : {};
-      for (const record of await pendingOperations(backend, { forRepair: true, ...only })) {
-        if (!vmids.includes(record.plan.vmid)) continue;
+    for (const { backend, vmids, records } of targets) {
+      for (const record of records) {
         if (target.volid !== undefined && record.plan.volid !== target.volid && record.group === undefined) continue;
         if (record.summaryOnly) {
           // Its steps are in a journal this host cannot read now (an LV another host holds): nothing to redo.

@@ -93,7 +93,10 @@ test('a VM-wide snapshot killed on its second disk: one journal LV for the VM, f
   const pending = (await s.vc.status()).filter((p) => p.plan.vmid === 7803);
   assert.deepEqual(pending.map((p) => p.plan.volid), [d1], 'disk-0 finished; disk-1 pending');
   assert.ok(pending[0]?.group, 'part of a VM-wide operation');
-  await s.vc.repair({});
+  // Scoped to the VM: other test files run beside this one on the same VG, each with its own state dir
+  // (its own locks), so a repair of everything here could step into their running operations.
+  const repaired = await s.vc.repair({ volid: d1 });
+  assert.ok(repaired.some((r) => r.volid === d1 && r.actions[0]?.startsWith('finish snapshot-create')), JSON.stringify(repaired));
   assert.equal(await lv('volchain-journal-7803'), undefined);
   for (const [volid, name, byte] of [[d0, 'vm-7803-disk-0.qcow2', 0xb0], [d1, 'vm-7803-disk-1.qcow2', 0xb1]] as const) {
     assert.deepEqual((await s.vc.info(volid)).snapshots, ['before'], volid);
