@@ -128,6 +128,12 @@ export interface Backend {
 
   /** A directory on (or for) this storage for locks (and, on dir storage, operation journals). */
   stateDir(): string;
+  /**
+   * The file whose lock serializes operations on VM `vmid`'s volumes here. One per VM and per place the
+   * volumes live (directory, VG), not per storage id: two storage ids naming the same place share a VM's
+   * journal, so they must exclude each other too.
+   */
+  lockFile(vmid: number): string;
   /** Where this storage's operation journals live: on the storage, so every host that sees it finds them. */
   journal(): JournalStore;
 

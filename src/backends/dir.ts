@@ -156,6 +156,11 @@ export class DirBackend implements Backend {
     return join(this.definition.path, '.volchain');
   }
 
+  lockFile(vmid: number): string {
+    // The state directory is inside the storage's directory: storage ids naming one directory share it.
+    return join(this.stateDir(), 'locks', `${vmid}.lock`);
+  }
+
   journal(): JournalStore {
     this.journalStore ??= new FileJournalStore(join(this.stateDir(), 'journal'));
     return this.journalStore;

@@ -58,8 +58,8 @@
  * exists while an operation on that VM runs or after it was interrupted, tagged with what the operation is,
  * so every host sees it in `lvs` and the host that repairs it reads the steps from the LV. Only when the VG
  * has no room for that LV do the records go to the local state directory. Locks are host-local flock(2)s
- * in `stateDir()`: `$VOLCHAIN_STATE_DIR/<storage>` (default `/var/lib/volchain/<storage>`); across hosts,
- * see below.
+ * per VM and VG (`lockFile()`, under `$VOLCHAIN_STATE_DIR`, default `/var/lib/volchain`); across hosts, see
+ * below.
  *
  * Shared VGs (storage option `shared 1`, or a VG with an lvmlockd lock type). Cluster safety comes from an
  * existing lock manager, not a home-made one:
@@ -439,6 +439,11 @@ export class LvmBackend implements Backend {
     return join(root !== undefined && root !== '' ? root : DEFAULT_STATE_ROOT, this.id);
   }
 
+  lockFile(vmid: number): string {
+    // Per VG, not per storage id (the state directory): storage ids naming one VG share its journal LVs.
+    return join(dirname(this.stateDir()), '.locks', this.vg, `${vmid}.lock`);
+  }
+
   /** Journals live on the VG (lvm-journal.ts), so that another host can finish what this one started. */
   journal(): JournalStore {
     this.journalStore ??= new LvmJournalStore(this.journalVolumeGroup(), new FileJournalStore(join(this.stateDir(), 'journal')));
@@ -499,7 +504,7 @@ export class LvmBackend implements Backend {
 
   private lockTouchedSince(vmid: number, sinceMs: number): boolean {
     try {
-      return statSync(join(this.stateDir(), 'locks', `${vmid}.lock`)).mtimeMs >= sinceMs;
+      return statSync(this.lockFile(vmid)).mtimeMs >= sinceMs;
     } catch {
       return false; // no lock file yet: nobody has locked this VM here
     }

@@ -755,7 +755,7 @@ export class Volchain {
   }
 
   private async lockVm(backend: Backend, vmid: number, operation: string): Promise<HeldLock> {
-    const lock = await acquireLock(join(backend.stateDir(), 'locks', `${vmid}.lock`), operation);
+    const lock = await acquireLock(backend.lockFile(vmid), operation);
     return {
       path: lock.path,
       release: async () => {
