@@ -2,13 +2,23 @@
  * Progress of long steps (commit, rebase). A bar on a terminal; nothing when stderr is not a TTY or the
  * output is JSON, so scripts and logs stay clean.
  */
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
+import type cliProgressModule from 'cli-progress';
 import type { PendingRemoval } from '../backends/backend.js';
 import type { EngineEvent } from '../engine/executor.js';
 
+type SingleBar = cliProgressModule.SingleBar;
+
+/** Loaded on the first bar: most commands never draw one, and every CLI call pays its module loading. */
+let loaded: typeof cliProgressModule | undefined;
+function newBar(format: string): SingleBar {
+  loaded ??= createRequire(import.meta.url)('cli-progress') as typeof cliProgressModule;
+  return new loaded.SingleBar({ format, stream: process.stderr, hideCursor: true }, loaded.Presets.shades_classic);
+}
+
 export function progressReporter(enabled: boolean): { onEvent?: (e: EngineEvent) => void; stop: () => void } {
   if (!enabled || !process.stderr.isTTY) return { stop: () => undefined };
-  let bar: cliProgress.SingleBar | undefined;
+  let bar: SingleBar | undefined;
   const stop = (): void => {
     bar?.stop();
     bar = undefined;
@@ -18,10 +28,7 @@ export function progressReporter(enabled: boolean): { onEvent?: (e: EngineEvent)
     onEvent: (e) => {
       if (e.type === 'step' && e.long) {
         stop();
-        bar = new cliProgress.SingleBar(
-          { format: `${e.description.slice(0, 60)} [{bar}] {percentage}%`, stream: process.stderr, hideCursor: true },
-          cliProgress.Presets.shades_classic,
-        );
+        bar = newBar(`${e.description.slice(0, 60)} [{bar}] {percentage}%`);
         bar.start(100, 0);
       } else if (e.type === 'progress') {
         bar?.update(Math.floor(e.percent));
@@ -54,7 +61,7 @@ export function wipeReporter(enabled: boolean): { onProgress?: (p: PendingRemova
       stop: () => undefined,
     };
   }
-  let bar: cliProgress.SingleBar | undefined;
+  let bar: SingleBar | undefined;
   let current: string | undefined;
   const stop = (): void => {
     bar?.stop();
@@ -69,10 +76,7 @@ export function wipeReporter(enabled: boolean): { onProgress?: (p: PendingRemova
         stop();
         current = p.layer;
         const who = p.pid !== null && p.pid !== process.pid ? ` (pid ${p.pid})` : '';
-        bar = new cliProgress.SingleBar(
-          { format: `wiping ${p.layer.slice(0, 50)}${who} [{bar}] {percentage}% {value}/{total} MiB`, stream: process.stderr, hideCursor: true },
-          cliProgress.Presets.shades_classic,
-        );
+        bar = newBar(`wiping ${p.layer.slice(0, 50)}${who} [{bar}] {percentage}% {value}/{total} MiB`);
         bar.start(Math.ceil(p.totalBytes / MiB), 0);
       }
       bar?.update(Math.floor(p.doneBytes / MiB));
