@@ -230,57 +230,37 @@ export function buildProgram() {
     );
 
   const vm = program.command('vm').description('snapshots of all disks of a VM at once');
-  vm.command('snapshot')
-    .description('snapshot every disk of a VM: all disks or none')
-    .argument('<vmid>')
-    .argument('<snap>')
-    .option('--storage <id>', 'only disks on this storage')
-    .option('--qmp <socket>', "the VM runs: act live through QEMU's QMP socket")
-    .option('--dry-run', 'print the plans, change nothing')
-    .option('--json', 'machine-readable output')
-    .action(async (vmid, snap, opts) =>
-      mutating(
-        opts,
-        (vc, call) => vc.vmSnapshot(vmid, snap, { ...call, ...(opts.storage !== undefined ? { storage: opts.storage } : {}) }),
-        `created snapshot '${snap}' of every disk of VM ${vmid}`,
-      ),
-    );
-  vm.command('rollback')
-    .description('roll every disk of a VM back to a snapshot')
-    .argument('<vmid>')
-    .argument('<snap>')
-    .option('--storage <id>', 'only disks on this storage')
+  /** What every VM-wide snapshot command takes. */
+  const vmSnapshotCommand = (name: string, description: string) =>
+    vm
+      .command(name)
+      .description(description)
+      .argument('<vmid>')
+      .argument('<snap>')
+      .option('--storage <id>', 'only disks on this storage')
+      .option('--qmp <socket>', "the VM runs: act live through QEMU's QMP socket")
+      .option('--dry-run', 'print the plans, change nothing')
+      .option('--json', 'machine-readable output');
+  const onlyStorage = (storage: string | undefined): { storage?: string } => (storage !== undefined ? { storage } : {});
+  vmSnapshotCommand('snapshot', 'snapshot every disk of a VM: all disks or none').action(async (vmid, snap, opts) =>
+    mutating(opts, (vc, call) => vc.vmSnapshot(vmid, snap, { ...call, ...onlyStorage(opts.storage) }), `created snapshot '${snap}' of every disk of VM ${vmid}`),
+  );
+  vmSnapshotCommand('rollback', 'roll every disk of a VM back to a snapshot')
     .option('--purge-newer', 'delete the snapshots newer than <snap> as well')
-    .option('--qmp <socket>', "the VM runs: act live through QEMU's QMP socket")
-    .option('--dry-run', 'print the plans, change nothing')
-    .option('--json', 'machine-readable output')
     .action(async (vmid, snap, opts) =>
       mutating(
         opts,
-        (vc, call) =>
-          vc.vmRollback(vmid, snap, {
-            ...call,
-            purgeNewer: opts.purgeNewer ?? false,
-            ...(opts.storage !== undefined ? { storage: opts.storage } : {}),
-          }),
+        (vc, call) => vc.vmRollback(vmid, snap, { ...call, purgeNewer: opts.purgeNewer ?? false, ...onlyStorage(opts.storage) }),
         `rolled every disk of VM ${vmid} back to '${snap}'`,
       ),
     );
-  vm.command('delsnapshot')
-    .description('delete a snapshot from every disk of a VM')
-    .argument('<vmid>')
-    .argument('<snap>')
-    .option('--storage <id>', 'only disks on this storage')
-    .option('--qmp <socket>', "the VM runs: act live through QEMU's QMP socket")
-    .option('--dry-run', 'print the plans, change nothing')
-    .option('--json', 'machine-readable output')
-    .action(async (vmid, snap, opts) =>
-      mutating(
-        opts,
-        (vc, call) => vc.vmDeleteSnapshot(vmid, snap, { ...call, ...(opts.storage !== undefined ? { storage: opts.storage } : {}) }),
-        `deleted snapshot '${snap}' of every disk of VM ${vmid}`,
-      ),
-    );
+  vmSnapshotCommand('delsnapshot', 'delete a snapshot from every disk of a VM').action(async (vmid, snap, opts) =>
+    mutating(
+      opts,
+      (vc, call) => vc.vmDeleteSnapshot(vmid, snap, { ...call, ...onlyStorage(opts.storage) }),
+      `deleted snapshot '${snap}' of every disk of VM ${vmid}`,
+    ),
+  );
 
   vm.command('attach-info')
     .description('show which QEMU block node uses which volume and layer of a running VM')
