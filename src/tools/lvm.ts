@@ -123,31 +123,25 @@ export function parseLvsReport(json: string): LvRow[] {
 
 /** `vgs --reportformat json --units b --nosuffix -o vg_name,vg_extent_size,vg_free,vg_size,vg_lock_type`. */
 export function parseVgsReport(json: string): VgInfo[] {
-  return reportRows(json, 'vg', 'vgs').map((row) => {
-    const name = field(row, 'vg_name');
-    return {
-      name,
-      extentSizeBytes: parseByteCount(row.vg_extent_size, `the extent size of VG ${name}`),
-      freeBytes: parseByteCount(row.vg_free, `the free space of VG ${name}`),
-      sizeBytes: parseByteCount(row.vg_size, `the size of VG ${name}`),
-      lockType: typeof row.vg_lock_type === 'string' ? row.vg_lock_type : '',
-    };
-  });
+  return reportRows(json, 'vg', 'vgs').map(vgInfoOf);
 }
 
 /** The VG fields an `lvs` report carries on each row (see reportVg); [] for a VG without LVs. */
 export function parseVgFieldsOfLvs(json: string): VgInfo[] {
   const rows = reportRows(json, 'lv', 'lvs');
-  return rows.slice(0, 1).map((row) => {
-    const name = field(row, 'vg_name');
-    return {
-      name,
-      extentSizeBytes: parseByteCount(row.vg_extent_size, `the extent size of VG ${name}`),
-      freeBytes: parseByteCount(row.vg_free, `the free space of VG ${name}`),
-      sizeBytes: parseByteCount(row.vg_size, `the size of VG ${name}`),
-      lockType: typeof row.vg_lock_type === 'string' ? row.vg_lock_type : '',
-    };
-  });
+  return rows.slice(0, 1).map(vgInfoOf);
+}
+
+/** A VG's fields from a report row (of `vgs`, or of `lvs` asked for the VG fields too). */
+function vgInfoOf(row: Record<string, unknown>): VgInfo {
+  const name = field(row, 'vg_name');
+  return {
+    name,
+    extentSizeBytes: parseByteCount(row.vg_extent_size, `the extent size of VG ${name}`),
+    freeBytes: parseByteCount(row.vg_free, `the free space of VG ${name}`),
+    sizeBytes: parseByteCount(row.vg_size, `the size of VG ${name}`),
+    lockType: typeof row.vg_lock_type === 'string' ? row.vg_lock_type : '',
+  };
 }
 
 /** True for a VG run by lvmlockd (sanlock, dlm, idm): LV activation there takes a cluster lock. */
