@@ -427,9 +427,17 @@ export class Volchain {
   async vmVolumes(vmid: number, storage?: string): Promise<{ backend: Backend; volume: VolumeRef }[]> {
     const ids = storage !== undefined ? [storage] : this.config.storages.filter(usableForImages).map((s) => s.id);
     const out: { backend: Backend; volume: VolumeRef }[] = [];
+    // Storage ids naming the same directory or VG list the same disks: each disk is taken once, through the
+    // first id that lists it (else a VM-wide snapshot would be taken twice of one disk).
+    const seen = new Set<string>();
     for (const id of ids) {
       const backend = this.backend(id);
-      for (const volume of await backend.listVolumes(vmid)) out.push({ backend, volume });
+      for (const volume of await backend.listVolumes(vmid)) {
+        const where = backend.layerPath(vmid, volume.name);
+        if (seen.has(where)) continue;
+        seen.add(where);
+        out.push({ backend, volume });
+      }
     }
     if (out.length === 0) {
       throw new NotFoundError(`VM ${vmid} has no disks${storage !== undefined ? ` on storage '${storage}'` : ''}`);
@@ -486,10 +494,9 @@ export class Volchain {
   async withVmLocks<T>(backends: readonly Backend[], vmid: number, operation: string, fn: () => Promise<T>): Promise<T> {
     const locks: HeldLock[] = [];
     try {
-      for (const backend of uniqueBackends(backends.map((backend) => ({ backend })))) {
-        locks.push(await this.lockVm(backend, vmid, operation));
-        await refusePending(backend, vmid);
-      }
+      const unique = uniqueBackends(backends.map((backend) => ({ backend })));
+      locks.push(...(await this.lockVmOn(unique, vmid, operation)));
+      for (const backend of unique) await refusePending(backend, vmid);
       return await fn();
     } finally {
       for (const lock of locks.reverse()) await lock.release();
@@ -695,10 +702,8 @@ export class Volchain {
     const locks: HeldLock[] = [];
     try {
       if (!opts.dryRun) {
-        for (const backend of uniqueBackends(disks)) {
-          locks.push(await this.lockVm(backend, vmid, operation));
-          await refusePending(backend, vmid);
-        }
+        locks.push(...(await this.lockVmOn(uniqueBackends(disks), vmid, operation)));
+        for (const backend of uniqueBackends(disks)) await refusePending(backend, vmid);
       }
       const planned: { backend: Backend; tree: VolumeTree; plan: Plan }[] = [];
       for (const { backend, volume } of disks) {
@@ -754,20 +759,39 @@ export class Volchain {
     await executePlan(backend, p);
   }
 
-  private async lockVm(backend: Backend, vmid: number, operation: string): Promise<HeldLock> {
-    const lock = await acquireLock(backend.lockFile(vmid), operation);
+  /** VM `vmid`'s lock on the place `backends` share (their one lockFile). */
+  private async lockVm(backends: readonly Backend[], vmid: number, operation: string): Promise<HeldLock> {
+    const lock = await acquireLock((backends[0] as Backend).lockFile(vmid), operation);
     return {
       path: lock.path,
       release: async () => {
         await lock.release();
         // What the operation left for later (LVM saferemove's wipe) takes long and needs no lock of the VM.
-        await finishDeferredRemovals(backend, vmid, this.wipeMode, this.config.source);
+        for (const backend of backends) await finishDeferredRemovals(backend, vmid, this.wipeMode, this.config.source);
       },
     };
   }
 
+  /**
+   * VM `vmid`'s locks for several storages: each lock file once (storage ids naming one VG or directory share
+   * it, and a second flock of it would wait for the first), in path order so that two callers never wait
+   * for each other in a cycle. All or none: what was taken is released when one cannot be.
+   */
+  private async lockVmOn(backends: readonly Backend[], vmid: number, operation: string): Promise<HeldLock[]> {
+    const byFile = new Map<string, Backend[]>();
+    for (const backend of backends) byFile.set(backend.lockFile(vmid), [...(byFile.get(backend.lockFile(vmid)) ?? []), backend]);
+    const held: HeldLock[] = [];
+    try {
+      for (const file of [...byFile.keys()].sort()) held.push(await this.lockVm(byFile.get(file) as Backend[], vmid, operation));
+      return held;
+    } catch (err) {
+      for (const lock of held.reverse()) await lock.release();
+      throw err;
+    }
+  }
+
   private async withLock<T>(backend: Backend, vmid: number, operation: string, fn: () => Promise<T>): Promise<T> {
-    const lock = await this.lockVm(backend, vmid, operation);
+    const lock = await this.lockVm([backend], vmid, operation);
     try {
       return await fn();
     } finally {
