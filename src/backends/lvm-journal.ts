@@ -50,6 +50,8 @@ export interface JournalVolumeGroup {
   row(vmid: number, name: string): Promise<LvRow | undefined>;
   /** Every journal LV of the VG, from a listing (no activation). */
   journalRows(): Promise<LvRow[]>;
+  /** The LV's row from an `lvs` taken now (undefined when it no longer exists). */
+  freshRow(name: string): Promise<LvRow | undefined>;
   /** lvcreate with the first 4 KiB zeroed, active here (exclusively on a shared VG); NoSpaceError when full. */
   create(name: string, sizeBytes: number, tags: readonly string[]): Promise<LvRow>;
   /** Activates the LV here (exclusively on a shared VG); LockedError when another host holds it. */
@@ -131,6 +133,9 @@ export class LvmJournalStore implements JournalStore {
         const current = await this.readActive(row);
         out.push(...(current?.doc.records ?? []).filter((r) => r.storage === this.vg.storage));
       } catch (err) {
+        // Another process's operation on that VM may have ended (and removed its journal LV) between the
+        // listing and the read: then nothing is pending there. Only a journal still present is an error.
+        if ((await this.vg.freshRow(row.name)) === undefined) continue;
         if (!opts.forRepair) throw err;
         out.push({ ...summaryRecord(this.vg.storage, vmid, row), error: `journal LV ${this.vg.vg}/${row.name} could not be read here: ${(err as Error).message}` });
       }

@@ -458,6 +458,7 @@ export class LvmBackend implements Backend {
       storage: this.id,
       row: async (vmid, name) => (await this.reportFor(vmid, REPORT_MAX_AGE_MS)).rows.get(name),
       journalRows: async () => [...(await this.forListing()).rows.values()].filter((r) => vmidOfJournalLv(r.name) !== undefined),
+      freshRow: async (name) => (await this.fresh()).rows.get(name),
       create: async (name, sizeBytes, tags) => {
         const report = await this.fresh();
         const size = lvm.roundUpTo(sizeBytes, report.vg.extentSizeBytes);

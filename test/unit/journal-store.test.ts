@@ -173,8 +173,13 @@ class FakeVg implements JournalVolumeGroup {
   async row(_vmid: number, name: string): Promise<LvRow | undefined> {
     return this.rows.get(name);
   }
+  /** What an earlier listing saw, when set: journalRows() returns it instead of the rows of now. */
+  listing: LvRow[] | undefined;
   async journalRows(): Promise<LvRow[]> {
-    return [...this.rows.values()];
+    return this.listing ?? [...this.rows.values()];
+  }
+  async freshRow(name: string): Promise<LvRow | undefined> {
+    return this.rows.get(name);
   }
   async create(name: string, sizeBytes: number, tags: readonly string[]): Promise<LvRow> {
     this.commands.push(`lvcreate ${name}`);
@@ -211,6 +216,24 @@ describe('LvmJournalStore', () => {
     fake = new FakeVg(dir);
     fallback = new FileJournalStore(join(dir, 'state', 'journal'));
     store = new LvmJournalStore(fake, fallback);
+  });
+
+  it('a journal LV removed between the listing and the read (its operation ended) hides nothing and breaks nothing', async () => {
+    await store.save(record(100, 'a'));
+    await store.save(record(101, 'b'));
+    fake.listing = [...fake.rows.values()].map((r) => ({ ...r }));
+    await store.remove(record(101, 'b'));
+    assert.deepEqual((await store.list()).map((r) => r.id), ['a']);
+    assert.deepEqual((await store.list({ forRepair: true })).map((r) => r.id), ['a']);
+    // One still there but unreadable is not skipped: readers fail, repair reports it.
+    fake.listing = undefined;
+    await rm(fake.path('volchain-journal-100'));
+    await assert.rejects(store.list(), /ENOENT/);
+    const forRepair = await store.list({ forRepair: true });
+    assert.equal(forRepair.length, 1);
+    assert.match(forRepair[0]?.error ?? '', /could not be read here.*ENOENT/);
+    fake.rows.delete('volchain-journal-100');
+    assert.deepEqual(await store.list(), []);
   });
 
   it('one LV per VM while records exist: created by the first record, removed with the last', async () => {
@@ -294,7 +317,7 @@ describe('LvmJournalStore', () => {
   });
 
   it('storages that name the same VG share the VM\'s journal LV, each listing its own records', async () => {
-    const other = new LvmJournalStore({ ...fake, storage: 'vg1-too', row: fake.row.bind(fake), journalRows: fake.journalRows.bind(fake), create: fake.create.bind(fake), activate: fake.activate.bind(fake), remove: fake.remove.bind(fake), shared: fake.shared.bind(fake), path: fake.path.bind(fake) }, fallback);
+    const other = new LvmJournalStore({ ...fake, storage: 'vg1-too', row: fake.row.bind(fake), journalRows: fake.journalRows.bind(fake), freshRow: fake.freshRow.bind(fake), create: fake.create.bind(fake), activate: fake.activate.bind(fake), remove: fake.remove.bind(fake), shared: fake.shared.bind(fake), path: fake.path.bind(fake) }, fallback);
     const a = record(100, 'a');
     const b = record(100, 'bb', { storage: 'vg1-too' });
     await store.save(a);
