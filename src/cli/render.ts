@@ -69,16 +69,21 @@ export function renderInfo(info: VolumeInfo): string {
   return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n');
 }
 
+/** In place of a layer's data size when the layer cannot be opened here (tags say the rest). */
+const UNREADABLE = 'data size unknown: LV not active on this host';
+
 /** The snapshot tree, oldest at the top, with the current layer marked where it hangs. */
 export function renderSnapshotTree(listing: SnapshotListing): string {
   const lines = [`${listing.volid}${listing.mode === 'internal' ? ' (internal snapshots)' : ''}`];
   const byName = new Map(listing.snapshots.map((s) => [s.name, s]));
   const label = (name: string): string => {
     if (name === 'current') {
-      return `current  (${formatSize(listing.current.definedBytes)} written since${listing.current.parent ? ` '${listing.current.parent}'` : ' creation'})  <- you are here`;
+      const written = listing.current.definedBytes;
+      const since = listing.current.parent ? ` '${listing.current.parent}'` : ' creation';
+      return `current  (${written === null ? UNREADABLE : `${formatSize(written)} written since${since}`})  <- you are here`;
     }
     const s = byName.get(name);
-    return s ? `${s.name}  (${formatSize(s.definedBytes)} data)` : name;
+    return s ? `${s.name}  (${s.definedBytes === null ? UNREADABLE : `${formatSize(s.definedBytes)} data`})` : name;
   };
   const children = (name: string): string[] => {
     if (listing.mode === 'internal') return [];

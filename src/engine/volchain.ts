@@ -51,7 +51,7 @@ import {
   planSnapshotRollback,
   type PlanContext,
 } from './planners.js';
-import { ancestry, layer, readVolumeTree, snapshotLayers, type ReadTreeOptions, type VolumeTree } from './volume-tree.js';
+import { ancestry, layer, readVolumeTree, snapshotLayers, type LayerNode, type ReadTreeOptions, type VolumeTree } from './volume-tree.js';
 import { estimatePlanSpace, layersFrozenBy, snapshotSpace, spaceEstimable } from './space.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import { checkImage } from '../tools/qemu-img.js';
@@ -164,14 +164,18 @@ export interface SnapshotEntry {
   /** On the path from the current layer to the base: what the disk's current state builds on. */
   inCurrentChain: boolean;
   virtualSize: number;
-  definedBytes: number;
+  /**
+   * Guest data the layer holds, from its L2 tables; null when the layer cannot be opened on this host (an
+   * inactive LV, perhaps held by another host): its LV size is in usedBytes, but that is not its data.
+   */
+  definedBytes: number | null;
   usedBytes: number;
 }
 
 export interface SnapshotListing {
   volid: string;
   mode: 'volume-chain' | 'internal';
-  current: { layer: string; path: string; parent: string | null; virtualSize: number; definedBytes: number; usedBytes: number };
+  current: { layer: string; path: string; parent: string | null; virtualSize: number; definedBytes: number | null; usedBytes: number };
   snapshots: SnapshotEntry[];
 }
 
@@ -376,12 +380,14 @@ export class Volchain {
       throw new NotSupportedError(`${volid} is a raw volume: snapshots need qcow2`);
     }
     const current = layer(tree, tree.current);
+    // A qcow2 layer read from its header has its data counted; one known only from LV tags does not.
+    const dataOf = (l: LayerNode): number | null => (l.header !== undefined ? l.definedBytes : null);
     const currentEntry = {
       layer: current.name,
       path: current.path,
       parent: current.parent ? layer(tree, current.parent).snapshot ?? null : null,
       virtualSize: current.virtualSize,
-      definedBytes: current.definedBytes,
+      definedBytes: dataOf(current),
       usedBytes: current.usedBytes,
     };
     if (!backend.capabilities.volumeChain) {
@@ -414,7 +420,7 @@ export class Volchain {
         children: l.children.map(nameOf),
         inCurrentChain: chain.has(l.name),
         virtualSize: l.virtualSize,
-        definedBytes: l.definedBytes,
+        definedBytes: dataOf(l),
         usedBytes: l.usedBytes,
       }))
       .sort((a, b) => a.name.localeCompare(b.name));
