@@ -177,8 +177,26 @@ export function classifyLvmFailure(err: CommandFailedError, what: string, extent
   // `lvchange -an` (and lvremove) of an LV that something on this host holds open, e.g. a running QEMU.
   const inUse = text.match(/logical volume \S+ in use/gi);
   if (inUse) return withCause(new LockedError(`${inUse.join('; ')} (open on this host, e.g. by a running VM)`), err);
-  if (/locked by (an)?other host|held by (an)?other host|lock .*failed|LV locked|failed to lock/i.test(text)) {
+  // lvmlockd: another host's lock, or this host's own lockspace not (or no longer) running, e.g. a sanlock
+  // lease lost when the shared storage stalled. The second is no reason to wait for another host.
+  if (/locked by (an)?other host|held by (an)?other host/i.test(text)) {
     return withCause(new LockedError(`${what} is in use by another host (lvmlockd refused the lock): ${lastLine(text)}`), err);
+  }
+  if (/lockspace|lock skipped|lock start|lock .*error -\d+|due to failed lock/i.test(text)) {
+    return withCause(
+      new LockedError(
+        `${what}: this host's cluster lock for the VG is not usable (lvmlockd lockspace not started or lost): ` +
+          `${lastLine(text)}; check 'lvmlockctl --info' and 'sanlock client status', then 'vgchange --lock-start'`,
+      ),
+      err,
+    );
+  }
+  if (/lock .*failed|LV locked|failed to lock/i.test(text)) {
+    // lvmlockd says no more than this both when another host holds the lock and when this host's lease is gone.
+    return withCause(
+      new LockedError(`${what} is locked: lvmlockd refused the lock (another host holds it, or this host's lockspace is not running): ${lastLine(text)}`),
+      err,
+    );
   }
   return err;
 }

@@ -106,9 +106,18 @@ test('LVM failures (exit 5 for everything) are told apart by their message', () 
   assert.ok(classifyLvmFailure(failure('  Failed to find logical volume "vg0/dup2"\n'), 'LV dup2') instanceof NotFoundError);
   assert.ok(classifyLvmFailure(failure('  Existing logical volume "nonexist" not found in volume group "vg0"\n'), 'LV x') instanceof NotFoundError);
   assert.ok(classifyLvmFailure(failure('  Volume group "nope" not found\n  Cannot process volume group nope\n'), 'VG nope') instanceof NotFoundError);
-  assert.ok(classifyLvmFailure(failure('  LV locked by other host: vg/lv\n  Failed to lock logical volume vg/lv.\n'), 'LV lv') instanceof LockedError);
-  const other = failure('  Internal error: something\n');
-  assert.equal(classifyLvmFailure(other, 'LV x'), other, 'anything else stays a CommandFailedError with argv and stderr');
+  const other = classifyLvmFailure(failure('  LV locked by other host: vg/lv\n  Failed to lock logical volume vg/lv.\n'), 'LV lv');
+  assert.ok(other instanceof LockedError);
+  assert.match(other.message, /in use by another host/);
+  const mine = classifyLvmFailure(failure('  VG vg lock skipped: error -221\n  Cannot access VG vg due to failed lock.\n'), 'LV lv');
+  assert.ok(mine instanceof LockedError);
+  assert.match(mine.message, /this host's cluster lock for the VG is not usable.*lvmlockctl --info/);
+  assert.doesNotMatch(mine.message, /another host holds/);
+  const either = classifyLvmFailure(failure('  Failed to lock logical volume vg/lv.\n'), 'LV lv');
+  assert.ok(either instanceof LockedError);
+  assert.match(either.message, /another host holds it, or this host's lockspace is not running/);
+  const internal = failure('  Internal error: something\n');
+  assert.equal(classifyLvmFailure(internal, 'LV x'), internal, 'anything else stays a CommandFailedError with argv and stderr');
 });
 
 test('qemu-img measure: fully-allocated size; far above the seed\'s 4 KiB per GiB', async () => {
