@@ -440,8 +440,8 @@ export class LvmBackend implements Backend {
   }
 
   lockFile(vmid: number): string {
-    // Per VG, not per storage id (the state directory): storage ids naming one VG share its journal LVs.
-    return join(dirname(this.stateDir()), '.locks', this.vg, `${vmid}.lock`);
+    // Per VG, not per storage id: storage ids naming one VG share its journal LVs.
+    return join(this.vgStateDir('.locks'), `${vmid}.lock`);
   }
 
   /** Journals live on the VG (lvm-journal.ts), so that another host can finish what this one started. */
@@ -471,7 +471,6 @@ export class LvmBackend implements Backend {
       path: (name) => lvmLayerPath(this.vg, name),
     };
   }
-
 
   /** A report taken now (stamped with the time the command started: anything later makes it old). */
   private async refresh(): Promise<Report> {
@@ -732,7 +731,15 @@ export class LvmBackend implements Backend {
    * state directories (two storage entries may name one VG; one LV must never get two wipers).
    */
   private wipeDir(): string {
-    return join(dirname(this.stateDir()), '.wipe', this.vg);
+    return this.vgStateDir('.wipe');
+  }
+
+  /**
+   * Local state kept per VG rather than per storage id (the state directory), for what storage ids naming
+   * one VG must share: `$VOLCHAIN_STATE_DIR/<kind>/<vg>`.
+   */
+  private vgStateDir(kind: '.locks' | '.wipe'): string {
+    return join(dirname(this.stateDir()), kind, this.vg);
   }
 
   /** Zeroes and removes one `del-` LV under its wipe lock; with `wait`, also one another process holds. */

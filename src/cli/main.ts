@@ -12,6 +12,11 @@ import { totalPlanSpace } from '../engine/space.js';
 import { renderActivation, renderInfo, renderPlan, renderSnapshotTree, renderSpace, renderStorages, renderVolumes } from './render.js';
 import { renderAttachInfo, renderQemuArgs } from './live-render.js';
 
+/** The `storage` option of a library call, when the command was given one. */
+function onlyStorage(storage: string | undefined): { storage?: string } {
+  return storage !== undefined ? { storage } : {};
+}
+
 function print(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
 }
@@ -241,7 +246,6 @@ export function buildProgram() {
       .option('--qmp <socket>', "the VM runs: act live through QEMU's QMP socket")
       .option('--dry-run', 'print the plans, change nothing')
       .option('--json', 'machine-readable output');
-  const onlyStorage = (storage: string | undefined): { storage?: string } => (storage !== undefined ? { storage } : {});
   vmSnapshotCommand('snapshot', 'snapshot every disk of a VM: all disks or none').action(async (vmid, snap, opts) =>
     mutating(opts, (vc, call) => vc.vmSnapshot(vmid, snap, { ...call, ...onlyStorage(opts.storage) }), `created snapshot '${snap}' of every disk of VM ${vmid}`),
   );
@@ -316,7 +320,7 @@ export function buildProgram() {
       let result;
       try {
         result = await vc.wipe({
-          ...(opts.storage !== undefined ? { storage: opts.storage } : {}),
+          ...onlyStorage(opts.storage),
           ...(opts.vmid !== undefined ? { vmid: parseVmid(opts.vmid) } : {}),
           wait: opts.wait ?? false,
           ...(reporter.onProgress ? { onProgress: reporter.onProgress } : {}),

@@ -67,24 +67,36 @@ export function spaceEstimable(plan: Plan): boolean {
 }
 
 /**
+ * The plan's steps, each with the name before the plan of the layer it acts on (a rename: its source),
+ * followed through earlier renames; undefined for a layer the plan itself creates.
+ */
+function* stepsWithOrigins(plan: Plan): Generator<{ step: Step; origin: string | undefined }> {
+  const origin = new Map<string, string | undefined>();
+  const originOf = (name: string): string | undefined => (origin.has(name) ? origin.get(name) : name);
+  for (const step of plan.steps) {
+    if (step.kind === 'create-overlay') {
+      origin.set(step.layer, undefined);
+      yield { step, origin: undefined };
+    } else if (step.kind === 'rename') {
+      const from = originOf(step.from);
+      origin.delete(step.from);
+      origin.set(step.to, from);
+      yield { step, origin: from };
+    } else if (step.kind === 'freeze') {
+      yield { step, origin: originOf(step.layer) };
+    }
+  }
+}
+
+/**
  * The existing layers a plan freezes (under whatever name it renames them to): the layers whose image end
  * the caller must look up for `estimatePlanSpace`. Empty for plans estimatePlanSpace does not cover.
  */
 export function layersFrozenBy(plan: Plan): string[] {
   if (!spaceEstimable(plan)) return [];
-  const origin = new Map<string, string | undefined>();
-  const originOf = (name: string): string | undefined => (origin.has(name) ? origin.get(name) : name);
   const out: string[] = [];
-  for (const step of plan.steps) {
-    if (step.kind === 'create-overlay') origin.set(step.layer, undefined);
-    else if (step.kind === 'rename') {
-      const from = originOf(step.from);
-      origin.delete(step.from);
-      origin.set(step.to, from);
-    } else if (step.kind === 'freeze') {
-      const o = originOf(step.layer);
-      if (o !== undefined && !out.includes(o)) out.push(o);
-    }
+  for (const { step, origin } of stepsWithOrigins(plan)) {
+    if (step.kind === 'freeze' && origin !== undefined && !out.includes(origin)) out.push(origin);
   }
   return out;
 }
@@ -96,36 +108,24 @@ export function layersFrozenBy(plan: Plan): string[] {
  */
 export function estimatePlanSpace(plan: Plan, sizes: PlanSizes): PlanSpace | undefined {
   if (!spaceEstimable(plan)) return undefined;
-  // name -> the layer's size now and its name before the plan (undefined for layers the plan creates)
-  const layers = new Map<string, { bytes: number; origin: string | undefined }>();
-  const lookup = (name: string): { bytes: number; origin: string | undefined } | undefined => {
-    const known = layers.get(name);
-    if (known) return known;
-    const bytes = sizes.layerBytes(name);
-    return bytes === undefined ? undefined : { bytes, origin: name };
-  };
   let allocated = 0;
   let released: number | null = 0;
-  for (const step of plan.steps) {
+  const frozenAlready = new Set<string>();
+  for (const { step, origin } of stepsWithOrigins(plan)) {
     if (step.kind === 'create-overlay') {
-      const bytes = sizes.fullLayerBytes(step.sizeBytes);
-      allocated += bytes;
-      layers.set(step.layer, { bytes, origin: undefined });
-    } else if (step.kind === 'rename') {
-      const l = lookup(step.from);
-      layers.delete(step.from);
-      if (l) layers.set(step.to, l);
+      allocated += sizes.fullLayerBytes(step.sizeBytes);
     } else if (step.kind === 'freeze') {
-      const l = lookup(step.layer);
-      if (!l) continue;
-      const frozen = l.origin !== undefined ? sizes.frozenLayerBytes(l.origin) : undefined;
-      if (frozen === undefined) {
+      // A layer the plan created has no image end to look up beforehand.
+      if (origin === undefined) {
         released = null;
         continue;
       }
-      const after = Math.min(l.bytes, frozen);
-      if (released !== null) released += l.bytes - after;
-      layers.set(step.layer, { ...l, bytes: after });
+      const bytes = sizes.layerBytes(origin);
+      if (bytes === undefined || frozenAlready.has(origin)) continue; // no such layer, or shrunk already
+      frozenAlready.add(origin);
+      const frozen = sizes.frozenLayerBytes(origin);
+      if (frozen === undefined) released = null;
+      else if (released !== null) released += bytes - Math.min(bytes, frozen);
     }
   }
   return {

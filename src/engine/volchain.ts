@@ -431,7 +431,7 @@ export class Volchain {
 
   /** All disks of `vmid` (optionally on one storage): volids, in a stable order. */
   async vmVolumes(vmid: number, storage?: string): Promise<{ backend: Backend; volume: VolumeRef }[]> {
-    const ids = storage !== undefined ? [storage] : this.config.storages.filter(usableForImages).map((s) => s.id);
+    const ids = this.imageStorageIds(storage);
     const out: { backend: Backend; volume: VolumeRef }[] = [];
     // Storage ids naming the same directory or VG list the same disks: each disk is taken once, through the
     // first id that lists it (else a VM-wide snapshot would be taken twice of one disk).
@@ -517,7 +517,7 @@ export class Volchain {
    */
   async wipe(opts: WipeOptions = {}): Promise<FinishRemovalsResult> {
     const out: FinishRemovalsResult = { finished: [], busy: [], waited: [] };
-    const ids = opts.storage !== undefined ? [opts.storage] : this.config.storages.filter(usableForImages).map((s) => s.id);
+    const ids = this.imageStorageIds(opts.storage);
     for (const id of ids) {
       const backend = this.backend(id);
       if (!backend.finishRemovals) continue;
@@ -544,8 +544,8 @@ export class Volchain {
   /** Removals not finished yet (LVM saferemove: `del-` LVs being wiped or waiting for a wiper). */
   async pendingRemovals(): Promise<PendingRemoval[]> {
     const out = new Map<string, PendingRemoval>();
-    for (const def of this.config.storages.filter(usableForImages)) {
-      const backend = this.backend(def.id);
+    for (const id of this.imageStorageIds()) {
+      const backend = this.backend(id);
       // Two storages may name one VG: each LV once.
       for (const r of (await backend.pendingRemovals?.()) ?? []) if (!out.has(r.path)) out.set(r.path, r);
     }
@@ -554,8 +554,8 @@ export class Volchain {
 
   async status(): Promise<(JournalRecord & { volid: string })[]> {
     const out: (JournalRecord & { volid: string })[] = [];
-    for (const def of this.config.storages.filter(usableForImages)) {
-      for (const record of await pendingOperations(this.backend(def.id))) out.push({ ...record, volid: record.plan.volid });
+    for (const id of this.imageStorageIds()) {
+      for (const record of await pendingOperations(this.backend(id))) out.push({ ...record, volid: record.plan.volid });
     }
     return out;
   }
@@ -573,8 +573,8 @@ export class Volchain {
       const { backend, volume } = this.resolve(target.volid);
       targets.push({ backend, vmids: [volume.vmid], records: await pendingOperations(backend, { forRepair: true, vmid: volume.vmid }) });
     } else {
-      for (const def of this.config.storages.filter(usableForImages)) {
-        const backend = this.backend(def.id);
+      for (const id of this.imageStorageIds()) {
+        const backend = this.backend(id);
         const records = await pendingOperations(backend, { forRepair: true });
         // A journal can outlive every layer of its VM (an interrupted free): its VM still needs repair.
         const journaled = [...records.map((r) => r.plan.vmid), ...((await backend.journal().containerVmids?.()) ?? [])];
@@ -708,8 +708,9 @@ export class Volchain {
     const locks: HeldLock[] = [];
     try {
       if (!opts.dryRun) {
-        locks.push(...(await this.lockVmOn(uniqueBackends(disks), vmid, operation)));
-        for (const backend of uniqueBackends(disks)) await refusePending(backend, vmid);
+        const backends = uniqueBackends(disks);
+        locks.push(...(await this.lockVmOn(backends, vmid, operation)));
+        for (const backend of backends) await refusePending(backend, vmid);
       }
       const planned: { backend: Backend; tree: VolumeTree; plan: Plan }[] = [];
       for (const { backend, volume } of disks) {
@@ -785,7 +786,10 @@ export class Volchain {
    */
   private async lockVmOn(backends: readonly Backend[], vmid: number, operation: string): Promise<HeldLock[]> {
     const byFile = new Map<string, Backend[]>();
-    for (const backend of backends) byFile.set(backend.lockFile(vmid), [...(byFile.get(backend.lockFile(vmid)) ?? []), backend]);
+    for (const backend of backends) {
+      const file = backend.lockFile(vmid);
+      byFile.set(file, [...(byFile.get(file) ?? []), backend]);
+    }
     const held: HeldLock[] = [];
     try {
       for (const file of [...byFile.keys()].sort()) held.push(await this.lockVm(byFile.get(file) as Backend[], vmid, operation));
@@ -794,6 +798,11 @@ export class Volchain {
       for (const lock of held.reverse()) await lock.release();
       throw err;
     }
+  }
+
+  /** `only`, else every storage that holds VM images. */
+  private imageStorageIds(only?: string): string[] {
+    return only !== undefined ? [only] : this.config.storages.filter(usableForImages).map((s) => s.id);
   }
 
   private async withLock<T>(backend: Backend, vmid: number, operation: string, fn: () => Promise<T>): Promise<T> {
