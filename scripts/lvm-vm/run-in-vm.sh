@@ -1,6 +1,6 @@
 #!/bin/bash
 # run-in-vm.sh 'shell command' -- run a bash command as root in a throw-away Linux VM
-# (qemu, KVM if /dev/kvm is usable, else TCG software emulation) whose kernel has
+# (qemu, KVM where a probe boot proved it works, else TCG software emulation) whose kernel has
 # device-mapper (dm-mod, dm-thin-pool, dm-snapshot, dm-mirror), that sees the host's
 # root filesystem (read-only 9p + tmpfs overlay: host lvm, node, qemu-img... work),
 # scratch disks /dev/vdb, /dev/vdc, ... and $VM_WORKDIR shared read-write at the same
@@ -11,6 +11,7 @@
 #      VM_ENV="VAR1 VAR2" (host variables exported in the guest)
 #      VM_CACHE=<repo>/.cache/lvmvm (kernel+initramfs, built once)  VM_DEBUG=1 (kernel log)
 #      VM_MACHINE=microvm (or pc)  VM_CPU=Nehalem-v1 (TCG CPU model; volchain addition)
+#      VM_ACCEL=kvm|tcg (skip the KVM probe; see choose_accel)  VM_KVM_CPU=host (CPU model of forced KVM)
 #      VM_SHARE=1: existing image files in VM_DISKS are attached so that several VMs
 #      can use them at the same time (cluster tests: lvmlockd+sanlock): host page
 #      cache bypassed (cache=$VM_SHARE_CACHE, default none = O_DIRECT), qemu image
@@ -83,6 +84,46 @@ EOF
 }
 [ -s "$CACHE/vmlinux" ] && [ -s "$CACHE/initrd.img" ] || build   # ~10 s, once
 
+# volchain: KVM only where a guest really boots. /dev/kvm may be absent, working, or present but broken
+# (nested virtualisation: QEMU aborts setting MSR 0x10a for -cpu host, or the kernel never starts with
+# -cpu host,-arch-capabilities). So the first run after each host boot probes: it boots this guest under
+# KVM with each CPU model in turn, running `true` (VM_PROBE_TIMEOUT, 15 s), and caches the verdict in
+# $CACHE/accel.<boot_id> ("kvm <cpu>" or "tcg"); concurrent runs wait for one probe (flock).
+# VM_ACCEL=kvm|tcg skips the probe; VM_KVM_CPU picks the forced KVM CPU model (host);
+# VM_KVM_DEV (test hook, default /dev/kvm) is the device whose presence makes KVM a candidate.
+choose_accel() {   # prints "kvm <cpu>" or "tcg"
+  local kdev=${VM_KVM_DEV:-/dev/kvm} boot file c verdict=tcg
+  case ${VM_ACCEL:-} in
+    tcg) echo tcg; return ;;
+    kvm) echo "kvm ${VM_KVM_CPU:-host}"; return ;;
+    '') ;;
+    *) echo "run-in-vm: VM_ACCEL must be kvm or tcg, not '${VM_ACCEL}'" >&2; exit 2 ;;
+  esac
+  [ -w "$kdev" ] || { echo tcg; return; }
+  boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown-boot)
+  file=$CACHE/accel.$boot
+  if [ ! -s "$file" ]; then
+    exec 9>"$CACHE/accel.lock"; flock 9   # one probe at a time; the others then read its verdict
+    if [ ! -s "$file" ]; then
+      for c in host host,-arch-capabilities; do
+        if VM_ACCEL=kvm VM_KVM_CPU=$c VM_TIMEOUT=${VM_PROBE_TIMEOUT:-15} VM_DISKS= VM_MEM=256 VM_CPUS=1 \
+             VM_DEBUG= VM_WORKDIR=$CACHE "$0" true </dev/null >/dev/null 2>&1 9>&-; then
+          verdict="kvm $c"; break
+        fi
+      done
+      rm -f "$CACHE"/accel.*-*-*   # verdicts of earlier host boots
+      echo "$verdict" > "$file.tmp.$$" && mv -f "$file.tmp.$$" "$file"
+    fi
+    exec 9>&-
+  fi
+  verdict=$(cat "$file")
+  [ "$verdict" = tcg ] && echo "run-in-vm: $kdev is present but a KVM guest does not boot on this host" \
+    "(probe cached in $file); using TCG (VM_ACCEL=kvm forces KVM)" >&2
+  echo "$verdict"
+}
+ACCEL=$(choose_accel)
+
+
 CTL=$(mktemp -d /tmp/vmctl.XXXXXX); RELAY=(); QPID=
 trap 'kill $QPID "${RELAY[@]}" 2>/dev/null || true; rm -rf "$CTL"' EXIT
 trap 'exit 143' TERM INT HUP   # a killed script takes its VM down with it
@@ -112,7 +153,7 @@ DEV+=(-device virtio-serial-$BUS
       -chardev "file,id=out,path=$CTL/out" -device virtserialport,chardev=out,name=out
       -chardev "file,id=err,path=$CTL/err" -device virtserialport,chardev=err,name=err)
 KARGS="console=ttyS0 panic=-1 quiet loglevel=0"; [ -n "${VM_DEBUG:-}" ] && KARGS="console=ttyS0 panic=-1 loglevel=7"
-if [ -w /dev/kvm ]; then ACC=(-accel kvm -cpu host)
+if [ "${ACCEL%% *}" = kvm ]; then ACC=(-accel kvm -cpu "${ACCEL#kvm }")
 else # volchain: TCG runs the SSE4.2 code glibc picks for Nehalem faster than the AVX2 paths it picks for
   # -cpu max (measured: LVM commands, qemu-img and node start ~1.3-1.6x faster); VM_CPU overrides
   ACC=(-accel "tcg,thread=multi,tb-size=${VM_TB_SIZE:-128}" -cpu "${VM_CPU:-Nehalem-v1}")
@@ -128,7 +169,8 @@ timeout -k 5 "${VM_TIMEOUT:-600}" qemu-system-x86_64 "${ACC[@]}" -M "$MOPT" \
 wait $QPID || rc=$?; QPID=
 exec 3<>"$CTL/out" 4<>"$CTL/err" 3>&- 4>&-   # unblock relays if qemu never opened the fifos
 wait "${RELAY[@]}" 2>/dev/null || true
-if [ "$rc" != 0 ] || [ ! -s "$CTL/rc" ] || [ -n "${VM_DEBUG:-}" ]; then cat "$CTL/console.log" >&2; fi
+# (a QEMU that aborted at start-up never made the console log: a missing log must not turn 125 into 1)
+if [ "$rc" != 0 ] || [ ! -s "$CTL/rc" ] || [ -n "${VM_DEBUG:-}" ]; then cat "$CTL/console.log" >&2 2>/dev/null || true; fi
 [ "$rc" = 124 ] && { echo "run-in-vm: timeout after ${VM_TIMEOUT:-600}s" >&2; exit 124; }
 [ -s "$CTL/rc" ] || { echo "run-in-vm: VM failed (qemu rc=$rc)" >&2; exit 125; }
 exit "$(cat "$CTL/rc")"
