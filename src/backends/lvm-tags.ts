@@ -5,6 +5,9 @@
  *
  * Tags on every layer volchain writes:
  *   pve-vm-<vmid>                 as PVE writes it (PVE selects a VM's LVs by this tag)
+ *   pve-<volume>                  on qcow2 layers, as PVE 9 writes it (`--addtag @pve-<name>` when it creates
+ *                                 a layer under the volume's name; LVM drops the `@`); PVE's rename_volume
+ *                                 moves it to the new name, which is how a stale volchain record is noticed
  *   volchain.vol.<volume>         the volume (current layer's LV name) the layer belongs to; set when the LV
  *                                 is created and never changed (layers never move between volumes)
  *   volchain.parent.<layer>       the LV name of the layer's backing image (its qcow2 backing reference)
@@ -77,8 +80,15 @@ export interface TaggedLayer {
   virtualSize?: number;
 }
 
+/** PVE's per-volume tag, which PVE 9 puts on every layer of a qcow2 volume (raw volumes have none). */
+export function pveVolumeTag(volume: string): string | undefined {
+  return volume.endsWith('.qcow2') ? `pve-${volume}` : undefined;
+}
+
 export function layerTags(vmid: number, layer: TaggedLayer): string[] {
   const tags = [vmTag(vmid)];
+  const pveVolume = layer.volume === undefined ? undefined : pveVolumeTag(layer.volume);
+  if (pveVolume !== undefined) tags.push(pveVolume);
   if (layer.volume !== undefined) tags.push(VOL + encodeTagValue(layer.volume));
   if (layer.parent !== undefined) tags.push(layer.parent === null ? NO_PARENT : PARENT + encodeTagValue(layer.parent));
   if (layer.virtualSize !== undefined) tags.push(SIZE + String(layer.virtualSize));
@@ -109,6 +119,34 @@ export function parseLayerTags(tags: readonly string[]): TaggedLayer {
   if (parents.size === 1) out.parent = [...parents][0] as string | null;
   if (sizes.size === 1) out.virtualSize = [...sizes][0] as number;
   return out;
+}
+
+/**
+ * What volchain's tags say about an LV, believed only when they agree with what PVE keeps current and with
+ * the LV's own name. PVE renames volumes (disk reassign, rename_volume) with lvrename plus a change of its own
+ * tags (`pve-vm-<vmid>`, `pve-<name>`), never of volchain's; a manual lvrename changes only the name. A record
+ * naming another volume than those is stale, and all of it is ignored (as for an LV volchain never tagged),
+ * so the layer is judged by its name and its header until the next activation rewrites the tags.
+ */
+export function trustedLayerTags(lv: LvLike): TaggedLayer {
+  const tagged = parseLayerTags(lv.tags);
+  const volume = tagged.volume;
+  if (volume === undefined) return tagged;
+  // The current layer carries the volume's own name.
+  if (isVolumeLv(lv.name) && lv.name !== volume) return {};
+  const pveVolumes = lv.tags.filter((t) => t.startsWith('pve-') && isVolumeLv(t.slice(4))).map((t) => t.slice(4));
+  if (pveVolumes.length > 0 && !pveVolumes.includes(volume)) return {};
+  const vmids = lv.tags.map((t) => /^pve-vm-([1-9][0-9]*)$/.exec(t)?.[1]).filter((v) => v !== undefined).map(Number);
+  if (vmids.length > 0 && !vmids.includes(vmidOfVolume(volume))) return {};
+  return tagged;
+}
+
+function vmidOfVolume(volume: string): number {
+  try {
+    return parseVolumeName('lvm', volume).vmid;
+  } catch {
+    return -1;
+  }
 }
 
 /**
@@ -170,7 +208,7 @@ export interface LvLike {
 /** The volume an LV belongs to, or the volumes it may belong to when only its name says (ambiguous). */
 export function volumesOfLv(lv: LvLike, volumeNames: readonly string[]): string[] {
   if (lv.name.startsWith(DEL_PREFIX)) return [];
-  const tagged = parseLayerTags(lv.tags).volume;
+  const tagged = trustedLayerTags(lv).volume;
   if (tagged !== undefined) return [tagged];
   if (isVolumeLv(lv.name)) return [lv.name];
   const tmp = isVolchainTemporaryName(lv.name, 'lvm');

@@ -135,8 +135,8 @@ import {
   isVolumeLv,
   layerTags,
   layersOfVolumes,
-  parseLayerTags,
   tagChanges,
+  trustedLayerTags,
   volumesOfLv,
 } from './lvm-tags.js';
 
@@ -380,7 +380,7 @@ export class LvmBackend implements Backend {
     const row = report.rows.get(layerName);
     if (!row?.active || !isQcow2Lv(layerName)) return;
     const header = await readQcow2Header(this.layerPath(vmid, layerName), layerName);
-    const volume = parseLayerTags(row.tags).volume ?? soleVolume(row, report);
+    const volume = trustedLayerTags(row).volume ?? soleVolume(row, report);
     const wanted = layerTags(vmid, {
       ...(volume !== undefined ? { volume } : {}),
       parent: header.backingFile ?? null,
@@ -903,7 +903,7 @@ function soleVolume(row: lvm.LvRow, report: Report): string | undefined {
 
 /** What an LV's tags (or, for a raw LV, its size) say about the layer, when they say enough. */
 export function recordOf(row: { name: string; sizeBytes: number; tags: readonly string[] }): LayerRecord | undefined {
-  const tagged = parseLayerTags(row.tags);
+  const tagged = trustedLayerTags(row);
   const volume = tagged.volume ?? (isVolumeLv(row.name) ? row.name : undefined);
   if (!isQcow2Lv(row.name)) {
     return { ...(volume !== undefined ? { volume } : {}), parent: null, virtualSize: row.sizeBytes };

@@ -24,7 +24,7 @@ import {
   vg,
 } from './helpers.js';
 
-const VMIDS = [7101, 7102, 7103];
+const VMIDS = [7101, 7102, 7103, 7106, 7107];
 after(async () => {
   if (VG === '') return; // nothing was created without a VG
   await removeVmLvs(VMIDS);
@@ -43,6 +43,7 @@ test('alloc sizes a qcow2 LV for the fully written image, tags it, and free remo
   assert.ok(row.sizeBytes > size, 'room for the metadata of a fully written image');
   assert.ok(row.active, 'lvcreate -aly activates it');
   assert.ok(row.tags.includes('pve-vm-7101'), `tags: ${row.tags.join(',')}`);
+  assert.ok(row.tags.includes('pve-vm-7101-disk-0.qcow2'), "PVE 9's per-volume tag on a qcow2 volume");
   assert.ok(row.tags.includes('volchain.vol.vm-7101-disk-0.qcow2'));
   assert.ok(row.tags.includes('volchain.noparent'));
   assert.ok(row.tags.includes(`volchain.size.${size}`));
@@ -59,6 +60,7 @@ test('alloc sizes a qcow2 LV for the fully written image, tags it, and free remo
   const raw = await s.vc.alloc(s.id, 7101, 10 * MiB + 512, { format: 'raw' });
   assert.equal(raw, `${s.id}:vm-7101-disk-1`);
   const rawRow = await mustLv('vm-7101-disk-1');
+  assert.ok(!rawRow.tags.some((t) => t.startsWith('pve-vm-7101-disk')), `PVE tags raw volumes with the VM only: ${rawRow.tags.join(',')}`);
   assert.equal(rawRow.sizeBytes, lvmTools.roundUpTo(10 * MiB + 512, extent));
   assert.equal((await s.vc.info(raw)).virtualSize, rawRow.sizeBytes);
   await s.vc.resize(raw, rawRow.sizeBytes + 3 * MiB);
@@ -69,6 +71,8 @@ test('alloc sizes a qcow2 LV for the fully written image, tags it, and free remo
   assert.deepEqual(listed.map((v) => v.volid), [volid, raw], 'snapshot layers are not volumes');
   assert.deepEqual(listed[0]?.snapshots, ['first']);
   const snapRow = await mustLv('snap_vm-7101-disk-0_first.qcow2');
+  assert.ok(snapRow.tags.includes('pve-vm-7101-disk-0.qcow2'), 'a snapshot layer keeps its volume\'s tag');
+  assert.ok((await mustLv('vm-7101-disk-0.qcow2')).tags.includes('pve-vm-7101-disk-0.qcow2'), 'so does the new top');
   assert.equal(listed[0]?.chainUsedBytes, (listed[0]?.usedBytes ?? 0) + snapRow.sizeBytes, 'space used by the snapshots = chain - current');
 
   await s.vc.free(volid);
@@ -124,4 +128,34 @@ test('disk-1 and disk-11 side by side: operations on one never touch the other',
   assert.deepEqual(names, ['snap_vm-7103-disk-11_sa.qcow2', 'vm-7103-disk-11.qcow2']);
   await qemuIo(s.path('vm-7103-disk-11.qcow2'), [{ byte: 0x1b, offset: 0, len: BLOCK }], [], 'disk-11 after freeing disk-1');
   await s.vc.free(eleven);
+});
+
+test("a volume PVE reassigned to another VM (rename_volume: lvrename + PVE's tags) is read by its new name, not volchain's stale tags", async () => {
+  requireVg();
+  const s = await lvmStorage();
+  const volid = await s.vc.alloc(s.id, 7106, 16 * MiB);
+  await qemuIo(s.path('vm-7106-disk-0.qcow2'), [], [{ byte: 0x61, offset: 0, len: BLOCK }]);
+  await s.vc.deactivate(volid);
+  // PVE's LVMPlugin::rename_volume, as it runs for `qm disk move --target-vmid` on a volume without snapshots.
+  await shOk('lvrename', [VG, 'vm-7106-disk-0.qcow2', 'vm-7107-disk-0.qcow2']);
+  await shOk('lvchange', [
+    '--addtag', 'pve-vm-7107', '--deltag', 'pve-vm-7106',
+    '--addtag', 'pve-vm-7107-disk-0.qcow2', '--deltag', 'pve-vm-7106-disk-0.qcow2',
+    `${VG}/vm-7107-disk-0.qcow2`,
+  ]);
+  const fresh = await lvmStorage(); // nothing cached: the inactive LV is known from lvs alone
+  const moved = fresh.volid('vm-7107-disk-0.qcow2');
+  assert.deepEqual((await fresh.vc.list(fresh.id, { vmid: 7106 })).map((v) => v.volid), []);
+  const listed = await fresh.vc.list(fresh.id, { vmid: 7107 });
+  assert.deepEqual(listed.map((v) => [v.volid, v.snapshots]), [[moved, []]]);
+  await fresh.vc.snapshotCreate(moved, 'moved1');
+  const snap = await mustLv('snap_vm-7107-disk-0_moved1.qcow2');
+  for (const row of [snap, await mustLv('vm-7107-disk-0.qcow2')]) {
+    assert.ok(row.tags.includes('volchain.vol.vm-7107-disk-0.qcow2'), `${row.name}: ${row.tags.join(',')}`);
+    assert.ok(!row.tags.some((t) => t.includes('7106')), `${row.name}: no stale tag left: ${row.tags.join(',')}`);
+    assert.ok(row.tags.includes('pve-vm-7107-disk-0.qcow2') && row.tags.includes('pve-vm-7107'));
+  }
+  await qemuIo(fresh.path('vm-7107-disk-0.qcow2', 'moved1'), [{ byte: 0x61, offset: 0, len: BLOCK }]);
+  await qemuIo(fresh.path('vm-7107-disk-0.qcow2'), [{ byte: 0x61, offset: 0, len: BLOCK }]);
+  await fresh.vc.free(moved);
 });

@@ -8,6 +8,7 @@ import {
   layerTags,
   layersOfVolumes,
   parseLayerTags,
+  trustedLayerTags,
   tagChanges,
   volumesOfLv,
 } from '../../src/backends/lvm-tags.js';
@@ -53,6 +54,7 @@ test('layer tags: what is written is read back; the VM tag is PVE\'s', () => {
   const tags = layerTags(100, { volume: 'vm-100-disk-0.qcow2', parent: 'snap_vm-100-disk-0_a1.qcow2', virtualSize: 1 << 30 });
   assert.deepEqual(tags, [
     'pve-vm-100',
+    'pve-vm-100-disk-0.qcow2',
     'volchain.vol.vm-100-disk-0.qcow2',
     'volchain.parent.snap_vm-100-disk-0_a1.qcow2',
     'volchain.size.1073741824',
@@ -133,4 +135,37 @@ test('records: a qcow2 LV needs parent and size tags; a raw LV is its own size',
   );
   assert.equal(recordOf({ name: 'vm-100-disk-0.qcow2', sizeBytes: 99, tags: ['pve-vm-100'] }), undefined, 'made by PVE: nothing recorded');
   assert.deepEqual(recordOf({ name: 'vm-100-disk-1', sizeBytes: 4194304, tags: [] }), { volume: 'vm-100-disk-1', parent: null, virtualSize: 4194304 });
+});
+
+test('layer tags: PVE\'s per-volume tag on qcow2 layers only, as PVE 9 writes it', () => {
+  assert.ok(layerTags(100, { volume: 'vm-100-disk-0.qcow2', parent: null, virtualSize: 512 }).includes('pve-vm-100-disk-0.qcow2'));
+  assert.ok(
+    layerTags(100, { volume: 'vm-100-disk-0.qcow2', parent: 'snap_vm-100-disk-0_a.qcow2', virtualSize: 512 }).includes('pve-vm-100-disk-0.qcow2'),
+    'a snapshot layer carries its volume\'s tag, not its own name',
+  );
+  assert.deepEqual(layerTags(100, { volume: 'vm-100-disk-1' }), ['pve-vm-100', 'volchain.vol.vm-100-disk-1']);
+});
+
+test('layer tags: volchain\'s record is ignored once PVE (or lvrename) moved the LV to another volume', () => {
+  const record = layerTags(100, { volume: 'vm-100-disk-0.qcow2', parent: null, virtualSize: 512 });
+  const own = { volume: 'vm-100-disk-0.qcow2', parent: null, virtualSize: 512 };
+  assert.deepEqual(trustedLayerTags({ name: 'vm-100-disk-0.qcow2', tags: record }), own);
+  // PVE's rename_volume (disk reassigned to VM 101): lvrename, then pve-vm-101 and pve-<new name> replace PVE's tags.
+  const reassigned = record.filter((t) => !t.startsWith('pve-')).concat(['pve-vm-101', 'pve-vm-101-disk-0.qcow2']);
+  assert.deepEqual(trustedLayerTags({ name: 'vm-101-disk-0.qcow2', tags: reassigned }), {});
+  assert.deepEqual(volumesOfLv({ name: 'vm-101-disk-0.qcow2', tags: reassigned }, ['vm-101-disk-0.qcow2']), ['vm-101-disk-0.qcow2']);
+  assert.deepEqual(recordOf({ name: 'vm-101-disk-0.qcow2', sizeBytes: 99, tags: reassigned }), undefined, 'read the header instead');
+  // A manual lvrename of the current layer: only the name changed.
+  assert.deepEqual(trustedLayerTags({ name: 'vm-100-disk-5.qcow2', tags: record }), {});
+  // PVE's tags disagreeing with volchain's on a snapshot layer: another volume's tag, or another VM's.
+  const snap = { volume: 'vm-100-disk-0.qcow2', parent: null, virtualSize: 512 };
+  const snapTags = layerTags(100, snap);
+  assert.deepEqual(trustedLayerTags({ name: 'snap_vm-100-disk-0_a.qcow2', tags: snapTags }), snap);
+  const otherVolume = snapTags.filter((t) => t !== 'pve-vm-100-disk-0.qcow2').concat('pve-vm-100-disk-3.qcow2');
+  assert.deepEqual(trustedLayerTags({ name: 'snap_vm-100-disk-0_a.qcow2', tags: otherVolume }), {});
+  const otherVm = snapTags.filter((t) => t !== 'pve-vm-100').concat('pve-vm-7');
+  assert.deepEqual(trustedLayerTags({ name: 'snap_vm-100-disk-0_a.qcow2', tags: otherVm }), {});
+  // Made by volchain before it wrote PVE's volume tag: still believed.
+  const older = snapTags.filter((t) => t !== 'pve-vm-100-disk-0.qcow2');
+  assert.deepEqual(trustedLayerTags({ name: 'snap_vm-100-disk-0_a.qcow2', tags: older }), snap);
 });
