@@ -171,7 +171,14 @@ export class LvmBackend implements Backend {
   private readonly deferred = new Set<string>();
   private journalStore: JournalStore | undefined;
 
-  constructor(readonly definition: LvmStorage) {
+  /** Shrink layers that became snapshots (off next to PVE, which commits into them without growing them). */
+  private readonly shrinkFrozen: boolean;
+
+  constructor(
+    readonly definition: LvmStorage,
+    opts: { shrinkFrozen?: boolean } = {},
+  ) {
+    this.shrinkFrozen = opts.shrinkFrozen ?? true;
     this.capabilities = {
       volumeChain: definition.snapshotAsVolumeChain,
       // PVE 9 allows qcow2 on LVM only with snapshot-as-volume-chain.
@@ -332,7 +339,7 @@ export class LvmBackend implements Backend {
   }
 
   async settleFrozen(vmid: number, layerName: string): Promise<void> {
-    if (!isQcow2Lv(layerName)) return;
+    if (!isQcow2Lv(layerName) || !this.shrinkFrozen) return;
     const report = await this.fresh();
     const row = this.requireRow(report, layerName);
     await this.activateRows(report, [row]);
@@ -354,7 +361,7 @@ export class LvmBackend implements Backend {
   async frozenLayerBytes(vmid: number, layerName: string): Promise<number | undefined> {
     const report = await this.fresh();
     const row = report.rows.get(layerName);
-    if (!row || !isQcow2Lv(layerName)) return row?.sizeBytes;
+    if (!row || !isQcow2Lv(layerName) || !this.shrinkFrozen) return row?.sizeBytes;
     if (!row.active) return undefined;
     const check = await qemuImg.checkImage(this.layerPath(vmid, layerName));
     return frozenSize(row.sizeBytes, check, report.vg.extentSizeBytes);

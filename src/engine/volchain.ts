@@ -42,6 +42,7 @@ import { describeStep } from './plan.js';
 import { Journal, pendingOperations, type JournalRecord } from './journal.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import { finishDeferredRemovals, resolveWipeMode, type WipeMode } from './wipe.js';
+import { resolveShrinkFrozen, type ShrinkPolicy } from './shrink-policy.js';
 import type { Plan } from './plan.js';
 import {
   planFree,
@@ -73,6 +74,12 @@ export interface VolchainOptions {
    * call returns). Default: $VOLCHAIN_WIPE, else 'background'.
    */
   wipe?: WipeMode;
+  /**
+   * LVM: shrink a layer that becomes a snapshot to its image's end ('yes'), keep it full size as PVE does
+   * ('no'), or 'auto': 'no' when the configuration is /etc/pve/storage.cfg (PVE commits into snapshot LVs
+   * without growing them), else 'yes'. Default: $VOLCHAIN_LVM_SHRINK, else 'auto'. See engine/shrink-policy.ts.
+   */
+  shrinkFrozen?: ShrinkPolicy;
 }
 
 export interface WipeOptions {
@@ -187,9 +194,12 @@ export class Volchain {
 
   /** Where removals left for after an operation (LVM saferemove's wipe) run: see VolchainOptions. */
   readonly wipeMode: WipeMode;
+  /** LVM: frozen layers are shrunk to their image's end (see VolchainOptions.shrinkFrozen). */
+  readonly shrinkFrozen: boolean;
 
   constructor(readonly config: StorageConfig, options: VolchainOptions = {}) {
     this.wipeMode = resolveWipeMode(options.wipe);
+    this.shrinkFrozen = resolveShrinkFrozen(options.shrinkFrozen, config.source);
   }
 
   static async open(opts: LoadOptions = {}, options: VolchainOptions = {}): Promise<Volchain> {
@@ -208,7 +218,7 @@ export class Volchain {
     if (!def.content.includes('images')) {
       throw new NotSupportedError(`storage '${storageId}' does not allow VM disk images (content: ${def.content.join(',') || 'none'})`);
     }
-    const backend = createBackend(def);
+    const backend = createBackend(def, { shrinkFrozen: this.shrinkFrozen });
     this.backends.set(storageId, backend);
     return backend;
   }

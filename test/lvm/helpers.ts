@@ -7,6 +7,7 @@
  * Each test file works with its own range of VM ids, so files may run side by side in one VG, and removes
  * every LV it made (selected by its exact `pve-vm-<vmid>` tag) when it ends.
  */
+import type { ShrinkPolicy } from '../../src/engine/shrink-policy.js';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -46,7 +47,7 @@ let stateRoot: string | undefined;
  * `throughput`: saferemove_throughput; `wipe`: where the library wipes removed LVs (default background).
  */
 export async function lvmStorage(
-  opts: { id?: string; saferemove?: boolean; shared?: boolean; throughput?: string; wipe?: WipeMode } = {},
+  opts: { id?: string; saferemove?: boolean; shared?: boolean; throughput?: string; wipe?: WipeMode; shrinkFrozen?: ShrinkPolicy } = {},
 ): Promise<LvmTestStorage> {
   const id = opts.id ?? 'tvg';
   stateRoot ??= await mkdtemp(join(tmpdir(), 'volchain-lvm-state-'));
@@ -67,7 +68,10 @@ export async function lvmStorage(
   return {
     id,
     cfg,
-    vc: new Volchain(parseStorageConfig(text, cfg), opts.wipe !== undefined ? { wipe: opts.wipe } : {}),
+    vc: new Volchain(parseStorageConfig(text, cfg), {
+      ...(opts.wipe !== undefined ? { wipe: opts.wipe } : {}),
+      ...(opts.shrinkFrozen !== undefined ? { shrinkFrozen: opts.shrinkFrozen } : {}),
+    }),
     volid: (name) => `${id}:${name}`,
     path: (name, snap) => `/dev/${VG}/${snap === undefined ? name : snapLayer(name, snap)}`,
     snapLayer,
