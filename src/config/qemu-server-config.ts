@@ -49,7 +49,7 @@ function range(prefix: string, count: number): string[] {
   return Array.from({ length: count }, (_, i) => `${prefix}${String(i)}`);
 }
 
-/** The interfaces whose drive values qemu-server passes through filename_to_volume_id. */
+/** The interfaces whose drive values qemu-server passes through filename_to_volume_id (parse_vm_config). */
 const LEGACY_FILENAME_KEYS = /^(ide|scsi|virtio|sata)\d+$/;
 
 /** pve-common parse_volume_id: a storage id, ':', then anything. */
@@ -154,22 +154,22 @@ export function isCloudinitVolume(file: string): boolean {
 }
 
 /**
- * What a drive's `file` names. For ide/scsi/virtio/sata, qemu-server's filename_to_volume_id first turns a
- * bare file name (no ':' and no '/') into `local:<vmid>/<name>` (`local:iso/<name>` for cdrom media), and
- * drops the drive when the value is some other relative or non-/dev path; efidisk0 and tpmstate0 take the
- * value as it is. Returns undefined for a drive PVE drops.
+ * What a drive's `file` names, or undefined for a value PVE drops the drive over. The schema
+ * (pve-volume-id-or-qm-path, checked by check_type before anything else) allows `none`, `cdrom`, an absolute
+ * path or a volume id (pve-volume-id: `<storage>:<volname>`); a bare file name fails it (qemu-server's
+ * filename_to_volume_id, which would turn one into `local:<vmid>/<name>`, is never reached with one). For
+ * ide/scsi/virtio/sata, filename_to_volume_id then also drops an absolute path outside /dev; efidisk0 and
+ * tpmstate0 keep any absolute path.
  */
-export function driveTarget(key: string, file: string, vmid: number, cdrom: boolean): DriveTarget | undefined {
-  let value = file;
-  if (LEGACY_FILENAME_KEYS.test(key) && !(value === 'none' || value === 'cdrom' || /^\/dev\/./.test(value) || /^[^:]+:./.test(value))) {
-    if (value.includes('/')) return undefined;
-    value = cdrom ? `local:iso/${value}` : `local:${String(vmid)}/${value}`;
+export function driveTarget(key: string, file: string): DriveTarget | undefined {
+  if (file === 'none' || file === 'cdrom') return { kind: 'empty', value: file };
+  if (file.startsWith('/')) {
+    if (LEGACY_FILENAME_KEYS.test(key) && !/^\/dev\/./.test(file)) return undefined;
+    return { kind: 'path', path: file };
   }
-  if (value === 'none' || value === 'cdrom') return { kind: 'empty', value };
-  if (value.startsWith('/')) return { kind: 'path', path: value };
-  const m = VOLID.exec(value);
+  const m = VOLID.exec(file);
   if (!m) return undefined;
-  return { kind: 'volume', volid: value, storage: m[1] ?? '' };
+  return { kind: 'volume', volid: file, storage: m[1] ?? '' };
 }
 
 /** Parses a VM config's text (see the file comment). Throws ConfigError naming file and line for a drive PVE would not parse. */
@@ -188,12 +188,14 @@ export function parseVmConfig(text: string, source: string, vmid: number): VmCon
       throw new ConfigError(source, entry.line, `${key}: cannot parse drive '${entry.value}': ${(err as Error).message}`);
     }
     const cdrom = parsed.options.media === 'cdrom';
-    const target = driveTarget(key, parsed.file, vmid, cdrom);
+    const target = driveTarget(key, parsed.file);
+    // PVE drops such a drive; a cdrom one no snapshot would take anyway, so it is no reason to refuse.
+    if (!target && cdrom) continue;
     if (!target) {
       throw new ConfigError(
         source,
         entry.line,
-        `${key}: '${parsed.file}' is neither a volume id ('<storage>:<volume>'), an absolute path, 'none' nor 'cdrom'`,
+        `${key}: '${parsed.file}' is neither a volume id ('<storage>:<volume>'), ${LEGACY_FILENAME_KEYS.test(key) ? 'a /dev/ path' : 'an absolute path'}, 'none' nor 'cdrom'`,
       );
     }
     const { media: _media, ...options } = parsed.options;

@@ -115,11 +115,13 @@ describe('PVE VM config: drive values (parse_property_string)', () => {
   }
 });
 
-describe('PVE VM config: what a drive names (filename_to_volume_id)', () => {
-  const cases: { key: string; file: string; cdrom?: boolean; expect: ReturnType<typeof driveTarget> }[] = [
+describe('PVE VM config: what a drive names (pve-volume-id-or-qm-path, filename_to_volume_id)', () => {
+  const cases: { key: string; file: string; expect: ReturnType<typeof driveTarget> }[] = [
     { key: 'scsi0', file: 'local:100/vm-100-disk-0.qcow2', expect: { kind: 'volume', volid: 'local:100/vm-100-disk-0.qcow2', storage: 'local' } },
-    { key: 'scsi0', file: 'vm-100-disk-0.qcow2', expect: { kind: 'volume', volid: 'local:100/vm-100-disk-0.qcow2', storage: 'local' } },
-    { key: 'ide2', file: 'debian.iso', cdrom: true, expect: { kind: 'volume', volid: 'local:iso/debian.iso', storage: 'local' } },
+    { key: 'ide2', file: 'local:iso/debian.iso', expect: { kind: 'volume', volid: 'local:iso/debian.iso', storage: 'local' } },
+    // A bare file name fails the schema (pve-volume-id) before filename_to_volume_id could turn it into a volid.
+    { key: 'scsi0', file: 'vm-100-disk-0.qcow2', expect: undefined },
+    { key: 'scsi0', file: '9local:100/vm-100-disk-0.qcow2', expect: undefined },
     { key: 'virtio0', file: '/dev/sdb', expect: { kind: 'path', path: '/dev/sdb' } },
     { key: 'sata1', file: '/mnt/disk.img', expect: undefined },
     { key: 'sata1', file: 'sub/disk.img', expect: undefined },
@@ -130,8 +132,8 @@ describe('PVE VM config: what a drive names (filename_to_volume_id)', () => {
     { key: 'tpmstate0', file: 'san:vm-100-disk-2.raw', expect: { kind: 'volume', volid: 'san:vm-100-disk-2.raw', storage: 'san' } },
   ];
   for (const c of cases) {
-    it(`${c.key}: ${c.file}${c.cdrom ? ',media=cdrom' : ''}`, () => {
-      assert.deepEqual(driveTarget(c.key, c.file, 100, c.cdrom ?? false), c.expect);
+    it(`${c.key}: ${c.file}`, () => {
+      assert.deepEqual(driveTarget(c.key, c.file), c.expect);
     });
   }
 
@@ -175,6 +177,11 @@ describe('PVE VM config: the drives a snapshot takes', () => {
   it('skips a cloud-init volume even without media=cdrom, and keys beyond the ranges (PVE drops them)', () => {
     const config = parseVmConfig('scsi0: local:100/vm-100-disk-0.qcow2\nscsi31: local:100/vm-100-disk-9.qcow2\nsata0: local:100/vm-100-cloudinit.qcow2\n', 'f', 100);
     assert.deepEqual(snapshotDrives(config).map((d) => d.key), ['scsi0']);
+  });
+
+  it('leaves out a cdrom drive PVE would drop (a bare ISO name), rather than refuse the VM', () => {
+    const config = parseVmConfig('ide2: debian.iso,media=cdrom\nscsi0: local:100/vm-100-disk-0.qcow2\n', 'f', 100);
+    assert.deepEqual(config.drives.map((d) => d.key), ['scsi0']);
   });
 
   it('refuses a drive PVE could not parse, naming the file, line and key', () => {
