@@ -17,6 +17,11 @@ function onlyStorage(storage: string | undefined): { storage?: string } {
   return storage !== undefined ? { storage } : {};
 }
 
+/** The `vmConfig` option of a VM-wide library call, when the command was given `--vm-config`. */
+function vmConfigOf(vmConfig: string | undefined): { vmConfig?: string } {
+  return vmConfig !== undefined ? { vmConfig } : {};
+}
+
 function print(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
 }
@@ -243,25 +248,26 @@ export function buildProgram() {
       .argument('<vmid>')
       .argument('<snap>')
       .option('--storage <id>', 'only disks on this storage')
+      .option('--vm-config <file>', "the VM's PVE config, whose drives are the disks (default: /etc/pve/qemu-server/<vmid>.conf if it exists)")
       .option('--qmp <socket>', "the VM runs: act live through QEMU's QMP socket")
       .option('--dry-run', 'print the plans, change nothing')
       .option('--json', 'machine-readable output');
   vmSnapshotCommand('snapshot', 'snapshot every disk of a VM: all disks or none').action(async (vmid, snap, opts) =>
-    mutating(opts, (vc, call) => vc.vmSnapshot(vmid, snap, { ...call, ...onlyStorage(opts.storage) }), `created snapshot '${snap}' of every disk of VM ${vmid}`),
+    mutating(opts, (vc, call) => vc.vmSnapshot(vmid, snap, { ...call, ...onlyStorage(opts.storage), ...vmConfigOf(opts.vmConfig) }), `created snapshot '${snap}' of every disk of VM ${vmid}`),
   );
   vmSnapshotCommand('rollback', 'roll every disk of a VM back to a snapshot')
     .option('--purge-newer', 'delete the snapshots newer than <snap> as well')
     .action(async (vmid, snap, opts) =>
       mutating(
         opts,
-        (vc, call) => vc.vmRollback(vmid, snap, { ...call, purgeNewer: opts.purgeNewer ?? false, ...onlyStorage(opts.storage) }),
+        (vc, call) => vc.vmRollback(vmid, snap, { ...call, purgeNewer: opts.purgeNewer ?? false, ...onlyStorage(opts.storage), ...vmConfigOf(opts.vmConfig) }),
         `rolled every disk of VM ${vmid} back to '${snap}'`,
       ),
     );
   vmSnapshotCommand('delsnapshot', 'delete a snapshot from every disk of a VM').action(async (vmid, snap, opts) =>
     mutating(
       opts,
-      (vc, call) => vc.vmDeleteSnapshot(vmid, snap, { ...call, ...onlyStorage(opts.storage) }),
+      (vc, call) => vc.vmDeleteSnapshot(vmid, snap, { ...call, ...onlyStorage(opts.storage), ...vmConfigOf(opts.vmConfig) }),
       `deleted snapshot '${snap}' of every disk of VM ${vmid}`,
     ),
   );

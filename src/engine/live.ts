@@ -49,7 +49,7 @@ export interface LiveCallOptions extends LiveOptions {
 }
 
 /** Which disks an operation is about: one volume, or every disk of a VM (optionally on one storage). */
-export type LiveTarget = { volid: string } | { vmid: number | string; storage?: string };
+export type LiveTarget = { volid: string } | { vmid: number | string; storage?: string; vmConfig?: string };
 
 // ---- finding and talking to QEMU --------------------------------------------------------------------------
 
@@ -231,7 +231,7 @@ async function targetDisks(vc: Volchain, target: LiveTarget): Promise<{ vmid: nu
     return { vmid: volume.vmid, disks: [{ backend, volume }] };
   }
   const vmid = typeof target.vmid === 'number' ? target.vmid : parseVmid(target.vmid);
-  return { vmid, disks: await vc.vmVolumes(vmid, target.storage) };
+  return { vmid, disks: await vc.vmVolumes(vmid, target.storage, target.vmConfig) };
 }
 
 interface LiveState {

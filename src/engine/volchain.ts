@@ -53,6 +53,7 @@ import {
   type PlanContext,
 } from './planners.js';
 import { ancestry, layer, readVolumeTree, snapshotLayers, type LayerNode, type ReadTreeOptions, type VolumeTree } from './volume-tree.js';
+import { isVmHelperVolume, vmDisksFromConfig, vmTarget, type VmTargetOptions } from './vm-disks.js';
 import { estimatePlanSpace, layersFrozenBy, snapshotSpace, spaceEstimable } from './space.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import { checkImage } from '../tools/qemu-img.js';
@@ -439,8 +440,13 @@ export class Volchain {
 
   // ---- snapshots of every disk of a VM ----------------------------------------------------------------
 
-  /** All disks of `vmid` (optionally on one storage): volids, in a stable order. */
-  async vmVolumes(vmid: number, storage?: string): Promise<{ backend: Backend; volume: VolumeRef }[]> {
+  /**
+   * All disks of `vmid` (optionally on one storage), in a stable order: the VM config's drives when it has
+   * one (`vmConfig`, else /etc/pve/qemu-server/<vmid>.conf; see vm-disks.ts), else its volumes on the storages.
+   */
+  async vmVolumes(vmid: number, storage?: string, vmConfig?: string): Promise<{ backend: Backend; volume: VolumeRef }[]> {
+    const fromConfig = await vmDisksFromConfig(this, vmid, { storage, vmConfig });
+    if (fromConfig) return fromConfig;
     const ids = this.imageStorageIds(storage);
     const out: { backend: Backend; volume: VolumeRef }[] = [];
     // Storage ids naming the same directory or VG list the same disks: each disk is taken once, through the
@@ -450,7 +456,7 @@ export class Volchain {
       const backend = this.backend(id);
       for (const volume of await backend.listVolumes(vmid)) {
         const where = backend.layerPath(vmid, volume.name);
-        if (seen.has(where)) continue;
+        if (seen.has(where) || isVmHelperVolume(vmid, volume.name)) continue;
         seen.add(where);
         out.push({ backend, volume });
       }
@@ -465,9 +471,9 @@ export class Volchain {
    * Snapshot of all disks at once: every disk is planned first (so bad input fails before anything
    * changes), then each is executed; if one fails, the disks already done get their snapshot taken back.
    */
-  async vmSnapshot(vmidText: string | number, snapshot: string, opts: CallOptions & { storage?: string } = {}): Promise<Plan[]> {
+  async vmSnapshot(vmidText: string | number, snapshot: string, opts: CallOptions & VmTargetOptions = {}): Promise<Plan[]> {
     validateSnapshotName(snapshot);
-    const live = await liveSnapshotCreate(this, { vmid: vmidText, ...(opts.storage !== undefined ? { storage: opts.storage } : {}) }, snapshot, opts);
+    const live = await liveSnapshotCreate(this, vmTarget(vmidText, opts), snapshot, opts);
     if (live) return live;
     return this.vmOperation(vmidText, opts, 'vm snapshot', (tree, ctx) => planSnapshotCreate(tree, ctx, snapshot), async (done) => {
       for (const { backend, tree } of done.reverse()) {
@@ -476,17 +482,17 @@ export class Volchain {
     });
   }
 
-  async vmRollback(vmidText: string | number, snapshot: string, opts: CallOptions & { storage?: string; purgeNewer?: boolean } = {}): Promise<Plan[]> {
+  async vmRollback(vmidText: string | number, snapshot: string, opts: CallOptions & VmTargetOptions & { purgeNewer?: boolean } = {}): Promise<Plan[]> {
     validateSnapshotName(snapshot);
-    await refuseLiveRollback(this, { vmid: vmidText, ...(opts.storage !== undefined ? { storage: opts.storage } : {}) }, opts);
+    await refuseLiveRollback(this, vmTarget(vmidText, opts), opts);
     return this.vmOperation(vmidText, opts, 'vm rollback', (tree, ctx) =>
       planSnapshotRollback(tree, ctx, snapshot, { purgeNewer: opts.purgeNewer ?? false }),
     );
   }
 
-  async vmDeleteSnapshot(vmidText: string | number, snapshot: string, opts: CallOptions & { storage?: string } = {}): Promise<Plan[]> {
+  async vmDeleteSnapshot(vmidText: string | number, snapshot: string, opts: CallOptions & VmTargetOptions = {}): Promise<Plan[]> {
     validateSnapshotName(snapshot);
-    const live = await liveSnapshotDelete(this, { vmid: vmidText, ...(opts.storage !== undefined ? { storage: opts.storage } : {}) }, snapshot, opts);
+    const live = await liveSnapshotDelete(this, vmTarget(vmidText, opts), snapshot, opts);
     if (live) return live;
     return this.vmOperation(vmidText, opts, 'vm delsnapshot', (tree, ctx) => planSnapshotDelete(tree, ctx, snapshot));
   }
@@ -708,13 +714,13 @@ export class Volchain {
 
   private async vmOperation(
     vmidText: string | number,
-    opts: CallOptions & { storage?: string },
+    opts: CallOptions & VmTargetOptions,
     operation: string,
     plan: (tree: VolumeTree, ctx: PlanContext) => Plan,
     undo?: (done: { backend: Backend; tree: VolumeTree }[]) => Promise<void>,
   ): Promise<Plan[]> {
     const vmid = typeof vmidText === 'number' ? vmidText : parseVmid(vmidText);
-    const disks = await this.vmVolumes(vmid, opts.storage);
+    const disks = await this.vmVolumes(vmid, opts.storage, opts.vmConfig);
     const locks: HeldLock[] = [];
     try {
       if (!opts.dryRun) {
