@@ -39,7 +39,7 @@ import {
 } from '../naming/index.js';
 import { executePlan, runStep, type EngineEvent } from './executor.js';
 import { describeStep } from './plan.js';
-import { Journal, pendingOperations, type JournalRecord } from './journal.js';
+import { Journal, journalLeftovers, pendingOperations, type JournalLeftover, type JournalRecord } from './journal.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import { finishDeferredRemovals, resolveWipeMode, type WipeMode } from './wipe.js';
 import type { Plan } from './plan.js';
@@ -552,6 +552,11 @@ export class Volchain {
     return [...out.values()];
   }
 
+  /** Journal files set aside as unreadable, and temp files of interrupted journal writes, for `status`. */
+  journalLeftovers(): Promise<JournalLeftover[]> {
+    return journalLeftovers(this.imageStorageIds().map((id) => this.backend(id)));
+  }
+
   async status(): Promise<(JournalRecord & { volid: string })[]> {
     const out: (JournalRecord & { volid: string })[] = [];
     for (const id of this.imageStorageIds()) {
@@ -632,7 +637,7 @@ export class Volchain {
       if ((await pendingOperations(backend, { vmid, forRepair: true })).length > 0) return out;
       // A journal container a crash left empty (created, never written) explains nothing: it goes too.
       for (const gone of (await backend.journal().sweep?.(vmid, dryRun)) ?? []) {
-        out.push({ volid: `${backend.id}:vm-${vmid}`, actions: [`remove empty journal ${gone}`] });
+        out.push({ volid: `${backend.id}:vm-${vmid}`, actions: [`remove ${gone}`] });
       }
       const names = await backend.listLayerNames(vmid);
       for (const name of names) {
@@ -689,6 +694,8 @@ export class Volchain {
       const tree = await readVolumeTree(backend, volume);
       return withSpace(backend, tree, plan(tree, this.ctx(backend)));
     }
+    // A command refused for a volume that is not there leaves no trace (not even the VM's lock file).
+    if (!(await backend.statLayer(volume.vmid, volume.name))) await this.readTree(backend, volume);
     return this.withVmLock(backend, volume.vmid, operation, async () => {
       const p = plan(await readVolumeTree(backend, volume), this.ctx(backend));
       await executePlan(backend, p, opts.onEvent ? { onEvent: opts.onEvent } : {});
