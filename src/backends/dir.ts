@@ -94,8 +94,9 @@ export class DirBackend implements Backend {
     try {
       await qemuImg.createImage(path, format, sizeBytes, format === 'qcow2' ? this.preallocation : rawPreallocation(this.preallocation));
     } catch (err) {
-      // qemu-img may leave a partial file behind (e.g. ENOSPC during preallocation): nothing half-made stays.
-      await rm(path, { force: true });
+      // qemu-img may leave a partial file behind (e.g. ENOSPC during preallocation): nothing half-made stays,
+      // not even the images/<vmid> directory made for it (removeLayer leaves one that holds other layers).
+      await this.removeLayer(vmid, layerName);
       throw err;
     }
   }
