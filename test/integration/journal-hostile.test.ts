@@ -119,6 +119,7 @@ describe('journal files that are not records', () => {
     await cliOk(s, ['alloc', s.id, '100', '4M']);
     await cliOk(s, ['alloc', s.id, '101', '4M']);
     await writePattern(s.layer(101, 'vm-101-disk-0.qcow2'), 0x5a, 0, MiB);
+    await mkdir(journal, { recursive: true });
   });
   after(() => s.cleanup());
 
