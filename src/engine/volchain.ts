@@ -694,8 +694,9 @@ export class Volchain {
       const tree = await readVolumeTree(backend, volume);
       return withSpace(backend, tree, plan(tree, this.ctx(backend)));
     }
-    // A command refused for a volume that is not there leaves no trace (not even the VM's lock file).
-    if (!(await backend.statLayer(volume.vmid, volume.name))) await this.readTree(backend, volume);
+    // A command refused for a volume that is not there leaves no trace (not even the VM's lock file). When
+    // the storage cannot be looked at now, the locked path below reports why, as before.
+    if (!(await backend.statLayer(volume.vmid, volume.name).catch(() => true))) await this.readTree(backend, volume);
     return this.withVmLock(backend, volume.vmid, operation, async () => {
       const p = plan(await readVolumeTree(backend, volume), this.ctx(backend));
       await executePlan(backend, p, opts.onEvent ? { onEvent: opts.onEvent } : {});
