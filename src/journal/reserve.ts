@@ -7,15 +7,19 @@
  * are: the reserve only decides whether there is room for them.
  *
  * The reserve is made again, best effort, after later journal writes and listings, so it is back once the
- * operation that used it has freed space. Limits: one reserve per storage, so on a full storage two
+ * operation that used it has freed space; only while the file system has RESERVE_MARGIN_BYTES free. Limits: one reserve per storage, so on a full storage two
  * operations started at the same instant may find it already used by the other (that one then fails with
  * exit status 9 and nothing changed); a storage that filled up before any volchain command made its reserve
  * has none.
  */
-import { open, rm, stat } from 'node:fs/promises';
+import { open, rm, stat, statfs } from 'node:fs/promises';
+import { dirname } from 'node:path';
 
 /** Enough for a few versions of the largest records (a plan of many steps is a few KiB) and a new directory. */
 export const RESERVE_BYTES = 1024 * 1024;
+
+/** Free space a storage must have for the reserve to be made. */
+export const RESERVE_MARGIN_BYTES = 16 * RESERVE_BYTES;
 
 export function reservePath(journalDir: string): string {
   return `${journalDir}.reserve`;
@@ -32,6 +36,14 @@ export async function ensureReserve(path: string): Promise<void> {
     return;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return;
+  }
+  try {
+    // Only with room to spare: taking the last free megabyte of a nearly full storage, even for a moment,
+    // could make a running guest's write to its disk there fail.
+    const fs = await statfs(dirname(path));
+    if (fs.bavail * fs.bsize < RESERVE_MARGIN_BYTES) return;
+  } catch {
+    return;
   }
   let fh;
   try {
