@@ -11,7 +11,8 @@ import { FileJournalStore } from '../../src/journal/file-store.js';
 import type { JournalRecord } from '../../src/journal/record.js';
 import { RESERVE_BYTES, reservePath } from '../../src/journal/reserve.js';
 import { journalRecordProblem } from '../../src/journal/validate.js';
-import { InvalidInputError } from '../../src/errors.js';
+import { InvalidInputError, NoSpaceError } from '../../src/errors.js';
+import { explainNoSpace } from '../../src/backends/dir-space.js';
 import { lockTimeoutMs } from '../../src/engine/lock.js';
 
 function valid(): JournalRecord {
@@ -91,5 +92,20 @@ describe('VOLCHAIN_LOCK_TIMEOUT', () => {
     assert.equal(lockTimeoutMs({ VOLCHAIN_LOCK_TIMEOUT: '2.5' }), 2500);
     assert.equal(lockTimeoutMs({}), 30_000);
     for (const bad of ['abc', '-1', 'Infinity']) assert.throws(() => lockTimeoutMs({ VOLCHAIN_LOCK_TIMEOUT: bad }), InvalidInputError);
+  });
+});
+
+describe('explainNoSpace (dir alloc refused for lack of space)', () => {
+  it('says what is free, and what is missing only when the image takes its whole size at once', async () => {
+    const dir = tmpdir();
+    const err = new NoSpaceError('no space left on the storage: qemu-img failed');
+    const huge = 2 ** 50; // 1 PiB: more than any test machine has free
+    const full = await explainNoSpace(err, dir, huge, 'full');
+    assert.match(full.message, /^no space left on the storage: qemu-img failed \(\S+ \S+ free on .*; it needs .*more than is free\)$/);
+    assert.equal(full.exitStatus, 9);
+    const meta = await explainNoSpace(err, dir, huge, 'metadata');
+    assert.match(meta.message, /free on /);
+    assert.doesNotMatch(meta.message, /more than is free/);
+    assert.equal(await explainNoSpace(err, join(dir, 'no-such-dir-volchain'), huge, 'full'), err, 'unknown: the error as it was');
   });
 });
