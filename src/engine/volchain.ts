@@ -41,6 +41,7 @@ import { executePlan, runStep, type EngineEvent } from './executor.js';
 import { describeStep } from './plan.js';
 import { Journal, journalLeftovers, pendingOperations, type JournalLeftover, type JournalRecord } from './journal.js';
 import { acquireLock, type HeldLock } from './lock.js';
+import { refuseMissingVolume } from './refusals.js';
 import { finishDeferredRemovals, resolveWipeMode, type WipeMode } from './wipe.js';
 import type { Plan } from './plan.js';
 import {
@@ -317,6 +318,7 @@ export class Volchain {
    */
   async activate(volid: string): Promise<ActivationResult> {
     const { backend, volume } = this.resolve(volid);
+    await refuseMissingVolume(backend, volume.vmid, volume.name, volid);
     return this.withVmLock(backend, volume.vmid, 'activate', async () => {
       if (!(await backend.listLayerNames(volume.vmid)).includes(volume.name)) throw new NotFoundError(`volume ${volid} does not exist`);
       if (backend.activate) await backend.activate(volume.vmid, [volume.name]);
@@ -332,6 +334,7 @@ export class Volchain {
    */
   async deactivate(volid: string): Promise<ActivationResult> {
     const { backend, volume } = this.resolve(volid);
+    await refuseMissingVolume(backend, volume.vmid, volume.name, volid);
     return this.withVmLock(backend, volume.vmid, 'deactivate', async () => {
       // Read before: a layer volchain made is read from its tags once inactive, but reading an untagged one
       // (made by PVE) on a local VG would activate it again.

@@ -207,6 +207,8 @@ describe('refused commands leave no trace', () => {
     const before = await readdir(join(s.path, '.volchain', 'locks'));
     await cliFails(s, ['snapshot', 'create', s.volid(999, 'vm-999-disk-0.qcow2'), 'xx'], { code: 3, match: /does not exist/ });
     await cliFails(s, ['free', s.volid(998, 'vm-998-disk-0.qcow2')], { code: 3, match: /does not exist/ });
+    await cliFails(s, ['activate', s.volid(997, 'vm-997-disk-0.qcow2')], { code: 3, match: /does not exist/ });
+    await cliFails(s, ['deactivate', s.volid(996, 'vm-996-disk-0.qcow2')], { code: 3, match: /does not exist/ });
     assert.deepEqual(await readdir(join(s.path, '.volchain', 'locks')), before);
   });
 
