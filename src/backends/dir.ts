@@ -6,7 +6,7 @@ import { statSync } from 'node:fs';
 import { link, mkdir, readdir, rename, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DirStorage } from '../config/index.js';
-import { AlreadyExistsError } from '../errors.js';
+import { AlreadyExistsError, NoSpaceError } from '../errors.js';
 import {
   dirImagesDir,
   dirLayerPath,
@@ -18,6 +18,7 @@ import { FileJournalStore } from '../journal/file-store.js';
 import type { JournalStore } from '../journal/record.js';
 import * as qemuImg from '../tools/qemu-img.js';
 import type { Backend, BackendCapabilities, LayerStat } from './backend.js';
+import { explainNoSpace } from './dir-space.js';
 
 export class DirBackend implements Backend {
   readonly kind = 'dir' as const;
@@ -94,8 +95,10 @@ export class DirBackend implements Backend {
     try {
       await qemuImg.createImage(path, format, sizeBytes, format === 'qcow2' ? this.preallocation : rawPreallocation(this.preallocation));
     } catch (err) {
-      // qemu-img may leave a partial file behind (e.g. ENOSPC during preallocation): nothing half-made stays.
-      await rm(path, { force: true });
+      // qemu-img may leave a partial file behind (e.g. ENOSPC during preallocation): nothing half-made stays,
+      // not even the images/<vmid> directory made for it (removeLayer leaves one that holds other layers).
+      await this.removeLayer(vmid, layerName);
+      if (err instanceof NoSpaceError) throw await explainNoSpace(err, this.definition.path, sizeBytes, this.preallocation);
       throw err;
     }
   }

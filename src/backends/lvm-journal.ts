@@ -21,7 +21,8 @@ import type { LvRow } from '../tools/lvm.js';
 import { NoSpaceError } from '../errors.js';
 import { readDeviceDocument, writeDeviceDocument, type DeviceDocument } from '../journal/device-format.js';
 import type { FileJournalStore } from '../journal/file-store.js';
-import type { JournalRecord, JournalStore, ListJournalOptions } from '../journal/record.js';
+import type { JournalLeftover, JournalRecord, JournalStore, ListJournalOptions } from '../journal/record.js';
+import { asJournalRecord } from '../journal/validate.js';
 import type { OperationKind } from '../engine/plan.js';
 import { decodeTagValue, encodeTagValue } from './lvm-tags.js';
 
@@ -136,7 +137,8 @@ export class LvmJournalStore implements JournalStore {
         // Another process's operation on that VM may have ended (and removed its journal LV) between the
         // listing and the read: then nothing is pending there. Only a journal still present is an error.
         if ((await this.vg.freshRow(row.name)) === undefined) continue;
-        if (!opts.forRepair) throw err;
+        // Still there and unreadable (damaged, or not activatable here): that VM's operation is pending and
+        // named by its tags with why it cannot be read, and every other VM's journal is still listed.
         out.push({ ...summaryRecord(this.vg.storage, vmid, row), error: `journal LV ${this.vg.vg}/${row.name} could not be read here: ${(err as Error).message}` });
       }
     }
@@ -147,15 +149,22 @@ export class LvmJournalStore implements JournalStore {
   async sweep(vmid: number, dryRun: boolean): Promise<string[]> {
     const name = journalLvName(vmid);
     const row = await this.vg.row(vmid, name);
-    if (!row) return [];
+    const fromFallback = await this.fallback.sweep(vmid, dryRun);
+    if (!row) return fromFallback;
     const current = await this.readActive(row);
-    if ((current?.doc.records.length ?? 0) > 0) return [];
+    if ((current?.doc.records.length ?? 0) > 0) return fromFallback;
     if (!dryRun) await this.vg.remove(name);
-    return [`${this.vg.vg}/${name}`];
+    return [...fromFallback, `empty journal ${this.vg.vg}/${name}`];
   }
 
   async containerVmids(): Promise<number[]> {
-    return (await this.vg.journalRows()).map((r) => vmidOfJournalLv(r.name)).filter((v): v is number => v !== undefined);
+    const lvs = (await this.vg.journalRows()).map((r) => vmidOfJournalLv(r.name)).filter((v): v is number => v !== undefined);
+    return [...new Set([...lvs, ...(await this.fallback.containerVmids())])];
+  }
+
+  /** The host-side records' leftovers (a journal LV that cannot be read is reported as a pending record). */
+  leftovers(): Promise<JournalLeftover[]> {
+    return this.fallback.leftovers();
   }
 
   /** The LV's document, activating the LV first when needed; undefined when it holds none yet. */
@@ -163,7 +172,7 @@ export class LvmJournalStore implements JournalStore {
     if (!row.active) await this.vg.activate(row);
     const version = await readDeviceDocument(this.vg.path(row.name), row.sizeBytes);
     if (!version) return undefined;
-    const doc = JSON.parse(version.payload.toString('utf8')) as Document;
+    const doc = parseDocument(version.payload, `journal LV ${this.vg.vg}/${row.name}`);
     // One journal LV per VM and VG: storage ids that name the same VG share it, each reading its own records.
     if (doc.vmid !== vmidOfJournalLv(row.name)) {
       throw new Error(`journal LV ${this.vg.vg}/${row.name} holds the journal of VM ${doc.vmid}`);
@@ -174,6 +183,25 @@ export class LvmJournalStore implements JournalStore {
   private async write(row: LvRow, previous: DeviceDocument | undefined, doc: Document): Promise<void> {
     await writeDeviceDocument(this.vg.path(row.name), row.sizeBytes, previous, Buffer.from(JSON.stringify(doc)));
   }
+}
+
+/**
+ * A journal LV's document, checked before it is trusted: a payload that passed its checksum can still be
+ * one an older or foreign writer made. Throws (the LV is then reported unreadable, never rewritten).
+ */
+function parseDocument(payload: Buffer, where: string): Document {
+  let value: unknown;
+  try {
+    value = JSON.parse(payload.toString('utf8'));
+  } catch (err) {
+    throw new Error(`${where} does not hold JSON: ${(err as Error).message}`);
+  }
+  const doc = value as Partial<Document> | null;
+  if (typeof doc !== 'object' || doc === null || !Number.isSafeInteger(doc.vmid) || typeof doc.storage !== 'string' || !Array.isArray(doc.records)) {
+    throw new Error(`${where} does not hold a journal document (storage, vmid, records)`);
+  }
+  doc.records.forEach((r, i) => asJournalRecord(r, `record ${i + 1} of ${where}`));
+  return doc as Document;
 }
 
 /**

@@ -9,7 +9,7 @@ import type { Plan } from '../engine/plan.js';
 import { parseVmid, type ImageFormat } from '../naming/index.js';
 import { progressReporter, renderRemoval, wipeReporter } from './progress.js';
 import { totalPlanSpace } from '../engine/space.js';
-import { renderActivation, renderInfo, renderPlan, renderSnapshotTree, renderSpace, renderStorages, renderVolumes } from './render.js';
+import { renderActivation, renderInfo, renderJournalLeftover, renderPlan, renderSnapshotTree, renderSpace, renderStorages, renderVolumes } from './render.js';
 import { renderAttachInfo, renderQemuArgs } from './live-render.js';
 
 /** The `storage` option of a library call, when the command was given one. */
@@ -302,11 +302,13 @@ export function buildProgram() {
       const vc = await open();
       const pending = await vc.status();
       const wipes = await vc.pendingRemovals();
-      if (opts.json) printJson({ pending, wipes });
-      else if (pending.length === 0 && wipes.length === 0) print('no unfinished operations');
+      const journalFiles = await vc.journalLeftovers();
+      if (opts.json) printJson({ pending, wipes, journalFiles });
+      else if (pending.length === 0 && wipes.length === 0 && journalFiles.length === 0) print('no unfinished operations');
       else {
         for (const p of pending) print(`${p.volid}: ${p.plan.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host}, ${p.summaryOnly ? 'steps not readable here (its journal LV is not active on this host)' : `${p.completedSteps}/${p.plan.steps.length} steps done`}${p.error ? ` (stopped: ${p.error})` : ''}`);
         for (const w of wipes) print(renderRemoval(w));
+        for (const f of journalFiles) print(renderJournalLeftover(f));
       }
     });
 

@@ -4,6 +4,7 @@ import { describeStep, type Plan } from '../engine/plan.js';
 import type { ActivationResult, SnapshotListing, VolumeInfo, VolumeSummary } from '../engine/volchain.js';
 import type { PlanSpace } from '../engine/space.js';
 import type { StorageDescription } from '../config/index.js';
+import type { JournalLeftover } from '../journal/record.js';
 
 export function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
@@ -141,4 +142,12 @@ export function renderActivation(result: ActivationResult, action: 'activate' | 
   if (result.active === null) return `${result.volid}: storage '${result.storage}' needs no activation, nothing to do`;
   const n = result.layers.length;
   return `${action}d ${result.volid} (${n} layer${n === 1 ? '' : 's'})`;
+}
+
+/** A `status` line for a journal file that is not a record (see JournalLeftover). */
+export function renderJournalLeftover(f: JournalLeftover): string {
+  const where = f.storage !== undefined ? `storage '${f.storage}'` : 'journal';
+  return f.kind === 'set-aside'
+    ? `${where}: journal file set aside as unreadable: ${f.path} (not a valid record; look at it, then delete it or run 'volchain repair --all' for leftovers of its VM)`
+    : `${where}: temp file of an interrupted journal write: ${f.path} ('volchain repair --all' removes it)`;
 }

@@ -7,10 +7,10 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Backend } from '../backends/backend.js';
-import type { JournalRecord, JournalStore, ListJournalOptions } from '../journal/record.js';
+import type { JournalLeftover, JournalRecord, JournalStore, ListJournalOptions } from '../journal/record.js';
 import type { Plan } from './plan.js';
 
-export type { JournalRecord } from '../journal/record.js';
+export type { JournalLeftover, JournalRecord } from '../journal/record.js';
 
 export class Journal {
   private constructor(
@@ -59,4 +59,16 @@ export class Journal {
 /** Unfinished operations on a storage (optionally only those of one VM), oldest first. */
 export function pendingOperations(backend: Backend, opts: ListJournalOptions = {}): Promise<JournalRecord[]> {
   return backend.journal().list(opts);
+}
+
+/**
+ * Journal files of these storages that are not records: set aside as unreadable, or temp files a crash
+ * left. Each file once (storage ids naming one directory share its journal).
+ */
+export async function journalLeftovers(backends: readonly Backend[]): Promise<JournalLeftover[]> {
+  const out = new Map<string, JournalLeftover>();
+  for (const backend of backends) {
+    for (const l of (await backend.journal().leftovers?.()) ?? []) if (!out.has(l.path)) out.set(l.path, { ...l, storage: backend.id });
+  }
+  return [...out.values()];
 }

@@ -7,7 +7,7 @@
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
-import { LockedError } from '../errors.js';
+import { InvalidInputError, LockedError } from '../errors.js';
 import { flockDescriptor } from '../tools/flock.js';
 
 export interface LockHolder {
@@ -29,7 +29,8 @@ export function lockTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
   if (raw === undefined || raw === '') return DEFAULT_LOCK_TIMEOUT_MS;
   const seconds = Number(raw);
   if (!Number.isFinite(seconds) || seconds < 0) {
-    throw new LockedError(`VOLCHAIN_LOCK_TIMEOUT must be a number of seconds, got '${raw}'`);
+    // A typo in the environment is the caller's input, not a lock someone holds.
+    throw new InvalidInputError(`VOLCHAIN_LOCK_TIMEOUT must be a number of seconds (0 or more), got '${raw}'`);
   }
   return seconds * 1000;
 }

@@ -39,8 +39,9 @@ import {
 } from '../naming/index.js';
 import { executePlan, runStep, type EngineEvent } from './executor.js';
 import { describeStep } from './plan.js';
-import { Journal, pendingOperations, type JournalRecord } from './journal.js';
+import { Journal, journalLeftovers, pendingOperations, type JournalLeftover, type JournalRecord } from './journal.js';
 import { acquireLock, type HeldLock } from './lock.js';
+import { refuseMissingVolume } from './refusals.js';
 import { finishDeferredRemovals, resolveWipeMode, type WipeMode } from './wipe.js';
 import { resolveShrinkFrozen, type ShrinkPolicy } from './shrink-policy.js';
 import type { Plan } from './plan.js';
@@ -328,6 +329,7 @@ export class Volchain {
    */
   async activate(volid: string): Promise<ActivationResult> {
     const { backend, volume } = this.resolve(volid);
+    await refuseMissingVolume(backend, volume.vmid, volume.name, volid);
     return this.withVmLock(backend, volume.vmid, 'activate', async () => {
       if (!(await backend.listLayerNames(volume.vmid)).includes(volume.name)) throw new NotFoundError(`volume ${volid} does not exist`);
       if (backend.activate) await backend.activate(volume.vmid, [volume.name]);
@@ -343,6 +345,7 @@ export class Volchain {
    */
   async deactivate(volid: string): Promise<ActivationResult> {
     const { backend, volume } = this.resolve(volid);
+    await refuseMissingVolume(backend, volume.vmid, volume.name, volid);
     return this.withVmLock(backend, volume.vmid, 'deactivate', async () => {
       // Read before: a layer volchain made is read from its tags once inactive, but reading an untagged one
       // (made by PVE) on a local VG would activate it again.
@@ -568,6 +571,11 @@ export class Volchain {
     return [...out.values()];
   }
 
+  /** Journal files set aside as unreadable, and temp files of interrupted journal writes, for `status`. */
+  journalLeftovers(): Promise<JournalLeftover[]> {
+    return journalLeftovers(this.imageStorageIds().map((id) => this.backend(id)));
+  }
+
   async status(): Promise<(JournalRecord & { volid: string })[]> {
     const out: (JournalRecord & { volid: string })[] = [];
     for (const id of this.imageStorageIds()) {
@@ -648,7 +656,7 @@ export class Volchain {
       if ((await pendingOperations(backend, { vmid, forRepair: true })).length > 0) return out;
       // A journal container a crash left empty (created, never written) explains nothing: it goes too.
       for (const gone of (await backend.journal().sweep?.(vmid, dryRun)) ?? []) {
-        out.push({ volid: `${backend.id}:vm-${vmid}`, actions: [`remove empty journal ${gone}`] });
+        out.push({ volid: `${backend.id}:vm-${vmid}`, actions: [`remove ${gone}`] });
       }
       const names = await backend.listLayerNames(vmid);
       for (const name of names) {
@@ -705,6 +713,9 @@ export class Volchain {
       const tree = await readVolumeTree(backend, volume);
       return withSpace(backend, tree, plan(tree, this.ctx(backend)));
     }
+    // A command refused for a volume that is not there leaves no trace (not even the VM's lock file). When
+    // the storage cannot be looked at now, the locked path below reports why, as before.
+    if (!(await backend.statLayer(volume.vmid, volume.name).catch(() => true))) await this.readTree(backend, volume);
     return this.withVmLock(backend, volume.vmid, operation, async () => {
       const p = plan(await readVolumeTree(backend, volume), this.ctx(backend));
       await executePlan(backend, p, opts.onEvent ? { onEvent: opts.onEvent } : {});

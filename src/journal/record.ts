@@ -55,4 +55,20 @@ export interface JournalStore {
   sweep?(vmid: number, dryRun: boolean): Promise<string[]>;
   /** VMs that have a journal container (even an empty one) in this store, for `repair --all`. */
   containerVmids?(): Promise<number[]>;
+  /** Files set aside as unreadable and temp files crashes left, for `status`. */
+  leftovers?(): Promise<JournalLeftover[]>;
+}
+
+/**
+ * A file in a journal directory that is not a record the engine can use: one set aside because it could not
+ * be read as a record (renamed `<name>.bad`, kept for a person to look at), or the temp file of a write a
+ * crash interrupted (`<id>.json.tmp`; the record's previous version, if any, is intact beside it).
+ */
+export interface JournalLeftover {
+  /** Storage id the journal belongs to (set by the engine). */
+  storage?: string;
+  path: string;
+  kind: 'set-aside' | 'temp';
+  /** The VM its name says it belongs to, when it says one. */
+  vmid: number | null;
 }

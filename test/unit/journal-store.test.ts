@@ -225,10 +225,13 @@ describe('LvmJournalStore', () => {
     await store.remove(record(101, 'b'));
     assert.deepEqual((await store.list()).map((r) => r.id), ['a']);
     assert.deepEqual((await store.list({ forRepair: true })).map((r) => r.id), ['a']);
-    // One still there but unreadable is not skipped: readers fail, repair reports it.
+    // One still there but unreadable is not skipped: readers and repair see VM 100's operation pending, with
+    // why its steps cannot be read (and still list every other VM's records).
     fake.listing = undefined;
     await rm(fake.path('volchain-journal-100'));
-    await assert.rejects(store.list(), /ENOENT/);
+    const listed = await store.list();
+    assert.equal(listed.length, 1);
+    assert.match(listed[0]?.error ?? '', /could not be read here.*ENOENT/);
     const forRepair = await store.list({ forRepair: true });
     assert.equal(forRepair.length, 1);
     assert.match(forRepair[0]?.error ?? '', /could not be read here.*ENOENT/);
@@ -280,7 +283,7 @@ describe('LvmJournalStore', () => {
 
   it('on a shared VG an inactive journal LV is summarised from its tags, and read (activated) only for repair', async () => {
     fake.isShared = true;
-    const a = record(100, 'a', { completedSteps: 2 });
+    const a = record(100, 'a', { completedSteps: 1 });
     await store.save(a);
     const row = fake.rows.get('volchain-journal-100') as LvRow;
     row.active = false; // as another host sees it
@@ -292,7 +295,7 @@ describe('LvmJournalStore', () => {
     assert.deepEqual(fake.commands, [], 'nothing activated by a reader');
     const full = await store.list({ vmid: 100, forRepair: true });
     assert.equal(full[0]?.summaryOnly, undefined);
-    assert.equal(full[0]?.completedSteps, 2);
+    assert.equal(full[0]?.completedSteps, 1);
     assert.deepEqual(fake.commands, ['lvchange -ay volchain-journal-100']);
   });
 
@@ -308,9 +311,9 @@ describe('LvmJournalStore', () => {
     await fake.create('volchain-journal-100', DEVICE, []);
     assert.deepEqual(await store.list(), []);
     assert.deepEqual(await store.containerVmids(), [100]);
-    assert.deepEqual(await store.sweep(100, true), ['vg1/volchain-journal-100']);
+    assert.deepEqual(await store.sweep(100, true), ['empty journal vg1/volchain-journal-100']);
     assert.ok(fake.rows.has('volchain-journal-100'), 'dry run keeps it');
-    assert.deepEqual(await store.sweep(100, false), ['vg1/volchain-journal-100']);
+    assert.deepEqual(await store.sweep(100, false), ['empty journal vg1/volchain-journal-100']);
     assert.equal(fake.rows.size, 0);
     await store.save(record(100, 'a'));
     assert.deepEqual(await store.sweep(100, false), [], 'never sweeps a journal with records');
@@ -341,6 +344,38 @@ describe('LvmJournalStore', () => {
     await writeFile(fake.path('volchain-journal-200'), '');
     const { copyFile } = await import('node:fs/promises');
     await copyFile(fake.path('volchain-journal-100'), fake.path('volchain-journal-200'));
-    await assert.rejects(store.list({ vmid: 200 }), /holds the journal of VM 100/);
+    // Reported as VM 200's pending operation that cannot be read, never written over.
+    const listed = await store.list({ vmid: 200 });
+    assert.equal(listed.length, 1);
+    assert.match(listed[0]?.error ?? '', /holds the journal of VM 100/);
+    await assert.rejects(store.save(record(200, 'b')), /holds the journal of VM 100/);
+  });
+  it('a journal LV whose checksummed document is not a valid journal: that VM pending with why, other VMs listed', async () => {
+    await store.save(record(100, 'a'));
+    await store.save(record(101, 'b'));
+    const row = fake.rows.get('volchain-journal-100') as LvRow;
+    // A well-formed two-copy write of a payload no volchain writes: the shape check, not the checksum, stops it.
+    const version = await readDeviceDocument(fake.path(row.name), row.sizeBytes);
+    const doc = { storage: 'vg1', vmid: 100, records: [{ id: 'a', plan: {} }] };
+    await writeDeviceDocument(fake.path(row.name), row.sizeBytes, version, Buffer.from(JSON.stringify(doc)));
+    const listed = await store.list();
+    assert.deepEqual(listed.map((r) => [r.plan.vmid, r.summaryOnly ?? false]).sort(), [[100, true], [101, false]]);
+    assert.match(listed.find((r) => r.plan.vmid === 100)?.error ?? '', /record 1 of journal LV vg1\/volchain-journal-100 is not a journal record: field 'storage'/);
+    await assert.rejects(store.save(record(100, 'c')), /is not a journal record/, 'never rewritten over');
+  });
+
+  it('the host-side records\' leftovers (set-aside files, temp files) are the store\'s, swept with the VM', async () => {
+    fake.full = true;
+    await store.save(record(100, '100-1-a'));
+    await writeFile(join(fallback.location, '100-1-b.json.tmp'), '{');
+    await writeFile(join(fallback.location, 'junk.json'), '[]');
+    assert.deepEqual((await store.list()).map((r) => r.id), ['100-1-a']);
+    assert.deepEqual((await store.leftovers()).map((l) => [l.kind, l.vmid, l.path.slice(fallback.location.length + 1)]), [
+      ['temp', 100, '100-1-b.json.tmp'],
+      ['set-aside', null, 'junk.json.bad'],
+    ]);
+    assert.deepEqual(await store.containerVmids(), [100]);
+    assert.equal((await store.sweep(100, false)).length, 1);
+    assert.deepEqual((await store.leftovers()).map((l) => l.kind), ['set-aside']);
   });
 });
