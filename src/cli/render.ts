@@ -101,7 +101,8 @@ export function renderSnapshotTree(listing: SnapshotListing): string {
     return s ? `${showSnapshotName(s.name)}  (${s.definedBytes === null ? UNREADABLE : `${formatSize(s.definedBytes)} data`})` : showSnapshotName(name);
   };
   const children = (name: string): string[] => {
-    if (listing.mode === 'internal') return [];
+    // In `children`, 'current' is the current layer (a leaf), never a snapshot of that name.
+    if (listing.mode === 'internal' || name === 'current') return [];
     const s = byName.get(name);
     return s ? s.children : [];
   };
