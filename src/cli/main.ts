@@ -11,6 +11,7 @@ import { progressReporter, renderRemoval, wipeReporter } from './progress.js';
 import { totalPlanSpace } from '../engine/space.js';
 import { renderActivation, renderInfo, renderPlan, renderSnapshotTree, renderSpace, renderStorages, renderVolumes } from './render.js';
 import { renderAttachInfo, renderQemuArgs } from './live-render.js';
+import { escapeUnsafe } from '../quote.js';
 import { argvWantsJson, finalStatus, guardOutput, PARSER_OUTPUT, reportError, usageError, writeOut } from './output.js';
 
 /** The `storage` option of a library call, when the command was given one. */
@@ -300,7 +301,7 @@ export function buildProgram() {
       if (opts.json) printJson({ pending, wipes });
       else if (pending.length === 0 && wipes.length === 0) print('no unfinished operations');
       else {
-        for (const p of pending) print(`${p.volid}: ${p.plan.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host}, ${p.summaryOnly ? 'steps not readable here (its journal LV is not active on this host)' : `${p.completedSteps}/${p.plan.steps.length} steps done`}${p.error ? ` (stopped: ${p.error})` : ''}`);
+        for (const p of pending) print(`${p.volid}: ${p.plan.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host}, ${p.summaryOnly ? 'steps not readable here (its journal LV is not active on this host)' : `${p.completedSteps}/${p.plan.steps.length} steps done`}${p.error ? ` (stopped: ${escapeUnsafe(p.error)})` : ''}`);
         for (const w of wipes) print(renderRemoval(w));
       }
     });

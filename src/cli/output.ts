@@ -88,7 +88,9 @@ export function usageError(err: CommanderError, program: Command, argv: readonly
   const hint = `(run '${path} --help' for usage)`;
   if (err.code === 'commander.help') {
     const names = command.command.commands.map((c) => c.name()).filter((n) => n !== 'help');
-    return new InvalidInputError(`'${path}' needs a command: ${names.join(', ')} ${hint}`);
+    // `volchain help nosuch` ends here too: the parser shows the help instead of naming the word.
+    const what = command.unknown !== undefined ? `unknown command '${escapeUnsafe(command.unknown)}'; '${path}' has` : `'${path}' needs a command:`;
+    return new InvalidInputError(`${what} ${names.join(', ')} ${hint}`);
   }
   const text = err.message
     .replace(/^error: /, '')
@@ -100,7 +102,7 @@ export function usageError(err: CommanderError, program: Command, argv: readonly
 }
 
 /** The (sub)command the arguments name: follows subcommand names, skipping options and their values. */
-function commandOf(program: Command, argv: readonly string[]): { command: Command; path: string[] } {
+function commandOf(program: Command, argv: readonly string[]): { command: Command; path: string[]; unknown?: string } {
   let command: Command = program;
   const path = [program.name()];
   for (let i = 0; i < argv.length; i++) {
@@ -112,8 +114,10 @@ function commandOf(program: Command, argv: readonly string[]): { command: Comman
       if (option !== undefined && (option.required || option.optional)) i++;
       continue;
     }
+    // `help <command>` names the same command as `<command> --help`.
+    if (arg === 'help' && command.commands.length > 0) continue;
     const sub = command.commands.find((c) => c.name() === arg || c.aliases().includes(arg));
-    if (sub === undefined) break;
+    if (sub === undefined) return { command, path, ...(command.commands.length > 0 ? { unknown: arg } : {}) };
     command = sub;
     path.push(sub.name());
   }
