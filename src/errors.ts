@@ -3,6 +3,7 @@
  * to exit statuses and prints `message` on one line, so messages must name the offending value and say what
  * to do about it.
  */
+import { quoteForeign } from './quote.js';
 
 export type ErrorCode =
   | 'INVALID_INPUT'
@@ -97,7 +98,8 @@ export class UnsafeImageError extends VolchainError {
   readonly layer: string;
   readonly reference: string | undefined;
   constructor(layer: string, message: string, reference?: string) {
-    super('UNSAFE_IMAGE', `${layer}: ${message}${reference === undefined ? '' : ` (${JSON.stringify(reference)})`}`);
+    // The reference comes from a header anyone may have written: escaped, and cut (QEMU allows 1023 bytes).
+    super('UNSAFE_IMAGE', `${layer}: ${message}${reference === undefined ? '' : ` (${quoteForeign(reference, 128)})`}`);
     this.layer = layer;
     this.reference = reference;
   }

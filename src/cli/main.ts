@@ -3,7 +3,7 @@
  * with the status of their code (see src/errors.ts); --json output is stable and documented in README.md.
  */
 import { Command, CommanderError, Option } from '@commander-js/extra-typings';
-import { asVolchainError, InvalidInputError } from '../errors.js';
+import { asVolchainError, InvalidInputError, type VolchainError } from '../errors.js';
 import { Volchain, type CallOptions } from '../engine/volchain.js';
 import type { Plan } from '../engine/plan.js';
 import { parseVmid, type ImageFormat } from '../naming/index.js';
@@ -11,6 +11,8 @@ import { progressReporter, renderRemoval, wipeReporter } from './progress.js';
 import { totalPlanSpace } from '../engine/space.js';
 import { renderActivation, renderInfo, renderJournalLeftover, renderPlan, renderSnapshotTree, renderSpace, renderStorages, renderVolumes } from './render.js';
 import { renderAttachInfo, renderQemuArgs } from './live-render.js';
+import { escapeUnsafe } from '../quote.js';
+import { argvWantsJson, finalStatus, guardOutput, PARSER_OUTPUT, reportError, usageError, writeOut } from './output.js';
 
 /** The `storage` option of a library call, when the command was given one. */
 function onlyStorage(storage: string | undefined): { storage?: string } {
@@ -23,7 +25,7 @@ function vmConfigOf(vmConfig: string | undefined): { vmConfig?: string } {
 }
 
 function print(text: string): void {
-  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+  writeOut(text.endsWith('\n') ? text : `${text}\n`);
 }
 
 function printJson(value: unknown): void {
@@ -36,7 +38,7 @@ export function buildProgram() {
     .description('Snapshots as qcow2 volume chains for QEMU/KVM disks on directory and LVM storage (Proxmox VE 9 compatible)')
     .version('0.1.0')
     .option('--config <file>', 'storage.cfg to use (default: $VOLCHAIN_CONFIG, /etc/pve/storage.cfg, embedded default)')
-    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput(PARSER_OUTPUT)
     .exitOverride();
 
   const open = async (): Promise<Volchain> => {
@@ -306,7 +308,7 @@ export function buildProgram() {
       if (opts.json) printJson({ pending, wipes, journalFiles });
       else if (pending.length === 0 && wipes.length === 0 && journalFiles.length === 0) print('no unfinished operations');
       else {
-        for (const p of pending) print(`${p.volid}: ${p.plan.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host}, ${p.summaryOnly ? 'steps not readable here (its journal LV is not active on this host)' : `${p.completedSteps}/${p.plan.steps.length} steps done`}${p.error ? ` (stopped: ${p.error})` : ''}`);
+        for (const p of pending) print(`${p.volid}: ${p.plan.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host}, ${p.summaryOnly ? 'steps not readable here (its journal LV is not active on this host)' : `${p.completedSteps}/${p.plan.steps.length} steps done`}${p.error ? ` (stopped: ${escapeUnsafe(p.error)})` : ''}`);
         for (const w of wipes) print(renderRemoval(w));
         for (const f of journalFiles) print(renderJournalLeftover(f));
       }
@@ -372,17 +374,26 @@ export function buildProgram() {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  guardOutput();
   const program = buildProgram();
+  // Whether the command that runs has --json, as parsed; before parsing is done, what the arguments say.
+  let json: boolean | undefined;
+  program.hook('preAction', (_program, command) => {
+    json = command.opts().json === true;
+  });
   try {
     await program.parseAsync(argv, { from: 'user' });
-    return 0;
+    return finalStatus(0);
   } catch (err) {
+    let error: VolchainError;
     if (err instanceof CommanderError) {
       // --help and --version end by "throwing" with exit code 0; usage errors get status 2.
-      return err.exitCode === 0 ? 0 : 2;
+      if (err.exitCode === 0) return finalStatus(0);
+      error = usageError(err, program, argv);
+    } else {
+      error = asVolchainError(err);
     }
-    const error = asVolchainError(err);
-    process.stderr.write(`volchain: ${error.message}\n`);
+    reportError(error, json ?? argvWantsJson(argv));
     if (process.env.VOLCHAIN_DEBUG) process.stderr.write(`${String((err as Error).stack)}\n`);
     return error.exitStatus;
   }

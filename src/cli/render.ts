@@ -5,6 +5,20 @@ import type { ActivationResult, SnapshotListing, VolumeInfo, VolumeSummary } fro
 import type { PlanSpace } from '../engine/space.js';
 import type { StorageDescription } from '../config/index.js';
 import type { JournalLeftover } from '../journal/record.js';
+import { RESERVED_SNAPSHOT_NAMES } from '../naming/index.js';
+import { escapeUnsafe, quoteForeign } from '../quote.js';
+
+/**
+ * A snapshot name as listings show it. Internal snapshot names come from the image's snapshot table, which
+ * anyone who wrote the image chose: a newline there would fake a line of the tree, `|-- ` a branch, and a
+ * snapshot called `current` the current layer. Plain names (a letter, then letters, digits, '_' or '-', as PVE
+ * and volchain name snapshots) are shown bare; any other name, and a reserved word in any case, is shown
+ * quoted and escaped like a JSON string, cut after 64 characters.
+ */
+export function showSnapshotName(name: string): string {
+  const plain = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/.test(name) && !RESERVED_SNAPSHOT_NAMES.includes(name.toLowerCase());
+  return plain ? name : quoteForeign(name);
+}
 
 export function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
@@ -55,16 +69,16 @@ export function renderInfo(info: VolumeInfo): string {
     ['snapshots use', `${formatSize(info.snapshotBytes)} (${info.snapshotBytes} bytes)`],
     ['at full size', `${formatSize(info.fullSizeSnapshotBytes)} (${info.fullSizeSnapshotBytes} bytes, snapshot layers as PVE 9 allocates them)`],
     ['snapshot mode', info.snapshotMode],
-    ['snapshots', info.snapshots.length > 0 ? info.snapshots.join(', ') : '(none)'],
+    ['snapshots', info.snapshots.length > 0 ? info.snapshots.map(showSnapshotName).join(', ') : '(none)'],
   ];
-  if (info.parentSnapshot !== null) rows.push(['based on', info.parentSnapshot]);
+  if (info.parentSnapshot !== null) rows.push(['based on', showSnapshotName(info.parentSnapshot)]);
   if (info.pendingOperation !== null) {
     const p = info.pendingOperation;
     rows.push(['UNFINISHED', `${p.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host} (volchain repair)`]);
   }
   for (const c of info.checks ?? []) {
     const verdict = c.clean ? 'clean' : `${c.corruptions} corruption(s), ${c.leaks} leak(s)`;
-    rows.push([`check ${c.snapshot ?? 'current'}`, `${verdict} (${c.layer})`]);
+    rows.push([`check ${c.snapshot === null ? 'current' : showSnapshotName(c.snapshot)}`, `${verdict} (${c.layer})`]);
   }
   const width = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n');
@@ -80,14 +94,16 @@ export function renderSnapshotTree(listing: SnapshotListing): string {
   const label = (name: string): string => {
     if (name === 'current') {
       const written = listing.current.definedBytes;
-      const since = listing.current.parent ? ` '${listing.current.parent}'` : ' creation';
+      const parent = listing.current.parent === null ? null : showSnapshotName(listing.current.parent);
+      const since = parent === null ? ' creation' : parent.startsWith('"') ? ` ${parent}` : ` '${parent}'`;
       return `current  (${written === null ? UNREADABLE : `${formatSize(written)} written since${since}`})  <- you are here`;
     }
     const s = byName.get(name);
-    return s ? `${s.name}  (${s.definedBytes === null ? UNREADABLE : `${formatSize(s.definedBytes)} data`})` : name;
+    return s ? `${showSnapshotName(s.name)}  (${s.definedBytes === null ? UNREADABLE : `${formatSize(s.definedBytes)} data`})` : showSnapshotName(name);
   };
   const children = (name: string): string[] => {
-    if (listing.mode === 'internal') return [];
+    // In `children`, 'current' is the current layer (a leaf), never a snapshot of that name.
+    if (listing.mode === 'internal' || name === 'current') return [];
     const s = byName.get(name);
     return s ? s.children : [];
   };
@@ -97,7 +113,7 @@ export function renderSnapshotTree(listing: SnapshotListing): string {
     kids.forEach((k, i) => walk(k, top ? '' : prefix + (last ? '    ' : '|   '), i === kids.length - 1, false));
   };
   if (listing.mode === 'internal') {
-    for (const s of listing.snapshots) lines.push(`* ${s.name}`);
+    for (const s of listing.snapshots) lines.push(`* ${showSnapshotName(s.name)}`);
     lines.push(`* ${label('current')}`);
     return lines.join('\n');
   }
@@ -146,8 +162,10 @@ export function renderActivation(result: ActivationResult, action: 'activate' | 
 
 /** A `status` line for a journal file that is not a record (see JournalLeftover). */
 export function renderJournalLeftover(f: JournalLeftover): string {
+  // The file's name is whatever someone wrote into the journal directory: keep it on one line, escapes shown.
+  const path = escapeUnsafe(f.path);
   const where = f.storage !== undefined ? `storage '${f.storage}'` : 'journal';
   return f.kind === 'set-aside'
-    ? `${where}: journal file set aside as unreadable: ${f.path} (not a valid record; look at it, then delete it or run 'volchain repair --all' for leftovers of its VM)`
-    : `${where}: temp file of an interrupted journal write: ${f.path} ('volchain repair --all' removes it)`;
+    ? `${where}: journal file set aside as unreadable: ${path} (not a valid record; look at it, then delete it or run 'volchain repair --all' for leftovers of its VM)`
+    : `${where}: temp file of an interrupted journal write: ${path} ('volchain repair --all' removes it)`;
 }

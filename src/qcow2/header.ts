@@ -168,10 +168,10 @@ export function* headerSteps(file: Pick<ImageReader, 'layer' | 'sizeBytes'>): Re
 function parse(buf: Buffer, layer: string, atEnd: boolean): Qcow2Header {
   const corrupt = (message: string) => new CorruptImageError(layer, message);
   if (buf.length < 8) {
-    if (buf.length >= 4 && buf.readUInt32BE(0) !== QCOW2_MAGIC) throw notQcow2(buf, layer);
+    if (buf.length >= 4 && buf.readUInt32BE(0) !== QCOW2_MAGIC) throw notQcow2(layer);
     throw corrupt(`file too short for a qcow2 header (${buf.length} bytes)`);
   }
-  if (buf.readUInt32BE(0) !== QCOW2_MAGIC) throw notQcow2(buf, layer);
+  if (buf.readUInt32BE(0) !== QCOW2_MAGIC) throw notQcow2(layer);
   const version = buf.readUInt32BE(4);
   if (version !== 2 && version !== 3) throw corrupt(`unsupported qcow2 version ${version} (only 2 and 3 exist)`);
   const fixedLength = version === 2 ? V2_HEADER_LENGTH : V3_MIN_HEADER_LENGTH;
@@ -308,9 +308,12 @@ function parse(buf: Buffer, layer: string, atEnd: boolean): Qcow2Header {
 
 type MakeError = (message: string) => CorruptImageError;
 
-function notQcow2(buf: Buffer, layer: string): CorruptImageError {
-  const magic = buf.subarray(0, 4).toString('hex');
-  return new CorruptImageError(layer, `not a qcow2 image (magic 0x${magic}, expected 0x514649fb "QFI\\xfb")`);
+/**
+ * Says nothing of what the file holds: the layer may be any file (a device, or a link to /etc/shadow), and its
+ * first bytes are then someone's data, which must not appear in a message or a log.
+ */
+function notQcow2(layer: string): CorruptImageError {
+  return new CorruptImageError(layer, 'not a qcow2 image: it does not start with the qcow2 magic 0x514649fb ("QFI\\xfb")');
 }
 
 function decodeCompression(value: number, incompatible: bigint, corrupt: MakeError): Qcow2CompressionType {
@@ -362,7 +365,8 @@ function decodeName(bytes: Buffer, what: string, corrupt: MakeError): string {
   try {
     return fatalUtf8.decode(bytes);
   } catch {
-    throw corrupt(`${what} is not valid UTF-8 (hex ${bytes.subarray(0, 64).toString('hex')})`);
+    // Its length only: the bytes themselves are the image's content, not something to echo.
+    throw corrupt(`${what} is not valid UTF-8 (${bytes.length} bytes)`);
   }
 }
 

@@ -8,6 +8,7 @@
  */
 import { dirname, join } from 'node:path';
 import { NotFoundError, UnsafeImageError } from '../errors.js';
+import { quoteForeign } from '../quote.js';
 import { headerSteps, type Qcow2Header } from './header.js';
 import { openLocalImage, runStepsAsync, runStepsSync, type LocalImageFile } from './io.js';
 
@@ -64,7 +65,7 @@ export function validateLayerHeader(layer: string, header: Qcow2Header, policy: 
     throw new UnsafeImageError(layer, 'backing reference has no backing format, so QEMU would probe it; qcow2 is required', ref);
   }
   if (header.backingFormat !== 'qcow2') {
-    throw new UnsafeImageError(layer, `backing format is ${JSON.stringify(header.backingFormat)}, only "qcow2" is accepted`, ref);
+    throw new UnsafeImageError(layer, `backing format is ${quoteForeign(header.backingFormat)}, only "qcow2" is accepted`, ref);
   }
   if (!policy.isExpectedLayerName(ref, layer)) {
     throw new UnsafeImageError(layer, 'backing reference is not an expected layer name of this volume', ref);
@@ -96,7 +97,7 @@ function describeBits(header: Qcow2Header, bits: bigint): string {
   for (let bit = 0; bit < 64; bit++) {
     if ((bits & (1n << BigInt(bit))) === 0n) continue;
     const named = header.featureNames.find((f) => f.type === 'incompatible' && f.bit === bit);
-    parts.push(named ? `bit ${bit} (${JSON.stringify(named.name)})` : `bit ${bit}`);
+    parts.push(named ? `bit ${bit} (${quoteForeign(named.name)})` : `bit ${bit}`);
   }
   return parts.join(', ');
 }

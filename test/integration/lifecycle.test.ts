@@ -466,7 +466,7 @@ describe('bad input through the CLI: non-zero exit, one line on stderr, storage 
     for (const args of [['alloc', s.id], ['alloc', s.id, '100', '16M', '--format', 'vmdk'], ['info', '--bogus', vol()]]) {
       const r = await cli(s, args);
       assert.equal(r.code, 2, `volchain ${args.join(' ')}: ${r.stderr}`);
-      assert.match(r.stderr, /^error: /, `volchain ${args.join(' ')}`);
+      assert.match(r.stderr, /^volchain: [^\n]+\n$/, `volchain ${args.join(' ')}: one volchain line`);
       assert.equal(r.stdout, '');
       assertSameTree(pristine, await snapshotOf(s.path), `volchain ${args.join(' ')}`);
     }

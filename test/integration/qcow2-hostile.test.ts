@@ -213,7 +213,7 @@ describe('walkChain refuses hostile backing references', () => {
     await assertRefused(empty, TOP, { class: CorruptImageError, message: /too short .*\(0 bytes\)/ });
     const raw = join(vmDir, 'raw.qcow2');
     await writeFile(raw, Buffer.concat([Buffer.from('QFI\xfa', 'latin1'), topImage.subarray(4)]));
-    await assertRefused(raw, TOP, { class: CorruptImageError, message: /not a qcow2 image \(magic 0x514649fa/ });
+    await assertRefused(raw, TOP, { class: CorruptImageError, message: /not a qcow2 image: it does not start with the qcow2 magic 0x514649fb/ });
   });
 
   it('refuses a hostile reference in a lower layer before opening it, naming that layer', async () => {
