@@ -1,12 +1,20 @@
 /** Storage type -> backend factory. Adding a backend means adding one file and one line here. */
-import type { StorageDefinition } from '../config/index.js';
+import { assertAvailableHere, type StorageDefinition } from '../config/index.js';
 import { NotSupportedError } from '../errors.js';
 import type { Backend } from './backend.js';
 import { DirBackend } from './dir.js';
 import { LvmBackend } from './lvm.js';
 
-export function createBackend(def: StorageDefinition): Backend {
-  if (def.supported && def.type === 'dir') return new DirBackend(def);
-  if (def.supported && def.type === 'lvm') return new LvmBackend(def);
-  throw new NotSupportedError(`storage '${def.id}' has type '${def.type}', which volchain does not drive (supported: dir, lvm)`);
+/**
+ * Also the one gate every operation passes before a storage is touched: a storage for other nodes, or whose
+ * share is not mounted, is refused here (see config/availability.ts).
+ */
+export function createBackend(def: StorageDefinition, env: NodeJS.ProcessEnv = process.env): Backend {
+  if (!def.supported) {
+    throw new NotSupportedError(
+      `storage '${def.id}' has type '${def.type}', which volchain does not drive (supported: dir, nfs, cifs, lvm)`,
+    );
+  }
+  assertAvailableHere(def, { env });
+  return def.backend === 'dir' ? new DirBackend(def) : new LvmBackend(def);
 }
