@@ -145,7 +145,7 @@ function normalizeSubdir(subdir: string): string {
 function mountRequirement(type: DirType, path: string, r: OptionReader): MountRequirement | undefined {
   const need = (key: string): string => {
     const value = r.text(key);
-    if (value === undefined) r.fail(undefined, `an ${type} storage needs a '${key}' option (PVE's mount check reads it)`);
+    if (value === undefined) r.fail(undefined, `${type} storage needs the '${key}' option (the mount check reads it)`);
     return value;
   };
   if (type === 'nfs') {
