@@ -2,7 +2,7 @@
  * Reading Proxmox VE's storage.cfg (pve-common SectionConfig + pve-storage Plugin.pm), in two layers:
  *
  * 1. syntax (`parseSections`): sections, option lines, comments, with line numbers kept for messages;
- * 2. meaning (`storageFromSection`): typed definitions for the two types volchain drives (`dir`, `lvm`).
+ * 2. meaning (`storageFromSection`): typed definitions for the types volchain drives (`dir`, `nfs`, `cifs`, `lvm`).
  *
  * PVE only warns and skips what it cannot parse; volchain stops instead, because acting on a storage that is
  * half-understood (a wrong path, a VG name that escapes /dev) could touch the wrong disks. Where the two

@@ -222,6 +222,23 @@ describe('storage.cfg: dir options content-dirs, format, preallocation, nodes', 
   });
 });
 
+describe('storage.cfg: types without volume chains in PVE', () => {
+  before(async () => {
+    place = await makePlace();
+  });
+  after(async () => {
+    await rm(place.root, { recursive: true, force: true });
+  });
+  it('cephfs and btrfs are listed as unsupported and refused (exit 5)', async () => {
+    await writeConfig(['cephfs: cfs', `\tpath ${join(place.root, 'cfs')}`, '\tcontent images'], ['btrfs: bt', `\tpath ${join(place.root, 'bt')}`, '\tcontent images']);
+    for (const id of ['cfs', 'bt']) {
+      await fails(['alloc', id, '100', '1M'], { code: 5, match: new RegExp(`storage '${id}' has type '\\w+', which volchain does not drive \\(supported: dir, nfs, cifs, lvm\\)`) });
+    }
+    assert.match(await ok(['storage', 'list']), /^cfs\s+cephfs\s.*unsupported$/m);
+    await assert.rejects(stat(join(place.root, 'cfs')), /ENOENT/);
+  });
+});
+
 describe('storage.cfg: invalid dir-family options are refused naming file and line (exit 2)', () => {
   before(async () => {
     place = await makePlace();
