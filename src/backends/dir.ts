@@ -43,7 +43,7 @@ export class DirBackend implements Backend {
   }
 
   async listVolumes(vmid?: number): Promise<VolumeRef[]> {
-    const imagesRoot = join(this.definition.path, 'images');
+    const imagesRoot = join(this.definition.path, this.definition.imagesDir);
     const vmids = vmid === undefined ? await listNumericDirs(imagesRoot) : [vmid];
     const volumes: VolumeRef[] = [];
     for (const id of vmids) {
@@ -59,12 +59,12 @@ export class DirBackend implements Backend {
   }
 
   listVmids(): Promise<number[]> {
-    return listNumericDirs(join(this.definition.path, 'images'));
+    return listNumericDirs(join(this.definition.path, this.definition.imagesDir));
   }
 
   async listLayerNames(vmid: number): Promise<string[]> {
     try {
-      return await readdir(dirImagesDir(this.definition.path, vmid));
+      return await readdir(dirImagesDir(this.definition.path, vmid, this.definition.imagesDir));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw err;
@@ -72,7 +72,7 @@ export class DirBackend implements Backend {
   }
 
   layerPath(vmid: number, layerName: string): string {
-    return dirLayerPath(this.definition.path, vmid, layerName);
+    return dirLayerPath(this.definition.path, vmid, layerName, this.definition.imagesDir);
   }
 
   async statLayer(vmid: number, layerName: string): Promise<LayerStat | undefined> {
@@ -90,7 +90,7 @@ export class DirBackend implements Backend {
 
   async createImage(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number): Promise<void> {
     const path = this.layerPath(vmid, layerName);
-    await mkdir(dirImagesDir(this.definition.path, vmid), { recursive: true });
+    await mkdir(dirImagesDir(this.definition.path, vmid, this.definition.imagesDir), { recursive: true });
     await this.refuseExisting(vmid, layerName);
     try {
       await qemuImg.createImage(path, format, sizeBytes, format === 'qcow2' ? this.preallocation : rawPreallocation(this.preallocation));
@@ -104,11 +104,12 @@ export class DirBackend implements Backend {
   }
 
   async createOverlay(vmid: number, layerName: string, backingLayerName: string, sizeBytes: number): Promise<void> {
-    await mkdir(dirImagesDir(this.definition.path, vmid), { recursive: true });
+    await mkdir(dirImagesDir(this.definition.path, vmid, this.definition.imagesDir), { recursive: true });
     await this.refuseExisting(vmid, layerName);
     const path = this.layerPath(vmid, layerName);
     try {
-      await qemuImg.createOverlay(path, backingLayerName, sizeBytes);
+      // PVE's alloc_backed_image: the overlay gets the storage's preallocation too (for qcow2, default metadata).
+      await qemuImg.createOverlay(path, backingLayerName, sizeBytes, this.preallocation);
     } catch (err) {
       await rm(path, { force: true });
       throw err;
@@ -141,7 +142,7 @@ export class DirBackend implements Backend {
     await rm(this.layerPath(vmid, layerName), { force: true });
     // Leave no empty images/<vmid> directory behind once a VM's last layer is gone.
     try {
-      await rmdir(dirImagesDir(this.definition.path, vmid));
+      await rmdir(dirImagesDir(this.definition.path, vmid, this.definition.imagesDir));
     } catch {
       // not empty (or already gone): fine
     }

@@ -36,7 +36,7 @@ export function renderStorages(storages: StorageDescription[]): string {
       s.content.join(',') || '-',
       s.snapshotAsVolumeChain ? 'yes' : 'no',
       s.shared ? 'yes' : 'no',
-      !s.supported ? 'unsupported' : s.disabled ? 'disabled' : 'active',
+      !s.supported ? 'unsupported' : s.disabled ? 'disabled' : !s.availableHere ? 'not on this node' : s.mounted === false ? 'not mounted' : 'active',
     ]),
   );
 }

@@ -8,9 +8,12 @@
 import { readFile } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { ConfigError } from '../errors.js';
+import { availableOnNode, localNodeName, mountPresent, readMountTable, type MountEntry } from './availability.js';
+import { withPveLocal } from './pve-local.js';
 import {
   DEFAULT_DIR_PREALLOCATION,
   EMBEDDED_DEFAULT_SOURCE,
+  parseSections,
   parseStorageConfig,
   storageFromSection,
   type Preallocation,
@@ -41,8 +44,14 @@ export async function loadStorageConfig(opts: LoadOptions = {}): Promise<Storage
   }
   const pvePath = opts.pveConfigPath ?? PVE_STORAGE_CFG;
   const pveText = await readIfPresent(pvePath);
-  if (pveText !== undefined) return parseStorageConfig(pveText, pvePath);
+  if (pveText !== undefined) return parsePveStorageConfig(pveText, pvePath);
   return defaultStorageConfig(env);
+}
+
+/** PVE's own file, read as PVE reads it: with its fix-up of the `local` storage (see pve-local.ts). */
+function parsePveStorageConfig(text: string, file: string): StorageConfig {
+  const storages = withPveLocal(parseSections(text, file)).map((section) => storageFromSection(section, file));
+  return { source: file, storages };
 }
 
 async function readNamedFile(file: string, how: string): Promise<string> {
@@ -128,17 +137,30 @@ export interface StorageDescription {
   disabled: boolean;
   /** null = available on every node. */
   nodes: string[] | null;
+  /** false when `nodes` does not list this host (PVE's nodename): every operation on it is refused. */
+  availableHere: boolean;
+  /** nfs/cifs (and dir with is_mountpoint): whether the share is mounted at its path; null when nothing must be. */
+  mounted: boolean | null;
   snapshotAsVolumeChain: boolean;
   /** The effective mode on dir storage (PVE's default when the option is absent); null elsewhere. */
   preallocation: Preallocation | null;
+  /** dir family: where `<vmid>/` image directories are (`path` + content-dirs' images entry); null elsewhere. */
+  imagesPath: string | null;
+  /** dir family: the `format` option (alloc's default format); null when absent or not a dir type. */
+  format: string | null;
   saferemove: boolean | null;
   /** false for types volchain lists but does not drive (zfspool, rbd, ...). */
   supported: boolean;
 }
 
-export function describeStorage(def: StorageDefinition): StorageDescription {
-  const dir = def.supported && def.type === 'dir' ? def : undefined;
-  const lvm = def.supported && def.type === 'lvm' ? def : undefined;
+/** `here` is for tests: this host's node name and mount table (default: the real ones, read when needed). */
+export function describeStorage(
+  def: StorageDefinition,
+  here: { node?: string; mounts?: readonly MountEntry[]; env?: NodeJS.ProcessEnv } = {},
+): StorageDescription {
+  const dir = def.supported && def.backend === 'dir' ? def : undefined;
+  const lvm = def.supported && def.backend === 'lvm' ? def : undefined;
+  const req = dir?.mount;
   return {
     id: def.id,
     type: def.type,
@@ -148,8 +170,12 @@ export function describeStorage(def: StorageDefinition): StorageDescription {
     shared: def.shared,
     disabled: def.disable,
     nodes: def.nodes === undefined ? null : [...def.nodes],
+    availableHere: availableOnNode(def, here.node ?? localNodeName()),
+    mounted: req === undefined ? null : mountPresent(req, here.mounts ?? readMountTable(here.env)),
     snapshotAsVolumeChain: def.snapshotAsVolumeChain,
     preallocation: dir ? (dir.preallocation ?? DEFAULT_DIR_PREALLOCATION) : null,
+    imagesPath: dir ? posix.join(dir.path, dir.imagesDir) : null,
+    format: dir ? (dir.format ?? null) : null,
     saferemove: lvm ? lvm.saferemove : null,
     supported: def.supported,
   };

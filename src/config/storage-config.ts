@@ -2,7 +2,7 @@
  * Reading Proxmox VE's storage.cfg (pve-common SectionConfig + pve-storage Plugin.pm), in two layers:
  *
  * 1. syntax (`parseSections`): sections, option lines, comments, with line numbers kept for messages;
- * 2. meaning (`storageFromSection`): typed definitions for the two types volchain drives (`dir`, `lvm`).
+ * 2. meaning (`storageFromSection`): typed definitions for the types volchain drives (`dir`, `nfs`, `cifs`, `lvm`).
  *
  * PVE only warns and skips what it cannot parse; volchain stops instead, because acting on a storage that is
  * half-understood (a wrong path, a VG name that escapes /dev) could touch the wrong disks. Where the two
@@ -11,6 +11,10 @@
  * ignored, so a real PVE file with zfspool, rbd, pbs, ... sections loads unchanged.
  */
 import { ConfigError, InvalidInputError, NotFoundError } from '../errors.js';
+import { dirFieldsFromSection, isDirType, type DirFields, type DirType } from './dir-storage.js';
+
+export { DEFAULT_DIR_PREALLOCATION, DIR_TYPES, PREALLOCATIONS } from './dir-storage.js';
+export type { DirType, MountRequirement, Preallocation } from './dir-storage.js';
 
 /** One `<type>: <id>` section exactly as written (after syntax checks only). */
 export interface StorageSection {
@@ -27,11 +31,6 @@ export interface StorageSection {
   bareKeys: string[];
 }
 
-export type Preallocation = 'off' | 'metadata' | 'falloc' | 'full';
-export const PREALLOCATIONS: readonly Preallocation[] = ['off', 'metadata', 'falloc', 'full'];
-/** What PVE (and volchain) use on dir storage when the option is absent (DESIGN.md section 2). */
-export const DEFAULT_DIR_PREALLOCATION: Preallocation = 'metadata';
-
 interface Common {
   id: string;
   /** Allowed content types; PVE's per-type default when the option is absent, [] for `none`. */
@@ -45,21 +44,23 @@ interface Common {
   options: Record<string, string>;
 }
 
-export interface DirStorage extends Common {
-  type: 'dir';
+/** `dir`, `nfs`, `cifs`: files under `path` (see dir-storage.ts for the fields). */
+export interface DirStorage extends Common, DirFields {
+  type: DirType;
   supported: true;
-  path: string;
-  preallocation: Preallocation | undefined;
+  /** Which backend drives it: types differ in how PVE mounts them, not in the layout volchain writes. */
+  backend: 'dir';
 }
 
 export interface LvmStorage extends Common {
   type: 'lvm';
   supported: true;
+  backend: 'lvm';
   vgname: string;
   saferemove: boolean;
 }
 
-/** Any other type (zfspool, rbd, nfs, ...): kept so listings show it, never driven by volchain. */
+/** Any other type (zfspool, rbd, cephfs, ...): kept so listings show it, never driven by volchain. */
 export interface OtherStorage extends Common {
   type: string;
   supported: false;
@@ -88,7 +89,12 @@ const TYPE_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 /** Types PVE always treats as shared whatever the file says (pve-storage `@SHARED_STORAGE`). */
 const ALWAYS_SHARED_TYPES = new Set(['iscsi', 'nfs', 'cifs', 'rbd', 'cephfs', 'iscsidirect', 'zfs', 'drbd', 'pbs']);
 /** PVE's default `content` when a section has none (plugindata of DirPlugin / LVMPlugin). */
-const DEFAULT_CONTENT: Record<'dir' | 'lvm', readonly string[]> = { dir: ['images', 'rootdir'], lvm: ['images'] };
+const DEFAULT_CONTENT: Record<DirType | 'lvm', readonly string[]> = {
+  dir: ['images', 'rootdir'],
+  nfs: ['images'],
+  cifs: ['images'],
+  lvm: ['images'],
+};
 
 export function isValidStorageId(id: string): boolean {
   return STORAGE_ID_RE.test(id);
@@ -228,9 +234,9 @@ class SectionBuilder {
 // ---------------------------------------------------------------------------------------------------------
 // Layer 2: meaning
 
-/** Reads one section into a definition; strict for dir/lvm, lenient (nothing can fail) for other types. */
+/** Reads one section into a definition; strict for dir/nfs/cifs/lvm, lenient (nothing can fail) for other types. */
 export function storageFromSection(section: StorageSection, fileName: string): StorageDefinition {
-  if (section.type === 'dir' || section.type === 'lvm') return supportedFromSection(section, fileName);
+  if (isDirType(section.type) || section.type === 'lvm') return supportedFromSection(section, fileName);
   return otherFromSection(section);
 }
 
@@ -254,7 +260,7 @@ function otherFromSection(section: StorageSection): OtherStorage {
 }
 
 function supportedFromSection(section: StorageSection, fileName: string): SupportedStorage {
-  const type = section.type as 'dir' | 'lvm';
+  const type = section.type as DirType | 'lvm';
   const fail: (key: string | undefined, message: string) => never = (key, message) => {
     const line = key === undefined ? section.line : (section.optionLines[key] ?? section.line);
     throw new ConfigError(fileName, line, `storage '${section.id}': ${message}`);
@@ -279,25 +285,16 @@ function supportedFromSection(section: StorageSection, fileName: string): Suppor
     id: section.id,
     content:
       contentText === undefined ? [...DEFAULT_CONTENT[type]] : parseContent(contentText, (m) => fail('content', m)),
-    shared: flag('shared'),
+    shared: flag('shared') || ALWAYS_SHARED_TYPES.has(type),
     disable: flag('disable'),
     nodes: nodesText === undefined ? undefined : parseNodes(nodesText, (m) => fail('nodes', m)),
     snapshotAsVolumeChain: flag('snapshot-as-volume-chain'),
     options: { ...o },
   };
 
-  if (type === 'dir') {
-    const path = text('path');
-    if (path === undefined) return fail(undefined, `a dir storage needs a 'path' option`);
-    // PVE's verify_path wants an absolute path other than '/' itself.
-    if (!path.startsWith('/') || path === '/' || path.includes('\0')) {
-      fail('path', `path must be an absolute directory other than '/', got '${path}'`);
-    }
-    const prealloc = text('preallocation');
-    if (prealloc !== undefined && !(PREALLOCATIONS as readonly string[]).includes(prealloc)) {
-      fail('preallocation', `preallocation must be one of ${PREALLOCATIONS.join(', ')}, got '${prealloc}'`);
-    }
-    return { ...common, type, supported: true, path, preallocation: prealloc as Preallocation | undefined };
+  if (type !== 'lvm') {
+    const fields = dirFieldsFromSection(type, { id: section.id, text, fail });
+    return { ...common, type, supported: true, backend: 'dir', ...fields };
   }
 
   const vgname = text('vgname');
@@ -309,7 +306,7 @@ function supportedFromSection(section: StorageSection, fileName: string): Suppor
         `(not first), at most 127 characters, and not '.' or '..'`,
     );
   }
-  return { ...common, type, supported: true, vgname, saferemove: flag('saferemove') };
+  return { ...common, type, supported: true, backend: 'lvm', vgname, saferemove: flag('saferemove') };
 }
 
 /** PVE's split_list: commas, semicolons and whitespace all separate items. Duplicates are dropped. */

@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import type { Backend, FinishRemovalsResult, PendingRemoval } from '../backends/backend.js';
 import { createBackend } from '../backends/registry.js';
 import {
+  availableOnNode,
+  defaultAllocFormat,
   describeStorage,
   findStorage,
   loadStorageConfig,
@@ -209,7 +211,7 @@ export class Volchain {
   }
 
   storages(): StorageDescription[] {
-    return this.config.storages.map(describeStorage);
+    return this.config.storages.map((def) => describeStorage(def));
   }
 
   backend(storageId: string): Backend {
@@ -246,7 +248,7 @@ export class Volchain {
     if (opts.format && !backend.capabilities.formats.includes(opts.format)) {
       throw new NotSupportedError(`storage '${storage}' cannot hold ${opts.format} volumes`);
     }
-    let format: ImageFormat = opts.format ?? 'qcow2';
+    let format: ImageFormat = opts.format ?? (opts.name === undefined ? defaultAllocFormat(backend.definition) : 'qcow2');
     if (opts.name !== undefined) {
       const named = validateVolumeName(backend.kind, vmid, opts.name);
       if (opts.format && named !== opts.format) {
@@ -877,7 +879,7 @@ async function refusePending(backend: Backend, vmid: number): Promise<void> {
 }
 
 function usableForImages(def: StorageConfig['storages'][number]): boolean {
-  return def.supported && !def.disable && def.content.includes('images');
+  return def.supported && !def.disable && def.content.includes('images') && availableOnNode(def);
 }
 
 function uniqueBackends(disks: { backend: Backend }[]): Backend[] {

@@ -11,16 +11,17 @@ import { InvalidInputError } from '../errors.js';
 import { LV_NAME_MAX, LVM_NAME_CHARS, quote } from './common.js';
 import { validateVmid } from './volume-id.js';
 
-export function dirImagesDir(storagePath: string, vmid: number): string {
+/** `imagesSubdir`: the storage's sub-directory for images, `images` unless its content-dirs moves it. */
+export function dirImagesDir(storagePath: string, vmid: number, imagesSubdir = 'images'): string {
   if (typeof storagePath !== 'string' || !path.isAbsolute(storagePath) || storagePath.includes('\0')) {
     throw new InvalidInputError(`storage path ${quote(storagePath)} is not valid: expected an absolute directory path`);
   }
   validateVmid(vmid);
-  return path.resolve(storagePath, 'images', String(vmid));
+  return path.resolve(storagePath, imagesSubdir, String(vmid));
 }
 
-export function dirLayerPath(storagePath: string, vmid: number, layerName: string): string {
-  const dir = dirImagesDir(storagePath, vmid);
+export function dirLayerPath(storagePath: string, vmid: number, layerName: string, imagesSubdir = 'images'): string {
+  const dir = dirImagesDir(storagePath, vmid, imagesSubdir);
   checkPlainName(layerName, 'layer name');
   return inside(dir, layerName);
 }

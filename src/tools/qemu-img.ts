@@ -39,10 +39,17 @@ export async function createImage(
  * A qcow2 overlay whose header names `backingName` (relative, same directory). `-u` because the backing name
  * may not exist yet: during snapshot create it is the name the old top is about to receive.
  */
-export async function createOverlay(path: string, backingName: string, sizeBytes: number): Promise<void> {
+export async function createOverlay(
+  path: string,
+  backingName: string,
+  sizeBytes: number,
+  preallocation?: Preallocation,
+): Promise<void> {
+  // Preallocation with a backing file needs extended_l2=on (QEMU), which QCOW2_CREATE_OPTIONS always sets.
+  const options = preallocation === undefined ? QCOW2_CREATE_OPTIONS : `${QCOW2_CREATE_OPTIONS},preallocation=${preallocation}`;
   await run('qemu-img', [
     'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', backingName, '-u',
-    '-o', QCOW2_CREATE_OPTIONS, path, String(sizeBytes),
+    '-o', options, path, String(sizeBytes),
   ]);
 }
 

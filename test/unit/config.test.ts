@@ -19,6 +19,8 @@ import {
 
 const FILE = 'storage.cfg';
 const lines = (...ls: string[]): string => ls.join('\n') + '\n';
+/** The dir-family fields every plain `dir` section without those options reads as. */
+const DIR_DEFAULTS = { backend: 'dir', imagesDir: 'images', contentDirs: {}, format: undefined, mount: undefined } as const;
 const byId = (storages: StorageDefinition[], id: string): StorageDefinition => {
   const found = storages.find((s) => s.id === id);
   assert.ok(found, `storage ${id} parsed`);
@@ -47,6 +49,7 @@ describe('parseStorageConfig: valid files', () => {
         id: 'local',
         type: 'dir',
         supported: true,
+        ...DIR_DEFAULTS,
         path: '/var/lib/vz',
         preallocation: undefined,
         content: ['iso', 'vztmpl', 'backup', 'images'],
@@ -60,6 +63,7 @@ describe('parseStorageConfig: valid files', () => {
         id: 'san',
         type: 'lvm',
         supported: true,
+        backend: 'lvm',
         vgname: 'vg_san',
         saferemove: true,
         content: ['images'],
@@ -78,7 +82,7 @@ describe('parseStorageConfig: valid files', () => {
     ]);
   });
 
-  it('keeps every type and key of a realistic PVE cluster file, driving only dir and lvm', () => {
+  it('keeps every type and key of a realistic PVE cluster file, driving only dir, nfs, cifs and lvm', () => {
     const text = lines(
       'dir: local',
       '\tpath /var/lib/vz',
@@ -153,8 +157,8 @@ describe('parseStorageConfig: valid files', () => {
         ['local-lvm', 'lvmthin', false],
         ['tank', 'zfspool', false],
         ['ceph-vm', 'rbd', false],
-        ['nas', 'nfs', false],
-        ['smb', 'cifs', false],
+        ['nas', 'nfs', true],
+        ['smb', 'cifs', true],
         ['backup-server', 'pbs', false],
         ['san', 'lvm', true],
         ['fast', 'dir', true],
@@ -181,8 +185,16 @@ describe('parseStorageConfig: valid files', () => {
     const fast = byId(storages, 'fast');
     assert.ok(fast.supported && fast.type === 'dir');
     assert.equal(fast.preallocation, 'falloc');
+    // is_mountpoint yes: the path itself must be a mount point (DirPlugin's path_is_mounted).
+    assert.deepEqual(fast.mount, { mountpoint: '/srv/fast' });
+    const nas = byId(storages, 'nas');
+    assert.ok(nas.supported && nas.backend === 'dir');
+    assert.deepEqual(nas.mount, { mountpoint: '/mnt/pve/nas', fstype: 'nfs', source: '192.168.1.10:/volume1/pve' });
+    const smb = byId(storages, 'smb');
+    assert.ok(smb.supported && smb.backend === 'dir');
+    assert.deepEqual(smb.mount, { mountpoint: '/mnt/pve/smb', fstype: 'cifs', source: '//fileserver/vms' });
     // Unknown-to-volchain keys of a supported type are kept, not validated.
-    assert.equal(fast.options.is_mountpoint, 'yes');
+    assert.equal(fast.options.mkdir, '0');
     const san = byId(storages, 'san');
     assert.ok(san.supported && san.type === 'lvm');
     assert.equal(san.saferemove, false);
@@ -213,8 +225,8 @@ describe('parseStorageConfig: valid files', () => {
     },
     {
       name: 'a # inside a value is data, not a comment (PVE has no trailing comments)',
-      text: lines('cifs: smb', '\tpassword se#cret # really'),
-      expect: [{ type: 'cifs', id: 'smb', options: { password: 'se#cret # really' } }],
+      text: lines('cifs: smb', '\tserver fs1', '\tshare vms', '\tpassword se#cret # really'),
+      expect: [{ type: 'cifs', id: 'smb', options: { server: 'fs1', share: 'vms', password: 'se#cret # really' } }],
     },
     {
       name: 'tabs and spaces both indent and separate; trailing whitespace is dropped, inner kept',
@@ -490,8 +502,12 @@ describe('describeStorage', () => {
         shared: false,
         disabled: false,
         nodes: ['n1'],
+        availableHere: true,
+        mounted: null,
         snapshotAsVolumeChain: false,
         preallocation: 'metadata',
+        imagesPath: '/d/images',
+        format: null,
         saferemove: null,
         supported: true,
       },
@@ -507,8 +523,12 @@ describe('describeStorage', () => {
         shared: false,
         disabled: true,
         nodes: null,
+        availableHere: true,
+        mounted: null,
         snapshotAsVolumeChain: false,
         preallocation: null,
+        imagesPath: null,
+        format: null,
         saferemove: true,
         supported: true,
       },
@@ -524,8 +544,12 @@ describe('describeStorage', () => {
         shared: false,
         disabled: false,
         nodes: null,
+        availableHere: true,
+        mounted: null,
         snapshotAsVolumeChain: false,
         preallocation: null,
+        imagesPath: null,
+        format: null,
         saferemove: null,
         supported: false,
       },
@@ -533,7 +557,7 @@ describe('describeStorage', () => {
   ];
   for (const c of cases) {
     it(`gives the stable JSON shape for ${c.id}`, () => {
-      const described = describeStorage(byId(storages, c.id));
+      const described = describeStorage(byId(storages, c.id), { node: 'n1', mounts: [] });
       assert.deepEqual(described, c.expect);
       // Plain JSON: survives a round trip unchanged, and every field is present (null, never missing).
       assert.deepEqual(JSON.parse(JSON.stringify(described)), c.expect);
@@ -562,6 +586,7 @@ describe('defaultStorageConfig', () => {
           id: 'local',
           type: 'dir',
           supported: true,
+          ...DIR_DEFAULTS,
           path: c.path,
           preallocation: 'metadata',
           content: ['images'],
@@ -617,50 +642,52 @@ describe('loadStorageConfig: discovery order', () => {
   const cases: {
     name: string;
     opts: () => Parameters<typeof loadStorageConfig>[0];
-    id: string;
+    ids: string[];
     source: () => string;
   }[] = [
     {
       name: '--config wins over $VOLCHAIN_CONFIG and /etc/pve',
       opts: () => ({ configPath: flagFile, env: { ...home, VOLCHAIN_CONFIG: envFile }, pveConfigPath: pveFile }),
-      id: 'from-flag',
+      ids: ['from-flag'],
       source: () => flagFile,
     },
     {
       name: '$VOLCHAIN_CONFIG wins over /etc/pve',
       opts: () => ({ env: { ...home, VOLCHAIN_CONFIG: envFile }, pveConfigPath: pveFile }),
-      id: 'from-env',
+      ids: ['from-env'],
       source: () => envFile,
     },
     {
       name: 'an empty --config and an empty $VOLCHAIN_CONFIG count as unset',
       opts: () => ({ configPath: '', env: { ...home, VOLCHAIN_CONFIG: '' }, pveConfigPath: pveFile }),
-      id: 'from-pve',
+      // PVE's own file gets PVE's `local` (added first, see the local tests below).
+      ids: ['local', 'from-pve'],
       source: () => pveFile,
     },
     {
       name: '/etc/pve/storage.cfg when it exists',
       opts: () => ({ env: home, pveConfigPath: pveFile }),
-      id: 'from-pve',
+      // PVE's own file gets PVE's `local` (added first, see the local tests below).
+      ids: ['local', 'from-pve'],
       source: () => pveFile,
     },
     {
       name: 'the embedded default when nothing exists',
       opts: () => ({ env: home, pveConfigPath: join(dir, 'missing', 'storage.cfg') }),
-      id: 'local',
+      ids: ['local'],
       source: () => '(embedded default)',
     },
     {
       name: 'the embedded default when the PVE path runs through a file (ENOTDIR)',
       opts: () => ({ env: home, pveConfigPath: join(flagFile, 'storage.cfg') }),
-      id: 'local',
+      ids: ['local'],
       source: () => '(embedded default)',
     },
   ];
   for (const c of cases) {
     it(c.name, async () => {
       const config = await loadStorageConfig(c.opts());
-      assert.deepEqual(ids(config), [c.id]);
+      assert.deepEqual(ids(config), c.ids);
       assert.equal(config.source, c.source());
     });
   }
@@ -738,12 +765,15 @@ const contentArb = fc.oneof(
 );
 const keyArb = fc.oneof(fc.stringMatching(/^[a-z][a-z0-9_-]{0,12}$/), fc.constantFrom('__proto__', 'constructor', 'toString'));
 
+const DIR_KEYS = ['path', 'content', 'nodes', 'shared', 'disable', 'snapshot-as-volume-chain', 'preallocation', 'format', 'content-dirs', 'is_mountpoint'];
 const KNOWN: Record<string, Set<string>> = {
-  dir: new Set(['path', 'content', 'nodes', 'shared', 'disable', 'snapshot-as-volume-chain', 'preallocation']),
+  dir: new Set(DIR_KEYS),
+  nfs: new Set([...DIR_KEYS, 'server', 'export']),
+  cifs: new Set([...DIR_KEYS, 'server', 'share', 'subdir']),
   lvm: new Set(['vgname', 'content', 'nodes', 'shared', 'disable', 'snapshot-as-volume-chain', 'saferemove']),
 };
 /** Known keys whose value is text: written bare they are an error, so the noisy writer never drops their value. */
-const TEXT_KEYS = new Set(['path', 'vgname', 'content', 'nodes', 'preallocation']);
+const TEXT_KEYS = new Set(['path', 'vgname', 'content', 'nodes', 'preallocation', 'server', 'export', 'share', 'subdir']);
 
 function sectionArb(): fc.Arbitrary<Section> {
   const common = {
@@ -782,7 +812,21 @@ function sectionArb(): fc.Arbitrary<Section> {
         { requiredKeys: ['vgname'] },
       ),
     ),
-    fc.constantFrom('zfspool', 'rbd', 'nfs', 'cifs', 'pbs', 'lvmthin', 'my-plugin').chain((type) =>
+    build(
+      'nfs',
+      fc.record(
+        { path: pathArb, server: fc.constantFrom('nas', '10.0.0.5', 'fd00::5'), export: pathArb, ...common },
+        { requiredKeys: ['server', 'export'] },
+      ),
+    ),
+    build(
+      'cifs',
+      fc.record(
+        { path: pathArb, server: fc.constantFrom('fs1', '10.0.0.6'), share: fc.constantFrom('vms', 'pve'), subdir: pathArb, ...common },
+        { requiredKeys: ['server', 'share'] },
+      ),
+    ),
+    fc.constantFrom('zfspool', 'rbd', 'cephfs', 'btrfs', 'pbs', 'lvmthin', 'my-plugin').chain((type) =>
       build(type, fc.constant({})),
     ),
   );
