@@ -3,6 +3,7 @@ import { formatSize } from '../naming/index.js';
 import { describeStep, type Plan } from '../engine/plan.js';
 import type { ActivationResult, SnapshotListing, VolumeInfo, VolumeSummary } from '../engine/volchain.js';
 import type { PlanSpace } from '../engine/space.js';
+import type { LayerFlags } from '../engine/layer-guard.js';
 import type { StorageDescription } from '../config/index.js';
 
 export function table(headers: string[], rows: string[][]): string {
@@ -61,6 +62,13 @@ export function renderInfo(info: VolumeInfo): string {
     const p = info.pendingOperation;
     rows.push(['UNFINISHED', `${p.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host} (volchain repair)`]);
   }
+  for (const l of info.layers) {
+    const who = l.snapshot === null ? 'current' : `snapshot ${l.snapshot}`;
+    if (l.corrupt === true) rows.push(['CORRUPT', `${who} (${l.layer}): run 'qemu-img check -r all -f qcow2' on it before changing the volume`]);
+    // In internal mode the current layer's internal snapshots are the volume's snapshots, listed above.
+    const internal = info.snapshotMode === 'internal' ? [] : (l.internalSnapshots ?? []);
+    if (internal.length > 0) rows.push([`internal in ${l.snapshot ?? 'current'}`, internal.map((s) => s.name).join(', ') + ` (${l.layer})`]);
+  }
   for (const c of info.checks ?? []) {
     const verdict = c.clean ? 'clean' : `${c.corruptions} corruption(s), ${c.leaks} leak(s)`;
     rows.push([`check ${c.snapshot ?? 'current'}`, `${verdict} (${c.layer})`]);
@@ -74,16 +82,25 @@ const UNREADABLE = 'data size unknown: LV not active on this host';
 
 /** The snapshot tree, oldest at the top, with the current layer marked where it hangs. */
 export function renderSnapshotTree(listing: SnapshotListing): string {
+  // Flags of a layer (layer-guard.ts): QEMU's corrupt bit, and internal snapshots inside a chain layer (in
+  // internal mode those are the volume's snapshots themselves, listed as such).
+  const flags = (l: LayerFlags): string => {
+    const internal = listing.mode === 'internal' ? [] : (l.internalSnapshots ?? []);
+    return (
+      (l.corrupt === true ? '  [CORRUPT: qemu-img check -r]' : '') +
+      (internal.length > 0 ? `  [internal snapshots: ${internal.map((s) => s.name).join(', ')}]` : '')
+    );
+  };
   const lines = [`${listing.volid}${listing.mode === 'internal' ? ' (internal snapshots)' : ''}`];
   const byName = new Map(listing.snapshots.map((s) => [s.name, s]));
   const label = (name: string): string => {
     if (name === 'current') {
       const written = listing.current.definedBytes;
       const since = listing.current.parent ? ` '${listing.current.parent}'` : ' creation';
-      return `current  (${written === null ? UNREADABLE : `${formatSize(written)} written since${since}`})  <- you are here`;
+      return `current  (${written === null ? UNREADABLE : `${formatSize(written)} written since${since}`})${flags(listing.current)}  <- you are here`;
     }
     const s = byName.get(name);
-    return s ? `${s.name}  (${s.definedBytes === null ? UNREADABLE : `${formatSize(s.definedBytes)} data`})` : name;
+    return s ? `${s.name}  (${s.definedBytes === null ? UNREADABLE : `${formatSize(s.definedBytes)} data`})${flags(s)}` : name;
   };
   const children = (name: string): string[] => {
     if (listing.mode === 'internal') return [];

@@ -51,6 +51,7 @@ import {
   planSnapshotRollback,
   type PlanContext,
 } from './planners.js';
+import { layerFlags, treeLayerFlags, type LayerFlags, type LayerFlagsEntry } from './layer-guard.js';
 import { ancestry, layer, readVolumeTree, snapshotLayers, type LayerNode, type ReadTreeOptions, type VolumeTree } from './volume-tree.js';
 import { estimatePlanSpace, layersFrozenBy, snapshotSpace, spaceEstimable } from './space.js';
 import { readQcow2Header } from '../qcow2/index.js';
@@ -144,6 +145,8 @@ export interface VolumeInfo extends VolumeSummary {
   checks?: LayerCheck[];
   /** Snapshot the current layer continues from (volume-chain mode). */
   parentSnapshot: string | null;
+  /** Every layer with QEMU's corrupt bit and its internal snapshots (layer-guard.ts). */
+  layers: LayerFlagsEntry[];
 }
 
 export interface LayerCheck {
@@ -155,7 +158,7 @@ export interface LayerCheck {
   imageEndOffset: number | null;
 }
 
-export interface SnapshotEntry {
+export interface SnapshotEntry extends LayerFlags {
   name: string;
   layer: string;
   path: string;
@@ -175,7 +178,7 @@ export interface SnapshotEntry {
 export interface SnapshotListing {
   volid: string;
   mode: 'volume-chain' | 'internal';
-  current: { layer: string; path: string; parent: string | null; virtualSize: number; definedBytes: number | null; usedBytes: number };
+  current: { layer: string; path: string; parent: string | null; virtualSize: number; definedBytes: number | null; usedBytes: number } & LayerFlags;
   snapshots: SnapshotEntry[];
 }
 
@@ -298,6 +301,7 @@ export class Volchain {
         : null,
       snapshotMode: mode,
       parentSnapshot: parent,
+      layers: treeLayerFlags(tree),
       ...(opts.deep && volume.format === 'qcow2' ? { checks: await checkLayers(tree) } : {}),
     };
   }
@@ -389,6 +393,7 @@ export class Volchain {
       virtualSize: current.virtualSize,
       definedBytes: dataOf(current),
       usedBytes: current.usedBytes,
+      ...layerFlags(current),
     };
     if (!backend.capabilities.volumeChain) {
       const internal = current.header?.internalSnapshots ?? [];
@@ -406,6 +411,9 @@ export class Volchain {
           virtualSize: Number(s.virtualSize ?? current.virtualSize),
           definedBytes: 0,
           usedBytes: 0,
+          // These are the internal snapshots themselves: they live in the current layer and hold none.
+          corrupt: currentEntry.corrupt,
+          internalSnapshots: [],
         })),
       };
     }
@@ -422,6 +430,7 @@ export class Volchain {
         virtualSize: l.virtualSize,
         definedBytes: dataOf(l),
         usedBytes: l.usedBytes,
+        ...layerFlags(l),
       }))
       .sort((a, b) => a.name.localeCompare(b.name));
     return { volid: tree.volid, mode: 'volume-chain', current: currentEntry, snapshots };
