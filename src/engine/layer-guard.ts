@@ -47,7 +47,7 @@ type Use = keyof typeof USES;
 interface LayerUse {
   node: LayerNode;
   use: Use;
-  /** The step, described for the message ("commit into", "rebase", …). */
+  /** What the step does to it, as a participle for the message ("committed into", "rebased", …). */
   what: string;
 }
 
@@ -63,7 +63,7 @@ export function guardSteps(tree: VolumeTree, steps: readonly Step[]): void {
     if (header.corrupt && USES[use].corrupt) {
       throw new CorruptImageError(
         node.name,
-        `is marked corrupt by QEMU, so volchain will not ${what} it; repair it first with ` +
+        `is marked corrupt by QEMU, and volchain never has such a layer ${what}; repair it first with ` +
           `'qemu-img check -r all -f qcow2 ${node.path}' (nothing was changed)`,
       );
     }
@@ -72,7 +72,7 @@ export function guardSteps(tree: VolumeTree, steps: readonly Step[]): void {
       const names = internal.map((n) => `'${n}'`).join(', ');
       throw new UnsafeImageError(
         node.name,
-        `holds internal snapshot(s) ${names} that would be lost if volchain went on to ${what} it; copy one out with ` +
+        `holds internal snapshot(s) ${names} that would be lost if it were ${what}; copy one out with ` +
           `'qemu-img convert -f qcow2 -O qcow2 -l snapshot.name=<name> ${node.path} <new file>' or delete it with ` +
           `'qemu-img snapshot -d <name> ${node.path}' first (nothing was changed)`,
       );
@@ -97,46 +97,46 @@ function layerUses(tree: VolumeTree, steps: readonly Step[]): LayerUse[] {
     if (step === null || isLiveStep(step)) continue;
     switch (step.kind) {
       case 'create-overlay':
-        if (names.has(step.backing)) use(step.backing, 'build-on', 'build a new layer on');
+        if (names.has(step.backing)) use(step.backing, 'build-on', 'used as the base of a new layer');
         else awaited.add(step.backing);
         names.set(step.layer, undefined);
         break;
       case 'rename': {
         const node = names.get(step.from);
-        if (awaited.has(step.to)) use(step.from, 'freeze', 'freeze as a snapshot');
+        if (awaited.has(step.to)) use(step.from, 'freeze', 'frozen as a snapshot');
         names.delete(step.from);
         names.set(step.to, node);
         break;
       }
       case 'replace': {
-        use(step.to, 'drop', 'replace');
+        use(step.to, 'drop', 'replaced');
         const node = names.get(step.from);
         names.delete(step.from);
         names.set(step.to, node);
         break;
       }
       case 'freeze':
-        use(step.layer, 'freeze', 'freeze as a snapshot');
+        use(step.layer, 'freeze', 'frozen as a snapshot');
         break;
       case 'commit':
-        use(step.top, 'commit-out', 'commit out of');
-        use(step.base, 'write', 'commit into');
+        use(step.top, 'commit-out', 'committed into its parent');
+        use(step.base, 'write', 'committed into');
         break;
       case 'rebase':
-        use(step.layer, 'write', 'rebase');
-        use(step.from, 'read', 'copy data out of');
-        use(step.onto, 'read', 'compare data against');
+        use(step.layer, 'write', 'rebased');
+        use(step.from, 'read', 'copied from');
+        use(step.onto, 'read', 'read as the new backing of a rebase');
         break;
       case 'remove':
-        use(step.layer, 'drop', 'remove');
+        use(step.layer, 'drop', 'removed');
         names.delete(step.layer);
         break;
       case 'resize':
-        use(step.layer, 'write-keeps-snapshots', 'resize');
+        use(step.layer, 'write-keeps-snapshots', 'resized');
         break;
       case 'internal-snapshot':
         // On a storage without volume chains internal snapshots are the volume's own snapshots.
-        use(step.layer, 'write-keeps-snapshots', `${step.action} an internal snapshot in`);
+        use(step.layer, 'write-keeps-snapshots', `changed (internal snapshot ${step.action})`);
         break;
       case 'grow':
         break; // room on the storage only (LVM lvextend): the image is not touched
