@@ -162,6 +162,13 @@ describe('a layer QEMU marked corrupt', () => {
     await refusedUnchanged(st, ['snapshot', 'rollback', volid, 's1'], 8, /snap-s1-vm-103-disk-0\.qcow2: is marked corrupt/);
     await cliOk(st, ['snapshot', 'create', volid, 's2']);
     assert.deepEqual((await cliJson<Listing>(st, ['snapshot', 'list', volid])).snapshots.map((s) => [s.name, s.corrupt]), [['s1', true], ['s2', false]]);
+    // Deleting s2 by commit-child leaves the corrupt s1 alone (rebase-children, which reads it, is set aside).
+    await writePattern(top, 0xd2, MiB, MiB);
+    const s1Bytes = await readFile(s1);
+    const plan = await cliJson<{ plans: { summary: string }[] }>(st, ['snapshot', 'delete', volid, 's2']);
+    assert.match(plan.plans[0]?.summary ?? '', /by commit-child$/);
+    assert.ok(s1Bytes.equals(await readFile(s1)), 'the corrupt layer was not written');
+    await assertPattern(top, 0xd2, MiB, MiB);
     // Freeing the volume removes corrupt layers too: that is what it is for.
     await cliOk(st, ['free', volid]);
   });
