@@ -8,8 +8,9 @@
  *   it, flagged, so the user can see what to repair.
  * - Internal snapshots (`qemu-img snapshot -c`, e.g. taken before the storage switched to volume chains) live
  *   inside one layer and read what that layer does not hold from its backing chain. Removing or replacing the
- *   layer drops them; a commit into or out of it, or a rebase of it, leaves them reading other data than they
- *   were taken with. Every such step is refused, naming the layer and its internal snapshots.
+ *   layer drops them; rebasing it leaves them reading other data than they were taken with. Every such step
+ *   is refused, naming the layer and its internal snapshots. A commit into the layer keeps them intact (see
+ *   USES), so a delete by commit-child carries them over to the merged layer under its new name.
  * - A chain is at most DEFAULT_MAX_CHAIN_DEPTH layers deep (the same bound the chain walker in
  *   src/qcow2/validate.ts applies): reading a deeper tree is refused, and so is any plan that would make one.
  *
@@ -27,10 +28,19 @@ import type { LayerNode, VolumeTree } from './volume-tree.js';
  * may not be used so) and `internal` (a layer with internal snapshots may not be used so).
  */
 const USES = {
-  /** Data is written into the layer and its backing may change (commit into, rebase). */
-  write: { corrupt: true, internal: true },
-  /** The layer's data is committed into its parent; the layer is emptied and then goes away. */
-  'commit-out': { corrupt: true, internal: true },
+  /**
+   * Rebased: data is written into the layer and its backing changes, so its internal snapshots would read
+   * what they do not hold from another layer than they were taken with.
+   */
+  rebase: { corrupt: true, internal: true },
+  /**
+   * Committed into: data is written into the layer's active state, but its backing stays and QEMU keeps the
+   * clusters its internal snapshots use (refcounted, copied on write), so they still read what they were
+   * taken with (checked with qemu-img: `snapshot -a` after a commit into the layer gives the old data back).
+   */
+  'commit-into': { corrupt: true, internal: false },
+  /** Its data is committed into its parent; the step that then replaces or removes the layer is judged. */
+  'commit-out': { corrupt: true, internal: false },
   /** The layer becomes (or is settled as) a frozen snapshot layer: internal snapshots stay valid in it. */
   freeze: { corrupt: true, internal: false },
   /** A new layer is created on top of it. */
@@ -54,9 +64,10 @@ interface LayerUse {
 /**
  * Throws when `steps`, planned from `tree`, would write, freeze, build on or copy out of a layer marked
  * corrupt (CorruptImageError), or would drop or re-base the internal snapshots of a layer (UnsafeImageError).
- * Layers whose header could not be read here (an inactive LV known from its tags) are not judged.
+ * Layers whose header could not be read here (an inactive LV known from its tags) are not judged here; the
+ * executor judges them once they are active (layer-guard-disk.ts).
  */
-export function guardSteps(tree: VolumeTree, steps: readonly Step[]): void {
+export function guardSteps(tree: Pick<VolumeTree, 'layers'>, steps: readonly Step[]): void {
   for (const { node, use, what } of layerUses(tree, steps)) {
     const header = node.header;
     if (header === undefined) continue;
@@ -64,7 +75,7 @@ export function guardSteps(tree: VolumeTree, steps: readonly Step[]): void {
       throw new CorruptImageError(
         node.name,
         `is marked corrupt by QEMU, and volchain never has such a layer ${what}; repair it first with ` +
-          `'qemu-img check -r all -f qcow2 ${node.path}' (nothing was changed)`,
+          `'qemu-img check -r all -f qcow2 ${node.path}'`,
       );
     }
     const internal = header.internalSnapshots.map((s) => s.name);
@@ -74,14 +85,14 @@ export function guardSteps(tree: VolumeTree, steps: readonly Step[]): void {
         node.name,
         `holds internal snapshot(s) ${names} that would be lost if it were ${what}; copy one out with ` +
           `'qemu-img convert -f qcow2 -O qcow2 -l snapshot.name=<name> ${node.path} <new file>' or delete it with ` +
-          `'qemu-img snapshot -d <name> ${node.path}' first (nothing was changed)`,
+          `'qemu-img snapshot -d <name> ${node.path}' first`,
       );
     }
   }
 }
 
 /** What each step does to the tree's existing layers, following the names through renames. */
-function layerUses(tree: VolumeTree, steps: readonly Step[]): LayerUse[] {
+function layerUses(tree: Pick<VolumeTree, 'layers'>, steps: readonly Step[]): LayerUse[] {
   // Name now -> the tree layer that carries it at this point of the plan (undefined: a layer the plan made).
   const names = new Map<string, LayerNode | undefined>(tree.layers);
   // Names that a new overlay was given as backing before they existed (snapshot create: the old top's
@@ -120,10 +131,10 @@ function layerUses(tree: VolumeTree, steps: readonly Step[]): LayerUse[] {
         break;
       case 'commit':
         use(step.top, 'commit-out', 'committed into its parent');
-        use(step.base, 'write', 'committed into');
+        use(step.base, 'commit-into', 'committed into');
         break;
       case 'rebase':
-        use(step.layer, 'write', 'rebased');
+        use(step.layer, 'rebase', 'rebased');
         use(step.from, 'read', 'copied from');
         use(step.onto, 'read', 'read as the new backing of a rebase');
         break;
@@ -193,7 +204,7 @@ export function refuseDeeperChain(tree: VolumeTree, backing: string, operation: 
   if (depth > maxDepth) {
     throw new NotSupportedError(
       `${operation} of ${tree.volid} would make its chain ${depth} layers deep, more than the limit of ${maxDepth}: ` +
-        `delete a snapshot first (nothing was changed)`,
+        `delete a snapshot first`,
     );
   }
 }

@@ -199,8 +199,7 @@ export function planSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snapshot:
       guardSteps(tree, o.steps);
     } catch (err) {
       refusal ??= err;
-      const why = (err instanceof Error ? err.message : String(err)).replace(/ \(nothing was changed\)$/, '');
-      o.option = { ...o.option, valid: false, reason: why };
+      o.option = { ...o.option, valid: false, reason: err instanceof Error ? err.message : String(err) };
     }
   }
   const valid = options.filter((o) => o.option.valid);

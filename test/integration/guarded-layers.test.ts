@@ -7,6 +7,10 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { executePlan } from '../../src/engine/executor.js';
+import { planSnapshotCreate } from '../../src/engine/planners.js';
+import { readVolumeTree } from '../../src/engine/volume-tree.js';
+import { VolchainError } from '../../src/errors.js';
 import { rewriteQcow2Header } from '../../src/qcow2/craft.js';
 import { run } from '../../src/tools/runner.js';
 import {
@@ -93,15 +97,28 @@ describe('internal snapshots inside chain layers', () => {
     assert.deepEqual(info.layers.map((l) => [l.snapshot, l.internalSnapshots?.map((i) => i.name)]), [[null, []], ['s1', ['old1']]]);
     assert.match(await cliOk(st, ['info', volid]), /^internal in s1 +old1 \(snap-s1-vm-100-disk-0\.qcow2\)$/m);
 
-    const line = await refusedUnchanged(st, ['snapshot', 'delete', volid, 's1'], 8, /snap-s1-vm-100-disk-0\.qcow2: holds internal snapshot\(s\) 'old1'/);
-    assert.match(line, /qemu-img snapshot -d/);
+    // A rollback to s1 leaves s1 with two children: the only way to delete it then removes its layer.
+    await writePattern(top, 0xa3, 0, MiB);
+    await cliOk(st, ['snapshot', 'create', volid, 's2']);
+    await cliOk(st, ['snapshot', 'rollback', volid, 's1']);
+    const line = await refusedUnchanged(st, ['snapshot', 'delete', volid, 's1'], 8, /snap-s1-vm-100-disk-0\.qcow2: holds internal snapshot\(s\) 'old1' that would be lost if it were removed/);
+    assert.match(line, /qemu-img snapshot -d <name> \S+snap-s1-vm-100-disk-0\.qcow2/);
     await cliFails(st, ['snapshot', 'delete', volid, 's1', '--dry-run'], { code: 8, match: /'old1'/ });
     assert.deepEqual(await internalSnapshotNames(s1), ['old1']);
 
+    // With one child again, s1 is deleted by committing that child into s1's layer, which keeps 'old1'
+    // (QEMU copies on write what an internal snapshot uses) and takes the child's name.
+    await cliOk(st, ['snapshot', 'rollback', volid, 's2', '--purge-newer']);
+    const plan = await cliJson<{ plans: { summary: string }[] }>(st, ['snapshot', 'delete', volid, 's1']);
+    assert.match(plan.plans[0]?.summary ?? '', /by commit-child$/);
+    const s2 = st.layer(100, 'vm-100-disk-0.qcow2', 's2');
+    assert.deepEqual(await internalSnapshotNames(s2), ['old1']);
+    assert.deepEqual((await cliJson<Info>(st, ['info', volid])).layers.map((l) => [l.snapshot, l.internalSnapshots?.map((i) => i.name)]), [[null, []], ['s2', ['old1']]]);
+    await assertPattern(s2, 0xa3, 0, MiB);
+    await checkClean(s2);
     // The internal snapshot still holds what it was taken with.
-    await run('qemu-img', ['snapshot', '-a', 'old1', s1]);
-    await assertPattern(s1, 0xa1, 0, MiB);
-    await checkClean(s1);
+    await run('qemu-img', ['snapshot', '-a', 'old1', s2]);
+    await assertPattern(s2, 0xa1, 0, MiB);
   });
 
   it('in the current layer block a rollback (it would replace the layer) but not a new snapshot', async () => {
@@ -171,6 +188,24 @@ describe('a layer QEMU marked corrupt', () => {
     await assertPattern(top, 0xd2, MiB, MiB);
     // Freeing the volume removes corrupt layers too: that is what it is for.
     await cliOk(st, ['free', volid]);
+  });
+});
+
+describe('the executor, right before the first step', () => {
+  it('judges the headers again: a layer marked corrupt after planning is refused, no journal, nothing changed', async () => {
+    // What an LVM plan made from tags (inactive layers, no header) meets once the executor activated them.
+    const volid = (await cliOk(st, ['alloc', st.id, '106', '4M'])).trim();
+    const top = st.layer(106, 'vm-106-disk-0.qcow2');
+    await writePattern(top, 0xf1, 0, MiB);
+    const { backend, volume } = st.vc.resolve(volid);
+    const plan = planSnapshotCreate(await readVolumeTree(backend, volume), { kind: 'dir', volumeChain: true, fixedSizeLayers: false }, 's1');
+    await markCorrupt(top);
+    const before = await snapshotOf(st.path);
+    await assert.rejects(executePlan(backend, plan), (err: unknown) =>
+      err instanceof VolchainError && err.code === 'CORRUPT_IMAGE' && /vm-106-disk-0\.qcow2: is marked corrupt by QEMU.*\(nothing was changed\)$/.test(err.message),
+    );
+    assertSameTree(before, await snapshotOf(st.path), 'executePlan of a plan touching a corrupt layer');
+    assert.deepEqual(await st.vc.status(), [], 'no journal left behind');
   });
 });
 

@@ -70,20 +70,28 @@ test('create keeps internal snapshots of the current layer: it only freezes it',
 });
 
 test('delete refuses every strategy that drops or re-bases internal snapshots', () => {
-  // The snapshot's own layer: removed (rebase-children) or committed into (commit-child).
+  // The snapshot's own layer with two children: only rebase-children is possible, and it removes the layer.
   assert.throws(
-    () => planSnapshotDelete(tree({ aa: null }, 'aa', { aa: { internal: ['old1', 'old2'] } }), ctx, 'aa'),
-    (err: unknown) => err instanceof UnsafeImageError && err.message.startsWith(`${snapLayer('aa')}: `) && /'old1', 'old2'/.test(err.message),
+    () => planSnapshotDelete(tree({ aa: null, bb: 'aa' }, 'aa', { aa: { internal: ['old1', 'old2'] } }), ctx, 'aa'),
+    (err: unknown) => err instanceof UnsafeImageError && err.message.startsWith(`${snapLayer('aa')}: `) && /'old1', 'old2'.*removed/.test(err.message),
   );
   // Its child: rebased (rebase-children) or committed out of and replaced (commit-child).
   assert.throws(
     () => planSnapshotDelete(tree({ aa: null, bb: 'aa' }, 'bb', { bb: { internal: ['old1'] } }), ctx, 'aa'),
     (err: unknown) => err instanceof UnsafeImageError && err.message.startsWith(`${snapLayer('bb')}: `),
   );
-  assert.throws(() => planSnapshotDelete(tree({ aa: null }, 'aa', { current: { internal: ['x1'] } }), ctx, 'aa'), UnsafeImageError);
+  assert.throws(() => planSnapshotDelete(tree({ aa: null }, 'aa', { current: { internal: ['x1'] } }), ctx, 'aa'), /'x1'.*(rebased|replaced)/);
   // The parent keeps its internal snapshots whichever way: it is only read.
   const plan = planSnapshotDelete(tree({ aa: null, bb: 'aa' }, 'bb', { aa: { internal: ['old1'] } }), ctx, 'bb');
-  assert.ok(plan.strategies?.every((s) => s.valid || s.strategy === 'commit-child'));
+  assert.ok(plan.strategies?.every((s) => s.valid), JSON.stringify(plan.strategies));
+});
+
+test('delete commits the only child into a layer with internal snapshots: they stay, in the merged layer', () => {
+  const plan = planSnapshotDelete(tree({ aa: null }, 'aa', { aa: { internal: ['old1'] } }), ctx, 'aa');
+  assert.match(plan.summary, /by commit-child$/);
+  const rebase = plan.strategies?.find((s) => s.strategy === 'rebase-children');
+  assert.equal(rebase?.valid, false);
+  assert.match(rebase?.reason ?? '', /'old1' that would be lost if it were removed/);
 });
 
 test('delete falls back to the strategy that leaves a corrupt parent alone, and says why the other is invalid', () => {
@@ -93,7 +101,6 @@ test('delete falls back to the strategy that leaves a corrupt parent alone, and 
   const rebase = plan.strategies?.find((s) => s.strategy === 'rebase-children');
   assert.equal(rebase?.valid, false);
   assert.match(rebase?.reason ?? '', /marked corrupt/);
-  assert.doesNotMatch(rebase?.reason ?? '', /nothing was changed/, 'a strategy reason is not an error message');
 });
 
 test('delete refuses to commit into, copy out of or rebase a corrupt layer, and allows just removing one', () => {
@@ -140,12 +147,14 @@ test('layers known only from LV tags (no header here) are not judged', () => {
 });
 
 test('live delete is refused like the offline one (its plan builds on the offline planner)', () => {
-  const t = tree({ aa: null }, 'aa', { aa: { internal: ['old1'] } });
+  const t = tree({ aa: null }, 'aa', { current: { internal: ['old1'] } });
   const disk: LiveDisk = {
     storage: 'local', socket: '/run/q.qmp', guestRunning: true, streamSafe: true,
     nodes: new Map([[VOL, { node: 'n-top', protocolNode: 'p-top' }], [snapLayer('aa'), { node: 'n-a', protocolNode: 'p-a' }]]),
   };
+  // Stream into the current layer (a rebase) or commit it into aa and replace it: both lose 'old1'.
   assert.throws(() => planLiveSnapshotDelete(t, ctx, 'aa', disk), UnsafeImageError);
+  assert.throws(() => planLiveSnapshotDelete(t, ctx, 'aa', { ...disk, streamSafe: false }), UnsafeImageError);
 });
 
 test('chain depth counts layers from each layer down to its root', () => {
