@@ -3,6 +3,7 @@ import { formatSize } from '../naming/index.js';
 import { describeStep, type Plan } from '../engine/plan.js';
 import type { ActivationResult, SnapshotListing, VolumeInfo, VolumeSummary } from '../engine/volchain.js';
 import type { PlanSpace } from '../engine/space.js';
+import type { LayerFlags } from '../engine/layer-guard.js';
 import type { StorageDescription } from '../config/index.js';
 import type { JournalLeftover } from '../journal/record.js';
 import { RESERVED_SNAPSHOT_NAMES } from '../naming/index.js';
@@ -76,6 +77,13 @@ export function renderInfo(info: VolumeInfo): string {
     const p = info.pendingOperation;
     rows.push(['UNFINISHED', `${p.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host} (volchain repair)`]);
   }
+  for (const l of info.layers) {
+    const who = l.snapshot === null ? 'current' : `snapshot ${l.snapshot}`;
+    if (l.corrupt === true) rows.push(['CORRUPT', `${who} (${l.layer}): run 'qemu-img check -r all -f qcow2' on it before changing the volume`]);
+    // In internal mode the current layer's internal snapshots are the volume's snapshots, listed above.
+    const internal = info.snapshotMode === 'internal' ? [] : (l.internalSnapshots ?? []);
+    if (internal.length > 0) rows.push([`internal in ${l.snapshot ?? 'current'}`, internal.map((s) => showSnapshotName(s.name)).join(', ') + ` (${l.layer})`]);
+  }
   for (const c of info.checks ?? []) {
     const verdict = c.clean ? 'clean' : `${c.corruptions} corruption(s), ${c.leaks} leak(s)`;
     rows.push([`check ${c.snapshot === null ? 'current' : showSnapshotName(c.snapshot)}`, `${verdict} (${c.layer})`]);
@@ -89,6 +97,15 @@ const UNREADABLE = 'data size unknown: LV not active on this host';
 
 /** The snapshot tree, oldest at the top, with the current layer marked where it hangs. */
 export function renderSnapshotTree(listing: SnapshotListing): string {
+  // Flags of a layer (layer-guard.ts): QEMU's corrupt bit, and internal snapshots inside a chain layer (in
+  // internal mode those are the volume's snapshots themselves, listed as such).
+  const flags = (l: LayerFlags): string => {
+    const internal = listing.mode === 'internal' ? [] : (l.internalSnapshots ?? []);
+    return (
+      (l.corrupt === true ? '  [CORRUPT: qemu-img check -r]' : '') +
+      (internal.length > 0 ? `  [internal snapshots: ${internal.map((s) => showSnapshotName(s.name)).join(', ')}]` : '')
+    );
+  };
   const lines = [`${listing.volid}${listing.mode === 'internal' ? ' (internal snapshots)' : ''}`];
   const byName = new Map(listing.snapshots.map((s) => [s.name, s]));
   const label = (name: string): string => {
@@ -96,10 +113,10 @@ export function renderSnapshotTree(listing: SnapshotListing): string {
       const written = listing.current.definedBytes;
       const parent = listing.current.parent === null ? null : showSnapshotName(listing.current.parent);
       const since = parent === null ? ' creation' : parent.startsWith('"') ? ` ${parent}` : ` '${parent}'`;
-      return `current  (${written === null ? UNREADABLE : `${formatSize(written)} written since${since}`})  <- you are here`;
+      return `current  (${written === null ? UNREADABLE : `${formatSize(written)} written since${since}`})${flags(listing.current)}  <- you are here`;
     }
     const s = byName.get(name);
-    return s ? `${showSnapshotName(s.name)}  (${s.definedBytes === null ? UNREADABLE : `${formatSize(s.definedBytes)} data`})` : showSnapshotName(name);
+    return s ? `${showSnapshotName(s.name)}  (${s.definedBytes === null ? UNREADABLE : `${formatSize(s.definedBytes)} data`})${flags(s)}` : showSnapshotName(name);
   };
   const children = (name: string): string[] => {
     // In `children`, 'current' is the current layer (a leaf), never a snapshot of that name.

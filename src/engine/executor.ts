@@ -10,6 +10,7 @@ import { parseVolumeName } from '../naming/index.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import * as qemuImg from '../tools/qemu-img.js';
 import { Journal } from './journal.js';
+import { guardPlanOnDisk } from './layer-guard-disk.js';
 import { runLiveStep, type LiveSession } from './live-executor.js';
 import { isLiveStep, liveDamagesWhenInterrupted, liveIsLong, liveUndoOf } from './live-steps.js';
 import { describeStep, type Plan, type Step } from './plan.js';
@@ -59,6 +60,8 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
     // a refusal here (another host holds the LVs) leaves no trace, not even a journal.
     try {
       await backend.activate?.(plan.vmid, stepLayers(plan.steps));
+      // Headers the planner could not read (inactive LVs) are readable now: judge them before any step.
+      await guardPlanOnDisk(backend, plan, stepLayers(plan.steps));
     } catch (err) {
       const error = asVolchainError(err);
       throw new VolchainError(error.code, `${error.message} (nothing was changed)`, { cause: err });
@@ -68,7 +71,10 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
   let index = 0;
   try {
     // A journal written beforehand (VM-wide operations): activation comes now, under its protection.
-    if (opts.journal) await backend.activate?.(plan.vmid, stepLayers(plan.steps));
+    if (opts.journal) {
+      await backend.activate?.(plan.vmid, stepLayers(plan.steps));
+      await guardPlanOnDisk(backend, plan, stepLayers(plan.steps));
+    }
     for (; index < plan.steps.length; index++) {
       const step = plan.steps[index] as Step;
       injectFault(plan, index, 'before');

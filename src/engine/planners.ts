@@ -4,6 +4,7 @@
  */
 import { AlreadyExistsError, InvalidInputError, NotFoundError, NotSupportedError, PendingOperationError } from '../errors.js';
 import { snapshotLayerName, temporaryLayerName, validateSnapshotName, type StorageKind } from '../naming/index.js';
+import { guardSteps, refuseDeeperChain } from './layer-guard.js';
 import type { Plan, Step, StrategyOption } from './plan.js';
 import { descendants, findSnapshot, layer, snapshotLayers, type LayerNode, type VolumeTree } from './volume-tree.js';
 
@@ -59,17 +60,18 @@ export function planSnapshotCreate(tree: VolumeTree, ctx: PlanContext, snapshot:
   if (!ctx.volumeChain) {
     const clash = internalSnapshotNames(tree).find((n) => n.toLowerCase() === snapshot.toLowerCase());
     if (clash !== undefined) throw new AlreadyExistsError(`snapshot '${clash}' of ${tree.volid} already exists`);
-    return {
+    return guarded(tree, {
       ...base,
       summary: `take internal snapshot '${snapshot}' of ${tree.volid}`,
       steps: [{ kind: 'internal-snapshot', layer: tree.current, action: 'create', name: snapshot }],
-    };
+    });
   }
   const clash = findSnapshot(tree, snapshot);
   if (clash) throw new AlreadyExistsError(`snapshot '${clash.snapshot ?? snapshot}' of ${tree.volid} already exists`);
+  refuseDeeperChain(tree, tree.current, `snapshot create '${snapshot}'`);
   const frozen = snapshotLayerName(ctx.kind, tree.volume.name, snapshot);
   const tmp = temporaryLayerName(ctx.kind, tree.volume.name, 'create');
-  return {
+  return guarded(tree, {
     ...base,
     summary: `freeze the current layer of ${tree.volid} as ${frozen} and continue on a new empty top`,
     steps: sizing(ctx, [
@@ -79,7 +81,7 @@ export function planSnapshotCreate(tree: VolumeTree, ctx: PlanContext, snapshot:
       { kind: 'rename', from: tmp, to: tree.current },
       { kind: 'freeze', layer: frozen },
     ]),
-  };
+  });
 }
 
 export interface RollbackOptions {
@@ -92,12 +94,13 @@ export function planSnapshotRollback(tree: VolumeTree, ctx: PlanContext, snapsho
   const base = { operation: 'snapshot-rollback' as const, volid: tree.volid, vmid: tree.volume.vmid, snapshot, bytesMoved: 0 };
   if (!target) {
     if (opts.purgeNewer) throw new NotSupportedError('--purge-newer needs snapshot-as-volume-chain storage (internal snapshots form no tree)');
-    return {
+    return guarded(tree, {
       ...base,
       summary: `revert ${tree.volid} to internal snapshot '${snapshot}'`,
       steps: [{ kind: 'internal-snapshot', layer: tree.current, action: 'apply', name: snapshot }],
-    };
+    });
   }
+  refuseDeeperChain(tree, target.name, `rollback to '${snapshot}'`);
   const tmp = temporaryLayerName(ctx.kind, tree.volume.name, 'rollback');
   const steps: Step[] = [
     { kind: 'create-overlay', layer: tmp, backing: target.name, sizeBytes: target.virtualSize },
@@ -107,11 +110,11 @@ export function planSnapshotRollback(tree: VolumeTree, ctx: PlanContext, snapsho
   const purged = opts.purgeNewer ? descendants(tree, target.name).filter((l) => l.name !== tree.current) : [];
   for (const node of purged) steps.push({ kind: 'remove', layer: node.name });
   const keep = purged.length > 0 ? `, deleting ${purged.length} newer snapshot(s)` : '';
-  return {
+  return guarded(tree, {
     ...base,
     summary: `discard the current state of ${tree.volid} and continue from snapshot '${snapshot}'${keep}`,
     steps,
-  };
+  });
 }
 
 export function planSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snapshot: string): Plan {
@@ -119,12 +122,12 @@ export function planSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snapshot:
   const target = requireSnapshot(tree, ctx, snapshot);
   const base = { operation: 'snapshot-delete' as const, volid: tree.volid, vmid: tree.volume.vmid, snapshot };
   if (!target) {
-    return {
+    return guarded(tree, {
       ...base,
       bytesMoved: 0,
       summary: `delete internal snapshot '${snapshot}' of ${tree.volid}`,
       steps: [{ kind: 'internal-snapshot', layer: tree.current, action: 'delete', name: snapshot }],
-    };
+    });
   }
   const children = target.children.map((c) => layer(tree, c));
   const options: { option: StrategyOption; steps: Step[] }[] = [];
@@ -187,7 +190,20 @@ export function planSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snapshot:
 
   // Committing the snapshot into its parent is never offered: the parent is itself a snapshot, and its
   // layer must keep holding exactly that snapshot's state.
+  // A strategy that would write a corrupt layer or lose internal snapshots is not valid (layer-guard.ts);
+  // when none is left, the refusal of the first one says why.
+  let refusal: unknown;
+  for (const o of options) {
+    if (!o.option.valid) continue;
+    try {
+      guardSteps(tree, o.steps);
+    } catch (err) {
+      refusal ??= err;
+      o.option = { ...o.option, valid: false, reason: err instanceof Error ? err.message : String(err) };
+    }
+  }
   const valid = options.filter((o) => o.option.valid);
+  if (valid.length === 0) throw refusal;
   // Fewest bytes wins; on a tie prefer the rebase, which keeps the snapshot intact until its last step.
   const chosen = valid.reduce((best, o) => (o.option.bytesMoved < best.option.bytesMoved ? o : best));
   return {
@@ -209,7 +225,7 @@ export function planResize(tree: VolumeTree, sizeBytes: number, ctx?: PlanContex
   if (sizeBytes === current.virtualSize) {
     throw new InvalidInputError(`${tree.volid} already has ${sizeBytes} bytes`);
   }
-  return {
+  return guarded(tree, {
     operation: 'resize',
     volid: tree.volid,
     vmid: tree.volume.vmid,
@@ -219,7 +235,7 @@ export function planResize(tree: VolumeTree, sizeBytes: number, ctx?: PlanContex
       { kind: 'grow', layer: tree.current, sizeBytes },
       { kind: 'resize', layer: tree.current, format: tree.volume.format, sizeBytes },
     ]),
-  };
+  });
 }
 
 export function planFree(tree: VolumeTree): Plan {
@@ -234,6 +250,16 @@ export function planFree(tree: VolumeTree): Plan {
     summary: `remove ${tree.volid} and its ${snapshotLayers(tree).length} snapshot layer(s)`,
     steps: layers.map((l): Step => ({ kind: 'remove', layer: l })),
   };
+}
+
+/**
+ * Returns `plan` once its steps pass layer-guard.ts (no corrupt layer written or frozen, no internal snapshot
+ * lost). `free` is not guarded: removing the whole volume, internal snapshots and corrupt layers included, is
+ * what it is asked to do.
+ */
+function guarded(tree: VolumeTree, plan: Plan): Plan {
+  guardSteps(tree, plan.steps);
+  return plan;
 }
 
 function orderedLeavesFirst(tree: VolumeTree): string[] {

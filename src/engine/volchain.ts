@@ -55,6 +55,7 @@ import {
   planSnapshotRollback,
   type PlanContext,
 } from './planners.js';
+import { layerFlags, treeLayerFlags, type LayerFlags, type LayerFlagsEntry } from './layer-guard.js';
 import { ancestry, layer, readVolumeTree, snapshotLayers, type LayerNode, type ReadTreeOptions, type VolumeTree } from './volume-tree.js';
 import { isVmHelperVolume, vmDisksFromConfig, vmTarget, type VmTargetOptions } from './vm-disks.js';
 import { estimatePlanSpace, layersFrozenBy, snapshotSpace, spaceEstimable } from './space.js';
@@ -155,6 +156,8 @@ export interface VolumeInfo extends VolumeSummary {
   checks?: LayerCheck[];
   /** Snapshot the current layer continues from (volume-chain mode). */
   parentSnapshot: string | null;
+  /** Every layer with QEMU's corrupt bit and its internal snapshots (layer-guard.ts). */
+  layers: LayerFlagsEntry[];
 }
 
 export interface LayerCheck {
@@ -166,7 +169,7 @@ export interface LayerCheck {
   imageEndOffset: number | null;
 }
 
-export interface SnapshotEntry {
+export interface SnapshotEntry extends LayerFlags {
   name: string;
   layer: string;
   path: string;
@@ -186,7 +189,7 @@ export interface SnapshotEntry {
 export interface SnapshotListing {
   volid: string;
   mode: 'volume-chain' | 'internal';
-  current: { layer: string; path: string; parent: string | null; virtualSize: number; definedBytes: number | null; usedBytes: number };
+  current: { layer: string; path: string; parent: string | null; virtualSize: number; definedBytes: number | null; usedBytes: number } & LayerFlags;
   snapshots: SnapshotEntry[];
 }
 
@@ -312,6 +315,7 @@ export class Volchain {
         : null,
       snapshotMode: mode,
       parentSnapshot: parent,
+      layers: treeLayerFlags(tree),
       ...(opts.deep && volume.format === 'qcow2' ? { checks: await checkLayers(tree) } : {}),
     };
   }
@@ -405,6 +409,7 @@ export class Volchain {
       virtualSize: current.virtualSize,
       definedBytes: dataOf(current),
       usedBytes: current.usedBytes,
+      ...layerFlags(current),
     };
     if (!backend.capabilities.volumeChain) {
       const internal = current.header?.internalSnapshots ?? [];
@@ -422,6 +427,9 @@ export class Volchain {
           virtualSize: Number(s.virtualSize ?? current.virtualSize),
           definedBytes: 0,
           usedBytes: 0,
+          // These are the internal snapshots themselves: they live in the current layer and hold none.
+          corrupt: currentEntry.corrupt,
+          internalSnapshots: [],
         })),
       };
     }
@@ -438,6 +446,7 @@ export class Volchain {
         virtualSize: l.virtualSize,
         definedBytes: dataOf(l),
         usedBytes: l.usedBytes,
+        ...layerFlags(l),
       }))
       .sort((a, b) => a.name.localeCompare(b.name));
     return { volid: tree.volid, mode: 'volume-chain', current: currentEntry, snapshots };

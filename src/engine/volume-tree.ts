@@ -8,6 +8,7 @@ import { stat } from 'node:fs/promises';
 import type { Backend, LayerStat } from '../backends/backend.js';
 import { CorruptImageError, NotFoundError, NotSupportedError, UnsafeImageError } from '../errors.js';
 import { formatVolid, isVolchainTemporaryName, snapshotOfLayerName, type VolumeRef } from '../naming/index.js';
+import { checkTreeDepth } from './layer-guard.js';
 import { readQcow2Layer, validateLayerHeader, type Qcow2Header } from '../qcow2/index.js';
 
 export interface LayerNode {
@@ -128,7 +129,10 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
     }
   }
   for (const node of layers.values()) node.children.sort();
-  return { volume, volid, current: volume.name, layers, leftovers };
+  const tree = { volume, volid, current: volume.name, layers, leftovers };
+  // The chain walker's depth bound (validate.ts) holds for trees too: nothing deeper is handed on.
+  checkTreeDepth(tree);
+  return tree;
 }
 
 export function layer(tree: VolumeTree, name: string): LayerNode {

@@ -7,14 +7,15 @@ import type { SnapshotListing } from '../../src/engine/volchain.js';
 const MiB = 1024 * 1024;
 
 function listing(data: number | null): SnapshotListing {
+  const flags = { corrupt: data === null ? null : false, internalSnapshots: data === null ? null : [] };
   const entry = (name: string, parent: string | null, children: string[]) => ({
     name, layer: `snap_vm-100-disk-0_${name}.qcow2`, path: `/dev/vg/snap_vm-100-disk-0_${name}.qcow2`, parent, children,
-    inCurrentChain: true, virtualSize: 64 * MiB, definedBytes: data, usedBytes: 68 * MiB,
+    inCurrentChain: true, virtualSize: 64 * MiB, definedBytes: data, usedBytes: 68 * MiB, ...flags,
   });
   return {
     volid: 'thick:vm-100-disk-0.qcow2',
     mode: 'volume-chain',
-    current: { layer: 'vm-100-disk-0.qcow2', path: '/dev/vg/vm-100-disk-0.qcow2', parent: 'two', virtualSize: 64 * MiB, definedBytes: data, usedBytes: 68 * MiB },
+    current: { layer: 'vm-100-disk-0.qcow2', path: '/dev/vg/vm-100-disk-0.qcow2', parent: 'two', virtualSize: 64 * MiB, definedBytes: data, usedBytes: 68 * MiB, ...flags },
     snapshots: [entry('one', null, ['two']), entry('two', 'one', ['current'])],
   };
 }
