@@ -101,9 +101,9 @@ describe('internal snapshots inside chain layers', () => {
     await writePattern(top, 0xa3, 0, MiB);
     await cliOk(st, ['snapshot', 'create', volid, 's2']);
     await cliOk(st, ['snapshot', 'rollback', volid, 's1']);
-    const line = await refusedUnchanged(st, ['snapshot', 'delete', volid, 's1'], 8, /snap-s1-vm-100-disk-0\.qcow2: holds internal snapshot\(s\) 'old1' that would be lost if it were removed/);
+    const line = await refusedUnchanged(st, ['snapshot', 'delete', volid, 's1'], 8, /snap-s1-vm-100-disk-0\.qcow2: holds internal snapshot\(s\) "old1" that would be lost if it were removed/);
     assert.match(line, /qemu-img snapshot -d <name> \S+snap-s1-vm-100-disk-0\.qcow2/);
-    await cliFails(st, ['snapshot', 'delete', volid, 's1', '--dry-run'], { code: 8, match: /'old1'/ });
+    await cliFails(st, ['snapshot', 'delete', volid, 's1', '--dry-run'], { code: 8, match: /"old1"/ });
     assert.deepEqual(await internalSnapshotNames(s1), ['old1']);
 
     // With one child again, s1 is deleted by committing that child into s1's layer, which keeps 'old1'
@@ -127,9 +127,9 @@ describe('internal snapshots inside chain layers', () => {
     await cliOk(st, ['snapshot', 'create', volid, 'base']);
     await writePattern(top, 0xb1, 0, MiB);
     await run('qemu-img', ['snapshot', '-c', 'mine', top]);
-    await refusedUnchanged(st, ['snapshot', 'rollback', volid, 'base'], 8, /vm-101-disk-0\.qcow2: holds internal snapshot\(s\) 'mine' that would be lost if it were replaced/);
+    await refusedUnchanged(st, ['snapshot', 'rollback', volid, 'base'], 8, /vm-101-disk-0\.qcow2: holds internal snapshot\(s\) "mine" that would be lost if it were replaced/);
     // Deleting 'base' would rebase the current layer or commit it away: refused as well.
-    await refusedUnchanged(st, ['snapshot', 'delete', volid, 'base'], 8, /vm-101-disk-0\.qcow2: holds internal snapshot\(s\) 'mine'/);
+    await refusedUnchanged(st, ['snapshot', 'delete', volid, 'base'], 8, /vm-101-disk-0\.qcow2: holds internal snapshot\(s\) "mine"/);
     // Freezing keeps them: the new snapshot's layer carries 'mine'.
     await cliOk(st, ['snapshot', 'create', volid, 'next']);
     assert.deepEqual(await internalSnapshotNames(st.layer(101, 'vm-101-disk-0.qcow2', 'next')), ['mine']);

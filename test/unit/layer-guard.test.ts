@@ -73,14 +73,14 @@ test('delete refuses every strategy that drops or re-bases internal snapshots', 
   // The snapshot's own layer with two children: only rebase-children is possible, and it removes the layer.
   assert.throws(
     () => planSnapshotDelete(tree({ aa: null, bb: 'aa' }, 'aa', { aa: { internal: ['old1', 'old2'] } }), ctx, 'aa'),
-    (err: unknown) => err instanceof UnsafeImageError && err.message.startsWith(`${snapLayer('aa')}: `) && /'old1', 'old2'.*removed/.test(err.message),
+    (err: unknown) => err instanceof UnsafeImageError && err.message.startsWith(`${snapLayer('aa')}: `) && /"old1", "old2".*removed/.test(err.message),
   );
   // Its child: rebased (rebase-children) or committed out of and replaced (commit-child).
   assert.throws(
     () => planSnapshotDelete(tree({ aa: null, bb: 'aa' }, 'bb', { bb: { internal: ['old1'] } }), ctx, 'aa'),
     (err: unknown) => err instanceof UnsafeImageError && err.message.startsWith(`${snapLayer('bb')}: `),
   );
-  assert.throws(() => planSnapshotDelete(tree({ aa: null }, 'aa', { current: { internal: ['x1'] } }), ctx, 'aa'), /'x1'.*(rebased|replaced)/);
+  assert.throws(() => planSnapshotDelete(tree({ aa: null }, 'aa', { current: { internal: ['x1'] } }), ctx, 'aa'), /"x1".*(rebased|replaced)/);
   // The parent keeps its internal snapshots whichever way: it is only read.
   const plan = planSnapshotDelete(tree({ aa: null, bb: 'aa' }, 'bb', { aa: { internal: ['old1'] } }), ctx, 'bb');
   assert.ok(plan.strategies?.every((s) => s.valid), JSON.stringify(plan.strategies));
@@ -91,7 +91,7 @@ test('delete commits the only child into a layer with internal snapshots: they s
   assert.match(plan.summary, /by commit-child$/);
   const rebase = plan.strategies?.find((s) => s.strategy === 'rebase-children');
   assert.equal(rebase?.valid, false);
-  assert.match(rebase?.reason ?? '', /'old1' that would be lost if it were removed/);
+  assert.match(rebase?.reason ?? '', /"old1" that would be lost if it were removed/);
 });
 
 test('delete falls back to the strategy that leaves a corrupt parent alone, and says why the other is invalid', () => {
@@ -115,7 +115,7 @@ test('rollback refuses to replace a current layer that has internal snapshots or
   assert.throws(() => planSnapshotRollback(tree({ aa: null }, 'aa', { current: { internal: ['old1'] } }), ctx, 'aa'), /replaced/);
   const branchy = tree({ aa: null, bb: 'aa' }, 'bb', { bb: { internal: ['keep'] } });
   assert.equal(planSnapshotRollback(branchy, ctx, 'aa').operation, 'snapshot-rollback');
-  assert.throws(() => planSnapshotRollback(branchy, ctx, 'aa', { purgeNewer: true }), /'keep'.*removed/);
+  assert.throws(() => planSnapshotRollback(branchy, ctx, 'aa', { purgeNewer: true }), /"keep".*removed/);
 });
 
 test('rollback refuses to build on a corrupt snapshot, but may discard a corrupt current layer', () => {
