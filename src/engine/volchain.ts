@@ -686,6 +686,8 @@ export class Volchain {
   ): Promise<Plan> {
     const { backend, volume } = this.resolve(volid);
     if (opts.dryRun) {
+      // What the real run would say: it refuses over an unfinished operation (exit 7).
+      await refusePending(backend, volume.vmid);
       const tree = await this.readTree(backend, volume);
       return withSpace(backend, tree, plan(tree, this.ctx(backend)));
     }
@@ -707,11 +709,10 @@ export class Volchain {
     const disks = await this.vmVolumes(vmid, opts.storage);
     const locks: HeldLock[] = [];
     try {
-      if (!opts.dryRun) {
-        const backends = uniqueBackends(disks);
-        locks.push(...(await this.lockVmOn(backends, vmid, operation)));
-        for (const backend of backends) await refusePending(backend, vmid);
-      }
+      const backends = uniqueBackends(disks);
+      if (!opts.dryRun) locks.push(...(await this.lockVmOn(backends, vmid, operation)));
+      // Dry runs too: a disk whose top an unfinished operation renamed away is not even listed.
+      for (const backend of backends) await refusePending(backend, vmid);
       const planned: { backend: Backend; tree: VolumeTree; plan: Plan }[] = [];
       for (const { backend, volume } of disks) {
         const tree = await readVolumeTree(backend, volume);

@@ -237,6 +237,8 @@ describe('readers agree on a volume whose current layer an unfinished operation 
       ['path', volid, '--snapshot', 'mid'],
       ['snapshot', 'delete', volid, 'mid', '--dry-run'],
       ['snapshot', 'create', volid, 'other'],
+      ['vm', 'snapshot', '106', 'other', '--dry-run'],
+      ['snapshot', 'create', s.volid(106, 'vm-106-disk-1.qcow2'), 'other', '--dry-run'],
     ]) {
       await cliFails(s, args, { code: 7, match: /snapshot-create|repair/ });
     }
