@@ -103,7 +103,7 @@ async function main(): Promise<void> {
     const vc = new Volchain(parseStorageConfig(configText, configPath));
     const listed = await vc.list(STORAGE);
     if (listed.length !== volumes.length) throw new Error(`list() found ${listed.length} volumes, expected ${volumes.length}`);
-    const withSnaps = listed.filter((v) => v.snapshots.length === SNAPSHOTS.length).length;
+    const withSnaps = listed.filter((v) => v.snapshots?.length === SNAPSHOTS.length).length;
     if (withSnaps !== volumes.filter((v) => v.snapshots > 0).length) throw new Error(`list() found ${withSnaps} volumes with snapshots`);
 
     const cli = (json: boolean) => () =>

@@ -1,7 +1,8 @@
 /** Turning library results into text for people. JSON output never goes through here. */
 import { formatSize } from '../naming/index.js';
 import { describeStep, type Plan } from '../engine/plan.js';
-import type { ActivationResult, SnapshotListing, VolumeInfo, VolumeSummary } from '../engine/volchain.js';
+import type { ActivationResult, SnapshotListing, VolumeInfo } from '../engine/volchain.js';
+import type { VolumeListEntry } from '../engine/listing.js';
 import type { PlanSpace } from '../engine/space.js';
 import type { LayerFlags } from '../engine/layer-guard.js';
 import type { StorageDescription } from '../config/index.js';
@@ -42,21 +43,39 @@ export function renderStorages(storages: StorageDescription[]): string {
   );
 }
 
-export function renderVolumes(volumes: VolumeSummary[]): string {
+/**
+ * The volume table; a volume that could not be read gets '?' in the cells it has no value for, and its problem
+ * (or an unfinished operation on it) on a line of its own below the table, so one bad volume reads as such.
+ */
+export function renderVolumes(volumes: VolumeListEntry[]): string {
   if (volumes.length === 0) return '(no volumes)';
-  return table(
-    ['VOLID', 'FORMAT', 'SIZE', 'USED', 'CHAIN USED', 'SNAPSHOTS', 'SNAP USED', 'SNAP FULL-SIZE'],
-    volumes.map((v) => [
-      v.volid,
-      v.format,
-      formatSize(v.virtualSize),
-      formatSize(v.usedBytes),
-      formatSize(v.chainUsedBytes),
-      String(v.snapshots.length),
-      formatSize(v.snapshotBytes),
-      formatSize(v.fullSizeSnapshotBytes),
-    ]),
-  );
+  const unknown = '?';
+  const lines = [
+    table(
+      ['VOLID', 'FORMAT', 'SIZE', 'USED', 'CHAIN USED', 'SNAPSHOTS', 'SNAP USED', 'SNAP FULL-SIZE'],
+      volumes.map((v) =>
+        v.problem === null
+          ? [
+              v.volid,
+              v.format,
+              formatSize(v.virtualSize),
+              formatSize(v.usedBytes),
+              formatSize(v.chainUsedBytes),
+              String(v.snapshots.length),
+              formatSize(v.snapshotBytes),
+              formatSize(v.fullSizeSnapshotBytes),
+            ]
+          : [v.volid, v.format, unknown, unknown, unknown, unknown, unknown, unknown],
+      ),
+    ),
+  ];
+  const notes = volumes.flatMap((v) => {
+    if (v.problem !== null) return [`${v.volid}: cannot be read (${v.problem.code}): ${v.problem.message}`];
+    const p = v.pendingOperation;
+    return p ? [`${v.volid}: UNFINISHED ${p.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host} (volchain repair)`] : [];
+  });
+  if (notes.length > 0) lines.push('', ...notes);
+  return lines.join('\n');
 }
 
 export function renderInfo(info: VolumeInfo): string {

@@ -67,9 +67,13 @@ export function planSnapshotCreate(tree: VolumeTree, ctx: PlanContext, snapshot:
     });
   }
   const clash = findSnapshot(tree, snapshot);
-  if (clash) throw new AlreadyExistsError(`snapshot '${clash.snapshot ?? snapshot}' of ${tree.volid} already exists`);
+  if (clash) throw new AlreadyExistsError(`snapshot '${clash.snapshot ?? snapshot}' of ${tree.volid} already exists${clash.snapshot !== snapshot ? ' (names that differ only in case are refused)' : ''}`);
   refuseDeeperChain(tree, tree.current, `snapshot create '${snapshot}'`);
   const frozen = snapshotLayerName(ctx.kind, tree.volume.name, snapshot);
+  // With '-' in snapshot names one layer name can fit two volumes (layer-names.ts): never take another's.
+  if (tree.foreignLayers?.includes(frozen)) {
+    throw new AlreadyExistsError(`snapshot '${snapshot}' of ${tree.volid} would be layer ${frozen}, which another volume's chain already uses: choose another name`);
+  }
   const tmp = temporaryLayerName(ctx.kind, tree.volume.name, 'create');
   return guarded(tree, {
     ...base,

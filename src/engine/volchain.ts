@@ -58,6 +58,7 @@ import {
 import { layerFlags, treeLayerFlags, type LayerFlags, type LayerFlagsEntry } from './layer-guard.js';
 import { ancestry, layer, readVolumeTree, snapshotLayers, type LayerNode, type ReadTreeOptions, type VolumeTree } from './volume-tree.js';
 import { isVmHelperVolume, vmDisksFromConfig, vmTarget, type VmTargetOptions } from './vm-disks.js';
+import { listVolumeEntries, type VolumeListEntry } from './listing.js';
 import { estimatePlanSpace, layersFrozenBy, snapshotSpace, spaceEstimable } from './space.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import { checkImage } from '../tools/qemu-img.js';
@@ -271,12 +272,10 @@ export class Volchain {
     return this.mutate(volid, 'free', opts, (tree) => planFree(tree));
   }
 
-  async list(storage: string, opts: { vmid?: number } = {}): Promise<VolumeSummary[]> {
+  /** Every volume of the storage; one that cannot be read is listed with its problem (listing.ts). */
+  async list(storage: string, opts: { vmid?: number } = {}): Promise<VolumeListEntry[]> {
     const backend = this.backend(storage);
-    const out: VolumeSummary[] = [];
-    for (const volume of await backend.listVolumes(opts.vmid)) {
-      out.push(await summarize(backend, await this.readTree(backend, volume, { allocation: false })));
-    }
+    const out = await listVolumeEntries(backend, opts.vmid, async (v) => summarize(backend, await this.readTree(backend, v, { allocation: false })));
     // Removals a crashed run left unfinished (LVM: `del-` LVs nobody wipes) are finished from here too.
     await finishDeferredRemovals(backend, opts.vmid, this.wipeMode, this.config.source);
     return out;
@@ -285,7 +284,7 @@ export class Volchain {
   async path(volid: string, opts: { snapshot?: string } = {}): Promise<string> {
     const { backend, volume } = this.resolve(volid);
     if (opts.snapshot === undefined) {
-      if (!(await backend.statLayer(volume.vmid, volume.name))) throw new NotFoundError(`volume ${volid} does not exist`);
+      if (!(await backend.statLayer(volume.vmid, volume.name))) await this.readTree(backend, volume, { allocation: false });
       return backend.layerPath(volume.vmid, volume.name);
     }
     validateSnapshotName(opts.snapshot);
@@ -395,7 +394,7 @@ export class Volchain {
   async snapshotList(volid: string): Promise<SnapshotListing> {
     const { backend, volume } = this.resolve(volid);
     // Read first: a volume that does not exist is "not found" whatever its name says about its format.
-    const tree = await readVolumeTree(backend, volume);
+    const tree = await this.readTree(backend, volume);
     if (volume.format !== 'qcow2') {
       throw new NotSupportedError(`${volid} is a raw volume: snapshots need qcow2`);
     }
@@ -698,7 +697,8 @@ export class Volchain {
       return await readVolumeTree(backend, volume, opts);
     } catch (err) {
       const pending = await pendingOperations(backend, { vmid: volume.vmid });
-      const first = pending[0];
+      // The operation on this very volume if there is one (a VM may have several disks mid-operation).
+      const first = pending.find((r) => r.plan.volid === formatVolid(volume)) ?? pending[0];
       if (!first) throw err;
       throw new PendingOperationError(
         `${formatVolid(volume)} is in the middle of a ${first.plan.operation} (started ${first.startedAt} by pid ` +
@@ -721,7 +721,9 @@ export class Volchain {
   ): Promise<Plan> {
     const { backend, volume } = this.resolve(volid);
     if (opts.dryRun) {
-      const tree = await readVolumeTree(backend, volume);
+      // What the real run would say: it refuses over an unfinished operation (exit 7).
+      await refusePending(backend, volume.vmid);
+      const tree = await this.readTree(backend, volume);
       return withSpace(backend, tree, plan(tree, this.ctx(backend)));
     }
     // A command refused for a volume that is not there leaves no trace (not even the VM's lock file). When
@@ -745,11 +747,10 @@ export class Volchain {
     const disks = await this.vmVolumes(vmid, opts.storage, opts.vmConfig);
     const locks: HeldLock[] = [];
     try {
-      if (!opts.dryRun) {
-        const backends = uniqueBackends(disks);
-        locks.push(...(await this.lockVmOn(backends, vmid, operation)));
-        for (const backend of backends) await refusePending(backend, vmid);
-      }
+      const backends = uniqueBackends(disks);
+      if (!opts.dryRun) locks.push(...(await this.lockVmOn(backends, vmid, operation)));
+      // Dry runs too: a disk whose top an unfinished operation renamed away is not even listed.
+      for (const backend of backends) await refusePending(backend, vmid);
       const planned: { backend: Backend; tree: VolumeTree; plan: Plan }[] = [];
       for (const { backend, volume } of disks) {
         const tree = await readVolumeTree(backend, volume);

@@ -7,7 +7,7 @@
 import { stat } from 'node:fs/promises';
 import type { Backend, LayerStat } from '../backends/backend.js';
 import { CorruptImageError, NotFoundError, NotSupportedError, UnsafeImageError } from '../errors.js';
-import { formatVolid, isVolchainTemporaryName, snapshotOfLayerName, type VolumeRef } from '../naming/index.js';
+import { formatVolid, isVolchainTemporaryName, parseVolumeName, sameSnapshotName, snapshotOfLayerName, type VolumeRef } from '../naming/index.js';
 import { checkTreeDepth } from './layer-guard.js';
 import { readQcow2Layer, validateLayerHeader, type Qcow2Header } from '../qcow2/index.js';
 
@@ -34,6 +34,11 @@ export interface VolumeTree {
   layers: Map<string, LayerNode>;
   /** Temporary layers of this volume left by an interrupted operation (repair handles them). */
   leftovers: string[];
+  /**
+   * Names that could be this volume's snapshot layers but belong to another volume's chain (names are
+   * ambiguous: see layer-names.ts). A new snapshot must not take one of these names.
+   */
+  foreignLayers?: string[];
 }
 
 export interface ReadTreeOptions {
@@ -52,10 +57,15 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
   }
   const snapshotOf = new Map<string, string>();
   const leftovers: string[] = [];
+  const others = otherVolumeNames(backend.kind, volume, names);
+  // Names another volume of the VM could also own: ours only if the headers join them to our chain.
+  const ambiguous = new Set<string>();
   for (const name of names) {
     const snap = snapshotOfLayerName(backend.kind, volume.name, name);
-    if (snap !== undefined) snapshotOf.set(name, snap);
-    else if (isVolchainTemporaryName(name, backend.kind)?.volumeName === volume.name) leftovers.push(name);
+    if (snap !== undefined) {
+      snapshotOf.set(name, snap);
+      if (others.some((o) => snapshotOfLayerName(backend.kind, o, name) !== undefined)) ambiguous.add(name);
+    } else if (isVolchainTemporaryName(name, backend.kind)?.volumeName === volume.name) leftovers.push(name);
   }
   const stats = new Map<string, LayerStat>();
   for (const name of [volume.name, ...snapshotOf.keys()]) {
@@ -66,9 +76,23 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
     const owner = st.recorded?.volume;
     if (name !== volume.name && owner !== undefined && owner !== volume.name) snapshotOf.delete(name);
     else stats.set(name, st);
+    if (owner !== undefined) ambiguous.delete(name);
   }
   const layers = new Map<string, LayerNode>();
+  // Why an ambiguous layer could not be read: an error only if our chain turns out to need it.
+  const unreadable = new Map<string, unknown>();
   for (const [name, st] of stats) {
+    try {
+      layers.set(name, await readNode(name, st));
+    } catch (err) {
+      if (!ambiguous.has(name)) throw err;
+      unreadable.set(name, err);
+    }
+  }
+  const foreignLayers = ambiguous.size > 0 ? settleAmbiguous(layers, ambiguous, unreadable) : [];
+  for (const name of foreignLayers) snapshotOf.delete(name);
+
+  async function readNode(name: string, st: LayerStat): Promise<LayerNode> {
     const path = backend.layerPath(volume.vmid, name);
     let header: Qcow2Header | undefined;
     let virtualSize = 0;
@@ -100,7 +124,7 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
     } else {
       virtualSize = st.recorded?.virtualSize ?? (await stat(path)).size;
     }
-    layers.set(name, {
+    return {
       name,
       snapshot: snapshotOf.get(name),
       parent,
@@ -110,7 +134,7 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
       definedBytes,
       usedBytes: st.usedBytes,
       header,
-    });
+    };
   }
   for (const node of layers.values()) {
     if (node.parent === undefined) continue;
@@ -129,10 +153,57 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
     }
   }
   for (const node of layers.values()) node.children.sort();
-  const tree = { volume, volid, current: volume.name, layers, leftovers };
+  const tree = { volume, volid, current: volume.name, layers, leftovers, ...(foreignLayers.length > 0 ? { foreignLayers } : {}) };
   // The chain walker's depth bound (validate.ts) holds for trees too: nothing deeper is handed on.
   checkTreeDepth(tree);
   return tree;
+}
+
+/**
+ * The other volumes of the VM whose layer names could look like ours: the volumes listed, and the volumes a
+ * temporary layer names (a volume whose top is renamed away mid-operation still owns its snapshot layers).
+ */
+function otherVolumeNames(kind: Backend['kind'], volume: VolumeRef, names: readonly string[]): string[] {
+  const out = new Set<string>();
+  for (const name of names) {
+    const candidate = isVolchainTemporaryName(name, kind)?.volumeName ?? name;
+    if (candidate === volume.name || name.startsWith('snap')) continue;
+    try {
+      parseVolumeName(kind, candidate, volume.vmid);
+      out.add(candidate);
+    } catch {
+      // Not a volume name: a snapshot layer, a journal, a foreign file.
+    }
+  }
+  return [...out];
+}
+
+/**
+ * Keeps the ambiguous layers the headers join to this volume's chain (one whose parent is ours, or that is
+ * the parent of one of ours, repeated until nothing changes) and removes the others from `layers`, returning
+ * their names. Every other layer is ours for sure, so the current layer's whole tree is found this way: each
+ * snapshot layer is an ancestor of the current layer or hangs below one. An ambiguous layer that could not
+ * be read is an error only when the chain needs it.
+ */
+function settleAmbiguous(layers: Map<string, LayerNode>, ambiguous: ReadonlySet<string>, unreadable: ReadonlyMap<string, unknown>): string[] {
+  const members = new Set([...layers.keys()].filter((n) => !ambiguous.has(n)));
+  const parentsOfMembers = (): Set<string> => new Set([...members].flatMap((m) => layers.get(m)?.parent ?? []));
+  for (let grew = true; grew; ) {
+    grew = false;
+    const needed = parentsOfMembers();
+    for (const name of ambiguous) {
+      if (members.has(name)) continue;
+      const node = layers.get(name);
+      const joins = needed.has(name) || (node?.parent !== undefined && members.has(node.parent));
+      if (!joins) continue;
+      if (!node) throw unreadable.get(name);
+      members.add(name);
+      grew = true;
+    }
+  }
+  const foreign = [...ambiguous].filter((n) => !members.has(n)).sort();
+  for (const name of foreign) layers.delete(name);
+  return foreign;
 }
 
 export function layer(tree: VolumeTree, name: string): LayerNode {
@@ -165,7 +236,11 @@ export function snapshotLayers(tree: VolumeTree): LayerNode[] {
   return [...tree.layers.values()].filter((l) => l.snapshot !== undefined);
 }
 
+/**
+ * The layer of snapshot `snapshot`: the exact name first; failing that, a snapshot whose name differs only in
+ * case (callers use it to refuse a new clashing name or to suggest the right one, never to act on it).
+ */
 export function findSnapshot(tree: VolumeTree, snapshot: string): LayerNode | undefined {
-  const wanted = snapshot.toLowerCase();
-  return snapshotLayers(tree).find((l) => l.snapshot?.toLowerCase() === wanted);
+  const layers = snapshotLayers(tree);
+  return layers.find((l) => l.snapshot === snapshot) ?? layers.find((l) => l.snapshot !== undefined && sameSnapshotName(l.snapshot, snapshot));
 }

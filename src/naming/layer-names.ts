@@ -2,9 +2,11 @@
  * Names of the layers of a chain (DESIGN.md section 2), computed from (volume, snapshot), never parsed alone:
  * - dir: snapshot S of `vm-100-disk-0.qcow2` is `snap-S-vm-100-disk-0.qcow2` (PVE Plugin.pm get_snap_name);
  * - lvm: snapshot S of LV `vm-100-disk-0.qcow2` is `snap_vm-100-disk-0_S.qcow2` (PVE LVMPlugin.pm).
- * On LVM the inverse is ambiguous without the volume: `snap_vm-101-a_b_cd.qcow2` is (vm-101-a.qcow2, b_cd)
- * or (vm-101-a_b.qcow2, cd). So one volume's listing by prefix can include another volume's layers, and
- * chain membership must come from the qcow2 headers.
+ * The inverse is ambiguous without the volume, on both storage types since snapshot names may contain '-'
+ * (as PVE allows): LVM `snap_vm-101-a_b_cd.qcow2` is (vm-101-a.qcow2, b_cd) or (vm-101-a_b.qcow2, cd); dir
+ * `snap-x-vm-1-vm-1-d.qcow2` is (vm-1-vm-1-d.qcow2, x) or (vm-1-d.qcow2, x-vm-1). Given the volume, the
+ * snapshot is what lies between the volume's prefix and suffix, hyphens included; one volume's candidates can
+ * still include another volume's layers, so chain membership comes from the qcow2 headers (volume-tree.ts).
  *
  * Temporary layers (a new top being prepared, a layer being swapped) get names no PVE or volchain volume or
  * snapshot layer can have, recognisable by repair after a crash:
@@ -42,8 +44,9 @@ export function snapshotLayerName(kind: StorageKind, volumeName: string, snapsho
 
 /**
  * The snapshot whose layer of `volumeName` is called `layerName`, or undefined when `layerName` is not such
- * a layer (another volume's layer, the volume itself, a temporary, or a name with an invalid snapshot part,
- * e.g. a PVE snapshot whose name contains '-'). Throws only when `volumeName` itself is not valid.
+ * a layer (another volume's layer, the volume itself, a temporary, or a name with an invalid snapshot part).
+ * A name that fits several volumes gives each its own reading (see the top of this file). Throws only when
+ * `volumeName` itself is not valid.
  */
 export function snapshotOfLayerName(kind: StorageKind, volumeName: string, layerName: string): string | undefined {
   const { format } = parseVolumeName(kind, volumeName);

@@ -1,23 +1,27 @@
 /**
- * Snapshot names (DESIGN.md section 1): `^[A-Za-z][A-Za-z0-9_]{1,39}$`, with `current` and `pending`
- * reserved in any case.
+ * Snapshot names (DESIGN.md section 1) follow PVE's rule: pve-snapshot-name is format pve-configid,
+ * `^[a-z][a-z0-9_-]+$` case-insensitive (pve-common JSONSchema.pm $CONFIGID_RE), at most 40 characters.
+ * qemu-server reserves `current` (compared exactly: "unable to use snapshot name 'current'") and `pending`
+ * (compared with lc()). volchain accepts exactly what PVE accepts, so every snapshot PVE made can be read and
+ * operated on.
  *
- * PVE's own rule (pve-snapshot-name = format pve-configid, `[a-z][a-z0-9_-]+` case-insensitive, at most 40
- * characters) also allows '-'. volchain does not: on dir storage the layer name is `snap-<S>-<volume>`, and
- * with '-' in S two different (volume, snapshot) pairs can produce the same file name
- * (`snap-x-vm-1-vm-2-d.qcow2` is both (vm-1-vm-2-d.qcow2, x) and (vm-2-d.qcow2, x-vm-1)). Without '-', the
- * snapshot name ends at the first '-' after `snap-`, so a dir layer name identifies its pair.
- * PVE refuses `current` (exact case) and `pending` (any case); volchain refuses both in any case, since two
- * snapshots of one volume never differ only in case.
+ * The hyphen makes a dir layer name ambiguous on its own (`snap-x-vm-1-vm-2-d.qcow2` is both snapshot `x` of
+ * `vm-1-vm-2-d.qcow2` and snapshot `x-vm-1` of `vm-2-d.qcow2`, as LVM's `_` already was); layer names are
+ * therefore always matched given the volume, and chain membership settled by the headers (volume-tree.ts).
+ *
+ * Two snapshots of one volume whose names differ only in case would become two files that a case-insensitive
+ * mount (CIFS) merges: a *new* name that clashes in case with an existing one is refused by the planners, but
+ * such pairs made elsewhere are read, and every lookup matches the exact name first.
  */
 import { InvalidInputError } from '../errors.js';
 import { asciiLower, quote } from './common.js';
 
 export const SNAPSHOT_NAME_MAX = 40;
-export const SNAPSHOT_NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_]{1,39}$/;
+export const SNAPSHOT_NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_-]{1,39}$/;
+/** Reserved names as qemu-server checks them: `current` exactly, `pending` in any case. */
 export const RESERVED_SNAPSHOT_NAMES: readonly string[] = ['current', 'pending'];
 
-const ALLOWED = "2 to 40 characters: a letter (A-Z, a-z) followed by letters, digits or '_'";
+const ALLOWED = "2 to 40 characters: a letter (A-Z, a-z) followed by letters, digits, '_' or '-'";
 
 /** Throws InvalidInputError saying what is wrong unless `name` is a valid snapshot name. */
 export function validateSnapshotName(name: string): void {
@@ -31,11 +35,15 @@ export function isValidSnapshotName(name: string): boolean {
 }
 
 /**
- * Whether two snapshot names denote the same snapshot of one volume. ASCII case-insensitive: valid names
- * are ASCII, and a Unicode-aware comparison would equate e.g. 'K' (U+212A KELVIN SIGN) with 'k'.
+ * Whether two snapshot names differ at most in case (a clash for a new snapshot). ASCII case-insensitive:
+ * valid names are ASCII, and a Unicode-aware comparison would equate e.g. 'K' (U+212A KELVIN SIGN) with 'k'.
  */
 export function sameSnapshotName(a: string, b: string): boolean {
   return asciiLower(a) === asciiLower(b);
+}
+
+function isReserved(name: string): boolean {
+  return name === 'current' || asciiLower(name) === 'pending';
 }
 
 function snapshotNameProblem(name: unknown): string | undefined {
@@ -43,8 +51,8 @@ function snapshotNameProblem(name: unknown): string | undefined {
     return `snapshot name must not be empty: expected ${ALLOWED}`;
   }
   const q = quote(name);
-  if (RESERVED_SNAPSHOT_NAMES.includes(asciiLower(name))) {
-    return `snapshot name ${q} is reserved ('current' and 'pending' are reserved in any case): choose another name`;
+  if (isReserved(name)) {
+    return `snapshot name ${q} is reserved ('current', and 'pending' in any case, as in Proxmox VE): choose another name`;
   }
   if (name.length > SNAPSHOT_NAME_MAX) {
     return `snapshot name ${q} is ${name.length} characters long: at most ${SNAPSHOT_NAME_MAX} are allowed`;
@@ -52,11 +60,8 @@ function snapshotNameProblem(name: unknown): string | undefined {
   if (!/^[A-Za-z]/.test(name)) {
     return `snapshot name ${q} must start with a letter (A-Z, a-z): expected ${ALLOWED}`;
   }
-  const bad = /[^A-Za-z0-9_]/.exec(name);
-  if (bad) {
-    const why = bad[0] === '-' ? " ('-' would make dir layer names ambiguous)" : '';
-    return `snapshot name ${q} contains ${quote(bad[0])}${why}: expected ${ALLOWED}`;
-  }
+  const bad = /[^A-Za-z0-9_-]/.exec(name);
+  if (bad) return `snapshot name ${q} contains ${quote(bad[0])}: expected ${ALLOWED}`;
   if (name.length < 2) {
     return `snapshot name ${q} is too short: expected ${ALLOWED}`;
   }

@@ -26,6 +26,11 @@ const layers: { description: string; input: { kind: StorageKind; volume: string;
     input: { kind: 'lvm', volume: 'vm-1234-data.qcow2', snapshot: 'pre_upgrade_2' },
     expected: 'snap_vm-1234-data_pre_upgrade_2.qcow2',
   },
+  {
+    description: "dir: a hyphen in the snapshot name stays (issue 14: PVE's snapshot 'pre-up')",
+    input: { kind: 'dir', volume: 'vm-101-disk-0.qcow2', snapshot: 'pre-up' },
+    expected: 'snap-pre-up-vm-101-disk-0.qcow2',
+  },
 ];
 for (const c of layers) {
   test(`snapshotLayerName ${c.input.kind} (${c.input.volume}, ${c.input.snapshot}): ${c.description}`, () => {
@@ -66,7 +71,10 @@ const inverse: { description: string; input: { kind: StorageKind; volume: string
   { description: 'dir: the volume itself is not a snapshot layer (PVE parse_snap_name returns nothing)', input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'vm-100-disk-0.qcow2' }, expected: undefined },
   { description: 'dir: another volume\'s layer', input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'snap-daily-vm-100-disk-1.qcow2' }, expected: undefined },
   { description: 'dir: a suffix match with a longer volume name is not ours (disk-1 vs disk-11 bug class)', input: { kind: 'dir', volume: 'vm-100-disk-1.qcow2', layer: 'snap-daily-vm-100-disk-11.qcow2' }, expected: undefined },
-  { description: 'dir: a PVE snapshot with "-" in its name (pve-configid allows it) is not recognised', input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'snap-before-upgrade-vm-100-disk-0.qcow2' }, expected: undefined },
+  { description: 'dir: a PVE snapshot with "-" in its name (pve-configid allows it) is what lies between snap- and -<volume>', input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'snap-before-upgrade-vm-100-disk-0.qcow2' }, expected: 'before-upgrade' },
+  { description: 'dir: given the other volume, the same name reads as another pair (vm-100-x-vm-100-d.qcow2, sn)', input: { kind: 'dir', volume: 'vm-100-x-vm-100-d.qcow2', layer: 'snap-sn-vm-100-x-vm-100-d.qcow2' }, expected: 'sn' },
+  { description: 'dir: ... and given vm-100-d.qcow2 it is snapshot sn-vm-100-x (hence membership by headers)', input: { kind: 'dir', volume: 'vm-100-d.qcow2', layer: 'snap-sn-vm-100-x-vm-100-d.qcow2' }, expected: 'sn-vm-100-x' },
+  { description: 'lvm: a PVE snapshot with "-" in its name', input: { kind: 'lvm', volume: 'vm-100-disk-0.qcow2', layer: 'snap_vm-100-disk-0_pre-up.qcow2' }, expected: 'pre-up' },
   { description: 'dir: an empty snapshot part', input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'snap--vm-100-disk-0.qcow2' }, expected: undefined },
   { description: 'dir: reserved name current (PVE maps current to the volume itself)', input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'snap-current-vm-100-disk-0.qcow2' }, expected: undefined },
   { description: 'dir: the LVM form is not a dir layer', input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'snap_vm-100-disk-0_daily.qcow2' }, expected: undefined },

@@ -28,9 +28,12 @@ const kinds: StorageKind[] = ['dir', 'lvm'];
 
 const vmidArb = fc.oneof(fc.integer({ min: 100, max: 999_999_999 }), fc.constantFrom(100, 101, 1000, 999_999_999));
 const storageArb = fc.stringMatching(/^[A-Za-z][A-Za-z0-9._-]{0,10}[A-Za-z0-9]$/);
+/** Valid snapshot names (pve-configid, hyphens included), without the reserved ones. */
 const snapshotArb = fc
-  .stringMatching(/^[A-Za-z][A-Za-z0-9_]{1,39}$/)
-  .filter((s) => !['current', 'pending'].includes(s.toLowerCase()));
+  .stringMatching(/^[A-Za-z][A-Za-z0-9_-]{1,39}$/)
+  .filter((s) => s !== 'current' && s.toLowerCase() !== 'pending');
+/** Snapshot names without '-': on dir, these never make two pairs share a layer name. */
+const plainSnapshotArb = snapshotArb.filter((s) => !s.includes('-'));
 const purposeArb = fc.stringMatching(/^[a-z]{1,16}$/);
 
 /** `<rest>` of vm-<vmid>-<rest>: dot-separated segments, so never '..' nor a leading or trailing dot. */
@@ -196,12 +199,14 @@ const confusableDirVolumeArb = fc
   .map(([vmid, parts]) => `vm-${vmid}-${parts.join('')}x.qcow2`)
   .filter((name) => tryParse(() => parseVolname('dir', 'st', `${name.split('-')[1]}/${name}`)) !== undefined);
 const confusableSnapshotArb = fc.constantFrom('ab', 'a_b', 'vm', 'b_vm', 'Ab', 'snap', 'x100');
+/** With hyphens, as PVE allows: these can make one dir layer name fit two volumes. */
+const confusableHyphenSnapshotArb = fc.constantFrom('a-b', 'ab-vm', 'ab-vm-100', 'x-vm-100-a', 'vm-100', 'b-');
 
-test('property (c): on dir, layer names of two different (volume, snapshot) pairs never collide', () => {
+test('property (c): on dir, layer names of two different (volume, snapshot) pairs never collide when no snapshot name has a hyphen', () => {
   fc.assert(
     fc.property(
-      fc.tuple(fc.oneof(confusableDirVolumeArb, qcow2VolumeArb('dir')), fc.oneof(confusableSnapshotArb, snapshotArb)),
-      fc.tuple(fc.oneof(confusableDirVolumeArb, qcow2VolumeArb('dir')), fc.oneof(confusableSnapshotArb, snapshotArb)),
+      fc.tuple(fc.oneof(confusableDirVolumeArb, qcow2VolumeArb('dir')), fc.oneof(confusableSnapshotArb, plainSnapshotArb)),
+      fc.tuple(fc.oneof(confusableDirVolumeArb, qcow2VolumeArb('dir')), fc.oneof(confusableSnapshotArb, plainSnapshotArb)),
       ([v1, s1], [v2, s2]) => {
         fc.pre(v1 !== v2 || s1 !== s2);
         assert.notEqual(snapshotLayerName('dir', v1, s1), snapshotLayerName('dir', v2, s2));
@@ -211,7 +216,7 @@ test('property (c): on dir, layer names of two different (volume, snapshot) pair
   );
 });
 
-test('property (c): on dir, a layer name is recognised by exactly one volume', () => {
+test('property (c): on dir, a layer name without hyphenated snapshot names is recognised by exactly one volume', () => {
   fc.assert(
     fc.property(confusableDirVolumeArb, confusableDirVolumeArb, confusableSnapshotArb, (v1, v2, s) => {
       const layer = snapshotLayerName('dir', v1, s);
@@ -219,6 +224,22 @@ test('property (c): on dir, a layer name is recognised by exactly one volume', (
     }),
     { numRuns: 3000 },
   );
+});
+
+test('property (c): on dir with hyphenated snapshot names, every volume that reads a layer name reads the pair that gives that name', () => {
+  fc.assert(
+    fc.property(confusableDirVolumeArb, confusableDirVolumeArb, fc.oneof(confusableHyphenSnapshotArb, snapshotArb), (v1, v2, s) => {
+      const layer = snapshotLayerName('dir', v1, s);
+      const read = snapshotOfLayerName('dir', v2, layer);
+      if (v1 === v2) assert.equal(read, s);
+      if (read !== undefined) assert.equal(snapshotLayerName('dir', v2, read), layer);
+    }),
+    { numRuns: 3000 },
+  );
+});
+
+test('documented: on dir a hyphenated snapshot name can make two pairs share a layer name (issue 14), so membership comes from the headers', () => {
+  assert.equal(snapshotLayerName('dir', 'vm-100-x-vm-100-d.qcow2', 'sn'), snapshotLayerName('dir', 'vm-100-d.qcow2', 'sn-vm-100-x'));
 });
 
 test('documented: on LVM two different pairs can share a layer name, which is why layers are never parsed alone', () => {

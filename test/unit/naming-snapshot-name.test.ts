@@ -11,6 +11,10 @@ const valid: { description: string; input: string }[] = [
   { description: "'currentX' only starts like the reserved 'current'", input: 'currentX' },
   { description: "'pendingfoo' only starts like the reserved 'pending'", input: 'pendingfoo' },
   { description: 'letters, digits and underscores mixed', input: 'a_1_B_2' },
+  { description: "a hyphen, as pve-configid allows (issue 14: PVE's 'pre-up')", input: 'pre-up' },
+  { description: 'hyphens and underscores anywhere after the first letter', input: 'a-_-b--' },
+  { description: "'Current': qemu-server reserves 'current' in exact case only", input: 'Current' },
+  { description: "'CURRENT' is not the reserved 'current' either", input: 'CURRENT' },
 ];
 
 for (const c of valid) {
@@ -26,14 +30,14 @@ const invalid: { description: string; input: string; message: RegExp }[] = [
   { description: '41 characters, beyond pve-snapshot-name maxLength 40', input: `s${'x'.repeat(40)}`, message: /41 characters long: at most 40/ },
   { description: 'starting with a digit (pve-configid starts with a letter)', input: '1st', message: /must start with a letter/ },
   { description: 'starting with an underscore', input: '_snap', message: /must start with a letter/ },
-  { description: "'-' is allowed by PVE's pve-configid but not by volchain (dir layer names would be ambiguous)", input: 'before-upgrade', message: /"-".*ambiguous/ },
+  { description: "starting with a hyphen (pve-configid starts with a letter)", input: '-ab', message: /must start with a letter/ },
   { description: 'a dot', input: 'v1.0', message: /contains "\."/ },
   { description: 'a slash (path traversal attempt)', input: 'a/../b', message: /contains "\/"/ },
   { description: 'whitespace', input: 'my snap', message: /contains " "/ },
   { description: 'a NUL character', input: 'ab\0', message: /contains "\\u0000"/ },
   { description: 'non-ASCII letters', input: 'snäp', message: /contains "ä"/ },
   { description: "'current' is reserved (qemu-server: \"unable to use snapshot name 'current' (reserved name)\")", input: 'current', message: /reserved/ },
-  { description: "'Current': volchain reserves 'current' in any case", input: 'Current', message: /reserved/ },
+  { description: "'Pending' is reserved in any case too", input: 'Pending', message: /reserved/ },
   { description: "'pending' is reserved in any case (qemu-server compares lc($snapname))", input: 'PENDING', message: /reserved/ },
 ];
 
@@ -49,6 +53,10 @@ for (const c of invalid) {
 
 test('snapshot name errors quote the name', () => {
   assert.throws(() => validateSnapshotName('9lives'), /"9lives"/);
+});
+
+test('the error for a bad character names the rule with the hyphen in it', () => {
+  assert.throws(() => validateSnapshotName('v1.0'), /letters, digits, '_' or '-'/);
 });
 
 const comparisons: { description: string; input: [string, string]; expected: boolean }[] = [

@@ -66,7 +66,7 @@ test('create refuses an existing name, also when it differs only in case', () =>
 });
 
 test('create refuses invalid snapshot names', () => {
-  for (const bad of ['1abc', 'a', 'current', 'pending', 'x-y', 'a'.repeat(41), 'a b', '-rf', '']) {
+  for (const bad of ['1abc', 'a', 'current', 'pending', 'Pending', 'x.y', '-xy', 'a'.repeat(41), 'a b', '-rf', '']) {
     assert.throws(() => planSnapshotCreate(tree({}, null), ctx, bad), InvalidInputError, bad);
   }
 });
