@@ -145,7 +145,9 @@ export async function runLiveStep(backend: Backend, vmid: number, step: LiveStep
             baseNode: step.baseNode,
             // Not for the active layer (QEMU refuses it there): the layer above `top` gets `top`'s name, which
             // is the name `base` takes once the commit is done.
-            ...(step.active ? {} : { topNode: step.topNode, backingFile: step.top }),
+            // Below a filter (PVE's throttle node as `device`), an active commit names its top too, as PVE
+            // does: without it QEMU takes the filter itself as the top.
+            ...(step.active ? (step.rootNode !== step.topNode ? { topNode: step.topNode } : {}) : { topNode: step.topNode, backingFile: step.top }),
           });
       }
       try {

@@ -310,6 +310,7 @@ function liveDiskOf(d: DiskMatch, socket: string, running: boolean, version: { m
     // Test hook (README): VOLCHAIN_LIVE_STREAM=always|never overrides the choice.
     streamSafe: process.env.VOLCHAIN_LIVE_STREAM === 'always' ? true : process.env.VOLCHAIN_LIVE_STREAM === 'never' ? false : streamSafe(version, extendedL2),
     nodes: new Map(d.layers.map((l) => [l.layer, { node: l.qemu.node, protocolNode: l.qemu.protocolNode }])),
+    ...(d.chain?.filters[0] !== undefined ? { rootFilter: d.chain.filters[0] } : {}),
   };
 }
 

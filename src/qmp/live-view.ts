@@ -167,18 +167,38 @@ function belowFilters(
       continue;
     }
     const driver = child.options['driver'];
-    const fits = [...byName.values()].filter(
-      (n) =>
-        n.drv === driver &&
-        (FILTER_DRIVERS.has(n.drv) || (LAYER_DRIVERS.has(n.drv) && !isBacking.has(n['node-name']))) &&
-        path !== undefined &&
-        reportedPath(n.file) === path &&
-        n['node-name'] !== name,
+    const sameFile = [...byName.values()].filter(
+      (n) => n.drv === driver && path !== undefined && reportedPath(n.file) === path && n['node-name'] !== name && !PROTOCOL_DRIVERS.has(n.drv),
     );
+    // Exactly the child's options (its whole chain below, as QEMU spells it), else the one that is nobody's
+    // backing: after an active commit's pivot the old top, opened on the same path, still sits above the base.
+    const exact = sameFile.filter((n) => sameOptions(n, child.options));
+    const fits = exact.length > 0 ? exact : sameFile.filter((n) => FILTER_DRIVERS.has(n.drv) || !isBacking.has(n['node-name']));
     if (fits.length !== 1) return undefined;
     at = fits[0];
   }
   return undefined;
+}
+
+/** Whether node `n` reports exactly `options` (a json: filename equal to them, or a plain path without backing). */
+function sameOptions(n: BlockDeviceInfo, options: Record<string, unknown>): boolean {
+  if (n.file.startsWith('json:')) {
+    try {
+      return canonical(JSON.parse(n.file.slice('json:'.length))) === canonical(options);
+    } catch {
+      return false;
+    }
+  }
+  return options['backing'] === undefined && reportedPath(`json:${JSON.stringify(options)}`) === n.file;
+}
+
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (typeof v === 'object' && v !== null) {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o).sort().map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
 }
 
 /** The `file` child options of a filter's pseudo-filename; undefined when there is none. */
