@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { BLOCK, MiB, checkAllLayers, cliJson, cliOk, makeStorage, runCommand, writePatterns, type Blocks, type TestStorage } from './helpers.js';
+import { BLOCK, MiB, checkAllLayers, cliFails, cliJson, cliOk, makeStorage, runCommand, writePatterns, type Blocks, type TestStorage } from './helpers.js';
 import { guestWrite, runningQemuPids, startQemu } from './qemu-harness.js';
 import { GuestWriter, assertImages, diskChain, snapshotInstants, type LiveVm, type Window } from './live-helpers.js';
 
@@ -170,5 +170,52 @@ describe('live operations on a VM that PVE 9 started', () => {
     if (!writer.writes.slice(hmpSeq).some((w) => w.block === 0)) final.set(0, 0xb2);
     await assertImages([{ path: s.layer(VMID, name), blocks: final, totalBlocks: TOTAL_BLOCKS, context: 'current layer' }]);
     assert.ok((await checkAllLayers(s.path, VMID)) >= 3, 'qemu-img check of every layer');
+  });
+
+  it('qemu-args --drive-id opens a chain with PVE 9\'s names, throttle node and group; bad drive ids are refused', TEST_TIMEOUT, async () => {
+    const volid = (await cliOk(s, ['alloc', s.id, '102', String(SIZE)])).trim();
+    await cliOk(s, ['snapshot', 'create', volid, 'p1']);
+    interface ArgsJson {
+      volumes: { top: string; layers: { snapshot: string | null; node: string; protocolNode: string }[]; nodes: Record<string, unknown>[] }[];
+      objects: Record<string, unknown>[];
+      argv: string[];
+    }
+    const args = await cliJson<ArgsJson>(s, ['qemu-args', volid, '--drive-id', 'virtio1']);
+    const v = args.volumes[0];
+    assert.equal(v?.top, 'drive-virtio1');
+    assert.deepEqual(
+      v?.layers.map((l) => [l.node, l.protocolNode]),
+      [
+        [pveName('f', 'virtio1', volid), pveName('e', 'virtio1', volid)],
+        [pveName('f', 'virtio1', volid, 'p1'), pveName('e', 'virtio1', volid, 'p1')],
+      ],
+    );
+    assert.deepEqual(args.objects, [{ 'qom-type': 'throttle-group', id: 'throttle-drive-virtio1', limits: {} }]);
+    const throttle = v?.nodes.find((n) => n['driver'] === 'throttle');
+    assert.deepEqual([throttle?.['node-name'], throttle?.['throttle-group'], throttle?.['file']], ['drive-virtio1', 'throttle-drive-virtio1', pveName('f', 'virtio1', volid)]);
+    const qcow2 = v?.nodes.filter((n) => n['driver'] === 'qcow2') ?? [];
+    assert.equal(qcow2.length, 2);
+    const hasOption = await qemuHasDiscardNoUnref();
+    for (const n of qcow2) assert.equal(n['discard-no-unref'] === true, hasOption, `discard-no-unref on ${String(n['node-name'])} only where QEMU has it`);
+    assert.deepEqual(args.argv.slice(0, 2), ['-object', JSON.stringify(args.objects[0])]);
+
+    // The command line QEMU accepts: started from it, volchain recognises the disk under the throttle node.
+    const socket = join(s.root, `qmp-args-${Date.now()}.sock`);
+    const vm = await startQemu({
+      machine: 'q35',
+      extraArgs: [...args.argv, '-device', 'virtio-blk-pci,drive=drive-virtio1,id=virtio1', '-qmp', `unix:${socket},server=on,wait=off`],
+    });
+    try {
+      const info = await cliJson<{ disks: { volid: string; open: boolean; devices: string[]; problems: string[] }[] }>(s, ['vm', 'attach-info', '102', '--qmp', socket]);
+      const d = info.disks.find((x) => x.volid === volid);
+      // virtio-blk's qdev is its QOM path (/machine/peripheral/virtio1/virtio-backend).
+      assert.deepEqual([d?.open, d?.devices.length, d?.problems], [true, 1, []]);
+      assert.match(d?.devices[0] ?? '', /virtio1/);
+    } finally {
+      await vm.stop();
+    }
+
+    await cliFails(s, ['qemu-args', volid, '--drive-id', 'scsi31'], { code: 2, match: /drive id "scsi31" is not a PVE drive name/ });
+    await cliFails(s, ['qemu-args', volid, '--drive-id', 'scsi0', '--drive-id', 'scsi1'], { code: 2, match: /--drive-id is given 2 time\(s\) for 1 volid/ });
   });
 });
