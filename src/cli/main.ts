@@ -290,8 +290,9 @@ export function buildProgram() {
     .description('print the -blockdev options that open volumes the way volchain expects (headers validated first)')
     .argument('<volid...>')
     .option('--json', 'machine-readable output (with each volume\'s top node for -device ...,drive=)')
+    .option('--drive-id <id>', 'PVE drive id (scsi0, virtio1, ...) of the volid in the same position: PVE 9\'s node names and throttle node', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .action(async (volids, opts) => {
-      const args = await (await open()).qemuArgs(volids);
+      const args = await (await open()).qemuArgs(volids, { driveIds: opts.driveId });
       if (opts.json) printJson(args);
       else print(renderQemuArgs(args));
     });

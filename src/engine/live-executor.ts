@@ -33,6 +33,7 @@ import {
   transaction,
 } from '../qmp/commands.js';
 import { overlayBlockdevs } from '../qmp/blockdev.js';
+import { qmpHasDiscardNoUnref } from '../qmp/qemu-features.js';
 import { QmpJobError } from '../qmp/errors.js';
 import { waitForJob, type JobProgress } from '../qmp/jobs.js';
 import { readBlockView, type QemuChain } from '../qmp/live-view.js';
@@ -72,11 +73,11 @@ export async function runLiveStep(backend: Backend, vmid: number, step: LiveStep
   switch (step.kind) {
     case 'qmp-open': {
       const existing = new Set((await queryNamedBlockNodes(c)).map((n) => n['node-name']));
-      const { nodes } = overlayBlockdevs(backend.id, {
-        name: step.layer,
-        path: backend.layerPath(vmid, step.layer),
-        names: { format: step.node, protocol: step.protocolNode },
-      });
+      const { nodes } = overlayBlockdevs(
+        backend.id,
+        { name: step.layer, path: backend.layerPath(vmid, step.layer), names: { format: step.node, protocol: step.protocolNode } },
+        { discardNoUnref: await qmpHasDiscardNoUnref(c) },
+      );
       const [proto, format] = nodes;
       if (!existing.has(proto['node-name'])) await blockdevAdd(c, proto);
       if (existing.has(format['node-name'])) return;
@@ -144,7 +145,9 @@ export async function runLiveStep(backend: Backend, vmid: number, step: LiveStep
             baseNode: step.baseNode,
             // Not for the active layer (QEMU refuses it there): the layer above `top` gets `top`'s name, which
             // is the name `base` takes once the commit is done.
-            ...(step.active ? {} : { topNode: step.topNode, backingFile: step.top }),
+            // Below a filter (PVE's throttle node as `device`), an active commit names its top too, as PVE
+            // does: without it QEMU takes the filter itself as the top.
+            ...(step.active ? (step.rootNode !== step.topNode ? { topNode: step.topNode } : {}) : { topNode: step.topNode, backingFile: step.top }),
           });
       }
       try {
@@ -233,6 +236,8 @@ async function restoreReadOnly(live: LiveSession, node: string): Promise<void> {
         'read-only': true,
         discard: 'unmap',
         'detect-zeroes': info?.detect_zeroes ?? 'unmap',
+        // A reopen resets every option not given: keep PVE's bug-6543 option where the QEMU has it.
+        ...(l.driver === 'qcow2' && (await qmpHasDiscardNoUnref(live.client)) ? { 'discard-no-unref': true } : {}),
       },
     ],
   });

@@ -164,7 +164,9 @@ function compareChain(disk: DiskInput & { volid: string }, chain: QemuChain, wan
     const expectedDriver = disk.volume.format === 'raw' ? 'raw' : 'qcow2';
     if (q.driver !== expectedDriver) problems.push(`QEMU opened ${l.name} of ${v} as ${q.driver}, the volume is ${expectedDriver}`);
     if (i === 0 && q.readOnly) problems.push(`QEMU has the current layer ${l.name} of ${v} read-only (node ${q.node})`);
-    if (i > 0 && !q.readOnly) problems.push(`QEMU has snapshot layer ${l.name} of ${v} writable (node ${q.node}): a job may be running on it`);
+    // PVE 9 opens every layer of a drive read-write (its throttle filter on top keeps the guest's view), so a
+    // writable layer below a filter is how PVE left it, not a sign of a job (jobs are checked on their own).
+    if (i > 0 && !q.readOnly && chain.filters.length === 0) problems.push(`QEMU has snapshot layer ${l.name} of ${v} writable (node ${q.node}): a job may be running on it`);
     if (q.virtualSize !== l.virtualSize) {
       problems.push(`QEMU sees ${q.virtualSize} bytes for ${l.name} of ${v} (node ${q.node}), its header says ${l.virtualSize}`);
     }

@@ -38,6 +38,11 @@ export interface LiveDisk {
   guestRunning: boolean;
   /** block-stream is safe on this QEMU and chain (see planLiveSnapshotDelete); else jobs are commits only. */
   streamSafe: boolean;
+  /**
+   * The outermost filter above the top (PVE's throttle node `drive-<id>`), if any: block-commit needs a root
+   * node as its `device`, and below a filter the top is none.
+   */
+  rootFilter?: string;
 }
 
 /**
@@ -124,7 +129,7 @@ export function planLiveSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snaps
     const active = chainChild === tree.current;
     const job = jobId('commit', snap.node);
     steps.push({
-      kind: 'qmp-commit', top: chainChild, topNode: childNode.node, base: target.name, baseNode: snap.node, rootNode: root.node,
+      kind: 'qmp-commit', top: chainChild, topNode: childNode.node, base: target.name, baseNode: snap.node, rootNode: disk.rootFilter ?? root.node,
       active, bytes: child.definedBytes, jobId: job,
     });
     if (active) {

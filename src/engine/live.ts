@@ -25,6 +25,9 @@ import { chainBlockdevs, blockdevArgv, type ChainLayerSpec } from '../qmp/blockd
 import { QmpClient } from '../qmp/client.js';
 import { queryStatus, type BlockdevOptions, type JobInfo } from '../qmp/commands.js';
 import { QmpConnectError } from '../qmp/errors.js';
+import { checkDriveId, pveLayerNodeNames } from '../qmp/pve-names.js';
+import { installedQemuHasDiscardNoUnref } from '../qmp/qemu-features.js';
+import { pveDriveTop } from './live-pve.js';
 import { readBlockView, type QemuBlockView } from '../qmp/live-view.js';
 import type { EngineEvent } from './executor.js';
 import { Journal, pendingOperations } from './journal.js';
@@ -102,6 +105,8 @@ export interface QemuArgsVolume {
 
 export interface QemuArgs {
   volumes: QemuArgsVolume[];
+  /** `-object` definitions (PVE's throttle groups, with --drive-id), before the -blockdev options. */
+  objects: Record<string, unknown>[];
   /** `-blockdev <json>` pairs for every volume, in order. */
   argv: string[];
 }
@@ -110,8 +115,16 @@ export interface QemuArgs {
  * The -blockdev options that open each volume's current chain with volchain's node names, after reading and
  * validating every header of the chain. Refuses while an operation on the VM is unfinished.
  */
-export async function qemuArgs(vc: Volchain, volids: readonly string[]): Promise<QemuArgs> {
+export async function qemuArgs(vc: Volchain, volids: readonly string[], opts: { driveIds?: readonly string[] } = {}): Promise<QemuArgs> {
   if (volids.length === 0) throw new InvalidInputError('qemu-args needs at least one volid');
+  const driveIds = opts.driveIds ?? [];
+  if (driveIds.length > 0 && driveIds.length !== volids.length) {
+    throw new InvalidInputError(`--drive-id is given ${driveIds.length} time(s) for ${volids.length} volid(s): give one per volid, in the same order`);
+  }
+  driveIds.forEach(checkDriveId);
+  if (new Set(driveIds).size !== driveIds.length) throw new InvalidInputError('a --drive-id is given twice');
+  const discardNoUnref = await installedQemuHasDiscardNoUnref();
+  const objects: Record<string, unknown>[] = [];
   const volumes: QemuArgsVolume[] = [];
   for (const volid of volids) {
     const { backend, volume } = vc.resolve(volid);
@@ -126,10 +139,25 @@ export async function qemuArgs(vc: Volchain, volids: readonly string[]): Promise
       path: l.path,
       format: i === chain.length - 1 && volume.format === 'raw' ? 'raw' : 'qcow2',
     }));
-    const built = chainBlockdevs(backend.id, specs);
+    const driveId = driveIds[volumes.length];
+    const snapOf = new Map(chain.map((l) => [l.name, l.snapshot]));
+    const built = chainBlockdevs(
+      backend.id,
+      specs,
+      { discardNoUnref },
+      driveId !== undefined ? (l) => pveLayerNodeNames(driveId, tree.volid, snapOf.get(l.name)) : undefined,
+    );
+    let top = built.top;
+    if (driveId !== undefined) {
+      // PVE's layout: a throttle filter `drive-<id>` on the current layer, in the throttle group PVE creates.
+      const pve = pveDriveTop(driveId, built.top);
+      objects.push(pve.group);
+      built.nodes.push(pve.node);
+      top = pve.node['node-name'];
+    }
     volumes.push({
       volid: tree.volid,
-      top: built.top,
+      top,
       layers: chain.map((l, i) => {
         const names = built.byLayer.get(l.name);
         return { layer: l.name, snapshot: l.snapshot ?? null, node: names?.format ?? '', protocolNode: names?.protocol ?? '', path: l.path, readOnly: i > 0 };
@@ -142,7 +170,7 @@ export async function qemuArgs(vc: Volchain, volids: readonly string[]): Promise
     if (seen.has(v.volid)) throw new InvalidInputError(`${v.volid} is given twice`);
     seen.add(v.volid);
   }
-  return { volumes, argv: blockdevArgv(volumes.flatMap((v) => v.nodes)) };
+  return { volumes, objects, argv: [...objects.flatMap((o) => ['-object', JSON.stringify(o)]), ...blockdevArgv(volumes.flatMap((v) => v.nodes))] };
 }
 
 // ---- attach-info ------------------------------------------------------------------------------------------------
@@ -282,6 +310,7 @@ function liveDiskOf(d: DiskMatch, socket: string, running: boolean, version: { m
     // Test hook (README): VOLCHAIN_LIVE_STREAM=always|never overrides the choice.
     streamSafe: process.env.VOLCHAIN_LIVE_STREAM === 'always' ? true : process.env.VOLCHAIN_LIVE_STREAM === 'never' ? false : streamSafe(version, extendedL2),
     nodes: new Map(d.layers.map((l) => [l.layer, { node: l.qemu.node, protocolNode: l.qemu.protocolNode }])),
+    ...(d.chain?.filters[0] !== undefined ? { rootFilter: d.chain.filters[0] } : {}),
   };
 }
 

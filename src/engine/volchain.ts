@@ -513,8 +513,8 @@ export class Volchain {
   // ---- running VMs (live.ts) --------------------------------------------------------------------------
 
   /** `-blockdev` options that open the volumes' chains with volchain's node names (headers validated first). */
-  qemuArgs(volids: readonly string[]): Promise<QemuArgs> {
-    return qemuArgs(this, volids);
+  qemuArgs(volids: readonly string[], opts: { driveIds?: readonly string[] } = {}): Promise<QemuArgs> {
+    return qemuArgs(this, volids, opts);
   }
 
   /** Which QEMU block node uses which volume and layer of a running VM. */

@@ -83,6 +83,8 @@ export interface BlockdevDefaults {
   detectZeroes?: 'off' | 'on' | 'unmap';
   /** O_DIRECT (cache.direct). Default false. */
   cacheDirect?: boolean;
+  /** `discard-no-unref` on qcow2 nodes: only when the QEMU has it (qemu-features.ts). Default false. */
+  discardNoUnref?: boolean;
 }
 
 export interface ChainBlockdevs {
@@ -98,7 +100,13 @@ export interface ChainBlockdevs {
  * Nodes for a whole chain, `layers` given top first (as ancestry() returns them). Only the base may be raw;
  * layer names must be unique.
  */
-export function chainBlockdevs(storage: string, layers: readonly ChainLayerSpec[], defaults: BlockdevDefaults = {}): ChainBlockdevs {
+export function chainBlockdevs(
+  storage: string,
+  layers: readonly ChainLayerSpec[],
+  defaults: BlockdevDefaults = {},
+  /** Node names of a layer other than volchain's own (PVE's, for `qemu-args --drive-id`). */
+  namesOf: (layer: ChainLayerSpec) => LayerNodeNames = (l) => layerNodeNames(storage, l.name),
+): ChainBlockdevs {
   const top = layers[0];
   if (!top) throw new InvalidInputError('a chain needs at least one layer');
   const byLayer = new Map<string, LayerNodeNames>();
@@ -107,7 +115,7 @@ export function chainBlockdevs(storage: string, layers: readonly ChainLayerSpec[
     if (layer.format === 'raw' && i !== layers.length - 1) {
       throw new InvalidInputError(`layer ${layer.name} is raw but has a layer below it: only a chain's base can be raw`);
     }
-    byLayer.set(layer.name, layerNodeNames(storage, layer.name));
+    byLayer.set(layer.name, namesOf(layer));
   });
   const nodes: BlockdevOptions[] = [];
   for (let i = layers.length - 1; i >= 0; i--) {
@@ -205,5 +213,5 @@ function formatNode(names: LayerNodeNames, format: 'qcow2' | 'raw', backing: str
     ...(d.cacheDirect ? { cache: { direct: true, 'no-flush': false } } : {}),
   };
   if (format === 'raw') return { driver: 'raw', ...common, file: names.protocol };
-  return { driver: 'qcow2', ...common, file: names.protocol, backing };
+  return { driver: 'qcow2', ...common, file: names.protocol, backing, ...(d.discardNoUnref ? { 'discard-no-unref': true } : {}) };
 }

@@ -40,6 +40,15 @@ export interface BlockdevOptionsQcow2 extends BlockdevOptionsBase {
   file: BlockdevRef;
   /** A node name, an inline definition, or null for "no backing" (never read from the header then). */
   backing?: BlockdevRef | null;
+  /** QEMU 8.1+: a discard keeps clusters allocated (PVE bug 6543); see qemu-features.ts. */
+  'discard-no-unref'?: boolean;
+}
+
+/** PVE's filter on top of a drive: `throttle-group` names a throttle-group object (object-add / -object). */
+export interface BlockdevOptionsThrottle extends BlockdevOptionsBase {
+  driver: 'throttle';
+  'throttle-group': string;
+  file: BlockdevRef;
 }
 
 export interface BlockdevOptionsRaw extends BlockdevOptionsBase {
@@ -49,7 +58,7 @@ export interface BlockdevOptionsRaw extends BlockdevOptionsBase {
   size?: number;
 }
 
-export type BlockdevOptions = BlockdevOptionsFile | BlockdevOptionsQcow2 | BlockdevOptionsRaw;
+export type BlockdevOptions = BlockdevOptionsFile | BlockdevOptionsQcow2 | BlockdevOptionsRaw | BlockdevOptionsThrottle;
 
 /** ImageInfo (the parts volchain reads). */
 export interface ImageInfo {

@@ -20,6 +20,12 @@ import { queryBlock, queryJobs, queryNamedBlockNodes, type BlockDeviceInfo, type
 const PROTOCOL_DRIVERS: ReadonlySet<string> = new Set(['file', 'host_device', 'host_cdrom', 'nbd', 'iscsi', 'rbd', 'nfs', 'ssh', 'http', 'https']);
 /** Drivers of format nodes whose chains volchain manages. */
 const LAYER_DRIVERS: ReadonlySet<string> = new Set(['qcow2', 'raw']);
+/**
+ * Filter drivers a guest device may sit on above a chain's top: PVE 9 puts a `throttle` node `drive-<id>` there
+ * (and `zeroinit` / `alloc-track` for some drives). Live operations work below them: a blockdev-snapshot or an
+ * active commit replaces the top node in all its parents, the filter included, so the filter stays on top.
+ */
+const FILTER_DRIVERS: ReadonlySet<string> = new Set(['throttle', 'zeroinit', 'alloc-track', 'copy-on-read']);
 
 export interface QemuLayer {
   /** Format node name. */
@@ -40,8 +46,10 @@ export interface QemuLayer {
 export interface QemuChain {
   /** Layers from the top (the node devices and jobs name) down to the base. */
   layers: QemuLayer[];
-  /** Guest devices using the chain's top (qdev ids, or legacy drive names). */
+  /** Guest devices using the chain's top (qdev ids, or legacy drive names), directly or through filters. */
   devices: string[];
+  /** Filter nodes between the devices and the top, outermost first (PVE's `drive-<id>` throttle node). */
+  filters: string[];
   /** Set when a backing link could not be followed (a filter node in between, or an ambiguous filename). */
   broken?: string;
 }
@@ -88,14 +96,16 @@ export function buildBlockView(nodes: readonly BlockDeviceInfo[], blocks: readon
   const isBacking = new Set([...backingOf.values()].flatMap((b) => (b.node ? [b.node] : [])));
 
   const devicesOf = new Map<string, string[]>();
+  const filtersOf = new Map<string, string[]>();
   const strayDevices: { device: string; node: string | undefined }[] = [];
   for (const b of blocks) {
     const device = b.qdev ?? b.device;
     const node = b.inserted?.['node-name'];
     if (!b.inserted) continue;
-    const target = node !== undefined ? byName.get(node) : undefined;
-    if (node !== undefined && target && LAYER_DRIVERS.has(target.drv)) {
-      devicesOf.set(node, [...(devicesOf.get(node) ?? []), device]);
+    const found = node !== undefined ? belowFilters(node, byName, isBacking) : undefined;
+    if (found) {
+      devicesOf.set(found.layer, [...(devicesOf.get(found.layer) ?? []), device]);
+      if (found.filters.length > 0) filtersOf.set(found.layer, found.filters);
     } else {
       strayDevices.push({ device, node });
     }
@@ -126,10 +136,83 @@ export function buildBlockView(nodes: readonly BlockDeviceInfo[], blocks: readon
       }
       at = link.node !== undefined ? byName.get(link.node) : undefined;
     }
-    chains.push({ layers, devices: devicesOf.get(root['node-name'] as string) ?? [], ...(broken !== undefined ? { broken } : {}) });
+    chains.push({ layers, devices: devicesOf.get(root['node-name'] as string) ?? [], filters: filtersOf.get(root['node-name'] as string) ?? [], ...(broken !== undefined ? { broken } : {}) });
   }
   chains.sort((a, b) => (a.layers[0]?.node ?? '').localeCompare(b.layers[0]?.node ?? ''));
   return { chains, nodes: [...nodes], jobs: [...jobs], strayDevices };
+}
+
+/**
+ * The layer node a device's node stands for: the node itself when it is a layer, else the layer below the
+ * filters on top of it. QEMU 7.2 reports no `children`; a filter's child is told by the pseudo-filename the
+ * filter reports (`json:{"driver": "throttle", "file": {<the child's options>}}`): the child is the one layer
+ * node of that driver, opened on the same path, that is nobody's backing. Undefined when none or several fit.
+ */
+function belowFilters(
+  node: string,
+  byName: ReadonlyMap<string, BlockDeviceInfo>,
+  isBacking: ReadonlySet<string | undefined>,
+): { layer: string; filters: string[] } | undefined {
+  const filters: string[] = [];
+  for (let at = byName.get(node), depth = 0; at && depth < 8; depth++) {
+    const name = at['node-name'] as string;
+    if (LAYER_DRIVERS.has(at.drv)) return { layer: name, filters };
+    if (!FILTER_DRIVERS.has(at.drv)) return undefined;
+    filters.push(name);
+    const child = filterChild(at.file);
+    if (!child) return undefined;
+    const path = reportedPath(`json:${JSON.stringify(child.options)}`) ?? (typeof child.options['file'] === 'string' ? child.options['file'] : undefined);
+    if (typeof child.options['node-name'] === 'string') {
+      at = byName.get(child.options['node-name']);
+      continue;
+    }
+    const driver = child.options['driver'];
+    const sameFile = [...byName.values()].filter(
+      (n) => n.drv === driver && path !== undefined && reportedPath(n.file) === path && n['node-name'] !== name && !PROTOCOL_DRIVERS.has(n.drv),
+    );
+    // Exactly the child's options (its whole chain below, as QEMU spells it), else the one that is nobody's
+    // backing: after an active commit's pivot the old top, opened on the same path, still sits above the base.
+    const exact = sameFile.filter((n) => sameOptions(n, child.options));
+    const fits = exact.length > 0 ? exact : sameFile.filter((n) => FILTER_DRIVERS.has(n.drv) || !isBacking.has(n['node-name']));
+    if (fits.length !== 1) return undefined;
+    at = fits[0];
+  }
+  return undefined;
+}
+
+/** Whether node `n` reports exactly `options` (a json: filename equal to them, or a plain path without backing). */
+function sameOptions(n: BlockDeviceInfo, options: Record<string, unknown>): boolean {
+  if (n.file.startsWith('json:')) {
+    try {
+      return canonical(JSON.parse(n.file.slice('json:'.length))) === canonical(options);
+    } catch {
+      return false;
+    }
+  }
+  return options['backing'] === undefined && reportedPath(`json:${JSON.stringify(options)}`) === n.file;
+}
+
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (typeof v === 'object' && v !== null) {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o).sort().map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/** The `file` child options of a filter's pseudo-filename; undefined when there is none. */
+function filterChild(filename: string): { options: Record<string, unknown> } | undefined {
+  if (!filename.startsWith('json:')) return undefined;
+  try {
+    const o = JSON.parse(filename.slice('json:'.length)) as Record<string, unknown>;
+    const file = o['file'];
+    if (typeof file === 'object' && file !== null) return { options: file as Record<string, unknown> };
+    if (typeof file === 'string') return { options: { 'node-name': file } };
+  } catch {
+    return undefined;
+  }
+  return undefined;
 }
 
 function layerOf(n: BlockDeviceInfo, all: readonly BlockDeviceInfo[]): QemuLayer {
