@@ -173,11 +173,14 @@ describe('hostile storage: symlinks and non-regular files (issue 13)', () => {
   it('a failed preallocated alloc leaves no empty images/<vmid> directory', async () => {
     const s3 = await makeStorage();
     try {
-      // Preallocation full of a size no file system here can hold fails in qemu-img.
-      const cfg = (await readFile(s3.cfg, 'utf8')).replace('\tcontent images\n', '\tcontent images\n\tpreallocation full\n');
+      // fallocate(2) of more than the file system holds fails at once with ENOSPC (not after writing zeroes,
+      // as 'full' would).
+      const cfg = (await readFile(s3.cfg, 'utf8')).replace('\tcontent images\n', '\tcontent images\n\tpreallocation falloc\n');
+      assert.match(cfg, /preallocation falloc/);
       await writeFile(s3.cfg, cfg);
-      const r = await cli(s3, ['alloc', s3.id, '411', '8E', '--name', 'vm-411-disk-0.raw', '--format', 'raw']);
-      assert.notEqual(r.code, 0, 'the allocation fails');
+      const r = await cli(s3, ['alloc', s3.id, '411', '15T', '--name', 'vm-411-disk-0.raw', '--format', 'raw']);
+      assert.equal(r.code, 9, `the allocation fails for want of space: ${r.stderr}`);
+      assert.deepEqual(await readdir(join(s3.path, 'images')), []);
       await assert.rejects(lstat(join(s3.path, 'images', '411')), /ENOENT/);
     } finally {
       await s3.cleanup();
