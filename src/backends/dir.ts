@@ -18,7 +18,7 @@ import { FileJournalStore } from '../journal/file-store.js';
 import type { JournalStore } from '../journal/record.js';
 import * as qemuImg from '../tools/qemu-img.js';
 import type { Backend, BackendCapabilities, LayerStat } from './backend.js';
-import { checkImagesDirs, checkLayerFile } from './safe-fs.js';
+import { checkImagesDirs, checkLayerFile, checkOwnedDir, checkOwnedFile } from './safe-fs.js';
 
 export class DirBackend implements Backend {
   readonly kind = 'dir' as const;
@@ -212,10 +212,15 @@ export class DirBackend implements Backend {
 
   lockFile(vmid: number): string {
     // The state directory is inside the storage's directory: storage ids naming one directory share it.
-    return join(this.stateDir(), 'locks', `${vmid}.lock`);
+    // Checked like layers (safe-fs.ts): taking the lock opens the file, which must not lead outside.
+    const locks = join(this.stateDir(), 'locks');
+    if (checkOwnedDir(this.stateDir()) && checkOwnedDir(locks)) checkOwnedFile(join(locks, `${vmid}.lock`));
+    return join(locks, `${vmid}.lock`);
   }
 
   journal(): JournalStore {
+    // Records are written and read by path: a symlinked state or journal directory is refused first.
+    if (checkOwnedDir(this.stateDir())) checkOwnedDir(join(this.stateDir(), 'journal'));
     this.journalStore ??= new FileJournalStore(join(this.stateDir(), 'journal'));
     return this.journalStore;
   }

@@ -32,7 +32,7 @@ function describe(st: BigIntStats): string {
   if (st.isBlockDevice()) return 'a block device';
   if (st.isCharacterDevice()) return 'a character device';
   if (st.isSocket()) return 'a socket';
-  return 'not a regular file';
+  return 'a regular file';
 }
 
 /**
@@ -53,6 +53,17 @@ export function checkImagesDirs(storageRoot: string, vmid?: number): boolean {
   const images = path.join(storageRoot, 'images');
   if (!checkOwnedDir(images)) return false;
   return vmid === undefined ? true : checkOwnedDir(path.join(images, String(vmid)));
+}
+
+/**
+ * A file of volchain's own state (a lock file): absent, or a regular file. The lock is taken by opening it
+ * for append, which would follow a symlink and create a dangling one's target outside the storage.
+ */
+export function checkOwnedFile(file: string): void {
+  const st = lstatOrUndefined(file);
+  if (st !== undefined && !st.isFile()) {
+    throw new UnsafeImageError(file, `is ${describe(st)}, not a regular file: volchain does not follow links below a storage's path; remove it by hand`);
+  }
 }
 
 /**

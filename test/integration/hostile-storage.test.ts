@@ -170,6 +170,32 @@ describe('hostile storage: symlinks and non-regular files (issue 13)', () => {
     assert.equal(info.code, 0, info.stderr);
   });
 
+  it('a symlinked state directory or a dangling symlink as a lock file is refused, and nothing is made outside', async () => {
+    const s4 = await makeStorage();
+    try {
+      await cliOk(s4, ['alloc', s4.id, '412', '1M', '--name', 'vm-412-disk-0.qcow2']);
+      const v = s4.volid(412, 'vm-412-disk-0.qcow2');
+      const state = join(s4.path, '.volchain');
+      const elsewhere = join(s4.root, 'state-elsewhere');
+      await rename(state, elsewhere);
+      await symlink(elsewhere, state);
+      const before = await snapshotOf(elsewhere);
+      await cliFails(s4, ['snapshot', 'create', v, 'aa'], { code: 8, match: /\.volchain.*symbolic link/ });
+      assertSameTree(before, await snapshotOf(elsewhere), 'the state directory behind the symlink');
+      await rm(state);
+      await rename(elsewhere, state);
+      const lock = join(state, 'locks', '412.lock');
+      await rm(lock, { force: true });
+      const target = join(s4.root, 'made-through-lock');
+      await symlink(target, lock);
+      await cliFails(s4, ['snapshot', 'create', v, 'aa'], { code: 8, match: /412\.lock.*symbolic link/ });
+      await assert.rejects(lstat(target), /ENOENT/, 'no file created through the lock symlink');
+      assert.deepEqual(await readdir(join(s4.path, 'images', '412')), ['vm-412-disk-0.qcow2']);
+    } finally {
+      await s4.cleanup();
+    }
+  });
+
   it('a failed preallocated alloc leaves no empty images/<vmid> directory', async () => {
     const s3 = await makeStorage();
     try {
