@@ -116,8 +116,8 @@ export class DirBackend implements Backend {
    * Makes `images/<vmid>` if needed and creates the layer's file empty with O_CREAT|O_EXCL (which neither
    * follows a symlink, dangling or not, nor opens anything already there), so qemu-img, which opens the path
    * with O_TRUNC, only ever writes the regular file made here. Returns whether the directory was made here.
-   * Crash state: an empty or partly written file under the layer's name, as qemu-img alone would leave;
-   * repair (or the journal's redo, which removes and recreates) handles it.
+   * Crash state: an empty or partly written file under the layer's name, the same as a crash inside
+   * qemu-img alone leaves. Mode 0644 before the umask, as qemu-img gives the files it creates itself.
    */
   private async claimNewFile(vmid: number, layerName: string): Promise<boolean> {
     const path = this.layerPath(vmid, layerName);
@@ -135,7 +135,7 @@ export class DirBackend implements Backend {
     }
     await this.refuseExisting(vmid, layerName);
     try {
-      closeSync(openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600));
+      closeSync(openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
         // Appeared since the check (or a dangling symlink, which statLayer reports first on the next run).
