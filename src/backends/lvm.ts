@@ -110,6 +110,7 @@ import type {
   LayerStat,
   PendingRemoval,
 } from './backend.js';
+import { checkLvDevice } from './lvm-device.js';
 import { withFileLock } from './lvm-flock.js';
 import {
   chunkSizeFor,
@@ -247,6 +248,7 @@ export class LvmBackend implements Backend {
         this.servedFromTags.add(layerName);
       }
     }
+    if (row.active) this.checkDevice(row);
     return stat;
   }
 
@@ -589,7 +591,9 @@ export class LvmBackend implements Backend {
       }),
     );
     const attr = '-wi-a-----';
-    report.rows.set(name, { name, uuid: `new:${randomUUID()}`, sizeBytes, tags: [...tags], attr, active: true, open: false });
+    const row = { name, uuid: `new:${randomUUID()}`, sizeBytes, tags: [...tags], attr, active: true, open: false };
+    report.rows.set(name, row);
+    this.checkDevice(row);
     report.vg.freeBytes -= sizeBytes;
   }
 
@@ -616,9 +620,16 @@ export class LvmBackend implements Backend {
 
   private async activateRows(report: Report, rows: readonly lvm.LvRow[]): Promise<void> {
     const inactive = rows.filter((r) => !r.active);
-    if (inactive.length === 0) return;
-    await this.mutating(() => lvm.activateLvs(this.vg, inactive.map((r) => r.name), this.activation(report)));
-    for (const row of inactive) row.active = true;
+    if (inactive.length > 0) {
+      await this.mutating(() => lvm.activateLvs(this.vg, inactive.map((r) => r.name), this.activation(report)));
+      for (const row of inactive) row.active = true;
+    }
+    // Every path about to be opened leads to its own LV (lvm-device.ts), whoever made the /dev entry.
+    for (const row of rows) this.checkDevice(row);
+  }
+
+  private checkDevice(row: lvm.LvRow): void {
+    checkLvDevice(this.layerPath(0, row.name), this.vg, row.name, row.uuid.startsWith('new:') ? undefined : row.uuid);
   }
 
   /** Rewrites volchain's tags of one LV to `wanted` in one lvchange; true when something changed. */
