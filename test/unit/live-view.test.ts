@@ -9,6 +9,7 @@ import type { Backend } from '../../src/backends/backend.js';
 import { matchVm, type DiskInput } from '../../src/engine/live-match.js';
 import type { LayerNode, VolumeTree } from '../../src/engine/volume-tree.js';
 import { buildBlockView, type BlockDeviceInfo, type BlockInfo } from '../../src/qmp/index.js';
+import { blockNodeInfo } from '../fixtures/qmp-nodes.js';
 
 const DIR = '/s/images/100';
 const VOL = 'vm-100-disk-0.qcow2';
@@ -25,21 +26,7 @@ interface QLayer {
   actual?: number;
 }
 
-function info(name: string, drv: string, file: string, ro: boolean, size: number, actual: number, backing?: string): BlockDeviceInfo {
-  return {
-    'node-name': name,
-    drv,
-    file,
-    ro,
-    ...(backing !== undefined ? { backing_file: backing } : {}),
-    backing_file_depth: 0,
-    encrypted: false,
-    detect_zeroes: 'unmap',
-    image: { filename: file, format: drv, 'virtual-size': size, 'actual-size': actual },
-    cache: { writeback: true, direct: false, 'no-flush': false },
-    write_threshold: 0,
-  };
-}
+const info = blockNodeInfo;
 
 /** The nodes QEMU reports for a chain opened with explicit backing links, top first. */
 function chainNodes(layers: readonly QLayer[]): BlockDeviceInfo[] {

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { checkDriveId, parsePveTopNodeName, pveLayerNodeNames, pveThrottleGroupId, pveTopNodeName } from '../../src/qmp/pve-names.js';
 import { parseQemuVersion, schemaHasDiscardNoUnref, versionHasDiscardNoUnref } from '../../src/qmp/qemu-features.js';
 import { buildBlockView, type BlockDeviceInfo, type BlockInfo } from '../../src/qmp/index.js';
+import { blockNodeInfo } from '../fixtures/qmp-nodes.js';
 
 describe('PVE node names', () => {
   // Expected values computed with Perl's Digest::SHA::sha256_hex, as qemu-server does.
@@ -47,19 +48,7 @@ describe('discard-no-unref gate', () => {
 });
 
 function node(name: string, drv: string, file: string, ro: boolean, backing?: string): BlockDeviceInfo {
-  return {
-    'node-name': name,
-    drv,
-    file,
-    ro,
-    ...(backing !== undefined ? { backing_file: backing } : {}),
-    backing_file_depth: 0,
-    encrypted: false,
-    detect_zeroes: 'unmap',
-    image: { filename: file, format: drv, 'virtual-size': 1 << 20, 'actual-size': 4096 },
-    cache: { writeback: true, direct: false, 'no-flush': false },
-    write_threshold: 0,
-  } as BlockDeviceInfo;
+  return blockNodeInfo(name, drv, file, ro, 1 << 20, 4096, backing);
 }
 
 describe('QEMU view of a PVE drive', () => {
