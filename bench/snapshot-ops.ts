@@ -17,16 +17,18 @@
  * section), so every variant sees the same files, the same page-cache state and no pending writeback.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, renameSync, unlinkSync } from 'node:fs';
-import { link, mkdir, mkdtemp, open, readdir, rename as renameAsync, rm, stat, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, open, readdir, rename as renameAsync, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { basename, dirname, join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseStorageConfig } from '../src/config/index.js';
 import type { EngineEvent } from '../src/engine/executor.js';
 import type { Plan } from '../src/engine/plan.js';
 import { acquireLock } from '../src/engine/lock.js';
 import { Volchain } from '../src/engine/volchain.js';
+import * as pve from '../test/fixtures/pve-dir-commands.js';
+import type { PveDirStorage, PveVolume } from '../test/fixtures/pve-dir-commands.js';
 
 // ---- fixed parameters -------------------------------------------------------------------------------------
 
@@ -39,12 +41,11 @@ const STORAGE = 'bench';
 const VMID = 100;
 const VOL = 'vm-100-disk-0.qcow2';
 const VOLID = `${STORAGE}:${VMID}/${VOL}`;
-/** PVE runs qemu-img by absolute path (run_command(['/usr/bin/qemu-img', ...])). */
-const QEMU_IMG = '/usr/bin/qemu-img';
+const QEMU_IMG = pve.QEMU_IMG;
 
 /** Layer file of snapshot `snap` (PVE Plugin.pm get_snap_name: "snap-$snapname-$name"), or of the volume. */
 function layerName(snap: string): string {
-  return snap === 'current' ? VOL : `snap-${snap}-${VOL}`;
+  return pve.getSnapName({ vmid: VMID, name: VOL }, snap);
 }
 
 // ---- the data written into the chain ---------------------------------------------------------------------
@@ -119,17 +120,7 @@ function exec(command: string, args: readonly string[], okCodes: readonly number
 /** Bare command log of the current bare run: which command took how long (for the breakdown). */
 let commandLog: { what: string; ms: number }[] | undefined;
 
-async function timedCommand(label: string, command: string, args: readonly string[]): Promise<ExecResult> {
-  const r = await exec(command, args);
-  commandLog?.push({ what: label, ms: r.ms });
-  return r;
-}
-
-function timedSync(label: string, fn: () => void): void {
-  const t0 = now();
-  fn();
-  commandLog?.push({ what: label, ms: now() - t0 });
-}
+pve.observeCommands((what, took) => commandLog?.push({ what, ms: took }));
 
 const loadText = (): string => loadavg().map((x) => x.toFixed(2)).join(' / ');
 
@@ -239,9 +230,9 @@ async function buildTemplate(s: Scratch): Promise<void> {
 
 /**
  * A fresh copy of the template in the work path, written back to disk before anything is timed. With
- * `shareBase`, the big base layer (snap-s1, 256 MiB of data) is a hard link to the template's instead of a
- * copy: for operations that only read it, which keeps the whole bench within its time budget. Whatever
- * writes to a shared base would change the template, so checkSharedBase() stops the bench if that happens.
+ * `shareBase`, the big base layer (snap-s1, 256 MiB of data) is a reflink of the template's where the file
+ * system has them (a hard link is refused by the dir backend as a layer shared outside its VM directory), for
+ * operations that only read it. runTrial's base fingerprint check stops the bench if the template changed.
  */
 async function freshWork(s: Scratch, shareBase = false): Promise<void> {
   await rm(s.work, { recursive: true, force: true });
@@ -252,7 +243,9 @@ async function freshWork(s: Scratch, shareBase = false): Promise<void> {
     await exec('cp', ['-a', join(s.template, '.volchain'), join(s.work, '.volchain')]);
     for (const name of await readdir(images(s.template))) {
       const from = join(images(s.template), name);
-      if (name === layerName('s1')) await link(from, join(images(s.work), name));
+      // The dir backend refuses a layer hard-linked outside its VM directory (safe-fs.ts), so the base is
+      // shared as a reflink where the file system has them, else copied.
+      if (name === layerName('s1')) await exec('cp', ['-a', '--reflink=auto', '--sparse=always', from, join(images(s.work), name)]);
       else await exec('cp', ['-a', '--sparse=always', from, join(images(s.work), name)]);
     }
   }
@@ -266,123 +259,41 @@ async function baseFingerprint(s: Scratch): Promise<string> {
 
 // ---- the bare Proxmox VE 9 sequences -----------------------------------------------------------------------
 //
-// Source: proxmox/pve-storage src/PVE/Storage/Plugin.pm (9.1.x) and Common.pm, reached from qemu-server
-// (QemuServer.pm qemu_volume_snapshot / qemu_volume_snapshot_delete and QemuConfig.pm rollback hooks), which
-// for a VM that is not running take the 'storage' path (do_snapshots_type) and call the plugin. Perl's own
-// rename()/unlink() are system calls inside the PVE process; they are done here with the synchronous fs calls.
-// Not reproduced: Perl start-up, pmxcfs config locks and writes, the VM config update; so this column is a
-// lower bound of what PVE takes.
+// test/fixtures/pve-dir-commands.ts holds PVE 9's commands (pve-storage Plugin.pm / Common.pm, reached from
+// qemu-server for a VM that is not running), each function named after its Perl function; its command
+// observer feeds the bare column's breakdown. Not reproduced: Perl start-up, pmxcfs config locks and writes,
+// the VM config update; so this column is a lower bound of what PVE takes.
 
-interface PveSnap {
-  file: string;
-  order: number;
-  parent?: string;
-  child?: string;
+/** The bench storage and volume as PVE's functions see them, given the images directory of VM 100. */
+function pveAt(dir: string): { storage: PveDirStorage; vol: PveVolume } {
+  return { storage: { id: STORAGE, path: dirname(dirname(dir)), chain: true }, vol: { vmid: VMID, name: VOL } };
 }
 
-/** Plugin.pm volume_snapshot_info's name mapping: 'current' for the volume, S for snap-S-<volume>. */
-function pveSnapNameFromPath(file: string): string | undefined {
-  const name = basename(file);
-  if (name === VOL) return 'current';
-  const suffix = `-${VOL}`;
-  return name.startsWith('snap-') && name.endsWith(suffix) && name.length > 5 + suffix.length
-    ? name.slice(5, -suffix.length)
-    : undefined;
+function pveSnapshotCreate(dir: string, snap: string): Promise<void> {
+  const { storage, vol } = pveAt(dir);
+  return pve.volumeSnapshot(storage, vol, snap);
 }
 
 /**
- * Plugin.pm volume_snapshot_info: Common.pm qemu_img_info($path, undef, 10, 1) runs
- * `qemu-img info --output=json <path> --backing-chain`, then parent/child links come from backing-filename.
- */
-async function pveVolumeSnapshotInfo(dir: string): Promise<Map<string, PveSnap>> {
-  const r = await timedCommand('qemu-img info --backing-chain', QEMU_IMG, ['info', '--output=json', join(dir, VOL), '--backing-chain']);
-  const chain = JSON.parse(r.stdout) as { filename: string; 'backing-filename'?: string }[];
-  const info = new Map<string, PveSnap>();
-  let order = 0;
-  for (const image of chain) {
-    const snap = pveSnapNameFromPath(image.filename);
-    if (snap === undefined) continue;
-    const entry = info.get(snap) ?? { file: '', order: 0 };
-    entry.file = image.filename;
-    entry.order = order++;
-    info.set(snap, entry);
-    const backing = image['backing-filename'];
-    if (backing) {
-      const parent = pveSnapNameFromPath(backing);
-      if (parent === undefined) continue;
-      entry.parent = parent;
-      const p = info.get(parent) ?? { file: '', order: 0 };
-      p.child = snap;
-      info.set(parent, p);
-    }
-  }
-  return info;
-}
-
-/** Plugin.pm volume_rollback_is_possible: only the most recent snapshot; returns false where PVE dies. */
-async function pveRollbackIsPossible(dir: string, snap: string): Promise<boolean> {
-  const info = await pveVolumeSnapshotInfo(dir);
-  if (!info.has(snap)) throw new Error(`PVE: can't rollback, snapshot '${snap}' does not exist`);
-  const newer = [...info.entries()].filter(([name, e]) => name !== 'current' && e.order < (info.get(snap)?.order ?? 0));
-  return newer.length === 0;
-}
-
-/** Plugin.pm alloc_backed_image -> Common.pm qemu_img_create_qcow2_backed (preallocation from the storage). */
-async function pveAllocBackedImage(dir: string, backingSnap: string): Promise<void> {
-  await timedCommand('qemu-img create -b (prealloc=metadata)', QEMU_IMG, [
-    'create', '-F', 'qcow2', '-b', layerName(backingSnap), '-f', 'qcow2', join(dir, VOL),
-    '-o', 'extended_l2=on,cluster_size=128k,preallocation=metadata',
-  ]);
-}
-
-/** qemu-server qemu_volume_snapshot (offline) -> Storage::volume_snapshot -> Plugin.pm volume_snapshot. */
-async function pveSnapshotCreate(dir: string, snap: string): Promise<void> {
-  // rename_snapshot($volname, 'current', $snap): refuses an existing target, then rename().
-  timedSync('rename (current -> snap)', () => {
-    const target = join(dir, layerName(snap));
-    if (existsSync(target)) throw new Error(`PVE: target snapshot '${snap}' already exists`);
-    renameSync(join(dir, VOL), target);
-  });
-  // alloc_backed_image($volname, $snap): the new current layer, backed by the renamed one.
-  await pveAllocBackedImage(dir, snap);
-}
-
-/**
- * qemu-server snapshot_rollback (AbstractConfig) -> QemuConfig __snapshot_rollback_vol_possible ->
- * Storage::volume_rollback_is_possible, then __snapshot_rollback_vol_rollback -> Storage::volume_snapshot_rollback,
- * which checks once more (Plugin.pm volume_rollback_is_possible) before Plugin.pm volume_snapshot_rollback.
- * Returns whether PVE would have allowed it; the commands run either way (an older snapshot is refused by PVE,
- * the row then shows what the same mechanics cost).
+ * qemu-server's rollback of one disk (two volume_rollback_is_possible checks, then volume_snapshot_rollback).
+ * Returns whether PVE would have allowed it; the commands run either way (an older snapshot is refused by
+ * PVE, the row then shows what the same mechanics cost).
  */
 async function pveSnapshotRollback(dir: string, snap: string): Promise<boolean> {
-  const allowed1 = await pveRollbackIsPossible(dir, snap); // QemuConfig __snapshot_rollback_vol_possible
-  const allowed2 = await pveRollbackIsPossible(dir, snap); // Storage::volume_snapshot_rollback's own check
-  // volume_snapshot_rollback: free_snap_image($volname, 'current') = unlink, then alloc_backed_image($snap).
-  timedSync('unlink current', () => unlinkSync(join(dir, VOL)));
-  await pveAllocBackedImage(dir, snap);
-  return allowed1 && allowed2;
+  const { storage, vol } = pveAt(dir);
+  let allowed = true;
+  for (let i = 0; i < 2; i++) {
+    await pve.volumeRollbackIsPossible(storage, vol, snap).catch(() => {
+      allowed = false;
+    });
+  }
+  await pve.snapshotRollback(storage, vol, snap, { unchecked: true });
+  return allowed;
 }
 
-/** qemu-server qemu_volume_snapshot_delete (offline) -> Storage::volume_snapshot_delete -> Plugin.pm. */
-async function pveSnapshotDelete(dir: string, snap: string): Promise<'commit' | 'rebase'> {
-  const info = await pveVolumeSnapshotInfo(dir);
-  const entry = info.get(snap);
-  if (!entry || !existsSync(entry.file)) throw new Error(`PVE: volume for ${snap} is missing`);
-  const childSnap = entry.child;
-  const childPath = childSnap !== undefined ? info.get(childSnap)?.file : undefined;
-  if (childSnap === undefined || childPath === undefined) throw new Error(`PVE: ${snap} has no child`);
-  if (entry.parent === undefined) {
-    // First snapshot: `qemu-img commit $childpath` (no -f, no -d: the child is emptied afterwards), then
-    // rename($snappath, $childpath) puts the snapshot's layer, now holding the child's state, in its place.
-    await timedCommand('qemu-img commit (no -d)', QEMU_IMG, ['commit', childPath]);
-    timedSync('rename (snap -> child)', () => renameSync(entry.file, childPath));
-    return 'commit';
-  }
-  // Otherwise: safe rebase of the child onto the parent (relative name from get_snap_name), then
-  // free_snap_image($snap) = unlink.
-  await timedCommand('qemu-img rebase', QEMU_IMG, ['rebase', '-b', layerName(entry.parent), '-F', 'qcow2', '-f', 'qcow2', childPath]);
-  timedSync('unlink snap', () => unlinkSync(entry.file));
-  return 'rebase';
+function pveSnapshotDelete(dir: string, snap: string): Promise<'commit' | 'rebase'> {
+  const { storage, vol } = pveAt(dir);
+  return pve.volumeSnapshotDelete(storage, vol, snap);
 }
 
 // ---- operations measured ----------------------------------------------------------------------------------
