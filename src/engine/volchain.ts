@@ -46,6 +46,7 @@ import { acquireLock, type HeldLock } from './lock.js';
 import { refuseMissingVolume } from './refusals.js';
 import { finishDeferredRemovals, resolveWipeMode, type WipeMode } from './wipe.js';
 import { resolveShrinkFrozen, type ShrinkPolicy } from './shrink-policy.js';
+import { refuseNewBranch, resolveKeepBranches } from './branch-policy.js';
 import type { Plan } from './plan.js';
 import {
   planFree,
@@ -204,10 +205,13 @@ export class Volchain {
   readonly wipeMode: WipeMode;
   /** LVM: frozen layers are shrunk to their image's end (see VolchainOptions.shrinkFrozen). */
   readonly shrinkFrozen: boolean;
+  /** A rollback may keep newer snapshots as a branch (not next to PVE by default: engine/branch-policy.ts). */
+  readonly keepBranches: boolean;
 
   constructor(readonly config: StorageConfig, options: VolchainOptions = {}) {
     this.wipeMode = resolveWipeMode(options.wipe);
     this.shrinkFrozen = resolveShrinkFrozen(options.shrinkFrozen, config.source);
+    this.keepBranches = resolveKeepBranches(config.source);
   }
 
   static async open(opts: LoadOptions = {}, options: VolchainOptions = {}): Promise<Volchain> {
@@ -380,7 +384,7 @@ export class Volchain {
     validateSnapshotName(snapshot);
     await refuseLiveRollback(this, { volid }, opts);
     return this.mutate(volid, 'snapshot rollback', opts, (tree, ctx) =>
-      planSnapshotRollback(tree, ctx, snapshot, { purgeNewer: opts.purgeNewer ?? false }),
+      refuseNewBranch(this.keepBranches, tree, planSnapshotRollback(tree, ctx, snapshot, { purgeNewer: opts.purgeNewer ?? false })),
     );
   }
 
@@ -499,7 +503,7 @@ export class Volchain {
     validateSnapshotName(snapshot);
     await refuseLiveRollback(this, vmTarget(vmidText, opts), opts);
     return this.vmOperation(vmidText, opts, 'vm rollback', (tree, ctx) =>
-      planSnapshotRollback(tree, ctx, snapshot, { purgeNewer: opts.purgeNewer ?? false }),
+      refuseNewBranch(this.keepBranches, tree, planSnapshotRollback(tree, ctx, snapshot, { purgeNewer: opts.purgeNewer ?? false })),
     );
   }
 

@@ -15,10 +15,10 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as pve from '../fixtures/pve-dir-commands.js';
 import type { PveDirStorage, PveVolume } from '../fixtures/pve-dir-commands.js';
-import { BLOCK, DISK0_WRITES, makePveDirFixture, over, run, viewsOf, writeBlocks } from '../fixtures/pve-dir-made.js';
+import { BLOCK, makePveDirFixture, over, run, viewsOf, writeBlocks } from '../fixtures/pve-dir-made.js';
 import type { PveDirFixture, View } from '../fixtures/pve-dir-made.js';
-import { assertManyPatterns, checkAllLayers, cli, cliFails, cliOk, expectsFor, makeStorage } from './helpers.js';
-import type { TestStorage } from './helpers.js';
+import { assertManyPatterns, assertSameTree, checkAllLayers, cliFails, cliOk, expectsFor, makeStorage, runCommand, snapshotOf } from './helpers.js';
+import type { RunResult, TestStorage } from './helpers.js';
 
 // ---- checks -----------------------------------------------------------------------------------------------
 
@@ -315,7 +315,49 @@ describe('PVE 9 commands on the tree volchain leaves after a rollback to an olde
   });
 });
 
-// Silence "unused" for helpers kept for the matrix's refusal cells.
-void cli;
-void cliFails;
-void DISK0_WRITES;
+describe('next to PVE, volchain makes no branch: a rollback that would keep newer snapshots is refused', () => {
+  let c: VcChain;
+  const asPve = { VOLCHAIN_BRANCHES: 'no' }; // what 'auto' gives when the config is /etc/pve/storage.cfg
+  before(async () => {
+    c = await volchainChain();
+  });
+  after(async () => {
+    await c.t.cleanup();
+  });
+
+  it('why: on a tree, PVE deleting the branch point (its first snapshot) takes the branch\'s backing file away', async () => {
+    const t = await volchainChain();
+    try {
+      await cliOk(t.t, ['snapshot', 'rollback', t.volid, 's-1']); // VOLCHAIN_BRANCHES unset, not PVE's config: kept
+      assert.equal(await pve.volumeSnapshotDelete(t.s, t.vol, 's-1'), 'commit');
+      const r = await runQemuImgInfo(t.file('s-2'));
+      assert.notEqual(r.code, 0, 's-2 lost its backing file snap-s-1-...');
+      assert.match(r.stderr, /snap-s-1-vm-200-disk-0\.qcow2/);
+    } finally {
+      await t.t.cleanup();
+    }
+  });
+
+  it('snapshot rollback and vm rollback to an older snapshot: exit 5, nothing changed; --purge-newer works', async () => {
+    const before = await snapshotOf(c.t.path);
+    await cliFails(c.t, ['snapshot', 'rollback', c.volid, 's-1'], { code: 5, env: asPve, match: /keep newer snapshot\(s\) "s-3", "s-2" as a branch.*--purge-newer.*VOLCHAIN_BRANCHES=yes/ });
+    await cliFails(c.t, ['vm', 'rollback', '200', 's-2'], { code: 5, env: asPve, match: /"s-3" as a branch/ });
+    assertSameTree(before, await snapshotOf(c.t.path), 'refused rollbacks');
+    await cliOk(c.t, ['snapshot', 'rollback', c.volid, 's-3'], { env: asPve }); // the newest: no branch
+    await cliOk(c.t, ['snapshot', 'rollback', c.volid, 's-2', '--purge-newer'], { env: asPve });
+    assert.ok(!existsSync(c.file('s-3')));
+    c.v.set('current', c.v.get('s-2') as View);
+    await assertChain(c, ['s-1', 's-2', 'current'], 'after rollback --purge-newer');
+    // The chain stays linear, so PVE's delete of the first snapshot is safe again.
+    assert.equal(await pve.volumeSnapshotDelete(c.s, c.vol, 's-1'), 'commit');
+    await assertChain(c, ['s-2', 'current'], 'after PVE delete s-1');
+  });
+
+  it('VOLCHAIN_BRANCHES must be auto, yes or no (exit 2)', async () => {
+    await cliFails(c.t, ['list', 'vcdir'], { code: 2, env: { VOLCHAIN_BRANCHES: 'maybe' }, match: /VOLCHAIN_BRANCHES must be auto, yes, no, got "maybe"/ });
+  });
+});
+
+function runQemuImgInfo(path: string): Promise<RunResult> {
+  return runCommand('qemu-img', ['info', '--backing-chain', '-f', 'qcow2', path], { env: { ...process.env, LC_ALL: 'C' } });
+}
