@@ -87,6 +87,19 @@ describe('volchain on a dir storage Proxmox VE made (hyphenated snapshots, cloud
     assert.match(text, /pre-up[\s\S]*a-b-c[\s\S]*current/);
   });
 
+  it('on the nfs and cifs storages: snapshot create and delete of the PVE-made snapshot, data right', async () => {
+    for (const d of [f.nasDisk, f.smbDisk]) {
+      const volid = `${d.storage.id}:${d.vol.vmid}/${d.vol.name}`;
+      const v = viewsOf(d);
+      await ok(['snapshot', 'create', volid, 'vc-n']);
+      for (const [snap] of d.snapshots) await ok(['snapshot', 'delete', volid, snap]);
+      const blocks = (d.sizeKiB * 1024) / BLOCK;
+      await assertViews([[layerFile(d.storage, d.vol, 'vc-n'), v.get('current') as View, blocks], [layerFile(d.storage, d.vol), v.get('current') as View, blocks]], d.storage.id);
+      assert.deepEqual(filesOf(d.storage, d.vol.vmid), [`snap-vc-n-${d.vol.name}`, d.vol.name]);
+      await checkAllLayers(d.storage.path);
+    }
+  });
+
   it('vm snapshot takes the disks (not cloud-init, not the vmstate volume); the layers PVE froze keep their bytes', async () => {
     const frozen = [layerFile(S(), d0(), 'pre-up'), layerFile(S(), d0(), 'a-b-c'), layerFile(S(), f.dataFoo.vol, 's-1')];
     const others = [layerFile(S(), f.cloudinit), layerFile(S(), f.state), layerFile(S(), f.vmdk)];
@@ -152,7 +165,14 @@ describe('volchain deletes first, middle and newest snapshot of a chain PVE made
     await f.cleanup();
   });
 
-  it('delete the middle (a-b-c), then the first (pre-up), then the newest (z_9): each remaining view right', async () => {
+  it('rollback to the newest (z_9, made by PVE), then delete the middle (a-b-c), the first (pre-up), the newest (z_9)', async () => {
+    const frozen = shas([file('pre-up'), file('a-b-c'), file('z_9')]);
+    await ok(['snapshot', 'rollback', VOLID, 'z_9']);
+    v.set('current', v.get('z_9') as View);
+    assert.deepEqual(shas([file('pre-up'), file('a-b-c'), file('z_9')]), frozen);
+    await assertViews([[file(), v.get('current') as View, B]], 'after rollback to z_9');
+    writeBlocks(file(), run(42, 42, 0x92));
+    v.set('current', over(v.get('z_9') as View, run(42, 42, 0x92)));
     await ok(['snapshot', 'delete', VOLID, 'a-b-c']);
     assert.ok(!existsSync(file('a-b-c')));
     await assertViews([[file('pre-up'), v.get('pre-up') as View, B], [file('z_9'), v.get('z_9') as View, B], [file(), v.get('current') as View, B]], 'after delete a-b-c');
@@ -245,7 +265,9 @@ describe('PVE 9 commands on a linear chain volchain made', () => {
     assert.deepEqual([...info.entries()].map(([n, e]) => [n, e.order, e.parent ?? null]), [['current', 0, 's-3'], ['s-3', 1, 's-2'], ['s-2', 2, 's-1'], ['s-1', 3, null]]);
     const before = shas(['s-1', 's-2', 's-3', undefined].map((n) => c.file(n)));
     await assert.rejects(pve.snapshotRollback(c.s, c.vol, 's-1'), /'s-1' is not most recent snapshot/);
+    await assert.rejects(pve.volumeSnapshot(c.s, c.vol, 's-2'), /target snapshot 's-2' already exists/);
     assert.deepEqual(shas(['s-1', 's-2', 's-3', undefined].map((n) => c.file(n))), before);
+    assert.deepEqual(readdirSync(pve.imagesDir(c.s, 200)).sort(), ['snap-s-1-vm-200-disk-0.qcow2', 'snap-s-2-vm-200-disk-0.qcow2', 'snap-s-3-vm-200-disk-0.qcow2', 'vm-200-disk-0.qcow2']);
   });
 
   it('PVE snapshot, rollback to the newest, delete middle / first / newest: views right, volchain reads it', async () => {
@@ -312,6 +334,12 @@ describe('PVE 9 commands on the tree volchain leaves after a rollback to an olde
   it('PVE deletes its newest snapshot by rebase (the branch untouched)', async () => {
     assert.equal(await pve.volumeSnapshotDelete(c.s, c.vol, 'p-1'), 'rebase');
     await assertChain(c, ['s-1', 's-2', 's-3', 'current'], 'after PVE delete p-1');
+  });
+
+  it('PVE free removes the chain it sees and leaves the branch layers without their backing file', async () => {
+    assert.deepEqual(await pve.freeImage(c.s, c.vol), []);
+    assert.deepEqual(readdirSync(pve.imagesDir(c.s, 200)).sort(), ['snap-s-2-vm-200-disk-0.qcow2', 'snap-s-3-vm-200-disk-0.qcow2']);
+    assert.notEqual((await runQemuImgInfo(c.file('s-3'))).code, 0);
   });
 });
 
