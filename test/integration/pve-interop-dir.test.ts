@@ -83,6 +83,11 @@ describe('volchain on a dir storage Proxmox VE made (hyphenated snapshots, cloud
     assert.deepEqual(nas.volumes.map((v) => [v.volid, v.snapshots, v.problem]), [['nas:102/vm-102-disk-0.qcow2', ['pre-up'], null]]);
     const smb = await json<{ volumes: Entry[] }>(['list', 'smb']);
     assert.deepEqual(smb.volumes.map((v) => [v.volid, v.snapshots, v.problem]), [['smb:103/vm-103-disk-0.qcow2', [], null]]);
+    const storages = await json<{ storages: { id: string; type: string; mounted: boolean | null; supported: boolean }[] }>(['storage', 'list']);
+    assert.deepEqual(
+      storages.storages.map((x) => [x.id, x.type, x.mounted, x.supported]),
+      [['pvedir', 'dir', null, true], ['nas', 'nfs', true, true], ['smb', 'cifs', true, true], ['pvelvm', 'lvm', null, true]],
+    );
     const text = await ok(['snapshot', 'list', VOLID]);
     assert.match(text, /pre-up[\s\S]*a-b-c[\s\S]*current/);
   });
@@ -100,11 +105,13 @@ describe('volchain on a dir storage Proxmox VE made (hyphenated snapshots, cloud
     }
   });
 
-  it('vm snapshot takes the disks (not cloud-init, not the vmstate volume); the layers PVE froze keep their bytes', async () => {
+  it('vm snapshot takes the disks of the VM config (not cloud-init, vmstate, unused vmdk); PVE\'s frozen layers keep their bytes', async () => {
     const frozen = [layerFile(S(), d0(), 'pre-up'), layerFile(S(), d0(), 'a-b-c'), layerFile(S(), f.dataFoo.vol, 's-1')];
     const others = [layerFile(S(), f.cloudinit), layerFile(S(), f.state), layerFile(S(), f.vmdk)];
     const before = shas([...frozen, ...others]);
-    await ok(['vm', 'snapshot', '101', 'vc-1']);
+    // Without the config, every storage is searched for VM 101's disks, and the lvm section's VG is absent.
+    await cliFails(f, ['vm', 'snapshot', '101', 'vc-1'], { code: 3, env: f.env, match: /volume group pve-absent does not exist/ });
+    await ok(['vm', 'snapshot', '101', 'vc-1', '--vm-config', f.vmConfig]);
     assert.deepEqual(shas([...frozen, ...others]), before, 'PVE-made frozen layers and the other volumes unchanged');
     assert.deepEqual(filesOf(S(), 101), [
       'snap-a-b-c-vm-101-disk-0.qcow2', 'snap-pre-up-vm-101-disk-0.qcow2', 'snap-s-1-vm-101-data-foo.qcow2', 'snap-vc-1-vm-101-data-foo.qcow2',
@@ -143,6 +150,10 @@ describe('volchain on a dir storage Proxmox VE made (hyphenated snapshots, cloud
     await checkAllLayers(S().path, 101);
   });
 });
+
+// ---- TEMPLATE + LINKED CLONES (plugged in by the lead after merging test/fixtures/pve-dir-fixture.ts): list the
+// base with its two clones, snapshot / roll back / delete on each clone, and check by sha256 that the base
+// (../<basevmid>/base-<basevmid>-disk-0.qcow2) was never written, as the cells above do for frozen layers.
 
 describe('volchain deletes first, middle and newest snapshot of a chain PVE made; resize; free', () => {
   let f: PveDirFixture;
