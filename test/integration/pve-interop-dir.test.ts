@@ -364,16 +364,18 @@ describe('next to PVE, volchain makes no branch: a rollback that would keep newe
     await c.t.cleanup();
   });
 
-  it('why: on a tree, PVE deleting the branch point (its first snapshot) takes the branch\'s backing file away', async () => {
-    const t = await volchainChain();
-    try {
-      await cliOk(t.t, ['snapshot', 'rollback', t.volid, 's-1']); // VOLCHAIN_BRANCHES unset, not PVE's config: kept
-      assert.equal(await pve.volumeSnapshotDelete(t.s, t.vol, 's-1'), 'commit');
-      const r = await runQemuImgInfo(t.file('s-2'));
-      assert.notEqual(r.code, 0, 's-2 lost its backing file snap-s-1-...');
-      assert.match(r.stderr, /snap-s-1-vm-200-disk-0\.qcow2/);
-    } finally {
-      await t.t.cleanup();
+  it('why: on a tree, PVE deleting the branch point (first: commit+rename, middle: rebase+unlink) takes the branch\'s backing file away', async () => {
+    for (const [point, child, way] of [['s-1', 's-2', 'commit'], ['s-2', 's-3', 'rebase']] as const) {
+      const t = await volchainChain();
+      try {
+        await cliOk(t.t, ['snapshot', 'rollback', t.volid, point]); // VOLCHAIN_BRANCHES unset, not PVE's config: kept
+        assert.equal(await pve.volumeSnapshotDelete(t.s, t.vol, point), way);
+        const r = await runQemuImgInfo(t.file(child));
+        assert.notEqual(r.code, 0, `${child} lost its backing file snap-${point}-...`);
+        assert.match(r.stderr, new RegExp(`snap-${point}-vm-200-disk-0\\.qcow2`));
+      } finally {
+        await t.t.cleanup();
+      }
     }
   });
 
