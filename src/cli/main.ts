@@ -5,7 +5,7 @@
 import { Command, CommanderError, Option } from '@commander-js/extra-typings';
 import { asVolchainError, InvalidInputError, type VolchainError } from '../errors.js';
 import { Volchain, type CallOptions } from '../engine/volchain.js';
-import type { Plan } from '../engine/plan.js';
+import type { Plan } from '../model/plan.js';
 import { parseVmid, type ImageFormat } from '../naming/index.js';
 import { progressReporter, renderRemoval, wipeReporter } from './progress.js';
 import { totalPlanSpace } from '../engine/space.js';

@@ -21,7 +21,7 @@ import { quoteForeign } from '../quote.js';
 import { CorruptImageError, NotSupportedError, UnsafeImageError } from '../errors.js';
 import { DEFAULT_MAX_CHAIN_DEPTH } from '../qcow2/index.js';
 import { offlineEquivalent, isLiveStep } from './live-steps.js';
-import type { Step } from './plan.js';
+import type { Step } from '../model/plan.js';
 import type { LayerNode, VolumeTree } from './volume-tree.js';
 
 /**

@@ -34,7 +34,7 @@ import { Journal, pendingOperations } from './journal.js';
 import { executeGroup, type LiveSession } from './live-executor.js';
 import { matchVm, type DiskMatch } from './live-match.js';
 import { planLiveSnapshotCreate, planLiveSnapshotDelete, type LiveDisk } from './live-planners.js';
-import type { Plan } from './plan.js';
+import type { Plan } from '../model/plan.js';
 import { planSnapshotCreate, planSnapshotDelete, type PlanContext } from './planners.js';
 import type { Volchain } from './volchain.js';
 import { ancestry, readVolumeTree, type VolumeTree } from './volume-tree.js';

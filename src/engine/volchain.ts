@@ -46,7 +46,7 @@ import { acquireLock, type HeldLock } from './lock.js';
 import { refuseMissingVolume } from './refusals.js';
 import { finishDeferredRemovals, resolveWipeMode, type WipeMode } from './wipe.js';
 import { resolveShrinkFrozen, type ShrinkPolicy } from './shrink-policy.js';
-import type { Plan } from './plan.js';
+import type { Plan } from '../model/plan.js';
 import {
   planFree,
   planResize,
