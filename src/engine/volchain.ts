@@ -59,6 +59,7 @@ import { layerFlags, treeLayerFlags, type LayerFlags, type LayerFlagsEntry } fro
 import { ancestry, layer, readVolumeTree, snapshotLayers, type LayerNode, type ReadTreeOptions, type VolumeTree } from './volume-tree.js';
 import { isVmHelperVolume, vmDisksFromConfig, vmTarget, type VmTargetOptions } from './vm-disks.js';
 import { listVolumeEntries, type VolumeListEntry } from './listing.js';
+import type { VolumeSummary } from './volume-summary.js';
 import { estimatePlanSpace, layersFrozenBy, snapshotSpace, spaceEstimable } from './space.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import { checkImage } from '../tools/qemu-img.js';
@@ -111,25 +112,7 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
-export interface VolumeSummary {
-  volid: string;
-  storage: string;
-  vmid: number;
-  name: string;
-  format: ImageFormat;
-  virtualSize: number;
-  /** Bytes used on the storage by the current layer and by the whole chain. */
-  usedBytes: number;
-  chainUsedBytes: number;
-  /** Bytes the snapshot layers take on the storage (LVM: their LV sizes; dir: their files' blocks). */
-  snapshotBytes: number;
-  /**
-   * Bytes the same snapshot layers would take as full-size layers, as PVE 9 keeps them on LVM (each an LV of
-   * the fully-allocated size of its virtual size); on storages whose layers grow on demand (dir) = snapshotBytes.
-   */
-  fullSizeSnapshotBytes: number;
-  snapshots: string[];
-}
+export type { VolumeSummary } from './volume-summary.js'; // moved there: listing.ts needs it too (no cycle)
 
 /** What `activate`/`deactivate` did. */
 export interface ActivationResult {
