@@ -44,7 +44,7 @@ import { describeStep } from './plan.js';
 import { Journal, journalLeftovers, pendingOperations, type JournalLeftover, type JournalRecord } from './journal.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import { refuseMissingVolume } from './refusals.js';
-import { finishDeferredRemovals, resolveWipeMode, type WipeMode } from './wipe.js';
+import { finishDeferredRemovals, resolveWipeMode, type BackgroundWipeRunner, type WipeMode } from './wipe.js';
 import { resolveShrinkFrozen, type ShrinkPolicy } from './shrink-policy.js';
 import type { Plan } from '../model/plan.js';
 import {
@@ -81,6 +81,11 @@ export interface VolchainOptions {
    * call returns). Default: $VOLCHAIN_WIPE, else 'background'.
    */
   wipe?: WipeMode;
+  /**
+   * How a background wipe is started (the CLI passes cli/wipe-runner.ts's spawnCliWiper: itself, detached).
+   * Without one, 'background' wipes in the foreground too: the engine does not know how to start a wiper.
+   */
+  backgroundWipe?: BackgroundWipeRunner;
   /**
    * LVM: shrink a layer that becomes a snapshot to its image's end ('yes'), keep it full size as PVE does
    * ('no'), or 'auto': 'no' when the configuration is /etc/pve/storage.cfg (PVE commits into snapshot LVs
@@ -185,11 +190,13 @@ export class Volchain {
 
   /** Where removals left for after an operation (LVM saferemove's wipe) run: see VolchainOptions. */
   readonly wipeMode: WipeMode;
+  private readonly backgroundWipe: BackgroundWipeRunner | undefined;
   /** LVM: frozen layers are shrunk to their image's end (see VolchainOptions.shrinkFrozen). */
   readonly shrinkFrozen: boolean;
 
   constructor(readonly config: StorageConfig, options: VolchainOptions = {}) {
     this.wipeMode = resolveWipeMode(options.wipe);
+    this.backgroundWipe = options.backgroundWipe;
     this.shrinkFrozen = resolveShrinkFrozen(options.shrinkFrozen, config.source);
   }
 
@@ -260,7 +267,7 @@ export class Volchain {
     const backend = this.backend(storage);
     const out = await listVolumeEntries(backend, opts.vmid, async (v) => summarize(backend, await this.readTree(backend, v, { allocation: false })));
     // Removals a crashed run left unfinished (LVM: `del-` LVs nobody wipes) are finished from here too.
-    await finishDeferredRemovals(backend, opts.vmid, this.wipeMode, this.config.source);
+    await finishDeferredRemovals(backend, opts.vmid, this.wipeMode, this.config.source, this.backgroundWipe);
     return out;
   }
 
@@ -796,7 +803,7 @@ export class Volchain {
       release: async () => {
         await lock.release();
         // What the operation left for later (LVM saferemove's wipe) takes long and needs no lock of the VM.
-        for (const backend of backends) await finishDeferredRemovals(backend, vmid, this.wipeMode, this.config.source);
+        for (const backend of backends) await finishDeferredRemovals(backend, vmid, this.wipeMode, this.config.source, this.backgroundWipe);
       },
     };
   }
