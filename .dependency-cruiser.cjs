@@ -38,6 +38,9 @@ const LAYERS = [
   { name: 'index', rank: 8, match: '^src/index\\.ts$' },
 ];
 
+/** Any module of a layer. */
+const ANY_LAYER = LAYERS.map((l) => `(${l.match})`).join('|');
+
 /** One rule per layer: what it must not import (its siblings and everything above it). */
 const layerRules = LAYERS.map((layer) => {
   const forbidden = LAYERS.filter((other) => other !== layer && other.rank >= layer.rank);
@@ -66,12 +69,20 @@ module.exports = {
     },
     ...layerRules,
     {
-      // Every file in src/ must belong to a layer above, so a new folder is placed on purpose.
+      // Every file in src/ must belong to a layer above, so a new folder is placed on purpose: neither a
+      // module outside them that imports something, nor an import of one, passes.
       name: 'src-in-a-layer',
-      comment: `a module in src/ outside the known layers: add its folder to LAYERS in .dependency-cruiser.cjs`,
+      comment: 'a module in src/ outside the known layers: add its folder to LAYERS in .dependency-cruiser.cjs',
       severity: 'error',
-      from: { path: '^src/', pathNot: LAYERS.map((l) => `(${l.match})`).join('|') },
+      from: { path: '^src/', pathNot: ANY_LAYER },
       to: {},
+    },
+    {
+      name: 'src-to-a-layer',
+      comment: 'an import of a module in src/ outside the known layers: add its folder to LAYERS in .dependency-cruiser.cjs',
+      severity: 'error',
+      from: { path: '^src/' },
+      to: { path: '^src/', pathNot: ANY_LAYER },
     },
     {
       // model/ is vocabulary, not code: importing it must never load anything at run time.
