@@ -42,8 +42,10 @@ const LAYERS = [
 const ANY_LAYER = LAYERS.map((l) => `(${l.match})`).join('|');
 
 /** One rule per layer: what it must not import (its siblings and everything above it). */
-const layerRules = LAYERS.map((layer) => {
+const layerRules = LAYERS.flatMap((layer) => {
   const forbidden = LAYERS.filter((other) => other !== layer && other.rank >= layer.rank);
+  // The top layer may import everything (an empty pattern would match every path).
+  if (forbidden.length === 0) return [];
   return {
     name: `layer-${layer.name}`,
     comment:

@@ -35,7 +35,7 @@ function cruise(dir: string): { status: number | null; output: string } {
   return { status: r.status, output: `${r.stdout}${r.stderr}` };
 }
 
-/** A tree that follows the rules: engine uses naming and model (type-only); naming uses errors. */
+/** A tree that follows the rules: engine uses naming and model (type-only); naming uses errors; index uses all. */
 const CLEAN = {
   'src/errors.ts': 'export class VolchainError extends Error {}\n',
   'src/model/plan.ts': 'export interface Plan { volid: string }\n',
@@ -43,6 +43,8 @@ const CLEAN = {
   'src/naming/b.ts': "import { a } from './a.js';\nexport const b = (): Error => a();\n",
   'src/engine/run.ts':
     "import type { Plan } from '../model/plan.js';\nimport { b } from '../naming/b.js';\nexport const run = (p: Plan): string => p.volid + String(b());\n",
+  // The package entry, on top, may import every layer.
+  'src/index.ts': "export { run } from './engine/run.js';\nexport { b } from './naming/b.js';\nexport type * from './model/plan.js';\n",
 };
 
 test('dependency rules: a tree that follows them passes', async (t) => {
