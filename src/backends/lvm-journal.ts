@@ -23,7 +23,7 @@ import { readDeviceDocument, writeDeviceDocument, type DeviceDocument } from '..
 import type { FileJournalStore } from '../journal/file-store.js';
 import type { JournalLeftover, JournalRecord, JournalStore, ListJournalOptions } from '../journal/record.js';
 import { asJournalRecord } from '../journal/validate.js';
-import type { OperationKind } from '../engine/plan.js';
+import type { OperationKind } from '../model/plan.js';
 import { decodeTagValue, encodeTagValue } from './lvm-tags.js';
 
 export const JOURNAL_LV_PREFIX = 'volchain-journal-';

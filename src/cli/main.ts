@@ -5,9 +5,10 @@
 import { Command, CommanderError, Option } from '@commander-js/extra-typings';
 import { asVolchainError, InvalidInputError, type VolchainError } from '../errors.js';
 import { Volchain, type CallOptions } from '../engine/volchain.js';
-import type { Plan } from '../engine/plan.js';
+import type { Plan } from '../model/plan.js';
 import { parseVmid, type ImageFormat } from '../naming/index.js';
 import { progressReporter, renderRemoval, wipeReporter } from './progress.js';
+import { spawnCliWiper } from './wipe-runner.js';
 import { totalPlanSpace } from '../engine/space.js';
 import { renderActivation, renderInfo, renderJournalLeftover, renderPlan, renderSnapshotTree, renderSpace, renderStorages, renderVolumes } from './render.js';
 import { renderAttachInfo, renderQemuArgs } from './live-render.js';
@@ -43,7 +44,8 @@ export function buildProgram() {
 
   const open = async (): Promise<Volchain> => {
     const { config } = program.opts();
-    return Volchain.open(config !== undefined ? { configPath: config } : {});
+    // A background wipe (LVM saferemove) is this CLI started again, detached, as `volchain wipe`.
+    return Volchain.open(config !== undefined ? { configPath: config } : {}, { backgroundWipe: spawnCliWiper });
   };
 
   /** Mutating commands: run with progress, print what happened (or the plan with --dry-run). */

@@ -3,7 +3,7 @@ import { formatSize } from '../naming/index.js';
 import { describeStep, type Plan } from '../engine/plan.js';
 import type { ActivationResult, SnapshotListing, VolumeInfo } from '../engine/volchain.js';
 import type { VolumeListEntry } from '../engine/listing.js';
-import type { PlanSpace } from '../engine/space.js';
+import type { PlanSpace } from '../model/plan.js';
 import type { LayerFlags } from '../engine/layer-guard.js';
 import type { StorageDescription } from '../config/index.js';
 import type { JournalLeftover } from '../journal/record.js';

@@ -15,7 +15,7 @@
 import { InvalidInputError, NotSupportedError } from '../errors.js';
 import { quote } from '../naming/common.js';
 import { quoteForeign } from '../quote.js';
-import type { Plan } from './plan.js';
+import type { Plan } from '../model/plan.js';
 import { isPveConfig } from './shrink-policy.js';
 import { descendants, type VolumeTree } from './volume-tree.js';
 

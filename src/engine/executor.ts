@@ -6,19 +6,16 @@
 import { appendFile } from 'node:fs/promises';
 import type { Backend } from '../backends/backend.js';
 import { VolchainError, asVolchainError } from '../errors.js';
-import { parseVolumeName } from '../naming/index.js';
-import { readQcow2Header } from '../qcow2/index.js';
-import * as qemuImg from '../tools/qemu-img.js';
+import type { Plan, Step } from '../model/plan.js';
 import { Journal } from './journal.js';
 import { guardPlanOnDisk } from './layer-guard-disk.js';
-import { runLiveStep, type LiveSession } from './live-executor.js';
-import { isLiveStep, liveDamagesWhenInterrupted, liveIsLong, liveUndoOf } from './live-steps.js';
-import { describeStep, type Plan, type Step } from './plan.js';
+import { dispatchStep, type LiveSession } from './live-executor.js';
+import { describeStep } from './plan.js';
+import { damagesWhenInterrupted, injectFault, isLong, stepLayers, undoOf, type EngineEvent } from './step-rules.js';
 
-export type EngineEvent =
-  | { type: 'step'; volid: string; index: number; total: number; description: string; long: boolean }
-  | { type: 'progress'; volid: string; index: number; percent: number }
-  | { type: 'step-done'; volid: string; index: number };
+// Moved to step-rules.ts (live-executor.ts needs them too, and must not import this module: a cycle);
+// re-exported for existing importers.
+export { damagesWhenInterrupted, injectFault, isLong, isVolumeName, stepLayers, undoOf, type EngineEvent } from './step-rules.js';
 
 export interface ExecuteOptions {
   onEvent?: (event: EngineEvent) => void;
@@ -26,32 +23,6 @@ export interface ExecuteOptions {
   journal?: Journal;
   /** The running QEMU that live steps (qmp-*) act through; without it they run their offline equivalents. */
   live?: LiveSession;
-}
-
-/** How a step can be walked back when a later step fails. */
-export function undoOf(step: Step): Step | 'nothing' | 'impossible' {
-  if (isLiveStep(step)) return liveUndoOf(step);
-  switch (step.kind) {
-    case 'create-overlay':
-      return { kind: 'remove', layer: step.layer };
-    case 'rename':
-      return { kind: 'rename', from: step.to, to: step.from };
-    case 'grow':
-    case 'freeze':
-    case 'rebase': // the child's view is unchanged and it still may depend on the (intact) old parent
-      return 'nothing';
-    default:
-      return 'impossible';
-  }
-}
-
-/** Steps that leave their target half-changed when they fail midway (others are atomic or harmless). */
-export function damagesWhenInterrupted(step: Step): boolean {
-  return step.kind === 'commit' || (isLiveStep(step) && liveDamagesWhenInterrupted(step));
-}
-
-export function isLong(step: Step): boolean {
-  return step.kind === 'commit' || step.kind === 'rebase' || (isLiveStep(step) && liveIsLong(step));
 }
 
 export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOptions = {}): Promise<void> {
@@ -133,8 +104,9 @@ async function appendTestOpLog(plan: Plan): Promise<void> {
 }
 
 /**
- * Runs one step. With `redo`, a step that may already have happened (repair after a crash) first checks
- * whether its effect is there, so that running any step twice is harmless.
+ * Runs one step, live or offline (live-executor.ts's dispatchStep tells them apart). With `redo`, a step that
+ * may already have happened (repair after a crash) first checks whether its effect is there, so that running
+ * any step twice is harmless.
  */
 export async function runStep(
   backend: Backend,
@@ -144,117 +116,5 @@ export async function runStep(
   redo = false,
   live?: LiveSession,
 ): Promise<void> {
-  if (isLiveStep(step)) return runLiveStep(backend, vmid, step, { onProgress, redo, live });
-  const path = (name: string): string => backend.layerPath(vmid, name);
-  const exists = async (name: string): Promise<boolean> => (await backend.statLayer(vmid, name)) !== undefined;
-  const progress = onProgress ? { onProgress } : {};
-  if (redo) await backend.activate?.(vmid, stepLayers([step]));
-  switch (step.kind) {
-    case 'create-overlay':
-      if (redo) await backend.removeLayer(vmid, step.layer);
-      await backend.createOverlay(vmid, step.layer, step.backing, step.sizeBytes);
-      return;
-    case 'rename': {
-      if (redo) {
-        const from = await backend.statLayer(vmid, step.from);
-        const to = await backend.statLayer(vmid, step.to);
-        if (!from && to) return;
-        // Interrupted between link and unlink: both names are one layer.
-        if (from && to && from.identity === to.identity) return backend.removeLayer(vmid, step.from);
-      }
-      await backend.renameLayer(vmid, step.from, step.to);
-      return;
-    }
-    case 'replace':
-      if (redo && !(await exists(step.from))) return;
-      await backend.replaceLayer(vmid, step.from, step.to);
-      return;
-    case 'grow':
-      await backend.prepareGrow(vmid, step.layer, step.sizeBytes);
-      return;
-    case 'freeze':
-      await backend.settleFrozen(vmid, step.layer);
-      return;
-    case 'commit':
-      await qemuImg.commitIntoBacking(path(step.top), progress);
-      // Commit may have grown the base's virtual size to the top's.
-      await backend.layerChanged?.(vmid, step.base);
-      return;
-    case 'rebase': {
-      const header = await readQcow2Header(path(step.layer), step.layer);
-      if (!(redo && header.backingFile === (step.onto ?? undefined))) {
-        // A safe rebase copies data into the layer: a frozen layer that was shrunk (LVM) needs room first.
-        await backend.prepareGrow(vmid, step.layer, header.virtualSize);
-        await qemuImg.rebase(path(step.layer), step.onto ?? undefined, progress);
-      }
-      await backend.layerChanged?.(vmid, step.layer);
-      // A snapshot layer stays frozen: give back what the rebase did not use.
-      if (!isVolumeName(backend, step.layer)) await backend.settleFrozen(vmid, step.layer);
-      return;
-    }
-    case 'remove':
-      await backend.removeLayer(vmid, step.layer);
-      return;
-    case 'resize':
-      if (backend.resizeLayer) await backend.resizeLayer(vmid, step.layer, step.format, step.sizeBytes);
-      else await qemuImg.resizeImage(path(step.layer), step.format, step.sizeBytes);
-      return;
-    case 'internal-snapshot': {
-      if (redo && step.action !== 'apply') {
-        const names = (await readQcow2Header(path(step.layer), step.layer)).internalSnapshots.map((s) => s.name);
-        if (names.includes(step.name) === (step.action === 'create')) return;
-      }
-      await qemuImg.internalSnapshot(path(step.layer), step.action, step.name);
-      return;
-    }
-  }
-}
-
-/** Every layer name a list of steps mentions (for backends that must activate layers before using them). */
-export function stepLayers(steps: readonly Step[]): string[] {
-  const names = new Set<string>();
-  for (const step of steps) {
-    for (const key of ['layer', 'from', 'to', 'top', 'base', 'backing', 'onto'] as const) {
-      const value = (step as Partial<Record<typeof key, unknown>>)[key];
-      if (typeof value === 'string') names.add(value);
-    }
-  }
-  return [...names];
-}
-
-/** True when `layer` is a volume's (current layer's) name rather than a snapshot or temporary layer. */
-export function isVolumeName(backend: Backend, layer: string): boolean {
-  try {
-    parseVolumeName(backend.kind, layer);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Test hooks (documented in README): VOLCHAIN_CRASH_AT=<operation>:<step>[:before|started|after[:<volume>]] kills the
- * process with SIGKILL at that point; VOLCHAIN_FAIL_AT=<operation>:<step>[:<volume name>] makes the step
- * fail with an error. Steps count from 1 as in --dry-run output.
- */
-export function injectFault(plan: Plan, index: number, moment: 'before' | 'started' | 'after'): void {
-  const crash = process.env.VOLCHAIN_CRASH_AT;
-  if (crash) {
-    const [op, step, when = 'started', volume] = crash.split(':');
-    if (
-      op === plan.operation &&
-      Number(step) === index + 1 &&
-      when === moment &&
-      (volume === undefined || plan.volid.endsWith(volume))
-    ) {
-      process.kill(process.pid, 'SIGKILL');
-    }
-  }
-  const fail = process.env.VOLCHAIN_FAIL_AT;
-  if (fail && moment === 'started') {
-    const [op, step, volume] = fail.split(':');
-    if (op === plan.operation && Number(step) === index + 1 && (volume === undefined || plan.volid.endsWith(volume))) {
-      throw new VolchainError('INTERNAL', `injected failure at ${plan.operation} step ${index + 1} (VOLCHAIN_FAIL_AT)`);
-    }
-  }
+  return dispatchStep(backend, vmid, step, { onProgress, redo, live });
 }

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Backend } from '../backends/backend.js';
 import type { JournalLeftover, JournalRecord, JournalStore, ListJournalOptions } from '../journal/record.js';
-import type { Plan } from './plan.js';
+import type { Plan } from '../model/plan.js';
 
 export type { JournalLeftover, JournalRecord } from '../journal/record.js';
 

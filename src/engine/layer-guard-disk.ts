@@ -10,7 +10,7 @@ import type { Backend } from '../backends/backend.js';
 import { NotFoundError } from '../errors.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import { guardSteps } from './layer-guard.js';
-import type { Plan } from './plan.js';
+import type { Plan } from '../model/plan.js';
 import type { LayerNode } from './volume-tree.js';
 
 /**

@@ -21,8 +21,13 @@ import { quoteForeign } from '../quote.js';
 import { CorruptImageError, NotSupportedError, UnsafeImageError } from '../errors.js';
 import { DEFAULT_MAX_CHAIN_DEPTH } from '../qcow2/index.js';
 import { offlineEquivalent, isLiveStep } from './live-steps.js';
-import type { Step } from './plan.js';
+import type { Step } from '../model/plan.js';
+import { chainDepths } from './chain-depth.js';
 import type { LayerNode, VolumeTree } from './volume-tree.js';
+
+// Moved to chain-depth.ts (volume-tree.ts needs checkTreeDepth, and this module needs volume-tree.ts's
+// types: a cycle); re-exported for existing importers.
+export { chainDepths, checkTreeDepth } from './chain-depth.js';
 
 /**
  * What a step does to a layer that already exists, and what that rules out: `corrupt` (a layer marked corrupt
@@ -155,45 +160,6 @@ function layerUses(tree: Pick<VolumeTree, 'layers'>, steps: readonly Step[]): La
     }
   }
   return uses;
-}
-
-/** Layers from each layer down to its root, itself included, by layer name. */
-export function chainDepths(tree: VolumeTree): Map<string, number> {
-  const depths = new Map<string, number>();
-  const depthOf = (start: LayerNode): number => {
-    // Iterative: a hostile tree may be far deeper than the call stack.
-    const path: LayerNode[] = [];
-    let at: LayerNode | undefined = start;
-    let below = 0;
-    while (at) {
-      const known = depths.get(at.name);
-      if (known !== undefined) {
-        below = known;
-        break;
-      }
-      path.push(at);
-      // readVolumeTree refuses loops before this runs; the bound keeps a loop from hanging here anyway.
-      if (path.length > tree.layers.size) break;
-      at = at.parent !== undefined ? tree.layers.get(at.parent) : undefined;
-    }
-    for (let i = path.length - 1; i >= 0; i--) depths.set((path[i] as LayerNode).name, ++below);
-    return depths.get(start.name) ?? below;
-  };
-  for (const node of tree.layers.values()) depthOf(node);
-  return depths;
-}
-
-/** Refuses a tree with a chain deeper than `maxDepth` layers (exit 8), naming its deepest layer. */
-export function checkTreeDepth(tree: VolumeTree, maxDepth = DEFAULT_MAX_CHAIN_DEPTH): void {
-  let deepest: [string, number] | undefined;
-  for (const entry of chainDepths(tree)) if (deepest === undefined || entry[1] > deepest[1]) deepest = entry;
-  if (deepest !== undefined && deepest[1] > maxDepth) {
-    throw new UnsafeImageError(
-      deepest[0],
-      `backing chain of ${tree.volid} is ${deepest[1]} layers deep, more than the limit of ${maxDepth} layers; ` +
-        `volchain will not read or change it (merge layers with 'qemu-img commit' or copy the volume with 'qemu-img convert')`,
-    );
-  }
 }
 
 /**

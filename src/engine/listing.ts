@@ -9,7 +9,7 @@ import type { Backend } from '../backends/backend.js';
 import { asVolchainError, type ErrorCode } from '../errors.js';
 import { formatVolid, parseVolname, splitVolid, type ImageFormat, type VolumeRef } from '../naming/index.js';
 import { pendingOperations, type JournalRecord } from './journal.js';
-import type { VolumeSummary } from './volchain.js';
+import type { VolumeSummary } from './volume-summary.js';
 
 export interface VolumeProblem {
   /** The error code an operation on the volume fails with (src/errors.ts), e.g. UNSAFE_IMAGE. */

@@ -37,10 +37,12 @@ import { qmpHasDiscardNoUnref } from '../qmp/qemu-features.js';
 import { QmpJobError } from '../qmp/errors.js';
 import { waitForJob, type JobProgress } from '../qmp/jobs.js';
 import { readBlockView, type QemuChain } from '../qmp/live-view.js';
-import { damagesWhenInterrupted, injectFault, isLong, isVolumeName, runStep, stepLayers, undoOf, type EngineEvent } from './executor.js';
 import type { Journal } from './journal.js';
-import { offlineEquivalent, type LiveStep } from './live-steps.js';
-import { describeStep, type Plan, type Step } from './plan.js';
+import type { LiveStep, Plan, Step } from '../model/plan.js';
+import { isLiveStep, offlineEquivalent } from './live-steps.js';
+import { runOfflineStep } from './offline-step.js';
+import { describeStep } from './plan.js';
+import { damagesWhenInterrupted, injectFault, isLong, isVolumeName, stepLayers, undoOf, type EngineEvent } from './step-rules.js';
 
 export interface LiveSession {
   client: QmpClient;
@@ -58,6 +60,16 @@ export interface LiveStepContext {
   live: LiveSession | undefined;
 }
 
+/**
+ * Runs any step: live ones (qmp-*) here, every other one with offline-step.ts. The one place that tells them
+ * apart, for executor.ts's runStep (one plan, and repair) and executeGroup below (one live operation); it is
+ * here rather than in executor.ts so that neither executor module imports the other (no cycle).
+ */
+export async function dispatchStep(backend: Backend, vmid: number, step: Step, ctx: LiveStepContext): Promise<void> {
+  if (isLiveStep(step)) return runLiveStep(backend, vmid, step, ctx);
+  return runOfflineStep(backend, vmid, step, ctx.onProgress, ctx.redo);
+}
+
 export async function runLiveStep(backend: Backend, vmid: number, step: LiveStep, ctx: LiveStepContext): Promise<void> {
   const live = ctx.live;
   if (!live) {
@@ -66,7 +78,7 @@ export async function runLiveStep(backend: Backend, vmid: number, step: LiveStep
     }
     // Repair after QEMU is gone: reach the same state on disk without it.
     const equivalent = offlineEquivalent(step);
-    if (equivalent) await runStep(backend, vmid, equivalent, ctx.onProgress, true);
+    if (equivalent) await runOfflineStep(backend, vmid, equivalent, ctx.onProgress, true);
     return;
   }
   const c = live.client;
@@ -350,7 +362,7 @@ export async function executeGroup(entries: readonly GroupEntry[], live: LiveSes
           const index = cursor[i] as number;
           running = [{ entry: i, step }];
           await begin(i);
-          await runStep(e.backend, e.plan.vmid, step, (percent) => opts.onEvent?.({ type: 'progress', volid: e.plan.volid, index, percent }), false, live);
+          await dispatchStep(e.backend, e.plan.vmid, step, { onProgress: (percent) => opts.onEvent?.({ type: 'progress', volid: e.plan.volid, index, percent }), redo: false, live });
           await end(i);
           running = [];
         }
@@ -373,7 +385,7 @@ export async function executeGroup(entries: readonly GroupEntry[], live: LiveSes
         for (const { entry, undo } of undos.reverse()) {
           if (undo === 'nothing' || undo === 'impossible') continue;
           const e = entries[entry] as GroupEntry;
-          await runStep(e.backend, e.plan.vmid, undo, undefined, true, live);
+          await dispatchStep(e.backend, e.plan.vmid, undo, { onProgress: undefined, redo: true, live });
         }
       } catch (undoErr) {
         for (const e of entries) await e.journal.fail(error.message);

@@ -23,9 +23,8 @@
  */
 import { NotFoundError, NotSupportedError } from '../errors.js';
 import { layerNodeNames } from '../qmp/blockdev.js';
-import type { Plan, Step } from './plan.js';
+import type { LiveStep, Plan, Step } from '../model/plan.js';
 import { planSnapshotCreate, planSnapshotDelete, type PlanContext } from './planners.js';
-import type { LiveStep } from './live-steps.js';
 import { findSnapshot, layer, type VolumeTree } from './volume-tree.js';
 
 /** QEMU's nodes for the layers of a volume's current chain (from live-match.ts), by layer name today. */

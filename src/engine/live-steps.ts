@@ -11,45 +11,10 @@
  *   copies into the base exactly what the base already holds (no guest write can have gone to the base
  *   alone); once the pivot is journaled as done, nothing redoes the commit.
  */
-import type { Step } from './plan.js';
+import type { LiveStep, LiveStepKind, Step } from '../model/plan.js';
 
-export type LiveStep =
-  /**
-   * Open `layer` (by then under its final name) in QEMU as a new, empty top: protocol node `protocolNode` and
-   * qcow2 node `node` with `backing: null`. Undo: close both.
-   */
-  | { kind: 'qmp-open'; layer: string; node: string; protocolNode: string }
-  /**
-   * Switch QEMU's disk from the top node `node` onto `overlay` (blockdev-snapshot): from here the guest writes
-   * into the overlay and `node` is a read-only snapshot layer. The qmp-snapshot steps of one operation (one
-   * per disk) run as one QMP transaction: one instant for every disk. No undo.
-   */
-  | { kind: 'qmp-snapshot'; layer: string; node: string; overlay: string }
-  /**
-   * block-stream into `layer` (node `node`) of what it reads from `from`, down to `onto` (node `baseNode`;
-   * null: no backing at all), writing `onto` as the backing name. The child's view never changes, so a
-   * cancelled stream changes nothing that matters (undo: nothing).
-   */
-  | { kind: 'qmp-stream'; layer: string; node: string; from: string; onto: string | null; baseNode: string | null; bytes: number; jobId: string }
-  /**
-   * block-commit of `top` (node `topNode`) into its backing `base` (node `baseNode`), in the chain whose top
-   * node is `rootNode`. `active`: `top` is the chain's top; the job then stops at READY and the next step
-   * (qmp-pivot) completes it. Otherwise the job ends by itself, writing `top`'s name into the header of the
-   * layer above it (the name `base` is about to take). Writes into `base`: a cancelled commit leaves `base`
-   * holding part of `top`'s data (no undo: repair finishes the commit).
-   */
-  | { kind: 'qmp-commit'; top: string; topNode: string; base: string; baseNode: string; rootNode: string; active: boolean; bytes: number; jobId: string }
-  /**
-   * Completes a READY active commit: pauses the guest (when `resume`: it was running), job-complete, waits
-   * until QEMU runs on `base`'s node. The guest stays paused until the journal says so (next step).
-   */
-  | { kind: 'qmp-pivot'; top: string; topNode: string; base: string; baseNode: string; jobId: string; resume: boolean }
-  /** Resumes the guest paused by qmp-pivot (when `resume`). */
-  | { kind: 'qmp-resume'; resume: boolean }
-  /** Closes the nodes of a layer QEMU no longer uses (blockdev-del, format node first). */
-  | { kind: 'qmp-close'; layer: string; nodes: string[] };
-
-export type LiveStepKind = LiveStep['kind'];
+// The step shapes live in src/model/ (types only, shared with the journal); re-exported for existing importers.
+export type { LiveStep, LiveStepKind };
 
 const LIVE_KINDS: ReadonlySet<string> = new Set<LiveStepKind>(['qmp-open', 'qmp-snapshot', 'qmp-stream', 'qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close']);
 

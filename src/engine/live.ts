@@ -26,7 +26,7 @@ import { QmpClient } from '../qmp/client.js';
 import { queryStatus, type BlockdevOptions, type JobInfo } from '../qmp/commands.js';
 import { QmpConnectError } from '../qmp/errors.js';
 import { checkDriveId, pveLayerNodeNames } from '../qmp/pve-names.js';
-import { installedQemuHasDiscardNoUnref } from '../qmp/qemu-features.js';
+import { installedQemuHasDiscardNoUnref } from '../tools/qemu-system.js';
 import { pveDriveTop } from './live-pve.js';
 import { readBlockView, type QemuBlockView } from '../qmp/live-view.js';
 import type { EngineEvent } from './executor.js';
@@ -34,9 +34,10 @@ import { Journal, pendingOperations } from './journal.js';
 import { executeGroup, type LiveSession } from './live-executor.js';
 import { matchVm, type DiskMatch } from './live-match.js';
 import { planLiveSnapshotCreate, planLiveSnapshotDelete, type LiveDisk } from './live-planners.js';
-import type { Plan } from './plan.js';
+import type { Plan } from '../model/plan.js';
 import { planSnapshotCreate, planSnapshotDelete, type PlanContext } from './planners.js';
-import type { Volchain } from './volchain.js';
+// The façade's part live operations use (not volchain.ts itself, which imports this module).
+import type { LiveHost as Volchain } from './live-host.js';
 import { ancestry, readVolumeTree, type VolumeTree } from './volume-tree.js';
 
 export interface LiveOptions {

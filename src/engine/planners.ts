@@ -5,7 +5,7 @@
 import { AlreadyExistsError, InvalidInputError, NotFoundError, NotSupportedError, PendingOperationError } from '../errors.js';
 import { snapshotLayerName, temporaryLayerName, validateSnapshotName, type StorageKind } from '../naming/index.js';
 import { guardSteps, refuseDeeperChain } from './layer-guard.js';
-import type { Plan, Step, StrategyOption } from './plan.js';
+import type { Plan, Step, StrategyOption } from '../model/plan.js';
 import { descendants, findSnapshot, layer, snapshotLayers, type LayerNode, type VolumeTree } from './volume-tree.js';
 
 export interface PlanContext {

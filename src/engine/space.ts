@@ -8,7 +8,10 @@
  * that size once it is a snapshot; volchain shrinks a layer that becomes a snapshot to its image end. On
  * storages whose layers grow on demand (dir) both are the same files, so both figures are equal there.
  */
-import type { Plan, Step } from './plan.js';
+import type { Plan, PlanSpace, Step } from '../model/plan.js';
+
+// Re-exported for existing importers: the type is src/model/plan.ts's (a Plan carries one).
+export type { PlanSpace };
 
 export interface SnapshotSpace {
   /** Bytes the volume's snapshot layers take on the storage. */
@@ -32,21 +35,6 @@ export function snapshotSpace(
     fullSizeSnapshotBytes += fullLayerBytes ? fullLayerBytes(l.virtualSize) : l.usedBytes;
   }
   return { snapshotBytes, fullSizeSnapshotBytes };
-}
-
-/** What a plan does to the storage's free space, as volchain runs it and with PVE 9's full-size layers. */
-export interface PlanSpace {
-  /** Bytes of the new layers the plan creates (each a full-size writable layer). */
-  allocatedBytes: number;
-  /**
-   * Bytes given back by shrinking layers that become snapshots to their image end; null when that end is
-   * not known beforehand (the layer cannot be read here without activating it).
-   */
-  releasedBytes: number | null;
-  /** allocatedBytes - releasedBytes: how much free space the operation takes (null when released is). */
-  netBytes: number | null;
-  /** The same operation with PVE 9's full-size layers: the same new layers, nothing given back. */
-  fullSize: { allocatedBytes: number; releasedBytes: number; netBytes: number };
 }
 
 export interface PlanSizes {

@@ -44,10 +44,10 @@ import { describeStep } from './plan.js';
 import { Journal, journalLeftovers, pendingOperations, type JournalLeftover, type JournalRecord } from './journal.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import { refuseMissingVolume } from './refusals.js';
-import { finishDeferredRemovals, resolveWipeMode, type WipeMode } from './wipe.js';
+import { finishDeferredRemovals, resolveWipeMode, type BackgroundWipeRunner, type WipeMode } from './wipe.js';
 import { resolveShrinkFrozen, type ShrinkPolicy } from './shrink-policy.js';
 import { refuseNewBranch, resolveKeepBranches } from './branch-policy.js';
-import type { Plan } from './plan.js';
+import type { Plan } from '../model/plan.js';
 import {
   planFree,
   planResize,
@@ -60,6 +60,7 @@ import { layerFlags, treeLayerFlags, type LayerFlags, type LayerFlagsEntry } fro
 import { ancestry, layer, readVolumeTree, snapshotLayers, type LayerNode, type ReadTreeOptions, type VolumeTree } from './volume-tree.js';
 import { isVmHelperVolume, vmDisksFromConfig, vmTarget, type VmTargetOptions } from './vm-disks.js';
 import { listVolumeEntries, type VolumeListEntry } from './listing.js';
+import type { VolumeSummary } from './volume-summary.js';
 import { estimatePlanSpace, layersFrozenBy, snapshotSpace, spaceEstimable } from './space.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import { checkImage } from '../tools/qemu-img.js';
@@ -81,6 +82,11 @@ export interface VolchainOptions {
    * call returns). Default: $VOLCHAIN_WIPE, else 'background'.
    */
   wipe?: WipeMode;
+  /**
+   * How a background wipe is started (the CLI passes cli/wipe-runner.ts's spawnCliWiper: itself, detached).
+   * Without one, 'background' wipes in the foreground too: the engine does not know how to start a wiper.
+   */
+  backgroundWipe?: BackgroundWipeRunner;
   /**
    * LVM: shrink a layer that becomes a snapshot to its image's end ('yes'), keep it full size as PVE does
    * ('no'), or 'auto': 'no' when the configuration is /etc/pve/storage.cfg (PVE commits into snapshot LVs
@@ -112,25 +118,7 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
-export interface VolumeSummary {
-  volid: string;
-  storage: string;
-  vmid: number;
-  name: string;
-  format: ImageFormat;
-  virtualSize: number;
-  /** Bytes used on the storage by the current layer and by the whole chain. */
-  usedBytes: number;
-  chainUsedBytes: number;
-  /** Bytes the snapshot layers take on the storage (LVM: their LV sizes; dir: their files' blocks). */
-  snapshotBytes: number;
-  /**
-   * Bytes the same snapshot layers would take as full-size layers, as PVE 9 keeps them on LVM (each an LV of
-   * the fully-allocated size of its virtual size); on storages whose layers grow on demand (dir) = snapshotBytes.
-   */
-  fullSizeSnapshotBytes: number;
-  snapshots: string[];
-}
+export type { VolumeSummary } from './volume-summary.js'; // moved there: listing.ts needs it too (no cycle)
 
 /** What `activate`/`deactivate` did. */
 export interface ActivationResult {
@@ -203,6 +191,7 @@ export class Volchain {
 
   /** Where removals left for after an operation (LVM saferemove's wipe) run: see VolchainOptions. */
   readonly wipeMode: WipeMode;
+  private readonly backgroundWipe: BackgroundWipeRunner | undefined;
   /** LVM: frozen layers are shrunk to their image's end (see VolchainOptions.shrinkFrozen). */
   readonly shrinkFrozen: boolean;
   /** A rollback may keep newer snapshots as a branch (not next to PVE by default: engine/branch-policy.ts). */
@@ -210,6 +199,7 @@ export class Volchain {
 
   constructor(readonly config: StorageConfig, options: VolchainOptions = {}) {
     this.wipeMode = resolveWipeMode(options.wipe);
+    this.backgroundWipe = options.backgroundWipe;
     this.shrinkFrozen = resolveShrinkFrozen(options.shrinkFrozen, config.source);
     this.keepBranches = resolveKeepBranches(config.source);
   }
@@ -281,7 +271,7 @@ export class Volchain {
     const backend = this.backend(storage);
     const out = await listVolumeEntries(backend, opts.vmid, async (v) => summarize(backend, await this.readTree(backend, v, { allocation: false })));
     // Removals a crashed run left unfinished (LVM: `del-` LVs nobody wipes) are finished from here too.
-    await finishDeferredRemovals(backend, opts.vmid, this.wipeMode, this.config.source);
+    await finishDeferredRemovals(backend, opts.vmid, this.wipeMode, this.config.source, this.backgroundWipe);
     return out;
   }
 
@@ -817,7 +807,7 @@ export class Volchain {
       release: async () => {
         await lock.release();
         // What the operation left for later (LVM saferemove's wipe) takes long and needs no lock of the VM.
-        for (const backend of backends) await finishDeferredRemovals(backend, vmid, this.wipeMode, this.config.source);
+        for (const backend of backends) await finishDeferredRemovals(backend, vmid, this.wipeMode, this.config.source, this.backgroundWipe);
       },
     };
   }

@@ -8,7 +8,7 @@ import { stat } from 'node:fs/promises';
 import type { Backend, LayerStat } from '../backends/backend.js';
 import { CorruptImageError, NotFoundError, NotSupportedError, UnsafeImageError } from '../errors.js';
 import { formatVolid, isVolchainTemporaryName, parseVolumeName, sameSnapshotName, snapshotOfLayerName, type VolumeRef } from '../naming/index.js';
-import { checkTreeDepth } from './layer-guard.js';
+import { checkTreeDepth } from './chain-depth.js';
 import { readQcow2Layer, validateLayerHeader, type Qcow2Header } from '../qcow2/index.js';
 
 export interface LayerNode {

@@ -4,7 +4,7 @@
  * live: a directory on the storage itself (dir), or an LV on the volume group (LVM), so that any host that
  * sees the storage can finish an operation another host started.
  */
-import type { Plan } from '../engine/plan.js';
+import type { Plan } from '../model/plan.js';
 
 export interface JournalRecord {
   id: string;

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseStorageConfig } from '../../src/config/index.js';
 import { Volchain } from '../../src/engine/volchain.js';
+import { spawnCliWiper } from '../../src/cli/wipe-runner.js';
 import type { WipeMode } from '../../src/engine/wipe.js';
 import * as lvm from '../../src/tools/lvm.js';
 import { measureFullyAllocated } from '../../src/tools/lvm-measure.js';
@@ -70,6 +71,8 @@ export async function lvmStorage(
     cfg,
     vc: new Volchain(parseStorageConfig(text, cfg), {
       ...(opts.wipe !== undefined ? { wipe: opts.wipe } : {}),
+      // The library leaves starting a background wiper to its host program: start the CLI's, as it does.
+      backgroundWipe: spawnCliWiper,
       ...(opts.shrinkFrozen !== undefined ? { shrinkFrozen: opts.shrinkFrozen } : {}),
     }),
     volid: (name) => `${id}:${name}`,

@@ -5,7 +5,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkDriveId, parsePveTopNodeName, pveLayerNodeNames, pveThrottleGroupId, pveTopNodeName } from '../../src/qmp/pve-names.js';
-import { parseQemuVersion, schemaHasDiscardNoUnref, versionHasDiscardNoUnref } from '../../src/qmp/qemu-features.js';
+import { schemaHasDiscardNoUnref } from '../../src/qmp/qemu-features.js';
+import { parseQemuVersion, versionHasDiscardNoUnref } from '../../src/tools/qemu-system.js';
 import { buildBlockView, type BlockDeviceInfo, type BlockInfo } from '../../src/qmp/index.js';
 import { blockNodeInfo } from '../fixtures/qmp-nodes.js';
 

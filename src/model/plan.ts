@@ -1,0 +1,125 @@
+/**
+ * The plan model, types only: what an operation will do, as data. Planners (engine/) build plans, the
+ * executor runs them, the journal (journal/) records them and backends (LVM's journal tags) name their
+ * operation kinds. Kept here, below all of those, so that none of them imports the engine for a type, and
+ * free of code so that importing it loads nothing (`import type` only: .dependency-cruiser.cjs checks it).
+ * Every shape is JSON-serialisable so the journal can record it and `--dry-run` can print it.
+ */
+
+export type Step =
+  /** New qcow2 overlay `layer` whose header names `backing` (which need not exist yet). Undo: remove it. */
+  | { kind: 'create-overlay'; layer: string; backing: string; sizeBytes: number }
+  /** Rename a layer; `to` must not exist. Undo: rename back. */
+  | { kind: 'rename'; from: string; to: string }
+  /** Put `from` in the place of `to`, discarding the old `to`. No undo: the old `to` is gone. */
+  | { kind: 'replace'; from: string; to: string }
+  /** Make room for `layer` to grow to `sizeBytes` (LVM: grow the LV). Harmless to repeat. */
+  | { kind: 'grow'; layer: string; sizeBytes: number }
+  /** `layer` became a snapshot and will not be written again (LVM: shrink the LV to the image's end). */
+  | { kind: 'freeze'; layer: string }
+  /** Write `top`'s data into its backing layer `base`. `base` no longer holds its old state afterwards. */
+  | { kind: 'commit'; top: string; base: string; bytes: number }
+  /** Safe rebase of `layer` from `from` onto `onto` (null: no backing), copying what its view needs. */
+  | { kind: 'rebase'; layer: string; from: string; onto: string | null; bytes: number }
+  /** Delete a layer. */
+  | { kind: 'remove'; layer: string }
+  /** Grow the virtual size of `layer`. */
+  | { kind: 'resize'; layer: string; format: 'qcow2' | 'raw'; sizeBytes: number }
+  /** Snapshot inside one qcow2 file (storages without snapshot-as-volume-chain). */
+  | { kind: 'internal-snapshot'; layer: string; action: 'create' | 'apply' | 'delete'; name: string }
+  /** Steps that act through a running QEMU (engine/live-steps.ts runs them), each with an offline equivalent for repair. */
+  | LiveStep;
+
+export type OperationKind =
+  | 'snapshot-create'
+  | 'snapshot-rollback'
+  | 'snapshot-delete'
+  | 'resize'
+  | 'free';
+
+export interface StrategyOption {
+  strategy: string;
+  valid: boolean;
+  bytesMoved: number;
+  reason: string;
+}
+
+export interface Plan {
+  operation: OperationKind;
+  volid: string;
+  vmid: number;
+  /** The snapshot the operation is about, for snapshot operations. */
+  snapshot?: string;
+  /** One line saying what the plan achieves. */
+  summary: string;
+  steps: Step[];
+  /** Bytes of guest data the plan copies (commit/rebase). */
+  bytesMoved: number;
+  /** For delete: every strategy considered, with why it was or was not chosen. */
+  strategies?: StrategyOption[];
+  /** Set when the plan acts through a running QEMU: its QMP socket (repair talks to it if it still runs). */
+  live?: { socket: string };
+  /**
+   * Dry runs on storages with fixed-size layers (LVM), for plans engine/space.ts understands (snapshot create): the
+   * space the plan takes, against the same operation with PVE 9's full-size layers.
+   */
+  space?: PlanSpace;
+}
+
+/** What a plan does to the storage's free space, as volchain runs it and with PVE 9's full-size layers. */
+export interface PlanSpace {
+  /** Bytes of the new layers the plan creates (each a full-size writable layer). */
+  allocatedBytes: number;
+  /**
+   * Bytes given back by shrinking layers that become snapshots to their image end; null when that end is
+   * not known beforehand (the layer cannot be read here without activating it).
+   */
+  releasedBytes: number | null;
+  /** allocatedBytes - releasedBytes: how much free space the operation takes (null when released is). */
+  netBytes: number | null;
+  /** The same operation with PVE 9's full-size layers: the same new layers, nothing given back. */
+  fullSize: { allocatedBytes: number; releasedBytes: number; netBytes: number };
+}
+
+/**
+ * Steps of live plans: what a running QEMU must do while volchain changes the files of a chain it has open.
+ * Every live step has an offline equivalent that repair runs when QEMU is gone (engine/live-steps.ts explains
+ * why that is safe, and runs the mapping).
+ */
+export type LiveStep =
+  /**
+   * Open `layer` (by then under its final name) in QEMU as a new, empty top: protocol node `protocolNode` and
+   * qcow2 node `node` with `backing: null`. Undo: close both.
+   */
+  | { kind: 'qmp-open'; layer: string; node: string; protocolNode: string }
+  /**
+   * Switch QEMU's disk from the top node `node` onto `overlay` (blockdev-snapshot): from here the guest writes
+   * into the overlay and `node` is a read-only snapshot layer. The qmp-snapshot steps of one operation (one
+   * per disk) run as one QMP transaction: one instant for every disk. No undo.
+   */
+  | { kind: 'qmp-snapshot'; layer: string; node: string; overlay: string }
+  /**
+   * block-stream into `layer` (node `node`) of what it reads from `from`, down to `onto` (node `baseNode`;
+   * null: no backing at all), writing `onto` as the backing name. The child's view never changes, so a
+   * cancelled stream changes nothing that matters (undo: nothing).
+   */
+  | { kind: 'qmp-stream'; layer: string; node: string; from: string; onto: string | null; baseNode: string | null; bytes: number; jobId: string }
+  /**
+   * block-commit of `top` (node `topNode`) into its backing `base` (node `baseNode`), in the chain whose top
+   * node is `rootNode`. `active`: `top` is the chain's top; the job then stops at READY and the next step
+   * (qmp-pivot) completes it. Otherwise the job ends by itself, writing `top`'s name into the header of the
+   * layer above it (the name `base` is about to take). Writes into `base`: a cancelled commit leaves `base`
+   * holding part of `top`'s data (no undo: repair finishes the commit).
+   */
+  | { kind: 'qmp-commit'; top: string; topNode: string; base: string; baseNode: string; rootNode: string; active: boolean; bytes: number; jobId: string }
+  /**
+   * Completes a READY active commit: pauses the guest (when `resume`: it was running), job-complete, waits
+   * until QEMU runs on `base`'s node. The guest stays paused until the journal says so (next step).
+   */
+  | { kind: 'qmp-pivot'; top: string; topNode: string; base: string; baseNode: string; jobId: string; resume: boolean }
+  /** Resumes the guest paused by qmp-pivot (when `resume`). */
+  | { kind: 'qmp-resume'; resume: boolean }
+  /** Closes the nodes of a layer QEMU no longer uses (blockdev-del, format node first). */
+  | { kind: 'qmp-close'; layer: string; nodes: string[] };
+
+export type LiveStepKind = LiveStep['kind'];
