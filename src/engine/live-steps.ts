@@ -47,11 +47,19 @@ export type LiveStep =
   /** Resumes the guest paused by qmp-pivot (when `resume`). */
   | { kind: 'qmp-resume'; resume: boolean }
   /** Closes the nodes of a layer QEMU no longer uses (blockdev-del, format node first). */
-  | { kind: 'qmp-close'; layer: string; nodes: string[] };
+  | { kind: 'qmp-close'; layer: string; nodes: string[] }
+  /**
+   * Gives a layer below the top (node `node`) the node names `to` and opens it under its current file name
+   * `layer` (PVE's names, live-pve-graph.ts): new read-only nodes on the same file, the node above switched
+   * onto them (blockdev-reopen), the old nodes closed. The guest's view never changes. `openedAs`: the layer
+   * name the old nodes were opened under, free by now, which is a hard link to `layer` during the step
+   * (live-rename.ts); offline, the step only drops such a link left behind.
+   */
+  | { kind: 'qmp-rename'; layer: string; node: string; protocolNode: string | undefined; to: { format: string; protocol: string }; openedAs?: string };
 
 export type LiveStepKind = LiveStep['kind'];
 
-const LIVE_KINDS: ReadonlySet<string> = new Set<LiveStepKind>(['qmp-open', 'qmp-snapshot', 'qmp-stream', 'qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close']);
+const LIVE_KINDS: ReadonlySet<string> = new Set<LiveStepKind>(['qmp-open', 'qmp-snapshot', 'qmp-stream', 'qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close', 'qmp-rename']);
 
 export function isLiveStep(step: { kind: string }): step is LiveStep {
   return LIVE_KINDS.has(step.kind);
@@ -73,6 +81,8 @@ export function describeLiveStep(step: LiveStep): string {
       return step.resume ? 'QEMU: resume the guest' : 'QEMU: (guest was not running: leave it paused)';
     case 'qmp-close':
       return `QEMU: close the nodes of ${step.layer} (${step.nodes.join(', ')})`;
+    case 'qmp-rename':
+      return `QEMU: reopen ${step.layer} (node ${step.node}) as node ${step.to.format}`;
   }
 }
 
@@ -83,6 +93,7 @@ export function liveUndoOf(step: LiveStep): Step | 'nothing' | 'impossible' {
       return { kind: 'qmp-close', layer: step.layer, nodes: [step.node, step.protocolNode] };
     case 'qmp-stream':
     case 'qmp-resume':
+    case 'qmp-rename': // both node sets read the same file: the graph is consistent either way
       return 'nothing';
     default:
       return 'impossible';
@@ -108,6 +119,9 @@ export function offlineEquivalent(step: LiveStep): Step | null {
       return step.active ? null : { kind: 'commit', top: step.top, base: step.base, bytes: step.bytes };
     case 'qmp-pivot':
       return { kind: 'commit', top: step.top, base: step.base, bytes: 0 };
+    case 'qmp-rename':
+      // Run as a redo, a rename whose target exists only drops the source when it is the same file (a link).
+      return step.openedAs !== undefined && step.openedAs !== step.layer ? { kind: 'rename', from: step.openedAs, to: step.layer } : null;
     default:
       return null;
   }
