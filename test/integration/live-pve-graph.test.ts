@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BLOCK, MiB, checkAllLayers, cliJson, cliOk, makeStorage, writePatterns, type Blocks, type TestStorage } from './helpers.js';
+import { BLOCK, MiB, checkAllLayers, cli, cliJson, cliOk, makeStorage, writePatterns, type Blocks, type TestStorage } from './helpers.js';
 import { runningQemuPids, startQemu } from './qemu-harness.js';
 import { GuestWriter, assertImages, diskChain, snapshotInstants, type LiveVm, type Window } from './live-helpers.js';
 import { pveDriveBlockdev, pveName, pveThrottleGroup, qemuHasDiscardNoUnref } from './pve-qemu.js';
@@ -46,6 +46,55 @@ interface AttachLayer {
   openedAs: string | null;
 }
 
+/** A VM with one disk `volid` (current layer + the given snapshots, top first) started as PVE 9 starts it. */
+async function startPveVm(vmid: number, volid: string, snaps: readonly string[]): Promise<{ live: LiveVm; dir: string; name: string }> {
+  const name = volid.split('/').pop() ?? '';
+  const dir = join(s.path, 'images', String(vmid));
+  const socket = join(s.root, `qmp-pve-graph-${vmid}-${Date.now()}.sock`);
+  const layers: [string | undefined, string][] = [[undefined, join(dir, name)], ...snaps.map((sn): [string, string] => [sn, join(dir, `snap-${sn}-${name}`)])];
+  const vm = await startQemu({
+    machine: 'q35',
+    extraArgs: [
+      '-object', JSON.stringify(pveThrottleGroup(DRIVE)),
+      '-blockdev', JSON.stringify(pveDriveBlockdev(DRIVE, volid, layers, await qemuHasDiscardNoUnref())),
+      '-device', 'virtio-scsi-pci,id=scsihw0',
+      '-device', `scsi-hd,bus=scsihw0.0,drive=drive-${DRIVE},id=${DRIVE}`,
+      '-qmp', `unix:${socket},server=on,wait=off`,
+    ],
+  });
+  return { live: { vm, socket, disks: [DRIVE], volids: [volid], stop: () => vm.stop() }, dir, name };
+}
+
+/** QEMU's graph against what PVE computes for the chain on disk; returns the chain's snapshots, top first. */
+async function checkPveGraph(live: LiveVm, vmid: number, volid: string, dir: string, name: string, context: string): Promise<(string | undefined)[]> {
+  const snapOf = (layer: string): string | undefined => (layer === name ? undefined : layer.slice('snap-'.length, -(name.length + 1)));
+  const chain = await diskChain(dir, name);
+  const expected = chain.map((layer) => ({ layer, snap: snapOf(layer), path: join(dir, layer) }));
+  const nodes = await live.vm.client.execute<NodeInfo[]>('query-named-block-nodes', { flat: true });
+  const want = new Set([`drive-${DRIVE}`, ...expected.flatMap((l) => [pveName('f', DRIVE, volid, l.snap), pveName('e', DRIVE, volid, l.snap)])]);
+  assert.deepEqual(new Set(nodes.map((n) => n['node-name'])), want, `${context}: QEMU has exactly the throttle node and PVE's f/e nodes of ${chain.join(' -> ')}`);
+  for (const l of expected) {
+    const file = nodes.find((n) => n['node-name'] === pveName('e', DRIVE, volid, l.snap));
+    assert.deepEqual([file?.drv, file?.file], ['file', l.path], `${context}: the file node of ${l.layer} is opened under its name today`);
+  }
+  const blocks = await live.vm.client.execute<{ qdev?: string; inserted?: { 'node-name': string; drv: string } }[]>('query-block');
+  const top = blocks.find((b) => b.qdev === DRIVE)?.inserted;
+  assert.deepEqual([top?.['node-name'], top?.drv], [`drive-${DRIVE}`, 'throttle'], `${context}: the guest device is on the throttle node`);
+  // The order: volchain's own reading of QEMU's chain (by backing links) against the chain on disk.
+  const info = await cliJson<{ disks: { volid: string; open: boolean; layers: AttachLayer[]; detached: unknown[]; problems: string[] }[] }>(s, ['vm', 'attach-info', String(vmid), '--qmp', live.socket]);
+  const d = info.disks.find((x) => x.volid === volid);
+  assert.deepEqual(d?.problems, [], `${context}: QEMU and the headers agree`);
+  assert.deepEqual(d?.detached, [], `${context}: no leftover nodes`);
+  assert.deepEqual(
+    d?.layers.map((l) => [l.layer, l.node, l.protocolNode, l.openedAs]),
+    expected.map((l) => [l.layer, pveName('f', DRIVE, volid, l.snap), pveName('e', DRIVE, volid, l.snap), l.path]),
+    `${context}: layer by layer, QEMU's chain is PVE's`,
+  );
+  const files = (await readdir(dir)).sort();
+  assert.deepEqual(files, [...chain].sort(), `${context}: no temporary layer or link is left`);
+  return expected.map((l) => l.snap);
+}
+
 describe('live operations leave the graph PVE 9 would leave', () => {
   it('after vm snapshot --qmp and live deletes of the newest, a middle and the oldest snapshot under guest writes, every node has PVE\'s name and file name', TEST_TIMEOUT, async () => {
     const volid = (await cliOk(s, ['alloc', s.id, String(VMID), String(SIZE)])).trim();
@@ -54,72 +103,33 @@ describe('live operations leave the graph PVE 9 would leave', () => {
     await writePatterns(s.layer(VMID, name), [{ byte: 0xa0, offset: 0, len: 16 * BLOCK }]);
     const initial: Blocks = new Map(Array.from({ length: 16 }, (_, b) => [b, 0xa0]));
     await cliOk(s, ['vm', 'snapshot', String(VMID), 'base0']);
-    const snapOf = (layer: string): string | undefined => (layer === name ? undefined : layer.slice('snap-'.length, -(name.length + 1)));
     const pathOf = (snap: string): string => join(dir, `snap-${snap}-${name}`);
 
-    const socket = join(s.root, `qmp-pve-graph-${Date.now()}.sock`);
-    const vm = await startQemu({
-      machine: 'q35',
-      extraArgs: [
-        '-object', JSON.stringify(pveThrottleGroup(DRIVE)),
-        '-blockdev', JSON.stringify(pveDriveBlockdev(DRIVE, volid, [[undefined, s.layer(VMID, name)], ['base0', pathOf('base0')]], await qemuHasDiscardNoUnref())),
-        '-device', 'virtio-scsi-pci,id=scsihw0',
-        '-device', `scsi-hd,bus=scsihw0.0,drive=drive-${DRIVE},id=${DRIVE}`,
-        '-qmp', `unix:${socket},server=on,wait=off`,
-      ],
-    });
-    const live: LiveVm = { vm, socket, disks: [DRIVE], volids: [volid], stop: () => vm.stop() };
+    const { live } = await startPveVm(VMID, volid, ['base0']);
+    const vm = live.vm;
     const writer = new GuestWriter(live, [initial], { blocks: 64, seed: 1414 });
     const windows = new Map<string, Window>();
-
-    /** QEMU's graph against what PVE computes for the chain on disk; returns the chain's snapshots, top first. */
-    const checkPveGraph = async (context: string): Promise<(string | undefined)[]> => {
-      const chain = await diskChain(dir, name);
-      const expected = chain.map((layer) => ({ layer, snap: snapOf(layer), path: join(dir, layer) }));
-      const nodes = await vm.client.execute<NodeInfo[]>('query-named-block-nodes', { flat: true });
-      const want = new Set(['drive-scsi0', ...expected.flatMap((l) => [pveName('f', DRIVE, volid, l.snap), pveName('e', DRIVE, volid, l.snap)])]);
-      assert.deepEqual(new Set(nodes.map((n) => n['node-name'])), want, `${context}: QEMU has exactly the throttle node and PVE's f/e nodes of ${chain.join(' -> ')}`);
-      for (const l of expected) {
-        const file = nodes.find((n) => n['node-name'] === pveName('e', DRIVE, volid, l.snap));
-        assert.deepEqual([file?.drv, file?.file], ['file', l.path], `${context}: the file node of ${l.layer} is opened under its name today`);
-      }
-      const blocks = await vm.client.execute<{ qdev?: string; inserted?: { 'node-name': string; drv: string } }[]>('query-block');
-      const top = blocks.find((b) => b.qdev === DRIVE)?.inserted;
-      assert.deepEqual([top?.['node-name'], top?.drv], ['drive-scsi0', 'throttle'], `${context}: the guest device is on the throttle node`);
-      // The order: volchain's own reading of QEMU's chain (by backing links) against the chain on disk.
-      const info = await cliJson<{ disks: { volid: string; open: boolean; layers: AttachLayer[]; detached: unknown[]; problems: string[] }[] }>(s, ['vm', 'attach-info', String(VMID), '--qmp', socket]);
-      const d = info.disks.find((x) => x.volid === volid);
-      assert.deepEqual(d?.problems, [], `${context}: QEMU and the headers agree`);
-      assert.deepEqual(d?.detached, [], `${context}: no leftover nodes`);
-      assert.deepEqual(
-        d?.layers.map((l) => [l.layer, l.node, l.protocolNode, l.openedAs]),
-        expected.map((l) => [l.layer, pveName('f', DRIVE, volid, l.snap), pveName('e', DRIVE, volid, l.snap), l.path]),
-        `${context}: layer by layer, QEMU's chain is PVE's`,
-      );
-      const files = (await readdir(dir)).sort();
-      assert.deepEqual(files, [...chain].sort(), `${context}: no temporary layer is left`);
-      return expected.map((l) => l.snap);
-    };
+    const checkGraph = (context: string): Promise<(string | undefined)[]> => checkPveGraph(live, VMID, volid, dir, name, context);
 
     try {
-      assert.deepEqual(await checkPveGraph('as PVE started it'), [undefined, 'base0']);
+      assert.deepEqual(await checkGraph('as PVE started it'), [undefined, 'base0']);
       for (let i = 0; i < 6; i++) await writer.writeOne();
       writer.start();
       for (const snap of ['s1', 's2', 's3', 's4']) {
-        const { window } = await writer.window(() => cliOk(s, ['vm', 'snapshot', String(VMID), snap, '--qmp', socket]));
+        const { window } = await writer.window(() => cliOk(s, ['vm', 'snapshot', String(VMID), snap, '--qmp', live.socket]));
         windows.set(snap, window);
-        await checkPveGraph(`after snapshot ${snap}`);
+        await checkGraph(`after snapshot ${snap}`);
       }
       writer.check();
       // The newest (the current layer's backing: on QEMU 7.2 an active commit, then the guest moved onto f/e(current)).
-      await cliOk(s, ['vm', 'delsnapshot', String(VMID), 's4', '--qmp', socket]);
-      assert.deepEqual(await checkPveGraph('after deleting the newest, s4'), [undefined, 's3', 's2', 's1', 'base0']);
+      await cliOk(s, ['vm', 'delsnapshot', String(VMID), 's4', '--qmp', live.socket]);
+      assert.deepEqual(await checkGraph('after deleting the newest, s4'), [undefined, 's3', 's2', 's1', 'base0']);
       // A middle one: its child s3 is committed into it, which then takes s3's names.
-      await cliOk(s, ['vm', 'delsnapshot', String(VMID), 's2', '--qmp', socket]);
-      assert.deepEqual(await checkPveGraph('after deleting a middle one, s2'), [undefined, 's3', 's1', 'base0']);
+      await cliOk(s, ['vm', 'delsnapshot', String(VMID), 's2', '--qmp', live.socket]);
+      assert.deepEqual(await checkGraph('after deleting a middle one, s2'), [undefined, 's3', 's1', 'base0']);
       // The oldest (PVE's own way: commit the child into it, rename it to the child).
-      await cliOk(s, ['vm', 'delsnapshot', String(VMID), 'base0', '--qmp', socket]);
-      assert.deepEqual(await checkPveGraph('after deleting the oldest, base0'), [undefined, 's3', 's1']);
+      await cliOk(s, ['vm', 'delsnapshot', String(VMID), 'base0', '--qmp', live.socket]);
+      assert.deepEqual(await checkGraph('after deleting the oldest, base0'), [undefined, 's3', 's1']);
       writer.check();
       await writer.stop();
       assert.ok(writer.writes.length >= 20, `the guest wrote throughout (${writer.writes.length} writes)`);
@@ -141,5 +151,76 @@ describe('live operations leave the graph PVE 9 would leave', () => {
     }
     await assertImages([{ path: s.layer(VMID, name), blocks: writer.stateAfter(0, writer.writes.length), totalBlocks: TOTAL_BLOCKS, context: 'current layer' }]);
     assert.equal(await checkAllLayers(s.path, VMID), 3, 'qemu-img check of every layer');
+  });
+
+  it('volchain killed at every step that keeps PVE\'s names: repair finishes the operation live, leaving PVE\'s graph and every snapshot\'s data', TEST_TIMEOUT, async () => {
+    const vmid = 120;
+    const volid = (await cliOk(s, ['alloc', s.id, String(vmid), String(SIZE)])).trim();
+    const name = volid.split('/').pop() ?? '';
+    await writePatterns(s.layer(vmid, name), [{ byte: 0xa0, offset: 0, len: 16 * BLOCK }]);
+    const initial: Blocks = new Map(Array.from({ length: 16 }, (_, b) => [b, 0xa0]));
+    const { live, dir } = await startPveVm(vmid, volid, []);
+    const writer = new GuestWriter(live, [initial], { blocks: 64, seed: 120, pauseMs: 20 });
+    const windows = new Map<string, Window>();
+    const snapshots: string[] = [];
+    const steps = async (args: string[]): Promise<string[]> =>
+      (await cliJson<{ plans: { steps: { kind: string }[] }[] }>(s, [...args, '--qmp', live.socket, '--dry-run'])).plans[0]?.steps.map((st) => st.kind) ?? [];
+    const crashAndRepair = async (args: string[], crashAt: string): Promise<Window> => {
+      const { window } = await writer.window(async () => {
+        const r = await cli(s, [...args, '--qmp', live.socket], { env: { VOLCHAIN_CRASH_AT: crashAt } });
+        assert.equal(r.code, 128, `${args.join(' ')} with VOLCHAIN_CRASH_AT=${crashAt} was killed (exit ${r.code}: ${r.stderr})`);
+        assert.match(await cliOk(s, ['repair', volid]), /repaired/);
+      });
+      writer.check();
+      await checkPveGraph(live, vmid, volid, dir, name, `after repairing ${args.join(' ')} killed at ${crashAt}`);
+      return window;
+    };
+    try {
+      await checkPveGraph(live, vmid, volid, dir, name, 'as PVE started it');
+      writer.start();
+      const createSteps = await steps(['snapshot', 'create', volid, 'probe']);
+      assert.deepEqual(createSteps, [
+        'create-overlay', 'rename', 'rename', 'qmp-open', 'qmp-snapshot',
+        'qmp-rename', 'create-overlay', 'qmp-open', 'qmp-snapshot', 'qmp-rename', 'qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close', 'remove',
+      ]);
+      // From the first switch on (step 5), every step, and right after the second switch and the pivot.
+      const cases = [...createSteps.map((_, i) => `${i + 1}:started`).slice(4), '9:after', '12:after'];
+      for (const [i, c] of cases.entries()) {
+        const snap = `c${i}`;
+        windows.set(snap, await crashAndRepair(['snapshot', 'create', volid, snap], `snapshot-create:${c}`));
+        snapshots.push(snap);
+      }
+      // Deleting the newest: an active commit and pivot, then the guest moved onto f/e(current).
+      const newest = await steps(['snapshot', 'delete', volid, snapshots[snapshots.length - 1] as string]);
+      assert.deepEqual(newest, ['qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close', 'replace',
+        'create-overlay', 'qmp-open', 'qmp-snapshot', 'qmp-rename', 'qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close', 'remove']);
+      for (const c of ['5:started', '8:started', '9:started', '9:after', '10:started', '11:started']) {
+        const snap = snapshots.pop() as string;
+        await crashAndRepair(['snapshot', 'delete', volid, snap], `snapshot-delete:${c}`);
+        windows.delete(snap);
+      }
+      // Deleting the oldest (its child a snapshot): the merged layer reopened under the child's names.
+      const oldest = await steps(['snapshot', 'delete', volid, snapshots[0] as string]);
+      assert.deepEqual(oldest, ['qmp-commit', 'qmp-close', 'replace', 'qmp-rename']);
+      for (const c of ['4:started', '3:after']) {
+        const snap = snapshots.shift() as string;
+        await crashAndRepair(['snapshot', 'delete', volid, snap], `snapshot-delete:${c}`);
+        windows.delete(snap);
+      }
+      writer.check();
+      await writer.stop();
+    } catch (err) {
+      if (!live.vm.isAlive()) console.error(`QEMU died: ${live.vm.stderr()}`);
+      throw err;
+    } finally {
+      await writer.stop().catch(() => undefined);
+      await live.vm.stop();
+    }
+    assert.ok(snapshots.length >= 2, `snapshots left to check: ${snapshots.join(', ')}`);
+    for (const snap of snapshots) {
+      const fits = await snapshotInstants(writer, 0, join(dir, `snap-${snap}-${name}`), windows.get(snap) as Window, TOTAL_BLOCKS, s.root);
+      assert.ok(fits.length > 0, `${snap} holds the disk as it was at one instant of its snapshot`);
+    }
+    await assertImages([{ path: s.layer(vmid, name), blocks: writer.stateAfter(0, writer.writes.length), totalBlocks: TOTAL_BLOCKS, context: 'current layer' }]);
   });
 });
