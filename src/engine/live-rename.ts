@@ -12,8 +12,15 @@
  *    them). The guest's view does not change: both nodes read the same file.
  * 3. blockdev-del the old nodes that the monitor owns (nodes nested in a -blockdev, as PVE starts a VM, are
  *    freed by QEMU once their parent lets go).
+ * Before 1, two QEMU 7.2 quirks: a layer opened read-write (PVE opens every layer so) holds its file's write
+ * lock even below the top, so it is reopened read-only first; and QEMU reopens a file node by the name it was
+ * opened with whenever the permissions on it change (file-posix raw_reconfigure_getfd), which 2 does to the old
+ * nodes, so when that name is free (the plan renamed the layer away from it: `openedAs`) it is made a hard
+ * link to the layer for the step, and unlinked at its end.
  * If we die after 1: a dangling new node (redo deletes it and adds it again). After 2: the old nodes may stay
- * open unused (redo deletes them). QEMU stays consistent at every point; nothing on disk changes.
+ * open unused (redo deletes them). A link left behind is the same file under an old name: redo, or offline the
+ * step's equivalent (a redone rename), removes it. QEMU stays consistent at every point: every node involved
+ * reads the same file, the guest's view never changes.
  */
 import { link, stat, unlink } from 'node:fs/promises';
 import { VolchainError } from '../errors.js';
@@ -90,7 +97,8 @@ export async function runQmpRename(c: QmpClient, socket: string, path: string, o
       // QEMU 7.2 reopens a file node by the name it was opened with whenever the permissions on it change
       // (file-posix raw_reconfigure_getfd), which the switch below does to the old node: give the file that
       // name again for the switch (a hard link, the same file), so that reopen finds the layer it had.
-      if (openedAs !== undefined && layer.path === openedAs && openedAs !== path) {
+      // Regular files only: an LV's name is a device node (LVM live is untested, README).
+      if (openedAs !== undefined && layer.path === openedAs && openedAs !== path && (await stat(path)).isFile()) {
         try {
           await link(path, openedAs);
           linked = true;
