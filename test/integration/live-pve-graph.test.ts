@@ -223,4 +223,34 @@ describe('live operations leave the graph PVE 9 would leave', () => {
     }
     await assertImages([{ path: s.layer(vmid, name), blocks: writer.stateAfter(0, writer.writes.length), totalBlocks: TOTAL_BLOCKS, context: 'current layer' }]);
   });
+
+  it('QEMU gone in the middle of moving the guest off the old top: offline repair commits the overlay into the current layer and removes it', TEST_TIMEOUT, async () => {
+    const vmid = 130;
+    const volid = (await cliOk(s, ['alloc', s.id, String(vmid), String(SIZE)])).trim();
+    const name = volid.split('/').pop() ?? '';
+    const initial: Blocks = new Map();
+    const { live, dir } = await startPveVm(vmid, volid, []);
+    const writer = new GuestWriter(live, [initial], { blocks: 64, seed: 130 });
+    try {
+      for (let i = 0; i < 6; i++) await writer.writeOne();
+      // Killed when the commit of the overlay back is about to start: the guest writes into the overlay.
+      const r = await cli(s, ['vm', 'snapshot', String(vmid), 's1', '--qmp', live.socket], { env: { VOLCHAIN_CRASH_AT: 'snapshot-create:11:started' } });
+      assert.equal(r.code, 128, `killed (exit ${r.code}: ${r.stderr})`);
+      const swap = (await readdir(dir)).filter((f) => f.startsWith('.volchain-tmp-swap-'));
+      assert.equal(swap.length, 1, 'the overlay exists');
+      for (let i = 0; i < 4; i++) await writer.writeOne();
+    } finally {
+      await live.vm.stop();
+    }
+    assert.match(await cliOk(s, ['repair', volid]), /repaired/);
+    assert.deepEqual(await diskChain(dir, name), [name, `snap-s1-${name}`]);
+    assert.deepEqual((await readdir(dir)).sort(), [name, `snap-s1-${name}`].sort(), 'the overlay is gone');
+    await assertImages([
+      { path: join(dir, `snap-s1-${name}`), blocks: writer.stateAfter(0, 6), totalBlocks: TOTAL_BLOCKS, context: 's1' },
+      { path: s.layer(vmid, name), blocks: writer.stateAfter(0, writer.writes.length), totalBlocks: TOTAL_BLOCKS, context: 'current layer, with what the guest wrote into the overlay' },
+    ]);
+    assert.equal(await checkAllLayers(s.path, vmid), 2, 'qemu-img check of every layer');
+    // Nothing is left unfinished: the VM can be started again.
+    await cliOk(s, ['qemu-args', volid, '--drive-id', DRIVE]);
+  });
 });
