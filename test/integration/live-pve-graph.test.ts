@@ -46,53 +46,82 @@ interface AttachLayer {
   openedAs: string | null;
 }
 
-/** A VM with one disk `volid` (current layer + the given snapshots, top first) started as PVE 9 starts it. */
-async function startPveVm(vmid: number, volid: string, snaps: readonly string[]): Promise<{ live: LiveVm; dir: string; name: string }> {
-  const name = volid.split('/').pop() ?? '';
-  const dir = join(s.path, 'images', String(vmid));
-  const socket = join(s.root, `qmp-pve-graph-${vmid}-${Date.now()}.sock`);
-  const layers: [string | undefined, string][] = [[undefined, join(dir, name)], ...snaps.map((sn): [string, string] => [sn, join(dir, `snap-${sn}-${name}`)])];
-  const vm = await startQemu({
-    machine: 'q35',
-    extraArgs: [
-      '-object', JSON.stringify(pveThrottleGroup(DRIVE)),
-      '-blockdev', JSON.stringify(pveDriveBlockdev(DRIVE, volid, layers, await qemuHasDiscardNoUnref())),
-      '-device', 'virtio-scsi-pci,id=scsihw0',
-      '-device', `scsi-hd,bus=scsihw0.0,drive=drive-${DRIVE},id=${DRIVE}`,
-      '-qmp', `unix:${socket},server=on,wait=off`,
-    ],
-  });
-  return { live: { vm, socket, disks: [DRIVE], volids: [volid], stop: () => vm.stop() }, dir, name };
+interface PveDisk {
+  volid: string;
+  drive: string;
 }
 
-/** QEMU's graph against what PVE computes for the chain on disk; returns the chain's snapshots, top first. */
-async function checkPveGraph(live: LiveVm, vmid: number, volid: string, dir: string, name: string, context: string): Promise<(string | undefined)[]> {
-  const snapOf = (layer: string): string | undefined => (layer === name ? undefined : layer.slice('snap-'.length, -(name.length + 1)));
-  const chain = await diskChain(dir, name);
-  const expected = chain.map((layer) => ({ layer, snap: snapOf(layer), path: join(dir, layer) }));
-  const nodes = await live.vm.client.execute<NodeInfo[]>('query-named-block-nodes', { flat: true });
-  const want = new Set([`drive-${DRIVE}`, ...expected.flatMap((l) => [pveName('f', DRIVE, volid, l.snap), pveName('e', DRIVE, volid, l.snap)])]);
-  assert.deepEqual(new Set(nodes.map((n) => n['node-name'])), want, `${context}: QEMU has exactly the throttle node and PVE's f/e nodes of ${chain.join(' -> ')}`);
-  for (const l of expected) {
-    const file = nodes.find((n) => n['node-name'] === pveName('e', DRIVE, volid, l.snap));
-    assert.deepEqual([file?.drv, file?.file], ['file', l.path], `${context}: the file node of ${l.layer} is opened under its name today`);
+const nameOf = (volid: string): string => volid.split('/').pop() ?? '';
+
+/** A VM started as PVE 9 starts it, with each disk's current layer and the given snapshots (top first). */
+async function startPveVmDisks(vmid: number, disks: readonly (PveDisk & { snaps: readonly string[] })[]): Promise<LiveVm> {
+  const dir = join(s.path, 'images', String(vmid));
+  const socket = join(s.root, `qmp-pve-graph-${vmid}-${Date.now()}.sock`);
+  const noUnref = await qemuHasDiscardNoUnref();
+  const args: string[] = ['-device', 'virtio-scsi-pci,id=scsihw0'];
+  for (const d of disks) {
+    const name = nameOf(d.volid);
+    const layers: [string | undefined, string][] = [[undefined, join(dir, name)], ...d.snaps.map((sn): [string, string] => [sn, join(dir, `snap-${sn}-${name}`)])];
+    args.unshift('-object', JSON.stringify(pveThrottleGroup(d.drive)), '-blockdev', JSON.stringify(pveDriveBlockdev(d.drive, d.volid, layers, noUnref)));
+    args.push('-device', `scsi-hd,bus=scsihw0.0,drive=drive-${d.drive},id=${d.drive}`);
   }
+  const vm = await startQemu({ machine: 'q35', extraArgs: [...args, '-qmp', `unix:${socket},server=on,wait=off`] });
+  return { vm, socket, disks: disks.map((d) => d.drive), volids: disks.map((d) => d.volid), stop: () => vm.stop() };
+}
+
+/** A VM with one disk `volid` on DRIVE. */
+async function startPveVm(vmid: number, volid: string, snaps: readonly string[]): Promise<{ live: LiveVm; dir: string; name: string }> {
+  const live = await startPveVmDisks(vmid, [{ volid, drive: DRIVE, snaps }]);
+  return { live, dir: join(s.path, 'images', String(vmid)), name: nameOf(volid) };
+}
+
+/**
+ * QEMU's graph against what PVE computes for the chains on disk: exactly each drive's throttle node and PVE's
+ * f/e nodes of its chain, each file node on the layer's current file, in chain order. Returns each disk's
+ * snapshots, top first.
+ */
+async function checkPveGraphDisks(live: LiveVm, vmid: number, disks: readonly PveDisk[], context: string): Promise<(string | undefined)[][]> {
+  const dir = join(s.path, 'images', String(vmid));
+  const want = new Set<string>();
+  const perDisk: { disk: PveDisk; chain: string[]; expected: { layer: string; snap: string | undefined; path: string }[] }[] = [];
+  for (const disk of disks) {
+    const name = nameOf(disk.volid);
+    const snapOf = (layer: string): string | undefined => (layer === name ? undefined : layer.slice('snap-'.length, -(name.length + 1)));
+    const chain = await diskChain(dir, name);
+    const expected = chain.map((layer) => ({ layer, snap: snapOf(layer), path: join(dir, layer) }));
+    want.add(`drive-${disk.drive}`);
+    for (const l of expected) for (const t of ['f', 'e'] as const) want.add(pveName(t, disk.drive, disk.volid, l.snap));
+    perDisk.push({ disk, chain, expected });
+  }
+  const nodes = await live.vm.client.execute<NodeInfo[]>('query-named-block-nodes', { flat: true });
+  assert.deepEqual(new Set(nodes.map((n) => n['node-name'])), want, `${context}: QEMU has exactly the throttle nodes and PVE's f/e nodes of ${perDisk.map((p) => p.chain.join(' -> ')).join('; ')}`);
   const blocks = await live.vm.client.execute<{ qdev?: string; inserted?: { 'node-name': string; drv: string } }[]>('query-block');
-  const top = blocks.find((b) => b.qdev === DRIVE)?.inserted;
-  assert.deepEqual([top?.['node-name'], top?.drv], [`drive-${DRIVE}`, 'throttle'], `${context}: the guest device is on the throttle node`);
   // The order: volchain's own reading of QEMU's chain (by backing links) against the chain on disk.
   const info = await cliJson<{ disks: { volid: string; open: boolean; layers: AttachLayer[]; detached: unknown[]; problems: string[] }[] }>(s, ['vm', 'attach-info', String(vmid), '--qmp', live.socket]);
-  const d = info.disks.find((x) => x.volid === volid);
-  assert.deepEqual(d?.problems, [], `${context}: QEMU and the headers agree`);
-  assert.deepEqual(d?.detached, [], `${context}: no leftover nodes`);
-  assert.deepEqual(
-    d?.layers.map((l) => [l.layer, l.node, l.protocolNode, l.openedAs]),
-    expected.map((l) => [l.layer, pveName('f', DRIVE, volid, l.snap), pveName('e', DRIVE, volid, l.snap), l.path]),
-    `${context}: layer by layer, QEMU's chain is PVE's`,
-  );
-  const files = (await readdir(dir)).sort();
-  assert.deepEqual(files, [...chain].sort(), `${context}: no temporary layer or link is left`);
-  return expected.map((l) => l.snap);
+  const files = new Set<string>();
+  for (const { disk, chain, expected } of perDisk) {
+    for (const l of expected) {
+      const file = nodes.find((n) => n['node-name'] === pveName('e', disk.drive, disk.volid, l.snap));
+      assert.deepEqual([file?.drv, file?.file], ['file', l.path], `${context}: the file node of ${l.layer} is opened under its name today`);
+    }
+    const top = blocks.find((b) => b.qdev === disk.drive)?.inserted;
+    assert.deepEqual([top?.['node-name'], top?.drv], [`drive-${disk.drive}`, 'throttle'], `${context}: the guest device ${disk.drive} is on its throttle node`);
+    const d = info.disks.find((x) => x.volid === disk.volid);
+    assert.deepEqual(d?.problems, [], `${context}: QEMU and the headers agree`);
+    assert.deepEqual(d?.detached, [], `${context}: no leftover nodes`);
+    assert.deepEqual(
+      d?.layers.map((l) => [l.layer, l.node, l.protocolNode, l.openedAs]),
+      expected.map((l) => [l.layer, pveName('f', disk.drive, disk.volid, l.snap), pveName('e', disk.drive, disk.volid, l.snap), l.path]),
+      `${context}: layer by layer, QEMU's chain of ${disk.volid} is PVE's`,
+    );
+    for (const f of chain) files.add(f);
+  }
+  assert.deepEqual((await readdir(dir)).sort(), [...files].sort(), `${context}: no temporary layer or link is left`);
+  return perDisk.map((p) => p.expected.map((l) => l.snap));
+}
+
+async function checkPveGraph(live: LiveVm, vmid: number, volid: string, _dir: string, _name: string, context: string): Promise<(string | undefined)[]> {
+  return (await checkPveGraphDisks(live, vmid, [{ volid, drive: DRIVE }], context))[0] ?? [];
 }
 
 describe('live operations leave the graph PVE 9 would leave', () => {
@@ -252,5 +281,37 @@ describe('live operations leave the graph PVE 9 would leave', () => {
     assert.equal(await checkAllLayers(s.path, vmid), 2, 'qemu-img check of every layer');
     // Nothing is left unfinished: the VM can be started again.
     await cliOk(s, ['qemu-args', volid, '--drive-id', DRIVE]);
+  });
+
+  it('a VM-wide snapshot and delete of a VM with two PVE drives: both switched at one instant, both graphs PVE\'s', TEST_TIMEOUT, async () => {
+    const vmid = 140;
+    const disks: PveDisk[] = [];
+    for (const drive of ['scsi0', 'scsi1']) disks.push({ volid: (await cliOk(s, ['alloc', s.id, String(vmid), String(SIZE)])).trim(), drive });
+    const live = await startPveVmDisks(vmid, disks.map((d) => ({ ...d, snaps: [] })));
+    const writer = new GuestWriter(live, [new Map(), new Map()], { blocks: 32, seed: 140 });
+    const windows = new Map<string, Window>();
+    try {
+      writer.start();
+      for (const snap of ['t1', 't2', 't3']) {
+        windows.set(snap, (await writer.window(() => cliOk(s, ['vm', 'snapshot', String(vmid), snap, '--qmp', live.socket]))).window);
+        await checkPveGraphDisks(live, vmid, disks, `after vm snapshot ${snap}`);
+      }
+      await cliOk(s, ['vm', 'delsnapshot', String(vmid), 't2', '--qmp', live.socket]);
+      assert.deepEqual(await checkPveGraphDisks(live, vmid, disks, 'after vm delsnapshot t2'), [[undefined, 't3', 't1'], [undefined, 't3', 't1']]);
+      writer.check();
+      await writer.stop();
+    } finally {
+      await writer.stop().catch(() => undefined);
+      await live.vm.stop();
+    }
+    const dir = join(s.path, 'images', String(vmid));
+    for (const snap of ['t1', 't3']) {
+      const perDisk = await Promise.all(disks.map((d, i) => snapshotInstants(writer, i, join(dir, `snap-${snap}-${nameOf(d.volid)}`), windows.get(snap) as Window, TOTAL_BLOCKS, s.root)));
+      // One transaction: some instant fits every disk at once.
+      assert.ok((perDisk[0] ?? []).some((j) => (perDisk[1] ?? []).includes(j)), `${snap}: both disks hold the VM's state at one common instant`);
+    }
+    for (const [i, d] of disks.entries()) {
+      await assertImages([{ path: join(dir, nameOf(d.volid)), blocks: writer.stateAfter(i, writer.writes.length), totalBlocks: TOTAL_BLOCKS, context: `current layer of ${d.drive}` }]);
+    }
   });
 });
