@@ -20,6 +20,9 @@
  *   commit leaves S holding part of its child's data, so the journal stays and repair finishes the delete.
  * Either way nothing but S's own state is ever at stake before the job completes: the parent is never
  * written, and every other layer keeps its view.
+ *
+ * On a graph PVE 9 started (LiveDisk.pveDrive), both plans end with the steps that leave PVE's node names
+ * (live-pve-graph.ts).
  */
 import { NotFoundError, NotSupportedError } from '../errors.js';
 import { layerNodeNames } from '../qmp/blockdev.js';
