@@ -43,6 +43,7 @@ import { isLiveStep, offlineEquivalent } from './live-steps.js';
 import { runOfflineStep } from './offline-step.js';
 import { describeStep } from './plan.js';
 import { damagesWhenInterrupted, injectFault, isLong, isVolumeName, stepLayers, undoOf, type EngineEvent } from './step-rules.js';
+import { delIfPresent, runQmpRename } from './live-rename.js';
 
 export interface LiveSession {
   client: QmpClient;
@@ -205,11 +206,13 @@ export async function runLiveStep(backend: Backend, vmid: number, step: LiveStep
       if (!status.running && status.status === 'paused') await cont(c);
       return;
     }
-    case 'qmp-close': {
-      const existing = new Set((await queryNamedBlockNodes(c)).map((n) => n['node-name']));
-      for (const node of step.nodes) if (existing.has(node)) await blockdevDel(c, node);
+    case 'qmp-rename':
+      return runQmpRename(c, live.socket, backend.layerPath(vmid, step.layer), step.openedAs !== undefined ? backend.layerPath(vmid, step.openedAs) : undefined, step);
+    case 'qmp-close':
+      // One at a time: deleting a format node also frees a file node nested in it (nodes volchain's
+      // qmp-rename or PVE opened), and nested nodes are freed with their parent.
+      for (const node of step.nodes) await delIfPresent(c, node);
       return;
-    }
   }
 }
 

@@ -20,11 +20,15 @@
  *   commit leaves S holding part of its child's data, so the journal stays and repair finishes the delete.
  * Either way nothing but S's own state is ever at stake before the job completes: the parent is never
  * written, and every other layer keeps its view.
+ *
+ * On a graph PVE 9 started (LiveDisk.pveDrive), both plans end with the steps that leave PVE's node names
+ * (live-pve-graph.ts).
  */
 import { NotFoundError, NotSupportedError } from '../errors.js';
 import { layerNodeNames } from '../qmp/blockdev.js';
 import type { LiveStep, Plan, Step } from '../model/plan.js';
 import { planSnapshotCreate, planSnapshotDelete, type PlanContext } from './planners.js';
+import { pveRename, pveWriterSwap } from './live-pve-graph.js';
 import { findSnapshot, layer, type VolumeTree } from './volume-tree.js';
 
 /** QEMU's nodes for the layers of a volume's current chain (from live-match.ts), by layer name today. */
@@ -42,6 +46,8 @@ export interface LiveDisk {
    * node as its `device`, and below a filter the top is none.
    */
   rootFilter?: string;
+  /** PVE's drive id when `rootFilter` is PVE's throttle node: the plan then leaves PVE's node names (live-pve-graph.ts). */
+  pveDrive?: string;
 }
 
 /**
@@ -80,6 +86,12 @@ export function planLiveSnapshotCreate(tree: VolumeTree, ctx: PlanContext, snaps
     { kind: 'qmp-snapshot', layer: renameTop.to, node: top.node, overlay: names.format },
     ...rest,
   ];
+  if (disk.pveDrive !== undefined) {
+    // PVE's graph: the old top is snapshot S's layer now, the new top the current layer (live-pve-graph.ts).
+    steps.push(pveRename(tree, disk.pveDrive, renameTop.to, snapshot, top));
+    const x = liveTopNodeNames(disk.storage, `${tree.current}\0swap`, nonce);
+    steps.push(...pveWriterSwap(tree, ctx, disk, disk.pveDrive, { node: names.format, protocolNode: names.protocol }, x));
+  }
   return {
     ...offline,
     summary: `${offline.summary}, switching the running VM onto the new top`,
@@ -139,6 +151,12 @@ export function planLiveSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snaps
     // Point of no return as offline: the merged layer takes the child's name.
     steps.push({ kind: 'replace', from: target.name, to: chainChild });
     if (child.snapshot !== undefined) steps.push({ kind: 'freeze', layer: chainChild });
+    if (disk.pveDrive !== undefined) {
+      // PVE's graph: the snapshot's nodes now hold the child's layer under the child's name (live-pve-graph.ts).
+      const swap = liveTopNodeNames(disk.storage, `${tree.current}\0swap`, job);
+      if (active) steps.push(...pveWriterSwap(tree, ctx, disk, disk.pveDrive, snap, swap, target.name));
+      else steps.push(pveRename(tree, disk.pveDrive, chainChild, child.snapshot, snap, target.name));
+    }
     if (!offlineCommits) {
       bytesMoved = branches.length * target.definedBytes + child.definedBytes;
       strategies.push({

@@ -16,7 +16,7 @@ import type { LiveStep, LiveStepKind, Step } from '../model/plan.js';
 // The step shapes live in src/model/ (types only, shared with the journal); re-exported for existing importers.
 export type { LiveStep, LiveStepKind };
 
-const LIVE_KINDS: ReadonlySet<string> = new Set<LiveStepKind>(['qmp-open', 'qmp-snapshot', 'qmp-stream', 'qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close']);
+const LIVE_KINDS: ReadonlySet<string> = new Set<LiveStepKind>(['qmp-open', 'qmp-snapshot', 'qmp-stream', 'qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close', 'qmp-rename']);
 
 export function isLiveStep(step: { kind: string }): step is LiveStep {
   return LIVE_KINDS.has(step.kind);
@@ -38,6 +38,8 @@ export function describeLiveStep(step: LiveStep): string {
       return step.resume ? 'QEMU: resume the guest' : 'QEMU: (guest was not running: leave it paused)';
     case 'qmp-close':
       return `QEMU: close the nodes of ${step.layer} (${step.nodes.join(', ')})`;
+    case 'qmp-rename':
+      return `QEMU: reopen ${step.layer} (node ${step.node}) as node ${step.to.format}`;
   }
 }
 
@@ -48,6 +50,7 @@ export function liveUndoOf(step: LiveStep): Step | 'nothing' | 'impossible' {
       return { kind: 'qmp-close', layer: step.layer, nodes: [step.node, step.protocolNode] };
     case 'qmp-stream':
     case 'qmp-resume':
+    case 'qmp-rename': // both node sets read the same file: the graph is consistent either way
       return 'nothing';
     default:
       return 'impossible';
@@ -73,6 +76,9 @@ export function offlineEquivalent(step: LiveStep): Step | null {
       return step.active ? null : { kind: 'commit', top: step.top, base: step.base, bytes: step.bytes };
     case 'qmp-pivot':
       return { kind: 'commit', top: step.top, base: step.base, bytes: 0 };
+    case 'qmp-rename':
+      // Run as a redo, a rename whose target exists only drops the source when it is the same file (a link).
+      return step.openedAs !== undefined && step.openedAs !== step.layer ? { kind: 'rename', from: step.openedAs, to: step.layer } : null;
     default:
       return null;
   }

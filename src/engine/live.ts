@@ -28,6 +28,7 @@ import { QmpConnectError } from '../qmp/errors.js';
 import { checkDriveId, pveLayerNodeNames } from '../qmp/pve-names.js';
 import { installedQemuHasDiscardNoUnref } from '../tools/qemu-system.js';
 import { pveDriveTop } from './live-pve.js';
+import { pveDriveOf } from './live-pve-graph.js';
 import { readBlockView, type QemuBlockView } from '../qmp/live-view.js';
 import type { EngineEvent } from './executor.js';
 import { Journal, pendingOperations } from './journal.js';
@@ -312,6 +313,7 @@ function liveDiskOf(d: DiskMatch, socket: string, running: boolean, version: { m
     streamSafe: process.env.VOLCHAIN_LIVE_STREAM === 'always' ? true : process.env.VOLCHAIN_LIVE_STREAM === 'never' ? false : streamSafe(version, extendedL2),
     nodes: new Map(d.layers.map((l) => [l.layer, { node: l.qemu.node, protocolNode: l.qemu.protocolNode }])),
     ...(d.chain?.filters[0] !== undefined ? { rootFilter: d.chain.filters[0] } : {}),
+    ...(pveDriveOf(d.chain?.filters[0]) !== undefined ? { pveDrive: pveDriveOf(d.chain?.filters[0]) as string } : {}),
   };
 }
 

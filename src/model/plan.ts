@@ -120,6 +120,14 @@ export type LiveStep =
   /** Resumes the guest paused by qmp-pivot (when `resume`). */
   | { kind: 'qmp-resume'; resume: boolean }
   /** Closes the nodes of a layer QEMU no longer uses (blockdev-del, format node first). */
-  | { kind: 'qmp-close'; layer: string; nodes: string[] };
+  | { kind: 'qmp-close'; layer: string; nodes: string[] }
+  /**
+   * Gives a layer below the top (node `node`) the node names `to` and opens it under its current file name
+   * `layer` (PVE's names, engine/live-pve-graph.ts): new read-only nodes on the same file, the node above switched
+   * onto them (blockdev-reopen), the old nodes closed. The guest's view never changes. `openedAs`: the layer
+   * name the old nodes were opened under, free by now, which is a hard link to `layer` during the step
+   * (engine/live-rename.ts); offline, the step only drops such a link left behind.
+   */
+  | { kind: 'qmp-rename'; layer: string; node: string; protocolNode: string | undefined; to: { format: string; protocol: string }; openedAs?: string };
 
 export type LiveStepKind = LiveStep['kind'];

@@ -10,9 +10,9 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { BLOCK, MiB, checkAllLayers, cliFails, cliJson, cliOk, makeStorage, runCommand, writePatterns, type Blocks, type TestStorage } from './helpers.js';
+import { BLOCK, MiB, checkAllLayers, cliFails, cliJson, cliOk, makeStorage, writePatterns, type Blocks, type TestStorage } from './helpers.js';
+import { pveDriveBlockdev, pveName, qemuHasDiscardNoUnref } from './pve-qemu.js';
 import { guestWrite, runningQemuPids, startQemu } from './qemu-harness.js';
 import { GuestWriter, assertImages, diskChain, snapshotInstants, type LiveVm, type Window } from './live-helpers.js';
 
@@ -31,42 +31,6 @@ after(async () => {
 });
 
 const imagesDir = (): string => join(s.path, 'images', String(VMID));
-
-/** qemu-server's get_node_name, written from its Perl source. */
-function pveName(type: 'f' | 'e', drive: string, volid: string, snap?: string): string {
-  const info = `drive=${drive},${snap !== undefined ? `snap=${snap},` : ''}volid=${volid}`;
-  return type + createHash('sha256').update(info).digest('hex').slice(0, 30);
-}
-
-async function qemuHasDiscardNoUnref(): Promise<boolean> {
-  const r = await runCommand('qemu-system-x86_64', ['--version']);
-  const m = /version (\d+)\.(\d+)/.exec(r.stdout);
-  return m !== null && (Number(m[1]) > 8 || (Number(m[1]) === 8 && Number(m[2]) >= 1));
-}
-
-/**
- * generate_drive_blockdev for a drive `scsi0` with `discard=on,cache=writeback` (tmpfs has no O_DIRECT, so
- * not PVE's default cache=none): throttle -> fmt -> file, the snapshot chain nested as `backing`
- * (generate_backing_chain_blockdev), layers given top first as [snapshot name | undefined, path].
- */
-function pveDriveBlockdev(drive: string, volid: string, layers: readonly [string | undefined, string][], discardNoUnref: boolean): Record<string, unknown> {
-  const common = { discard: 'unmap', 'detect-zeroes': 'unmap', 'read-only': false };
-  const cache = { direct: false, 'no-flush': false };
-  const fmt = (i: number): Record<string, unknown> => {
-    const [snap, path] = layers[i] as [string | undefined, string];
-    const node: Record<string, unknown> = {
-      'node-name': pveName('f', drive, volid, snap),
-      driver: 'qcow2',
-      file: { driver: 'file', filename: path, cache, aio: 'threads', 'node-name': pveName('e', drive, volid, snap), ...common },
-      cache,
-      ...common,
-      ...(discardNoUnref ? { 'discard-no-unref': true } : {}),
-    };
-    if (i + 1 < layers.length) node['backing'] = fmt(i + 1);
-    return node;
-  };
-  return { driver: 'throttle', 'node-name': `drive-${drive}`, 'throttle-group': `throttle-drive-${drive}`, file: fmt(0), ...common };
-}
 
 interface NodeInfo {
   'node-name': string;

@@ -11,6 +11,7 @@ import { describeStep, type Step } from '../../src/engine/plan.js';
 import { planSnapshotDelete, type PlanContext } from '../../src/engine/planners.js';
 import type { LayerNode, VolumeTree } from '../../src/engine/volume-tree.js';
 import { NotSupportedError } from '../../src/errors.js';
+import { pveLayerNodeNames } from '../../src/qmp/pve-names.js';
 
 const VOL = 'vm-100-disk-0.qcow2';
 const ctx: PlanContext = { kind: 'dir', volumeChain: true };
@@ -43,9 +44,10 @@ function tree(parents: Record<string, string | null>, currentParent: string | nu
 }
 
 /** QEMU has the current chain open: current, then the given snapshots' layers, top first. */
-function disk(chain: string[], opts: { streamSafe?: boolean; running?: boolean } = {}): LiveDisk {
+function disk(chain: string[], opts: { streamSafe?: boolean; running?: boolean; pveDrive?: string } = {}): LiveDisk {
   const names = [VOL, ...chain.map(snapLayer)];
   return {
+    ...(opts.pveDrive !== undefined ? { pveDrive: opts.pveDrive, rootFilter: `drive-${opts.pveDrive}` } : {}),
     storage: 'local',
     socket: '/run/qmp.sock',
     guestRunning: opts.running ?? true,
@@ -151,6 +153,57 @@ describe('live snapshot delete', () => {
   });
 });
 
+describe('on a graph PVE 9 started (throttle node drive-<id> on top): PVE\'s node names after the operation', () => {
+  const volid = `local:100/${VOL}`;
+  const renames = (steps: readonly Step[]): Extract<LiveStep, { kind: 'qmp-rename' }>[] =>
+    steps.filter((s): s is Extract<LiveStep, { kind: 'qmp-rename' }> => s.kind === 'qmp-rename');
+
+  it('snapshot: the old top is reopened as the snapshot\'s f/e nodes, and the guest moves onto f/e(current) through an overlay', () => {
+    const plan = planLiveSnapshotCreate(tree({ sa: null }, 'sa'), ctx, 'sb', disk(['sa'], { pveDrive: 'scsi0' }), 'n1');
+    assert.deepEqual(kinds(plan.steps), [
+      'create-overlay', 'rename', 'rename', 'qmp-open', 'qmp-snapshot', 'freeze',
+      'qmp-rename', 'create-overlay', 'qmp-open', 'qmp-snapshot', 'qmp-rename', 'qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close', 'remove',
+    ]);
+    const [old, writer] = renames(plan.steps);
+    assert.deepEqual([old?.layer, old?.node, old?.to, old?.openedAs], [snapLayer('sb'), 'fmt-0', pveLayerNodeNames('scsi0', volid, 'sb'), undefined]);
+    const open = plan.steps[3] as LiveStep;
+    assert.ok(open.kind === 'qmp-open');
+    assert.deepEqual([writer?.layer, writer?.node, writer?.to], [VOL, open.node, pveLayerNodeNames('scsi0', volid)]);
+    const x = plan.steps[7] as Step;
+    assert.ok(x.kind === 'create-overlay' && x.backing === VOL && x.layer.startsWith('.volchain-tmp-swap-'));
+    const commit = plan.steps[11] as LiveStep;
+    assert.ok(commit.kind === 'qmp-commit' && commit.active && commit.top === x.layer && commit.base === VOL && commit.baseNode === writer?.to.format && commit.rootNode === 'drive-scsi0');
+    const remove = plan.steps[15] as Step;
+    assert.ok(remove.kind === 'remove' && remove.layer === x.layer);
+  });
+
+  it('delete of an older snapshot: the merged layer is reopened under the child\'s names, its old name linked meanwhile', () => {
+    const t = tree({ a: null, b: 'a' }, 'b', { a: 100, b: 5, current: 10 });
+    const plan = planLiveSnapshotDelete(t, ctx, 'a', disk(['b', 'a'], { pveDrive: 'virtio1' }));
+    assert.deepEqual(kinds(plan.steps), ['grow', 'qmp-commit', 'qmp-close', 'replace', 'freeze', 'qmp-rename']);
+    const [r] = renames(plan.steps);
+    assert.deepEqual([r?.layer, r?.node, r?.protocolNode, r?.to, r?.openedAs], [snapLayer('b'), 'fmt-2', 'file-2', pveLayerNodeNames('virtio1', volid, 'b'), snapLayer('a')]);
+  });
+
+  it('delete of the newest: after the active commit, the guest moves off the snapshot\'s nodes onto f/e(current)', () => {
+    const t = tree({ a: null, b: 'a' }, 'b', { a: 100, b: 100, current: 10 });
+    const plan = planLiveSnapshotDelete(t, ctx, 'b', disk(['b', 'a'], { pveDrive: 'scsi0' }));
+    assert.deepEqual(kinds(plan.steps), [
+      'grow', 'qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close', 'replace',
+      'create-overlay', 'qmp-open', 'qmp-snapshot', 'qmp-rename', 'qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close', 'remove',
+    ]);
+    const [r] = renames(plan.steps);
+    assert.deepEqual([r?.layer, r?.node, r?.to, r?.openedAs], [VOL, 'fmt-1', pveLayerNodeNames('scsi0', volid), snapLayer('b')]);
+  });
+
+  it('a stream renames nothing (every remaining node keeps its name and file), and a graph without PVE\'s throttle node gets no renames', () => {
+    const t = tree({ a: null, b: 'a' }, 'b', { a: 100, b: 5, current: 1000 });
+    assert.deepEqual(renames(planLiveSnapshotDelete(t, ctx, 'b', disk(['b', 'a'], { streamSafe: true, pveDrive: 'scsi0' })).steps), []);
+    assert.deepEqual(renames(planLiveSnapshotDelete(t, ctx, 'a', disk(['b', 'a'])).steps), []);
+    assert.deepEqual(renames(planLiveSnapshotCreate(t, ctx, 'cc', disk(['b', 'a']), 'n').steps), []);
+  });
+});
+
 describe('live steps', () => {
   const stream: LiveStep = { kind: 'qmp-stream', layer: VOL, node: 'n', from: 'S', onto: 'P', baseNode: 'p', bytes: 1, jobId: 'j' };
   const active: LiveStep = { kind: 'qmp-commit', top: VOL, topNode: 't', base: 'S', baseNode: 's', rootNode: 't', active: true, bytes: 1, jobId: 'j' };
@@ -165,6 +218,14 @@ describe('live steps', () => {
     { step: pivot, undo: 'impossible', offline: { kind: 'commit', top: VOL, base: 'S', bytes: 0 }, damages: true },
     { step: { kind: 'qmp-resume', resume: true }, undo: 'nothing', offline: null, damages: false },
     { step: { kind: 'qmp-close', layer: 'S', nodes: ['a'] }, undo: 'impossible', offline: null, damages: false },
+    { step: { kind: 'qmp-rename', layer: 'S', node: 'a', protocolNode: 'b', to: { format: 'f1', protocol: 'e1' } }, undo: 'nothing', offline: null, damages: false },
+    // Offline, a rename whose old name was linked to the layer only drops that link (a redo of the rename).
+    {
+      step: { kind: 'qmp-rename', layer: 'C', node: 'a', protocolNode: 'b', to: { format: 'f1', protocol: 'e1' }, openedAs: 'S' },
+      undo: 'nothing',
+      offline: { kind: 'rename', from: 'S', to: 'C' },
+      damages: false,
+    },
   ];
   for (const c of cases) {
     it(`${c.step.kind}${c.step.kind === 'qmp-commit' ? (c.step.active ? ' (active)' : ' (intermediate)') : ''}: undo ${c.undo}, offline ${c.offline?.kind ?? 'nothing'}`, () => {
