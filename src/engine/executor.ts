@@ -185,7 +185,7 @@ export async function runStep(
       if (!(redo && header.backingFile === (step.onto ?? undefined))) {
         // A safe rebase copies data into the layer: a frozen layer that was shrunk (LVM) needs room first.
         await backend.prepareGrow(vmid, step.layer, header.virtualSize);
-        await qemuImg.rebase(path(step.layer), step.onto ?? undefined, progress);
+        await qemuImg.rebase(path(step.layer), step.onto ?? undefined, progress, step.ontoFormat);
       }
       await backend.layerChanged?.(vmid, step.layer);
       // A snapshot layer stays frozen: give back what the rebase did not use.

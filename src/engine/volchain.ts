@@ -59,6 +59,7 @@ import { layerFlags, treeLayerFlags, type LayerFlags, type LayerFlagsEntry } fro
 import { ancestry, layer, readVolumeTree, snapshotLayers, type LayerNode, type ReadTreeOptions, type VolumeTree } from './volume-tree.js';
 import { isVmHelperVolume, vmDisksFromConfig, vmTarget, type VmTargetOptions } from './vm-disks.js';
 import { listVolumeEntries, type VolumeListEntry } from './listing.js';
+import { refuseFreeOfUsedBase, templateClones } from './templates.js';
 import { estimatePlanSpace, layersFrozenBy, snapshotSpace, spaceEstimable } from './space.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import { checkImage } from '../tools/qemu-img.js';
@@ -129,6 +130,10 @@ export interface VolumeSummary {
    */
   fullSizeSnapshotBytes: number;
   snapshots: string[];
+  /** A template's base volume (read-only; its linked clones are listed in `clones`). */
+  template: boolean;
+  /** A linked clone: the volid of the base volume its chain ends in; null otherwise. */
+  base: string | null;
 }
 
 /** What `activate`/`deactivate` did. */
@@ -159,6 +164,8 @@ export interface VolumeInfo extends VolumeSummary {
   parentSnapshot: string | null;
   /** Every layer with QEMU's corrupt bit and its internal snapshots (layer-guard.ts). */
   layers: LayerFlagsEntry[];
+  /** A template's base volume: the volids of its linked clones ([] for other volumes). */
+  clones: string[];
 }
 
 export interface LayerCheck {
@@ -269,13 +276,20 @@ export class Volchain {
   }
 
   async free(volid: string, opts: CallOptions = {}): Promise<Plan> {
+    const { backend, volume } = this.resolve(volid);
+    await refuseFreeOfUsedBase(backend, volume, volid);
     return this.mutate(volid, 'free', opts, (tree) => planFree(tree));
   }
 
   /** Every volume of the storage; one that cannot be read is listed with its problem (listing.ts). */
   async list(storage: string, opts: { vmid?: number } = {}): Promise<VolumeListEntry[]> {
     const backend = this.backend(storage);
-    const out = await listVolumeEntries(backend, opts.vmid, async (v) => summarize(backend, await this.readTree(backend, v, { allocation: false })));
+    const out = await listVolumeEntries(
+      backend,
+      opts.vmid,
+      async (v) => summarize(backend, await this.readTree(backend, v, { allocation: false })),
+      (v) => templateClones(backend, v),
+    );
     // Removals a crashed run left unfinished (LVM: `del-` LVs nobody wipes) are finished from here too.
     await finishDeferredRemovals(backend, opts.vmid, this.wipeMode, this.config.source);
     return out;
@@ -315,6 +329,7 @@ export class Volchain {
       snapshotMode: mode,
       parentSnapshot: parent,
       layers: treeLayerFlags(tree),
+      clones: await templateClones(backend, volume),
       ...(opts.deep && volume.format === 'qcow2' ? { checks: await checkLayers(tree) } : {}),
     };
   }
@@ -954,5 +969,7 @@ async function summarize(backend: Backend, tree: VolumeTree): Promise<VolumeSumm
     snapshotBytes: space.snapshotBytes,
     fullSizeSnapshotBytes: space.fullSizeSnapshotBytes,
     snapshots,
+    template: tree.volume.template === true,
+    base: tree.base?.volid ?? null,
   };
 }
