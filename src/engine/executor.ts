@@ -6,7 +6,7 @@
 import { appendFile } from 'node:fs/promises';
 import type { Backend } from '../backends/backend.js';
 import { VolchainError, asVolchainError } from '../errors.js';
-import { parseVolumeName } from '../naming/index.js';
+import { parseBaseBackingRef, parseVolumeName } from '../naming/index.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import * as qemuImg from '../tools/qemu-img.js';
 import { Journal } from './journal.js';
@@ -216,7 +216,8 @@ export function stepLayers(steps: readonly Step[]): string[] {
   for (const step of steps) {
     for (const key of ['layer', 'from', 'to', 'top', 'base', 'backing', 'onto'] as const) {
       const value = (step as Partial<Record<typeof key, unknown>>)[key];
-      if (typeof value === 'string') names.add(value);
+      // A linked clone's base (`../<vmid>/base-…`, a rebase's new backing) is no layer of this VM: only read.
+      if (typeof value === 'string' && parseBaseBackingRef(value) === undefined) names.add(value);
     }
   }
   return [...names];

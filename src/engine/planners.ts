@@ -23,7 +23,7 @@ function sizing(ctx: PlanContext, steps: Step[]): Step[] {
 }
 
 function requireSnapshottable(tree: VolumeTree): void {
-  refuseTemplate(tree, 'take, roll back or delete snapshots');
+  refuseTemplate(tree, 'take, roll back or delete snapshots of it');
   if (tree.volume.format !== 'qcow2') {
     throw new NotSupportedError(
       `${tree.volid} is a raw volume: snapshots need qcow2 (convert it with 'qemu-img convert -O qcow2' into a new volume)`,
@@ -43,7 +43,7 @@ function requireSnapshottable(tree: VolumeTree): void {
 function refuseTemplate(tree: VolumeTree, what: string): void {
   if (tree.volume.template) {
     throw new NotSupportedError(
-      `${tree.volid} is a template's base volume, which is read-only (linked clones are backed by it): volchain does not ${what} on it; ` +
+      `${tree.volid} is a template's base volume, which is read-only (linked clones are backed by it): volchain does not ${what}; ` +
         'clone it with PVE, or operate on its clones',
     );
   }
@@ -239,7 +239,7 @@ export function planSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snapshot:
 }
 
 export function planResize(tree: VolumeTree, sizeBytes: number, ctx?: PlanContext): Plan {
-  refuseTemplate(tree, 'resize volumes');
+  refuseTemplate(tree, 'resize it');
   const current = layer(tree, tree.current);
   if (sizeBytes < current.virtualSize) {
     throw new InvalidInputError(
