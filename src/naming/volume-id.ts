@@ -157,7 +157,7 @@ export function parseVolname(kind: StorageKind, storage: string, volname: string
   }
   const parts = volname.split('/');
   const [first = '', second = '', third = '', fourth = ''] = parts;
-  if (parts.length === 4 && /^\d+$/.test(first) && /^\d+$/.test(third)) {
+  if (parts.length === 4 && /^\d+$/.test(first) && /^(base|vm)-\d+-/.test(second) && /^\d+$/.test(third)) {
     // PVE: `<basevmid>/<basename>/<vmid>/<name>`, a linked clone of a template's base volume.
     const base = parseBaseName(second, parseVmidPart(volid, first));
     const clone = parseVolname(kind, storage, `${third}/${fourth}`);
