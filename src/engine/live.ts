@@ -38,6 +38,7 @@ import type { Plan } from './plan.js';
 import { planSnapshotCreate, planSnapshotDelete, type PlanContext } from './planners.js';
 import type { Volchain } from './volchain.js';
 import { ancestry, readVolumeTree, type VolumeTree } from './volume-tree.js';
+import { refuseLiveOnClone } from './clone-base.js';
 
 export interface LiveOptions {
   /** QEMU's QMP socket: the VM runs and has (some of) the disks open. */
@@ -130,6 +131,7 @@ export async function qemuArgs(vc: Volchain, volids: readonly string[], opts: { 
     const { backend, volume } = vc.resolve(volid);
     await refuseUnfinished(backend, volume.vmid);
     const tree = await readVolumeTree(backend, volume);
+    refuseLiveOnClone(tree);
     if (tree.leftovers.length > 0) {
       throw new PendingOperationError(`${tree.volid} has leftovers of an interrupted operation (${tree.leftovers.join(', ')}); run 'volchain repair ${tree.volid}'`);
     }
@@ -276,6 +278,7 @@ interface LiveState {
 async function readLiveState(client: QmpClient, socket: string, disks: readonly Disk[]): Promise<LiveState> {
   const inputs: { backend: Backend; volume: VolumeRef; tree: VolumeTree }[] = [];
   for (const d of disks) inputs.push({ ...d, tree: await readVolumeTree(d.backend, d.volume) });
+  for (const d of inputs) refuseLiveOnClone(d.tree);
   const view = await readBlockView(client);
   const status = await queryStatus(client);
   const match = matchVm(view, inputs);

@@ -148,6 +148,11 @@ describe('templates and linked clones made by PVE on dir storage', () => {
     await baseUntouched('refused operations');
   });
 
+  it('qemu-args refuses a linked clone (exit 5) instead of opening it without its base', async () => {
+    await cliFails(s, ['qemu-args', CLONE_VOLID(s, 102)], { code: 5, match: /linked clone of tst:101\/base-101-disk-0\.qcow2: .*stop the VM/ });
+    await baseUntouched('qemu-args');
+  });
+
   it('alloc for the template VM never takes the number its base uses', async () => {
     const volid = (await cliOk(s, ['alloc', s.id, '101', '1M'])).trim();
     assert.equal(volid, `${s.id}:101/vm-101-disk-1.qcow2`);
