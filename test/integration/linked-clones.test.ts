@@ -378,3 +378,42 @@ describe('hostile cross-directory backing references are refused (exit 8) and no
     await cliFails(s, ['free', BASE_VOLID(s)], { code: 5, match: /snap-s1-vm-102-disk-0\.qcow2/ });
   });
 });
+
+describe('a crash while deleting the oldest snapshot of a linked clone', () => {
+  for (const [step, moment] of [[1, 'started'], [1, 'after'], [2, 'started']] as const) {
+    it(`killed at step ${step} (${moment}): repair finishes it, every layer's data is right and the base was never written`, async () => {
+      const s = await makeStorage();
+      const fx = await makePveTemplateWithClones(s.path, { sizeBytes: SIZE, basePattern: BASE_BYTE, patternBytes: BASE_LEN, cloneVmids: [102] });
+      try {
+        const before = await fileFingerprint(fx.basePath);
+        const volid = CLONE_VOLID(s, 102);
+        const cur = join(s.path, 'images', '102', 'vm-102-disk-0.qcow2');
+        await writePattern(cur, 0xb1, 0, 64 * KiB);
+        await cliOk(s, ['snapshot', 'create', volid, 's1']);
+        await writePattern(cur, 0xb2, 64 * KiB, 1 * MiB);
+        await cliOk(s, ['snapshot', 'create', volid, 's2']);
+        await writePattern(cur, 0xb3, 3 * MiB, 64 * KiB);
+        // s1 holds little, its child s2 much: the plan is rebase s2 onto the base (1), remove s1 (2).
+        const dry = await cliJson<PlanJson>(s, ['snapshot', 'delete', volid, 's1', '--dry-run']);
+        assert.deepEqual(dry.plans[0]?.steps.map((x) => x.kind), ['rebase', 'remove']);
+        const run = await cli(s, ['snapshot', 'delete', volid, 's1'], { env: { VOLCHAIN_CRASH_AT: `snapshot-delete:${step}:${moment}` } });
+        assert.notEqual(run.code, 0, 'the process was expected to die');
+        await cliOk(s, ['repair', volid]);
+        const info = await cliJson<{ snapshots: string[]; base: string | null }>(s, ['info', volid]);
+        assert.deepEqual([info.snapshots, info.base], [['s2'], BASE_VOLID(s)]);
+        const s2 = join(s.path, 'images', '102', 'snap-s2-vm-102-disk-0.qcow2');
+        const s2View: Expect[] = [{ byte: 0xb1, offset: 0, len: 64 * KiB }, { byte: 0xb2, offset: 64 * KiB, len: 1 * MiB }, { byte: BASE_BYTE, offset: 64 * KiB + 1 * MiB, len: BASE_LEN - 64 * KiB - 1 * MiB }];
+        await assertPatterns(s2, s2View, 's2 after repair');
+        await assertPatterns(cur, [...s2View, { byte: 0xb3, offset: 3 * MiB, len: 64 * KiB }], 'current after repair');
+        assert.deepEqual(await imageBacking(s2), [REF_OF_BASE, 'qcow2']);
+        await checkAllLayers(s.path);
+        assert.equal(await fileFingerprint(fx.basePath), before, 'the base was written');
+      } finally {
+        await clearImmutableFlags([fx.basePath]);
+        await s.cleanup();
+      }
+    });
+  }
+});
+
+const REF_OF_BASE = '../101/base-101-disk-0.qcow2';
