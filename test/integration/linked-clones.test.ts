@@ -8,7 +8,7 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readFile, readdir, rename, symlink } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, symlink, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import {
@@ -237,6 +237,14 @@ describe('templates and linked clones made by PVE on dir storage', () => {
     const info = await cliJson<{ snapshots: string[]; base: string | null }>(s, ['info', CLONE_VOLID(s, 102)]);
     assert.deepEqual([info.snapshots, info.base], [['vmwide'], BASE_VOLID(s)]);
     await cliOk(s, ['vm', 'delsnapshot', '102', 'vmwide']);
+    // Disks taken from a PVE VM config, which names the clone by its full volid and the template's by the base's.
+    const conf102 = join(s.root, '102.conf');
+    const conf101 = join(s.root, '101.conf');
+    await writeFile(conf102, `scsi0: ${CLONE_VOLID(s, 102)},size=8M\n`);
+    await writeFile(conf101, `scsi0: ${BASE_VOLID(s)},size=8M\ntemplate: 1\n`);
+    await cliOk(s, ['vm', 'snapshot', '102', 'fromconf', '--vm-config', conf102]);
+    await cliOk(s, ['vm', 'delsnapshot', '102', 'fromconf', '--vm-config', conf102]);
+    await cliFails(s, ['vm', 'snapshot', '101', 'fromconf', '--vm-config', conf101], { code: 5, match: /tst:101\/base-101-disk-0\.qcow2 is a template's base volume/ });
     await baseUntouched('vm snapshot of a clone');
   });
 
@@ -376,6 +384,34 @@ describe('hostile cross-directory backing references are refused (exit 8) and no
     assert.deepEqual(base?.clones, [CLONE_VOLID(s, 103)]);
     // ...but free of the base still sees 102's bottom layer naming it, and the unreadable 109 too.
     await cliFails(s, ['free', BASE_VOLID(s)], { code: 5, match: /snap-s1-vm-102-disk-0\.qcow2/ });
+  });
+});
+
+describe('a base whose VM directory is a symlink out of the storage', () => {
+  it('is refused (exit 8) for every operation on its clone, and nothing is written there', async () => {
+    const s = await makeStorage();
+    try {
+      const img = (vmid: number): string => join(s.path, 'images', String(vmid));
+      await mkdir(join(s.path, 'images'), { recursive: true });
+      await mkdir(join(s.root, 'outside-111'));
+      const outsideBase = join(s.root, 'outside-111', 'base-111-disk-0.qcow2');
+      await qemuImg(['create', '-f', 'qcow2', outsideBase, String(SIZE)]);
+      await symlink(join(s.root, 'outside-111'), img(111));
+      await mkdir(img(112));
+      await qemuImg(['create', '-F', 'qcow2', '-b', '../111/base-111-disk-0.qcow2', '-f', 'qcow2', join(img(112), 'vm-112-disk-0.qcow2')], img(112));
+      // Any earlier operation has made the state directory (locks): only its lock files may appear below.
+      await cliOk(s, ['free', (await cliOk(s, ['alloc', s.id, '113', '1M'])).trim()]);
+      const tree = await snapshotOf(s.path);
+      const outside = await sha(outsideBase);
+      const volid = `${s.id}:112/vm-112-disk-0.qcow2`;
+      for (const args of [['info', volid], ['snapshot', 'create', volid, 'evil'], ['free', volid]]) {
+        await cliFails(s, args, { code: 8, match: /images\/111: is a symbolic link, not a directory/ });
+      }
+      assertSameTree(tree, await snapshotOf(s.path), 'symlinked base directory');
+      assert.equal(await sha(outsideBase), outside);
+    } finally {
+      await s.cleanup();
+    }
   });
 });
 
