@@ -10,7 +10,6 @@
 import type { Backend, BaseInfo } from '../backends/backend.js';
 import { InvalidInputError, NotSupportedError, UnsafeImageError } from '../errors.js';
 import { formatVolid, parseBaseBackingRef, type BaseVolume, type VolumeRef } from '../naming/index.js';
-import type { LayerNode } from './volume-tree.js';
 
 export interface CloneBase extends BaseInfo {
   /** The backing reference the clone's bottom layer holds: `../<basevmid>/<basename>`. */
@@ -30,7 +29,8 @@ export async function settleCloneBase(
   backend: Backend,
   volume: VolumeRef,
   volid: string,
-  nodes: Iterable<LayerNode>,
+  /** The volume's layers (volume-tree.ts LayerNode; only what is needed here, so no import cycle). */
+  nodes: Iterable<{ name: string; base?: string }>,
 ): Promise<CloneBase | undefined> {
   let ref: string | undefined;
   let holder = '';
