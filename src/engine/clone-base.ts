@@ -10,6 +10,7 @@
 import type { Backend, BaseInfo } from '../backends/backend.js';
 import { InvalidInputError, NotSupportedError, UnsafeImageError } from '../errors.js';
 import { formatVolid, parseBaseBackingRef, type BaseVolume, type VolumeRef } from '../naming/index.js';
+import { backingNameProblem } from '../qcow2/index.js';
 
 export interface CloneBase extends BaseInfo {
   /** The backing reference the clone's bottom layer holds: `../<basevmid>/<basename>`. */
@@ -79,6 +80,21 @@ export function refuseLiveOnClone(tree: { volid: string; base?: CloneBase }): vo
     `${tree.volid} is a linked clone of ${tree.base.volid}: volchain's live operations and qemu-args do not open a clone's base volume yet; ` +
       'stop the VM and run the operation offline',
   );
+}
+
+/**
+ * Checks a rebase step's new backing before qemu-img is given it (a step may come from a journal file, which
+ * is data): none, a bare layer name of the same directory (format qcow2), or a linked clone's base reference
+ * with the base's format. Throws UnsafeImageError otherwise.
+ */
+export function checkRebaseTarget(layer: string, onto: string | null, ontoFormat: unknown): void {
+  if (onto === null) {
+    if (ontoFormat === undefined) return;
+  } else if (typeof onto === 'string') {
+    const base = parseBaseBackingRef(onto);
+    if (base !== undefined ? ontoFormat === base.format : ontoFormat === undefined && backingNameProblem(onto) === undefined) return;
+  }
+  throw new UnsafeImageError(layer, `rebase target ${JSON.stringify(onto)} (format ${JSON.stringify(ontoFormat ?? 'qcow2')}) is neither a layer of this volume nor a linked clone's base volume`);
 }
 
 /** The volids of the linked clones among `entries` whose base is `baseVolid` (entries read from one storage). */

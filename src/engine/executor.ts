@@ -10,6 +10,7 @@ import { parseBaseBackingRef, parseVolumeName } from '../naming/index.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import * as qemuImg from '../tools/qemu-img.js';
 import { Journal } from './journal.js';
+import { checkRebaseTarget } from './clone-base.js';
 import { guardPlanOnDisk } from './layer-guard-disk.js';
 import { runLiveStep, type LiveSession } from './live-executor.js';
 import { isLiveStep, liveDamagesWhenInterrupted, liveIsLong, liveUndoOf } from './live-steps.js';
@@ -181,6 +182,7 @@ export async function runStep(
       await backend.layerChanged?.(vmid, step.base);
       return;
     case 'rebase': {
+      checkRebaseTarget(step.layer, step.onto, step.ontoFormat);
       const header = await readQcow2Header(path(step.layer), step.layer);
       if (!(redo && header.backingFile === (step.onto ?? undefined))) {
         // A safe rebase copies data into the layer: a frozen layer that was shrunk (LVM) needs room first.

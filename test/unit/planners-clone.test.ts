@@ -8,7 +8,8 @@ import fc from 'fast-check';
 import { planFree, planResize, planSnapshotCreate, planSnapshotDelete, planSnapshotRollback, type PlanContext } from '../../src/engine/planners.js';
 import type { LayerNode, VolumeTree } from '../../src/engine/volume-tree.js';
 import type { Step } from '../../src/engine/plan.js';
-import { NotSupportedError } from '../../src/errors.js';
+import { NotSupportedError, UnsafeImageError } from '../../src/errors.js';
+import { checkRebaseTarget } from '../../src/engine/clone-base.js';
 
 const VOL = 'vm-102-disk-0.qcow2';
 const REF = '../101/base-101-disk-0.qcow2';
@@ -119,4 +120,20 @@ test("a template's base volume takes no snapshot, rollback, delete or resize (ex
   assert.throws(() => planSnapshotDelete(t, ctx, 'xx'), refused);
   assert.throws(() => planResize(t, 2 << 30, ctx), refused);
   assert.deepEqual(planFree(t).steps, [{ kind: 'remove', layer: 'base-101-disk-0.qcow2' }]);
+});
+
+test('a rebase step (perhaps read from a journal file) may only target a layer name, nothing, or a base with its format', () => {
+  const ok: [string | null, unknown][] = [[null, undefined], ['snap-a-vm-102-disk-0.qcow2', undefined], [REF, 'qcow2'], ['../101/base-101-disk-0.raw', 'raw']];
+  for (const [onto, fmt] of ok) assert.doesNotThrow(() => checkRebaseTarget('x', onto, fmt), String(onto));
+  const bad: [string | null, unknown][] = [
+    [REF, undefined], // a base without its format: -F qcow2 would be assumed
+    [REF, 'raw'], // a format the base's name does not have
+    ['../101/base-101-disk-0.raw', 'qcow2'],
+    ['snap-a-vm-102-disk-0.qcow2', 'raw'],
+    ['/etc/shadow', undefined],
+    ['../103/vm-103-disk-0.qcow2', undefined],
+    ['nbd:host:1', undefined],
+    [null, 'raw'],
+  ];
+  for (const [onto, fmt] of bad) assert.throws(() => checkRebaseTarget('x', onto, fmt), UnsafeImageError, `${String(onto)} ${String(fmt)}`);
 });
