@@ -2,7 +2,7 @@
  * One interface for every storage type. The engine plans with layer *names* and asks the backend to carry
  * out small primitives; it never compares backend kinds, it reads `capabilities`.
  */
-import type { ImageFormat, StorageKind, VolumeRef } from '../naming/index.js';
+import type { BaseVolume, ImageFormat, StorageKind, VolumeRef } from '../naming/index.js';
 import type { StorageDefinition } from '../config/index.js';
 import type { Preallocation } from '../tools/qemu-img.js';
 import type { JournalStore } from '../journal/record.js';
@@ -43,6 +43,14 @@ export interface LayerRecord {
   parent: string | null;
   /** Guest-visible size in bytes. */
   virtualSize: number;
+}
+
+/** A template's base volume as a linked clone's chain sees it (dir storage; backends/dir-base.ts). */
+export interface BaseInfo {
+  path: string;
+  virtualSize: number;
+  usedBytes: number;
+  identity: string;
 }
 
 /** A removal that is not finished yet (LVM saferemove: a `del-` LV being zeroed before its lvremove). */
@@ -164,6 +172,13 @@ export interface Backend {
   pendingRemovals?(): Promise<PendingRemoval[]>;
   /** The file a background process finishing removals writes its output to. */
   removalLog?(): string;
+
+  /**
+   * Storages with PVE's linked clones (dir): checks the base volume a clone's bottom layer names and returns
+   * what the chain needs of it (throws UnsafeImageError for anything but a plain base volume of this storage).
+   * Absent: no backing reference may leave a volume's own directory or VG.
+   */
+  inspectBase?(base: BaseVolume): Promise<BaseInfo>;
 
   // ---- space figures (list, info, dry runs); absent on storages whose layers grow on demand ---------------
 

@@ -11,13 +11,15 @@ import {
   dirImagesDir,
   dirLayerPath,
   parseVolname,
+  type BaseVolume,
   type ImageFormat,
   type VolumeRef,
 } from '../naming/index.js';
 import { FileJournalStore } from '../journal/file-store.js';
 import type { JournalStore } from '../journal/record.js';
 import * as qemuImg from '../tools/qemu-img.js';
-import type { Backend, BackendCapabilities, LayerStat } from './backend.js';
+import type { Backend, BackendCapabilities, BaseInfo, LayerStat } from './backend.js';
+import { clearImmutable, inspectDirBase } from './dir-base.js';
 import { explainNoSpace } from './dir-space.js';
 import { checkImagesDirs, checkLayerFile, checkOwnedDir, checkOwnedFile } from './safe-fs.js';
 
@@ -192,6 +194,7 @@ export class DirBackend implements Backend {
   async removeLayer(vmid: number, layerName: string): Promise<void> {
     // rm(2) of a symlink would only drop the link, but a symlinked images/<vmid> would remove elsewhere.
     if (!checkImagesDirs(this.definition.path, this.definition.imagesDir, vmid)) return;
+    if (layerName.startsWith('base-')) await clearImmutable(this.layerPath(vmid, layerName));
     await rm(this.layerPath(vmid, layerName), { force: true });
     // Leave no empty images/<vmid> directory behind once a VM's last layer is gone.
     try {
@@ -199,6 +202,10 @@ export class DirBackend implements Backend {
     } catch {
       // not empty (or already gone): fine
     }
+  }
+
+  inspectBase(base: BaseVolume): Promise<BaseInfo> {
+    return inspectDirBase(this.definition, base);
   }
 
   async prepareGrow(): Promise<void> {

@@ -74,6 +74,11 @@ export function renderVolumes(volumes: VolumeListEntry[]): string {
     const p = v.pendingOperation;
     return p ? [`${v.volid}: UNFINISHED ${p.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host} (volchain repair)`] : [];
   });
+  // Templates and linked clones (PVE on dir): which base a clone reads, which clones a base has.
+  for (const v of volumes) {
+    if (v.template) notes.push(`${v.volid}: template base volume (read-only), linked clones: ${v.clones.length > 0 ? v.clones.join(', ') : '(none)'}`);
+    else if (v.problem === null && v.base !== null) notes.push(`${v.volid}: linked clone of ${v.base}`);
+  }
   if (notes.length > 0) lines.push('', ...notes);
   return lines.join('\n');
 }
@@ -92,6 +97,8 @@ export function renderInfo(info: VolumeInfo): string {
     ['snapshots', info.snapshots.length > 0 ? info.snapshots.map(showSnapshotName).join(', ') : '(none)'],
   ];
   if (info.parentSnapshot !== null) rows.push(['based on', showSnapshotName(info.parentSnapshot)]);
+  if (info.template) rows.push(['template', `base volume (read-only); linked clones: ${info.clones.length > 0 ? info.clones.join(', ') : '(none)'}`]);
+  if (info.base !== null) rows.push(['linked clone of', info.base]);
   if (info.pendingOperation !== null) {
     const p = info.pendingOperation;
     rows.push(['UNFINISHED', `${p.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host} (volchain repair)`]);

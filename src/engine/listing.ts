@@ -30,6 +30,10 @@ interface EntryBase {
   vmid: number;
   name: string;
   format: ImageFormat;
+  /** A template's base volume (PVE create_base): read-only, listed with its linked clones in `clones`. */
+  template: boolean;
+  /** A template's base volume: the volids of its linked clones, found from their headers; [] otherwise. */
+  clones: string[];
   /** An operation on the volume that is running or was interrupted (`volchain repair` finishes it). */
   pendingOperation: PendingOperationSummary | null;
 }
@@ -48,6 +52,7 @@ export async function listVolumeEntries(
   backend: Backend,
   vmid: number | undefined,
   summarize: (volume: VolumeRef) => Promise<VolumeSummary>,
+  clonesOfBase?: (volume: VolumeRef) => Promise<string[]>,
 ): Promise<VolumeListEntry[]> {
   const volumes = await backend.listVolumes(vmid);
   const records = await pendingOperations(backend, vmid !== undefined ? { vmid } : {});
@@ -77,17 +82,32 @@ export async function listVolumeEntries(
       vmid: volume.vmid,
       name: volume.name,
       format: volume.format,
+      template: volume.template === true,
+      clones: [],
       pendingOperation: record ? { operation: record.plan.operation, startedAt: record.startedAt, pid: record.pid, host: record.host } : null,
     };
     try {
-      out.push({ ...(await summarize(volume)), ...base, problem: null });
+      const summary = await summarize(volume);
+      // The chain says what the name cannot: a linked clone's volid carries its base (clone-base.ts).
+      out.push({ ...summary, ...base, volid: summary.volid, problem: null });
     } catch (err) {
       // This volume's problem, not the listing's: every operation on it reports the same error.
       const error = asVolchainError(err);
       out.push({ ...base, problem: { code: error.code, message: error.message } });
     }
   }
+  // A base's clones: from the entries when the whole storage was listed, else (one VM listed) by reading the
+  // other VMs' chains too. Either way an unreadable clone is not named here (it is listed with its problem).
+  for (const entry of out) {
+    if (!entry.template) continue;
+    if (vmid === undefined) entry.clones = out.filter((e) => e.problem === null && e.base === entry.volid).map((e) => e.volid);
+    else if (clonesOfBase) entry.clones = await clonesOfBase(volumeFor(entry)).catch(() => []);
+  }
   return out;
+}
+
+function volumeFor(entry: VolumeListEntry): VolumeRef {
+  return { storage: entry.storage, kind: 'dir', vmid: entry.vmid, name: entry.name, format: entry.format, volname: `${entry.vmid}/${entry.name}`, template: true };
 }
 
 /** The volume (on this storage, under this storage's id) a journal record is about, if its volid parses. */

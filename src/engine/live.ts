@@ -40,6 +40,7 @@ import { planSnapshotCreate, planSnapshotDelete, type PlanContext } from './plan
 // The façade's part live operations use (not volchain.ts itself, which imports this module).
 import type { LiveHost as Volchain } from './live-host.js';
 import { ancestry, readVolumeTree, type VolumeTree } from './volume-tree.js';
+import { refuseLiveOnClone } from './clone-base.js';
 
 export interface LiveOptions {
   /** QEMU's QMP socket: the VM runs and has (some of) the disks open. */
@@ -132,6 +133,7 @@ export async function qemuArgs(vc: Volchain, volids: readonly string[], opts: { 
     const { backend, volume } = vc.resolve(volid);
     await refuseUnfinished(backend, volume.vmid);
     const tree = await readVolumeTree(backend, volume);
+    refuseLiveOnClone(tree);
     if (tree.leftovers.length > 0) {
       throw new PendingOperationError(`${tree.volid} has leftovers of an interrupted operation (${tree.leftovers.join(', ')}); run 'volchain repair ${tree.volid}'`);
     }
@@ -278,6 +280,7 @@ interface LiveState {
 async function readLiveState(client: QmpClient, socket: string, disks: readonly Disk[]): Promise<LiveState> {
   const inputs: { backend: Backend; volume: VolumeRef; tree: VolumeTree }[] = [];
   for (const d of disks) inputs.push({ ...d, tree: await readVolumeTree(d.backend, d.volume) });
+  for (const d of inputs) refuseLiveOnClone(d.tree);
   const view = await readBlockView(client);
   const status = await queryStatus(client);
   const match = matchVm(view, inputs);

@@ -10,6 +10,7 @@ import { readQcow2Header } from '../qcow2/index.js';
 import * as qemuImg from '../tools/qemu-img.js';
 import { isLiveStep } from './live-steps.js';
 import { isVolumeName, stepLayers } from './step-rules.js';
+import { checkRebaseTarget } from './clone-base.js';
 
 /**
  * With `redo`, a step that may already have happened (repair after a crash) first checks whether its effect
@@ -60,11 +61,12 @@ export async function runOfflineStep(
       await backend.layerChanged?.(vmid, step.base);
       return;
     case 'rebase': {
+      checkRebaseTarget(step.layer, step.onto, step.ontoFormat);
       const header = await readQcow2Header(path(step.layer), step.layer);
       if (!(redo && header.backingFile === (step.onto ?? undefined))) {
         // A safe rebase copies data into the layer: a frozen layer that was shrunk (LVM) needs room first.
         await backend.prepareGrow(vmid, step.layer, header.virtualSize);
-        await qemuImg.rebase(path(step.layer), step.onto ?? undefined, progress);
+        await qemuImg.rebase(path(step.layer), step.onto ?? undefined, progress, step.ontoFormat);
       }
       await backend.layerChanged?.(vmid, step.layer);
       // A snapshot layer stays frozen: give back what the rebase did not use.

@@ -23,6 +23,7 @@ function sizing(ctx: PlanContext, steps: Step[]): Step[] {
 }
 
 function requireSnapshottable(tree: VolumeTree): void {
+  refuseTemplate(tree, 'take, roll back or delete snapshots of it');
   if (tree.volume.format !== 'qcow2') {
     throw new NotSupportedError(
       `${tree.volid} is a raw volume: snapshots need qcow2 (convert it with 'qemu-img convert -O qcow2' into a new volume)`,
@@ -31,6 +32,19 @@ function requireSnapshottable(tree: VolumeTree): void {
   if (tree.leftovers.length > 0) {
     throw new PendingOperationError(
       `${tree.volid} has leftovers of an interrupted operation (${tree.leftovers.join(', ')}); run 'volchain repair ${tree.volid}'`,
+    );
+  }
+}
+
+/**
+ * A template's base volume is never written (its linked clones read it): PVE gives templates no snapshots
+ * and never resizes a base either. Exit 5; the clones are where snapshots go.
+ */
+function refuseTemplate(tree: VolumeTree, what: string): void {
+  if (tree.volume.template) {
+    throw new NotSupportedError(
+      `${tree.volid} is a template's base volume, which is read-only (linked clones are backed by it): volchain does not ${what}; ` +
+        'clone it with PVE, or operate on its clones',
     );
   }
 }
@@ -150,8 +164,11 @@ export function planSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snapshot:
           : `copies up to ${target.definedBytes} bytes of the snapshot into each of its ${children.length} child layer(s)`,
     },
     steps: [
+      // The oldest snapshot of a linked clone: its children are rebased onto the base volume, which the
+      // rebase only reads. Never onto no backing (that would copy the whole template into each child).
       ...children.map((c): Step => ({
-        kind: 'rebase', layer: c.name, from: target.name, onto: target.parent ?? null, bytes: target.definedBytes,
+        kind: 'rebase', layer: c.name, from: target.name, onto: target.parent ?? target.base ?? null, bytes: target.definedBytes,
+        ...(target.parent === undefined && target.base !== undefined && tree.base ? { ontoFormat: tree.base.volume.format } : {}),
       })),
       { kind: 'remove', layer: target.name },
     ],
@@ -193,7 +210,9 @@ export function planSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snapshot:
   }
 
   // Committing the snapshot into its parent is never offered: the parent is itself a snapshot, and its
-  // layer must keep holding exactly that snapshot's state.
+  // layer must keep holding exactly that snapshot's state; for a linked clone's oldest snapshot the parent
+  // is the template's base volume, which is never written. Both strategies above leave it untouched: the
+  // rebase only reads it, commit-child writes into the snapshot's own layer.
   // A strategy that would write a corrupt layer or lose internal snapshots is not valid (layer-guard.ts);
   // when none is left, the refusal of the first one says why.
   let refusal: unknown;
@@ -220,6 +239,7 @@ export function planSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snapshot:
 }
 
 export function planResize(tree: VolumeTree, sizeBytes: number, ctx?: PlanContext): Plan {
+  refuseTemplate(tree, 'resize it');
   const current = layer(tree, tree.current);
   if (sizeBytes < current.virtualSize) {
     throw new InvalidInputError(

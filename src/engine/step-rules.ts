@@ -7,7 +7,7 @@
 import type { Backend } from '../backends/backend.js';
 import { VolchainError } from '../errors.js';
 import type { Step, Plan } from '../model/plan.js';
-import { parseVolumeName } from '../naming/index.js';
+import { parseBaseBackingRef, parseVolumeName } from '../naming/index.js';
 import { isLiveStep, liveDamagesWhenInterrupted, liveIsLong, liveUndoOf } from './live-steps.js';
 
 export type EngineEvent =
@@ -47,7 +47,8 @@ export function stepLayers(steps: readonly Step[]): string[] {
   for (const step of steps) {
     for (const key of ['layer', 'from', 'to', 'top', 'base', 'backing', 'onto'] as const) {
       const value = (step as Partial<Record<typeof key, unknown>>)[key];
-      if (typeof value === 'string') names.add(value);
+      // A linked clone's base (`../<vmid>/base-…`, a rebase's new backing) is no layer of this VM: only read.
+      if (typeof value === 'string' && parseBaseBackingRef(value) === undefined) names.add(value);
     }
   }
   return [...names];

@@ -61,6 +61,7 @@ import { ancestry, layer, readVolumeTree, snapshotLayers, type LayerNode, type R
 import { isVmHelperVolume, vmDisksFromConfig, vmTarget, type VmTargetOptions } from './vm-disks.js';
 import { listVolumeEntries, type VolumeListEntry } from './listing.js';
 import type { VolumeSummary } from './volume-summary.js';
+import { refuseFreeOfUsedBase, templateClones } from './templates.js';
 import { estimatePlanSpace, layersFrozenBy, snapshotSpace, spaceEstimable } from './space.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import { checkImage } from '../tools/qemu-img.js';
@@ -148,6 +149,8 @@ export interface VolumeInfo extends VolumeSummary {
   parentSnapshot: string | null;
   /** Every layer with QEMU's corrupt bit and its internal snapshots (layer-guard.ts). */
   layers: LayerFlagsEntry[];
+  /** A template's base volume: the volids of its linked clones ([] for other volumes). */
+  clones: string[];
 }
 
 export interface LayerCheck {
@@ -263,13 +266,20 @@ export class Volchain {
   }
 
   async free(volid: string, opts: CallOptions = {}): Promise<Plan> {
+    const { backend, volume } = this.resolve(volid);
+    await refuseFreeOfUsedBase(backend, volume, volid);
     return this.mutate(volid, 'free', opts, (tree) => planFree(tree));
   }
 
   /** Every volume of the storage; one that cannot be read is listed with its problem (listing.ts). */
   async list(storage: string, opts: { vmid?: number } = {}): Promise<VolumeListEntry[]> {
     const backend = this.backend(storage);
-    const out = await listVolumeEntries(backend, opts.vmid, async (v) => summarize(backend, await this.readTree(backend, v, { allocation: false })));
+    const out = await listVolumeEntries(
+      backend,
+      opts.vmid,
+      async (v) => summarize(backend, await this.readTree(backend, v, { allocation: false })),
+      (v) => templateClones(backend, v),
+    );
     // Removals a crashed run left unfinished (LVM: `del-` LVs nobody wipes) are finished from here too.
     await finishDeferredRemovals(backend, opts.vmid, this.wipeMode, this.config.source, this.backgroundWipe);
     return out;
@@ -309,6 +319,7 @@ export class Volchain {
       snapshotMode: mode,
       parentSnapshot: parent,
       layers: treeLayerFlags(tree),
+      clones: await templateClones(backend, volume),
       ...(opts.deep && volume.format === 'qcow2' ? { checks: await checkLayers(tree) } : {}),
     };
   }
@@ -948,5 +959,7 @@ async function summarize(backend: Backend, tree: VolumeTree): Promise<VolumeSumm
     snapshotBytes: space.snapshotBytes,
     fullSizeSnapshotBytes: space.fullSizeSnapshotBytes,
     snapshots,
+    template: tree.volume.template === true,
+    base: tree.base?.volid ?? null,
   };
 }

@@ -23,4 +23,8 @@ export interface VolumeSummary {
    */
   fullSizeSnapshotBytes: number;
   snapshots: string[];
+  /** A template's base volume (read-only; its linked clones are listed in `clones`). */
+  template: boolean;
+  /** A linked clone: the volid of the base volume its chain ends in; null otherwise. */
+  base: string | null;
 }

@@ -7,7 +7,8 @@
 import { stat } from 'node:fs/promises';
 import type { Backend, LayerStat } from '../backends/backend.js';
 import { CorruptImageError, NotFoundError, NotSupportedError, UnsafeImageError } from '../errors.js';
-import { formatVolid, isVolchainTemporaryName, parseVolumeName, sameSnapshotName, snapshotOfLayerName, type VolumeRef } from '../naming/index.js';
+import { formatVolid, isVolchainTemporaryName, parseBaseBackingRef, parseVolumeName, sameSnapshotName, snapshotOfLayerName, type VolumeRef } from '../naming/index.js';
+import { settleCloneBase, type CloneBase } from './clone-base.js';
 import { checkTreeDepth } from './chain-depth.js';
 import { readQcow2Layer, validateLayerHeader, type Qcow2Header } from '../qcow2/index.js';
 
@@ -24,6 +25,11 @@ export interface LayerNode {
   /** Bytes the layer occupies on the storage. */
   usedBytes: number;
   header: Qcow2Header | undefined;
+  /**
+   * Set on a linked clone's bottom layer(s): the backing reference `../<basevmid>/base-…` to the template's
+   * base volume, which is not a member of the tree (`parent` is undefined) and is never written.
+   */
+  base?: string;
 }
 
 export interface VolumeTree {
@@ -39,6 +45,8 @@ export interface VolumeTree {
    * ambiguous: see layer-names.ts). A new snapshot must not take one of these names.
    */
   foreignLayers?: string[];
+  /** A linked clone's base volume (clone-base.ts): what its bottom layer(s) are backed by, read-only. */
+  base?: CloneBase;
 }
 
 export interface ReadTreeOptions {
@@ -60,7 +68,8 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
   const others = otherVolumeNames(backend.kind, volume, names);
   // Names another volume of the VM could also own: ours only if the headers join them to our chain.
   const ambiguous = new Set<string>();
-  for (const name of names) {
+  // A template's base volume is one read-only layer: it has no snapshot layers (PVE: templates take none).
+  for (const name of volume.template ? [] : names) {
     const snap = snapshotOfLayerName(backend.kind, volume.name, name);
     if (snap !== undefined) {
       snapshotOf.set(name, snap);
@@ -115,7 +124,16 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
       // One open per layer: the header is validated before any table it points to is read.
       const info = await readQcow2Layer(path, name, {
         allocation: opts.allocation ?? true,
-        check: (h) => validateLayerHeader(name, h, { isExpectedLayerName: (ref) => snapshotOf.has(ref) }),
+        check: (h) => {
+          if (volume.template && h.backingFile !== undefined) {
+            throw new UnsafeImageError(name, 'is a base volume with a backing file of its own; PVE makes bases without one', h.backingFile);
+          }
+          validateLayerHeader(name, h, {
+            isExpectedLayerName: (ref) => snapshotOf.has(ref),
+            // Only a storage that can check a base volume (dir) accepts PVE's `../<vmid>/base-…` reference.
+            ...(backend.inspectBase && !volume.template ? { baseFormat: (ref: string) => parseBaseBackingRef(ref)?.format } : {}),
+          });
+        },
       });
       header = info.header;
       parent = header.backingFile;
@@ -124,7 +142,11 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
     } else {
       virtualSize = st.recorded?.virtualSize ?? (await stat(path)).size;
     }
+    // The base is outside the tree: the layer is a root of the clone's own layers, with the base noted.
+    const base = parent !== undefined && header !== undefined && parseBaseBackingRef(parent) !== undefined ? parent : undefined;
+    if (base !== undefined) parent = undefined;
     return {
+      ...(base !== undefined ? { base } : {}),
       name,
       snapshot: snapshotOf.get(name),
       parent,
@@ -153,7 +175,20 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
     }
   }
   for (const node of layers.values()) node.children.sort();
-  const tree = { volume, volid, current: volume.name, layers, leftovers, ...(foreignLayers.length > 0 ? { foreignLayers } : {}) };
+  // A linked clone: its base volume is checked (a plain base of this storage, never followed further) and
+  // the volid gains the base part PVE gives it, whichever form the caller used.
+  const base = await settleCloneBase(backend, volume, volid, layers.values());
+  const ref = base ? { ...volume, base: base.volume } : volume;
+  const fullVolid = base ? formatVolid(ref) : volid;
+  const tree = {
+    volume: base ? { ...ref, volname: fullVolid.slice(volume.storage.length + 1) } : volume,
+    volid: fullVolid,
+    current: volume.name,
+    layers,
+    leftovers,
+    ...(foreignLayers.length > 0 ? { foreignLayers } : {}),
+    ...(base ? { base } : {}),
+  };
   // The chain walker's depth bound (validate.ts) holds for trees too: nothing deeper is handed on.
   checkTreeDepth(tree);
   return tree;

@@ -19,8 +19,11 @@ export type Step =
   | { kind: 'freeze'; layer: string }
   /** Write `top`'s data into its backing layer `base`. `base` no longer holds its old state afterwards. */
   | { kind: 'commit'; top: string; base: string; bytes: number }
-  /** Safe rebase of `layer` from `from` onto `onto` (null: no backing), copying what its view needs. */
-  | { kind: 'rebase'; layer: string; from: string; onto: string | null; bytes: number }
+  /**
+   * Safe rebase of `layer` from `from` onto `onto` (null: no backing), copying what its view needs. `onto` may
+   * be a linked clone's base reference `../<vmid>/base-…` (read only), whose format `ontoFormat` then gives.
+   */
+  | { kind: 'rebase'; layer: string; from: string; onto: string | null; bytes: number; ontoFormat?: 'raw' | 'qcow2' }
   /** Delete a layer. */
   | { kind: 'remove'; layer: string }
   /** Grow the virtual size of `layer`. */

@@ -16,11 +16,13 @@ export {
   formatVolid,
   parseVmid,
   parseVolname,
+  parseBaseName,
   parseVolumeName,
   splitVolid,
   validateStorageId,
   validateVmid,
   validateVolumeName,
+  type BaseVolume,
   type ImageFormat,
   type StorageKind,
   type VolumeRef,
@@ -28,3 +30,4 @@ export {
 export { isVolchainTemporaryName, snapshotLayerName, snapshotOfLayerName, temporaryLayerName } from './layer-names.js';
 export { dirImagesDir, dirLayerPath, lvmLayerPath } from './paths.js';
 export { MAX_DISKS_PER_VM, nextFreeDiskName } from './allocate-name.js';
+export { baseBackingRef, parseBaseBackingRef } from './base-name.js';

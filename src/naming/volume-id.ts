@@ -2,6 +2,9 @@
  * Volume ids (`<storage>:<volname>`) and volume names, as Proxmox VE writes them (DESIGN.md section 1):
  * - dir: volname `<vmid>/vm-<vmid>-<rest>.<raw|qcow2>`, the file `<path>/images/<vmid>/<name>`;
  * - lvm: volname = LV name `vm-<vmid>-<rest>`, qcow2 when it ends in `.qcow2`, raw otherwise.
+ * - dir, template base volume: `<vmid>/base-<vmid>-<rest>.<raw|qcow2>` (PVE create_base);
+ * - dir, linked clone: `<basevmid>/<basename>/<vmid>/vm-<vmid>-<rest>.qcow2` (PVE clone_image); the file is
+ *   `<path>/images/<vmid>/<name>`, the base part says which base its chain ends in (base-name.ts).
  *
  * Everything here is validation before any path is built (DESIGN.md section 6), so it is stricter than PVE
  * where PVE is permissive in ways that could hurt:
@@ -35,6 +38,21 @@ export interface VolumeRef {
   format: ImageFormat;
   /** The part of the volid after `storage:`. */
   volname: string;
+  /** A template's base volume (dir only): read-only, never written, takes no snapshots. */
+  template?: true;
+  /**
+   * A linked clone (dir only): the base its bottom layer is backed by. Absent on a volid without the base
+   * part; reading the chain finds the base from the headers either way (volume-tree.ts).
+   */
+  base?: BaseVolume;
+}
+
+/** A template's base volume: `images/<vmid>/<name>` on the clone's storage. */
+export interface BaseVolume {
+  vmid: number;
+  /** `base-<vmid>-<rest>.<raw|qcow2>`. */
+  name: string;
+  format: ImageFormat;
 }
 
 /** pve-vmid (pve-common JSONSchema): `^[1-9][0-9]{2,8}$`, i.e. 100..999999999. */
@@ -138,12 +156,14 @@ export function parseVolname(kind: StorageKind, storage: string, volname: string
     throw new InvalidInputError(`volume ${volid} is an absolute path: expected ${DIR_VOLNAME_SHAPE}`);
   }
   const parts = volname.split('/');
-  const [first = '', second = '', third = ''] = parts;
+  const [first = '', second = '', third = '', fourth = ''] = parts;
   if (parts.length === 4 && /^\d+$/.test(first) && /^(base|vm)-\d+-/.test(second) && /^\d+$/.test(third)) {
     // PVE: `<basevmid>/<basename>/<vmid>/<name>`, a linked clone of a template's base volume.
-    throw new NotSupportedError(
-      `volume ${volid} is a linked clone of a base volume: volchain does not handle linked clones yet`,
-    );
+    const base = parseBaseName(second, parseVmidPart(volid, first));
+    const clone = parseVolname(kind, storage, `${third}/${fourth}`);
+    if (clone.template) throw new InvalidInputError(`volume ${volid} is not valid: a linked clone's own name starts with 'vm-', not 'base-'`);
+    if (clone.format !== 'qcow2') throw new InvalidInputError(`volume ${volid} is not valid: a linked clone is a qcow2 volume`);
+    return { ...clone, volname, base };
   }
   if (OTHER_CONTENT.has(first)) {
     throw new NotSupportedError(
@@ -154,22 +174,60 @@ export function parseVolname(kind: StorageKind, storage: string, volname: string
     throw new InvalidInputError(`volume ${volid} is not valid: expected ${DIR_VOLNAME_SHAPE}`);
   }
   const [vmidText = '', name = ''] = parts;
+  const vmid = parseVmidPart(volid, vmidText);
+  if (name.startsWith('base-')) {
+    const { format } = parseBaseName(name, vmid);
+    return { storage, kind, vmid, name, format, volname, template: true };
+  }
+  const { format } = parseVolumeName('dir', name, vmid);
+  return { storage, kind, vmid, name, format, volname };
+}
+
+function parseVmidPart(volid: string, vmidText: string): number {
   if (!VMID_PATTERN.test(vmidText)) {
     throw new InvalidInputError(
       `volume ${volid} is not valid: ${quote(vmidText)} before '/' must be a VM id from ${VMID_MIN} ` +
         `to ${VMID_MAX} without leading zeros`,
     );
   }
-  const vmid = Number(vmidText);
-  const { format } = parseVolumeName('dir', name, vmid);
-  return { storage, kind, vmid, name, format, volname };
+  return Number(vmidText);
 }
 
-/** `storage:vmid/name` on dir, `storage:name` on LVM; validates first so it never emits an unparsable volid. */
-export function formatVolid(ref: Pick<VolumeRef, 'storage' | 'kind' | 'vmid' | 'name'>): string {
+/**
+ * Checks a template base volume's file name (`base-<vmid>-<rest>.<raw|qcow2>`, dir storage only) and returns
+ * it with its vmid and format. A base name follows the rules of a volume name with `base-` for `vm-` (PVE's
+ * create_base renames one into the other); with `expectedVmid` the vmid in the name must equal it.
+ */
+export function parseBaseName(name: string, expectedVmid?: number): BaseVolume {
+  if (typeof name !== 'string' || !name.startsWith('base-')) {
+    throw new InvalidInputError(`${quote(name)} is not a base volume name: expected 'base-<vmid>-disk-<n>.<qcow2|raw>'`);
+  }
+  try {
+    const { vmid, format } = parseVolumeName('dir', `vm-${name.slice('base-'.length)}`, expectedVmid);
+    return { vmid, name, format };
+  } catch (err) {
+    // The checks of a volume name apply unchanged; the message names the base name the user gave.
+    const message = err instanceof Error ? err.message : String(err);
+    throw new InvalidInputError(`base volume name ${quote(name)} is not valid: ${message.replace(/'vm-/g, "'base-")}`);
+  }
+}
+
+/**
+ * `storage:vmid/name` on dir, `storage:name` on LVM, and on dir a linked clone's
+ * `storage:basevmid/basename/vmid/name`; validates first so it never emits an unparsable volid.
+ */
+export function formatVolid(ref: Pick<VolumeRef, 'storage' | 'kind' | 'vmid' | 'name'> & Pick<Partial<VolumeRef>, 'base'>): string {
   validateStorageId(ref.storage);
   validateVmid(ref.vmid);
+  if (ref.kind === 'dir' && ref.name.startsWith('base-')) {
+    parseBaseName(ref.name, ref.vmid);
+    return `${ref.storage}:${ref.vmid}/${ref.name}`;
+  }
   parseVolumeName(ref.kind, ref.name, ref.vmid);
+  if (ref.kind === 'dir' && ref.base !== undefined) {
+    parseBaseName(ref.base.name, ref.base.vmid);
+    return `${ref.storage}:${ref.base.vmid}/${ref.base.name}/${ref.vmid}/${ref.name}`;
+  }
   return ref.kind === 'dir' ? `${ref.storage}:${ref.vmid}/${ref.name}` : `${ref.storage}:${ref.name}`;
 }
 
@@ -241,8 +299,11 @@ export function parseVolumeName(
     throw new InvalidInputError(`${q} is a temporary layer of an unfinished volchain operation, not a volume`);
   }
   if (name.startsWith('base-')) {
+    // Only PVE's create_base makes base volumes (dir: parseBaseName); LVM has no templates in PVE either.
     throw new NotSupportedError(
-      `volume ${q} is a template base volume: volchain does not handle base volumes and linked clones yet`,
+      kind === 'dir'
+        ? `${q} is a template base volume name ('base-' prefix): volchain does not make base volumes, it reads the ones PVE's template conversion made`
+        : `volume ${q} is a template base volume: LVM storage has no base volumes (PVE makes templates on LVM-thin and dir only)`,
     );
   }
   if (/^(subvol|basevol)-/.test(name)) {

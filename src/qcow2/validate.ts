@@ -18,6 +18,13 @@ export interface BackingPolicy {
    * whose header holds `ref` (policies that only know the volume may ignore it).
    */
   isExpectedLayerName(ref: string, referencedBy: string): boolean;
+  /**
+   * The one exception to "same directory" (DESIGN.md section 6): PVE's linked clone on dir storage, whose
+   * bottom layer names `../<basevmid>/base-<basevmid>-….<fmt>`. Returns the format the base must be read
+   * with when `ref` is such a reference this policy accepts, else undefined. The header's backing format must
+   * equal it; that the file is a real base volume is the caller's check (engine/clone-base.ts).
+   */
+  baseFormat?(ref: string, referencedBy: string): 'raw' | 'qcow2' | undefined;
 }
 
 export interface ChainLayer {
@@ -59,6 +66,14 @@ export function validateLayerHeader(layer: string, header: Qcow2Header, policy: 
   }
   if (header.backingFile === undefined) return;
   const ref = header.backingFile;
+  const baseFormat = policy.baseFormat?.(ref, layer);
+  if (baseFormat !== undefined) {
+    if (header.backingFormat !== baseFormat) {
+      const found = header.backingFormat === undefined ? 'missing, so QEMU would probe it' : quoteForeign(header.backingFormat);
+      throw new UnsafeImageError(layer, `backing format of the base volume is ${found}, expected "${baseFormat}"`, ref);
+    }
+    return;
+  }
   const problem = backingNameProblem(ref);
   if (problem !== undefined) throw new UnsafeImageError(layer, `backing reference ${problem}`, ref);
   if (header.backingFormat === undefined) {

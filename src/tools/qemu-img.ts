@@ -62,8 +62,14 @@ export async function commitIntoBacking(topPath: string, opts: ProgressOptions =
  * Safe rebase: copies into `path` whatever its view would lose by switching to `newBackingName`
  * (undefined = no backing file at all), then rewrites the header.
  */
-export async function rebase(path: string, newBackingName: string | undefined, opts: ProgressOptions = {}): Promise<void> {
-  const backing = newBackingName === undefined ? ['-b', ''] : ['-b', newBackingName, '-F', 'qcow2'];
+export async function rebase(
+  path: string,
+  newBackingName: string | undefined,
+  opts: ProgressOptions = {},
+  backingFormat: 'raw' | 'qcow2' = 'qcow2',
+): Promise<void> {
+  // backingFormat is raw only for a linked clone's base volume (PVE templates may be raw).
+  const backing = newBackingName === undefined ? ['-b', ''] : ['-b', newBackingName, '-F', backingFormat];
   await run('qemu-img', ['rebase', ...progressArgs(opts), '-f', 'qcow2', ...backing, path], runOpts(opts));
 }
 

@@ -153,10 +153,8 @@ const rejectedVolnames: { description: string; input: { kind: StorageKind; volna
   { description: 'dir: trailing slash', input: { kind: 'dir', volname: '100/vm-100-disk-0.qcow2/' }, error: InvalidInputError, message: /expected '<vmid>\/<file name>'/ },
   { description: 'dir: empty file name', input: { kind: 'dir', volname: '100/' }, error: InvalidInputError, message: /must not be empty/ },
   // content volchain does not manage
-  { description: 'dir: linked clone <basevmid>/<basename>/<vmid>/<name> (parse_volname_test: linked, qcow2)', input: { kind: 'dir', volname: '1234/base-1234-disk-0.qcow2/1235/vm-1235-disk-0.qcow2' }, error: NotSupportedError, message: /linked clone/ },
   { description: 'dir: ISO image (parse_volname_test: ISO image, iso)', input: { kind: 'dir', volname: 'iso/some-installation-disk.iso' }, error: NotSupportedError, message: /VM disks only/ },
   { description: 'dir: backup (parse_volname_test: backup)', input: { kind: 'dir', volname: 'backup/vzdump-qemu-100-2020_03_30-21_12_40.vma' }, error: NotSupportedError, message: /VM disks only/ },
-  { description: 'dir: template base volume (parse_volname_test: base-<vmid>-disk-0, isBase)', input: { kind: 'dir', volname: '1234/base-1234-disk-0.qcow2' }, error: NotSupportedError, message: /base volumes/ },
   { description: 'dir: container subvol (parse_volname_test: Container rootdir, subvol)', input: { kind: 'dir', volname: '1234/subvol-1234-disk-0.subvol' }, error: NotSupportedError, message: /container subvolume/ },
   { description: 'dir: vmdk (parse_volname_test accepts it; volchain handles raw and qcow2 only)', input: { kind: 'dir', volname: '1234/vm-1234-disk-1.vmdk' }, error: NotSupportedError, message: /raw and qcow2/ },
   // name shape
@@ -184,7 +182,7 @@ const rejectedVolnames: { description: string; input: { kind: StorageKind; volna
   { description: 'lvm: not vm-<vmid>- (LVMPlugin: unable to parse lvm volume name)', input: { kind: 'lvm', volname: 'root' }, error: InvalidInputError, message: /expected 'vm-<vmid>-<name>' \(raw\)/ },
   { description: 'lvm: snapshot layer LV', input: { kind: 'lvm', volname: 'snap_vm-100-disk-0_daily.qcow2' }, error: InvalidInputError, message: /snapshot layer name/ },
   { description: 'lvm: LV being removed (del- prefix of free_image with saferemove)', input: { kind: 'lvm', volname: 'del-vm-100-disk-0' }, error: InvalidInputError, message: /being removed/ },
-  { description: 'lvm: base volume (LVM has no templates in PVE either)', input: { kind: 'lvm', volname: 'base-100-disk-0' }, error: NotSupportedError, message: /base volumes/ },
+  { description: 'lvm: base volume (LVM has no templates in PVE either)', input: { kind: 'lvm', volname: 'base-100-disk-0' }, error: NotSupportedError, message: /LVM storage has no base volumes/ },
   { description: 'lvm: "+" is LVM-legal but not in PVE parse_lvm_name', input: { kind: 'lvm', volname: 'vm-100-a+b' }, error: InvalidInputError, message: /contains "\+"/ },
   { description: 'lvm: must end with a letter or digit (parse_lvm_name)', input: { kind: 'lvm', volname: 'vm-100-disk.' }, error: InvalidInputError, message: /end with a letter or digit/ },
   { description: 'lvm: LVM-reserved substring (lvm(8) VALID NAMES)', input: { kind: 'lvm', volname: 'vm-100-x_tmeta' }, error: InvalidInputError, message: /"_tmeta", reserved by LVM/ },
@@ -234,7 +232,7 @@ const newNames: { description: string; input: { kind: StorageKind; vmid: number;
   { description: 'a reserved prefix snap-', input: { kind: 'dir', vmid: 100, name: 'snap-a-vm-100-disk-0.qcow2' }, expected: { error: InvalidInputError, message: /snapshot layer/ } },
   { description: 'a reserved prefix snap_', input: { kind: 'lvm', vmid: 100, name: 'snap_vm-100-disk-0_a.qcow2' }, expected: { error: InvalidInputError, message: /snapshot layer/ } },
   { description: 'a reserved prefix del-', input: { kind: 'lvm', vmid: 100, name: 'del-vm-100-disk-0' }, expected: { error: InvalidInputError, message: /being removed/ } },
-  { description: 'a reserved prefix base- (templates are later work)', input: { kind: 'dir', vmid: 100, name: 'base-100-disk-0.qcow2' }, expected: { error: NotSupportedError, message: /base volumes/ } },
+  { description: 'a reserved prefix base- (only PVE makes templates)', input: { kind: 'dir', vmid: 100, name: 'base-100-disk-0.qcow2' }, expected: { error: NotSupportedError, message: /does not make base volumes/ } },
   { description: 'an invalid vmid', input: { kind: 'dir', vmid: 42, name: 'vm-42-disk-0.qcow2' }, expected: { error: InvalidInputError, message: /VM id 42/ } },
   { description: 'dir: too long to leave room for a 40-character snapshot layer name', input: { kind: 'dir', vmid: 100, name: `vm-100-${'a'.repeat(200)}.qcow2` }, expected: { error: InvalidInputError, message: /at most 209 characters/ } },
   { description: 'lvm: too long to leave room for snap_<name>_<40 chars>.qcow2 within 127', input: { kind: 'lvm', vmid: 100, name: `vm-100-${'a'.repeat(70)}.qcow2` }, expected: { error: InvalidInputError, message: /at most 81 characters/ } },
