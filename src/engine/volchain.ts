@@ -44,6 +44,9 @@ import { describeStep } from './plan.js';
 import { Journal, journalLeftovers, pendingOperations, type JournalLeftover, type JournalRecord } from './journal.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import { refuseMissingVolume } from './refusals.js';
+import { pendingFields } from './error-fields.js';
+import { repairActions, repairRecord } from './repair-record.js';
+import { vmOperationStopped } from './vm-failure.js';
 import { finishDeferredRemovals, resolveWipeMode, type WipeMode } from './wipe.js';
 import { resolveShrinkFrozen, type ShrinkPolicy } from './shrink-policy.js';
 import type { Plan } from './plan.js';
@@ -623,21 +626,16 @@ export class Volchain {
           unreadable.push(`${record.plan.operation} of ${record.plan.volid} (started ${record.startedAt} by pid ${record.pid} on ${record.host}): ${record.error ?? 'its journal is not readable on this host'}`);
           continue;
         }
-        const remaining = record.plan.steps.slice(record.completedSteps);
-        results.push({
-          volid: record.plan.volid,
-          actions: [`finish ${record.plan.operation} (${remaining.length} of ${record.plan.steps.length} steps left)`, ...remaining.map(describeStep)],
-        });
+        results.push({ volid: record.plan.volid, actions: repairActions(record) });
         if (opts.dryRun) continue;
         await this.withLock(backend, record.plan.vmid, 'repair', async () => {
           // A live plan finishes through its QEMU if that still runs, else with the offline equivalents.
           const live = record.plan.live ? await openRepairSession(record.plan, opts.qmp) : undefined;
           try {
-            for (const step of remaining) await runStep(backend, record.plan.vmid, step, undefined, true, live);
+            await repairRecord(backend, record, live);
           } finally {
             await live?.client.close();
           }
-          await backend.journal().remove(record);
         });
       }
       for (const vmid of vmids) {
@@ -703,6 +701,7 @@ export class Volchain {
       throw new PendingOperationError(
         `${formatVolid(volume)} is in the middle of a ${first.plan.operation} (started ${first.startedAt} by pid ` +
           `${first.pid} on ${first.host}): wait for it, or if that process is gone run 'volchain repair ${first.plan.volid}'`,
+        { fields: pendingFields(first), outcome: 'needs-repair' },
       );
     }
   }
@@ -769,17 +768,11 @@ export class Volchain {
       const done: { backend: Backend; tree: VolumeTree }[] = [];
       for (const [i, p] of planned.entries()) {
         try {
-          await executePlan(p.backend, p.plan, { ...(opts.onEvent ? { onEvent: opts.onEvent } : {}), journal: journals[i] as Journal });
+          const keep = { keepJournalWhenUndone: !undo };
+          await executePlan(p.backend, p.plan, { ...(opts.onEvent ? { onEvent: opts.onEvent } : {}), journal: journals[i] as Journal, ...keep });
         } catch (err) {
           const error = asVolchainError(err);
-          if (!undo) {
-            throw new VolchainError(
-              error.code,
-              `${operation} of VM ${vmid} stopped on ${p.plan.volid}: ${error.message}; ` +
-                `run 'volchain repair --all' to finish it on every disk`,
-              { cause: err },
-            );
-          }
+          if (!undo) throw vmOperationStopped(operation, vmid, p.plan.volid, done.map((d) => d.tree.volid), planned.slice(i).map((q) => q.plan.volid), err);
           for (const j of journals.slice(i + 1)) await j.finish();
           try {
             await undo(done);
@@ -884,6 +877,7 @@ async function refusePending(backend: Backend, vmid: number): Promise<void> {
     throw new PendingOperationError(
       `VM ${vmid} on storage '${backend.id}' has an unfinished ${first.plan.operation} of ${first.plan.volid} ` +
         `(started ${first.startedAt} by pid ${first.pid} on ${first.host}); run 'volchain repair ${first.plan.volid}'`,
+      { fields: pendingFields(first), outcome: 'needs-repair' },
     );
   }
 }
