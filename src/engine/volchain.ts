@@ -89,6 +89,8 @@ export interface VolchainOptions {
    * without growing them), else 'yes'. Default: $VOLCHAIN_LVM_SHRINK, else 'auto'. See engine/shrink-policy.ts.
    */
   shrinkFrozen?: ShrinkPolicy;
+  /** How long to wait for a VM's lock. Default: $VOLCHAIN_LOCK_TIMEOUT (read when a lock is taken), else 30 s. */
+  lockTimeoutMs?: number;
 }
 
 export interface WipeOptions {
@@ -208,7 +210,10 @@ export class Volchain {
   /** LVM: frozen layers are shrunk to their image's end (see VolchainOptions.shrinkFrozen). */
   readonly shrinkFrozen: boolean;
 
+  private readonly lockTimeoutMs: number | undefined;
+
   constructor(readonly config: StorageConfig, options: VolchainOptions = {}) {
+    this.lockTimeoutMs = options.lockTimeoutMs;
     this.wipeMode = resolveWipeMode(options.wipe);
     this.shrinkFrozen = resolveShrinkFrozen(options.shrinkFrozen, config.source);
   }
@@ -800,7 +805,7 @@ export class Volchain {
 
   /** VM `vmid`'s lock on the place `backends` share (their one lockFile). */
   private async lockVm(backends: readonly Backend[], vmid: number, operation: string): Promise<HeldLock> {
-    const lock = await acquireLock((backends[0] as Backend).lockFile(vmid), operation);
+    const lock = await acquireLock((backends[0] as Backend).lockFile(vmid), operation, this.lockTimeoutMs);
     return {
       path: lock.path,
       release: async () => {
