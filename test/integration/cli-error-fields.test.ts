@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { acquireLock } from '../../src/engine/lock.js';
+import { createVolchain } from '../../src/create.js';
+import { LockedError } from '../../src/errors.js';
 import { assertSameTree, cli, cliOk, makeStorage, snapshotOf, type RunResult, type TestStorage } from './helpers.js';
 
 interface ErrorDoc {
@@ -75,6 +77,22 @@ describe('--json failures carry structured fields', () => {
       assert.deepEqual({ pid: holder.pid, host: holder.host, operation: holder.operation }, { pid: process.pid, host: hostname(), operation: 'snapshot-delete' });
       assert.equal(typeof holder.since, 'string');
     } finally {
+      await held.release();
+    }
+  });
+
+  it("createVolchain's lockTimeoutSeconds is the wait for a VM's lock (the environment's is not used)", async () => {
+    const held = await acquireLock(join(s.path, '.volchain', 'locks', '100.lock'), 'resize');
+    const saved = process.env.VOLCHAIN_LOCK_TIMEOUT;
+    process.env.VOLCHAIN_LOCK_TIMEOUT = '600';
+    try {
+      const vc = await createVolchain({ config: s.cfg, lockTimeoutSeconds: 0.2 });
+      const started = Date.now();
+      await assert.rejects(vc.snapshotCreate(volid, 's3'), (err: unknown) => err instanceof LockedError && /gave up after 0\.2s/.test(err.message));
+      assert.ok(Date.now() - started < 10_000, 'gave up after the configured 0.2 s, not $VOLCHAIN_LOCK_TIMEOUT');
+    } finally {
+      if (saved === undefined) delete process.env.VOLCHAIN_LOCK_TIMEOUT;
+      else process.env.VOLCHAIN_LOCK_TIMEOUT = saved;
       await held.release();
     }
   });
