@@ -6,7 +6,8 @@
  */
 import type { Backend } from '../backends/backend.js';
 import type { JournalRecord } from '../journal/record.js';
-import { runStep, undoJournaled, undoStepsOf } from './executor.js';
+import { runStep, stepLayers, undoJournaled, undoStepsOf } from './executor.js';
+import { guardPlanOnDisk } from './layer-guard-disk.js';
 import { Journal } from './journal.js';
 import type { LiveSession } from './live-executor.js';
 import { describeStep } from './plan.js';
@@ -27,6 +28,13 @@ export async function repairRecord(backend: Backend, record: JournalRecord, live
   if (record.undo) {
     await undoJournaled(backend, Journal.resume(backend.journal(), record), live);
   } else {
+    if (record.completedSteps === 0 && record.runningStep === null) {
+      // Nothing ran yet (a VM-wide operation's disk after the one that failed, or whose own steps were undone):
+      // the chain is as planned, so the executor's check of the layers on disk holds before the first step,
+      // and a layer volchain will not change (marked corrupt, internal snapshots) is refused here too.
+      await backend.activate?.(record.plan.vmid, stepLayers(record.plan.steps));
+      await guardPlanOnDisk(backend, record.plan, stepLayers(record.plan.steps));
+    }
     for (const step of record.plan.steps.slice(record.completedSteps)) await runStep(backend, record.plan.vmid, step, undefined, true, live);
   }
   await backend.journal().remove(record);

@@ -10,7 +10,8 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { BLOCKS, VMID, cli, makeEnv, snap, verify, write, type Env, type Model } from './chain-model.js';
 
 const dirs: string[] = [];
@@ -95,4 +96,29 @@ test('vm delsnapshot failing on the 2nd of 3 disks: the message says what is don
   assert.equal(repair.status, 0, `repair failed: ${repair.stderr}`);
   for (const disk of model.values()) disk.snapshots.delete('s1');
   await verify(env, model, 'vm delsnapshot finished by repair --all');
+});
+
+test('repair --all still refuses to write a layer QEMU marked corrupt on a disk the VM-wide operation had not reached', async () => {
+  const { env, volids } = await prepare(3);
+  const [, second, third] = volids as [string, string, string];
+  const run = cli(env, ['vm', 'delsnapshot', String(VMID), 's1'], { VOLCHAIN_FAIL_AT: `snapshot-delete:2:${nameOf(second)}` });
+  assert.equal(run.status, 1, run.stderr);
+  // The 3rd disk's plan rebases its s2 layer; QEMU marks that layer corrupt meanwhile (corrupt bit, offset 72).
+  const s2 = await env.vc.path(third, { snapshot: 's2' });
+  const f = await open(s2, 'r+');
+  try {
+    const field = Buffer.alloc(8);
+    await f.read(field, 0, 8, 72);
+    field.writeBigUInt64BE(field.readBigUInt64BE(0) | 2n);
+    await f.write(field, 0, 8, 72);
+  } finally {
+    await f.close();
+  }
+  const before = readFileSync(s2);
+  const repair = cli(env, ['repair', '--all']);
+  assert.equal(repair.status, 8, `repair should refuse the corrupt layer: ${repair.stderr}`);
+  assert.match(repair.stderr, /is marked corrupt/);
+  assert.ok(readFileSync(s2).equals(before), 'the corrupt layer was not written');
+  const status = JSON.parse(cli(env, ['status', '--json']).stdout) as { pending: { volid: string }[] };
+  assert.ok(status.pending.some((p) => p.volid === third), "the 3rd disk's operation stays pending");
 });
