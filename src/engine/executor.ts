@@ -1,7 +1,8 @@
 /**
- * Runs a plan step by step under a journal. On an error, steps that can be undone are undone and the
- * journal closed (nothing changed); once a step without a way back has run, the journal stays and
- * `volchain repair` finishes the plan (every step can be redone safely).
+ * Runs a plan step by step under a journal. On an error, steps that can be undone are undone, each undo step
+ * journaled first (undo.ts: a crash mid-undo leaves a record repair continues as an undo), and the journal
+ * closed (nothing changed); once a step without a way back has run, the journal stays and `volchain repair`
+ * finishes the plan (every step can be redone safely).
  */
 import { appendFile } from 'node:fs/promises';
 import type { Backend } from '../backends/backend.js';
