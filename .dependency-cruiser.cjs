@@ -32,10 +32,13 @@ const LAYERS = [
   { name: 'backends', rank: 5, match: '^src/backends/' },
   // Planning, executing, journaling, repair, live operations: the library's behaviour.
   { name: 'engine', rank: 6, match: '^src/engine/' },
-  // The command line, one user of the engine among others (the HTTP API will be another).
-  { name: 'cli', rank: 7, match: '^src/cli/' },
-  // The package's public entry (composition root): may wire everything, nothing imports it.
-  { name: 'index', rank: 8, match: '^src/index\\.ts$' },
+  // The composition root (createVolchain) and the documented result shapes: what every front end (the CLI,
+  // library callers, the HTTP API) goes through, so it sits above the engine and below them.
+  { name: 'library', rank: 7, match: '^src/(create|results)\\.ts$' },
+  // The command line, one user of the library among others (the HTTP API will be another).
+  { name: 'cli', rank: 8, match: '^src/cli/' },
+  // The package's public entry: re-exports the library; nothing imports it.
+  { name: 'index', rank: 9, match: '^src/index\\.ts$' },
 ];
 
 /** Any module of a layer. */

@@ -1,7 +1,9 @@
 /**
  * The error tree. Every failure volchain reports is a VolchainError with a stable `code`; the CLI maps codes
  * to exit statuses and prints `message` on one line, so messages must name the offending value and say what
- * to do about it.
+ * to do about it. For programs (the CLI's --json, the library, an API) an error also carries structured
+ * data: `outcome` (whether anything on disk is left for `repair`) and `fields` (the values involved: volid,
+ * vmid, snapshot, layer, path, holder...), so that no caller ever has to parse message text.
  */
 import { quoteForeign } from './quote.js';
 
@@ -35,20 +37,70 @@ const EXIT_STATUS: Record<ErrorCode, number> = {
   INTERNAL: 1,
 };
 
+/**
+ * What a failure left on disk: 'unchanged' (the call changed nothing, or undid all it did) or 'needs-repair'
+ * (an operation stopped part-way and its journal stays: `volchain repair` finishes it).
+ */
+export type ErrorOutcome = 'unchanged' | 'needs-repair';
+
+/** A value an error names, as JSON can carry it. */
+export type ErrorFieldValue = string | number | boolean | null | readonly string[] | { readonly [key: string]: string | number | null };
+
+/**
+ * The values an error is about. Known keys have one meaning everywhere (an error sets those that apply):
+ * `volid`, `vmid`, `storage`, `snapshot`, `layer`, `path`, `operation`, `step` (1-based, as --dry-run numbers
+ * them), `holder` (who holds a lock: pid, host, operation, since), `file`, `line`, `argv`, `exitCode`.
+ */
+export type ErrorFields = Readonly<Record<string, ErrorFieldValue | undefined>>;
+
+export interface VolchainErrorOptions {
+  cause?: unknown;
+  /** Default 'unchanged'; an error wrapping another keeps the wrapped one's outcome unless it says otherwise. */
+  outcome?: ErrorOutcome;
+  fields?: ErrorFields;
+}
+
+/** The JSON form of an error (the CLI's `{"error": ...}` under --json; an API's error body). */
+export interface ErrorJson {
+  code: ErrorCode;
+  exitStatus: number;
+  message: string;
+  outcome: ErrorOutcome;
+  fields: Record<string, ErrorFieldValue>;
+}
+
 export class VolchainError extends Error {
   readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  readonly outcome: ErrorOutcome;
+  /** The values involved; undefined entries dropped. */
+  readonly fields: Readonly<Record<string, ErrorFieldValue>>;
+  constructor(code: ErrorCode, message: string, options: VolchainErrorOptions = {}) {
+    super(message, options.cause !== undefined ? { cause: options.cause } : undefined);
     this.code = code;
     this.name = new.target.name;
+    // A wrapper (`new VolchainError(inner.code, more context, { cause: inner })`) keeps what the inner error
+    // knew, so adding words to a message never loses the structured data.
+    const inner = options.cause instanceof VolchainError ? options.cause : undefined;
+    this.outcome = options.outcome ?? inner?.outcome ?? 'unchanged';
+    this.fields = definedFields({ ...inner?.fields, ...options.fields });
   }
   get exitStatus(): number {
     return EXIT_STATUS[this.code];
   }
+  /** The error as data (message unescaped: the CLI escapes what it prints). */
+  toJSON(): ErrorJson {
+    return { code: this.code, exitStatus: this.exitStatus, message: this.message, outcome: this.outcome, fields: { ...this.fields } };
+  }
+}
+
+function definedFields(fields: ErrorFields): Record<string, ErrorFieldValue> {
+  const out: Record<string, ErrorFieldValue> = {};
+  for (const [key, value] of Object.entries(fields)) if (value !== undefined) out[key] = value;
+  return out;
 }
 
 export class InvalidInputError extends VolchainError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  constructor(message: string, options?: VolchainErrorOptions) {
     super('INVALID_INPUT', message, options);
   }
 }
@@ -57,39 +109,39 @@ export class ConfigError extends VolchainError {
   readonly file: string;
   readonly line: number | undefined;
   constructor(file: string, line: number | undefined, message: string) {
-    super('CONFIG', line === undefined ? `${file}: ${message}` : `${file}:${line}: ${message}`);
+    super('CONFIG', line === undefined ? `${file}: ${message}` : `${file}:${line}: ${message}`, { fields: { file, line } });
     this.file = file;
     this.line = line;
   }
 }
 
 export class NotFoundError extends VolchainError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  constructor(message: string, options?: VolchainErrorOptions) {
     super('NOT_FOUND', message, options);
   }
 }
 
 export class AlreadyExistsError extends VolchainError {
-  constructor(message: string) {
-    super('ALREADY_EXISTS', message);
+  constructor(message: string, options?: VolchainErrorOptions) {
+    super('ALREADY_EXISTS', message, options);
   }
 }
 
 export class NotSupportedError extends VolchainError {
-  constructor(message: string) {
-    super('NOT_SUPPORTED', message);
+  constructor(message: string, options?: VolchainErrorOptions) {
+    super('NOT_SUPPORTED', message, options);
   }
 }
 
 export class LockedError extends VolchainError {
-  constructor(message: string) {
-    super('LOCKED', message);
+  constructor(message: string, options?: VolchainErrorOptions) {
+    super('LOCKED', message, options);
   }
 }
 
 export class PendingOperationError extends VolchainError {
-  constructor(message: string) {
-    super('PENDING_OPERATION', message);
+  constructor(message: string, options?: VolchainErrorOptions) {
+    super('PENDING_OPERATION', message, options);
   }
 }
 
@@ -99,7 +151,9 @@ export class UnsafeImageError extends VolchainError {
   readonly reference: string | undefined;
   constructor(layer: string, message: string, reference?: string) {
     // The reference comes from a header anyone may have written: escaped, and cut (QEMU allows 1023 bytes).
-    super('UNSAFE_IMAGE', `${layer}: ${message}${reference === undefined ? '' : ` (${quoteForeign(reference, 128)})`}`);
+    super('UNSAFE_IMAGE', `${layer}: ${message}${reference === undefined ? '' : ` (${quoteForeign(reference, 128)})`}`, {
+      fields: { layer, reference: reference === undefined ? undefined : quoteForeign(reference, 128) },
+    });
     this.layer = layer;
     this.reference = reference;
   }
@@ -109,13 +163,13 @@ export class UnsafeImageError extends VolchainError {
 export class CorruptImageError extends VolchainError {
   readonly layer: string;
   constructor(layer: string, message: string) {
-    super('CORRUPT_IMAGE', `${layer}: ${message}`);
+    super('CORRUPT_IMAGE', `${layer}: ${message}`, { fields: { layer } });
     this.layer = layer;
   }
 }
 
 export class NoSpaceError extends VolchainError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  constructor(message: string, options?: VolchainErrorOptions) {
     super('NO_SPACE', message, options);
   }
 }
@@ -127,7 +181,9 @@ export class CommandFailedError extends VolchainError {
   constructor(argv: readonly string[], exitCode: number | null, stderr: string, signal?: string | null) {
     const how = exitCode === null ? `was killed by ${signal ?? 'a signal'}` : `exited with status ${exitCode}`;
     const detail = lastMeaningfulLine(stderr);
-    super('COMMAND_FAILED', `${argv.join(' ')} ${how}${detail ? `: ${detail}` : ''}`);
+    super('COMMAND_FAILED', `${argv.join(' ')} ${how}${detail ? `: ${detail}` : ''}`, {
+      fields: { argv: [...argv], exitCode, signal: exitCode === null ? (signal ?? null) : undefined },
+    });
     this.argv = argv;
     this.exitCode = exitCode;
     this.stderr = stderr;
@@ -140,7 +196,7 @@ export class CommandFailedError extends VolchainError {
  * src/qmp/errors.ts has the specific kinds.
  */
 export class QmpError extends VolchainError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  constructor(message: string, options?: VolchainErrorOptions) {
     super('COMMAND_FAILED', message, options);
   }
 }
@@ -155,9 +211,11 @@ export function asVolchainError(err: unknown): VolchainError {
   if (err instanceof VolchainError) return err;
   if (err instanceof Error) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOSPC') return new NoSpaceError(`no space left on device: ${err.message}`);
-    if (code === 'ENOENT') return new NotFoundError(err.message, { cause: err });
-    return new VolchainError('INTERNAL', err.message, { cause: err });
+    const path = (err as NodeJS.ErrnoException).path;
+    const fields = path !== undefined ? { path } : {};
+    if (code === 'ENOSPC') return new NoSpaceError(`no space left on device: ${err.message}`, { fields });
+    if (code === 'ENOENT') return new NotFoundError(err.message, { cause: err, fields });
+    return new VolchainError('INTERNAL', err.message, { cause: err, fields });
   }
   return new VolchainError('INTERNAL', String(err));
 }

@@ -4,7 +4,9 @@
  */
 import { Command, CommanderError, Option } from '@commander-js/extra-typings';
 import { asVolchainError, InvalidInputError, type VolchainError } from '../errors.js';
-import { Volchain, type CallOptions } from '../engine/volchain.js';
+import type { Volchain, CallOptions } from '../engine/volchain.js';
+import { createVolchain } from '../create.js';
+import type { PlansJson, RepairJson, StatusJson, StorageListJson, WipeJson } from '../results.js';
 import type { Plan } from '../model/plan.js';
 import { parseVmid, type ImageFormat } from '../naming/index.js';
 import { progressReporter, renderRemoval, wipeReporter } from './progress.js';
@@ -44,8 +46,9 @@ export function buildProgram() {
 
   const open = async (): Promise<Volchain> => {
     const { config } = program.opts();
-    // A background wipe (LVM saferemove) is this CLI started again, detached, as `volchain wipe`.
-    return Volchain.open(config !== undefined ? { configPath: config } : {}, { backgroundWipe: spawnCliWiper });
+    // The library's one way in (src/create.ts); a background wipe (LVM saferemove) is this CLI started again,
+    // detached, as `volchain wipe`; the rest of the settings come from the environment there.
+    return createVolchain({ ...(config !== undefined && config !== '' ? { config } : {}), backgroundWipe: spawnCliWiper });
   };
 
   /** Mutating commands: run with progress, print what happened (or the plan with --dry-run). */
@@ -75,7 +78,7 @@ export function buildProgram() {
     }
     const plans = Array.isArray(result) ? result : [result];
     if (opts.json) {
-      printJson({ dryRun: opts.dryRun ?? false, plans });
+      printJson({ dryRun: opts.dryRun ?? false, plans } satisfies PlansJson);
     } else if (opts.dryRun) {
       const total = plans.length > 1 ? totalPlanSpace(plans.map((p) => p.space)) : undefined;
       print([...plans.map(renderPlan), ...(total ? [renderSpace(total, `total for ${plans.length} disks`).join('\n')] : [])].join('\n\n'));
@@ -92,7 +95,7 @@ export function buildProgram() {
     .option('--json', 'machine-readable output')
     .action(async (opts) => {
       const vc = await open();
-      if (opts.json) printJson({ source: vc.config.source, storages: vc.storages() });
+      if (opts.json) printJson({ source: vc.config.source, storages: vc.storages() } satisfies StorageListJson);
       else print(`# ${vc.config.source}\n${renderStorages(vc.storages())}`);
     });
 
@@ -308,7 +311,7 @@ export function buildProgram() {
       const pending = await vc.status();
       const wipes = await vc.pendingRemovals();
       const journalFiles = await vc.journalLeftovers();
-      if (opts.json) printJson({ pending, wipes, journalFiles });
+      if (opts.json) printJson({ pending, wipes, journalFiles } satisfies StatusJson);
       else if (pending.length === 0 && wipes.length === 0 && journalFiles.length === 0) print('no unfinished operations');
       else {
         for (const p of pending) print(`${p.volid}: ${p.plan.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host}, ${p.summaryOnly ? 'steps not readable here (its journal LV is not active on this host)' : `${p.completedSteps}/${p.plan.steps.length} steps done`}${p.error ? ` (stopped: ${escapeUnsafe(p.error)})` : ''}`);
@@ -343,7 +346,7 @@ export function buildProgram() {
         reporter.stop();
       }
       if (opts.json) {
-        printJson({ wiped: result.finished, waited: result.waited, busy: result.busy });
+        printJson({ wiped: result.finished, waited: result.waited, busy: result.busy } satisfies WipeJson);
         return;
       }
       const lines = [
@@ -368,7 +371,7 @@ export function buildProgram() {
         dryRun: opts.dryRun ?? false,
         ...(opts.qmp !== undefined ? { qmp: opts.qmp } : {}),
       });
-      if (opts.json) printJson({ dryRun: opts.dryRun ?? false, repaired: results });
+      if (opts.json) printJson({ dryRun: opts.dryRun ?? false, repaired: results } satisfies RepairJson);
       else if (results.length === 0) print('nothing to repair');
       else for (const r of results) print(`${opts.dryRun ? 'would repair' : 'repaired'} ${r.volid}:\n${r.actions.map((a) => `  - ${a}`).join('\n')}`);
     });

@@ -1,7 +1,7 @@
 /**
  * How the CLI writes and fails: every error is one line `volchain: <message>` on stderr with the exit status of
  * its code (usage errors from the argument parser included), plus, under --json, one JSON document
- * `{"error": {code, message, exitStatus}}` on stdout; a reader that goes away (`volchain list st | head -1`)
+ * `{"error": {code, exitStatus, message, outcome, fields}}` on stdout (VolchainError.toJSON); a reader that goes away (`volchain list st | head -1`)
  * ends the output quietly instead of crashing with a stack trace.
  */
 import type { CommanderError, CommandUnknownOpts as Command } from '@commander-js/extra-typings';
@@ -62,13 +62,14 @@ export const PARSER_OUTPUT = {
 
 /**
  * Reports `error` as the CLI does: one line on stderr; under --json also the error object on stdout, so a
- * script reading --json output always gets one JSON document. The message is escaped (it may quote names from
- * image headers or another program's stderr) and is the same text in both places.
+ * script reading --json output always gets one JSON document, with the error's outcome and fields for
+ * programs (never parse the message). The message is escaped (it may quote names from image headers or
+ * another program's stderr) and is the same text in both places; field values are plain JSON strings.
  */
 export function reportError(error: VolchainError, json: boolean): void {
   const message = escapeUnsafe(error.message);
   writeErr(`volchain: ${message}\n`);
-  if (json) writeOut(`${JSON.stringify({ error: { code: error.code, message, exitStatus: error.exitStatus } }, null, 2)}\n`);
+  if (json) writeOut(`${JSON.stringify({ error: { ...error.toJSON(), message } }, null, 2)}\n`);
 }
 
 /** Whether the command line asks for --json (before a `--`), for errors raised while it is being parsed. */

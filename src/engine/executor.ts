@@ -1,7 +1,8 @@
 /**
- * Runs a plan step by step under a journal. On an error, steps that can be undone are undone and the
- * journal closed (nothing changed); once a step without a way back has run, the journal stays and
- * `volchain repair` finishes the plan (every step can be redone safely).
+ * Runs a plan step by step under a journal. On an error, steps that can be undone are undone, each undo step
+ * journaled first (undo.ts: a crash mid-undo leaves a record repair continues as an undo), and the journal
+ * closed (nothing changed); once a step without a way back has run, the journal stays and `volchain repair`
+ * finishes the plan (every step can be redone safely).
  */
 import { appendFile } from 'node:fs/promises';
 import type { Backend } from '../backends/backend.js';
@@ -12,6 +13,8 @@ import { guardPlanOnDisk } from './layer-guard-disk.js';
 import { dispatchStep, type LiveSession } from './live-executor.js';
 import { describeStep } from './plan.js';
 import { damagesWhenInterrupted, injectFault, isLong, stepLayers, undoOf, type EngineEvent } from './step-rules.js';
+import { runJournaledUndo, type UndoStep } from './undo.js';
+import { needsRepair } from './error-fields.js';
 
 // Moved to step-rules.ts (live-executor.ts needs them too, and must not import this module: a cycle);
 // re-exported for existing importers.
@@ -23,6 +26,36 @@ export interface ExecuteOptions {
   journal?: Journal;
   /** The running QEMU that live steps (qmp-*) act through; without it they run their offline equivalents. */
   live?: LiveSession;
+  /**
+   * After a failure fully undone, keep the journal as "nothing done yet" (Journal.restart) instead of removing
+   * it: a VM-wide operation that cannot take back the other disks leaves every disk for `repair --all`.
+   */
+  keepJournalWhenUndone?: boolean;
+}
+
+/** The undo of the first `done` steps of `plan`, last step first; steps with nothing to undo left out. */
+export function undoStepsOf(plan: Plan, done: number): UndoStep[] {
+  const out: UndoStep[] = [];
+  for (let i = done - 1; i >= 0; i--) {
+    const undo = undoOf(plan.steps[i] as Step);
+    if (undo === 'impossible') throw new VolchainError('INTERNAL', `step ${i + 1} of ${plan.operation} of ${plan.volid} cannot be undone`);
+    if (undo !== 'nothing') out.push({ of: i, step: undo });
+  }
+  return out;
+}
+
+/**
+ * Undoes the steps `journal` says are done, journaling each (undo.ts); continues an undo a crash interrupted.
+ * Undo steps run as redo: the failed step may have left part of its effect, and after a crash the last undo
+ * step may have run already.
+ */
+export async function undoJournaled(backend: Backend, journal: Journal, live?: LiveSession): Promise<void> {
+  const { plan, completedSteps } = journal.record;
+  await runJournaledUndo(journal, undoStepsOf(plan, completedSteps), async ({ of, step }) => {
+    injectFault(plan, of, 'undo-before');
+    await runStep(backend, plan.vmid, step, undefined, true, live);
+    injectFault(plan, of, 'undo-after');
+  });
 }
 
 export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOptions = {}): Promise<void> {
@@ -71,12 +104,29 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
     const done = plan.steps.slice(0, index);
     const failed = plan.steps[index];
     const undos = done.map(undoOf);
+    const fields = { volid: plan.volid, vmid: plan.vmid, operation: plan.operation, step: index + 1 };
     if (!undos.includes('impossible') && !(failed && damagesWhenInterrupted(failed))) {
-      for (const undo of undos.reverse()) {
-        if (undo !== 'nothing' && undo !== 'impossible') await runStep(backend, plan.vmid, undo, undefined, true, opts.live);
+      if (undos.some((u) => u !== 'nothing')) {
+        // Journaled (undo.ts): a crash from here on leaves a record that repair continues as an undo.
+        journal.beginUndo(index, error.message);
+        try {
+          await undoJournaled(backend, journal, opts.live);
+        } catch (undoErr) {
+          const undoError = asVolchainError(undoErr);
+          throw new VolchainError(
+            undoError.code,
+            `${error.message}; undoing ${plan.operation} of ${plan.volid} then failed: ${undoError.message}: ` +
+              `run 'volchain repair ${plan.volid}' to finish the undo`,
+            needsRepair(fields, undoErr),
+          );
+        }
+      }
+      if (opts.keepJournalWhenUndone) {
+        await journal.restart(error.message);
+        throw new VolchainError(error.code, `${error.message} (this disk was left as it was)`, needsRepair(fields, err));
       }
       await journal.finish();
-      throw new VolchainError(error.code, `${error.message} (nothing was changed)`, { cause: err });
+      throw new VolchainError(error.code, `${error.message} (nothing was changed)`, { cause: err, outcome: 'unchanged', fields });
     }
     // Best effort: on a full storage even this small write can fail, and the journal as last written
     // (this step started) is already enough for repair.
@@ -85,7 +135,7 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
       error.code,
       `${error.message}; ${plan.operation} of ${plan.volid} stopped at step ${index + 1}/${plan.steps.length} ` +
         `(${failed ? describeStep(failed) : 'end'}): run 'volchain repair ${plan.volid}' to finish it`,
-      { cause: err },
+      needsRepair(fields, err),
     );
   }
   await journal.finish();

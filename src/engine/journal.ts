@@ -46,6 +46,36 @@ export class Journal {
     await this.store.save(this.record);
   }
 
+  /** The journal of a record read back from the store (repair continues it). */
+  static resume(store: JournalStore, record: JournalRecord): Journal {
+    return new Journal(store, record);
+  }
+
+  /** Step `failedStep` failed and the steps before it are walked back (undo.ts): from now on repair undoes too. */
+  beginUndo(failedStep: number, error: string): void {
+    this.record.undo = { failedStep, undone: 0, error };
+  }
+
+  /** `undone` undo steps are done (written before the next one runs). */
+  async undoProgress(undone: number): Promise<void> {
+    if (!this.record.undo) throw new Error('undoProgress without beginUndo');
+    this.record.undo.undone = undone;
+    this.record.runningStep = null;
+    await this.store.save(this.record);
+  }
+
+  /**
+   * Makes the record say "nothing done yet" again after the plan was fully undone, with why it stopped: a
+   * VM-wide operation keeps every disk's record so that `repair --all` finishes the operation on every disk.
+   */
+  async restart(error: string): Promise<void> {
+    this.record.completedSteps = 0;
+    this.record.runningStep = null;
+    delete this.record.undo;
+    this.record.error = error;
+    await this.store.save(this.record);
+  }
+
   async fail(message: string): Promise<void> {
     this.record.error = message;
     await this.store.save(this.record);

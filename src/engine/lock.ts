@@ -45,7 +45,9 @@ export async function acquireLock(path: string, operation: string, timeoutMs = l
       const who = holder
         ? `held by pid ${holder.pid} on ${holder.host} (${holder.operation}, since ${holder.since})`
         : 'held by another process';
-      throw new LockedError(`${path} is ${who}; gave up after ${timeoutMs / 1000}s (VOLCHAIN_LOCK_TIMEOUT)`);
+      throw new LockedError(`${path} is ${who}; gave up after ${timeoutMs / 1000}s (VOLCHAIN_LOCK_TIMEOUT)`, {
+        fields: { path, holder: holder ? { pid: holder.pid, host: holder.host, operation: holder.operation, since: holder.since } : null },
+      });
     }
     const holder: LockHolder = { pid: process.pid, host: hostname(), operation, since: new Date().toISOString() };
     // Best effort: the holder's name only improves a waiter's message, and on a full storage this write is

@@ -58,10 +58,10 @@ function requireSnapshot(tree: VolumeTree, ctx: PlanContext, snapshot: string): 
     const node = findSnapshot(tree, snapshot);
     if (node?.snapshot === snapshot) return node;
     const hint = node ? ` (did you mean '${node.snapshot ?? ''}'?)` : '';
-    throw new NotFoundError(`snapshot '${snapshot}' of ${tree.volid} does not exist${hint}`);
+    throw new NotFoundError(`snapshot '${snapshot}' of ${tree.volid} does not exist${hint}`, { fields: { volid: tree.volid, snapshot } });
   }
   if (!internalSnapshotNames(tree).includes(snapshot)) {
-    throw new NotFoundError(`snapshot '${snapshot}' of ${tree.volid} does not exist`);
+    throw new NotFoundError(`snapshot '${snapshot}' of ${tree.volid} does not exist`, { fields: { volid: tree.volid, snapshot } });
   }
   return undefined;
 }

@@ -19,5 +19,5 @@ export async function refuseMissingVolume(backend: Backend, vmid: number, name: 
   } catch {
     return;
   }
-  throw new NotFoundError(`volume ${volid} does not exist`);
+  throw new NotFoundError(`volume ${volid} does not exist`, { fields: { volid, vmid, storage: backend.id } });
 }

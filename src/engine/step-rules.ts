@@ -66,10 +66,13 @@ export function isVolumeName(backend: Backend, layer: string): boolean {
 
 /**
  * Test hooks (documented in README): VOLCHAIN_CRASH_AT=<operation>:<step>[:before|started|after[:<volume>]] kills the
- * process with SIGKILL at that point; VOLCHAIN_FAIL_AT=<operation>:<step>[:<volume name>] makes the step
+ * process with SIGKILL at that point (`undo-before`/`undo-after`: around the undo of that step, after a later
+ * step failed); VOLCHAIN_FAIL_AT=<operation>:<step>[:<volume name>] makes the step
  * fail with an error. Steps count from 1 as in --dry-run output.
  */
-export function injectFault(plan: Plan, index: number, moment: 'before' | 'started' | 'after'): void {
+export type FaultMoment = 'before' | 'started' | 'after' | 'undo-before' | 'undo-after';
+
+export function injectFault(plan: Plan, index: number, moment: FaultMoment): void {
   const crash = process.env.VOLCHAIN_CRASH_AT;
   if (crash) {
     const [op, step, when = 'started', volume] = crash.split(':');

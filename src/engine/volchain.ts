@@ -44,6 +44,9 @@ import { describeStep } from './plan.js';
 import { Journal, journalLeftovers, pendingOperations, type JournalLeftover, type JournalRecord } from './journal.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import { refuseMissingVolume } from './refusals.js';
+import { pendingFields } from './error-fields.js';
+import { repairActions, repairRecord } from './repair-record.js';
+import { vmOperationStopped } from './vm-failure.js';
 import { finishDeferredRemovals, resolveWipeMode, type BackgroundWipeRunner, type WipeMode } from './wipe.js';
 import { resolveShrinkFrozen, type ShrinkPolicy } from './shrink-policy.js';
 import { refuseNewBranch, resolveKeepBranches } from './branch-policy.js';
@@ -94,6 +97,8 @@ export interface VolchainOptions {
    * without growing them), else 'yes'. Default: $VOLCHAIN_LVM_SHRINK, else 'auto'. See engine/shrink-policy.ts.
    */
   shrinkFrozen?: ShrinkPolicy;
+  /** How long to wait for a VM's lock. Default: $VOLCHAIN_LOCK_TIMEOUT (read when a lock is taken), else 30 s. */
+  lockTimeoutMs?: number;
 }
 
 export interface WipeOptions {
@@ -200,7 +205,10 @@ export class Volchain {
   /** A rollback may keep newer snapshots as a branch (not next to PVE by default: engine/branch-policy.ts). */
   readonly keepBranches: boolean;
 
+  private readonly lockTimeoutMs: number | undefined;
+
   constructor(readonly config: StorageConfig, options: VolchainOptions = {}) {
+    this.lockTimeoutMs = options.lockTimeoutMs;
     this.wipeMode = resolveWipeMode(options.wipe);
     this.backgroundWipe = options.backgroundWipe;
     this.shrinkFrozen = resolveShrinkFrozen(options.shrinkFrozen, config.source);
@@ -628,21 +636,16 @@ export class Volchain {
           unreadable.push(`${record.plan.operation} of ${record.plan.volid} (started ${record.startedAt} by pid ${record.pid} on ${record.host}): ${record.error ?? 'its journal is not readable on this host'}`);
           continue;
         }
-        const remaining = record.plan.steps.slice(record.completedSteps);
-        results.push({
-          volid: record.plan.volid,
-          actions: [`finish ${record.plan.operation} (${remaining.length} of ${record.plan.steps.length} steps left)`, ...remaining.map(describeStep)],
-        });
+        results.push({ volid: record.plan.volid, actions: repairActions(record) });
         if (opts.dryRun) continue;
         await this.withLock(backend, record.plan.vmid, 'repair', async () => {
           // A live plan finishes through its QEMU if that still runs, else with the offline equivalents.
           const live = record.plan.live ? await openRepairSession(record.plan, opts.qmp) : undefined;
           try {
-            for (const step of remaining) await runStep(backend, record.plan.vmid, step, undefined, true, live);
+            await repairRecord(backend, record, live);
           } finally {
             await live?.client.close();
           }
-          await backend.journal().remove(record);
         });
       }
       for (const vmid of vmids) {
@@ -708,6 +711,7 @@ export class Volchain {
       throw new PendingOperationError(
         `${formatVolid(volume)} is in the middle of a ${first.plan.operation} (started ${first.startedAt} by pid ` +
           `${first.pid} on ${first.host}): wait for it, or if that process is gone run 'volchain repair ${first.plan.volid}'`,
+        { fields: pendingFields(first), outcome: 'needs-repair' },
       );
     }
   }
@@ -774,17 +778,11 @@ export class Volchain {
       const done: { backend: Backend; tree: VolumeTree }[] = [];
       for (const [i, p] of planned.entries()) {
         try {
-          await executePlan(p.backend, p.plan, { ...(opts.onEvent ? { onEvent: opts.onEvent } : {}), journal: journals[i] as Journal });
+          const keep = { keepJournalWhenUndone: !undo };
+          await executePlan(p.backend, p.plan, { ...(opts.onEvent ? { onEvent: opts.onEvent } : {}), journal: journals[i] as Journal, ...keep });
         } catch (err) {
           const error = asVolchainError(err);
-          if (!undo) {
-            throw new VolchainError(
-              error.code,
-              `${operation} of VM ${vmid} stopped on ${p.plan.volid}: ${error.message}; ` +
-                `run 'volchain repair --all' to finish it on every disk`,
-              { cause: err },
-            );
-          }
+          if (!undo) throw vmOperationStopped(operation, vmid, p.plan.volid, done.map((d) => d.tree.volid), planned.slice(i).map((q) => q.plan.volid), err);
           for (const j of journals.slice(i + 1)) await j.finish();
           try {
             await undo(done);
@@ -812,7 +810,7 @@ export class Volchain {
 
   /** VM `vmid`'s lock on the place `backends` share (their one lockFile). */
   private async lockVm(backends: readonly Backend[], vmid: number, operation: string): Promise<HeldLock> {
-    const lock = await acquireLock((backends[0] as Backend).lockFile(vmid), operation);
+    const lock = await acquireLock((backends[0] as Backend).lockFile(vmid), operation, this.lockTimeoutMs);
     return {
       path: lock.path,
       release: async () => {
@@ -889,6 +887,7 @@ async function refusePending(backend: Backend, vmid: number): Promise<void> {
     throw new PendingOperationError(
       `VM ${vmid} on storage '${backend.id}' has an unfinished ${first.plan.operation} of ${first.plan.volid} ` +
         `(started ${first.startedAt} by pid ${first.pid} on ${first.host}); run 'volchain repair ${first.plan.volid}'`,
+      { fields: pendingFields(first), outcome: 'needs-repair' },
     );
   }
 }

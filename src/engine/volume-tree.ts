@@ -61,7 +61,7 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
   const volid = formatVolid(volume);
   const names = await backend.listLayerNames(volume.vmid);
   if (!names.includes(volume.name)) {
-    throw new NotFoundError(`volume ${volid} does not exist`);
+    throw new NotFoundError(`volume ${volid} does not exist`, { fields: { volid, vmid: volume.vmid, storage: volume.storage } });
   }
   const snapshotOf = new Map<string, string>();
   const leftovers: string[] = [];

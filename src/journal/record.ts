@@ -19,6 +19,12 @@ export interface JournalRecord {
   runningStep: number | null;
   /** Set when the executor stopped on an error it could not undo. */
   error?: string;
+  /**
+   * Set while the steps done before a failed step are being walked back (engine/undo.ts): `repair` then
+   * continues this undo (its first `undone` undo steps are done) instead of redoing the plan. Absent in
+   * records of older versions, which never journaled an undo.
+   */
+  undo?: { failedStep: number; undone: number; error: string };
   /** Shared by the journals of one VM-wide operation (one per disk). */
   group?: string;
   /**

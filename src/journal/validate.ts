@@ -39,6 +39,20 @@ export function journalRecordProblem(value: unknown): string | undefined {
   for (const key of ['error', 'group'] as const) {
     if (value[key] !== undefined && typeof value[key] !== 'string') return `field '${key}' is not a string`;
   }
+  return undoProblem(value.undo, done as number, steps);
+}
+
+/** Why an `undo` field (see JournalRecord.undo) cannot be acted on; undefined when absent or well-formed. */
+function undoProblem(undo: unknown, done: number, steps: number): string | undefined {
+  if (undo === undefined) return undefined;
+  if (!isObject(undo)) return "field 'undo' is not an object";
+  if (!Number.isSafeInteger(undo.failedStep) || (undo.failedStep as number) < 0 || (undo.failedStep as number) >= steps) {
+    return `field 'undo.failedStep' is not a step index below ${steps}`;
+  }
+  if (!Number.isSafeInteger(undo.undone) || (undo.undone as number) < 0 || (undo.undone as number) > done) {
+    return `field 'undo.undone' is not a count between 0 and ${done}`;
+  }
+  if (typeof undo.error !== 'string') return "field 'undo.error' is not a string";
   return undefined;
 }
 

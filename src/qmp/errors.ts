@@ -65,13 +65,14 @@ export type JobOutcome = 'failed' | 'cancelled' | 'missing';
 
 export class QmpJobError extends QmpError {
   readonly jobId: string;
-  readonly outcome: JobOutcome;
+  /** How the job ended (named apart from VolchainError.outcome, which says what the failure left on disk). */
+  readonly jobOutcome: JobOutcome;
   /** QEMU's own message for a failed job (JobInfo.error or BLOCK_JOB_COMPLETED's error), if it gave one. */
   readonly qemuMessage: string | undefined;
   constructor(jobId: string, outcome: JobOutcome, message: string, qemuMessage?: string) {
-    super(`block job ${jobId} ${message}`);
+    super(`block job ${jobId} ${message}`, { fields: { jobId, jobOutcome: outcome } });
     this.jobId = jobId;
-    this.outcome = outcome;
+    this.jobOutcome = outcome;
     this.qemuMessage = qemuMessage;
   }
 }

@@ -364,7 +364,7 @@ describe('QMP against QEMU', () => {
             }
           },
         }),
-        (err: unknown) => err instanceof QmpJobError && err.outcome === 'cancelled',
+        (err: unknown) => err instanceof QmpJobError && err.jobOutcome === 'cancelled',
       );
       return seen;
     };

@@ -123,7 +123,7 @@ describe('waitForJob', () => {
       waitForJob(client, 's', { start: () => blockStream(client, { jobId: 's', device: 'fmt-top' }), pollIntervalMs: 0 }),
       (err: unknown) => {
         assert.ok(err instanceof QmpJobError);
-        assert.equal(err.outcome, 'failed');
+        assert.equal(err.jobOutcome, 'failed');
         assert.equal(err.qemuMessage, 'Input/output error');
         assert.match(err.message, /block job s failed: Input\/output error \(read error \(action report\)\)/);
         return true;
@@ -143,7 +143,7 @@ describe('waitForJob', () => {
       { expect: 'query-jobs' },
       { reply: 'query-jobs', return: [] },
     ]);
-    await assert.rejects(waitForJob(client, 's', { pollIntervalMs: 0 }), (err: unknown) => err instanceof QmpJobError && err.outcome === 'cancelled');
+    await assert.rejects(waitForJob(client, 's', { pollIntervalMs: 0 }), (err: unknown) => err instanceof QmpJobError && err.jobOutcome === 'cancelled');
     await client.close();
   });
 
@@ -161,7 +161,7 @@ describe('waitForJob', () => {
     ]);
     await assert.rejects(waitForJob(client, 'k', { pollIntervalMs: 0 }), (err: unknown) => {
       assert.ok(err instanceof QmpJobError);
-      assert.equal(err.outcome, 'failed');
+      assert.equal(err.jobOutcome, 'failed');
       assert.equal(err.qemuMessage, 'No space left on device');
       return true;
     });
@@ -172,7 +172,7 @@ describe('waitForJob', () => {
 
   it('reports a job QEMU does not know as "missing"', async () => {
     const { client } = await connected([{ expect: 'query-jobs' }, { reply: 'query-jobs', return: [info('other', 'running', 0, 1)] }]);
-    await assert.rejects(waitForJob(client, 'nope', { pollIntervalMs: 0 }), (err: unknown) => err instanceof QmpJobError && err.outcome === 'missing' && /nope is not known to QEMU/.test(err.message));
+    await assert.rejects(waitForJob(client, 'nope', { pollIntervalMs: 0 }), (err: unknown) => err instanceof QmpJobError && err.jobOutcome === 'missing' && /nope is not known to QEMU/.test(err.message));
     await client.close();
   });
 
