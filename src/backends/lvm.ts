@@ -406,7 +406,8 @@ export class LvmBackend implements Backend {
     const report = await this.reportFor(vmid, ACTIVATE_REUSE_MS);
     // Every LV the names could belong to is activated and its header read; then the headers decide which
     // of them are the volumes' own (lvm-owners.ts: a name may fit two volumes), and an LV activated only
-    // to be read that turned out to be another volume's is deactivated again.
+    // to be read that turned out to be another volume's is deactivated again (if we die before that, it
+    // stays active: harmless, the state PVE's own activation by --select leaves).
     const candidates = this.membersOf(report, vmid, layerNames).members;
     const wasInactive = new Set(candidates.filter((r) => !r.active).map((r) => r.name));
     await this.activateRows(report, candidates);
