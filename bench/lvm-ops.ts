@@ -25,7 +25,7 @@
  * data everywhere (`qemu-img compare`), in the current layer and in snapshot s2, or the bench fails. Before
  * each repetition the VG's free extents are zeroed (see zeroFreeExtents), outside the timings.
  *
- * The PVE column is the bare command sequence of pve-storage 9.1.7 (src/PVE/Storage/LVMPlugin.pm, Common.pm,
+ * The PVE column is the bare command sequence (test/lvm/pve-lvm-commands.ts) of pve-storage 9.1.7 (src/PVE/Storage/LVMPlugin.pm, Common.pm,
  * Plugin.pm, Storage.pm), reached from qemu-server 9.2 / pve-guest-common (AbstractConfig snapshot_create,
  * snapshot_rollback, snapshot_delete; API resize; vdisk_alloc / vdisk_free) for a VM that is not running,
  * on a local VG (`shared` off) with `saferemove` off, spawned through the same runner as volchain's commands
@@ -40,6 +40,7 @@ import { basename, join } from 'node:path';
 import { parseStorageConfig } from '../src/config/index.js';
 import { Volchain } from '../src/engine/volchain.js';
 import { observeCommands, run } from '../src/tools/runner.js';
+import { PveLvm, pveSnapName } from '../test/lvm/pve-lvm-commands.js';
 
 const vgEnv = process.env.VOLCHAIN_TEST_VG;
 if (!vgEnv) {
@@ -127,259 +128,19 @@ function breakdown(commands: readonly string[]): string {
 
 // ---- the bare Proxmox VE 9 sequences ---------------------------------------------------------------------
 //
-// Every command below is one PVE runs, with PVE's argv (absolute paths included); the comments name the Perl
-// function it comes from. LVM_SUPPRESS_FD_WARNINGS as for volchain's LVM commands (PVE's daemons set it too).
+// test/lvm/pve-lvm-commands.ts: every command one PVE runs, with PVE's argv, spawned through the same runner
+// as volchain's commands (so observeCommands counts them). saferemove off, as on the bench's storage.
 
 const PVE_ENV = { LVM_SUPPRESS_FD_WARNINGS: '1' };
+const pveLvm = new PveLvm(VG);
 const pveRun = async (command: string, args: readonly string[]): Promise<string> => (await run(command, args, { env: PVE_ENV })).stdout;
-const dev = (lv: string): string => `/dev/${VG}/${lv}`;
-const KiB = (bytes: number): string => String(bytes / 1024);
-
-/** LVMPlugin get_snap_name: `snap_<volume without .qcow2>_<snap>.qcow2`, or the volume for 'current'. */
-function pveSnapName(volname: string, snap: string): string {
-  return snap === 'current' ? volname : `snap_${volname.replace(/\.[^.]+$/, '')}_${snap}.qcow2`;
-}
-
-/** LVMPlugin lvm_vgs: VG name -> free bytes. Also what activate_storage runs (Storage::activate_storage). */
-async function pveLvmVgs(): Promise<Map<string, number>> {
-  const out = await pveRun('/sbin/vgs', [
-    '--separator', ':', '--noheadings', '--units', 'b', '--unbuffered', '--nosuffix',
-    '--options', 'vg_name,vg_size,vg_free,lv_count',
-  ]);
-  const vgs = new Map<string, number>();
-  for (const line of out.split('\n')) {
-    const [name, , free] = line.trim().split(':');
-    if (name) vgs.set(name, Number(free));
-  }
-  return vgs;
-}
-
-/** LVMPlugin lvm_list_volumes($vg): the LV names of the VG. */
-async function pveLvmListVolumes(): Promise<Set<string>> {
-  const out = await pveRun('/sbin/lvs', [
-    '--separator', ':', '--noheadings', '--units', 'b', '--unbuffered', '--nosuffix',
-    '--config', 'report/time_format="%s"',
-    '--options', 'vg_name,lv_name,lv_size,lv_attr,pool_lv,data_percent,metadata_percent,snap_percent,uuid,tags,metadata_size,time',
-    VG,
-  ]);
-  const names = new Set<string>();
-  for (const line of out.split('\n')) {
-    const [vg, lv] = line.trim().split(':');
-    if (vg === VG && lv) names.add(lv);
-  }
-  return names;
-}
-
-/** Storage::activate_storage -> LVMPlugin activate_storage (lvm_vgs; the VG exists, so no vgscan). */
-async function pveActivateStorage(): Promise<void> {
-  if (!(await pveLvmVgs()).has(VG)) throw new Error(`PVE: storage VG ${VG} not found`);
-}
-
-/** LVMPlugin activate_volume for a qcow2 volume: the whole chain by `--select` (since the fix of #7143). */
-async function pveActivateVolume(volname: string): Promise<void> {
-  const name = volname.replace(/\.qcow2$/, '').replace(/\./g, '\\.');
-  const filter = `vg_name = "${VG}" && lv_name =~ '^(${name}|snap_${name}_.+)\\.qcow2$'`;
-  await pveRun('/sbin/lvchange', ['-aey', '--select', filter]);
-  await pveRun('/sbin/lvchange', ['--refresh', '--select', filter]);
-}
-
-/** Common.pm qemu_img_measure (timeout 5), as LVMPlugin calculate_lvm_size uses it: KiB of the LV. */
-async function pveCalculateLvmSize(sizeKiB: number, backed: boolean): Promise<number> {
-  const args = ['measure', '--output=json', '--size', `${sizeKiB}K`, '-O', 'qcow2'];
-  if (backed) args.push('-o', 'extended_l2=on,cluster_size=128k');
-  const json = JSON.parse(await pveRun('/usr/bin/qemu-img', args)) as { 'fully-allocated'?: number };
-  if (!json['fully-allocated']) throw new Error('PVE: Missing fully-allocated value from json');
-  return json['fully-allocated'] / 1024;
-}
-
-/** LVMPlugin lvcreate: size in KiB, `-aly -Wy`, tags `pve-vm-<vmid>` and `@pve-<volume>`. */
-async function pveLvcreate(name: string, sizeKiB: number, tags: string[]): Promise<void> {
-  const args = ['-aly', '-Wy', '--yes', '--size', `${sizeKiB}k`, '--name', name, '--setautoactivation', 'n'];
-  for (const tag of tags) args.push('--addtag', tag);
-  args.push(VG);
-  await pveRun('/sbin/lvcreate', args);
-}
-
-/** LVMPlugin lvrename: lists the VG to refuse an existing target, then renames. */
-async function pveLvrename(from: string, to: string): Promise<void> {
-  if ((await pveLvmListVolumes()).has(to)) throw new Error(`PVE: target volume '${to}' already exists`);
-  await pveRun('/sbin/lvrename', [VG, from, to]);
-}
-
-/** LVMPlugin free_lvm_volumes_locked with saferemove off: one `lvremove -f` per LV. */
-async function pveFreeLvmVolumes(names: readonly string[]): Promise<void> {
-  for (const name of names) await pveRun('/sbin/lvremove', ['-f', `${VG}/${name}`]);
-}
-
-/** Plugin.pm file_size_info -> Common.pm qemu_img_info($path, 'qcow2'): the virtual size in bytes. */
-async function pveFileSizeInfo(path: string): Promise<number> {
-  const json = JSON.parse(await pveRun('/usr/bin/qemu-img', ['info', '--output=json', path, '-f', 'qcow2'])) as { 'virtual-size': number };
-  return json['virtual-size'];
-}
-
-interface PveSnapInfo {
-  order: number;
-  file: string;
-  volname: string;
-  parent?: string;
-  child?: string;
-}
-
-/** LVMPlugin volume_snapshot_info: `qemu-img info --backing-chain` of the volume, links from backing names. */
-async function pveVolumeSnapshotInfo(volname: string): Promise<Map<string, PveSnapInfo>> {
-  const chain = JSON.parse(await pveRun('/usr/bin/qemu-img', ['info', '--output=json', dev(volname), '--backing-chain'])) as {
-    filename: string;
-    'backing-filename'?: string;
-  }[];
-  const short = volname.replace(/\.qcow2$/, '');
-  const snapOf = (path: string): string | undefined => {
-    const name = basename(path);
-    if (name === volname) return 'current';
-    const prefix = `snap_${short}_`;
-    return name.startsWith(prefix) && name.endsWith('.qcow2') ? name.slice(prefix.length, -'.qcow2'.length) : undefined;
-  };
-  const info = new Map<string, PveSnapInfo>();
-  const entry = (snap: string): PveSnapInfo => {
-    let e = info.get(snap);
-    if (!e) info.set(snap, (e = { order: -1, file: '', volname: pveSnapName(volname, snap) }));
-    return e;
-  };
-  let order = 0;
-  for (const image of chain) {
-    const snap = snapOf(image.filename);
-    if (snap === undefined) continue;
-    const e = entry(snap);
-    e.order = order++;
-    e.file = image.filename;
-    const backing = image['backing-filename'];
-    if (backing) {
-      const parent = snapOf(backing);
-      if (parent !== undefined) {
-        e.parent = parent;
-        entry(parent).child = snap;
-      }
-    }
-  }
-  return info;
-}
-
-/** LVMPlugin alloc_lvm_image for qcow2: vgs, measure, lvcreate at full size, activate, qemu-img create. */
-async function pveAllocLvmImage(vmid: number, name: string, sizeKiB: number, backingSnap?: string): Promise<void> {
-  const free = (await pveLvmVgs()).get(VG);
-  if (free === undefined) throw new Error(`PVE: no such volume group '${VG}'`);
-  const lvmSize = await pveCalculateLvmSize(sizeKiB, backingSnap !== undefined);
-  if (free < sizeKiB) throw new Error(`PVE: not enough free space (${free} < ${sizeKiB})`); // PVE compares bytes with KiB
-  await pveLvcreate(name, lvmSize, [`pve-vm-${vmid}`, `@pve-${name}`]);
-  // lvm_qcow2_format: activate the chain, then format (preallocation_cmd_opt: qcow2 default 'metadata').
-  await pveActivateVolume(name);
-  if (backingSnap !== undefined) {
-    // Common.pm qemu_img_create_qcow2_backed, backing named relative (get_snap_name).
-    await pveRun('/usr/bin/qemu-img', [
-      'create', '-F', 'qcow2', '-b', pveSnapName(name, backingSnap), '-f', 'qcow2', dev(name),
-      '-o', 'extended_l2=on,cluster_size=128k,preallocation=metadata',
-    ]);
-  } else {
-    // Common.pm qemu_img_create.
-    await pveRun('/usr/bin/qemu-img', ['create', '-o', 'preallocation=metadata', '-f', 'qcow2', dev(name), `${sizeKiB}K`]);
-  }
-}
-
-/** LVMPlugin alloc_snap_image: the new current layer, as large as the backing image's virtual size. */
-async function pveAllocSnapImage(vmid: number, volname: string, backingSnap: string): Promise<void> {
-  const size = await pveFileSizeInfo(dev(pveSnapName(volname, backingSnap)));
-  await pveAllocLvmImage(vmid, volname, size / 1024, backingSnap);
-}
-
-/** Storage::vdisk_alloc -> LVMPlugin alloc_image (find_free_diskname, alloc_lvm_image). Returns the volume name. */
-async function pveAlloc(vmid: number, sizeBytes: number): Promise<string> {
-  await pveActivateStorage();
-  const names = await pveLvmListVolumes();
-  let name = '';
-  for (let i = 0; name === ''; i++) {
-    if (![...names].some((n) => n === `vm-${vmid}-disk-${i}.qcow2` || n === `vm-${vmid}-disk-${i}`)) name = `vm-${vmid}-disk-${i}.qcow2`;
-  }
-  await pveAllocLvmImage(vmid, name, sizeBytes / 1024);
-  return name;
-}
-
-/** AbstractConfig snapshot_create (activate storages) -> qemu_volume_snapshot 'storage' -> volume_snapshot_locked. */
-async function pveSnapshotCreate(vmid: number, volname: string, snap: string): Promise<void> {
-  await pveActivateStorage();
-  await pveActivateVolume(volname);
-  await pveLvrename(volname, pveSnapName(volname, snap)); // rename_snapshot('current' -> snap)
-  await pveAllocSnapImage(vmid, volname, snap);
-}
-
-/** LVMPlugin volume_rollback_is_possible: only the most recent snapshot. */
-async function pveRollbackIsPossible(volname: string, snap: string): Promise<void> {
-  await pveActivateVolume(volname);
-  const info = await pveVolumeSnapshotInfo(volname);
-  const target = info.get(snap);
-  if (!target || snap === 'current') throw new Error(`PVE: can't rollback, snapshot '${snap}' does not exist`);
-  const newer = [...info].filter(([name, e]) => name !== 'current' && e.order < target.order);
-  if (newer.length > 0) throw new Error(`PVE: can't rollback, '${snap}' is not most recent snapshot`);
-}
-
-/**
- * AbstractConfig snapshot_rollback: activate storages, __snapshot_rollback_vol_possible (Storage
- * volume_rollback_is_possible), then __snapshot_rollback_vol_rollback -> Storage::volume_snapshot_rollback,
- * which asks volume_rollback_is_possible again before LVMPlugin volume_snapshot_rollback_locked.
- */
-async function pveSnapshotRollback(vmid: number, volname: string, snap: string): Promise<void> {
-  await pveActivateStorage();
-  await pveRollbackIsPossible(volname, snap);
-  await pveRollbackIsPossible(volname, snap);
-  await pveFreeLvmVolumes([volname]); // free_snap_image_locked('current')
-  await pveAllocSnapImage(vmid, volname, snap);
-}
-
-/** AbstractConfig snapshot_delete (activate storages) -> qemu_volume_snapshot_delete 'storage' -> LVMPlugin. */
-async function pveSnapshotDelete(volname: string, snap: string): Promise<'commit' | 'rebase'> {
-  await pveActivateStorage();
-  await pveActivateVolume(volname);
-  const info = await pveVolumeSnapshotInfo(volname);
-  const entry = info.get(snap);
-  if (!entry || !existsSync(entry.file)) throw new Error(`PVE: volume for ${snap} is missing`);
-  const child = entry.child !== undefined ? info.get(entry.child) : undefined;
-  if (!child) throw new Error(`PVE: snapshot ${snap} has no child`);
-  if (entry.parent === undefined) {
-    // First snapshot: commit the child into it (no -d on LVM), remove the child's LV, rename the snapshot's
-    // LV to the child's name. (The snapshot is resized first only when the child's virtual size is larger,
-    // since 9.1.6, fix #7094: not the case here.)
-    await pveRun('/usr/bin/qemu-img', ['commit', child.file]);
-    await pveFreeLvmVolumes([child.volname]);
-    await pveLvrename(entry.volname, child.volname);
-    return 'commit';
-  }
-  // Any other: safe rebase of the child onto the parent (relative name), then remove the snapshot's LV.
-  await pveRun('/usr/bin/qemu-img', ['rebase', '-b', pveSnapName(volname, entry.parent), '-F', 'qcow2', '-f', 'qcow2', child.file]);
-  await pveFreeLvmVolumes([entry.volname]);
-  return 'rebase';
-}
-
-/**
- * API2 Qemu resize_vm: Storage::activate_volumes (activate storage + activate_volume), volume_size_info
- * (qcow2: file_size_info), then Blockdev::resize -> Storage::volume_resize -> LVMPlugin volume_resize
- * (calculate_lvm_size, lvextend, qemu-img resize with the storage's preallocation).
- */
-async function pveResize(volname: string, newSizeBytes: number): Promise<void> {
-  await pveActivateStorage();
-  await pveActivateVolume(volname);
-  const size = await pveFileSizeInfo(dev(volname));
-  if (newSizeBytes < size) throw new Error('PVE: shrinking disks is not supported');
-  const lvmSize = await pveCalculateLvmSize(newSizeBytes / 1024, false);
-  await pveRun('/sbin/lvextend', ['-L', `${lvmSize}k`, dev(volname)]);
-  await pveRun('/usr/bin/qemu-img', ['resize', '--preallocation=metadata', '-f', 'qcow2', dev(volname), String(newSizeBytes)]);
-}
-
-/** Storage::vdisk_free -> LVMPlugin free_image: activate, read the chain, remove the volume and its snapshots. */
-async function pveFree(volname: string): Promise<void> {
-  await pveActivateStorage();
-  await pveActivateVolume(volname);
-  const info = await pveVolumeSnapshotInfo(volname);
-  const snaps = [...info].filter(([name]) => name !== 'current').sort((a, b) => a[1].order - b[1].order);
-  await pveFreeLvmVolumes([volname, ...snaps.map(([, e]) => e.volname)]);
-}
+const dev = (lv: string): string => pveLvm.dev(lv);
+const pveAlloc = (vmid: number, sizeBytes: number): Promise<string> => pveLvm.alloc(vmid, sizeBytes);
+const pveSnapshotCreate = (vmid: number, volname: string, snap: string): Promise<void> => pveLvm.snapshotCreate(vmid, volname, snap);
+const pveSnapshotRollback = (vmid: number, volname: string, snap: string): Promise<void> => pveLvm.snapshotRollback(vmid, volname, snap);
+const pveSnapshotDelete = (volname: string, snap: string): Promise<'commit' | 'rebase'> => pveLvm.snapshotDelete(volname, snap);
+const pveResize = (volname: string, newSizeBytes: number): Promise<void> => pveLvm.resize(volname, newSizeBytes);
+const pveFree = (volname: string): Promise<void> => pveLvm.free(volname);
 
 // ---- helpers outside the timings --------------------------------------------------------------------------
 

@@ -96,7 +96,7 @@ import {
   type ImageFormat,
   type VolumeRef,
 } from '../naming/index.js';
-import { readQcow2Header, validateLayerHeader } from '../qcow2/index.js';
+import { readQcow2Header, validateLayerHeader, type Qcow2Header } from '../qcow2/index.js';
 import * as lvm from '../tools/lvm.js';
 import { measureFullyAllocated } from '../tools/lvm-measure.js';
 import * as qemuImg from '../tools/qemu-img.js';
@@ -140,6 +140,7 @@ import {
   trustedLayerTags,
   volumesOfLv,
 } from './lvm-tags.js';
+import { attributeLayers } from './lvm-owners.js';
 
 /**
  * How long an `lvs` report may serve `statLayer` and the primitives. Operations run under the VM's lock, so
@@ -403,14 +404,29 @@ export class LvmBackend implements Backend {
     // redone (repair, possibly long after another process changed the VG): only a report taken moments ago
     // is trusted here.
     const report = await this.reportFor(vmid, ACTIVATE_REUSE_MS);
-    const { members, volumeOf } = this.membersOf(report, vmid, layerNames);
-    const wasInactive = new Set(members.filter((r) => !r.active).map((r) => r.name));
-    await this.activateRows(report, members);
+    // Every LV the names could belong to is activated and its header read; then the headers decide which
+    // of them are the volumes' own (lvm-owners.ts: a name may fit two volumes), and an LV activated only
+    // to be read that turned out to be another volume's is deactivated again (if we die before that, it
+    // stays active: harmless, the state PVE's own activation by --select leaves).
+    const candidates = this.membersOf(report, vmid, layerNames).members;
+    const wasInactive = new Set(candidates.filter((r) => !r.active).map((r) => r.name));
+    await this.activateRows(report, candidates);
+    const headers = new Map<string, Qcow2Header>();
+    for (const row of candidates) {
+      if (isQcow2Lv(row.name)) headers.set(row.name, await readQcow2Header(this.layerPath(vmid, row.name), row.name));
+    }
+    const parentOf = new Map([...headers].map(([name, h]) => [name, h.backingFile ?? null]));
+    const { members, volumeOf } = this.membersOf(report, vmid, layerNames, parentOf);
+    const foreign = candidates.filter((r) => wasInactive.has(r.name) && !members.includes(r));
+    if (foreign.length > 0) {
+      await this.mutating(() => lvm.activateLvs(this.vg, foreign.map((r) => r.name), 'n'));
+      for (const row of foreign) row.active = false;
+    }
     const drifted: string[] = [];
     for (const row of members) {
-      if (!isQcow2Lv(row.name)) continue;
+      const header = headers.get(row.name);
+      if (header === undefined) continue;
       const volume = volumeOf.get(row.name);
-      const header = await readQcow2Header(this.layerPath(vmid, row.name), row.name);
       validateLayerHeader(row.name, header, {
         // A snapshot layer name of the same volume (it may not exist yet: a new top names its parent first).
         isExpectedLayerName: (ref) => volume !== undefined && snapshotOfLayerName('lvm', volume, ref) !== undefined,
@@ -437,7 +453,12 @@ export class LvmBackend implements Backend {
 
   async deactivate(vmid: number, layerNames: readonly string[]): Promise<void> {
     const report = await this.fresh();
-    const active = this.membersOf(report, vmid, layerNames).members.filter((r) => r.active);
+    // Which of the active LVs are the volumes' own is read from their headers (a name may fit two volumes).
+    const parentOf = new Map<string, string | null>();
+    for (const row of this.membersOf(report, vmid, layerNames).members) {
+      if (row.active && isQcow2Lv(row.name)) parentOf.set(row.name, (await readQcow2Header(this.layerPath(vmid, row.name), row.name)).backingFile ?? null);
+    }
+    const active = this.membersOf(report, vmid, layerNames, parentOf).members.filter((r) => r.active);
     if (active.length === 0) return;
     await this.mutating(() => lvm.activateLvs(this.vg, active.map((r) => r.name), 'n'));
     for (const row of active) row.active = false;
@@ -641,8 +662,17 @@ export class LvmBackend implements Backend {
     return true;
   }
 
-  /** Every layer of the volumes the named layers belong to, with the volume of each. */
-  private membersOf(report: Report, vmid: number, layerNames: readonly string[]): { members: lvm.LvRow[]; volumeOf: Map<string, string> } {
+  /**
+   * Every layer of the volumes the named layers belong to, with the volume of each. Without `parentOf` (the
+   * backing LV of each LV whose header was read) a name that fits two volumes counts for both, with no volume
+   * (the candidates to read); with it, such an LV goes to the volume whose chain its header joins, or to none.
+   */
+  private membersOf(
+    report: Report,
+    vmid: number,
+    layerNames: readonly string[],
+    parentOf?: ReadonlyMap<string, string | null>,
+  ): { members: lvm.LvRow[]; volumeOf: Map<string, string> } {
     const rows = [...report.rows.values()];
     const volumeNames = rows.map((r) => r.name).filter((n) => isVolumeLv(n, vmid));
     const volumes = new Set<string>();
@@ -652,9 +682,17 @@ export class LvmBackend implements Backend {
       for (const v of candidates) if (isVolumeLv(v, vmid)) volumes.add(v);
     }
     const members = layersOfVolumes(rows, volumes);
+    // A volume whose current layer is renamed away (a temporary) still owns its layers.
+    const allVolumes = [...new Set([...volumeNames, ...volumes])];
+    if (parentOf !== undefined) {
+      const owners = attributeLayers(new Map(members.map((r) => [r.name, volumesOfLv(r, allVolumes)])), parentOf);
+      const named = new Set(layerNames.flatMap((n) => owners.get(n) ?? (report.rows.has(n) ? [] : volumesOfLv({ name: n, tags: [] }, allVolumes))));
+      const own = members.filter((r) => named.has(owners.get(r.name) ?? ''));
+      return { members: own, volumeOf: new Map(own.map((r) => [r.name, owners.get(r.name) as string])) };
+    }
     const volumeOf = new Map<string, string>();
     for (const row of members) {
-      const owners = volumesOfLv(row, volumeNames).filter((v) => volumes.has(v));
+      const owners = volumesOfLv(row, allVolumes).filter((v) => volumes.has(v));
       if (owners.length === 1) volumeOf.set(row.name, owners[0] as string);
     }
     return { members, volumeOf };

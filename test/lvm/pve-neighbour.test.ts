@@ -7,7 +7,8 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BLOCK, MiB, VG, cleanupState, fullLvSize, lvmStorage, mustLv, qemuIo, removeVmLvs, requireVg, sh, shOk } from './helpers.js';
+import { BLOCK, MiB, VG, cleanupState, fullLvSize, lvmStorage, mustLv, qemuIo, removeVmLvs, requireVg, shOk } from './helpers.js';
+import { PveLvm } from './pve-lvm-commands.js';
 
 const VMIDS = [7601, 7602];
 after(async () => {
@@ -16,13 +17,9 @@ after(async () => {
   await cleanupState();
 });
 
-/** PVE 9's bare commands for deleting the first snapshot `snap` of a volume whose child is the current layer. */
-async function pveDeleteFirstSnapshot(volume: string, snapLv: string): Promise<{ code: number; stderr: string }> {
-  const commit = await sh('qemu-img', ['commit', `/dev/${VG}/${volume}`]);
-  if (commit.code !== 0) return { code: commit.code, stderr: commit.stderr };
-  await shOk('lvremove', ['-f', `${VG}/${volume}`]);
-  await shOk('lvrename', [VG, snapLv, volume]);
-  return { code: 0, stderr: '' };
+/** PVE 9's bare command sequence for deleting snapshot `snap` (pve-lvm-commands.ts: the first one is a commit into it). */
+async function pveDeleteFirstSnapshot(volume: string, snap: string): Promise<void> {
+  assert.equal(await new PveLvm(VG).snapshotDelete(volume, snap), 'commit');
 }
 
 const SIZE = 32 * MiB;
@@ -43,8 +40,7 @@ test("frozen layers kept full size: PVE's delete of the first snapshot (commit i
   assert.equal((await mustLv(snapLv)).sizeBytes, await fullLvSize(SIZE), 'the snapshot layer keeps its full size');
   await qemuIo(s.path(volume), [], [CHILD_DATA]);
 
-  const r = await pveDeleteFirstSnapshot(volume, snapLv);
-  assert.equal(r.code, 0, `PVE's qemu-img commit: ${r.stderr}`);
+  await pveDeleteFirstSnapshot(volume, 'first');
   await qemuIo(s.path(volume), [SNAP_DATA, CHILD_DATA, { byte: 0, offset: 28 * MiB, len: 4 * MiB }]);
   await shOk('qemu-img', ['check', '-f', 'qcow2', s.path(volume)]);
   const listed = await (await lvmStorage({ shrinkFrozen: 'no' })).vc.list(s.id, { vmid: 7601 });
@@ -62,7 +58,8 @@ test('frozen layers shrunk (volchain alone on the VG): the same PVE sequence run
   const snapLv = s.snapLayer(volume, 'first');
   assert.ok((await mustLv(snapLv)).sizeBytes < (await fullLvSize(SIZE)), 'shrunk to its data');
   await qemuIo(s.path(volume), [], [CHILD_DATA]);
-  const r = await pveDeleteFirstSnapshot(volume, snapLv);
-  assert.notEqual(r.code, 0, 'the commit cannot fit into the shrunk LV');
-  assert.match(r.stderr, /No space left|Input\/output error|error while writing|could not/i);
+  await assert.rejects(pveDeleteFirstSnapshot(volume, 'first'), /No space left|Input\/output error|error while writing|could not/i, 'the commit cannot fit into the shrunk LV');
+  // The current state survives (the child still holds what was being committed); the snapshot's own LV was
+  // overwritten in place: "The state of first is now invalid" (PVE's words). Hence full size next to PVE.
+  await qemuIo(s.path(volume), [SNAP_DATA, CHILD_DATA]);
 });
