@@ -75,7 +75,8 @@ export function matchVm(view: QemuBlockView, disks: readonly DiskInput[]): VmMat
   const byKey = new Map<string, DiskMatch>();
   const key = (d: DiskInput): string => `${d.backend.id}\0${d.volume.vmid}\0${d.volume.name}`;
   for (const d of disks) {
-    byKey.set(key(d), { ...d, volid: formatVolid(d.volume), chain: undefined, layers: [], detached: [], problems: [] });
+    // The tree's volid: a linked clone's carries its base part, as PVE names it (volume-tree.ts).
+    byKey.set(key(d), { ...d, volid: d.tree.volid || formatVolid(d.volume), chain: undefined, layers: [], detached: [], problems: [] });
   }
   const dirs = new Map<string, DiskInput[]>();
   for (const d of disks) {

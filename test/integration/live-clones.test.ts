@@ -1,0 +1,205 @@
+/**
+ * Issue 14 follow-up: live operations on linked clones (VMs PVE made from a template). Template 101 and its
+ * linked clones 102 and 103 are made with PVE's own command lines (test/fixtures/pve-dir-fixture.ts). QEMU runs
+ * each clone (a) as `volchain qemu-args` opens it (the base an explicit read-only node) and (b) with PVE 9's
+ * exact -blockdev layout for a linked clone (qemu-server Blockdev.pm: throttle node, f/e hashed names, the
+ * bottom layer without `backing`, so QEMU opens the base from its header as PVE leaves it). Then
+ * `vm snapshot --qmp` and live deletes of a middle and of the oldest snapshot (whose parent is the base) while
+ * the guest writes; every layer's data is read back through its chain, the base's sha256, mtime and mode are
+ * unchanged, and QEMU's graph is checked after each operation.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { BLOCK, MiB, checkAllLayers, cliFails, cliJson, cliOk, makeStorage, runCommand, type Blocks, type TestStorage } from './helpers.js';
+import { clearImmutableFlags, fileFingerprint, makePveTemplateWithClones, type PveTemplateFixture } from '../fixtures/pve-dir-fixture.js';
+import { pveDriveBlockdev, pveName, pveThrottleGroup, qemuHasDiscardNoUnref } from './pve-qemu.js';
+import { runningQemuPids, startQemu } from './qemu-harness.js';
+import { GuestWriter, assertImages, snapshotInstants, startVm, type LiveVm, type Window } from './live-helpers.js';
+
+const SIZE = 16 * MiB;
+const TOTAL_BLOCKS = SIZE / BLOCK;
+const BASE_BYTE = 0xa1;
+/** The template's data: the first 32 blocks (2 MiB); the guest writes into blocks [0, 64), over and past it. */
+const BASE_BLOCKS = 32;
+const TEST_TIMEOUT = { timeout: 300_000 };
+const BASE_REF = '../101/base-101-disk-0.qcow2';
+
+let s: TestStorage;
+let fx: PveTemplateFixture;
+let baseFingerprint: string;
+before(async () => {
+  s = await makeStorage();
+  fx = await makePveTemplateWithClones(s.path, { sizeBytes: SIZE, basePattern: BASE_BYTE, patternBytes: BASE_BLOCKS * BLOCK });
+  baseFingerprint = await fileFingerprint(fx.basePath);
+});
+after(async () => {
+  await clearImmutableFlags([fx.basePath]);
+  await s.cleanup();
+  assert.deepEqual(runningQemuPids(), [], 'every QEMU started by these tests has exited');
+});
+
+const cloneVolid = (vmid: number): string => `${s.id}:101/base-101-disk-0.qcow2/${vmid}/vm-${vmid}-disk-0.qcow2`;
+const baseVolid = (): string => `${s.id}:101/base-101-disk-0.qcow2`;
+const dirOf = (vmid: number): string => join(s.path, 'images', String(vmid));
+const initial = (): Blocks => new Map(Array.from({ length: BASE_BLOCKS }, (_, b) => [b, BASE_BYTE]));
+
+/** A clone's chain on disk by its headers, top first, down to (and including) the base reference. */
+async function cloneChain(vmid: number): Promise<string[]> {
+  const chain = [`vm-${vmid}-disk-0.qcow2`];
+  for (;;) {
+    const r = await runCommand('qemu-img', ['info', '--output=json', '-U', join(dirOf(vmid), chain[chain.length - 1] as string)]);
+    assert.equal(r.code, 0, r.stderr);
+    const backing = (JSON.parse(r.stdout) as { 'backing-filename'?: string })['backing-filename'];
+    if (backing === undefined) return chain;
+    chain.push(backing);
+    if (backing.startsWith('../')) return chain;
+  }
+}
+
+interface AttachDisk {
+  volid: string;
+  open: boolean;
+  devices: string[];
+  layers: { layer: string; snapshot: string | null; node: string; readOnly: boolean }[];
+  base: { volid: string; ref: string; node: string; openedAs: string | null; readOnly: boolean } | null;
+  problems: string[];
+}
+
+/** attach-info agrees with the headers: the clone's layers, then its base at the bottom, read-only. */
+async function checkAttach(vmid: number, socket: string, context: string): Promise<AttachDisk> {
+  const info = await cliJson<{ disks: AttachDisk[]; others: unknown[] }>(s, ['vm', 'attach-info', String(vmid), '--qmp', socket]);
+  const d = info.disks.find((x) => x.volid === cloneVolid(vmid));
+  assert.ok(d?.open, `${context}: the clone is open: ${JSON.stringify(info)}`);
+  assert.deepEqual(d.problems, [], `${context}: QEMU and the headers agree`);
+  assert.deepEqual(info.others, [], `${context}: no chain left unexplained`);
+  const chain = await cloneChain(vmid);
+  assert.equal(chain[chain.length - 1], BASE_REF, `${context}: the chain on disk ends in the base`);
+  assert.deepEqual(d.layers.map((l) => l.layer), chain.slice(0, -1), `${context}: the clone's layers`);
+  assert.deepEqual([d.base?.volid, d.base?.ref, d.base?.readOnly], [baseVolid(), BASE_REF, true], `${context}: the base at the bottom, read-only`);
+  assert.equal(await fileFingerprint(fx.basePath), baseFingerprint, `${context}: the base was not written`);
+  return d;
+}
+
+/**
+ * Snapshot s1 and s2 live under guest writes, delete s1 (middle) and s0 (the oldest, backed by the base) live,
+ * with `check` after each operation. Returns the writer and the s2 window for the data checks.
+ */
+async function runOps(vmid: number, live: LiveVm, check: (context: string) => Promise<void>): Promise<{ writer: GuestWriter; w2: Window }> {
+  const socket = live.socket;
+  const writer = new GuestWriter(live, [initial()], { blocks: 64, seed: vmid });
+  await check('at start');
+  for (let i = 0; i < 6; i++) await writer.writeOne();
+  writer.start();
+  await writer.window(() => cliOk(s, ['vm', 'snapshot', String(vmid), 's1', '--qmp', socket]));
+  await check('after snapshot s1');
+  const { window: w2 } = await writer.window(() => cliOk(s, ['vm', 'snapshot', String(vmid), 's2', '--qmp', socket]));
+  await check('after snapshot s2');
+  await cliOk(s, ['vm', 'delsnapshot', String(vmid), 's1', '--qmp', socket]);
+  writer.check();
+  await check('after deleting s1 (middle)');
+  assert.deepEqual(await cloneChain(vmid), [`vm-${vmid}-disk-0.qcow2`, `snap-s2-vm-${vmid}-disk-0.qcow2`, `snap-s0-vm-${vmid}-disk-0.qcow2`, BASE_REF]);
+  await cliOk(s, ['vm', 'delsnapshot', String(vmid), 's0', '--qmp', socket]);
+  writer.check();
+  await writer.stop();
+  await check('after deleting s0 (oldest, on the base)');
+  assert.deepEqual(await cloneChain(vmid), [`vm-${vmid}-disk-0.qcow2`, `snap-s2-vm-${vmid}-disk-0.qcow2`, BASE_REF], 's2 is backed by the base now');
+  assert.ok(writer.writes.length >= 15, `the guest wrote throughout (${writer.writes.length} writes)`);
+  return { writer, w2 };
+}
+
+/** After QEMU stopped: s2 is the disk at one instant of its snapshot, the current layer the guest's last state. */
+async function checkData(vmid: number, writer: GuestWriter, w2: Window): Promise<void> {
+  const s2 = join(dirOf(vmid), `snap-s2-vm-${vmid}-disk-0.qcow2`);
+  const fits = await snapshotInstants(writer, 0, s2, w2, TOTAL_BLOCKS, s.root);
+  assert.ok(fits.length > 0, 's2 holds the disk (base data included) as it was at one instant of its snapshot');
+  await assertImages([{ path: join(dirOf(vmid), `vm-${vmid}-disk-0.qcow2`), blocks: writer.stateAfter(0, writer.writes.length), totalBlocks: TOTAL_BLOCKS, context: 'current layer' }]);
+  await assertImages([{ path: fx.basePath, blocks: initial(), totalBlocks: TOTAL_BLOCKS, context: 'base volume' }]);
+  assert.equal(await fileFingerprint(fx.basePath), baseFingerprint, 'the base was never written');
+  assert.ok((await checkAllLayers(s.path, vmid)) >= 2, 'qemu-img check of every layer');
+}
+
+describe('live operations on linked clones', () => {
+  it('qemu-args opens a clone down to its base, read-only, with volchain\'s and with PVE\'s node names', TEST_TIMEOUT, async () => {
+    interface ArgsJson {
+      volumes: { volid: string; top: string; layers: { layer: string }[]; base?: { volid: string; ref: string; node: string; protocolNode: string; readOnly: boolean }; nodes: Record<string, unknown>[] }[];
+    }
+    for (const extra of [[], ['--drive-id', 'scsi0']]) {
+      const args = await cliJson<ArgsJson>(s, ['qemu-args', cloneVolid(103), ...extra]);
+      const v = args.volumes[0];
+      assert.equal(v?.volid, cloneVolid(103));
+      assert.deepEqual(v.layers.map((l) => l.layer), ['vm-103-disk-0.qcow2']);
+      assert.deepEqual([v.base?.volid, v.base?.ref, v.base?.readOnly], [baseVolid(), BASE_REF, true]);
+      const baseNodes = v.nodes.filter((n) => n['node-name'] === v.base?.node || n['node-name'] === v.base?.protocolNode);
+      assert.equal(baseNodes.length, 2, 'a format and a protocol node for the base');
+      for (const n of baseNodes) assert.equal(n['read-only'], true, `${String(n['node-name'])} is read-only (the base is never written)`);
+      const fmt = baseNodes.find((n) => n['driver'] === 'qcow2');
+      assert.equal(fmt?.['file'], v.base?.protocolNode);
+      assert.equal(baseNodes.find((n) => n['driver'] === 'file')?.['filename'], fx.basePath);
+      const bottom = v.nodes.find((n) => n['backing'] === v.base?.node);
+      assert.ok(bottom, 'the clone\'s bottom layer has the base node as its explicit backing');
+      if (extra.length > 0) {
+        assert.equal(bottom['node-name'], pveName('f', 'scsi0', cloneVolid(103)), 'PVE\'s name for the clone\'s current layer');
+        assert.equal(v.base?.node, pveName('f', 'scsi0', baseVolid()), 'the base named by the hash of its own volid');
+      }
+    }
+  });
+
+  it('(a) QEMU started by qemu-args: live snapshots, live delete of a middle and of the oldest snapshot, base untouched', TEST_TIMEOUT, async () => {
+    const vmid = 102;
+    await cliOk(s, ['vm', 'snapshot', String(vmid), 's0']);
+    const live = await startVm(s, [cloneVolid(vmid)]);
+    let result: { writer: GuestWriter; w2: Window } | undefined;
+    try {
+      result = await runOps(vmid, live, async (context) => {
+        await checkAttach(vmid, live.socket, context);
+      });
+      // A rollback still needs the VM stopped (exit 5), clone or not.
+      await cliFails(s, ['snapshot', 'rollback', cloneVolid(vmid), 's2', '--qmp', live.socket], { code: 5, match: /needs the VM stopped/ });
+    } finally {
+      await live.stop();
+    }
+    await checkData(vmid, result.writer, result.w2);
+  });
+
+  it('(b) QEMU started with PVE 9\'s -blockdev layout for a linked clone: the same, and the graph keeps PVE\'s node names', TEST_TIMEOUT, async () => {
+    const vmid = 103;
+    const volid = cloneVolid(vmid);
+    await cliOk(s, ['vm', 'snapshot', String(vmid), 's0']);
+    const discardNoUnref = await qemuHasDiscardNoUnref();
+    // generate_drive_blockdev: the clone's layers nested as `backing`; the bottom one (s0, whose parent PVE's
+    // volume_snapshot_info does not know: the base is no snapshot) has no `backing`, QEMU opens the base itself.
+    const drive = pveDriveBlockdev('scsi0', volid, [[undefined, join(dirOf(vmid), 'vm-103-disk-0.qcow2')], ['s0', join(dirOf(vmid), 'snap-s0-vm-103-disk-0.qcow2')]], discardNoUnref);
+    const socket = join(s.root, `qmp-clone-pve-${Date.now()}.sock`);
+    const vm = await startQemu({
+      machine: 'q35',
+      extraArgs: [
+        '-object', JSON.stringify(pveThrottleGroup('scsi0')),
+        '-blockdev', JSON.stringify(drive),
+        '-device', 'virtio-scsi-pci,id=scsihw0',
+        '-device', 'scsi-hd,bus=scsihw0.0,drive=drive-scsi0,id=scsi0',
+        '-qmp', `unix:${socket},server=on,wait=off`,
+      ],
+    });
+    const live: LiveVm = { vm, socket, disks: ['scsi0'], volids: [volid], stop: () => vm.stop() };
+    const check = async (context: string): Promise<void> => {
+      const d = await checkAttach(vmid, socket, context);
+      // PVE's names on every layer of the clone (the snapshot's name hashed with the clone's volid).
+      assert.deepEqual(d.layers.map((l) => l.node), d.layers.map((l) => pveName('f', 'scsi0', volid, l.snapshot ?? undefined)), `${context}: PVE's node names`);
+      assert.ok(d.base?.openedAs?.endsWith('/101/base-101-disk-0.qcow2'), `${context}: QEMU has the base open (${String(d.base?.openedAs)})`);
+      const blocks = await vm.client.execute<{ qdev?: string; inserted?: { 'node-name': string; drv: string } }[]>('query-block');
+      const top = blocks.find((b) => b.qdev === 'scsi0')?.inserted;
+      assert.deepEqual([top?.['node-name'], top?.drv], ['drive-scsi0', 'throttle'], `${context}: the throttle node is still the device's node`);
+    };
+    let result: { writer: GuestWriter; w2: Window } | undefined;
+    try {
+      result = await runOps(vmid, live, check);
+    } catch (err) {
+      if (!vm.isAlive()) console.error(`QEMU died: ${vm.stderr()}`);
+      throw err;
+    } finally {
+      await vm.stop();
+    }
+    await checkData(vmid, result.writer, result.w2);
+  });
+});
