@@ -70,7 +70,7 @@ interface AttachDisk {
 async function checkAttach(vmid: number, socket: string, context: string): Promise<AttachDisk> {
   const info = await cliJson<{ disks: AttachDisk[]; others: unknown[] }>(s, ['vm', 'attach-info', String(vmid), '--qmp', socket]);
   const d = info.disks.find((x) => x.volid === cloneVolid(vmid));
-  assert.ok(d?.open, `${context}: the clone is open: ${JSON.stringify(info)}`);
+  assert.ok(d?.open, `${context}: the clone is open (${JSON.stringify(info.disks)})`);
   assert.deepEqual(d.problems, [], `${context}: QEMU and the headers agree`);
   assert.deepEqual(info.others, [], `${context}: no chain left unexplained`);
   const chain = await cloneChain(vmid);
@@ -154,6 +154,8 @@ describe('live operations on linked clones', () => {
       result = await runOps(vmid, live, async (context) => {
         await checkAttach(vmid, live.socket, context);
       });
+      const text = await cliOk(s, ['vm', 'attach-info', String(vmid), '--qmp', live.socket]);
+      assert.match(text, /base volume tst:101\/base-101-disk-0\.qcow2: node fmt-[0-9a-f]+, ro/, 'the text output names the base');
       // A rollback still needs the VM stopped (exit 5), clone or not.
       await cliFails(s, ['snapshot', 'rollback', cloneVolid(vmid), 's2', '--qmp', live.socket], { code: 5, match: /needs the VM stopped/ });
     } finally {
