@@ -183,7 +183,19 @@ export async function qemuArgs(vc: Volchain, volids: readonly string[], opts: { 
     if (seen.has(v.volid)) throw new InvalidInputError(`${v.volid} is given twice`);
     seen.add(v.volid);
   }
-  return { volumes, objects, argv: [...objects.flatMap((o) => ['-object', JSON.stringify(o)]), ...blockdevArgv(volumes.flatMap((v) => v.nodes))] };
+  // Two clones of one base share its read-only nodes (same names without --drive-id): each is defined once.
+  const defined = new Map<string, string>();
+  const nodes = volumes.flatMap((v) => v.nodes).filter((n) => {
+    const json = JSON.stringify(n);
+    const before = defined.get(n['node-name']);
+    if (before === undefined) {
+      defined.set(n['node-name'], json);
+      return true;
+    }
+    if (before !== json) throw new InvalidInputError(`node ${n['node-name']} would be defined twice with different options`);
+    return false;
+  });
+  return { volumes, objects, argv: [...objects.flatMap((o) => ['-object', JSON.stringify(o)]), ...blockdevArgv(nodes)] };
 }
 
 // ---- attach-info ------------------------------------------------------------------------------------------------
