@@ -11,7 +11,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { BLOCK, MiB, checkAllLayers, cliFails, cliJson, cliOk, makeStorage, runCommand, writePattern, type Blocks, type TestStorage } from './helpers.js';
+import { BLOCK, MiB, checkAllLayers, cli, cliFails, cliJson, cliOk, makeStorage, runCommand, writePattern, type Blocks, type TestStorage } from './helpers.js';
 import { clearImmutableFlags, fileFingerprint, makePveTemplateWithClones, pveCloneImage, type PveTemplateFixture } from '../fixtures/pve-dir-fixture.js';
 import { pveDriveBlockdev, pveName, pveThrottleGroup, qemuHasDiscardNoUnref } from './pve-qemu.js';
 import { runningQemuPids, startQemu } from './qemu-harness.js';
@@ -273,6 +273,36 @@ describe('live operations on linked clones', () => {
     const at = (untouched[0] as number) * BLOCK;
     const extent = extents.find((e) => e.start <= at && at < e.start + e.length);
     assert.deepEqual([extent?.depth, extent?.data], [1, true], 'the block is the base\'s, not a copy in the clone');
+    assert.equal(await fileFingerprint(fx.basePath), baseFingerprint, 'the base was never written');
+    await checkAllLayers(s.path, vmid);
+  });
+
+  it('(d) killed while streaming onto the base, with QEMU gone afterwards: repair rebases offline onto the base', TEST_TIMEOUT, async () => {
+    const vmid = 105;
+    const volid = cloneVolid(vmid);
+    const top = await pveCloneImage(s.path, 101, 'base-101-disk-0.qcow2', vmid, `vm-${vmid}-disk-0.qcow2`);
+    await writePattern(top, 0xc5, 40 * BLOCK, 8 * BLOCK);
+    await cliOk(s, ['vm', 'snapshot', String(vmid), 's0']);
+    await writePattern(top, 0xd5, 100 * BLOCK, 64 * BLOCK);
+    const state: Blocks = initial();
+    for (let b = 40; b < 48; b++) state.set(b, 0xc5);
+    for (let b = 100; b < 164; b++) state.set(b, 0xd5);
+    const live = await startVm(s, [volid]);
+    try {
+      // Step 1 is the block-stream: volchain dies right after starting it.
+      const r = await cli(s, ['vm', 'delsnapshot', String(vmid), 's0', '--qmp', live.socket], {
+        env: { VOLCHAIN_LIVE_STREAM: 'always', VOLCHAIN_CRASH_AT: 'snapshot-delete:1:started', VOLCHAIN_JOB_SPEED: '1M' },
+      });
+      assert.equal(r.code, 128, `killed at the stream (exit ${r.code}: ${r.stderr})`);
+    } finally {
+      await live.stop();
+    }
+    assert.equal((await cliJson<{ pending: unknown[] }>(s, ['status'])).pending.length, 1, 'the delete is unfinished');
+    assert.match(await cliOk(s, ['repair', volid]), /repaired/);
+    assert.deepEqual(await cloneChain(vmid), [`vm-${vmid}-disk-0.qcow2`, BASE_REF], 'the current layer is backed by the base');
+    const info = await runCommand('qemu-img', ['info', '--output=json', top]);
+    assert.equal((JSON.parse(info.stdout) as { 'backing-filename-format'?: string })['backing-filename-format'], 'qcow2', 'with the base\'s format');
+    await assertImages([{ path: top, blocks: state, totalBlocks: TOTAL_BLOCKS, context: 'current layer after repair' }]);
     assert.equal(await fileFingerprint(fx.basePath), baseFingerprint, 'the base was never written');
     await checkAllLayers(s.path, vmid);
   });
