@@ -35,6 +35,7 @@ export function renderAttachInfo(info: AttachInfo): string {
           .join('\n'),
       );
     }
+    if (d.base) lines.push(`  base volume ${d.base.volid}: node ${d.base.node}, ${d.base.readOnly ? 'ro' : 'rw'}, opened as ${d.base.ref} (never written)`);
     for (const n of d.detached) lines.push(`  detached node ${n.node} (opened as ${n.openedAs ?? '?'}): no device uses it`);
     for (const p of d.problems) lines.push(`  DISAGREES: ${p}`);
   }

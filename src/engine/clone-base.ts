@@ -8,7 +8,7 @@
  * Also: which volumes of a storage are clones of a given base (list, info, free of a base).
  */
 import type { Backend, BaseInfo } from '../backends/backend.js';
-import { InvalidInputError, NotSupportedError, UnsafeImageError } from '../errors.js';
+import { InvalidInputError, UnsafeImageError } from '../errors.js';
 import { formatVolid, parseBaseBackingRef, type BaseVolume, type VolumeRef } from '../naming/index.js';
 import { backingNameProblem } from '../qcow2/index.js';
 
@@ -66,20 +66,6 @@ export async function settleCloneBase(
   }
   const info = await backend.inspectBase(base);
   return { ...info, ref, volume: base, volid: baseVolid };
-}
-
-/**
- * Live operations and `qemu-args` build QEMU's graph from the clone's own layers only (qmp/blockdev.ts gives
- * the bottom layer `backing: null`), which would hide the base's data from the guest and make a live
- * delete of the oldest snapshot stream nothing from it: refused (exit 5) until they open the base too. The
- * offline operations handle clones.
- */
-export function refuseLiveOnClone(tree: { volid: string; base?: CloneBase }): void {
-  if (tree.base === undefined) return;
-  throw new NotSupportedError(
-    `${tree.volid} is a linked clone of ${tree.base.volid}: volchain's live operations and qemu-args do not open a clone's base volume yet; ` +
-      'stop the VM and run the operation offline',
-  );
 }
 
 /**

@@ -21,6 +21,7 @@ import type { Backend } from '../backends/backend.js';
 import { formatVolid, isVolchainTemporaryName, snapshotOfLayerName, type VolumeRef } from '../naming/index.js';
 import type { QemuBlockView, QemuChain, QemuLayer } from '../qmp/live-view.js';
 import { ancestry, type LayerNode, type VolumeTree } from './volume-tree.js';
+import { isBaseLayer, splitCloneBase, type MatchedBase } from './live-clone.js';
 
 export interface DiskInput {
   backend: Backend;
@@ -45,6 +46,8 @@ export interface DiskMatch extends DiskInput {
   detached: QemuChain[];
   /** Every way QEMU's view and the disk disagree; empty when they agree. */
   problems: string[];
+  /** A linked clone's base volume at the bottom of QEMU's chain (live-clone.ts); not one of `layers`. */
+  base?: MatchedBase;
 }
 
 export interface VmMatch {
@@ -72,7 +75,8 @@ export function matchVm(view: QemuBlockView, disks: readonly DiskInput[]): VmMat
   const byKey = new Map<string, DiskMatch>();
   const key = (d: DiskInput): string => `${d.backend.id}\0${d.volume.vmid}\0${d.volume.name}`;
   for (const d of disks) {
-    byKey.set(key(d), { ...d, volid: formatVolid(d.volume), chain: undefined, layers: [], detached: [], problems: [] });
+    // The tree's volid: a linked clone's carries its base part, as PVE names it (volume-tree.ts).
+    byKey.set(key(d), { ...d, volid: d.tree.volid || formatVolid(d.volume), chain: undefined, layers: [], detached: [], problems: [] });
   }
   const dirs = new Map<string, DiskInput[]>();
   for (const d of disks) {
@@ -82,11 +86,14 @@ export function matchVm(view: QemuBlockView, disks: readonly DiskInput[]): VmMat
 
   const unmatched: VmMatch['unmatched'] = [];
   const candidates = new Map<string, QemuChain[]>();
+  // A linked clone's chain ends in its template's base volume, in another VM's directory (live-clone.ts).
+  const basePaths = disks.flatMap((d) => (d.tree.base ? [d.tree.base.path] : []));
   for (const chain of view.chains) {
     let owners: DiskInput[] | undefined;
     let outside = 0;
     let ours = 0;
-    for (const l of chain.layers) {
+    for (const [i, l] of chain.layers.entries()) {
+      if (i > 0 && i === chain.layers.length - 1 && basePaths.some((p) => isBaseLayer(l, p))) continue; // checked per disk below
       const inDir = l.path !== undefined ? dirs.get(dirname(l.path)) : undefined;
       const first = inDir?.[0];
       const here =
@@ -124,7 +131,7 @@ export function matchVm(view: QemuBlockView, disks: readonly DiskInput[]): VmMat
     if (withDevice.length === 1) main = withDevice[0];
     else if (withDevice.length > 1) disk.problems.push(`${withDevice.length} chains of ${disk.volid} are attached to devices (${withDevice.flatMap((c) => c.devices).join(', ')})`);
     else {
-      const sameLength = chains.filter((c) => c.layers.length === wanted.length);
+      const sameLength = chains.filter((c) => c.layers.length === wanted.length + (disk.tree.base ? 1 : 0));
       if (chains.length === 1) main = chains[0];
       else if (sameLength.length === 1) main = sameLength[0];
       else disk.problems.push(`QEMU has ${chains.length} chains on layers of ${disk.volid} and no device tells which one is the disk`);
@@ -137,7 +144,10 @@ export function matchVm(view: QemuBlockView, disks: readonly DiskInput[]): VmMat
       .map((c) => ({ ...c, layers: c.layers.filter((l) => !inMain.has(l.node)) }))
       .filter((c) => c.layers.length > 0);
     if (main) {
-      const { layers, problems } = compareChain(disk, main, wanted);
+      const split = splitCloneBase(disk.tree, main);
+      if (split.base) disk.base = split.base;
+      disk.problems.push(...split.problems);
+      const { layers, problems } = compareChain(disk, split.chain, wanted);
       disk.layers = layers;
       disk.problems.push(...problems);
     }

@@ -48,6 +48,8 @@ export interface LiveDisk {
   rootFilter?: string;
   /** PVE's drive id when `rootFilter` is PVE's throttle node: the plan then leaves PVE's node names (live-pve-graph.ts). */
   pveDrive?: string;
+  /** A linked clone's base volume node at the bottom of QEMU's chain (live-clone.ts): a stream's base-node onto it. */
+  baseNode?: string;
 }
 
 /**
@@ -124,7 +126,12 @@ export function planLiveSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snaps
     nodes: n.protocolNode !== undefined ? [n.node, n.protocolNode] : [n.node],
   });
   // Branches (children QEMU does not have open) are rebased offline either way.
-  const branchRebases: Step[] = branches.map((b) => ({ kind: 'rebase', layer: b, from: target.name, onto: target.parent ?? null, bytes: target.definedBytes }));
+  // The clone's oldest layer S has no parent in the tree but the base volume below it (never written: the
+  // children are rebased or streamed onto the base, as the offline planner does).
+  const ontoBase = target.parent === undefined && target.base !== undefined && tree.base !== undefined;
+  const onto = target.parent ?? target.base ?? null;
+  const ontoFormat = ontoBase && tree.base ? { ontoFormat: tree.base.volume.format === 'raw' ? ('raw' as const) : ('qcow2' as const) } : {};
+  const branchRebases: Step[] = branches.map((b) => ({ kind: 'rebase', layer: b, from: target.name, onto, bytes: target.definedBytes, ...ontoFormat }));
 
   const offlineCommits = offline.steps.some((s) => s.kind === 'commit');
   // QEMU before 8.2 aborts when block-stream's copy-on-read meets qcow2 subclusters (extended_l2, which every
@@ -170,9 +177,9 @@ export function planLiveSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snaps
     }
   } else {
     steps.push({
-      kind: 'qmp-stream', layer: chainChild, node: childNode.node, from: target.name, onto: target.parent ?? null,
-      baseNode: target.parent !== undefined ? nodeOf(disk, tree, target.parent).node : null,
-      bytes: target.definedBytes, jobId: jobId('stream', childNode.node),
+      kind: 'qmp-stream', layer: chainChild, node: childNode.node, from: target.name, onto,
+      baseNode: target.parent !== undefined ? nodeOf(disk, tree, target.parent).node : ontoBase ? baseNodeOf(disk, tree) : null,
+      bytes: target.definedBytes, jobId: jobId('stream', childNode.node), ...ontoFormat,
     });
     steps.push(...branchRebases);
     steps.push(close(target.name, snap));
@@ -193,6 +200,12 @@ export function planLiveSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snaps
     strategies,
     live: { socket: disk.socket },
   };
+}
+
+/** QEMU's node of a clone's base volume: a stream onto the base needs it (else it would copy the base's data). */
+function baseNodeOf(disk: LiveDisk, tree: VolumeTree): string {
+  if (disk.baseNode === undefined) throw new NotFoundError(`QEMU has no node for the base volume of ${tree.volid}`);
+  return disk.baseNode;
 }
 
 /** Job ids name the node they work on: one job per node at a time, and `query-jobs` says whose it is. */

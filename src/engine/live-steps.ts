@@ -70,7 +70,8 @@ export function liveIsLong(step: LiveStep): boolean {
 export function offlineEquivalent(step: LiveStep): Step | null {
   switch (step.kind) {
     case 'qmp-stream':
-      return { kind: 'rebase', layer: step.layer, from: step.from, onto: step.onto, bytes: step.bytes };
+      // onto a linked clone's base: its format goes with it (checkRebaseTarget checks both).
+      return { kind: 'rebase', layer: step.layer, from: step.from, onto: step.onto, bytes: step.bytes, ...(step.ontoFormat ? { ontoFormat: step.ontoFormat } : {}) };
     case 'qmp-commit':
       // An active commit is only finished by its pivot; the pivot's equivalent does the commit.
       return step.active ? null : { kind: 'commit', top: step.top, base: step.base, bytes: step.bytes };

@@ -40,7 +40,7 @@ import { planSnapshotCreate, planSnapshotDelete, type PlanContext } from './plan
 // The façade's part live operations use (not volchain.ts itself, which imports this module).
 import type { LiveHost as Volchain } from './live-host.js';
 import { ancestry, readVolumeTree, type VolumeTree } from './volume-tree.js';
-import { refuseLiveOnClone } from './clone-base.js';
+import { cloneBaseSpec } from './live-clone.js';
 
 export interface LiveOptions {
   /** QEMU's QMP socket: the VM runs and has (some of) the disks open. */
@@ -103,6 +103,8 @@ export interface QemuArgsVolume {
   /** Format node of the current layer: what a guest device's `drive=` names. */
   top: string;
   layers: { layer: string; snapshot: string | null; node: string; protocolNode: string; path: string; readOnly: boolean }[];
+  /** A linked clone's base volume: the bottom of the chain, opened read-only (not one of `layers`). */
+  base?: { volid: string; ref: string; node: string; protocolNode: string; path: string; readOnly: true };
   nodes: BlockdevOptions[];
 }
 
@@ -133,7 +135,6 @@ export async function qemuArgs(vc: Volchain, volids: readonly string[], opts: { 
     const { backend, volume } = vc.resolve(volid);
     await refuseUnfinished(backend, volume.vmid);
     const tree = await readVolumeTree(backend, volume);
-    refuseLiveOnClone(tree);
     if (tree.leftovers.length > 0) {
       throw new PendingOperationError(`${tree.volid} has leftovers of an interrupted operation (${tree.leftovers.join(', ')}); run 'volchain repair ${tree.volid}'`);
     }
@@ -143,13 +144,18 @@ export async function qemuArgs(vc: Volchain, volids: readonly string[], opts: { 
       path: l.path,
       format: i === chain.length - 1 && volume.format === 'raw' ? 'raw' : 'qcow2',
     }));
+    // A linked clone's chain goes on down to its template's base volume, read-only (live-clone.ts).
+    const baseSpec = cloneBaseSpec(tree);
+    if (baseSpec) specs.push(baseSpec);
     const driveId = driveIds[volumes.length];
     const snapOf = new Map(chain.map((l) => [l.name, l.snapshot]));
     const built = chainBlockdevs(
       backend.id,
       specs,
       { discardNoUnref },
-      driveId !== undefined ? (l) => pveLayerNodeNames(driveId, tree.volid, snapOf.get(l.name)) : undefined,
+      driveId !== undefined
+        ? (l) => (l === baseSpec && tree.base ? pveLayerNodeNames(driveId, tree.base.volid) : pveLayerNodeNames(driveId, tree.volid, snapOf.get(l.name)))
+        : undefined,
     );
     let top = built.top;
     if (driveId !== undefined) {
@@ -166,6 +172,9 @@ export async function qemuArgs(vc: Volchain, volids: readonly string[], opts: { 
         const names = built.byLayer.get(l.name);
         return { layer: l.name, snapshot: l.snapshot ?? null, node: names?.format ?? '', protocolNode: names?.protocol ?? '', path: l.path, readOnly: i > 0 };
       }),
+      ...(baseSpec && tree.base
+        ? { base: { volid: tree.base.volid, ref: baseSpec.name, node: built.byLayer.get(baseSpec.name)?.format ?? '', protocolNode: built.byLayer.get(baseSpec.name)?.protocol ?? '', path: baseSpec.path, readOnly: true } }
+        : {}),
       nodes: built.nodes,
     });
   }
@@ -174,7 +183,19 @@ export async function qemuArgs(vc: Volchain, volids: readonly string[], opts: { 
     if (seen.has(v.volid)) throw new InvalidInputError(`${v.volid} is given twice`);
     seen.add(v.volid);
   }
-  return { volumes, objects, argv: [...objects.flatMap((o) => ['-object', JSON.stringify(o)]), ...blockdevArgv(volumes.flatMap((v) => v.nodes))] };
+  // Two clones of one base share its read-only nodes (same names without --drive-id): each is defined once.
+  const defined = new Map<string, string>();
+  const nodes = volumes.flatMap((v) => v.nodes).filter((n) => {
+    const json = JSON.stringify(n);
+    const before = defined.get(n['node-name']);
+    if (before === undefined) {
+      defined.set(n['node-name'], json);
+      return true;
+    }
+    if (before !== json) throw new InvalidInputError(`node ${n['node-name']} would be defined twice with different options`);
+    return false;
+  });
+  return { volumes, objects, argv: [...objects.flatMap((o) => ['-object', JSON.stringify(o)]), ...blockdevArgv(nodes)] };
 }
 
 // ---- attach-info ------------------------------------------------------------------------------------------------
@@ -191,6 +212,8 @@ export interface AttachInfo {
     layers: { layer: string; snapshot: string | null; node: string; protocolNode: string | null; openedAs: string | null; readOnly: boolean }[];
     /** Further nodes QEMU has open on this volume's layers, in no chain a device uses (leftovers). */
     detached: { node: string; openedAs: string | null }[];
+    /** A linked clone's base volume at the bottom of QEMU's chain (null: no clone, or not open). */
+    base: { volid: string; ref: string; node: string; openedAs: string | null; readOnly: boolean } | null;
     problems: string[];
   }[];
   /** Chains QEMU has open that belong to none of the VM's volumes. */
@@ -231,6 +254,7 @@ export async function attachInfo(vc: Volchain, vmidText: number | string, explic
           readOnly: l.qemu.readOnly,
         })),
         detached: d.detached.flatMap((c) => c.layers.map((l) => ({ node: l.node, openedAs: l.path ?? null }))),
+        base: d.base ? { volid: d.base.volid, ref: d.base.ref, node: d.base.qemu.node, openedAs: d.base.qemu.path ?? null, readOnly: d.base.qemu.readOnly } : null,
         problems: d.problems,
       })),
       others: [
@@ -280,7 +304,6 @@ interface LiveState {
 async function readLiveState(client: QmpClient, socket: string, disks: readonly Disk[]): Promise<LiveState> {
   const inputs: { backend: Backend; volume: VolumeRef; tree: VolumeTree }[] = [];
   for (const d of disks) inputs.push({ ...d, tree: await readVolumeTree(d.backend, d.volume) });
-  for (const d of inputs) refuseLiveOnClone(d.tree);
   const view = await readBlockView(client);
   const status = await queryStatus(client);
   const match = matchVm(view, inputs);
@@ -315,6 +338,7 @@ function liveDiskOf(d: DiskMatch, socket: string, running: boolean, version: { m
     // Test hook (README): VOLCHAIN_LIVE_STREAM=always|never overrides the choice.
     streamSafe: process.env.VOLCHAIN_LIVE_STREAM === 'always' ? true : process.env.VOLCHAIN_LIVE_STREAM === 'never' ? false : streamSafe(version, extendedL2),
     nodes: new Map(d.layers.map((l) => [l.layer, { node: l.qemu.node, protocolNode: l.qemu.protocolNode }])),
+    ...(d.base ? { baseNode: d.base.qemu.node } : {}),
     ...(d.chain?.filters[0] !== undefined ? { rootFilter: d.chain.filters[0] } : {}),
     ...(pveDriveOf(d.chain?.filters[0]) !== undefined ? { pveDrive: pveDriveOf(d.chain?.filters[0]) as string } : {}),
   };

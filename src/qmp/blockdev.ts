@@ -76,6 +76,12 @@ export interface ChainLayerSpec {
   format: 'qcow2' | 'raw';
   /** Open read-only. Default: every layer but the top. */
   readOnly?: boolean;
+  /**
+   * Open the protocol node read-only too (a linked clone's base volume: PVE makes it 0444 and immutable, so a
+   * read-write open fails, and it is never renamed or written, so the reason for read-write protocol nodes
+   * above does not apply). Default false.
+   */
+  protocolReadOnly?: boolean;
 }
 
 export interface BlockdevDefaults {
@@ -123,7 +129,7 @@ export function chainBlockdevs(
     const below = layers[i + 1];
     const names = byLayer.get(layer.name) as LayerNodeNames;
     const readOnly = layer.readOnly ?? i > 0;
-    nodes.push(protocolNode(names.protocol, layer.path, defaults));
+    nodes.push(protocolNode(names.protocol, layer.path, defaults, layer.protocolReadOnly === true));
     nodes.push(formatNode(names, layer.format, below ? (byLayer.get(below.name) as LayerNodeNames).format : null, readOnly, defaults));
   }
   return { nodes, top: (byLayer.get(top.name) as LayerNodeNames).format, byLayer };
@@ -187,13 +193,13 @@ export function protocolDriver(path: string): 'file' | 'host_device' {
   return path.startsWith('/dev/') ? 'host_device' : 'file';
 }
 
-function protocolNode(nodeName: string, path: string, d: BlockdevDefaults): BlockdevOptionsFile {
+function protocolNode(nodeName: string, path: string, d: BlockdevDefaults, readOnly = false): BlockdevOptionsFile {
   if (!path.startsWith('/')) throw new InvalidInputError(`layer path ${JSON.stringify(path)} is not absolute`);
   const node: BlockdevOptionsFile = {
     driver: protocolDriver(path),
     'node-name': nodeName,
     filename: path,
-    'read-only': false,
+    'read-only': readOnly,
     discard: d.discard ?? 'unmap',
   };
   if (d.cacheDirect) node.cache = { direct: true, 'no-flush': false };

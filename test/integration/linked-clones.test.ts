@@ -148,8 +148,9 @@ describe('templates and linked clones made by PVE on dir storage', () => {
     await baseUntouched('refused operations');
   });
 
-  it('qemu-args refuses a linked clone (exit 5) instead of opening it without its base', async () => {
-    await cliFails(s, ['qemu-args', CLONE_VOLID(s, 102)], { code: 5, match: /linked clone of tst:101\/base-101-disk-0\.qcow2: .*stop the VM/ });
+  it('qemu-args opens a linked clone down to its base, read-only (live operations: live-clones.test.ts)', async () => {
+    const args = await cliJson<{ volumes: { base?: { volid: string; readOnly: boolean } }[] }>(s, ['qemu-args', CLONE_VOLID(s, 102)]);
+    assert.deepEqual(args.volumes[0]?.base && [args.volumes[0].base.volid, args.volumes[0].base.readOnly], [BASE_VOLID(s), true]);
     await baseUntouched('qemu-args');
   });
 
