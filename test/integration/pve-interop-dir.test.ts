@@ -12,7 +12,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import * as pve from '../fixtures/pve-dir-commands.js';
 import type { PveDirStorage, PveVolume } from '../fixtures/pve-dir-commands.js';
@@ -66,20 +66,31 @@ describe('volchain on a dir storage Proxmox VE made (hyphenated snapshots, cloud
     for (const s of Object.values(f.storages)) assert.ok((await checkAllLayers(s.path)) > 0);
   });
 
-  it('list: every volume of every storage (dir, nfs, cifs) with its snapshots, no problems, exit 0', async () => {
-    type Entry = { volid: string; format: string; virtualSize?: number; snapshots?: string[]; problem: unknown };
+  it('list: every volume of every storage (dir, nfs, cifs) with its snapshots; the vmdk with its problem; exit 0', async () => {
+    type Entry = { volid: string; format: string | null; virtualSize?: number; fileBytes?: number | null; snapshots?: string[]; problem: { code: string; message: string } | null };
     const dir = await json<{ volumes: Entry[] }>(['list', 'pvedir']);
     assert.deepEqual(
-      dir.volumes.map((v) => [v.volid, v.format, v.virtualSize, v.snapshots, v.problem]),
+      dir.volumes.map((v) => [v.volid, v.format, v.virtualSize, v.snapshots, v.problem?.code ?? null]),
       [
         ['pvedir:101/vm-101-cloudinit.qcow2', 'qcow2', 4 * 1024 * 1024, [], null],
         ['pvedir:101/vm-101-data-foo.qcow2', 'qcow2', 1024 * 1024, ['s-1'], null],
         [VOLID, 'qcow2', 4 * 1024 * 1024, ['a-b-c', 'pre-up'], null],
+        // PVE's vmdk is listed with why volchain does not operate on it (issue 14); operations on it exit 5.
+        ['pvedir:101/vm-101-disk-1.vmdk', 'vmdk', undefined, undefined, 'NOT_SUPPORTED'],
         ['pvedir:101/vm-101-state-pre-up.raw', 'raw', 1024 * 1024, [], null],
       ],
     );
-    // Not listed: vm-101-disk-1.vmdk (volchain drives raw and qcow2 only; see the README's matrix footnote).
-    assert.ok(existsSync(layerFile(S(), f.vmdk)));
+    const vmdk = dir.volumes.find((v) => v.volid === 'pvedir:101/vm-101-disk-1.vmdk');
+    assert.match(vmdk?.problem?.message ?? '', /format "vmdk": volchain handles only raw and qcow2 images/);
+    assert.equal(vmdk?.fileBytes, statSync(layerFile(S(), f.vmdk)).size);
+    const table = await ok(['list', 'pvedir']);
+    assert.match(table, /^pvedir:101\/vm-101-disk-1\.vmdk\s+vmdk\s+\d/m);
+    assert.match(table, /^pvedir:101\/vm-101-disk-1\.vmdk: cannot be read \(NOT_SUPPORTED\): .*format "vmdk"/m);
+    const vmdkBefore = sha(layerFile(S(), f.vmdk));
+    for (const args of [['info', 'pvedir:101/vm-101-disk-1.vmdk'], ['snapshot', 'create', 'pvedir:101/vm-101-disk-1.vmdk', 'x1'], ['free', 'pvedir:101/vm-101-disk-1.vmdk']]) {
+      await cliFails(f, args, { code: 5, env: f.env, match: /format "vmdk"/ });
+    }
+    assert.equal(sha(layerFile(S(), f.vmdk)), vmdkBefore);
     const nas = await json<{ volumes: Entry[] }>(['list', 'nas']);
     assert.deepEqual(nas.volumes.map((v) => [v.volid, v.snapshots, v.problem]), [['nas:102/vm-102-disk-0.qcow2', ['pre-up'], null]]);
     const smb = await json<{ volumes: Entry[] }>(['list', 'smb']);
