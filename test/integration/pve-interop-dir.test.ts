@@ -18,7 +18,7 @@ import * as pve from '../fixtures/pve-dir-commands.js';
 import type { PveDirStorage, PveVolume } from '../fixtures/pve-dir-commands.js';
 import { BLOCK, makePveDirFixture, over, run, viewsOf, writeBlocks } from '../fixtures/pve-dir-made.js';
 import type { PveDirFixture, View } from '../fixtures/pve-dir-made.js';
-import { assertManyPatterns, assertSameTree, checkAllLayers, cliFails, cliOk, expectsFor, makeStorage, runCommand, snapshotOf } from './helpers.js';
+import { assertManyPatterns, assertSameTree, checkAllLayers, cli, cliFails, cliOk, expectsFor, makeStorage, runCommand, snapshotOf } from './helpers.js';
 import type { RunResult, TestStorage } from './helpers.js';
 
 // ---- checks -----------------------------------------------------------------------------------------------
@@ -121,8 +121,17 @@ describe('volchain on a dir storage Proxmox VE made (hyphenated snapshots, cloud
     const frozen = [layerFile(S(), d0(), 'pre-up'), layerFile(S(), d0(), 'a-b-c'), layerFile(S(), f.dataFoo.vol, 's-1')];
     const others = [layerFile(S(), f.cloudinit), layerFile(S(), f.state), layerFile(S(), f.vmdk)];
     const before = shas([...frozen, ...others]);
-    // Without the config, every storage is searched for VM 101's disks, and the lvm section's VG is absent.
-    await cliFails(f, ['vm', 'snapshot', '101', 'vc-1'], { code: 3, env: f.env, match: /volume group pve-absent does not exist/ });
+    // Without the config, every storage is searched for VM 101's disks; the lvm section's VG is absent here, so
+    // that storage is skipped with a warning (stderr, and `warnings` with --json), not a failure (issue 14).
+    const dry = await cli(f, ['vm', 'snapshot', '101', 'vc-1', '--dry-run', '--json'], { env: f.env });
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stderr, /^warning: storage 'pvelvm' skipped while looking for VM 101's disks: volume group pve-absent does not exist/m);
+    const planned = JSON.parse(dry.stdout) as { plans: { volid: string }[]; warnings?: string[] };
+    assert.deepEqual(planned.plans.map((p) => p.volid).sort(), ['pvedir:101/vm-101-data-foo.qcow2', VOLID]);
+    assert.equal(planned.warnings?.length, 1);
+    assert.match(planned.warnings?.[0] ?? '', /storage 'pvelvm' skipped/);
+    // Named with --storage, the unavailable storage's error is the answer.
+    await cliFails(f, ['vm', 'snapshot', '101', 'vc-1', '--storage', 'pvelvm'], { code: 3, env: f.env, match: /volume group pve-absent does not exist/ });
     await ok(['vm', 'snapshot', '101', 'vc-1', '--vm-config', f.vmConfig]);
     assert.deepEqual(shas([...frozen, ...others]), before, 'PVE-made frozen layers and the other volumes unchanged');
     assert.deepEqual(filesOf(S(), 101), [
