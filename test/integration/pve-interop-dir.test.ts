@@ -12,7 +12,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as pve from '../fixtures/pve-dir-commands.js';
 import type { PveDirStorage, PveVolume } from '../fixtures/pve-dir-commands.js';
@@ -130,6 +130,15 @@ describe('volchain on a dir storage Proxmox VE made (hyphenated snapshots, cloud
     assert.deepEqual(planned.plans.map((p) => p.volid).sort(), ['pvedir:101/vm-101-data-foo.qcow2', VOLID]);
     assert.equal(planned.warnings?.length, 1);
     assert.match(planned.warnings?.[0] ?? '', /storage 'pvelvm' skipped/);
+    // The nfs and cifs shares not mounted: skipped too, each with its warning; the dir disks are still found.
+    const noMounts = join(f.root, 'mounts-none');
+    writeFileSync(noMounts, 'proc /proc proc rw 0 0\n');
+    const unmounted = await cli(f, ['vm', 'snapshot', '101', 'vc-1', '--dry-run', '--json'], { env: { VOLCHAIN_PROC_MOUNTS: noMounts } });
+    assert.equal(unmounted.code, 0, unmounted.stderr);
+    const w = (JSON.parse(unmounted.stdout) as { warnings?: string[] }).warnings ?? [];
+    assert.deepEqual(w.map((x) => /^storage '(\w+)' skipped/.exec(x)?.[1]), ['nas', 'smb', 'pvelvm']);
+    assert.match(w[0] ?? '', /storage 'nas' is not mounted/);
+    await cliFails(f, ['vm', 'snapshot', '101', 'vc-1', '--storage', 'nas'], { code: 5, env: { VOLCHAIN_PROC_MOUNTS: noMounts }, match: /storage 'nas' is not mounted/ });
     // Named with --storage, the unavailable storage's error is the answer.
     await cliFails(f, ['vm', 'snapshot', '101', 'vc-1', '--storage', 'pvelvm'], { code: 3, env: f.env, match: /volume group pve-absent does not exist/ });
     await ok(['vm', 'snapshot', '101', 'vc-1', '--vm-config', f.vmConfig]);
