@@ -7,7 +7,8 @@
  *   on it gives, so `list` shows it as a problem row and exits 0.
  * Left out, as PVE's own list_images leaves them out: dot files (volchain's `.volchain-tmp-…` temporaries;
  * Perl's glob skips them), container subvolumes (`subvol-…`/`basevol-…`: rootdir content, not VM disks), and
- * snapshot layers (`snap-…`, matched against their volume by the engine, which also knows journaled volumes).
+ * snapshot layers (`snap-…`: shown with their volume; one whose volume's name is renamed away mid-operation is
+ * covered by the journal's entry, listing.ts). An orphaned `snap-…` file is therefore not listed either.
  * Nothing is opened or followed: entries are looked at with lstat only. Reads only.
  */
 import { readdirSync } from 'node:fs';
