@@ -36,6 +36,8 @@ export interface PathJson {
 export interface PlansJson {
   dryRun: boolean;
   plans: Plan[];
+  /** What a VM-wide call skipped (a storage not available here); present only when there is something. */
+  warnings?: string[];
 }
 
 /** One entry of `status --json`'s `pending`: a journal record with its volume. */

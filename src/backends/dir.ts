@@ -21,6 +21,7 @@ import * as qemuImg from '../tools/qemu-img.js';
 import type { Backend, BackendCapabilities, BaseInfo, LayerStat } from './backend.js';
 import { clearImmutable, inspectDirBase } from './dir-base.js';
 import { explainNoSpace } from './dir-space.js';
+import { scanDirImages, type DirScan } from './dir-listing.js';
 import { checkImagesDirs, checkLayerFile, checkOwnedDir, checkOwnedFile } from './safe-fs.js';
 
 export class DirBackend implements Backend {
@@ -58,6 +59,11 @@ export class DirBackend implements Backend {
       }
     }
     return volumes.sort((a, b) => a.vmid - b.vmid || a.name.localeCompare(b.name, 'en', { numeric: true }));
+  }
+
+  /** For `list`: the volumes, and what volchain cannot read listed with its problem (dir-listing.ts). */
+  async scanImages(vmid?: number): Promise<DirScan> {
+    return scanDirImages(this.definition, vmid === undefined ? await this.listVmids() : [vmid]);
   }
 
   listVmids(): Promise<number[]> {

@@ -65,9 +65,16 @@ export function buildProgram() {
     const live = opts.qmp !== undefined || (process.env.VOLCHAIN_QMP_DIR ?? '') !== '';
     if (live) for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, onSignal);
     let result: Plan | Plan[];
+    // Warnings go to stderr as they come (stdout stays the result) and, with --json, into `warnings` too.
+    const warnings: string[] = [];
+    const onWarning = (message: string): void => {
+      warnings.push(message);
+      process.stderr.write(`warning: ${message}\n`);
+    };
     try {
       result = await action(vc, {
         dryRun: opts.dryRun ?? false,
+        onWarning,
         ...(progress.onEvent ? { onEvent: progress.onEvent } : {}),
         ...(opts.qmp !== undefined ? { qmp: opts.qmp } : {}),
         ...(live ? { signal: cancel.signal } : {}),
@@ -78,7 +85,7 @@ export function buildProgram() {
     }
     const plans = Array.isArray(result) ? result : [result];
     if (opts.json) {
-      printJson({ dryRun: opts.dryRun ?? false, plans } satisfies PlansJson);
+      printJson({ dryRun: opts.dryRun ?? false, plans, ...(warnings.length > 0 ? { warnings } : {}) } satisfies PlansJson);
     } else if (opts.dryRun) {
       const total = plans.length > 1 ? totalPlanSpace(plans.map((p) => p.space)) : undefined;
       print([...plans.map(renderPlan), ...(total ? [renderSpace(total, `total for ${plans.length} disks`).join('\n')] : [])].join('\n\n'));

@@ -65,7 +65,7 @@ export function renderVolumes(volumes: VolumeListEntry[]): string {
               formatSize(v.snapshotBytes),
               formatSize(v.fullSizeSnapshotBytes),
             ]
-          : [v.volid, v.format, unknown, unknown, unknown, unknown, unknown, unknown],
+          : [v.volid, v.format ?? unknown, fileSize(v), unknown, unknown, unknown, unknown, unknown],
       ),
     ),
   ];
@@ -81,6 +81,11 @@ export function renderVolumes(volumes: VolumeListEntry[]): string {
   }
   if (notes.length > 0) lines.push('', ...notes);
   return lines.join('\n');
+}
+
+/** A file volchain does not read as a volume (a vmdk...) still shows the space it takes: its size from lstat. */
+function fileSize(v: VolumeListEntry): string {
+  return 'fileBytes' in v && typeof v.fileBytes === 'number' ? formatSize(v.fileBytes) : '?';
 }
 
 export function renderInfo(info: VolumeInfo): string {

@@ -41,8 +41,22 @@ interface EntryBase {
 /** What only a volume that could be read has: absent (undefined) on an entry with a problem. */
 type Unread = { [K in Exclude<keyof VolumeSummary, keyof EntryBase>]?: undefined };
 
+/**
+ * What volchain found in images/ but does not read as a volume (dir, dir-listing.ts): a file whose name it does
+ * not parse (a vmdk, an unknown name), `format` then being what the extension says (null if none it knows), or
+ * a refused `images/<vmid>` directory (volid `<storage>:<vmid>/`, name '', format null).
+ */
+interface ForeignEntry extends Omit<EntryBase, 'format'> {
+  format: string | null;
+  /** The file's size in bytes (not followed; null for a directory or anything not a regular file). */
+  fileBytes: number | null;
+}
+
 /** A volume read normally (`problem: null`), or one that could not be read, with why. */
-export type VolumeListEntry = (EntryBase & VolumeSummary & { problem: null }) | (EntryBase & Unread & { problem: VolumeProblem });
+export type VolumeListEntry =
+  | (EntryBase & VolumeSummary & { problem: null })
+  | (EntryBase & Unread & { problem: VolumeProblem })
+  | (ForeignEntry & Unread & { problem: VolumeProblem });
 
 /**
  * Lists the volumes of `backend` (optionally of one VM); `summarize` reads one volume and throws what any
@@ -54,7 +68,8 @@ export async function listVolumeEntries(
   summarize: (volume: VolumeRef) => Promise<VolumeSummary>,
   clonesOfBase?: (volume: VolumeRef) => Promise<string[]>,
 ): Promise<VolumeListEntry[]> {
-  const volumes = await backend.listVolumes(vmid);
+  const scan = backend.scanImages ? await backend.scanImages(vmid) : { volumes: await backend.listVolumes(vmid), unlisted: [] };
+  const volumes = scan.volumes;
   const records = await pendingOperations(backend, vmid !== undefined ? { vmid } : {});
   const pendingOf = (volume: VolumeRef): JournalRecord | undefined =>
     records.find((r) => {
@@ -96,6 +111,21 @@ export async function listVolumeEntries(
       out.push({ ...base, problem: { code: error.code, message: error.message } });
     }
   }
+  for (const u of scan.unlisted) {
+    out.push({
+      volid: `${backend.id}:${String(u.vmid)}/${u.name}`,
+      storage: backend.id,
+      vmid: u.vmid,
+      name: u.name,
+      format: u.format,
+      fileBytes: u.fileBytes,
+      template: false,
+      clones: [],
+      pendingOperation: null,
+      problem: { code: u.problem.code, message: u.problem.message },
+    });
+  }
+  out.sort((a, b) => a.vmid - b.vmid || a.name.localeCompare(b.name, 'en', { numeric: true }));
   // A base's clones: from the entries when the whole storage was listed, else (one VM listed) by reading the
   // other VMs' chains too. Either way an unreadable clone is not named here (it is listed with its problem).
   for (const entry of out) {
@@ -107,7 +137,7 @@ export async function listVolumeEntries(
 }
 
 function volumeFor(entry: VolumeListEntry): VolumeRef {
-  return { storage: entry.storage, kind: 'dir', vmid: entry.vmid, name: entry.name, format: entry.format, volname: `${entry.vmid}/${entry.name}`, template: true };
+  return { storage: entry.storage, kind: 'dir', vmid: entry.vmid, name: entry.name, format: entry.format as ImageFormat, volname: `${entry.vmid}/${entry.name}`, template: true };
 }
 
 /** The volume (on this storage, under this storage's id) a journal record is about, if its volid parses. */

@@ -8,6 +8,6 @@ import type { VolumeRef } from '../naming/index.js';
 
 export interface LiveHost {
   resolve(volid: string): { backend: Backend; volume: VolumeRef };
-  vmVolumes(vmid: number, storage?: string, vmConfig?: string): Promise<{ backend: Backend; volume: VolumeRef }[]>;
+  vmVolumes(vmid: number, storage?: string, vmConfig?: string, onWarning?: (message: string) => void): Promise<{ backend: Backend; volume: VolumeRef }[]>;
   withVmLocks<T>(backends: readonly Backend[], vmid: number, operation: string, fn: () => Promise<T>): Promise<T>;
 }

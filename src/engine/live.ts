@@ -52,6 +52,8 @@ export interface LiveOptions {
 export interface LiveCallOptions extends LiveOptions {
   dryRun?: boolean;
   onEvent?: (event: EngineEvent) => void;
+  /** A storage skipped while looking for a VM's disks without its config (see vm-disks.ts). */
+  onWarning?: (message: string) => void;
 }
 
 /** Which disks an operation is about: one volume, or every disk of a VM (optionally on one storage). */
@@ -281,13 +283,13 @@ function ctxOf(backend: Backend): PlanContext {
   return { kind: backend.kind, volumeChain: backend.capabilities.volumeChain, fixedSizeLayers: backend.capabilities.fixedSizeLayers };
 }
 
-async function targetDisks(vc: Volchain, target: LiveTarget): Promise<{ vmid: number; disks: Disk[] }> {
+async function targetDisks(vc: Volchain, target: LiveTarget, onWarning?: (message: string) => void): Promise<{ vmid: number; disks: Disk[] }> {
   if ('volid' in target) {
     const { backend, volume } = vc.resolve(target.volid);
     return { vmid: volume.vmid, disks: [{ backend, volume }] };
   }
   const vmid = typeof target.vmid === 'number' ? target.vmid : parseVmid(target.vmid);
-  return { vmid, disks: await vc.vmVolumes(vmid, target.storage, target.vmConfig) };
+  return { vmid, disks: await vc.vmVolumes(vmid, target.storage, target.vmConfig, onWarning) };
 }
 
 interface LiveState {
@@ -351,7 +353,7 @@ type LivePlanner = (d: DiskMatch, live: LiveDisk | undefined) => Plan;
  * disk, journal, execute, validate again.
  */
 async function runLive(vc: Volchain, target: LiveTarget, operation: string, opts: LiveCallOptions, planner: LivePlanner): Promise<Plan[] | undefined> {
-  const { vmid, disks } = await targetDisks(vc, target);
+  const { vmid, disks } = await targetDisks(vc, target, opts.onWarning);
   const conn = await connectVm(vmid, opts.qmp);
   if (!conn) return undefined;
   const session: LiveSession = { client: conn.client, socket: conn.socket, ...(opts.signal ? { signal: opts.signal } : {}) };

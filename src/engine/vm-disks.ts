@@ -105,6 +105,45 @@ async function resolveDrive(vc: VolumeResolver, vmid: number, drive: Drive, sour
   return disk;
 }
 
+/**
+ * Without a VM config: the VM's volumes on the storages `ids` (every storage for images on this host, or the
+ * one named with `--storage`), less cloud-init and VM-state volumes. A storage that is not available here (its
+ * VG absent, its share not mounted: NotFound or NotSupported from opening or listing it) cannot hold a disk
+ * this host could snapshot, so it is skipped with a warning rather than failing the call — unless the user
+ * named it (`named`), when its error is the answer. Any other error (an unsafe path, exit 8) still fails.
+ */
+export async function vmDisksOnStorages(
+  vc: { backend(id: string): Backend },
+  vmid: number,
+  ids: string[],
+  named: boolean,
+  onWarning?: (message: string) => void,
+): Promise<VmDisk[]> {
+  const out: VmDisk[] = [];
+  // Storage ids naming the same directory or VG list the same disks: each disk is taken once, through the
+  // first id that lists it (else a VM-wide snapshot would be taken twice of one disk).
+  const seen = new Set<string>();
+  for (const id of ids) {
+    let backend: Backend;
+    let volumes: VolumeRef[];
+    try {
+      backend = vc.backend(id);
+      volumes = await backend.listVolumes(vmid);
+    } catch (err) {
+      if (named || !(err instanceof NotFoundError || err instanceof NotSupportedError)) throw err;
+      onWarning?.(`storage '${id}' skipped while looking for VM ${String(vmid)}'s disks: ${err.message}`);
+      continue;
+    }
+    for (const volume of volumes) {
+      const where = backend.layerPath(vmid, volume.name);
+      if (seen.has(where) || isVmHelperVolume(vmid, volume.name)) continue;
+      seen.add(where);
+      out.push({ backend, volume });
+    }
+  }
+  return out;
+}
+
 /** Which disks a VM-wide call acts on (the `vm` commands' `--storage` and `--vm-config`). */
 export interface VmTargetOptions {
   storage?: string;

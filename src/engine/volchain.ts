@@ -61,7 +61,7 @@ import {
 } from './planners.js';
 import { layerFlags, treeLayerFlags, type LayerFlags, type LayerFlagsEntry } from './layer-guard.js';
 import { ancestry, layer, readVolumeTree, snapshotLayers, type LayerNode, type ReadTreeOptions, type VolumeTree } from './volume-tree.js';
-import { isVmHelperVolume, vmDisksFromConfig, vmTarget, type VmTargetOptions } from './vm-disks.js';
+import { vmDisksFromConfig, vmDisksOnStorages, vmTarget, type VmTargetOptions } from './vm-disks.js';
 import { listVolumeEntries, type VolumeListEntry } from './listing.js';
 import type { VolumeSummary } from './volume-summary.js';
 import { refuseFreeOfUsedBase, templateClones } from './templates.js';
@@ -122,6 +122,8 @@ export interface CallOptions {
   qmp?: string;
   /** Aborting cancels a live operation's block job (the operation then fails, leaving a valid chain). */
   signal?: AbortSignal;
+  /** Told what a VM-wide call skipped (a storage not available here, when searched without a VM config). */
+  onWarning?: (message: string) => void;
 }
 
 export type { VolumeSummary } from './volume-summary.js'; // moved there: listing.ts needs it too (no cycle)
@@ -470,23 +472,11 @@ export class Volchain {
    * All disks of `vmid` (optionally on one storage), in a stable order: the VM config's drives when it has
    * one (`vmConfig`, else /etc/pve/qemu-server/<vmid>.conf; see vm-disks.ts), else its volumes on the storages.
    */
-  async vmVolumes(vmid: number, storage?: string, vmConfig?: string): Promise<{ backend: Backend; volume: VolumeRef }[]> {
+  async vmVolumes(vmid: number, storage?: string, vmConfig?: string, onWarning?: (message: string) => void): Promise<{ backend: Backend; volume: VolumeRef }[]> {
     const fromConfig = await vmDisksFromConfig(this, vmid, { storage, vmConfig });
     if (fromConfig) return fromConfig;
-    const ids = this.imageStorageIds(storage);
-    const out: { backend: Backend; volume: VolumeRef }[] = [];
-    // Storage ids naming the same directory or VG list the same disks: each disk is taken once, through the
-    // first id that lists it (else a VM-wide snapshot would be taken twice of one disk).
-    const seen = new Set<string>();
-    for (const id of ids) {
-      const backend = this.backend(id);
-      for (const volume of await backend.listVolumes(vmid)) {
-        const where = backend.layerPath(vmid, volume.name);
-        if (seen.has(where) || isVmHelperVolume(vmid, volume.name)) continue;
-        seen.add(where);
-        out.push({ backend, volume });
-      }
-    }
+    // An unavailable storage the user did not name is skipped with a warning (vm-disks.ts).
+    const out = await vmDisksOnStorages(this, vmid, this.imageStorageIds(storage), storage !== undefined, onWarning);
     if (out.length === 0) {
       throw new NotFoundError(`VM ${vmid} has no disks${storage !== undefined ? ` on storage '${storage}'` : ''}`);
     }
@@ -753,7 +743,7 @@ export class Volchain {
     undo?: (done: { backend: Backend; tree: VolumeTree }[]) => Promise<void>,
   ): Promise<Plan[]> {
     const vmid = typeof vmidText === 'number' ? vmidText : parseVmid(vmidText);
-    const disks = await this.vmVolumes(vmid, opts.storage, opts.vmConfig);
+    const disks = await this.vmVolumes(vmid, opts.storage, opts.vmConfig, opts.onWarning);
     const locks: HeldLock[] = [];
     try {
       const backends = uniqueBackends(disks);

@@ -103,8 +103,34 @@ describe('hostile storage: symlinks and non-regular files (issue 13)', () => {
       await symlink(elsewhere, join(s2.path, 'images', '406'));
       const v = s2.volid(406, 'vm-406-disk-0.qcow2');
       await cliFails(s2, ['info', v], { code: 8, match: /images\/406.*symbolic link/ });
-      await cliFails(s2, ['list', s2.id], { code: 8 });
+      // `list` lists the storage (issue 14): the refused VM directory is a problem row naming the path, exit 0;
+      // every operation on that VM still exits 8.
+      const fifo = await runCommand('mkfifo', [join(s2.path, 'images', '409')]);
+      assert.equal(fifo.code, 0, fifo.stderr);
+      await cliOk(s2, ['alloc', s2.id, '407', '1M']);
+      // Beside it: an unknown name (listed with its problem), a container subvolume and a dot file (left out).
+      await writeFile(join(s2.path, 'images', '407', 'notes.txt'), 'hello');
+      await mkdir(join(s2.path, 'images', '407', 'subvol-407-disk-0.subvol'));
+      await writeFile(join(s2.path, 'images', '407', '.hidden'), '');
+      const listed = JSON.parse(await cliOk(s2, ['list', s2.id, '--json'])) as { volumes: { volid: string; problem: { code: string; message: string } | null }[] };
+      assert.deepEqual(listed.volumes.map((e) => [e.volid, e.problem?.code ?? null]), [
+        [`${s2.id}:406/`, 'UNSAFE_IMAGE'],
+        [`${s2.id}:407/notes.txt`, 'INVALID_INPUT'],
+        [`${s2.id}:407/vm-407-disk-0.qcow2`, null],
+        [`${s2.id}:409/`, 'UNSAFE_IMAGE'],
+      ]);
+      assert.equal((listed.volumes[1] as { fileBytes?: number }).fileBytes, 5);
+      await cliFails(s2, ['info', `${s2.id}:407/notes.txt`], { code: 2 });
+      assert.match(listed.volumes[3]?.problem?.message ?? '', /images\/409.*FIFO/);
+      assert.match(listed.volumes[0]?.problem?.message ?? '', /images\/406.*symbolic link/);
+      assert.match(await cliOk(s2, ['list', s2.id]), new RegExp(`^${s2.id}:406/: cannot be read \\(UNSAFE_IMAGE\\): .*images/406.*symbolic link`, 'm'));
+      const one = JSON.parse(await cliOk(s2, ['list', s2.id, '--vmid', '406', '--json'])) as { volumes: { volid: string }[] };
+      assert.deepEqual(one.volumes.map((e) => e.volid), [`${s2.id}:406/`]);
       await cliFails(s2, ['snapshot', 'create', v, 'xx'], { code: 8 });
+      await cliFails(s2, ['vm', 'snapshot', '406', 'xx'], { code: 8, match: /images\/406.*symbolic link/ });
+      await cliOk(s2, ['free', `${s2.id}:407/vm-407-disk-0.qcow2`]);
+      await rm(join(s2.path, 'images', '407'), { recursive: true });
+      await rm(join(s2.path, 'images', '409'));
       await cliFails(s2, ['alloc', s2.id, '406', '1M', '--name', 'vm-406-disk-1.qcow2'], { code: 8 });
       await cliFails(s2, ['free', v], { code: 8 });
       assert.deepEqual((await readdir(elsewhere)).sort(), ['vm-406-disk-0.qcow2']);

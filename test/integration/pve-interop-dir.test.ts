@@ -12,13 +12,15 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as pve from '../fixtures/pve-dir-commands.js';
 import type { PveDirStorage, PveVolume } from '../fixtures/pve-dir-commands.js';
 import { BLOCK, makePveDirFixture, over, run, viewsOf, writeBlocks } from '../fixtures/pve-dir-made.js';
-import type { PveDirFixture, View } from '../fixtures/pve-dir-made.js';
-import { assertManyPatterns, assertSameTree, checkAllLayers, cliFails, cliOk, expectsFor, makeStorage, runCommand, snapshotOf } from './helpers.js';
+import type { PveClone, PveDirFixture, View } from '../fixtures/pve-dir-made.js';
+import { fileFingerprint } from '../fixtures/pve-dir-fixture.js';
+import { spawnSync } from 'node:child_process';
+import { assertManyPatterns, assertSameTree, checkAllLayers, cli, cliFails, cliOk, expectsFor, makeStorage, runCommand, snapshotOf } from './helpers.js';
 import type { RunResult, TestStorage } from './helpers.js';
 
 // ---- checks -----------------------------------------------------------------------------------------------
@@ -66,20 +68,42 @@ describe('volchain on a dir storage Proxmox VE made (hyphenated snapshots, cloud
     for (const s of Object.values(f.storages)) assert.ok((await checkAllLayers(s.path)) > 0);
   });
 
-  it('list: every volume of every storage (dir, nfs, cifs) with its snapshots, no problems, exit 0', async () => {
-    type Entry = { volid: string; format: string; virtualSize?: number; snapshots?: string[]; problem: unknown };
+  it('list: every volume of every storage (dir, nfs, cifs) with its snapshots; the vmdk with its problem; exit 0', async () => {
+    type Entry = { volid: string; vmid: number; template: boolean; base?: string | null; clones: string[]; format: string | null; virtualSize?: number; fileBytes?: number | null; snapshots?: string[]; problem: { code: string; message: string } | null };
     const dir = await json<{ volumes: Entry[] }>(['list', 'pvedir']);
     assert.deepEqual(
-      dir.volumes.map((v) => [v.volid, v.format, v.virtualSize, v.snapshots, v.problem]),
+      dir.volumes.map((v) => [v.volid, v.format, v.virtualSize, v.snapshots, v.problem?.code ?? null]),
       [
         ['pvedir:101/vm-101-cloudinit.qcow2', 'qcow2', 4 * 1024 * 1024, [], null],
         ['pvedir:101/vm-101-data-foo.qcow2', 'qcow2', 1024 * 1024, ['s-1'], null],
         [VOLID, 'qcow2', 4 * 1024 * 1024, ['a-b-c', 'pre-up'], null],
+        // PVE's vmdk is listed with why volchain does not operate on it (issue 14); operations on it exit 5.
+        ['pvedir:101/vm-101-disk-1.vmdk', 'vmdk', undefined, undefined, 'NOT_SUPPORTED'],
         ['pvedir:101/vm-101-state-pre-up.raw', 'raw', 1024 * 1024, [], null],
+        ['pvedir:110/base-110-disk-0.qcow2', 'qcow2', 4 * 1024 * 1024, [], null],
+        ['pvedir:110/base-110-disk-0.qcow2/111/vm-111-disk-0.qcow2', 'qcow2', 4 * 1024 * 1024, [], null],
+        ['pvedir:110/base-110-disk-0.qcow2/112/vm-112-disk-0.qcow2', 'qcow2', 4 * 1024 * 1024, [], null],
       ],
     );
-    // Not listed: vm-101-disk-1.vmdk (volchain drives raw and qcow2 only; see the README's matrix footnote).
-    assert.ok(existsSync(layerFile(S(), f.vmdk)));
+    // The template's base with its clones, each clone with its base.
+    const linked = dir.volumes.filter((v) => v.vmid >= 110).map((v) => [v.volid, v.template, v.base ?? null, v.clones]);
+    const BASE = f.template.volid;
+    assert.deepEqual(linked, [
+      [BASE, true, null, f.template.clones.map((c) => c.volid)],
+      [f.template.clones[0]?.volid, false, BASE, []],
+      [f.template.clones[1]?.volid, false, BASE, []],
+    ]);
+    const vmdk = dir.volumes.find((v) => v.volid === 'pvedir:101/vm-101-disk-1.vmdk');
+    assert.match(vmdk?.problem?.message ?? '', /format "vmdk": volchain handles only raw and qcow2 images/);
+    assert.equal(vmdk?.fileBytes, statSync(layerFile(S(), f.vmdk)).size);
+    const table = await ok(['list', 'pvedir']);
+    assert.match(table, /^pvedir:101\/vm-101-disk-1\.vmdk\s+vmdk\s+\d/m);
+    assert.match(table, /^pvedir:101\/vm-101-disk-1\.vmdk: cannot be read \(NOT_SUPPORTED\): .*format "vmdk"/m);
+    const vmdkBefore = sha(layerFile(S(), f.vmdk));
+    for (const args of [['info', 'pvedir:101/vm-101-disk-1.vmdk'], ['snapshot', 'create', 'pvedir:101/vm-101-disk-1.vmdk', 'x1'], ['free', 'pvedir:101/vm-101-disk-1.vmdk']]) {
+      await cliFails(f, args, { code: 5, env: f.env, match: /format "vmdk"/ });
+    }
+    assert.equal(sha(layerFile(S(), f.vmdk)), vmdkBefore);
     const nas = await json<{ volumes: Entry[] }>(['list', 'nas']);
     assert.deepEqual(nas.volumes.map((v) => [v.volid, v.snapshots, v.problem]), [['nas:102/vm-102-disk-0.qcow2', ['pre-up'], null]]);
     const smb = await json<{ volumes: Entry[] }>(['list', 'smb']);
@@ -110,8 +134,26 @@ describe('volchain on a dir storage Proxmox VE made (hyphenated snapshots, cloud
     const frozen = [layerFile(S(), d0(), 'pre-up'), layerFile(S(), d0(), 'a-b-c'), layerFile(S(), f.dataFoo.vol, 's-1')];
     const others = [layerFile(S(), f.cloudinit), layerFile(S(), f.state), layerFile(S(), f.vmdk)];
     const before = shas([...frozen, ...others]);
-    // Without the config, every storage is searched for VM 101's disks, and the lvm section's VG is absent.
-    await cliFails(f, ['vm', 'snapshot', '101', 'vc-1'], { code: 3, env: f.env, match: /volume group pve-absent does not exist/ });
+    // Without the config, every storage is searched for VM 101's disks; the lvm section's VG is absent here, so
+    // that storage is skipped with a warning (stderr, and `warnings` with --json), not a failure (issue 14).
+    const dry = await cli(f, ['vm', 'snapshot', '101', 'vc-1', '--dry-run', '--json'], { env: f.env });
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stderr, /^warning: storage 'pvelvm' skipped while looking for VM 101's disks: volume group pve-absent does not exist/m);
+    const planned = JSON.parse(dry.stdout) as { plans: { volid: string }[]; warnings?: string[] };
+    assert.deepEqual(planned.plans.map((p) => p.volid).sort(), ['pvedir:101/vm-101-data-foo.qcow2', VOLID]);
+    assert.equal(planned.warnings?.length, 1);
+    assert.match(planned.warnings?.[0] ?? '', /storage 'pvelvm' skipped/);
+    // The nfs and cifs shares not mounted: skipped too, each with its warning; the dir disks are still found.
+    const noMounts = join(f.root, 'mounts-none');
+    writeFileSync(noMounts, 'proc /proc proc rw 0 0\n');
+    const unmounted = await cli(f, ['vm', 'snapshot', '101', 'vc-1', '--dry-run', '--json'], { env: { VOLCHAIN_PROC_MOUNTS: noMounts } });
+    assert.equal(unmounted.code, 0, unmounted.stderr);
+    const w = (JSON.parse(unmounted.stdout) as { warnings?: string[] }).warnings ?? [];
+    assert.deepEqual(w.map((x) => /^storage '(\w+)' skipped/.exec(x)?.[1]), ['nas', 'smb', 'pvelvm']);
+    assert.match(w[0] ?? '', /storage 'nas' is not mounted/);
+    await cliFails(f, ['vm', 'snapshot', '101', 'vc-1', '--storage', 'nas'], { code: 5, env: { VOLCHAIN_PROC_MOUNTS: noMounts }, match: /storage 'nas' is not mounted/ });
+    // Named with --storage, the unavailable storage's error is the answer.
+    await cliFails(f, ['vm', 'snapshot', '101', 'vc-1', '--storage', 'pvelvm'], { code: 3, env: f.env, match: /volume group pve-absent does not exist/ });
     await ok(['vm', 'snapshot', '101', 'vc-1', '--vm-config', f.vmConfig]);
     assert.deepEqual(shas([...frozen, ...others]), before, 'PVE-made frozen layers and the other volumes unchanged');
     assert.deepEqual(filesOf(S(), 101), [
@@ -152,9 +194,72 @@ describe('volchain on a dir storage Proxmox VE made (hyphenated snapshots, cloud
   });
 });
 
-// ---- TEMPLATE + LINKED CLONES (plugged in by the lead after merging test/fixtures/pve-dir-fixture.ts): list the
-// base with its two clones, snapshot / roll back / delete on each clone, and check by sha256 that the base
-// (../<basevmid>/base-<basevmid>-disk-0.qcow2) was never written, as the cells above do for frozen layers.
+// ---- TEMPLATE + LINKED CLONES on the same PVE-made storage (template 110, clones 111 and 112, made with PVE's
+// create_base / clone_image): snapshot / roll back / delete on each clone VM, and check by sha256 + mtime that
+// the base (../110/base-110-disk-0.qcow2) was never written, as the cells above do for frozen layers. (The
+// listing of the base with its clones is in the list cell above.)
+
+describe('volchain on the linked clones of a template Proxmox VE made (same PVE-made storage)', () => {
+  let f: PveDirFixture;
+  const ok = (args: string[]): Promise<string> => cliOk(f, args, { env: f.env });
+  const B = 64; // 4 MiB
+
+  before(async () => {
+    f = await makePveDirFixture();
+  });
+  after(async () => {
+    await f.cleanup();
+  });
+
+  it('vm snapshot (no config: every storage searched), rollback, delete on each clone VM; base never written; data right', async () => {
+    const base = await fileFingerprint(f.template.basePath);
+    const baseRef = `../110/${f.template.base.name}`;
+    for (const [i, c] of f.template.clones.entries()) {
+      const other = f.template.clones[1 - i] as PveClone;
+      const otherBefore = sha(other.path);
+      const snapFile = join(pve.imagesDir(f.storages.pvedir, c.vmid), `snap-c-1-${c.name}`);
+      // No VM config for the clone: volchain searches the storages (pvelvm, absent here, skipped with a warning).
+      const r = await cli(f, ['vm', 'snapshot', String(c.vmid), 'c-1'], { env: f.env });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /warning: storage 'pvelvm' skipped/);
+      assert.deepEqual(filesOf(f.storages.pvedir, c.vmid), [`snap-c-1-${c.name}`, c.name]);
+      // The snapshot layer is now the clone's bottom: it, not the current layer, names the base.
+      assert.equal(backingOf(snapFile), baseRef);
+      const written = run(30 + i, 31 + i, 0xf1 + i);
+      writeBlocks(c.path, written);
+      await assertViews([[snapFile, c.view, B], [c.path, over(c.view, written), B], [f.template.basePath, f.template.view, B]], `clone ${c.vmid} after snapshot`);
+      assert.equal(await fileFingerprint(f.template.basePath), base, 'base unchanged by vm snapshot');
+
+      const listed = JSON.parse(await ok(['snapshot', 'list', c.volid, '--json'])) as { snapshots: { name: string }[] };
+      assert.deepEqual(listed.snapshots.map((x) => x.name), ['c-1']);
+      await ok(['vm', 'rollback', String(c.vmid), 'c-1', '--storage', 'pvedir']);
+      await assertViews([[c.path, c.view, B], [snapFile, c.view, B]], `clone ${c.vmid} after rollback`);
+      assert.equal(await fileFingerprint(f.template.basePath), base, 'base unchanged by rollback');
+
+      const later = run(40 + i, 40 + i, 0xf5 + i);
+      writeBlocks(c.path, later);
+      await ok(['vm', 'delsnapshot', String(c.vmid), 'c-1', '--storage', 'pvedir']);
+      assert.deepEqual(filesOf(f.storages.pvedir, c.vmid), [c.name]);
+      assert.equal(backingOf(c.path), baseRef, 'the clone reads its base again, by the same reference');
+      await assertViews([[c.path, over(c.view, later), B], [f.template.basePath, f.template.view, B]], `clone ${c.vmid} after delete`);
+      assert.equal(await fileFingerprint(f.template.basePath), base, 'base unchanged by delete');
+      assert.equal(sha(other.path), otherBefore, 'the other clone untouched');
+    }
+    // Still the template with its two clones; free of the base is refused, naming them.
+    const info = JSON.parse(await ok(['info', f.template.volid, '--json'])) as { clones: string[] };
+    assert.deepEqual(info.clones, f.template.clones.map((c) => c.volid));
+    await cliFails(f, ['free', f.template.volid], { code: 5, env: f.env, match: /vm-111-disk-0\.qcow2/ });
+    assert.equal(await fileFingerprint(f.template.basePath), base);
+    await checkAllLayers(f.storages.pvedir.path);
+  });
+});
+
+/** The backing file name a qcow2 layer's header holds (qemu-img info, no chain followed). */
+function backingOf(path: string): string | undefined {
+  const r = spawnSync('qemu-img', ['info', '--output=json', '-U', path], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return (JSON.parse(r.stdout) as { 'backing-filename'?: string })['backing-filename'];
+}
 
 describe('volchain deletes first, middle and newest snapshot of a chain PVE made; resize; free', () => {
   let f: PveDirFixture;
