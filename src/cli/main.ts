@@ -68,6 +68,8 @@ export function buildProgram() {
     // Warnings go to stderr as they come (stdout stays the result) and, with --json, into `warnings` too.
     const warnings: string[] = [];
     const onWarning = (message: string): void => {
+      // The live attempt and the offline operation after it both look for the VM's disks: say it once.
+      if (warnings.includes(message)) return;
       warnings.push(message);
       process.stderr.write(`warning: ${message}\n`);
     };
