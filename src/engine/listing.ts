@@ -39,7 +39,7 @@ interface EntryBase {
 }
 
 /** What only a volume that could be read has: absent (undefined) on an entry with a problem. */
-type Unread = { [K in Exclude<keyof VolumeSummary, keyof EntryBase>]?: undefined };
+type Unread = Partial<Record<Exclude<keyof VolumeSummary, keyof EntryBase>, undefined>>;
 
 /** A volume read normally (`problem: null`), or one that could not be read, with why. */
 export type VolumeListEntry = (EntryBase & VolumeSummary & { problem: null }) | (EntryBase & Unread & { problem: VolumeProblem });

@@ -316,7 +316,7 @@ function liveDiskOf(d: DiskMatch, socket: string, running: boolean, version: { m
     streamSafe: process.env.VOLCHAIN_LIVE_STREAM === 'always' ? true : process.env.VOLCHAIN_LIVE_STREAM === 'never' ? false : streamSafe(version, extendedL2),
     nodes: new Map(d.layers.map((l) => [l.layer, { node: l.qemu.node, protocolNode: l.qemu.protocolNode }])),
     ...(d.chain?.filters[0] !== undefined ? { rootFilter: d.chain.filters[0] } : {}),
-    ...(pveDriveOf(d.chain?.filters[0]) !== undefined ? { pveDrive: pveDriveOf(d.chain?.filters[0]) as string } : {}),
+    ...(pveDriveOf(d.chain?.filters[0]) !== undefined ? { pveDrive: pveDriveOf(d.chain?.filters[0]) } : {}),
   };
 }
 

@@ -67,7 +67,7 @@ describe('volchain on a dir storage Proxmox VE made (hyphenated snapshots, cloud
   });
 
   it('list: every volume of every storage (dir, nfs, cifs) with its snapshots, no problems, exit 0', async () => {
-    type Entry = { volid: string; format: string; virtualSize?: number; snapshots?: string[]; problem: unknown };
+    interface Entry { volid: string; format: string; virtualSize?: number; snapshots?: string[]; problem: unknown }
     const dir = await json<{ volumes: Entry[] }>(['list', 'pvedir']);
     assert.deepEqual(
       dir.volumes.map((v) => [v.volid, v.format, v.virtualSize, v.snapshots, v.problem]),
