@@ -106,7 +106,6 @@ async function pauseBench(vc: Volchain, root: string, disks: number): Promise<{ 
       const next = ids.map(() => region);
       let running = true;
       const loop = (async () => {
-        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- `running` is cleared by the caller while this loop awaits
         for (let n = 0; running; n++) {
           const d = n % disks;
           const offset = next[d] as number;

@@ -133,7 +133,6 @@ function breakdown(commands: readonly string[]): string {
 const PVE_ENV = { LVM_SUPPRESS_FD_WARNINGS: '1' };
 const pveRun = async (command: string, args: readonly string[]): Promise<string> => (await run(command, args, { env: PVE_ENV })).stdout;
 const dev = (lv: string): string => `/dev/${VG}/${lv}`;
-const KiB = (bytes: number): string => String(bytes / 1024);
 
 /** LVMPlugin get_snap_name: `snap_<volume without .qcow2>_<snap>.qcow2`, or the volume for 'current'. */
 function pveSnapName(volname: string, snap: string): string {

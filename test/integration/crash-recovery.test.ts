@@ -159,7 +159,7 @@ for (const scenario of scenarios) {
     dirs.push(probe.env.dir);
     const dry = cli(probe.env, [...scenario.args(probe.volids), '--dry-run', '--json']);
     assert.equal(dry.status, 0, dry.stderr);
-    const plans = JSON.parse(dry.stdout).plans as { steps: unknown[] }[];
+    const plans = (JSON.parse(dry.stdout) as { plans: { steps: unknown[] }[] }).plans;
     const steps = Math.max(...plans.map((p) => p.steps.length));
     assert.ok(steps >= 1);
 

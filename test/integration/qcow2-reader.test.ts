@@ -365,7 +365,7 @@ describe('block devices behind symlinks, as LVs are', () => {
     }
   }
 
-  it('walks a chain of loop devices and counts allocation on the device', async (t) => {
+  it('walks a chain of loop devices and counts allocation on the device', async () => {
     const base = join(dir, 'lv-base.img');
     const top = join(dir, 'lv-top.img');
     await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=128k,extended_l2=on', base, '8M');

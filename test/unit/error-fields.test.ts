@@ -51,8 +51,9 @@ describe('VolchainError fields and outcome', () => {
     // A reference from a header is foreign text: the field holds it escaped, as the message does.
     const unsafe = new UnsafeImageError('l', 'backing file outside the storage', '/etc/\u001bpasswd');
     assert.equal(unsafe.fields.layer, 'l');
+    assert.equal(typeof unsafe.fields.reference, 'string');
     // eslint-disable-next-line no-control-regex -- asserts the ESC byte of a terminal escape was quoted away
-    assert.doesNotMatch(String(unsafe.fields.reference), /\u001b/);
+    assert.doesNotMatch(unsafe.fields.reference as string, /\u001b/);
     assert.deepEqual(new CommandFailedError(['qemu-img', 'check', 'x'], 3, 'boom\n').fields, { argv: ['qemu-img', 'check', 'x'], exitCode: 3 });
     assert.deepEqual(new CommandFailedError(['qemu-img'], null, '', 'SIGKILL').fields, { argv: ['qemu-img'], exitCode: null, signal: 'SIGKILL' });
     const job = new QmpJobError('j1', 'cancelled', 'was cancelled');

@@ -269,7 +269,7 @@ test('property: parseSize of a whole number of KiB/MiB/GiB written with a unit i
   fc.assert(
     fc.property(fc.integer({ min: 1, max: 1_000_000 }), fc.constantFrom(['K', 1024], ['M', 1024 ** 2], ['G', 1024 ** 3]), (n, [unit, mult]) => {
       assert.equal(parseSize(`${n}${unit}`), n * (mult));
-      assert.equal(parseSize(`${n}${String(unit).toLowerCase()}iB`), n * (mult));
+      assert.equal(parseSize(`${n}${unit.toLowerCase()}iB`), n * (mult));
     }),
   );
 });
