@@ -85,11 +85,11 @@ async function main(): Promise<void> {
     const configText = `dir: ${STORAGE}\n\tpath ${storagePath}\n\tcontent images\n\tsnapshot-as-volume-chain 1\n`;
     await writeFile(configPath, configText);
 
-    let started = process.hrtime.bigint();
+    const started = process.hrtime.bigint();
     const volumes = await buildStorage(dir, storagePath);
     const files = volumes.reduce((n, v) => n + 1 + v.snapshots, 0);
     const buildMs = Number(process.hrtime.bigint() - started) / 1e6;
-    console.log(`node ${process.version}, ${(await run('qemu-img', ['--version'])).stdout.split('\n')[0]}, ${cpus().length} CPUs, load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+    console.log(`node ${process.version}, ${String((await run('qemu-img', ['--version'])).stdout.split('\n')[0])}, ${cpus().length} CPUs, load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
     console.log(
       `dir storage: ${volumes.length} volumes over ${vmidCount} VMs, ${volumes.filter((v) => v.snapshots > 0).length} of them ` +
         `with ${SNAPSHOTS.length} snapshots; ${files} qcow2 files (built in ${(buildMs / 1000).toFixed(1)} s)`,
@@ -135,7 +135,7 @@ async function main(): Promise<void> {
         { fn: qemuSlice, perRound: 1, warmup: 0 },
       ],
       rounds,
-    )) as Timing[] as [Timing, Timing, Timing, Timing];
+    )) as [Timing, Timing, Timing, Timing];
     const sampleMs = perVolume.reduce((a, b) => a + b, 0);
     const qemuTotalMs = (sampleMs / sample.length) * volumes.length;
     perVolume.sort((a, b) => a - b);
@@ -150,7 +150,7 @@ async function main(): Promise<void> {
     console.log(
       `${'qemu-img info --backing-chain, once per volume'.padEnd(W)} ${qemuTotalMs.toFixed(1).padStart(9)} ms  ` +
         `(${sample.length === volumes.length ? 'all' : `${sample.length} timed, extrapolated to`} ${volumes.length} volumes; ` +
-        `median ${perVolume[perVolume.length >> 1]?.toFixed(1)} ms per volume)`,
+        `median ${String(perVolume[perVolume.length >> 1]?.toFixed(1))} ms per volume)`,
     );
     console.log(ratio('ratio qemu-img / CLI list', qemuTotal, cliText, W));
     console.log(ratio('ratio qemu-img / CLI list --json', qemuTotal, cliJson, W));

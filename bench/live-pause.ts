@@ -44,7 +44,7 @@ function run(cmd: string, args: readonly string[]): Promise<{ stdout: string; ms
     p.stdout.setEncoding('utf8').on('data', (t: string) => (out += t));
     p.stderr.setEncoding('utf8').on('data', (t: string) => (err += t));
     p.on('error', reject);
-    p.on('close', (code) => (code === 0 ? resolve({ stdout: out, ms: performance.now() - t0 }) : reject(new Error(`${cmd} ${args.join(' ')}: exit ${code}: ${err}`))));
+    p.on('close', (code) => (code === 0 ? resolve({ stdout: out, ms: performance.now() - t0 }) : reject(new Error(`${cmd} ${args.join(' ')}: exit ${String(code)}: ${err}`))));
   });
 }
 
@@ -67,8 +67,8 @@ async function hmpWrite(vm: RunningQemu, disk: string, offset: number): Promise<
   const reply = await humanMonitorCommand(vm.client, `qemu-io -d ${disk} "write -P 0x5c ${offset} ${BLOCK}"`);
   if (reply.trim() !== '') throw new Error(reply);
   for (;;) {
-    if (vm.stdout().indexOf(`bytes at offset ${offset}\n`, mark) >= 0) return;
-    if (/write failed/.test(vm.stdout().slice(mark))) throw new Error(`write at ${offset} failed`);
+    if (vm.stdout().includes(`bytes at offset ${offset}\n`, mark)) return;
+    if (vm.stdout().slice(mark).includes('write failed')) throw new Error(`write at ${offset} failed`);
     await new Promise((r) => setImmediate(r));
   }
 }

@@ -112,7 +112,7 @@ async function engineChain(dir: string): Promise<void> {
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'volchain-bench-chain-'));
   try {
-    console.log(`node ${process.version}, ${(await run('qemu-img', ['--version'])).stdout.split('\n')[0]}, ${cpus().length} CPUs, load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+    console.log(`node ${process.version}, ${String((await run('qemu-img', ['--version'])).stdout.split('\n')[0])}, ${cpus().length} CPUs, load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
     await rawChain(dir);
     await engineChain(dir);
   } finally {

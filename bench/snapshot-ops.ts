@@ -591,7 +591,7 @@ async function runBench(s: Scratch): Promise<void> {
   console.log('# volchain snapshot operations benchmark (issue 4)');
   console.log(
     `machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, KVM ${existsSync('/dev/kvm') ? 'present' : 'absent'}; ` +
-      `node ${process.version}; ${qemuVersion.split('\n')[0]}; scratch ${s.root}`,
+      `node ${process.version}; ${String(qemuVersion.split('\n')[0])}; scratch ${s.root}`,
   );
   console.log(
     `date: ${new Date().toISOString()}; repetitions per cell: ${REPS} (fresh copy of the template chain each); ` +
@@ -673,7 +673,7 @@ async function runBench(s: Scratch): Promise<void> {
 
   console.log('\nWhere the time goes (the median run of each; lib = engine events, bare = each command):');
   for (const { op, trials } of rows) {
-    console.log(`${op.label}`);
+    console.log(op.label);
     printTimeline('lib', trials.lib);
     printTimeline('bare', trials.bare);
   }
@@ -706,7 +706,7 @@ async function runBench(s: Scratch): Promise<void> {
     const pve = parent === undefined
       ? { strategy: 'commit-child', bytes: exact.commitChild ?? NaN }
       : { strategy: 'rebase-children', bytes: exact.rebaseChildren };
-    cases.push({ label: row.op.label, plan, exact, pve, actualLib: row.trials.lib[0] as Trial, actualBare: row.trials.bare[0] as Trial });
+    cases.push({ label: row.op.label, plan, exact, pve, actualLib: row.trials.lib[0] as Trial, actualBare: row.trials.bare[0] });
   }
 
   // Two children: roll back to s2 (s3 stays as a branch), write on the new branch, delete s2.

@@ -44,7 +44,7 @@ const EXIT_STATUS: Record<ErrorCode, number> = {
 export type ErrorOutcome = 'unchanged' | 'needs-repair';
 
 /** A value an error names, as JSON can carry it. */
-export type ErrorFieldValue = string | number | boolean | null | readonly string[] | { readonly [key: string]: string | number | null };
+export type ErrorFieldValue = string | number | boolean | null | readonly string[] | Readonly<Record<string, string | number | null>>;
 
 /**
  * The values an error is about. Known keys have one meaning everywhere (an error sets those that apply):

@@ -194,7 +194,7 @@ function parseDocument(payload: Buffer, where: string): Document {
   try {
     value = JSON.parse(payload.toString('utf8'));
   } catch (err) {
-    throw new Error(`${where} does not hold JSON: ${(err as Error).message}`);
+    throw new Error(`${where} does not hold JSON: ${(err as Error).message}`, { cause: err });
   }
   const doc = value as Partial<Document> | null;
   if (typeof doc !== 'object' || doc === null || !Number.isSafeInteger(doc.vmid) || typeof doc.storage !== 'string' || !Array.isArray(doc.records)) {

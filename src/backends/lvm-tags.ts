@@ -115,9 +115,9 @@ export function parseLayerTags(tags: readonly string[]): TaggedLayer {
     }
   }
   const out: TaggedLayer = {};
-  if (volumes.size === 1) out.volume = [...volumes][0] as string;
-  if (parents.size === 1) out.parent = [...parents][0] as string | null;
-  if (sizes.size === 1) out.virtualSize = [...sizes][0] as number;
+  if (volumes.size === 1) out.volume = [...volumes][0];
+  if (parents.size === 1) out.parent = [...parents][0];
+  if (sizes.size === 1) out.virtualSize = [...sizes][0];
   return out;
 }
 

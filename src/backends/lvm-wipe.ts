@@ -62,7 +62,8 @@ export function parseThroughput(value: string | undefined): number | undefined {
   if (value === undefined || value.trim() === '') return undefined;
   const m = /^(-?\d+)([kmg])?$/i.exec(value.trim());
   if (!m) throw new InvalidInputError(`saferemove_throughput must be bytes per second with an optional k, m or g, got '${value}'`);
-  const unit = { k: 1024, m: MiB, g: 1024 * MiB }[(m[2] ?? '').toLowerCase() as 'k' | 'm' | 'g'] ?? 1;
+  const units: Partial<Record<string, number>> = { k: 1024, m: MiB, g: 1024 * MiB };
+  const unit = units[(m[2] ?? '').toLowerCase()] ?? 1;
   const bytes = Math.abs(Number(m[1])) * unit;
   if (!Number.isSafeInteger(bytes)) throw new InvalidInputError(`saferemove_throughput '${value}' is too large`);
   return bytes === 0 ? undefined : bytes;
@@ -114,7 +115,7 @@ export function parseWipeProgress(text: string): WipeProgress | undefined {
     startedAt: o.startedAt as string,
     updatedAt: o.updatedAt as string,
   };
-  if (o.method !== undefined) p.method = o.method as 'blkdiscard' | 'dd';
+  if (o.method !== undefined) p.method = o.method;
   return p;
 }
 

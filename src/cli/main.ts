@@ -8,7 +8,7 @@ import type { Volchain, CallOptions } from '../engine/volchain.js';
 import { createVolchain } from '../create.js';
 import type { PlansJson, RepairJson, StatusJson, StorageListJson, WipeJson } from '../results.js';
 import type { Plan } from '../model/plan.js';
-import { parseVmid, type ImageFormat } from '../naming/index.js';
+import { parseVmid } from '../naming/index.js';
 import { progressReporter, renderRemoval, wipeReporter } from './progress.js';
 import { spawnCliWiper } from './wipe-runner.js';
 import { totalPlanSpace } from '../engine/space.js';
@@ -121,7 +121,7 @@ export function buildProgram() {
       const vc = await open();
       const volid = await vc.alloc(storage, vmid, size, {
         ...(opts.name !== undefined ? { name: opts.name } : {}),
-        ...(opts.format !== undefined ? { format: opts.format as ImageFormat } : {}),
+        ...(opts.format !== undefined ? { format: opts.format } : {}),
       });
       if (opts.json) printJson({ volid });
       else print(volid);

@@ -88,8 +88,8 @@ export function wipeReporter(enabled: boolean): { onProgress?: (p: PendingRemova
 export function renderRemoval(w: PendingRemoval): string {
   const pct = w.totalBytes > 0 ? Math.floor((100 * w.doneBytes) / w.totalBytes) : 0;
   const done = `${w.doneBytes} of ${w.totalBytes} bytes zeroed (${pct}%)`;
-  if (w.state === 'running') return `${w.storage}:${w.layer}: being wiped by pid ${w.pid} on ${w.host} since ${w.startedAt}, ${done}`;
-  const who = w.pid !== null ? `its wiper (pid ${w.pid} on ${w.host}) stopped` : 'no wiper runs';
+  if (w.state === 'running') return `${w.storage}:${w.layer}: being wiped by pid ${String(w.pid)} on ${String(w.host)} since ${String(w.startedAt)}, ${done}`;
+  const who = w.pid !== null ? `its wiper (pid ${w.pid} on ${String(w.host)}) stopped` : 'no wiper runs';
   return `${w.storage}:${w.layer}: removed, waiting to be wiped, ${done}; ${who}: 'volchain wipe' finishes it`;
 }
 

@@ -41,7 +41,7 @@ export function resolveKeepBranches(configSource: string, env: NodeJS.ProcessEnv
 export function refuseNewBranch(keepBranches: boolean, tree: VolumeTree, plan: Plan): Plan {
   if (keepBranches) return plan;
   const overlay = plan.steps.find((s) => s.kind === 'create-overlay');
-  if (!overlay || overlay.kind !== 'create-overlay') return plan;
+  if (!overlay) return plan;
   const removed = new Set(plan.steps.flatMap((s) => (s.kind === 'remove' ? [s.layer] : [])));
   const kept = descendants(tree, overlay.backing).filter((l) => l.name !== tree.current && !removed.has(l.name));
   if (kept.length === 0) return plan;

@@ -39,7 +39,7 @@ interface EntryBase {
 }
 
 /** What only a volume that could be read has: absent (undefined) on an entry with a problem. */
-type Unread = { [K in Exclude<keyof VolumeSummary, keyof EntryBase>]?: undefined };
+type Unread = Partial<Record<Exclude<keyof VolumeSummary, keyof EntryBase>, undefined>>;
 
 /**
  * What volchain found in images/ but does not read as a volume (dir, dir-listing.ts): a file whose name it does

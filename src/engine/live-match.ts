@@ -99,8 +99,8 @@ export function matchVm(view: QemuBlockView, disks: readonly DiskInput[]): VmMat
       const here =
         first && l.path !== undefined
           ? (() => {
-              const names = ownersOfName(first.backend, (inDir ?? []).map((d) => d.volume), basename(l.path));
-              return (inDir ?? []).filter((d) => names.includes(d.volume));
+              const names = ownersOfName(first.backend, inDir.map((d) => d.volume), basename(l.path));
+              return inDir.filter((d) => names.includes(d.volume));
             })()
           : [];
       if (here.length === 0) {

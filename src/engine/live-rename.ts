@@ -54,7 +54,7 @@ export async function delIfPresent(c: QmpClient, node: string | undefined): Prom
     await blockdevDel(c, node);
   } catch (err) {
     // A nested node of a node still open elsewhere: QEMU frees it with its parent.
-    if (!/not owned by the monitor/.test((err as Error).message)) throw err;
+    if (!(err as Error).message.includes('not owned by the monitor')) throw err;
   }
 }
 

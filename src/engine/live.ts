@@ -342,7 +342,7 @@ function liveDiskOf(d: DiskMatch, socket: string, running: boolean, version: { m
     nodes: new Map(d.layers.map((l) => [l.layer, { node: l.qemu.node, protocolNode: l.qemu.protocolNode }])),
     ...(d.base ? { baseNode: d.base.qemu.node } : {}),
     ...(d.chain?.filters[0] !== undefined ? { rootFilter: d.chain.filters[0] } : {}),
-    ...(pveDriveOf(d.chain?.filters[0]) !== undefined ? { pveDrive: pveDriveOf(d.chain?.filters[0]) as string } : {}),
+    ...(pveDriveOf(d.chain?.filters[0]) !== undefined ? { pveDrive: pveDriveOf(d.chain?.filters[0]) } : {}),
   };
 }
 

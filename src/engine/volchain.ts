@@ -4,7 +4,6 @@
  * plans, and executes the plan with a journal. `dryRun` returns the plan without touching anything.
  */
 import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
 import type { Backend, FinishRemovalsResult, PendingRemoval } from '../backends/backend.js';
 import { createBackend } from '../backends/registry.js';
 import {
@@ -39,8 +38,7 @@ import {
   type ImageFormat,
   type VolumeRef,
 } from '../naming/index.js';
-import { executePlan, runStep, type EngineEvent } from './executor.js';
-import { describeStep } from './plan.js';
+import { executePlan, type EngineEvent } from './executor.js';
 import { Journal, journalLeftovers, pendingOperations, type JournalLeftover, type JournalRecord } from './journal.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import { refuseMissingVolume } from './refusals.js';
@@ -438,7 +436,7 @@ export class Volchain {
           parent: i > 0 ? (internal[i - 1]?.name ?? null) : null,
           children: [],
           inCurrentChain: true,
-          virtualSize: Number(s.virtualSize ?? current.virtualSize),
+          virtualSize: s.virtualSize ?? current.virtualSize,
           definedBytes: 0,
           usedBytes: 0,
           // These are the internal snapshots themselves: they live in the current layer and hold none.

@@ -104,7 +104,7 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
   async function readNode(name: string, st: LayerStat): Promise<LayerNode> {
     const path = backend.layerPath(volume.vmid, name);
     let header: Qcow2Header | undefined;
-    let virtualSize = 0;
+    let virtualSize: number;
     let definedBytes = st.usedBytes;
     let parent: string | undefined;
     if (volume.format === 'qcow2' && st.readable === false) {

@@ -170,8 +170,8 @@ export class FileJournalStore implements JournalStore {
         }
         throw err;
       }
-      await unlink(path).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== 'ENOENT') throw e;
+      await unlink(path).catch((e: unknown) => {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
       });
       await fsyncDir(this.location);
       return;

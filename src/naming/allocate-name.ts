@@ -29,9 +29,11 @@ export function nextFreeDiskName(
   existingNames: Iterable<string>,
 ): string {
   validateVmid(vmid);
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- guards a value that bypassed the types (plain-JS caller, config file)
   if (format !== 'raw' && format !== 'qcow2') {
     throw new InvalidInputError(`image format ${JSON.stringify(format)} is not valid: expected 'raw' or 'qcow2'`);
   }
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- guards a value that bypassed the types (plain-JS caller, config file)
   if (kind !== 'dir' && kind !== 'lvm') {
     throw new InvalidInputError(`storage type ${JSON.stringify(kind)} is not valid: expected 'dir' or 'lvm'`);
   }

@@ -79,5 +79,5 @@ export function formatSize(bytes: number | bigint): string {
   const whole = hundredths / 100n;
   const cents = hundredths % 100n;
   const decimals = cents === 0n ? '' : `.${cents.toString().padStart(2, '0').replace(/0$/, '')}`;
-  return `${whole}${decimals} ${UNITS[unitIndex]}`;
+  return `${whole}${decimals} ${String(UNITS[unitIndex])}`;
 }

@@ -86,6 +86,7 @@ export function parseVmid(text: string): number {
 
 /** Guards against a storage type string that bypassed the type system (e.g. read from a config file). */
 function checkKind(kind: StorageKind): void {
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- guards a value that bypassed the types (plain-JS caller, config file)
   if (kind !== 'dir' && kind !== 'lvm') {
     throw new NotSupportedError(`storage type ${quote(kind)} is not supported: expected 'dir' or 'lvm'`);
   }

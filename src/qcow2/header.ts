@@ -107,8 +107,11 @@ export interface Qcow2Header {
 }
 
 /** Thrown inside the parser when the given bytes end before the first cluster does and more may exist. */
-class NeedMoreBytes {
-  constructor(readonly bytes: number) {}
+class NeedMoreBytes extends Error {
+  // An Error so that only-throw-error holds everywhere; it never leaves this module (parseHeader catches it).
+  constructor(readonly bytes: number) {
+    super(`need ${bytes} bytes`);
+  }
 }
 
 /**

@@ -99,6 +99,7 @@ export function backingNameProblem(ref: string): string | undefined {
   if (ref.includes('/')) return "contains '/'";
   if (ref === '.' || ref.includes('..')) return "contains '..'";
   if (ref.includes('\0')) return 'contains a NUL byte';
+  // eslint-disable-next-line no-control-regex -- a backing reference with a control character is refused on purpose
   if (/[\u0000-\u001f\u007f-\u009f]/u.test(ref)) return 'contains a control character';
   // QEMU looks for a protocol prefix before the first '/' or ',' in ways that have changed over versions;
   // a layer name never needs ':', so refuse it anywhere.

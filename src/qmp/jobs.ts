@@ -76,7 +76,7 @@ export function waitForJob(c: JobClient, jobId: string, options: WaitForJobOptio
       filter: (e) => e.data['id'] === jobId || e.data['device'] === jobId,
       onClose: fail,
     });
-    const poller = pollIntervalMs > 0 ? setInterval(poll, pollIntervalMs) : undefined;
+    const poller = pollIntervalMs > 0 ? setInterval(() => void poll(), pollIntervalMs) : undefined;
     const timer = timeoutMs > 0 ? setTimeout(() => fail(new QmpTimeoutError(`block job ${jobId}`, timeoutMs)), timeoutMs) : undefined;
 
     void begin();
@@ -86,6 +86,7 @@ export function waitForJob(c: JobClient, jobId: string, options: WaitForJobOptio
         if (options.start) await options.start();
         if (settled) return;
         const info = (await queryJobs(c)).find((j) => j.id === jobId);
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- `settled` is set by fail()/finish() from event callbacks during the await; TS cannot see that
         if (settled) return;
         if (info) {
           take(info);
@@ -167,6 +168,7 @@ export function waitForJob(c: JobClient, jobId: string, options: WaitForJobOptio
       polling = true;
       try {
         const info = (await queryJobs(c)).find((j) => j.id === jobId);
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- `settled` is set by fail()/finish() from event callbacks during the await; TS cannot see that
         if (info && !settled) take(info);
       } catch {
         // Progress is best effort; a lost connection is reported through the subscription's onClose.

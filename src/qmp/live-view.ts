@@ -85,7 +85,7 @@ export function buildBlockView(nodes: readonly BlockDeviceInfo[], blocks: readon
     const candidates = (byFile.get(backing) ?? []).filter((c) => c !== n['node-name']);
     if (candidates.length === 1) {
       const target = byName.get(candidates[0] as string);
-      if (target && LAYER_DRIVERS.has(target.drv)) backingOf.set(n['node-name'], { node: target['node-name'] as string });
+      if (target && LAYER_DRIVERS.has(target.drv)) backingOf.set(n['node-name'], { node: target['node-name'] });
       else backingOf.set(n['node-name'], { problem: `backing of ${n['node-name']} is node ${candidates[0] ?? '?'} (driver ${target?.drv ?? '?'}), not a layer` });
     } else if (candidates.length === 0) {
       backingOf.set(n['node-name'], { problem: `backing of ${n['node-name']} (${describeFile(backing)}) is no named node` });
@@ -115,7 +115,7 @@ export function buildBlockView(nodes: readonly BlockDeviceInfo[], blocks: readon
   // hold for different nodes of one disk: after an active commit the device is on the base, while the old top
   // (until blockdev-del) still names the base as its backing.
   const chains: QemuChain[] = [];
-  const roots = layerNodes.filter((n) => devicesOf.has(n['node-name'] as string) || !isBacking.has(n['node-name']));
+  const roots = layerNodes.filter((n) => devicesOf.has(n['node-name']) || !isBacking.has(n['node-name']));
   for (const root of roots) {
     const layers: QemuLayer[] = [];
     let broken: string | undefined;
@@ -123,7 +123,7 @@ export function buildBlockView(nodes: readonly BlockDeviceInfo[], blocks: readon
     for (let at: BlockDeviceInfo | undefined = root; at; ) {
       const name = at['node-name'] as string;
       if (seen.has(name)) {
-        broken = `backing links of ${root['node-name'] as string} loop at ${name}`;
+        broken = `backing links of ${root['node-name']} loop at ${name}`;
         break;
       }
       seen.add(name);
@@ -136,7 +136,7 @@ export function buildBlockView(nodes: readonly BlockDeviceInfo[], blocks: readon
       }
       at = link.node !== undefined ? byName.get(link.node) : undefined;
     }
-    chains.push({ layers, devices: devicesOf.get(root['node-name'] as string) ?? [], filters: filtersOf.get(root['node-name'] as string) ?? [], ...(broken !== undefined ? { broken } : {}) });
+    chains.push({ layers, devices: devicesOf.get(root['node-name']) ?? [], filters: filtersOf.get(root['node-name']) ?? [], ...(broken !== undefined ? { broken } : {}) });
   }
   chains.sort((a, b) => (a.layers[0]?.node ?? '').localeCompare(b.layers[0]?.node ?? ''));
   return { chains, nodes: [...nodes], jobs: [...jobs], strayDevices };
@@ -240,7 +240,7 @@ function layerOf(n: BlockDeviceInfo, all: readonly BlockDeviceInfo[]): QemuLayer
 
 function describeFile(filename: string): string {
   const path = reportedPath(filename);
-  return path !== undefined ? path : filename.slice(0, 80);
+  return path ?? filename.slice(0, 80);
 }
 
 /** Reads QEMU's view through a connected client (three queries). */

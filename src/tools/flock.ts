@@ -22,7 +22,7 @@ export function flockDescriptor(fd: number, path: string, wait: number | 'nonblo
     child.on('close', (code) => {
       if (code === 0) resolve(true);
       else if (code === 1) resolve(false);
-      else reject(new LockedError(`flock on ${path} failed (exit ${code}): ${stderr.trim()}`));
+      else reject(new LockedError(`flock on ${path} failed (exit ${String(code)}): ${stderr.trim()}`));
     });
   });
 }

@@ -81,7 +81,7 @@ export function assertContent(path: string, expected: Content, what: string): vo
 export async function verify(env: Env, model: Model, label: string): Promise<void> {
   const status = cli(env, ['status', '--json']);
   assert.equal(status.status, 0, status.stderr);
-  assert.deepEqual(JSON.parse(status.stdout).pending, [], `${label}: operations still pending after repair`);
+  assert.deepEqual((JSON.parse(status.stdout) as { pending: unknown }).pending, [], `${label}: operations still pending after repair`);
   for (const [volid, disk] of model) {
     const listing = await env.vc.snapshotList(volid);
     assert.deepEqual(

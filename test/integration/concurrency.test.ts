@@ -44,7 +44,7 @@ test('concurrent writers on one VM: consistent chain, data matches the replayed 
       let stderr = '';
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       return new Promise<void>((ok, fail) =>
-        child.on('close', (code) => (code === 0 ? ok() : fail(new Error(`worker ${i} exited ${code}: ${stderr}`)))),
+        child.on('close', (code) => (code === 0 ? ok() : fail(new Error(`worker ${i} exited ${String(code)}: ${stderr}`)))),
       );
     });
     await Promise.all(workers);

@@ -159,7 +159,7 @@ for (const scenario of scenarios) {
     dirs.push(probe.env.dir);
     const dry = cli(probe.env, [...scenario.args(probe.volids), '--dry-run', '--json']);
     assert.equal(dry.status, 0, dry.stderr);
-    const plans = JSON.parse(dry.stdout).plans as { steps: unknown[] }[];
+    const plans = (JSON.parse(dry.stdout) as { plans: { steps: unknown[] }[] }).plans;
     const steps = Math.max(...plans.map((p) => p.steps.length));
     assert.ok(steps >= 1);
 
@@ -170,7 +170,7 @@ for (const scenario of scenarios) {
         const label = `${scenario.name}, step ${step} ${moment}`;
         const target = scenario.crashVolume ? `:${scenario.crashVolume(volids)}` : '';
         const run = cli(env, scenario.args(volids), { VOLCHAIN_CRASH_AT: `${scenario.operation}:${step}:${moment}${target}` });
-        assert.equal(run.signal, 'SIGKILL', `${label}: the process was expected to die (status ${run.status}: ${run.stderr})`);
+        assert.equal(run.signal, 'SIGKILL', `${label}: the process was expected to die (status ${String(run.status)}: ${run.stderr})`);
         // A crashed operation blocks other writers until repaired.
         const blocked = cli(env, ['snapshot', 'create', volids[0] as string, 'blocked']);
         assert.equal(blocked.status, 7, `${label}: ${blocked.stderr}`);

@@ -55,7 +55,7 @@ test('a storage that fills up mid-operation: clear error, no snapshot loses data
   const del = cli(env, ['snapshot', 'delete', volid, 's1']);
   assert.equal(del.status, 9, `exit status 9 (no space) expected: ${del.stderr}`);
   assert.match(del.stderr, /no space left/);
-  const pending = JSON.parse(cli(env, ['status', '--json']).stdout).pending as unknown[];
+  const pending = (JSON.parse(cli(env, ['status', '--json']).stdout) as { pending: unknown[] }).pending;
   if (pending.length > 0) {
     // The failed step left s1 half-merged (commit): it is recorded, other writers are refused, s2 and the
     // current layer are intact, and repair finishes the delete once there is room.
@@ -117,7 +117,7 @@ test('a qemu-img that fails at any call: clear error, data intact, operation don
           failuresSeen++;
           assert.equal(r.status, 10, `${label}: exit status 10 (command failed) expected: ${r.stderr}`);
           assert.match(r.stderr, /injected failure/, `${label}: the error names qemu-img's message`);
-          const pending = JSON.parse(cli(env, ['status', '--json']).stdout).pending as unknown[];
+          const pending = (JSON.parse(cli(env, ['status', '--json']).stdout) as { pending: unknown[] }).pending;
           if (pending.length > 0) {
             assert.equal(cli(env, ['repair', volid]).status, 0, `${label}: repair`);
             op.apply(model, volid);

@@ -86,7 +86,7 @@ async function runGuest(cache: string, command: string, env: Record<string, stri
   return { ...result, qemuCalls, cache };
 }
 
-const usesKvm = (argv: string): boolean => / -accel kvm /.test(` ${argv} `);
+const usesKvm = (argv: string): boolean => ` ${argv} `.includes(' -accel kvm ');
 const usesTcg = (argv: string): boolean => / -accel tcg[, ]/.test(` ${argv} `);
 const tcgNotice = (stderr: string): string[] => stderr.split('\n').filter((l) => /^run-in-vm: .*using TCG/.test(l));
 

@@ -112,7 +112,7 @@ describe('a full storage can be freed', () => {
 describe('journal files that are not records', () => {
   let s: TestStorage;
   let journal: string;
-  const vol = (vmid: number): string => `${'tst'}:${vmid}/vm-${vmid}-disk-0.qcow2`;
+  const vol = (vmid: number): string => `tst:${vmid}/vm-${vmid}-disk-0.qcow2`;
   before(async () => {
     s = await makeStorage();
     journal = join(s.path, '.volchain', 'journal');

@@ -9,7 +9,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BLOCK, MiB, checkAllLayers, cli, cliJson, cliOk, makeStorage, writePatterns, type Blocks, type TestStorage } from './helpers.js';
 import { runningQemuPids } from './qemu-harness.js';
-import { GuestWriter, assertAgreement, assertImages, diskChain, snapshotInstants, startVm, type LiveVm, type Window } from './live-helpers.js';
+import { GuestWriter, assertAgreement, assertImages, diskChain, snapshotInstants, startVm, type Window } from './live-helpers.js';
 
 const VMID = 300;
 const SIZE = 32 * MiB;

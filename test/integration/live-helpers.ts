@@ -85,7 +85,7 @@ export class GuestWriter {
   readonly #initial: Blocks[];
   #running = false;
   #loop: Promise<void> | undefined;
-  #error: unknown;
+  #error: Error | undefined;
   readonly #rng: ReturnType<typeof prng>;
 
   /**
@@ -112,7 +112,7 @@ export class GuestWriter {
           if ((this.opts.pauseMs ?? 0) > 0) await new Promise((r) => setTimeout(r, this.opts.pauseMs));
         }
       } catch (err) {
-        this.#error = err;
+        this.#error = err instanceof Error ? err : new Error(String(err));
         this.#running = false;
       }
     })();

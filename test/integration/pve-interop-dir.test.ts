@@ -69,7 +69,7 @@ describe('volchain on a dir storage Proxmox VE made (hyphenated snapshots, cloud
   });
 
   it('list: every volume of every storage (dir, nfs, cifs) with its snapshots; the vmdk with its problem; exit 0', async () => {
-    type Entry = { volid: string; vmid: number; template: boolean; base?: string | null; clones: string[]; format: string | null; virtualSize?: number; fileBytes?: number | null; snapshots?: string[]; problem: { code: string; message: string } | null };
+    interface Entry { volid: string; vmid: number; template: boolean; base?: string | null; clones: string[]; format: string | null; virtualSize?: number; fileBytes?: number | null; snapshots?: string[]; problem: { code: string; message: string } | null }
     const dir = await json<{ volumes: Entry[] }>(['list', 'pvedir']);
     assert.deepEqual(
       dir.volumes.map((v) => [v.volid, v.format, v.virtualSize, v.snapshots, v.problem?.code ?? null]),

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { link, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CorruptImageError, NotFoundError, UnsafeImageError, VolchainError } from '../../src/errors.js';
+import { CorruptImageError, NotFoundError, UnsafeImageError, type VolchainError } from '../../src/errors.js';
 import { observeCommands, run } from '../../src/tools/runner.js';
 import { walkChain, type BackingPolicy, type ChainLayer } from '../../src/qcow2/index.js';
 import { EXT_BACKING_FORMAT, EXT_DATA_FILE, INCOMPAT_DATA_FILE } from '../../src/qcow2/header.js';

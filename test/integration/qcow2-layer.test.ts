@@ -63,7 +63,7 @@ describe('readQcow2Layer', () => {
     await writeFile(unknownBit, rewriteQcow2Header(await readFile(join(dir, TOP)), { incompatibleFeatures: 1n << 20n }));
     await assert.rejects(
       readQcow2Layer(unknownBit, TOP, { allocation: true, check: (h) => validateLayerHeader(TOP, h, policy) }),
-      (err: unknown) => err instanceof UnsafeImageError && /unknown incompatible features: bit 20/.test(err.message),
+      (err: unknown) => err instanceof UnsafeImageError && err.message.includes('unknown incompatible features: bit 20'),
     );
     // Without a check the allocation walker still refuses to interpret the tables.
     await assert.rejects(readQcow2Layer(unknownBit, TOP, { allocation: true }), /cannot interpret the tables/);
@@ -83,7 +83,7 @@ describe('readQcow2Layer', () => {
       /refused by the check/,
     );
     assert.deepEqual(seen, ['check']);
-    await assert.rejects(readQcow2Layer(badL1, TOP, { allocation: true }), (err: unknown) => err instanceof CorruptImageError && /L1 table/.test(err.message));
+    await assert.rejects(readQcow2Layer(badL1, TOP, { allocation: true }), (err: unknown) => err instanceof CorruptImageError && err.message.includes('L1 table'));
   });
 
   it('refuses FIFOs, directories and character devices at once, and missing files as not found', async () => {
@@ -100,7 +100,7 @@ describe('readQcow2Layer', () => {
         () => openImage(path, 'x.qcow2'),
         () => walkChain(path, 'x.qcow2', policy),
       ]) {
-        await assert.rejects(read(), (err: unknown) => err instanceof CorruptImageError && /neither a regular file nor a block device/.test(err.message));
+        await assert.rejects(read(), (err: unknown) => err instanceof CorruptImageError && err.message.includes('neither a regular file nor a block device'));
       }
       assert.ok(performance.now() - started < 5000, `${path} refused without blocking`);
     }

@@ -143,7 +143,7 @@ describe('qcow2 header reader agrees with qemu-img info', () => {
   for (const c of combos()) {
     const label = `cluster ${c.clusterSize}, extended_l2 ${c.extendedL2 ? 'on' : 'off'}, compat ${c.compat}, ${c.compression}, preallocation ${c.preallocation}`;
     it(label, async () => {
-      const path = join(dir, `m-${c.clusterSize}-${c.extendedL2}-${c.compat}-${c.compression}-${c.preallocation}.qcow2`);
+      const path = join(dir, `m-${c.clusterSize}-${String(c.extendedL2)}-${c.compat}-${c.compression}-${c.preallocation}.qcow2`);
       const opts = [`cluster_size=${c.clusterSize}`, `compat=${c.compat}`, `preallocation=${c.preallocation}`];
       if (c.compat === '1.1') opts.push(`extended_l2=${c.extendedL2 ? 'on' : 'off'}`, `compression_type=${c.compression}`);
       await qemuImg('create', '-q', '-f', 'qcow2', '-o', opts.join(','), path, String(ODD_SIZE));
@@ -274,7 +274,7 @@ describe('allocatedBytes agrees with qemu-img map at depth 0', () => {
     for (const extendedL2 of clusterSize >= 16384 ? [false, true] : [false]) {
       for (const backed of [false, true]) {
         it(`cluster ${clusterSize}, extended_l2 ${extendedL2 ? 'on' : 'off'}, ${backed ? 'overlay' : 'no backing'}`, async () => {
-          const name = `a-${clusterSize}-${extendedL2}-${backed}`;
+          const name = `a-${clusterSize}-${String(extendedL2)}-${String(backed)}`;
           const base = join(dir, `${name}-base.qcow2`);
           const path = join(dir, `${name}.qcow2`);
           const opts = `cluster_size=${clusterSize},extended_l2=${extendedL2 ? 'on' : 'off'}`;
@@ -319,7 +319,7 @@ describe('allocatedBytes agrees with qemu-img map at depth 0', () => {
   for (const preallocation of PREALLOCATIONS) {
     for (const extendedL2 of [false, true]) {
       it(`preallocation=${preallocation}, extended_l2 ${extendedL2 ? 'on' : 'off'}, then writes`, async () => {
-        const path = join(dir, `pre-${preallocation}-${extendedL2}.qcow2`);
+        const path = join(dir, `pre-${preallocation}-${String(extendedL2)}.qcow2`);
         await qemuImg(
           'create',
           '-q',
@@ -365,7 +365,7 @@ describe('block devices behind symlinks, as LVs are', () => {
     }
   }
 
-  it('walks a chain of loop devices and counts allocation on the device', async (t) => {
+  it('walks a chain of loop devices and counts allocation on the device', async () => {
     const base = join(dir, 'lv-base.img');
     const top = join(dir, 'lv-top.img');
     await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=128k,extended_l2=on', base, '8M');

@@ -233,6 +233,6 @@ export async function guestWrite(vm: RunningQemu, target: IoTarget, pattern: num
 export async function guestRead(vm: RunningQemu, target: IoTarget, pattern: number, offset: number, len: number): Promise<void> {
   const lines = await qemuIo(vm, target, 'read', `read -P ${hex(pattern)} ${offset} ${len}`, offset);
   const text = lines.join(' | ');
-  if (/read failed/.test(text)) throw new Error(`guest read at ${offset}+${len} failed: ${text}`);
-  if (/Pattern verification failed/.test(text)) throw new Error(`guest sees other data than ${hex(pattern)} at ${offset}+${len}: ${text}`);
+  if (text.includes('read failed')) throw new Error(`guest read at ${offset}+${len} failed: ${text}`);
+  if (text.includes('Pattern verification failed')) throw new Error(`guest sees other data than ${hex(pattern)} at ${offset}+${len}: ${text}`);
 }

@@ -181,7 +181,7 @@ describe('QMP against QEMU', () => {
       quit: [],
     };
     await withQemu({}, async (vm) => {
-      type Entity = { name: string; 'meta-type': string; 'arg-type'?: string; members?: { name: string }[]; base?: string };
+      interface Entity { name: string; 'meta-type': string; 'arg-type'?: string; members?: { name: string }[]; base?: string }
       const schema = await vm.client.execute<Entity[]>('query-qmp-schema');
       const byName = new Map(schema.map((e) => [e.name, e]));
       for (const [command, args] of Object.entries(used)) {

@@ -201,7 +201,7 @@ describe('snapshot chains on a volume-chain dir storage', () => {
       [['b1', true], ['b2', false], ['b3', false]],
     );
     const tree = await cliOk(s, ['snapshot', 'list', volid]);
-    assert.match(tree, /b1 .*\n\|-- b2 .*\n\|   `-- b3 .*\n`-- current .*<- you are here/);
+    assert.match(tree, /b1 .*\n\|-- b2 .*\n\| {3}`-- b3 .*\n`-- current .*<- you are here/);
 
     await write(s, vmid, name, model, 3, 0xb4, 2);
     await write(s, vmid, name, model, 40, 0xb4);
@@ -397,11 +397,11 @@ describe('snapshots of every disk of a VM: all or none', () => {
       const plans = await s.vc.vmSnapshot(vmid, 'second', { dryRun: true });
       assert.equal(plans.length, 3);
       const steps = plans[disk]?.steps.length ?? 0;
-      assert.ok(steps >= 3, `snapshot-create of ${disks[disk]} has ${steps} steps`);
+      assert.ok(steps >= 3, `snapshot-create of ${String(disks[disk])} has ${steps} steps`);
       for (let step = 1; step <= steps; step++) {
         const pristine = await snapshotOf(s.path);
         const line = await cliFails(s, ['vm', 'snapshot', String(vmid), 'second'], {
-          env: { VOLCHAIN_FAIL_AT: `snapshot-create:${step}:${disks[disk]}` },
+          env: { VOLCHAIN_FAIL_AT: `snapshot-create:${step}:${String(disks[disk])}` },
           match: new RegExp(`injected failure.*${disk > 0 ? `the ${disk} disk\\(s\\) already done were restored` : ''}`),
         });
         assert.match(line, new RegExp(`failed on .*${disks[disk]?.replace(/\./g, '\\.') ?? 'x'}`));
@@ -502,7 +502,7 @@ describe('snapshot names and errors: a clear message, nothing changed', () => {
         ['vm rollback', () => s.vc.vmRollback(vmid, name)],
         ['vm delsnapshot', () => s.vc.vmDeleteSnapshot(vmid, name)],
       ] as const) {
-        await assert.rejects(fn, (err: unknown) => err instanceof VolchainError && err.code === 'INVALID_INPUT' && /snapshot name/.test(err.message), `${what} ${JSON.stringify(name)}`);
+        await assert.rejects(fn, (err: unknown) => err instanceof VolchainError && err.code === 'INVALID_INPUT' && err.message.includes('snapshot name'), `${what} ${JSON.stringify(name)}`);
       }
     }
     assertSameTree(pristine, await snapshotOf(s.path), 'invalid snapshot names in-process');

@@ -53,7 +53,6 @@ async function writeMounts(...entries: [source: string, mountpoint: string, fsty
   await writeFile(place.mounts, ['proc /proc proc rw 0 0', ...lines, ''].join('\n'));
 }
 
-const run = (args: string[]) => cli(place, args, { env: place.env });
 const ok = (args: string[]) => cliOk(place, args, { env: place.env });
 const fails = (args: string[], expect: { code?: number; match?: RegExp }) => cliFails(place, args, { ...expect, env: place.env });
 

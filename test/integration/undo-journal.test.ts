@@ -53,7 +53,7 @@ for (const crash of ['2:undo-before', '2:undo-after', '1:undo-before', '1:undo-a
       VOLCHAIN_FAIL_AT: 'snapshot-create:3',
       VOLCHAIN_CRASH_AT: `snapshot-create:${crash}`,
     });
-    assert.equal(run.signal, 'SIGKILL', `the process was expected to die during the undo (status ${run.status}: ${run.stderr})`);
+    assert.equal(run.signal, 'SIGKILL', `the process was expected to die during the undo (status ${String(run.status)}: ${run.stderr})`);
     const status = JSON.parse(cli(env, ['status', '--json']).stdout) as { pending: { undo?: { failedStep: number } }[] };
     assert.equal(status.pending.length, 1, 'the interrupted undo is pending');
     const dry = cli(env, ['repair', volid, '--dry-run']);

@@ -63,7 +63,7 @@ test('list, info and snapshot list on a shared VG read inactive chains from the 
   await lvmTools.changeTags(VG, top.name, ['volchain.parent.snap_vm-7105-disk-0_two.qcow2'], [parentTag]);
   const fresh = await lvmStorage({ id: 'tshared', shared: true });
   assert.equal((await fresh.vc.snapshotList(sharedVolid)).current.parent, 'two', 'read from the (wrong) tags');
-  await assert.rejects(fresh.vc.snapshotDelete(sharedVolid, 'three'), (e: unknown) => e instanceof VolchainError && e.code === 'CORRUPT_IMAGE' && /run the command again/.test(e.message));
+  await assert.rejects(fresh.vc.snapshotDelete(sharedVolid, 'three'), (e: unknown) => e instanceof VolchainError && e.code === 'CORRUPT_IMAGE' && e.message.includes('run the command again'));
   assert.ok((await mustLv('vm-7105-disk-0.qcow2')).tags.includes(parentTag), 'tag corrected from the header');
   assert.equal((await fresh.vc.snapshotList(sharedVolid)).current.parent, 'three');
   await fresh.vc.snapshotDelete(sharedVolid, 'three');

@@ -4,7 +4,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { NoSpaceError, VolchainError } from '../../src/errors.js';
+import { NoSpaceError } from '../../src/errors.js';
 import { measureFullyAllocated } from '../../src/tools/lvm-measure.js';
 import * as lvmTools from '../../src/tools/lvm.js';
 import {

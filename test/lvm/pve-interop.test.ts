@@ -181,11 +181,11 @@ test("full-size frozen layers (next to PVE): PVE's snapshot, rollback, delete fi
   await pve.resize(vol, SIZE + 16 * MiB);
   const listing = await s.vc.snapshotList(s.volid(vol));
   assert.equal(listing.current.virtualSize, SIZE + 16 * MiB, 'volchain reads the size PVE gave');
-  await checkViews(s, vol, { current: views.current as View }, 'PVE resize', TOTAL * 2);
+  await checkViews(s, vol, { current: views.current }, 'PVE resize', TOTAL * 2);
   // volchain goes on where PVE stopped: a snapshot and its delete on the resized chain.
   await s.vc.snapshotCreate(s.volid(vol), 'after-pve');
   await s.vc.snapshotDelete(s.volid(vol), 's2');
-  await checkViews(s, vol, { 'after-pve': views.current as View, current: views.current as View }, 'volchain after PVE', TOTAL * 2);
+  await checkViews(s, vol, { 'after-pve': views.current, current: views.current }, 'volchain after PVE', TOTAL * 2);
 
   await pve.free(vol);
   assert.deepEqual(await layersOf(7702), [], 'PVE freed every layer');
@@ -227,7 +227,7 @@ test("shrunk frozen layers (volchain alone on the VG): PVE's delete of a middle 
   delete views['pve-b'];
   await checkViews(s, vol, views, 'PVE snapshot, rollback and delete of the newest on shrunk layers');
   await pve.resize(vol, SIZE + 16 * MiB);
-  await checkViews(s, vol, { current: views.current as View }, 'PVE resize', TOTAL * 2);
+  await checkViews(s, vol, { current: views.current }, 'PVE resize', TOTAL * 2);
   // volchain deletes the middle snapshot PVE could not: it grows the layer it writes into first.
   await s.vc.snapshotDelete(s.volid(vol), 's2');
   delete views.s2;
@@ -264,7 +264,7 @@ test("a branched tree (volchain rolled back to an older snapshot, keeping the ne
   // commits the current layer into s1 and renames s1's LV to the volume's name. The current state survives;
   // s2 (and s3 above it) lose their base: the LV their headers name is gone.
   assert.equal(await pve.snapshotDelete(vol, 's1'), 'commit');
-  await checkViews(s, vol, { current: views.current as View }, 'the current layer after PVE deleted the branch point');
+  await checkViews(s, vol, { current: views.current }, 'the current layer after PVE deleted the branch point');
   // volchain refuses the volume (exit 8), naming the reference that leads nowhere now.
   await assert.rejects(s.vc.snapshotList(s.volid(vol)), (err: Error & { code?: string }) =>
     err.code === 'UNSAFE_IMAGE' && /snap_vm-7704-disk-0_s2\.qcow2: backing reference .*"snap_vm-7704-disk-0_s1\.qcow2"/.test(err.message));

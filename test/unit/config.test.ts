@@ -439,7 +439,7 @@ describe('findStorage', () => {
     assert.throws(
       () => findStorage(config, 'A1'),
       (err: unknown) =>
-        err instanceof NotFoundError && /'A1'/.test(err.message) && err.message.includes(FILE) && /a1, l1/.test(err.message),
+        err instanceof NotFoundError && err.message.includes('\'A1\'') && err.message.includes(FILE) && err.message.includes('a1, l1'),
     );
     assert.throws(() => findStorage({ source: FILE, storages: [] }, 'x1'), /defines no storage/);
   });

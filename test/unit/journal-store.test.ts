@@ -320,7 +320,22 @@ describe('LvmJournalStore', () => {
   });
 
   it('storages that name the same VG share the VM\'s journal LV, each listing its own records', async () => {
-    const other = new LvmJournalStore({ ...fake, storage: 'vg1-too', row: fake.row.bind(fake), journalRows: fake.journalRows.bind(fake), freshRow: fake.freshRow.bind(fake), create: fake.create.bind(fake), activate: fake.activate.bind(fake), remove: fake.remove.bind(fake), shared: fake.shared.bind(fake), path: fake.path.bind(fake) }, fallback);
+    const other = new LvmJournalStore(
+      {
+        // eslint-disable-next-line @typescript-eslint/no-misused-spread -- copies the fake's own fields; its methods are bound explicitly below
+        ...fake,
+        storage: 'vg1-too',
+        row: fake.row.bind(fake),
+        journalRows: fake.journalRows.bind(fake),
+        freshRow: fake.freshRow.bind(fake),
+        create: fake.create.bind(fake),
+        activate: fake.activate.bind(fake),
+        remove: fake.remove.bind(fake),
+        shared: fake.shared.bind(fake),
+        path: fake.path.bind(fake),
+      },
+      fallback,
+    );
     const a = record(100, 'a');
     const b = record(100, 'bb', { storage: 'vg1-too' });
     await store.save(a);

@@ -57,8 +57,8 @@ function linear(n: number): VolumeTree {
 test('create refuses to freeze a corrupt current layer, naming it and qemu-img check -r', () => {
   assert.throws(
     () => planSnapshotCreate(tree({ aa: null }, 'aa', { current: { corrupt: true } }), ctx, 'bb'),
-    (err: unknown) => err instanceof CorruptImageError && err.message.startsWith(`${VOL}: `) && /frozen as a snapshot/.test(err.message) &&
-      /qemu-img check -r all -f qcow2 \/s\/images\/100\/vm-100-disk-0\.qcow2/.test(err.message),
+    (err: unknown) => err instanceof CorruptImageError && err.message.startsWith(`${VOL}: `) && err.message.includes('frozen as a snapshot') &&
+      err.message.includes('qemu-img check -r all -f qcow2 /s/images/100/vm-100-disk-0.qcow2'),
   );
   // A corrupt snapshot below is neither written nor frozen by a create.
   assert.equal(planSnapshotCreate(tree({ aa: null }, 'aa', { aa: { corrupt: true } }), ctx, 'bb').operation, 'snapshot-create');
@@ -166,7 +166,7 @@ test('a tree of 1000 layers is read, one of 1001 is refused naming the deepest l
   assert.doesNotThrow(() => checkTreeDepth(linear(1000)));
   assert.throws(
     () => checkTreeDepth(linear(1001)),
-    (err: unknown) => err instanceof UnsafeImageError && err.exitStatus === 8 && err.message.startsWith(`${VOL}: `) && /1001 layers deep, more than the limit of 1000/.test(err.message),
+    (err: unknown) => err instanceof UnsafeImageError && err.exitStatus === 8 && err.message.startsWith(`${VOL}: `) && err.message.includes('1001 layers deep, more than the limit of 1000'),
   );
 });
 
@@ -174,7 +174,7 @@ test('create and rollback refuse to make a chain deeper than 1000 layers (exit 5
   assert.equal(planSnapshotCreate(linear(999), ctx, 'new1').operation, 'snapshot-create');
   assert.throws(
     () => planSnapshotCreate(linear(1000), ctx, 'new1'),
-    (err: unknown) => err instanceof NotSupportedError && err.exitStatus === 5 && /1001 layers deep, more than the limit of 1000/.test(err.message),
+    (err: unknown) => err instanceof NotSupportedError && err.exitStatus === 5 && err.message.includes('1001 layers deep, more than the limit of 1000'),
   );
   // Rolling back to the snapshot right under a 1000-layer current gives a top at depth 1000: allowed.
   assert.equal(planSnapshotRollback(linear(1000), ctx, 's999').operation, 'snapshot-rollback');

@@ -60,7 +60,7 @@ describe('live delete of a clone\'s oldest snapshot', () => {
   for (const format of ['qcow2', 'raw'] as const) {
     it(`streams s0 into its child onto the ${format} base node, with the base's reference and format`, () => {
       const plan = planLiveSnapshotDelete(cloneTree(format), ctx, 's0', liveDisk({ streamSafe: true, baseNode: '#block7' }));
-      const stream = plan.steps.find((s) => s.kind === 'qmp-stream') as Extract<LiveStep, { kind: 'qmp-stream' }> | undefined;
+      const stream = plan.steps.find((s): s is Extract<LiveStep, { kind: 'qmp-stream' }> => s.kind === 'qmp-stream');
       assert.deepEqual(
         [stream?.layer, stream?.from, stream?.onto, stream?.ontoFormat, stream?.baseNode],
         [VOL, S0, `../101/base-101-disk-0.${format}`, format, '#block7'],
@@ -77,7 +77,7 @@ describe('live delete of a clone\'s oldest snapshot', () => {
 
   it('commits the child into s0 where streams are unsafe: the base is never a commit target', () => {
     const plan = planLiveSnapshotDelete(cloneTree(), ctx, 's0', liveDisk({ streamSafe: false, baseNode: '#block7' }));
-    const commit = plan.steps.find((s) => s.kind === 'qmp-commit') as Extract<LiveStep, { kind: 'qmp-commit' }> | undefined;
+    const commit = plan.steps.find((s): s is Extract<LiveStep, { kind: 'qmp-commit' }> => s.kind === 'qmp-commit');
     assert.deepEqual([commit?.top, commit?.base, commit?.baseNode], [VOL, S0, 'fmt-s0']);
     assert.ok(!JSON.stringify(plan.steps).includes('base-101'), 'no step names the base');
   });

@@ -138,7 +138,7 @@ describe('live snapshot delete', () => {
     const rebase = plan.steps[0] as Step;
     assert.ok(rebase.kind === 'rebase' && rebase.layer === snapLayer('c') && rebase.onto === snapLayer('a'));
     assert.equal(plan.bytesMoved, 5 + 1000);
-    assert.ok(plan.strategies?.some((o) => o.strategy === 'rebase-branches-commit-child' && /8\.2/.test(o.reason)));
+    assert.ok(plan.strategies?.some((o) => o.strategy === 'rebase-branches-commit-child' && o.reason.includes('8.2')));
     // With a safe stream, the branch is rebased offline and the chain child streamed.
     const safe = planLiveSnapshotDelete(t, ctx, 'b', disk(['b', 'a'], { streamSafe: true }));
     assert.deepEqual(kinds(safe.steps), ['qmp-stream', 'rebase', 'qmp-close', 'remove']);

@@ -59,9 +59,9 @@ test('lvs JSON report: names, exact byte sizes, tags, activation and open state'
 test('vgs JSON report and lock managers', () => {
   const [vg] = parseVgsReport(VGS);
   assert.deepEqual(vg, { name: 'vg0', extentSizeBytes: 4194304, freeBytes: 1002438656, sizeBytes: 1069547520, lockType: 'sanlock' });
-  assert.equal(hasLockManager(vg as NonNullable<typeof vg>), true);
-  assert.equal(hasLockManager({ ...(vg as NonNullable<typeof vg>), lockType: '' }), false);
-  assert.equal(hasLockManager({ ...(vg as NonNullable<typeof vg>), lockType: 'none' }), false);
+  assert.equal(hasLockManager(vg), true);
+  assert.equal(hasLockManager({ ...(vg), lockType: '' }), false);
+  assert.equal(hasLockManager({ ...(vg), lockType: 'none' }), false);
 });
 
 test('reports that are not what we asked for are errors, not guesses', () => {

@@ -33,7 +33,7 @@ test('nextFreeDiskName gives up after 1024 disks (PVE $MAX_VOLUMES_PER_GUEST)', 
   existing.push('vm-100-disk-1023.raw');
   assert.throws(
     () => nextFreeDiskName('dir', 100, 'qcow2', existing),
-    (err: unknown) => err instanceof AlreadyExistsError && /VM 100/.test(err.message),
+    (err: unknown) => err instanceof AlreadyExistsError && err.message.includes('VM 100'),
   );
 });
 

@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { InvalidInputError, NotSupportedError } from '../../src/errors.js';
+import { InvalidInputError, type NotSupportedError } from '../../src/errors.js';
 import { baseBackingRef, formatVolid, parseBaseBackingRef, parseBaseName, parseVolname } from '../../src/naming/index.js';
 
 test('parseVolname reads a template base volume <vmid>/base-<vmid>-disk-<n>.<fmt> (parse_volname_test: isBase)', () => {

@@ -68,7 +68,7 @@ const comparisons: { description: string; input: [string, string]; expected: boo
 ];
 
 for (const c of comparisons) {
-  test(`sameSnapshotName(${JSON.stringify(c.input[0])}, ${JSON.stringify(c.input[1])}) is ${c.expected}: ${c.description}`, () => {
+  test(`sameSnapshotName(${JSON.stringify(c.input[0])}, ${JSON.stringify(c.input[1])}) is ${String(c.expected)}: ${c.description}`, () => {
     assert.equal(sameSnapshotName(...c.input), c.expected);
   });
 }

@@ -114,7 +114,7 @@ test("a template's base volume takes no snapshot, rollback, delete or resize (ex
   t.current = 'base-101-disk-0.qcow2';
   t.layers = new Map([[t.current, { ...(t.layers.get(VOL) as LayerNode), name: t.current, base: undefined }]]);
   delete t.base;
-  const refused = (e: unknown): boolean => e instanceof NotSupportedError && /template's base volume, which is read-only/.test(e.message);
+  const refused = (e: unknown): boolean => e instanceof NotSupportedError && e.message.includes('template\'s base volume, which is read-only');
   assert.throws(() => planSnapshotCreate(t, ctx, 'xx'), refused);
   assert.throws(() => planSnapshotRollback(t, ctx, 'xx'), refused);
   assert.throws(() => planSnapshotDelete(t, ctx, 'xx'), refused);

@@ -293,6 +293,7 @@ describe('backing name rule', () => {
       fc.property(fc.string({ unit: 'binary', maxLength: 40 }), (name) => {
         if (backingNameProblem(name) !== undefined) return;
         assert.ok(!name.includes('/') && !name.includes(':') && !name.includes('..') && name !== '.');
+        // eslint-disable-next-line no-control-regex -- the property is exactly "no control character in a name"
         assert.ok(!/[\u0000-\u001f\u007f-\u009f]/u.test(name));
       }),
       { numRuns: 5000 },

@@ -153,7 +153,7 @@ describe('readHeaderFrom reads only what it needs', () => {
   it('refuses a snapshot table cut by the end of the image', async () => {
     const header = encodeQcow2Header({ clusterBits: 16, snapshotCount: 3, snapshotsOffset: 65536n });
     const buf = Buffer.concat([header, Buffer.alloc(50)]);
-    await assert.rejects(readHeaderFrom(asFile(buf)), (err: unknown) => err instanceof CorruptImageError && /snapshot table \(3 entries\)/.test(err.message));
+    await assert.rejects(readHeaderFrom(asFile(buf)), (err: unknown) => err instanceof CorruptImageError && err.message.includes('snapshot table (3 entries)'));
   });
 
   it('refuses snapshot entries with more extra data than QEMU allows', async () => {

@@ -121,7 +121,7 @@ describe('sync and async drivers agree', () => {
   it('on exact reads past the end', async () => {
     const buf = Buffer.alloc(100);
     const o = await assertSameOnBothDrivers(buf, (r) => readExact(r, 64, 64, 'test structure'));
-    assert.ok('error' in o && /test structure \(offset 64, 64 bytes\) lies beyond the end of the image \(100 bytes\)/.test(o.error));
+    assert.ok('error' in o && o.error.includes('test structure (offset 64, 64 bytes) lies beyond the end of the image (100 bytes)'));
   });
 
   it('on truncations of a valid image', async () => {

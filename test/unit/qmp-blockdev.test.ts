@@ -87,7 +87,7 @@ describe('node names', () => {
     ['', false],
   ];
   for (const [name, ok] of validity) {
-    it(`isValidNodeName(${JSON.stringify(name.length > 20 ? `${name.slice(0, 8)}…(${name.length})` : name)}) is ${ok}`, () => {
+    it(`isValidNodeName(${JSON.stringify(name.length > 20 ? `${name.slice(0, 8)}…(${name.length})` : name)}) is ${String(ok)}`, () => {
       assert.equal(isValidNodeName(name), ok);
     });
   }

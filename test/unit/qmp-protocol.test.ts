@@ -137,7 +137,7 @@ describe('QMP client: handshake', () => {
 
   it('refuses to run commands before it is ready, and to connect twice', async () => {
     const client = new QmpClient();
-    await assert.rejects(client.execute('query-status'), (err: unknown) => err instanceof QmpError && /idle, not ready/.test(err.message));
+    await assert.rejects(client.execute('query-status'), (err: unknown) => err instanceof QmpError && err.message.includes('idle, not ready'));
     await client.connect(new ReplayTransport(handshake()));
     await assert.rejects(client.connect(new ReplayTransport(handshake())), /already ready/);
     await client.close();
@@ -327,7 +327,7 @@ describe('QMP client: disconnects', () => {
     await settle();
     await client.close();
     await client.close();
-    await assert.rejects(pending, (err: unknown) => err instanceof QmpDisconnectedError && /closed by the client; interrupted: query-block/.test(err.message));
+    await assert.rejects(pending, (err: unknown) => err instanceof QmpDisconnectedError && err.message.includes('closed by the client; interrupted: query-block'));
   });
 
   it('disconnects on a reply without id (QEMU could not parse a request), failing pending calls', async () => {
