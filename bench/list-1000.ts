@@ -89,7 +89,11 @@ async function main(): Promise<void> {
     const volumes = await buildStorage(dir, storagePath);
     const files = volumes.reduce((n, v) => n + 1 + v.snapshots, 0);
     const buildMs = Number(process.hrtime.bigint() - started) / 1e6;
-    console.log(`node ${process.version}, ${String((await run('qemu-img', ['--version'])).stdout.split('\n')[0])}, ${cpus().length} CPUs, load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+    console.log(
+      `node ${process.version}, ${String((await run('qemu-img', ['--version'])).stdout.split('\n')[0])}, ${cpus().length} CPUs, load ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' ')}`,
+    );
     console.log(
       `dir storage: ${volumes.length} volumes over ${vmidCount} VMs, ${volumes.filter((v) => v.snapshots > 0).length} of them ` +
         `with ${SNAPSHOTS.length} snapshots; ${files} qcow2 files (built in ${(buildMs / 1000).toFixed(1)} s)`,

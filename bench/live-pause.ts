@@ -44,7 +44,9 @@ function run(cmd: string, args: readonly string[]): Promise<{ stdout: string; ms
     p.stdout.setEncoding('utf8').on('data', (t: string) => (out += t));
     p.stderr.setEncoding('utf8').on('data', (t: string) => (err += t));
     p.on('error', reject);
-    p.on('close', (code) => (code === 0 ? resolve({ stdout: out, ms: performance.now() - t0 }) : reject(new Error(`${cmd} ${args.join(' ')}: exit ${String(code)}: ${err}`))));
+    p.on('close', (code) =>
+      code === 0 ? resolve({ stdout: out, ms: performance.now() - t0 }) : reject(new Error(`${cmd} ${args.join(' ')}: exit ${String(code)}: ${err}`)),
+    );
   });
 }
 
@@ -224,13 +226,21 @@ async function main(): Promise<void> {
     console.log(l);
   };
   try {
-    say(`machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, load ${loadavg().map((x) => x.toFixed(1)).join(' ')}; ${qemuVersion}; node ${process.version}; scratch ${root}`);
+    say(
+      `machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, load ${loadavg()
+        .map((x) => x.toFixed(1))
+        .join(' ')}; ${qemuVersion}; node ${process.version}; scratch ${root}`,
+    );
     say('');
-    say('| disks | guest I/O pause at the switch (ms, median / max) | write-to-write gap without an operation (ms, median) | whole `vm snapshot` call (ms, median) | one instant on every disk |');
+    say(
+      '| disks | guest I/O pause at the switch (ms, median / max) | write-to-write gap without an operation (ms, median) | whole `vm snapshot` call (ms, median) | one instant on every disk |',
+    );
     say('|---:|---:|---:|---:|---|');
     for (const n of [1, 3]) {
       const r = await pauseBench(vc, root, n);
-      say(`| ${n} | ${fmt(median(r.pauses))} / ${fmt(Math.max(...r.pauses))} | ${fmt(median(r.gaps))} | ${fmt(median(r.ops))} | ${r.oneInstant ? `yes (${REPS} of ${REPS})` : 'NO'} |`);
+      say(
+        `| ${n} | ${fmt(median(r.pauses))} / ${fmt(Math.max(...r.pauses))} | ${fmt(median(r.gaps))} | ${fmt(median(r.ops))} | ${r.oneInstant ? `yes (${REPS} of ${REPS})` : 'NO'} |`,
+      );
     }
     say('');
     const c = await commitBench(vc, root);
@@ -242,7 +252,9 @@ async function main(): Promise<void> {
     say(`| offline \`qemu-img commit\` of an identical copy | ${fmt(c.qemuImgCommit as number)} | ${rate(c.qemuImgCommit as number)} |`);
     say(`| \`dd bs=1M\` of the same bytes of the same file | ${fmt(c.dd as number)} | ${rate(c.dd as number)} |`);
     say(`| \`dd bs=1M conv=fsync\` | ${fmt(c.ddFsync as number)} | ${rate(c.ddFsync as number)} |`);
-    say(`| \`cp\` of the whole top file (${((c.cpBytes as number) / MiB).toFixed(0)} MiB apparent; rate per ${COMMIT_MIB} MiB of data) | ${fmt(c.cp as number)} | ${rate(c.cp as number)} |`);
+    say(
+      `| \`cp\` of the whole top file (${((c.cpBytes as number) / MiB).toFixed(0)} MiB apparent; rate per ${COMMIT_MIB} MiB of data) | ${fmt(c.cp as number)} | ${rate(c.cp as number)} |`,
+    );
     say('');
     say(`guest paused during the pivot (stop → job-complete → journal → cont): ${fmt(c.pivotPause as number)} ms`);
   } finally {

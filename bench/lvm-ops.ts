@@ -70,11 +70,23 @@ const CHUNK_MIB = 4;
 /** Written before each step; the first layer holds most of the data, as PVE's delete strategy assumes. */
 const WRITES: Record<string, Chunk[]> = {
   s1: Array.from({ length: 8 }, (_, i) => ({ offsetMiB: i * 16, pattern: 0x10 + i })), // 32 MiB
-  s2: [{ offsetMiB: 0, pattern: 0x21 }, { offsetMiB: 8, pattern: 0x22 }], // 8 MiB
+  s2: [
+    { offsetMiB: 0, pattern: 0x21 },
+    { offsetMiB: 8, pattern: 0x22 },
+  ], // 8 MiB
   s3: [4, 20, 36, 52].map((offsetMiB, i) => ({ offsetMiB, pattern: 0x31 + i })), // 16 MiB
-  s4: [{ offsetMiB: 16, pattern: 0x41 }, { offsetMiB: 72, pattern: 0x42 }], // 8 MiB
-  discarded: [{ offsetMiB: 24, pattern: 0x51 }, { offsetMiB: 96, pattern: 0x52 }], // thrown away by the rollback
-  afterRollback: [{ offsetMiB: 0, pattern: 0x61 }, { offsetMiB: 100, pattern: 0x62 }],
+  s4: [
+    { offsetMiB: 16, pattern: 0x41 },
+    { offsetMiB: 72, pattern: 0x42 },
+  ], // 8 MiB
+  discarded: [
+    { offsetMiB: 24, pattern: 0x51 },
+    { offsetMiB: 96, pattern: 0x52 },
+  ], // thrown away by the rollback
+  afterRollback: [
+    { offsetMiB: 0, pattern: 0x61 },
+    { offsetMiB: 100, pattern: 0x62 },
+  ],
 };
 
 // ---- subprocess accounting ----------------------------------------------------------------------------------
@@ -162,8 +174,13 @@ async function sameView(a: string, b: string): Promise<boolean> {
 async function cleanVg(): Promise<void> {
   const { stdout } = await run('/sbin/lvs', ['--noheadings', '-o', 'lv_name', VG], { env: PVE_ENV });
   const mine = (name: string): boolean =>
-    [VC_VMID, PVE_VMID].some((v) => name.includes(`vm-${v}-disk-`) || name === `volchain-journal-${v}`) || name === 'volchain-bench-probe' || name === 'volchain-bench-zero';
-  const names = stdout.split('\n').map((l) => l.trim()).filter(mine);
+    [VC_VMID, PVE_VMID].some((v) => name.includes(`vm-${v}-disk-`) || name === `volchain-journal-${v}`) ||
+    name === 'volchain-bench-probe' ||
+    name === 'volchain-bench-zero';
+  const names = stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(mine);
   for (const name of names) await run('/sbin/lvremove', ['-f', `${VG}/${name}`], { env: PVE_ENV });
 }
 
@@ -205,7 +222,10 @@ const median = (xs: readonly number[]): number => {
   return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 };
 const fmt = (ms: number): string => ms.toFixed(0);
-const loadText = (): string => loadavg().map((x) => x.toFixed(2)).join(' / ');
+const loadText = (): string =>
+  loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' / ');
 
 /**
  * Fixed costs that explain the columns: one LVM report, one qemu-img start, PVE's activation pair
@@ -263,7 +283,7 @@ async function main(): Promise<void> {
   console.log(`# LVM operations: volchain vs the bare Proxmox VE 9 command sequence (VG ${VG})`);
   console.log(
     `machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, KVM ${existsSync('/dev/kvm') ? 'present' : 'absent'}; node ${process.version}; ` +
-      `${qemuVersion.split('\n')[0] ?? ''}; LVM ${(/LVM version:\s*(\S+)/.exec(lvmVersion)?.[1]) ?? '?'}`,
+      `${qemuVersion.split('\n')[0] ?? ''}; LVM ${/LVM version:\s*(\S+)/.exec(lvmVersion)?.[1] ?? '?'}`,
   );
   console.log(`date: ${new Date().toISOString()}; ${REPS} repetition(s); ${SIZE_MIB} MiB qcow2 volumes; load average ${loadText()}`);
   console.log(await fixedCosts());
@@ -306,7 +326,11 @@ async function main(): Promise<void> {
     if (volid !== `${STORAGE}:vm-${VC_VMID}-disk-0.qcow2`) throw new Error(`volchain allocated ${volid}, expected vm-${VC_VMID}-disk-0.qcow2`);
     for (const snap of ['s1', 's2', 's3', 's4']) {
       await write(snap);
-      await both(`snapshot create ${snap}`, () => vc.snapshotCreate(volid, snap), () => pveSnapshotCreate(PVE_VMID, pveName, snap));
+      await both(
+        `snapshot create ${snap}`,
+        () => vc.snapshotCreate(volid, snap),
+        () => pveSnapshotCreate(PVE_VMID, pveName, snap),
+      );
     }
     for (const [label, fn] of [
       ['snapshot list (4 snapshots)', () => vc.snapshotList(volid)],
@@ -317,7 +341,11 @@ async function main(): Promise<void> {
       volchainOnly.set(label, xs);
     }
     await write('discarded');
-    await both('rollback to newest (s4)', () => vc.snapshotRollback(volid, 's4'), () => pveSnapshotRollback(PVE_VMID, pveName, 's4'));
+    await both(
+      'rollback to newest (s4)',
+      () => vc.snapshotRollback(volid, 's4'),
+      () => pveSnapshotRollback(PVE_VMID, pveName, 's4'),
+    );
     await write('afterRollback');
     const strategies: string[] = [];
     const deleteBoth = async (label: string, snap: string): Promise<void> =>
@@ -341,8 +369,16 @@ async function main(): Promise<void> {
       await checkView(pvePath(snap), chunks);
       if (!(await sameView(vcPath(snap), pvePath(snap)))) throw new Error(`repetition ${rep + 1}: ${snap} differs between the two volumes`);
     }
-    await both(`resize +${GROW_MIB} MiB`, () => vc.resize(volid, `${SIZE_MIB + GROW_MIB}M`), () => pveResize(pveName, (SIZE_MIB + GROW_MIB) * MiB));
-    await both('free (volume + 1 snapshot)', () => vc.free(volid), () => pveFree(pveName));
+    await both(
+      `resize +${GROW_MIB} MiB`,
+      () => vc.resize(volid, `${SIZE_MIB + GROW_MIB}M`),
+      () => pveResize(pveName, (SIZE_MIB + GROW_MIB) * MiB),
+    );
+    await both(
+      'free (volume + 1 snapshot)',
+      () => vc.free(volid),
+      () => pveFree(pveName),
+    );
     const left = (await run('/sbin/lvs', ['--noheadings', '-o', 'lv_name', VG], { env: PVE_ENV })).stdout;
     if (/vm-990[12]-|volchain-journal-990/.test(left)) throw new Error(`repetition ${rep + 1}: LVs left behind: ${left}`);
     strategyLog.push(`rep ${rep + 1}: ${strategies.join('; ')}`);
@@ -354,8 +390,7 @@ async function main(): Promise<void> {
 
   const sum = (t: Timed[]): number => median(t.map((x) => x.ms));
   /** "all (LVM, LVM writes)" of the first repetition. */
-  const counts = (cmds: readonly string[]): string =>
-    `${cmds.length} (${cmds.filter(isLvm).length}, ${cmds.filter(isLvmWrite).length})`;
+  const counts = (cmds: readonly string[]): string => `${cmds.length} (${cmds.filter(isLvm).length}, ${cmds.filter(isLvmWrite).length})`;
   const first = (t: Timed[]): string[] => (t[0] as Timed).commands;
   console.log(`\n## Timings (ms, ${REPS > 1 ? `median of ${REPS}` : 'one run'}; each repetition in the breakdown below)\n`);
   console.log('Commands: all (LVM commands, LVM metadata writes), first repetition.\n');
@@ -374,9 +409,7 @@ async function main(): Promise<void> {
     pveAll.push(...first(row.pve));
     console.log(`| ${row.label} | ${fmt(a)} | ${fmt(b)} | ${(a / b).toFixed(2)} | ${counts(first(row.vc))} | ${counts(first(row.pve))} |`);
   }
-  console.log(
-    `| **whole scenario** | ${fmt(vcTotal)} | ${fmt(pveTotal)} | ${(vcTotal / pveTotal).toFixed(2)} | ${counts(vcAll)} | ${counts(pveAll)} |`,
-  );
+  console.log(`| **whole scenario** | ${fmt(vcTotal)} | ${fmt(pveTotal)} | ${(vcTotal / pveTotal).toFixed(2)} | ${counts(vcAll)} | ${counts(pveAll)} |`);
   for (const [label, t] of volchainOnly) console.log(`| ${label}: volchain only | ${fmt(sum(t))} | – | – | ${counts(first(t))} | – |`);
 
   console.log('\nCommands per operation, and ms of each repetition (a repetition that ran other commands is listed apart):');
@@ -386,9 +419,7 @@ async function main(): Promise<void> {
       const key = breakdown(x.commands);
       byList.set(key, [...(byList.get(key) ?? []), i + 1]);
     });
-    return [...byList]
-      .map(([key, reps]) => (byList.size > 1 ? `(rep ${reps.join(', ')}) ${key}` : key))
-      .join('; ');
+    return [...byList].map(([key, reps]) => (byList.size > 1 ? `(rep ${reps.join(', ')}) ${key}` : key)).join('; ');
   };
   for (const row of rows.values()) {
     console.log(`- ${row.label}`);

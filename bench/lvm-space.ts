@@ -76,11 +76,15 @@ async function main(): Promise<void> {
   const pveBytes = pve.reduce((sum, r) => sum + r.sizeBytes, 0);
   const freeAfter = (await lvm.showVg(vg)).freeBytes;
 
-  console.log(`${diskGiB} GiB qcow2 disk, ${snapshots} snapshots, ${percent}% of the disk (${chunk / MiB} MiB) changed before each; VG ${vg}, extent ${extent / MiB} MiB`);
+  console.log(
+    `${diskGiB} GiB qcow2 disk, ${snapshots} snapshots, ${percent}% of the disk (${chunk / MiB} MiB) changed before each; VG ${vg}, extent ${extent / MiB} MiB`,
+  );
   console.log(`writable layer (fully-allocated, rounded to an extent): ${gib(full)}`);
   console.log('volchain layers:');
   for (const r of ours.sort((a, b) => a.name.localeCompare(b.name))) console.log(`  ${r.name.padEnd(34)} ${gib(r.sizeBytes)}`);
-  console.log(`volchain total:   ${gib(oursBytes)} (snapshots ${gib(info.chainUsedBytes - info.usedBytes)}); ${seconds.toFixed(1)} s for alloc + writes + snapshots`);
+  console.log(
+    `volchain total:   ${gib(oursBytes)} (snapshots ${gib(info.chainUsedBytes - info.usedBytes)}); ${seconds.toFixed(1)} s for alloc + writes + snapshots`,
+  );
   console.log(`PVE 9 full-size:  ${gib(pveBytes)} (${snapshots + 1} x ${gib(full)})`);
   console.log(`saved:            ${gib(pveBytes - oursBytes)} (${((1 - oursBytes / pveBytes) * 100).toFixed(1)}%)`);
   console.log(`VG free before/after both: ${gib(freeBefore)} / ${gib(freeAfter)} (used ${gib(freeBefore - freeAfter)} = ${gib(oursBytes + pveBytes)})`);

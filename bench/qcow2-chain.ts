@@ -53,13 +53,13 @@ async function rawChain(dir: string): Promise<void> {
   const info = JSON.parse((await qemuInfoChain(top)).stdout) as unknown[];
   if (info.length !== layers) throw new Error(`qemu-img found ${info.length} layers, expected ${layers}`);
 
-  const [native, qemu] = await timeAlternating(
+  const [native, qemu] = (await timeAlternating(
     [
       { fn: () => walkChain(top, TOP, policy), perRound: Math.ceil(nativeRuns / qemuRuns), settleMs: SETTLE_MS },
       { fn: () => qemuInfoChain(top), perRound: 1, warmup: 3 },
     ],
     qemuRuns,
-  ) as [Timing, Timing];
+  )) as [Timing, Timing];
   console.log(`\n1. qcow2 reader: chain of ${layers} layers made by qemu-img (128k clusters, extended_l2)`);
   console.log(show('walkChain (native, validated, in-process)', native));
   console.log(show('qemu-img info --backing-chain --output=json', qemu));
@@ -68,10 +68,7 @@ async function rawChain(dir: string): Promise<void> {
 
 async function engineChain(dir: string): Promise<void> {
   const storagePath = join(dir, 'storage');
-  const config = parseStorageConfig(
-    `dir: bench\n\tpath ${storagePath}\n\tcontent images\n\tsnapshot-as-volume-chain 1\n`,
-    join(dir, 'storage.cfg'),
-  );
+  const config = parseStorageConfig(`dir: bench\n\tpath ${storagePath}\n\tcontent images\n\tsnapshot-as-volume-chain 1\n`, join(dir, 'storage.cfg'));
   const vc = new Volchain(config);
   const volid = await vc.alloc('bench', 100, '1G');
   for (let i = 1; i <= layers; i++) await vc.snapshotCreate(volid, `s${String(i).padStart(3, '0')}`);
@@ -112,7 +109,11 @@ async function engineChain(dir: string): Promise<void> {
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'volchain-bench-chain-'));
   try {
-    console.log(`node ${process.version}, ${String((await run('qemu-img', ['--version'])).stdout.split('\n')[0])}, ${cpus().length} CPUs, load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+    console.log(
+      `node ${process.version}, ${String((await run('qemu-img', ['--version'])).stdout.split('\n')[0])}, ${cpus().length} CPUs, load ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' ')}`,
+    );
     await rawChain(dir);
     await engineChain(dir);
   } finally {

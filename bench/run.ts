@@ -9,12 +9,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const BENCHMARKS: Record<string, string> = {
-  'snapshot-ops': 'snapshot create/rollback/delete on dir storage: library and CLI vs PVE 9\'s command sequence',
+  'snapshot-ops': "snapshot create/rollback/delete on dir storage: library and CLI vs PVE 9's command sequence",
   'qcow2-chain': 'reading and validating a deep chain natively vs qemu-img info --backing-chain',
   'list-1000': 'volchain list of 1,000 volumes vs one qemu-img info per volume',
   'live-pause': 'guest I/O pause of live snapshots, block-commit throughput vs dd/cp/qemu-img commit (QEMU)',
-  'lvm-ops': 'time and commands per operation on thick LVM vs PVE 9\'s sequence (needs VOLCHAIN_TEST_VG)',
-  'lvm-space': 'VG space of a chain with shrunk frozen layers vs PVE 9\'s full-size layers (needs VOLCHAIN_TEST_VG)',
+  'lvm-ops': "time and commands per operation on thick LVM vs PVE 9's sequence (needs VOLCHAIN_TEST_VG)",
+  'lvm-space': "VG space of a chain with shrunk frozen layers vs PVE 9's full-size layers (needs VOLCHAIN_TEST_VG)",
 };
 
 const here = dirname(fileURLToPath(import.meta.url));

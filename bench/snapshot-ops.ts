@@ -122,7 +122,10 @@ let commandLog: { what: string; ms: number }[] | undefined;
 
 pve.observeCommands((what, took) => commandLog?.push({ what, ms: took }));
 
-const loadText = (): string => loadavg().map((x) => x.toFixed(2)).join(' / ');
+const loadText = (): string =>
+  loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' / ');
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -321,7 +324,11 @@ const OPS: OpSpec[] = [
     lib: (vc, o) => vc.snapshotCreate(VOLID, 's4', o),
     cli: ['snapshot', 'create', VOLID, 's4'],
     bare: (dir) => pveSnapshotCreate(dir, 's4'),
-    sameView: [[layerName('s4'), VOL], [VOL, VOL], [layerName('s3'), layerName('s3')]],
+    sameView: [
+      [layerName('s4'), VOL],
+      [VOL, VOL],
+      [layerName('s3'), layerName('s3')],
+    ],
     gone: [],
   },
   {
@@ -340,7 +347,10 @@ const OPS: OpSpec[] = [
     cli: ['snapshot', 'rollback', VOLID, 's1'],
     bare: (dir) => pveSnapshotRollback(dir, 's1'),
     pveRefuses: true,
-    sameView: [[VOL, layerName('s1')], [layerName('s3'), layerName('s3')]],
+    sameView: [
+      [VOL, layerName('s1')],
+      [layerName('s3'), layerName('s3')],
+    ],
     gone: [],
   },
   {
@@ -350,7 +360,10 @@ const OPS: OpSpec[] = [
     cli: ['snapshot', 'delete', VOLID, 's1'],
     bare: (dir) => pveSnapshotDelete(dir, 's1'),
     writesBase: true,
-    sameView: [[layerName('s2'), layerName('s2')], [VOL, VOL]],
+    sameView: [
+      [layerName('s2'), layerName('s2')],
+      [VOL, VOL],
+    ],
     gone: [layerName('s1')],
   },
   {
@@ -359,7 +372,10 @@ const OPS: OpSpec[] = [
     lib: (vc, o) => vc.snapshotDelete(VOLID, 's2', o),
     cli: ['snapshot', 'delete', VOLID, 's2'],
     bare: (dir) => pveSnapshotDelete(dir, 's2'),
-    sameView: [[layerName('s3'), layerName('s3')], [VOL, VOL]],
+    sameView: [
+      [layerName('s3'), layerName('s3')],
+      [VOL, VOL],
+    ],
     gone: [layerName('s2')],
   },
   {
@@ -368,7 +384,10 @@ const OPS: OpSpec[] = [
     lib: (vc, o) => vc.snapshotDelete(VOLID, 's3', o),
     cli: ['snapshot', 'delete', VOLID, 's3'],
     bare: (dir) => pveSnapshotDelete(dir, 's3'),
-    sameView: [[VOL, VOL], [layerName('s2'), layerName('s2')]],
+    sameView: [
+      [VOL, VOL],
+      [layerName('s2'), layerName('s2')],
+    ],
     gone: [layerName('s3')],
   },
 ];
@@ -703,9 +722,8 @@ async function runBench(s: Scratch): Promise<void> {
     const exact = await exactDeleteBytes(images(s.work), snap, parent, children);
     // PVE's fixed rule (Plugin.pm volume_snapshot_delete): the first snapshot by committing its child, any
     // other by rebasing its child onto its parent.
-    const pve = parent === undefined
-      ? { strategy: 'commit-child', bytes: exact.commitChild ?? NaN }
-      : { strategy: 'rebase-children', bytes: exact.rebaseChildren };
+    const pve =
+      parent === undefined ? { strategy: 'commit-child', bytes: exact.commitChild ?? NaN } : { strategy: 'rebase-children', bytes: exact.rebaseChildren };
     cases.push({ label: row.op.label, plan, exact, pve, actualLib: row.trials.lib[0] as Trial, actualBare: row.trials.bare[0] });
   }
 
@@ -737,15 +755,20 @@ async function runBench(s: Scratch): Promise<void> {
     if (existsSync(join(dir, layerName('s2')))) throw new Error('two-children delete left snap-s2 behind');
     cases.push({
       label: 'delete s2 with two children (s3, current) after rollback to s2',
-      plan, exact, pve: undefined, actualLib: trial, actualBare: undefined,
+      plan,
+      exact,
+      pve: undefined,
+      actualLib: trial,
+      actualBare: undefined,
     });
   }
 
-  const exactOf = (c: ByteCase, name: string): number | undefined =>
-    name === 'rebase-children' ? c.exact.rebaseChildren : c.exact.commitChild;
+  const exactOf = (c: ByteCase, name: string): number | undefined => (name === 'rebase-children' ? c.exact.rebaseChildren : c.exact.commitChild);
   console.log('Planner figures come from a dry run (estimates from the layers\' L2 tables); "exact" is what that');
   console.log('placement must move (qemu-img map of the layers, see the comment above exactDeleteBytes).\n');
-  console.log('| delete | volchain chose: estimate / exact | alternative: estimate / exact | PVE 9 fixed strategy: exact | minimum possible | chosen = minimum? |');
+  console.log(
+    '| delete | volchain chose: estimate / exact | alternative: estimate / exact | PVE 9 fixed strategy: exact | minimum possible | chosen = minimum? |',
+  );
   console.log('|---|---|---|---|---|---|');
   for (const c of cases) {
     const chosenName = c.plan.steps.some((step) => step.kind === 'commit') ? 'commit-child' : 'rebase-children';

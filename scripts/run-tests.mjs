@@ -19,7 +19,9 @@ function listTests(dir) {
 const filters = process.argv.slice(2);
 // dist/test/lvm/ needs a volume group on a kernel with device-mapper: test/integration/lvm-guest.test.ts
 // runs those files (on a loop device here, or inside a QEMU guest), never this script directly.
-let files = listTests('dist/test').filter((f) => !f.startsWith(join('dist', 'test', 'lvm') + '/')).sort();
+let files = listTests('dist/test')
+  .filter((f) => !f.startsWith(join('dist', 'test', 'lvm') + '/'))
+  .sort();
 if (filters.length > 0) files = files.filter((f) => filters.some((w) => f.includes(w)));
 if (files.length === 0) {
   console.error(`no test files found under dist/test${filters.length ? ` matching ${filters.join(', ')}` : ''}`);

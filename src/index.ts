@@ -30,7 +30,14 @@ export type { ShrinkPolicy } from './engine/shrink-policy.js';
 export type { WipeMode } from './engine/wipe.js';
 
 // ---- configuration -------------------------------------------------------------------------------------
-export { loadStorageConfig, parseStorageConfig, type LoadOptions, type StorageConfig, type StorageDefinition, type StorageDescription } from './config/index.js';
+export {
+  loadStorageConfig,
+  parseStorageConfig,
+  type LoadOptions,
+  type StorageConfig,
+  type StorageDefinition,
+  type StorageDescription,
+} from './config/index.js';
 
 // ---- results (the --json documents and what the calls return) -----------------------------------------
 export type {

@@ -23,8 +23,7 @@ const QCOW2_MAGIC = 'QFI\xfb';
 
 export async function inspectDirBase(definition: DirStorage, base: BaseVolume): Promise<BaseInfo> {
   const path = dirLayerPath(definition.path, base.vmid, base.name, definition.imagesDir);
-  const missing = (): NotFoundError =>
-    new NotFoundError(`base volume ${definition.id}:${base.vmid}/${base.name} does not exist (looked for ${path})`);
+  const missing = (): NotFoundError => new NotFoundError(`base volume ${definition.id}:${base.vmid}/${base.name} does not exist (looked for ${path})`);
   // Throws (exit 8) for a symlinked or non-directory images/<vmid>; false when it does not exist.
   if (!checkImagesDirs(definition.path, definition.imagesDir, base.vmid)) throw missing();
   const st = checkLayerFile(path);

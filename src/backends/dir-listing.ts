@@ -59,7 +59,13 @@ export function scanDirImages(def: DirStorage, vmids: number[]): DirScan {
       try {
         volumes.push(parseVolname('dir', def.id, `${vmid}/${name}`));
       } catch (err) {
-        unlisted.push({ vmid, name, format: formatOf(name), fileBytes: regularSize(join(dirImagesDir(def.path, vmid, def.imagesDir), name)), problem: asVolchainError(err) });
+        unlisted.push({
+          vmid,
+          name,
+          format: formatOf(name),
+          fileBytes: regularSize(join(dirImagesDir(def.path, vmid, def.imagesDir), name)),
+          problem: asVolchainError(err),
+        });
       }
     }
   }

@@ -17,6 +17,7 @@ export async function explainNoSpace(err: NoSpaceError, storageDir: string, size
     return err;
   }
   const whole = preallocation === 'full' || preallocation === 'falloc';
-  const missing = whole && sizeBytes > free ? `; it needs ${formatSize(sizeBytes)}, ${formatSize(sizeBytes - free)} (${sizeBytes - free} bytes) more than is free` : '';
+  const missing =
+    whole && sizeBytes > free ? `; it needs ${formatSize(sizeBytes)}, ${formatSize(sizeBytes - free)} (${sizeBytes - free} bytes) more than is free` : '';
   return new NoSpaceError(`${err.message} (${formatSize(free)} free on ${storageDir}${missing})`, { cause: err });
 }

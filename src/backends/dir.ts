@@ -7,14 +7,7 @@ import { link, mkdir, readdir, rename, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DirStorage } from '../config/index.js';
 import { AlreadyExistsError, NoSpaceError } from '../errors.js';
-import {
-  dirImagesDir,
-  dirLayerPath,
-  parseVolname,
-  type BaseVolume,
-  type ImageFormat,
-  type VolumeRef,
-} from '../naming/index.js';
+import { dirImagesDir, dirLayerPath, parseVolname, type BaseVolume, type ImageFormat, type VolumeRef } from '../naming/index.js';
 import { FileJournalStore } from '../journal/file-store.js';
 import type { JournalStore } from '../journal/record.js';
 import * as qemuImg from '../tools/qemu-img.js';
@@ -261,5 +254,8 @@ async function listNumericDirs(dir: string): Promise<number[]> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;
   }
-  return entries.filter((e) => /^[1-9][0-9]*$/.test(e)).map(Number).sort((a, b) => a - b);
+  return entries
+    .filter((e) => /^[1-9][0-9]*$/.test(e))
+    .map(Number)
+    .sort((a, b) => a - b);
 }

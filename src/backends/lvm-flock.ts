@@ -13,11 +13,7 @@ import { flockDescriptor } from '../tools/flock.js';
  * process holds the lock. `fn` gets the locked descriptor, to hand to children that must keep the lock held
  * while they run (see RunOptions.shareFd).
  */
-export async function withFileLock<T>(
-  path: string,
-  wait: boolean,
-  fn: (waited: boolean, fd: number) => Promise<T>,
-): Promise<T | undefined> {
+export async function withFileLock<T>(path: string, wait: boolean, fn: (waited: boolean, fd: number) => Promise<T>): Promise<T | undefined> {
   await mkdir(dirname(path), { recursive: true });
   const handle = await open(path, 'a');
   try {

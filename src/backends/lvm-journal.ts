@@ -139,7 +139,10 @@ export class LvmJournalStore implements JournalStore {
         if ((await this.vg.freshRow(row.name)) === undefined) continue;
         // Still there and unreadable (damaged, or not activatable here): that VM's operation is pending and
         // named by its tags with why it cannot be read, and every other VM's journal is still listed.
-        out.push({ ...summaryRecord(this.vg.storage, vmid, row), error: `journal LV ${this.vg.vg}/${row.name} could not be read here: ${(err as Error).message}` });
+        out.push({
+          ...summaryRecord(this.vg.storage, vmid, row),
+          error: `journal LV ${this.vg.vg}/${row.name} could not be read here: ${(err as Error).message}`,
+        });
       }
     }
     out.push(...(await this.fallback.list(opts)));

@@ -14,10 +14,7 @@
  * volume for every LV that belongs to exactly one volume: sure ones, and ambiguous ones the headers join to
  * one volume's chain only. An ambiguous LV joined to no chain, or to two (a corrupt header), is left out.
  */
-export function attributeLayers(
-  candidates: ReadonlyMap<string, readonly string[]>,
-  parentOf: ReadonlyMap<string, string | null>,
-): Map<string, string> {
+export function attributeLayers(candidates: ReadonlyMap<string, readonly string[]>, parentOf: ReadonlyMap<string, string | null>): Map<string, string> {
   const owner = new Map<string, string>();
   const ambiguous = new Map<string, readonly string[]>();
   for (const [name, volumes] of candidates) {
@@ -29,7 +26,7 @@ export function attributeLayers(
   const volumes = new Set([...ambiguous.values()].flat());
   for (const volume of volumes) {
     const members = new Set([...owner].filter(([, v]) => v === volume).map(([name]) => name));
-    for (let grew = true; grew; ) {
+    for (let grew = true; grew;) {
       grew = false;
       const parentsOfMembers = new Set([...members].map((m) => parentOf.get(m)).filter((p): p is string => typeof p === 'string'));
       for (const [name, allowed] of ambiguous) {

@@ -136,7 +136,10 @@ export function trustedLayerTags(lv: LvLike): TaggedLayer {
   if (isVolumeLv(lv.name) && lv.name !== volume) return {};
   const pveVolumes = lv.tags.filter((t) => t.startsWith('pve-') && isVolumeLv(t.slice(4))).map((t) => t.slice(4));
   if (pveVolumes.length > 0 && !pveVolumes.includes(volume)) return {};
-  const vmids = lv.tags.map((t) => /^pve-vm-([1-9][0-9]*)$/.exec(t)?.[1]).filter((v) => v !== undefined).map(Number);
+  const vmids = lv.tags
+    .map((t) => /^pve-vm-([1-9][0-9]*)$/.exec(t)?.[1])
+    .filter((v) => v !== undefined)
+    .map(Number);
   if (vmids.length > 0 && !vmids.includes(vmidOfVolume(volume))) return {};
   return tagged;
 }

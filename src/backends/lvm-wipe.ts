@@ -42,7 +42,11 @@ export interface Chunk {
 
 /** The ranges that zero `[fromBytes, totalBytes)` in chunks of `chunkBytes` (the last may be shorter). */
 export function planChunks(totalBytes: number, fromBytes: number, chunkBytes: number): Chunk[] {
-  for (const [what, n] of [['total', totalBytes], ['start', fromBytes], ['chunk', chunkBytes]] as const) {
+  for (const [what, n] of [
+    ['total', totalBytes],
+    ['start', fromBytes],
+    ['chunk', chunkBytes],
+  ] as const) {
     if (!Number.isSafeInteger(n) || n < 0 || n % 512 !== 0) throw new InvalidInputError(`wipe ${what} ${n} is not a multiple of 512 bytes`);
   }
   if (chunkBytes === 0) throw new InvalidInputError('wipe chunk size must not be 0');

@@ -88,14 +88,7 @@ import {
   VolchainError,
   asVolchainError,
 } from '../errors.js';
-import {
-  isVolchainTemporaryName,
-  lvmLayerPath,
-  parseVolname,
-  snapshotOfLayerName,
-  type ImageFormat,
-  type VolumeRef,
-} from '../naming/index.js';
+import { isVolchainTemporaryName, lvmLayerPath, parseVolname, snapshotOfLayerName, type ImageFormat, type VolumeRef } from '../naming/index.js';
 import { readQcow2Header, validateLayerHeader, type Qcow2Header } from '../qcow2/index.js';
 import * as lvm from '../tools/lvm.js';
 import { measureFullyAllocated } from '../tools/lvm-measure.js';
@@ -257,9 +250,7 @@ export class LvmBackend implements Backend {
 
   async createImage(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number): Promise<void> {
     if (format === 'qcow2' && !this.capabilities.volumeChain) {
-      throw new NotSupportedError(
-        `storage '${this.id}' holds qcow2 volumes only with 'snapshot-as-volume-chain 1' (as Proxmox VE 9): allocate a raw volume`,
-      );
+      throw new NotSupportedError(`storage '${this.id}' holds qcow2 volumes only with 'snapshot-as-volume-chain 1' (as Proxmox VE 9): allocate a raw volume`);
     }
     if (!isVolumeLv(layerName, vmid)) throw new InvalidInputError(`${layerName} is not a volume name of VM ${vmid}`);
     const report = await this.fresh();
@@ -333,9 +324,7 @@ export class LvmBackend implements Backend {
   async prepareGrow(_vmid: number, layerName: string, sizeBytes: number): Promise<void> {
     const report = await this.fresh();
     const row = this.requireRow(report, layerName);
-    const target = isQcow2Lv(layerName)
-      ? await this.fullSize(report, sizeBytes)
-      : lvm.roundUpTo(sizeBytes, report.vg.extentSizeBytes);
+    const target = isQcow2Lv(layerName) ? await this.fullSize(report, sizeBytes) : lvm.roundUpTo(sizeBytes, report.vg.extentSizeBytes);
     if (row.sizeBytes >= target) return;
     this.ensureFree(report, target - row.sizeBytes, `growing ${layerName} to ${target} bytes`);
     await this.resizeRow(report, row, target);
@@ -419,7 +408,13 @@ export class LvmBackend implements Backend {
     const { members, volumeOf } = this.membersOf(report, vmid, layerNames, parentOf);
     const foreign = candidates.filter((r) => wasInactive.has(r.name) && !members.includes(r));
     if (foreign.length > 0) {
-      await this.mutating(() => lvm.activateLvs(this.vg, foreign.map((r) => r.name), 'n'));
+      await this.mutating(() =>
+        lvm.activateLvs(
+          this.vg,
+          foreign.map((r) => r.name),
+          'n',
+        ),
+      );
       for (const row of foreign) row.active = false;
     }
     const drifted: string[] = [];
@@ -460,7 +455,13 @@ export class LvmBackend implements Backend {
     }
     const active = this.membersOf(report, vmid, layerNames, parentOf).members.filter((r) => r.active);
     if (active.length === 0) return;
-    await this.mutating(() => lvm.activateLvs(this.vg, active.map((r) => r.name), 'n'));
+    await this.mutating(() =>
+      lvm.activateLvs(
+        this.vg,
+        active.map((r) => r.name),
+        'n',
+      ),
+    );
     for (const row of active) row.active = false;
   }
 
@@ -587,8 +588,7 @@ export class LvmBackend implements Backend {
     const free = report.vg.freeBytes;
     if (bytes <= free) return;
     throw new NoSpaceError(
-      `storage '${this.id}' (VG ${this.vg}): ${what} needs ${bytes} bytes, but only ${free} are free: ` +
-        `${bytes - free} bytes missing${wipeHint(report)}`,
+      `storage '${this.id}' (VG ${this.vg}): ${what} needs ${bytes} bytes, but only ${free} are free: ` + `${bytes - free} bytes missing${wipeHint(report)}`,
     );
   }
 
@@ -608,7 +608,13 @@ export class LvmBackend implements Backend {
     this.ensureFree(report, sizeBytes, `${what} (${sizeBytes} bytes as an LV)`);
     await this.mutating(() =>
       lvm.createLv({
-        vg: this.vg, name, sizeBytes, tags, activation: this.activation(report), extentSizeBytes: report.vg.extentSizeBytes, ...opts,
+        vg: this.vg,
+        name,
+        sizeBytes,
+        tags,
+        activation: this.activation(report),
+        extentSizeBytes: report.vg.extentSizeBytes,
+        ...opts,
       }),
     );
     const attr = '-wi-a-----';
@@ -642,7 +648,13 @@ export class LvmBackend implements Backend {
   private async activateRows(report: Report, rows: readonly lvm.LvRow[]): Promise<void> {
     const inactive = rows.filter((r) => !r.active);
     if (inactive.length > 0) {
-      await this.mutating(() => lvm.activateLvs(this.vg, inactive.map((r) => r.name), this.activation(report)));
+      await this.mutating(() =>
+        lvm.activateLvs(
+          this.vg,
+          inactive.map((r) => r.name),
+          this.activation(report),
+        ),
+      );
       for (const row of inactive) row.active = true;
     }
     // Every path about to be opened leads to its own LV (lvm-device.ts), whoever made the /dev entry.
@@ -775,7 +787,12 @@ export class LvmBackend implements Backend {
       // The VG cannot be read here (e.g. not on this host): what the progress files say is all there is.
       return files.filter((p) => p.vg === this.vg).map((p) => this.toPending(p));
     }
-    return rows.map((row) => this.toPending(files.find((p) => p.lv === row.name), row));
+    return rows.map((row) =>
+      this.toPending(
+        files.find((p) => p.lv === row.name),
+        row,
+      ),
+    );
   }
 
   removalLog(): string {
@@ -846,8 +863,16 @@ export class LvmBackend implements Backend {
     const from = resumeOffset(await readWipeProgress(dir, name), row);
     const now = new Date().toISOString();
     const progress: WipeProgress = {
-      lv: name, vg: this.vg, storage: this.id, uuid: row.uuid, totalBytes: row.sizeBytes, doneBytes: from,
-      pid: process.pid, host: hostname(), startedAt: now, updatedAt: now,
+      lv: name,
+      vg: this.vg,
+      storage: this.id,
+      uuid: row.uuid,
+      totalBytes: row.sizeBytes,
+      doneBytes: from,
+      pid: process.pid,
+      host: hostname(),
+      startedAt: now,
+      updatedAt: now,
     };
     await writeWipeProgress(dir, progress);
     opts.onProgress?.(this.toPending(progress, row));
@@ -862,7 +887,8 @@ export class LvmBackend implements Backend {
       for (const chunk of planChunks(row.sizeBytes, from, chunkSizeFor(throughput))) {
         // The zeroing command gets the lock's descriptor: if we die, the lock stays until it ends too.
         progress.method = await lvm.zeroRange(path, chunk.offset, chunk.length, {
-          shareFd: fd, ...(progress.method === 'dd' ? { prefer: 'dd' as const } : {}),
+          shareFd: fd,
+          ...(progress.method === 'dd' ? { prefer: 'dd' as const } : {}),
         });
         // Recorded only once on stable storage, so that a resumed wipe never skips a range.
         await lvm.flushDevice(path);
@@ -953,7 +979,10 @@ function newLayerVolume(name: string): string | undefined {
 
 /** The one volume an untagged LV can belong to, judged by the names in the report. */
 function soleVolume(row: lvm.LvRow, report: Report): string | undefined {
-  const owners = volumesOfLv(row, [...report.rows.keys()].filter((n) => isVolumeLv(n)));
+  const owners = volumesOfLv(
+    row,
+    [...report.rows.keys()].filter((n) => isVolumeLv(n)),
+  );
   return owners.length === 1 ? owners[0] : undefined;
 }
 
@@ -984,4 +1013,3 @@ function moveRow(report: Report, from: string, to: string): void {
 function crashPoint(point: string): void {
   if (process.env.VOLCHAIN_LVM_CRASH_AT === point) process.kill(process.pid, 'SIGKILL');
 }
-

@@ -17,9 +17,7 @@ export interface BackendOptions {
  */
 export function createBackend(def: StorageDefinition, opts: BackendOptions = {}): Backend {
   if (!def.supported) {
-    throw new NotSupportedError(
-      `storage '${def.id}' has type '${def.type}', which volchain does not drive (supported: dir, nfs, cifs, lvm)`,
-    );
+    throw new NotSupportedError(`storage '${def.id}' has type '${def.type}', which volchain does not drive (supported: dir, nfs, cifs, lvm)`);
   }
   assertAvailableHere(def, { env: opts.env ?? process.env });
   return def.backend === 'dir' ? new DirBackend(def) : new LvmBackend(def, { shrinkFrozen: opts.shrinkFrozen ?? true });

@@ -28,7 +28,14 @@ export function renderAttachInfo(info: AttachInfo): string {
       lines.push(
         table(
           ['LAYER', 'SNAPSHOT', 'NODE', 'FILE NODE', 'MODE', 'OPENED AS'],
-          d.layers.map((l) => [l.layer, l.snapshot ?? '(current)', l.node, l.protocolNode ?? '-', l.readOnly ? 'ro' : 'rw', l.openedAs === null ? '-' : l.openedAs.split('/').pop() ?? '']),
+          d.layers.map((l) => [
+            l.layer,
+            l.snapshot ?? '(current)',
+            l.node,
+            l.protocolNode ?? '-',
+            l.readOnly ? 'ro' : 'rw',
+            l.openedAs === null ? '-' : (l.openedAs.split('/').pop() ?? ''),
+          ]),
         )
           .split('\n')
           .map((l) => `  ${l}`)

@@ -152,7 +152,7 @@ export function buildProgram() {
     .command('path')
     .description('print the path of a volume (or of one of its snapshot layers)')
     .argument('<volid>')
-    .option('--snapshot <name>', 'path of this snapshot\'s layer')
+    .option('--snapshot <name>', "path of this snapshot's layer")
     .option('--json', 'machine-readable output')
     .action(async (volid, opts) => {
       const vc = await open();
@@ -214,9 +214,7 @@ export function buildProgram() {
     .option('--qmp <socket>', "the VM runs: act live through QEMU's QMP socket")
     .option('--dry-run', 'print the plan, change nothing')
     .option('--json', 'machine-readable output')
-    .action(async (volid, snap, opts) =>
-      mutating(opts, (vc, call) => vc.snapshotCreate(volid, snap, call), `created snapshot '${snap}' of ${volid}`),
-    );
+    .action(async (volid, snap, opts) => mutating(opts, (vc, call) => vc.snapshotCreate(volid, snap, call), `created snapshot '${snap}' of ${volid}`));
   snapshot
     .command('list')
     .description('show the snapshot tree')
@@ -237,11 +235,7 @@ export function buildProgram() {
     .option('--dry-run', 'print the plan, change nothing')
     .option('--json', 'machine-readable output')
     .action(async (volid, snap, opts) =>
-      mutating(
-        opts,
-        (vc, call) => vc.snapshotRollback(volid, snap, { ...call, purgeNewer: opts.purgeNewer ?? false }),
-        `rolled ${volid} back to '${snap}'`,
-      ),
+      mutating(opts, (vc, call) => vc.snapshotRollback(volid, snap, { ...call, purgeNewer: opts.purgeNewer ?? false }), `rolled ${volid} back to '${snap}'`),
     );
   snapshot
     .command('delete')
@@ -251,9 +245,7 @@ export function buildProgram() {
     .option('--qmp <socket>', "the VM runs: act live through QEMU's QMP socket")
     .option('--dry-run', 'print the plan, change nothing')
     .option('--json', 'machine-readable output')
-    .action(async (volid, snap, opts) =>
-      mutating(opts, (vc, call) => vc.snapshotDelete(volid, snap, call), `deleted snapshot '${snap}' of ${volid}`),
-    );
+    .action(async (volid, snap, opts) => mutating(opts, (vc, call) => vc.snapshotDelete(volid, snap, call), `deleted snapshot '${snap}' of ${volid}`));
 
   const vm = program.command('vm').description('snapshots of all disks of a VM at once');
   /** What every VM-wide snapshot command takes. */
@@ -269,7 +261,11 @@ export function buildProgram() {
       .option('--dry-run', 'print the plans, change nothing')
       .option('--json', 'machine-readable output');
   vmSnapshotCommand('snapshot', 'snapshot every disk of a VM: all disks or none').action(async (vmid, snap, opts) =>
-    mutating(opts, (vc, call) => vc.vmSnapshot(vmid, snap, { ...call, ...onlyStorage(opts.storage), ...vmConfigOf(opts.vmConfig) }), `created snapshot '${snap}' of every disk of VM ${vmid}`),
+    mutating(
+      opts,
+      (vc, call) => vc.vmSnapshot(vmid, snap, { ...call, ...onlyStorage(opts.storage), ...vmConfigOf(opts.vmConfig) }),
+      `created snapshot '${snap}' of every disk of VM ${vmid}`,
+    ),
   );
   vmSnapshotCommand('rollback', 'roll every disk of a VM back to a snapshot')
     .option('--purge-newer', 'delete the snapshots newer than <snap> as well')
@@ -303,8 +299,13 @@ export function buildProgram() {
     .command('qemu-args')
     .description('print the -blockdev options that open volumes the way volchain expects (headers validated first)')
     .argument('<volid...>')
-    .option('--json', 'machine-readable output (with each volume\'s top node for -device ...,drive=)')
-    .option('--drive-id <id>', 'PVE drive id (scsi0, virtio1, ...) of the volid in the same position: PVE 9\'s node names and throttle node', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option('--json', "machine-readable output (with each volume's top node for -device ...,drive=)")
+    .option(
+      '--drive-id <id>',
+      "PVE drive id (scsi0, virtio1, ...) of the volid in the same position: PVE 9's node names and throttle node",
+      (v: string, prev: string[]) => [...prev, v],
+      [] as string[],
+    )
     .action(async (volids, opts) => {
       const args = await (await open()).qemuArgs(volids, { driveIds: opts.driveId });
       if (opts.json) printJson(args);
@@ -323,7 +324,10 @@ export function buildProgram() {
       if (opts.json) printJson({ pending, wipes, journalFiles } satisfies StatusJson);
       else if (pending.length === 0 && wipes.length === 0 && journalFiles.length === 0) print('no unfinished operations');
       else {
-        for (const p of pending) print(`${p.volid}: ${p.plan.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host}, ${p.summaryOnly ? 'steps not readable here (its journal LV is not active on this host)' : `${p.completedSteps}/${p.plan.steps.length} steps done`}${p.error ? ` (stopped: ${escapeUnsafe(p.error)})` : ''}`);
+        for (const p of pending)
+          print(
+            `${p.volid}: ${p.plan.operation} started ${p.startedAt} by pid ${p.pid} on ${p.host}, ${p.summaryOnly ? 'steps not readable here (its journal LV is not active on this host)' : `${p.completedSteps}/${p.plan.steps.length} steps done`}${p.error ? ` (stopped: ${escapeUnsafe(p.error)})` : ''}`,
+          );
         for (const w of wipes) print(renderRemoval(w));
         for (const f of journalFiles) print(renderJournalLeftover(f));
       }
@@ -359,7 +363,9 @@ export function buildProgram() {
         return;
       }
       const lines = [
-        ...result.finished.map((f) => `wiped and removed ${f.storage}:${f.layer} (${f.bytes} bytes${f.resumedFromBytes > 0 ? `, continued at ${f.resumedFromBytes}` : ''})`),
+        ...result.finished.map(
+          (f) => `wiped and removed ${f.storage}:${f.layer} (${f.bytes} bytes${f.resumedFromBytes > 0 ? `, continued at ${f.resumedFromBytes}` : ''})`,
+        ),
         ...result.waited.map((w) => `${w.storage}:${w.layer} was wiped and removed by pid ${w.pid ?? '?'}`),
         ...result.busy.map((b) => `${renderRemoval(b)}: 'volchain wipe --wait' waits for it`),
       ];
@@ -376,7 +382,9 @@ export function buildProgram() {
     .option('--json', 'machine-readable output')
     .action(async (volid, opts) => {
       if (volid === undefined && !opts.all) throw new InvalidInputError('repair needs a <volid> or --all');
-      const results = await (await open()).repair(volid !== undefined ? { volid } : {}, {
+      const results = await (
+        await open()
+      ).repair(volid !== undefined ? { volid } : {}, {
         dryRun: opts.dryRun ?? false,
         ...(opts.qmp !== undefined ? { qmp: opts.qmp } : {}),
       });

@@ -24,7 +24,11 @@ export function showSnapshotName(name: string): string {
 
 export function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
   return [line(headers), ...rows.map(line)].join('\n');
 }
 
@@ -147,7 +151,9 @@ export function renderSnapshotTree(listing: SnapshotListing): string {
       return `current  (${written === null ? UNREADABLE : `${formatSize(written)} written since${since}`})${flags(listing.current)}  <- you are here`;
     }
     const s = byName.get(name);
-    return s ? `${showSnapshotName(s.name)}  (${s.definedBytes === null ? UNREADABLE : `${formatSize(s.definedBytes)} data`})${flags(s)}` : showSnapshotName(name);
+    return s
+      ? `${showSnapshotName(s.name)}  (${s.definedBytes === null ? UNREADABLE : `${formatSize(s.definedBytes)} data`})${flags(s)}`
+      : showSnapshotName(name);
   };
   const children = (name: string): string[] => {
     // In `children`, 'current' is the current layer (a leaf), never a snapshot of that name.
@@ -192,7 +198,7 @@ export function renderSpace(space: PlanSpace, label = 'space'): string[] {
   const net = (bytes: number): string => (bytes >= 0 ? `takes ${formatSize(bytes)}` : `frees ${formatSize(-bytes)}`);
   const released =
     space.releasedBytes === null
-      ? "then shrinks the frozen layer to its image end (how much it gives back is known once the LV is active)"
+      ? 'then shrinks the frozen layer to its image end (how much it gives back is known once the LV is active)'
       : `gives back ${formatSize(space.releasedBytes)} by shrinking the frozen layer to its image end`;
   return [
     `${label}: allocates ${formatSize(space.allocatedBytes)} for the new layer(s), ${released}` +

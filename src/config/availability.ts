@@ -77,8 +77,7 @@ export function isMounted(req: MountRequirement, table: readonly MountEntry[]): 
   return table.some(
     (m) =>
       m.mountpoint === req.mountpoint &&
-      (req.fstype === undefined ||
-        (m.fstype.startsWith(req.fstype) && (m.source === req.source || m.source === `${req.source ?? ''}/`))),
+      (req.fstype === undefined || (m.fstype.startsWith(req.fstype) && (m.source === req.source || m.source === `${req.source ?? ''}/`))),
   );
 }
 
@@ -101,15 +100,10 @@ export function mountPresent(req: MountRequirement, table: readonly MountEntry[]
  * Refuses a storage this host must not use, before anything reads or writes it: not among its `nodes`,
  * or its share / mount point not mounted. Every operation goes through here (backends are made here).
  */
-export function assertAvailableHere(
-  def: StorageDefinition,
-  opts: { node?: string; env?: NodeJS.ProcessEnv; mounts?: readonly MountEntry[] } = {},
-): void {
+export function assertAvailableHere(def: StorageDefinition, opts: { node?: string; env?: NodeJS.ProcessEnv; mounts?: readonly MountEntry[] } = {}): void {
   const node = opts.node ?? localNodeName();
   if (!availableOnNode(def, node)) {
-    throw new NotSupportedError(
-      `storage '${def.id}' is not available on node '${node}' (its nodes: ${(def.nodes ?? []).join(', ') || 'none'})`,
-    );
+    throw new NotSupportedError(`storage '${def.id}' is not available on node '${node}' (its nodes: ${(def.nodes ?? []).join(', ') || 'none'})`);
   }
   const req = def.supported && def.backend === 'dir' ? def.mount : undefined;
   if (req !== undefined && !mountPresent(req, opts.mounts ?? readMountTable(opts.env))) {

@@ -178,15 +178,8 @@ function bracketIPv6(server: string): string {
  * (PVE's default format), else qcow2, volchain's own default (PVE's would be raw, which cannot hold
  * snapshots on dir storage). A `format` volchain cannot create (vmdk, subvol) is refused, not replaced.
  */
-export function defaultAllocFormat(def: {
-  id: string;
-  supported: boolean;
-  backend?: 'dir' | 'lvm';
-  format?: string | undefined;
-}): 'qcow2' | 'raw' {
+export function defaultAllocFormat(def: { id: string; supported: boolean; backend?: 'dir' | 'lvm'; format?: string | undefined }): 'qcow2' | 'raw' {
   if (!def.supported || def.backend !== 'dir' || def.format === undefined) return 'qcow2';
   if (def.format === 'qcow2' || def.format === 'raw') return def.format;
-  throw new NotSupportedError(
-    `storage '${def.id}' has default format '${def.format}', which volchain cannot create; give --format qcow2 or --format raw`,
-  );
+  throw new NotSupportedError(`storage '${def.id}' has default format '${def.format}', which volchain cannot create; give --format qcow2 or --format raw`);
 }

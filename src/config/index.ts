@@ -25,16 +25,7 @@ export type {
   SupportedStorage,
 } from './storage-config.js';
 export { defaultAllocFormat } from './dir-storage.js';
-export {
-  PROC_MOUNTS,
-  assertAvailableHere,
-  availableOnNode,
-  isMounted,
-  localNodeName,
-  mountPresent,
-  parseMountTable,
-  readMountTable,
-} from './availability.js';
+export { PROC_MOUNTS, assertAvailableHere, availableOnNode, isMounted, localNodeName, mountPresent, parseMountTable, readMountTable } from './availability.js';
 export type { MountEntry } from './availability.js';
 export { PVE_LOCAL_PATH, withPveLocal } from './pve-local.js';
 export { PVE_STORAGE_CFG, defaultStorageConfig, describeStorage, loadStorageConfig } from './load.js';

@@ -72,11 +72,7 @@ async function readIfPresent(file: string): Promise<string | undefined> {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
-    throw new ConfigError(
-      file,
-      undefined,
-      `exists but cannot be read: ${describeFsError(err)}; run as a user that can read it or give --config FILE`,
-    );
+    throw new ConfigError(file, undefined, `exists but cannot be read: ${describeFsError(err)}; run as a user that can read it or give --config FILE`);
   }
 }
 
@@ -101,10 +97,7 @@ export function defaultStorageConfig(env: NodeJS.ProcessEnv = process.env): Stor
     preallocation: DEFAULT_DIR_PREALLOCATION,
   };
   // Built through the same reader as a file so the default obeys every rule a user's config does.
-  const local = storageFromSection(
-    { type: 'dir', id: 'local', options, line: 1, optionLines: {}, bareKeys: [] },
-    EMBEDDED_DEFAULT_SOURCE,
-  );
+  const local = storageFromSection({ type: 'dir', id: 'local', options, line: 1, optionLines: {}, bareKeys: [] }, EMBEDDED_DEFAULT_SOURCE);
   return { source: EMBEDDED_DEFAULT_SOURCE, storages: [local] };
 }
 
@@ -115,15 +108,8 @@ function defaultDataDir(env: NodeJS.ProcessEnv): string {
   if (xdg !== undefined && posix.isAbsolute(xdg)) return posix.join(xdg, 'volchain');
   const home = env.HOME;
   if (home !== undefined && posix.isAbsolute(home)) return posix.join(home, '.local', 'share', 'volchain');
-  const why =
-    home === undefined || home === ''
-      ? 'neither $XDG_DATA_HOME nor $HOME is set'
-      : `$HOME ('${home}') is not absolute`;
-  throw new ConfigError(
-    EMBEDDED_DEFAULT_SOURCE,
-    undefined,
-    `cannot place the default storage: ${why}; set one of them or give --config FILE`,
-  );
+  const why = home === undefined || home === '' ? 'neither $XDG_DATA_HOME nor $HOME is set' : `$HOME ('${home}') is not absolute`;
+  throw new ConfigError(EMBEDDED_DEFAULT_SOURCE, undefined, `cannot place the default storage: ${why}; set one of them or give --config FILE`);
 }
 
 /** The stable shape of `volchain storage list --json`: every field always present, null where it does not apply. */

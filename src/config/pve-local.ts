@@ -27,10 +27,7 @@ export function withPveLocal(sections: readonly StorageSection[]): StorageSectio
   const local = sections.find((s) => s.id === 'local');
   const others = sections.filter((s) => s.id !== 'local');
   // A bare `path` (no value) is one PVE skips as unparsable, so it counts as missing here too.
-  const path =
-    local !== undefined && Object.hasOwn(local.options, 'path') && !local.bareKeys.includes('path')
-      ? local.options.path
-      : undefined;
+  const path = local !== undefined && Object.hasOwn(local.options, 'path') && !local.bareKeys.includes('path') ? local.options.path : undefined;
   if (local === undefined || local.type !== 'dir' || (path !== undefined && path !== PVE_LOCAL_PATH)) {
     return [pveDefaultLocal(), ...others];
   }

@@ -36,14 +36,7 @@ export const PVE_QEMU_SERVER_DIR = '/etc/pve/qemu-server';
  * $MAX_VIRTIO_DISKS 16, $MAX_SATA_DISKS 6, then efidisk0 and tpmstate0). `unusedN` are not drives: PVE
  * never snapshots them.
  */
-export const DRIVE_KEYS: readonly string[] = [
-  ...range('ide', 4),
-  ...range('scsi', 31),
-  ...range('virtio', 16),
-  ...range('sata', 6),
-  'efidisk0',
-  'tpmstate0',
-];
+export const DRIVE_KEYS: readonly string[] = [...range('ide', 4), ...range('scsi', 31), ...range('virtio', 16), ...range('sata', 6), 'efidisk0', 'tpmstate0'];
 
 function range(prefix: string, count: number): string[] {
   return Array.from({ length: count }, (_, i) => `${prefix}${String(i)}`);

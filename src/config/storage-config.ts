@@ -152,9 +152,7 @@ export function parseSections(text: string, fileName: string): StorageSection[] 
 
     if (/^\s/.test(raw)) {
       if (!current) {
-        const after = lastSectionEnd
-          ? ` (the empty line ${lastSectionEnd.line} ended section '${lastSectionEnd.id}')`
-          : '';
+        const after = lastSectionEnd ? ` (the empty line ${lastSectionEnd.line} ended section '${lastSectionEnd.id}')` : '';
         fail(`option line outside any section${after}: ${JSON.stringify(raw.trim())}`);
       }
       current.addOption(raw, lineNo, fail);
@@ -163,10 +161,7 @@ export function parseSections(text: string, fileName: string): StorageSection[] 
 
     if (current) {
       const hint = whitespaceBefore ? ' (a line of only spaces or tabs does not end a section)' : '';
-      fail(
-        `section header ${JSON.stringify(raw.trim())} must follow an empty line${hint}; ` +
-          `Proxmox VE would read it as part of section '${current.id}'`,
-      );
+      fail(`section header ${JSON.stringify(raw.trim())} must follow an empty line${hint}; ` + `Proxmox VE would read it as part of section '${current.id}'`);
     }
     const header = /^(\S+?):\s*(\S+)\s*$/.exec(raw);
     const type = header?.[1];
@@ -283,8 +278,7 @@ function supportedFromSection(section: StorageSection, fileName: string): Suppor
   const nodesText = text('nodes');
   const common = {
     id: section.id,
-    content:
-      contentText === undefined ? [...DEFAULT_CONTENT[type]] : parseContent(contentText, (m) => fail('content', m)),
+    content: contentText === undefined ? [...DEFAULT_CONTENT[type]] : parseContent(contentText, (m) => fail('content', m)),
     shared: flag('shared') || ALWAYS_SHARED_TYPES.has(type),
     disable: flag('disable'),
     nodes: nodesText === undefined ? undefined : parseNodes(nodesText, (m) => fail('nodes', m)),
@@ -302,8 +296,7 @@ function supportedFromSection(section: StorageSection, fileName: string): Suppor
   if (!isValidVgName(vgname)) {
     fail(
       'vgname',
-      `invalid volume group name '${vgname}': LVM allows letters, digits, '+', '_', '.', '-' ` +
-        `(not first), at most 127 characters, and not '.' or '..'`,
+      `invalid volume group name '${vgname}': LVM allows letters, digits, '+', '_', '.', '-' ` + `(not first), at most 127 characters, and not '.' or '..'`,
     );
   }
   return { ...common, type, supported: true, backend: 'lvm', vgname, saferemove: flag('saferemove') };
@@ -343,8 +336,7 @@ export function findStorage(config: StorageConfig, id: string): StorageDefinitio
   if (found) return found;
   const known = config.storages.map((storage) => storage.id);
   throw new NotFoundError(
-    `storage '${id}' is not defined in ${config.source}; ` +
-      (known.length > 0 ? `known storages: ${known.join(', ')}` : 'it defines no storage'),
+    `storage '${id}' is not defined in ${config.source}; ` + (known.length > 0 ? `known storages: ${known.join(', ')}` : 'it defines no storage'),
   );
 }
 
@@ -368,8 +360,7 @@ export function formatStorageConfig(sections: readonly Pick<StorageSection, 'typ
       }
       if (value === '' || value !== value.trim() || /[\n\r\u2028\u2029]/.test(value)) {
         throw new InvalidInputError(
-          `storage '${id}': option '${key}' value ${JSON.stringify(value)} must be non-empty, on one line, ` +
-            `without leading or trailing whitespace`,
+          `storage '${id}': option '${key}' value ${JSON.stringify(value)} must be non-empty, on one line, ` + `without leading or trailing whitespace`,
         );
       }
       lines.push(`\t${key} ${value}`);

@@ -46,7 +46,9 @@ export async function settleCloneBase(
   const given = volume.base;
   if (ref === undefined) {
     if (given !== undefined) {
-      throw new InvalidInputError(`volume ${volid} is not a linked clone: its chain does not end in base volume ${given.name}; address it as '${volume.storage}:${volume.vmid}/${volume.name}'`);
+      throw new InvalidInputError(
+        `volume ${volid} is not a linked clone: its chain does not end in base volume ${given.name}; address it as '${volume.storage}:${volume.vmid}/${volume.name}'`,
+      );
     }
     return undefined;
   }
@@ -62,7 +64,7 @@ export async function settleCloneBase(
   }
   if (!backend.inspectBase) {
     // Unreachable: the header policy accepts the reference only when the backend can check it.
-    throw new UnsafeImageError(holder, 'backing reference leaves the volume\'s directory', ref);
+    throw new UnsafeImageError(holder, "backing reference leaves the volume's directory", ref);
   }
   const info = await backend.inspectBase(base);
   return { ...info, ref, volume: base, volid: baseVolid };
@@ -80,12 +82,18 @@ export function checkRebaseTarget(layer: string, onto: string | null, ontoFormat
     const base = parseBaseBackingRef(onto);
     if (base !== undefined ? ontoFormat === base.format : ontoFormat === undefined && backingNameProblem(onto) === undefined) return;
   }
-  throw new UnsafeImageError(layer, `rebase target ${JSON.stringify(onto)} (format ${JSON.stringify(ontoFormat ?? 'qcow2')}) is neither a layer of this volume nor a linked clone's base volume`);
+  throw new UnsafeImageError(
+    layer,
+    `rebase target ${JSON.stringify(onto)} (format ${JSON.stringify(ontoFormat ?? 'qcow2')}) is neither a layer of this volume nor a linked clone's base volume`,
+  );
 }
 
 /** The volids of the linked clones among `entries` whose base is `baseVolid` (entries read from one storage). */
 export function clonesOf(baseVolid: string, entries: readonly { volid: string; base?: string | null }[]): string[] {
-  return entries.filter((e) => e.base === baseVolid).map((e) => e.volid).sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
+  return entries
+    .filter((e) => e.base === baseVolid)
+    .map((e) => e.volid)
+    .sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
 }
 
 /**

@@ -85,16 +85,14 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
       await journal.stepStarted(index);
       injectFault(plan, index, 'started');
       opts.onEvent?.({
-        type: 'step', volid: plan.volid, index, total: plan.steps.length, description: describeStep(step), long: isLong(step),
+        type: 'step',
+        volid: plan.volid,
+        index,
+        total: plan.steps.length,
+        description: describeStep(step),
+        long: isLong(step),
       });
-      await runStep(
-        backend,
-        plan.vmid,
-        step,
-        (percent) => opts.onEvent?.({ type: 'progress', volid: plan.volid, index, percent }),
-        false,
-        opts.live,
-      );
+      await runStep(backend, plan.vmid, step, (percent) => opts.onEvent?.({ type: 'progress', volid: plan.volid, index, percent }), false, opts.live);
       injectFault(plan, index, 'after');
       await journal.stepDone(index);
       opts.onEvent?.({ type: 'step-done', volid: plan.volid, index });

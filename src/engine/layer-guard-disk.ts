@@ -32,8 +32,15 @@ export async function guardPlanOnDisk(backend: Backend, plan: Plan, layerNames: 
       throw err;
     }
     layers.set(name, {
-      name, snapshot: undefined, parent: header.backingFile, children: [], path, virtualSize: header.virtualSize,
-      definedBytes: 0, usedBytes: 0, header,
+      name,
+      snapshot: undefined,
+      parent: header.backingFile,
+      children: [],
+      path,
+      virtualSize: header.virtualSize,
+      definedBytes: 0,
+      usedBytes: 0,
+      header,
     });
   }
   guardSteps({ layers }, plan.steps);

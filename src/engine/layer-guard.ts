@@ -80,8 +80,7 @@ export function guardSteps(tree: Pick<VolumeTree, 'layers'>, steps: readonly Ste
     if (header.corrupt && USES[use].corrupt) {
       throw new CorruptImageError(
         node.name,
-        `is marked corrupt by QEMU, and volchain never has such a layer ${what}; repair it first with ` +
-          `'qemu-img check -r all -f qcow2 ${node.path}'`,
+        `is marked corrupt by QEMU, and volchain never has such a layer ${what}; repair it first with ` + `'qemu-img check -r all -f qcow2 ${node.path}'`,
       );
     }
     const internal = header.internalSnapshots.map((s) => s.name);
@@ -170,8 +169,7 @@ export function refuseDeeperChain(tree: VolumeTree, backing: string, operation: 
   const depth = (chainDepths(tree).get(backing) ?? 0) + 1;
   if (depth > maxDepth) {
     throw new NotSupportedError(
-      `${operation} of ${tree.volid} would make its chain ${depth} layers deep, more than the limit of ${maxDepth}: ` +
-        `delete a snapshot first`,
+      `${operation} of ${tree.volid} would make its chain ${depth} layers deep, more than the limit of ${maxDepth}: ` + `delete a snapshot first`,
     );
   }
 }

@@ -54,9 +54,7 @@ interface ForeignEntry extends Omit<EntryBase, 'format'> {
 
 /** A volume read normally (`problem: null`), or one that could not be read, with why. */
 export type VolumeListEntry =
-  | (EntryBase & VolumeSummary & { problem: null })
-  | (EntryBase & Unread & { problem: VolumeProblem })
-  | (ForeignEntry & Unread & { problem: VolumeProblem });
+  (EntryBase & VolumeSummary & { problem: null }) | (EntryBase & Unread & { problem: VolumeProblem }) | (ForeignEntry & Unread & { problem: VolumeProblem });
 
 /**
  * Lists the volumes of `backend` (optionally of one VM); `summarize` reads one volume and throws what any
@@ -137,7 +135,15 @@ export async function listVolumeEntries(
 }
 
 function volumeFor(entry: VolumeListEntry): VolumeRef {
-  return { storage: entry.storage, kind: 'dir', vmid: entry.vmid, name: entry.name, format: entry.format as ImageFormat, volname: `${entry.vmid}/${entry.name}`, template: true };
+  return {
+    storage: entry.storage,
+    kind: 'dir',
+    vmid: entry.vmid,
+    name: entry.name,
+    format: entry.format as ImageFormat,
+    volname: `${entry.vmid}/${entry.name}`,
+    template: true,
+  };
 }
 
 /** The volume (on this storage, under this storage's id) a journal record is about, if its volid parses. */

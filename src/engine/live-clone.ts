@@ -53,12 +53,16 @@ export function splitCloneBase(tree: Pick<VolumeTree, 'base' | 'volid'>, chain: 
   if (base === undefined) return { chain, problems: [] };
   const last = chain.layers[chain.layers.length - 1];
   if (last === undefined || !isBaseLayer(last, base.path)) {
-    return { chain, problems: [`QEMU's chain of ${tree.volid} does not end in its base volume ${base.volid} (${base.path}): the guest would not see the template's data`] };
+    return {
+      chain,
+      problems: [`QEMU's chain of ${tree.volid} does not end in its base volume ${base.volid} (${base.path}): the guest would not see the template's data`],
+    };
   }
   const problems: string[] = [];
   const format = base.volume.format === 'raw' ? 'raw' : 'qcow2';
   if (last.driver !== format) problems.push(`QEMU opened base volume ${base.volid} as ${last.driver}, it is ${format}`);
   if (!last.readOnly) problems.push(`QEMU has base volume ${base.volid} writable (node ${last.node}): a base volume is never written`);
-  if (last.virtualSize !== base.virtualSize) problems.push(`QEMU sees ${last.virtualSize} bytes for base volume ${base.volid} (node ${last.node}), its header says ${base.virtualSize}`);
+  if (last.virtualSize !== base.virtualSize)
+    problems.push(`QEMU sees ${last.virtualSize} bytes for base volume ${base.volid} (node ${last.node}), its header says ${base.virtualSize}`);
   return { chain: { ...chain, layers: chain.layers.slice(0, -1) }, base: { ref: base.ref, volid: base.volid, qemu: last }, problems };
 }

@@ -207,7 +207,13 @@ export async function runLiveStep(backend: Backend, vmid: number, step: LiveStep
       return;
     }
     case 'qmp-rename':
-      return runQmpRename(c, live.socket, backend.layerPath(vmid, step.layer), step.openedAs !== undefined ? backend.layerPath(vmid, step.openedAs) : undefined, step);
+      return runQmpRename(
+        c,
+        live.socket,
+        backend.layerPath(vmid, step.layer),
+        step.openedAs !== undefined ? backend.layerPath(vmid, step.openedAs) : undefined,
+        step,
+      );
     case 'qmp-close':
       // One at a time: deleting a format node also frees a file node nested in it (nodes volchain's
       // qmp-rename or PVE opened), and nested nodes are freed with their parent.
@@ -218,10 +224,13 @@ export async function runLiveStep(backend: Backend, vmid: number, step: LiveStep
 
 /** Switches every disk of one operation in one QMP transaction (all or none, at one instant). */
 export async function snapshotTransaction(live: LiveSession, steps: readonly Extract<LiveStep, { kind: 'qmp-snapshot' }>[]): Promise<void> {
-  const pending: typeof steps[number][] = [];
+  const pending: (typeof steps)[number][] = [];
   for (const s of steps) if (!(await isSwitched(live, s))) pending.push(s);
   if (pending.length === 0) return;
-  await transaction(live.client, pending.map((s) => snapshotAction(s.node, s.overlay)));
+  await transaction(
+    live.client,
+    pending.map((s) => snapshotAction(s.node, s.overlay)),
+  );
 }
 
 async function isSwitched(live: LiveSession, step: Extract<LiveStep, { kind: 'qmp-snapshot' }>): Promise<boolean> {
@@ -236,7 +245,9 @@ async function isSwitched(live: LiveSession, step: Extract<LiveStep, { kind: 'qm
  */
 async function restoreReadOnly(live: LiveSession, node: string): Promise<void> {
   const view = await readBlockView(live.client);
-  const chain = view.chains.find((ch) => ch.layers.some((l) => l.node === node) && ch.devices.length > 0) ?? view.chains.find((ch) => ch.layers.some((l) => l.node === node));
+  const chain =
+    view.chains.find((ch) => ch.layers.some((l) => l.node === node) && ch.devices.length > 0) ??
+    view.chains.find((ch) => ch.layers.some((l) => l.node === node));
   const at = chain?.layers.findIndex((l) => l.node === node) ?? -1;
   const l = chain?.layers[at];
   if (!chain || at <= 0 || !l || l.readOnly || l.protocolNode === undefined) return;
@@ -296,10 +307,7 @@ async function followJob(
           if (o.untilReady && p.status === 'ready') resolve();
         },
       });
-      job.then(
-        () => (o.untilReady ? reject(new QmpJobError(jobId, 'failed', 'ended before it was ready to complete')) : resolve()),
-        reject,
-      );
+      job.then(() => (o.untilReady ? reject(new QmpJobError(jobId, 'failed', 'ended before it was ready to complete')) : resolve()), reject);
     });
   } finally {
     live.signal?.removeEventListener('abort', cancel);
@@ -333,7 +341,11 @@ const isBarrier = (step: Step | undefined): step is Extract<LiveStep, { kind: 'q
  * Runs the plans of one operation: each plan up to its qmp-snapshot step, then those steps of every plan in
  * one transaction, then the rest. Offline plans (disks QEMU does not have open) run alongside.
  */
-export async function executeGroup(entries: readonly GroupEntry[], live: LiveSession | undefined, opts: { onEvent?: (e: EngineEvent) => void } = {}): Promise<void> {
+export async function executeGroup(
+  entries: readonly GroupEntry[],
+  live: LiveSession | undefined,
+  opts: { onEvent?: (e: EngineEvent) => void } = {},
+): Promise<void> {
   const cursor = entries.map(() => 0);
   const done: { entry: number; step: Step }[] = [];
   let running: { entry: number; step: Step }[] = [];
@@ -365,7 +377,11 @@ export async function executeGroup(entries: readonly GroupEntry[], live: LiveSes
           const index = cursor[i] as number;
           running = [{ entry: i, step }];
           await begin(i);
-          await dispatchStep(e.backend, e.plan.vmid, step, { onProgress: (percent) => opts.onEvent?.({ type: 'progress', volid: e.plan.volid, index, percent }), redo: false, live });
+          await dispatchStep(e.backend, e.plan.vmid, step, {
+            onProgress: (percent) => opts.onEvent?.({ type: 'progress', volid: e.plan.volid, index, percent }),
+            redo: false,
+            live,
+          });
           await end(i);
           running = [];
         }

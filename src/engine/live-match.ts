@@ -60,9 +60,7 @@ export interface VmMatch {
 function ownersOfName(backend: Backend, volumes: readonly VolumeRef[], name: string): VolumeRef[] {
   return volumes.filter(
     (v) =>
-      v.name === name ||
-      snapshotOfLayerName(backend.kind, v.name, name) !== undefined ||
-      isVolchainTemporaryName(name, backend.kind)?.volumeName === v.name,
+      v.name === name || snapshotOfLayerName(backend.kind, v.name, name) !== undefined || isVolchainTemporaryName(name, backend.kind)?.volumeName === v.name,
   );
 }
 
@@ -99,7 +97,11 @@ export function matchVm(view: QemuBlockView, disks: readonly DiskInput[]): VmMat
       const here =
         first && l.path !== undefined
           ? (() => {
-              const names = ownersOfName(first.backend, inDir.map((d) => d.volume), basename(l.path));
+              const names = ownersOfName(
+                first.backend,
+                inDir.map((d) => d.volume),
+                basename(l.path),
+              );
               return inDir.filter((d) => names.includes(d.volume));
             })()
           : [];
@@ -129,7 +131,8 @@ export function matchVm(view: QemuBlockView, disks: readonly DiskInput[]): VmMat
     const withDevice = chains.filter((c) => c.devices.length > 0);
     let main: QemuChain | undefined;
     if (withDevice.length === 1) main = withDevice[0];
-    else if (withDevice.length > 1) disk.problems.push(`${withDevice.length} chains of ${disk.volid} are attached to devices (${withDevice.flatMap((c) => c.devices).join(', ')})`);
+    else if (withDevice.length > 1)
+      disk.problems.push(`${withDevice.length} chains of ${disk.volid} are attached to devices (${withDevice.flatMap((c) => c.devices).join(', ')})`);
     else {
       const sameLength = chains.filter((c) => c.layers.length === wanted.length + (disk.tree.base ? 1 : 0));
       if (chains.length === 1) main = chains[0];
@@ -176,7 +179,8 @@ function compareChain(disk: DiskInput & { volid: string }, chain: QemuChain, wan
     if (i === 0 && q.readOnly) problems.push(`QEMU has the current layer ${l.name} of ${v} read-only (node ${q.node})`);
     // PVE 9 opens every layer of a drive read-write (its throttle filter on top keeps the guest's view), so a
     // writable layer below a filter is how PVE left it, not a sign of a job (jobs are checked on their own).
-    if (i > 0 && !q.readOnly && chain.filters.length === 0) problems.push(`QEMU has snapshot layer ${l.name} of ${v} writable (node ${q.node}): a job may be running on it`);
+    if (i > 0 && !q.readOnly && chain.filters.length === 0)
+      problems.push(`QEMU has snapshot layer ${l.name} of ${v} writable (node ${q.node}): a job may be running on it`);
     if (q.virtualSize !== l.virtualSize) {
       problems.push(`QEMU sees ${q.virtualSize} bytes for ${l.name} of ${v} (node ${q.node}), its header says ${l.virtualSize}`);
     }

@@ -147,11 +147,26 @@ export function planLiveSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snaps
     const active = chainChild === tree.current;
     const job = jobId('commit', snap.node);
     steps.push({
-      kind: 'qmp-commit', top: chainChild, topNode: childNode.node, base: target.name, baseNode: snap.node, rootNode: disk.rootFilter ?? root.node,
-      active, bytes: child.definedBytes, jobId: job,
+      kind: 'qmp-commit',
+      top: chainChild,
+      topNode: childNode.node,
+      base: target.name,
+      baseNode: snap.node,
+      rootNode: disk.rootFilter ?? root.node,
+      active,
+      bytes: child.definedBytes,
+      jobId: job,
     });
     if (active) {
-      steps.push({ kind: 'qmp-pivot', top: chainChild, topNode: childNode.node, base: target.name, baseNode: snap.node, jobId: job, resume: disk.guestRunning });
+      steps.push({
+        kind: 'qmp-pivot',
+        top: chainChild,
+        topNode: childNode.node,
+        base: target.name,
+        baseNode: snap.node,
+        jobId: job,
+        resume: disk.guestRunning,
+      });
       steps.push({ kind: 'qmp-resume', resume: disk.guestRunning });
     }
     steps.push(close(chainChild, childNode));
@@ -177,9 +192,15 @@ export function planLiveSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snaps
     }
   } else {
     steps.push({
-      kind: 'qmp-stream', layer: chainChild, node: childNode.node, from: target.name, onto,
+      kind: 'qmp-stream',
+      layer: chainChild,
+      node: childNode.node,
+      from: target.name,
+      onto,
       baseNode: target.parent !== undefined ? nodeOf(disk, tree, target.parent).node : ontoBase ? baseNodeOf(disk, tree) : null,
-      bytes: target.definedBytes, jobId: jobId('stream', childNode.node), ...ontoFormat,
+      bytes: target.definedBytes,
+      jobId: jobId('stream', childNode.node),
+      ...ontoFormat,
     });
     steps.push(...branchRebases);
     steps.push(close(target.name, snap));

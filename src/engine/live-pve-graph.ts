@@ -86,5 +86,12 @@ export function pveRename(
   /** The name the old nodes were opened under, when the plan renamed the layer away from it and that name is free. */
   openedAs?: string,
 ): LiveStep {
-  return { kind: 'qmp-rename', layer, node: old.node, protocolNode: old.protocolNode, to: pveLayerNodeNames(driveId, tree.volid, snapshot), ...(openedAs !== undefined ? { openedAs } : {}) };
+  return {
+    kind: 'qmp-rename',
+    layer,
+    node: old.node,
+    protocolNode: old.protocolNode,
+    to: pveLayerNodeNames(driveId, tree.volid, snapshot),
+    ...(openedAs !== undefined ? { openedAs } : {}),
+  };
 }

@@ -12,6 +12,14 @@ export function pveDriveTop(driveId: string, formatNode: string): { group: Recor
   const group = pveThrottleGroupId(driveId);
   return {
     group: { 'qom-type': 'throttle-group', id: group, limits: {} },
-    node: { driver: 'throttle', 'node-name': pveTopNodeName(driveId), 'throttle-group': group, file: formatNode, discard: 'unmap', 'detect-zeroes': 'unmap', 'read-only': false },
+    node: {
+      driver: 'throttle',
+      'node-name': pveTopNodeName(driveId),
+      'throttle-group': group,
+      file: formatNode,
+      discard: 'unmap',
+      'detect-zeroes': 'unmap',
+      'read-only': false,
+    },
   };
 }

@@ -58,7 +58,11 @@ export async function delIfPresent(c: QmpClient, node: string | undefined): Prom
   }
 }
 
-function optionsOf(info: BlockDeviceInfo | undefined): { discard: 'unmap' | 'ignore'; 'detect-zeroes': string; cache: { direct: boolean; 'no-flush': boolean } } {
+function optionsOf(info: BlockDeviceInfo | undefined): {
+  discard: 'unmap' | 'ignore';
+  'detect-zeroes': string;
+  cache: { direct: boolean; 'no-flush': boolean };
+} {
   return { discard: discardOf(info), 'detect-zeroes': info?.detect_zeroes ?? 'unmap', cache: cacheOf(info) };
 }
 
@@ -87,7 +91,10 @@ export async function runQmpRename(c: QmpClient, socket: string, path: string, o
     if (layer && layer.node !== step.to.format) {
       const above = chain.layers[at - 1];
       if (!above || above.driver !== 'qcow2' || above.protocolNode === undefined) {
-        throw new VolchainError('INTERNAL', `node ${step.node} of ${step.layer} has no qcow2 node above it in QEMU's chain: only layers below the top are reopened`);
+        throw new VolchainError(
+          'INTERNAL',
+          `node ${step.node} of ${step.layer} has no qcow2 node above it in QEMU's chain: only layers below the top are reopened`,
+        );
       }
       const byName = new Map(view.nodes.map((n) => [n['node-name'], n]));
       const old = byName.get(step.node);
@@ -128,7 +135,17 @@ export async function runQmpRename(c: QmpClient, socket: string, path: string, o
       });
       // A reopen resets every option not given: give the node above all it has (QEMU's report, PVE's defaults).
       await c.execute('blockdev-reopen', {
-        options: [{ driver: 'qcow2', 'node-name': above.node, file: above.protocolNode, backing: step.to.format, 'read-only': above.readOnly, ...optionsOf(aboveInfo), ...noUnref }],
+        options: [
+          {
+            driver: 'qcow2',
+            'node-name': above.node,
+            file: above.protocolNode,
+            backing: step.to.format,
+            'read-only': above.readOnly,
+            ...optionsOf(aboveInfo),
+            ...noUnref,
+          },
+        ],
       });
     }
     await delIfPresent(c, step.node);

@@ -16,7 +16,16 @@ import type { LiveStep, LiveStepKind, Step } from '../model/plan.js';
 // The step shapes live in src/model/ (types only, shared with the journal); re-exported for existing importers.
 export type { LiveStep, LiveStepKind };
 
-const LIVE_KINDS: ReadonlySet<string> = new Set<LiveStepKind>(['qmp-open', 'qmp-snapshot', 'qmp-stream', 'qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close', 'qmp-rename']);
+const LIVE_KINDS: ReadonlySet<string> = new Set<LiveStepKind>([
+  'qmp-open',
+  'qmp-snapshot',
+  'qmp-stream',
+  'qmp-commit',
+  'qmp-pivot',
+  'qmp-resume',
+  'qmp-close',
+  'qmp-rename',
+]);
 
 export function isLiveStep(step: { kind: string }): step is LiveStep {
   return LIVE_KINDS.has(step.kind);
@@ -71,7 +80,14 @@ export function offlineEquivalent(step: LiveStep): Step | null {
   switch (step.kind) {
     case 'qmp-stream':
       // onto a linked clone's base: its format goes with it (checkRebaseTarget checks both).
-      return { kind: 'rebase', layer: step.layer, from: step.from, onto: step.onto, bytes: step.bytes, ...(step.ontoFormat ? { ontoFormat: step.ontoFormat } : {}) };
+      return {
+        kind: 'rebase',
+        layer: step.layer,
+        from: step.from,
+        onto: step.onto,
+        bytes: step.bytes,
+        ...(step.ontoFormat ? { ontoFormat: step.ontoFormat } : {}),
+      };
     case 'qmp-commit':
       // An active commit is only finished by its pivot; the pivot's equivalent does the commit.
       return step.active ? null : { kind: 'commit', top: step.top, base: step.base, bytes: step.bytes };

@@ -64,7 +64,7 @@ export type LiveTarget = { volid: string } | { vmid: number | string; storage?: 
 /** The socket to use for `vmid`: the explicit one, else $VOLCHAIN_QMP_DIR/<vmid>.qmp if that is set. */
 export function qmpSocketFor(vmid: number, explicit?: string, env: NodeJS.ProcessEnv = process.env): { socket: string; explicit: boolean } | undefined {
   if (explicit !== undefined) {
-    if (explicit === '') throw new InvalidInputError('--qmp needs the path of QEMU\'s QMP socket');
+    if (explicit === '') throw new InvalidInputError("--qmp needs the path of QEMU's QMP socket");
     return { socket: explicit, explicit: true };
   }
   const dir = env['VOLCHAIN_QMP_DIR'];
@@ -138,7 +138,9 @@ export async function qemuArgs(vc: Volchain, volids: readonly string[], opts: { 
     await refuseUnfinished(backend, volume.vmid);
     const tree = await readVolumeTree(backend, volume);
     if (tree.leftovers.length > 0) {
-      throw new PendingOperationError(`${tree.volid} has leftovers of an interrupted operation (${tree.leftovers.join(', ')}); run 'volchain repair ${tree.volid}'`);
+      throw new PendingOperationError(
+        `${tree.volid} has leftovers of an interrupted operation (${tree.leftovers.join(', ')}); run 'volchain repair ${tree.volid}'`,
+      );
     }
     const chain = ancestry(tree, tree.current);
     const specs: ChainLayerSpec[] = chain.map((l, i) => ({
@@ -175,7 +177,16 @@ export async function qemuArgs(vc: Volchain, volids: readonly string[], opts: { 
         return { layer: l.name, snapshot: l.snapshot ?? null, node: names?.format ?? '', protocolNode: names?.protocol ?? '', path: l.path, readOnly: i > 0 };
       }),
       ...(baseSpec && tree.base
-        ? { base: { volid: tree.base.volid, ref: baseSpec.name, node: built.byLayer.get(baseSpec.name)?.format ?? '', protocolNode: built.byLayer.get(baseSpec.name)?.protocol ?? '', path: baseSpec.path, readOnly: true } }
+        ? {
+            base: {
+              volid: tree.base.volid,
+              ref: baseSpec.name,
+              node: built.byLayer.get(baseSpec.name)?.format ?? '',
+              protocolNode: built.byLayer.get(baseSpec.name)?.protocol ?? '',
+              path: baseSpec.path,
+              readOnly: true,
+            },
+          }
         : {}),
       nodes: built.nodes,
     });
@@ -187,16 +198,18 @@ export async function qemuArgs(vc: Volchain, volids: readonly string[], opts: { 
   }
   // Two clones of one base share its read-only nodes (same names without --drive-id): each is defined once.
   const defined = new Map<string, string>();
-  const nodes = volumes.flatMap((v) => v.nodes).filter((n) => {
-    const json = JSON.stringify(n);
-    const before = defined.get(n['node-name']);
-    if (before === undefined) {
-      defined.set(n['node-name'], json);
-      return true;
-    }
-    if (before !== json) throw new InvalidInputError(`node ${n['node-name']} would be defined twice with different options`);
-    return false;
-  });
+  const nodes = volumes
+    .flatMap((v) => v.nodes)
+    .filter((n) => {
+      const json = JSON.stringify(n);
+      const before = defined.get(n['node-name']);
+      if (before === undefined) {
+        defined.set(n['node-name'], json);
+        return true;
+      }
+      if (before !== json) throw new InvalidInputError(`node ${n['node-name']} would be defined twice with different options`);
+      return false;
+    });
   return { volumes, objects, argv: [...objects.flatMap((o) => ['-object', JSON.stringify(o)]), ...blockdevArgv(nodes)] };
 }
 
@@ -256,14 +269,16 @@ export async function attachInfo(vc: Volchain, vmidText: number | string, explic
           readOnly: l.qemu.readOnly,
         })),
         detached: d.detached.flatMap((c) => c.layers.map((l) => ({ node: l.node, openedAs: l.path ?? null }))),
-        base: d.base ? { volid: d.base.volid, ref: d.base.ref, node: d.base.qemu.node, openedAs: d.base.qemu.path ?? null, readOnly: d.base.qemu.readOnly } : null,
+        base: d.base
+          ? { volid: d.base.volid, ref: d.base.ref, node: d.base.qemu.node, openedAs: d.base.qemu.path ?? null, readOnly: d.base.qemu.readOnly }
+          : null,
         problems: d.problems,
       })),
       others: [
         ...match.unmatched.map((u) => ({ nodes: u.chain.layers.map((l) => l.node), openedAs: u.chain.layers.map((l) => l.path ?? null), reason: u.reason })),
         ...view.chains
           .filter((c) => !claimed.has(c))
-          .map((c) => ({ nodes: c.layers.map((l) => l.node), openedAs: c.layers.map((l) => l.path ?? null), reason: 'not a layer of this VM\'s volumes' })),
+          .map((c) => ({ nodes: c.layers.map((l) => l.node), openedAs: c.layers.map((l) => l.path ?? null), reason: "not a layer of this VM's volumes" })),
       ],
       jobs: view.jobs,
     };
@@ -374,7 +389,12 @@ async function runLive(vc: Volchain, target: LiveTarget, operation: string, opts
       return planned.map((p) => p.plan);
     };
     if (opts.dryRun) return await work();
-    return await vc.withVmLocks(disks.map((d) => d.backend), vmid, operation, work);
+    return await vc.withVmLocks(
+      disks.map((d) => d.backend),
+      vmid,
+      operation,
+      work,
+    );
   } finally {
     await conn.client.close();
   }

@@ -42,9 +42,7 @@ export async function acquireLock(path: string, operation: string, timeoutMs = l
     const acquired = await flockDescriptor(handle.fd, path, timeoutMs / 1000);
     if (!acquired) {
       const holder = await readHolder(handle);
-      const who = holder
-        ? `held by pid ${holder.pid} on ${holder.host} (${holder.operation}, since ${holder.since})`
-        : 'held by another process';
+      const who = holder ? `held by pid ${holder.pid} on ${holder.host} (${holder.operation}, since ${holder.since})` : 'held by another process';
       throw new LockedError(`${path} is ${who}; gave up after ${timeoutMs / 1000}s (VOLCHAIN_LOCK_TIMEOUT)`, {
         fields: { path, holder: holder ? { pid: holder.pid, host: holder.host, operation: holder.operation, since: holder.since } : null },
       });

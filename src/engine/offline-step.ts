@@ -16,13 +16,7 @@ import { checkRebaseTarget } from './clone-base.js';
  * With `redo`, a step that may already have happened (repair after a crash) first checks whether its effect
  * is there, so that running any step twice is harmless.
  */
-export async function runOfflineStep(
-  backend: Backend,
-  vmid: number,
-  step: Step,
-  onProgress?: (percent: number) => void,
-  redo = false,
-): Promise<void> {
+export async function runOfflineStep(backend: Backend, vmid: number, step: Step, onProgress?: (percent: number) => void, redo = false): Promise<void> {
   // A live step here is a programming error (it would be silently skipped by the switch below).
   if (isLiveStep(step)) throw new VolchainError('INTERNAL', `step ${step.kind} needs QEMU: run it through dispatchStep`);
   const path = (name: string): string => backend.layerPath(vmid, name);
@@ -90,4 +84,3 @@ export async function runOfflineStep(
     }
   }
 }
-

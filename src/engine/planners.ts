@@ -25,9 +25,7 @@ function sizing(ctx: PlanContext, steps: Step[]): Step[] {
 function requireSnapshottable(tree: VolumeTree): void {
   refuseTemplate(tree, 'take, roll back or delete snapshots of it');
   if (tree.volume.format !== 'qcow2') {
-    throw new NotSupportedError(
-      `${tree.volid} is a raw volume: snapshots need qcow2 (convert it with 'qemu-img convert -O qcow2' into a new volume)`,
-    );
+    throw new NotSupportedError(`${tree.volid} is a raw volume: snapshots need qcow2 (convert it with 'qemu-img convert -O qcow2' into a new volume)`);
   }
   if (tree.leftovers.length > 0) {
     throw new PendingOperationError(
@@ -81,12 +79,17 @@ export function planSnapshotCreate(tree: VolumeTree, ctx: PlanContext, snapshot:
     });
   }
   const clash = findSnapshot(tree, snapshot);
-  if (clash) throw new AlreadyExistsError(`snapshot '${clash.snapshot ?? snapshot}' of ${tree.volid} already exists${clash.snapshot !== snapshot ? ' (names that differ only in case are refused)' : ''}`);
+  if (clash)
+    throw new AlreadyExistsError(
+      `snapshot '${clash.snapshot ?? snapshot}' of ${tree.volid} already exists${clash.snapshot !== snapshot ? ' (names that differ only in case are refused)' : ''}`,
+    );
   refuseDeeperChain(tree, tree.current, `snapshot create '${snapshot}'`);
   const frozen = snapshotLayerName(ctx.kind, tree.volume.name, snapshot);
   // With '-' in snapshot names one layer name can fit two volumes (layer-names.ts): never take another's.
   if (tree.foreignLayers?.includes(frozen)) {
-    throw new AlreadyExistsError(`snapshot '${snapshot}' of ${tree.volid} would be layer ${frozen}, which another volume's chain already uses: choose another name`);
+    throw new AlreadyExistsError(
+      `snapshot '${snapshot}' of ${tree.volid} would be layer ${frozen}, which another volume's chain already uses: choose another name`,
+    );
   }
   const tmp = temporaryLayerName(ctx.kind, tree.volume.name, 'create');
   return guarded(tree, {
@@ -167,7 +170,11 @@ export function planSnapshotDelete(tree: VolumeTree, ctx: PlanContext, snapshot:
       // The oldest snapshot of a linked clone: its children are rebased onto the base volume, which the
       // rebase only reads. Never onto no backing (that would copy the whole template into each child).
       ...children.map((c): Step => ({
-        kind: 'rebase', layer: c.name, from: target.name, onto: target.parent ?? target.base ?? null, bytes: target.definedBytes,
+        kind: 'rebase',
+        layer: c.name,
+        from: target.name,
+        onto: target.parent ?? target.base ?? null,
+        bytes: target.definedBytes,
         ...(target.parent === undefined && target.base !== undefined && tree.base ? { ontoFormat: tree.base.volume.format } : {}),
       })),
       { kind: 'remove', layer: target.name },
@@ -242,9 +249,7 @@ export function planResize(tree: VolumeTree, sizeBytes: number, ctx?: PlanContex
   refuseTemplate(tree, 'resize it');
   const current = layer(tree, tree.current);
   if (sizeBytes < current.virtualSize) {
-    throw new InvalidInputError(
-      `cannot shrink ${tree.volid} from ${current.virtualSize} to ${sizeBytes} bytes: volchain only grows volumes`,
-    );
+    throw new InvalidInputError(`cannot shrink ${tree.volid} from ${current.virtualSize} to ${sizeBytes} bytes: volchain only grows volumes`);
   }
   if (sizeBytes === current.virtualSize) {
     throw new InvalidInputError(`${tree.volid} already has ${sizeBytes} bytes`);

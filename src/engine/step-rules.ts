@@ -76,12 +76,7 @@ export function injectFault(plan: Plan, index: number, moment: FaultMoment): voi
   const crash = process.env.VOLCHAIN_CRASH_AT;
   if (crash) {
     const [op, step, when = 'started', volume] = crash.split(':');
-    if (
-      op === plan.operation &&
-      Number(step) === index + 1 &&
-      when === moment &&
-      (volume === undefined || plan.volid.endsWith(volume))
-    ) {
+    if (op === plan.operation && Number(step) === index + 1 && when === moment && (volume === undefined || plan.volid.endsWith(volume))) {
       process.kill(process.pid, 'SIGKILL');
     }
   }

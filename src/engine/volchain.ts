@@ -16,15 +16,7 @@ import {
   type StorageConfig,
   type StorageDescription,
 } from '../config/index.js';
-import {
-  InvalidInputError,
-  LockedError,
-  NotFoundError,
-  NotSupportedError,
-  PendingOperationError,
-  VolchainError,
-  asVolchainError,
-} from '../errors.js';
+import { InvalidInputError, LockedError, NotFoundError, NotSupportedError, PendingOperationError, VolchainError, asVolchainError } from '../errors.js';
 import {
   formatVolid,
   isVolchainTemporaryName,
@@ -49,14 +41,7 @@ import { finishDeferredRemovals, resolveWipeMode, type BackgroundWipeRunner, typ
 import { resolveShrinkFrozen, type ShrinkPolicy } from './shrink-policy.js';
 import { refuseNewBranch, resolveKeepBranches } from './branch-policy.js';
 import type { Plan } from '../model/plan.js';
-import {
-  planFree,
-  planResize,
-  planSnapshotCreate,
-  planSnapshotDelete,
-  planSnapshotRollback,
-  type PlanContext,
-} from './planners.js';
+import { planFree, planResize, planSnapshotCreate, planSnapshotDelete, planSnapshotRollback, type PlanContext } from './planners.js';
 import { layerFlags, treeLayerFlags, type LayerFlags, type LayerFlagsEntry } from './layer-guard.js';
 import { ancestry, layer, readVolumeTree, snapshotLayers, type LayerNode, type ReadTreeOptions, type VolumeTree } from './volume-tree.js';
 import { vmDisksFromConfig, vmDisksOnStorages, vmTarget, type VmTargetOptions } from './vm-disks.js';
@@ -66,16 +51,7 @@ import { refuseFreeOfUsedBase, templateClones } from './templates.js';
 import { estimatePlanSpace, layersFrozenBy, snapshotSpace, spaceEstimable } from './space.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import { checkImage } from '../tools/qemu-img.js';
-import {
-  attachInfo,
-  liveSnapshotCreate,
-  liveSnapshotDelete,
-  openRepairSession,
-  qemuArgs,
-  refuseLiveRollback,
-  type AttachInfo,
-  type QemuArgs,
-} from './live.js';
+import { attachInfo, liveSnapshotCreate, liveSnapshotDelete, openRepairSession, qemuArgs, refuseLiveRollback, type AttachInfo, type QemuArgs } from './live.js';
 
 export interface VolchainOptions {
   /**
@@ -207,7 +183,10 @@ export class Volchain {
 
   private readonly lockTimeoutMs: number | undefined;
 
-  constructor(readonly config: StorageConfig, options: VolchainOptions = {}) {
+  constructor(
+    readonly config: StorageConfig,
+    options: VolchainOptions = {},
+  ) {
     this.lockTimeoutMs = options.lockTimeoutMs;
     this.wipeMode = resolveWipeMode(options.wipe);
     this.backgroundWipe = options.backgroundWipe;
@@ -244,12 +223,7 @@ export class Volchain {
 
   // ---- volume lifecycle -------------------------------------------------------------------------------
 
-  async alloc(
-    storage: string,
-    vmidText: string | number,
-    size: string | number,
-    opts: { name?: string; format?: ImageFormat } = {},
-  ): Promise<string> {
+  async alloc(storage: string, vmidText: string | number, size: string | number, opts: { name?: string; format?: ImageFormat } = {}): Promise<string> {
     const vmid = typeof vmidText === 'number' ? vmidText : parseVmid(vmidText);
     const sizeBytes = typeof size === 'number' ? size : parseSize(size);
     if (sizeBytes % 512 !== 0) throw new InvalidInputError(`size ${sizeBytes} is not a multiple of 512 bytes`);
@@ -317,13 +291,11 @@ export class Volchain {
     const pending = (await pendingOperations(backend, { vmid: volume.vmid }))[0];
     const current = layer(tree, tree.current);
     const mode = volume.format !== 'qcow2' ? 'none' : backend.capabilities.volumeChain ? 'volume-chain' : 'internal';
-    const parent = current.parent ? layer(tree, current.parent).snapshot ?? null : null;
+    const parent = current.parent ? (layer(tree, current.parent).snapshot ?? null) : null;
     return {
       ...(await summarize(backend, tree)),
       path: current.path,
-      pendingOperation: pending
-        ? { operation: pending.plan.operation, startedAt: pending.startedAt, pid: pending.pid, host: pending.host }
-        : null,
+      pendingOperation: pending ? { operation: pending.plan.operation, startedAt: pending.startedAt, pid: pending.pid, host: pending.host } : null,
       snapshotMode: mode,
       parentSnapshot: parent,
       layers: treeLayerFlags(tree),
@@ -417,7 +389,7 @@ export class Volchain {
     const currentEntry = {
       layer: current.name,
       path: current.path,
-      parent: current.parent ? layer(tree, current.parent).snapshot ?? null : null,
+      parent: current.parent ? (layer(tree, current.parent).snapshot ?? null) : null,
       virtualSize: current.virtualSize,
       definedBytes: dataOf(current),
       usedBytes: current.usedBytes,
@@ -470,7 +442,12 @@ export class Volchain {
    * All disks of `vmid` (optionally on one storage), in a stable order: the VM config's drives when it has
    * one (`vmConfig`, else /etc/pve/qemu-server/<vmid>.conf; see vm-disks.ts), else its volumes on the storages.
    */
-  async vmVolumes(vmid: number, storage?: string, vmConfig?: string, onWarning?: (message: string) => void): Promise<{ backend: Backend; volume: VolumeRef }[]> {
+  async vmVolumes(
+    vmid: number,
+    storage?: string,
+    vmConfig?: string,
+    onWarning?: (message: string) => void,
+  ): Promise<{ backend: Backend; volume: VolumeRef }[]> {
     const fromConfig = await vmDisksFromConfig(this, vmid, { storage, vmConfig });
     if (fromConfig) return fromConfig;
     // An unavailable storage the user did not name is skipped with a warning (vm-disks.ts).
@@ -489,11 +466,17 @@ export class Volchain {
     validateSnapshotName(snapshot);
     const live = await liveSnapshotCreate(this, vmTarget(vmidText, opts), snapshot, opts);
     if (live) return live;
-    return this.vmOperation(vmidText, opts, 'vm snapshot', (tree, ctx) => planSnapshotCreate(tree, ctx, snapshot), async (done) => {
-      for (const { backend, tree } of done.reverse()) {
-        await this.undoSnapshotCreate(backend, tree.volume, snapshot);
-      }
-    });
+    return this.vmOperation(
+      vmidText,
+      opts,
+      'vm snapshot',
+      (tree, ctx) => planSnapshotCreate(tree, ctx, snapshot),
+      async (done) => {
+        for (const { backend, tree } of done.reverse()) {
+          await this.undoSnapshotCreate(backend, tree.volume, snapshot);
+        }
+      },
+    );
   }
 
   async vmRollback(vmidText: string | number, snapshot: string, opts: CallOptions & VmTargetOptions & { purgeNewer?: boolean } = {}): Promise<Plan[]> {
@@ -621,7 +604,9 @@ export class Volchain {
         if (target.volid !== undefined && record.plan.volid !== target.volid && record.group === undefined) continue;
         if (record.summaryOnly) {
           // Its steps are in a journal this host cannot read now (an LV another host holds): nothing to redo.
-          unreadable.push(`${record.plan.operation} of ${record.plan.volid} (started ${record.startedAt} by pid ${record.pid} on ${record.host}): ${record.error ?? 'its journal is not readable on this host'}`);
+          unreadable.push(
+            `${record.plan.operation} of ${record.plan.volid} (started ${record.startedAt} by pid ${record.pid} on ${record.host}): ${record.error ?? 'its journal is not readable on this host'}`,
+          );
           continue;
         }
         results.push({ volid: record.plan.volid, actions: repairActions(record) });
@@ -710,12 +695,7 @@ export class Volchain {
     return { kind: backend.kind, volumeChain: backend.capabilities.volumeChain, fixedSizeLayers: backend.capabilities.fixedSizeLayers };
   }
 
-  private async mutate(
-    volid: string,
-    operation: string,
-    opts: CallOptions,
-    plan: (tree: VolumeTree, ctx: PlanContext) => Plan,
-  ): Promise<Plan> {
+  private async mutate(volid: string, operation: string, opts: CallOptions, plan: (tree: VolumeTree, ctx: PlanContext) => Plan): Promise<Plan> {
     const { backend, volume } = this.resolve(volid);
     if (opts.dryRun) {
       // What the real run would say: it refuses over an unfinished operation (exit 7).
@@ -770,7 +750,15 @@ export class Volchain {
           await executePlan(p.backend, p.plan, { ...(opts.onEvent ? { onEvent: opts.onEvent } : {}), journal: journals[i] as Journal, ...keep });
         } catch (err) {
           const error = asVolchainError(err);
-          if (!undo) throw vmOperationStopped(operation, vmid, p.plan.volid, done.map((d) => d.tree.volid), planned.slice(i).map((q) => q.plan.volid), err);
+          if (!undo)
+            throw vmOperationStopped(
+              operation,
+              vmid,
+              p.plan.volid,
+              done.map((d) => d.tree.volid),
+              planned.slice(i).map((q) => q.plan.volid),
+              err,
+            );
           for (const j of journals.slice(i + 1)) await j.finish();
           try {
             await undo(done);
@@ -890,7 +878,12 @@ function uniqueBackends(disks: { backend: Backend }[]): Backend[] {
 
 /** The current layer, then the snapshot layers by name. */
 function chainLayerNames(tree: VolumeTree): string[] {
-  return [tree.current, ...snapshotLayers(tree).map((l) => l.name).sort()];
+  return [
+    tree.current,
+    ...snapshotLayers(tree)
+      .map((l) => l.name)
+      .sort(),
+  ];
 }
 
 /**
@@ -914,7 +907,10 @@ async function fullSizes(backend: Backend, virtualSizes: readonly number[]): Pro
  */
 async function withSpace(backend: Backend, tree: VolumeTree, plan: Plan): Promise<Plan> {
   if (!backend.fullLayerBytes || !spaceEstimable(plan)) return plan;
-  const full = await fullSizes(backend, plan.steps.flatMap((s) => (s.kind === 'create-overlay' ? [s.sizeBytes] : [])));
+  const full = await fullSizes(
+    backend,
+    plan.steps.flatMap((s) => (s.kind === 'create-overlay' ? [s.sizeBytes] : [])),
+  );
   const frozen = new Map<string, number | undefined>();
   for (const name of layersFrozenBy(plan)) frozen.set(name, await backend.frozenLayerBytes?.(tree.volume.vmid, name));
   const space = estimatePlanSpace(plan, {
@@ -929,11 +925,19 @@ async function summarize(backend: Backend, tree: VolumeTree): Promise<VolumeSumm
   const volumeChain = backend.capabilities.volumeChain;
   const current = layer(tree, tree.current);
   const snapshots = volumeChain
-    ? snapshotLayers(tree).map((l) => l.snapshot ?? '').sort()
+    ? snapshotLayers(tree)
+        .map((l) => l.snapshot ?? '')
+        .sort()
     : (current.header?.internalSnapshots.map((s) => s.name) ?? []);
   // Internal snapshots live inside the current layer: no layer of their own, counted in usedBytes.
   const frozen = volumeChain ? snapshotLayers(tree) : [];
-  const space = snapshotSpace(frozen, await fullSizes(backend, frozen.map((l) => l.virtualSize)));
+  const space = snapshotSpace(
+    frozen,
+    await fullSizes(
+      backend,
+      frozen.map((l) => l.virtualSize),
+    ),
+  );
   return {
     volid: tree.volid,
     storage: tree.volume.storage,

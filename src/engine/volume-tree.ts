@@ -7,7 +7,15 @@
 import { stat } from 'node:fs/promises';
 import type { Backend, LayerStat } from '../backends/backend.js';
 import { CorruptImageError, NotFoundError, NotSupportedError, UnsafeImageError } from '../errors.js';
-import { formatVolid, isVolchainTemporaryName, parseBaseBackingRef, parseVolumeName, sameSnapshotName, snapshotOfLayerName, type VolumeRef } from '../naming/index.js';
+import {
+  formatVolid,
+  isVolchainTemporaryName,
+  parseBaseBackingRef,
+  parseVolumeName,
+  sameSnapshotName,
+  snapshotOfLayerName,
+  type VolumeRef,
+} from '../naming/index.js';
 import { settleCloneBase, type CloneBase } from './clone-base.js';
 import { checkTreeDepth } from './chain-depth.js';
 import { readQcow2Layer, validateLayerHeader, type Qcow2Header } from '../qcow2/index.js';
@@ -223,7 +231,7 @@ function otherVolumeNames(kind: Backend['kind'], volume: VolumeRef, names: reado
 function settleAmbiguous(layers: Map<string, LayerNode>, ambiguous: ReadonlySet<string>, unreadable: ReadonlyMap<string, unknown>): string[] {
   const members = new Set([...layers.keys()].filter((n) => !ambiguous.has(n)));
   const parentsOfMembers = (): Set<string> => new Set([...members].flatMap((m) => layers.get(m)?.parent ?? []));
-  for (let grew = true; grew; ) {
+  for (let grew = true; grew;) {
     grew = false;
     const needed = parentsOfMembers();
     for (const name of ambiguous) {

@@ -56,9 +56,7 @@ export function sha256(data: Buffer): string {
 /** Headers to try, newest first. */
 export function candidates(headers: readonly (CopyHeader | undefined)[], deviceBytes: number): CopyHeader[] {
   const capacity = payloadCapacity(deviceBytes);
-  return headers
-    .filter((h): h is CopyHeader => h !== undefined && h.length <= capacity)
-    .sort((a, b) => b.generation - a.generation);
+  return headers.filter((h): h is CopyHeader => h !== undefined && h.length <= capacity).sort((a, b) => b.generation - a.generation);
 }
 
 export interface DeviceDocument {

@@ -33,12 +33,7 @@ export type Step =
   /** Steps that act through a running QEMU (engine/live-steps.ts runs them), each with an offline equivalent for repair. */
   | LiveStep;
 
-export type OperationKind =
-  | 'snapshot-create'
-  | 'snapshot-rollback'
-  | 'snapshot-delete'
-  | 'resize'
-  | 'free';
+export type OperationKind = 'snapshot-create' | 'snapshot-rollback' | 'snapshot-delete' | 'resize' | 'free';
 
 export interface StrategyOption {
   strategy: string;
@@ -106,7 +101,17 @@ export type LiveStep =
    * null: no backing at all), writing `onto` as the backing name. The child's view never changes, so a
    * cancelled stream changes nothing that matters (undo: nothing).
    */
-  | { kind: 'qmp-stream'; layer: string; node: string; from: string; onto: string | null; baseNode: string | null; bytes: number; jobId: string; ontoFormat?: 'raw' | 'qcow2' }
+  | {
+      kind: 'qmp-stream';
+      layer: string;
+      node: string;
+      from: string;
+      onto: string | null;
+      baseNode: string | null;
+      bytes: number;
+      jobId: string;
+      ontoFormat?: 'raw' | 'qcow2';
+    }
   /**
    * block-commit of `top` (node `topNode`) into its backing `base` (node `baseNode`), in the chain whose top
    * node is `rootNode`. `active`: `top` is the chain's top; the job then stops at READY and the next step

@@ -22,12 +22,7 @@ export const MAX_DISKS_PER_VM = 1024;
  * Lowest free disk name for `vmid`. `existingNames` are the file names in images/<vmid> (dir) or all LV
  * names of the VG (lvm); volids work too, since only the `…-<vmid>-disk-<n>` part is looked at.
  */
-export function nextFreeDiskName(
-  kind: StorageKind,
-  vmid: number,
-  format: ImageFormat,
-  existingNames: Iterable<string>,
-): string {
+export function nextFreeDiskName(kind: StorageKind, vmid: number, format: ImageFormat, existingNames: Iterable<string>): string {
   validateVmid(vmid);
   // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- guards a value that bypassed the types (plain-JS caller, config file)
   if (format !== 'raw' && format !== 'qcow2') {

@@ -30,14 +30,9 @@ export function snapshotLayerName(kind: StorageKind, volumeName: string, snapsho
   const { format } = parseVolumeName(kind, volumeName);
   if (format !== 'qcow2') {
     // PVE: "can't snapshot this image format" / "snapshot is working with qcow2 format only".
-    throw new NotSupportedError(
-      `volume ${quote(volumeName)} is a raw image: snapshots as volume chains need a qcow2 volume`,
-    );
+    throw new NotSupportedError(`volume ${quote(volumeName)} is a raw image: snapshots as volume chains need a qcow2 volume`);
   }
-  const layer =
-    kind === 'dir'
-      ? `snap-${snapshot}-${volumeName}`
-      : `snap_${volumeName.slice(0, -QCOW2_SUFFIX.length)}_${snapshot}${QCOW2_SUFFIX}`;
+  const layer = kind === 'dir' ? `snap-${snapshot}-${volumeName}` : `snap_${volumeName.slice(0, -QCOW2_SUFFIX.length)}_${snapshot}${QCOW2_SUFFIX}`;
   checkLayerName(kind, layer, `snapshot ${quote(snapshot)} of volume ${quote(volumeName)}`);
   return layer;
 }
@@ -68,9 +63,7 @@ export function snapshotOfLayerName(kind: StorageKind, volumeName: string, layer
 
 export function temporaryLayerName(kind: StorageKind, volumeName: string, purpose: string): string {
   if (typeof purpose !== 'string' || !PURPOSE_PATTERN.test(purpose)) {
-    throw new InvalidInputError(
-      `temporary layer purpose ${quote(purpose)} is not valid: expected 1 to 16 lower-case letters, e.g. 'create'`,
-    );
+    throw new InvalidInputError(`temporary layer purpose ${quote(purpose)} is not valid: expected 1 to 16 lower-case letters, e.g. 'create'`);
   }
   parseVolumeName(kind, volumeName);
   const layer = `${kind === 'dir' ? '.' : ''}volchain-tmp-${purpose}-${volumeName}`;
@@ -82,10 +75,7 @@ export function temporaryLayerName(kind: StorageKind, volumeName: string, purpos
  * Recognises a temporary layer name and tells which volume it belongs to. With `kind`, only that storage
  * type's form is recognised (a dot on dir, none on LVM); the volume part must be a valid volume name.
  */
-export function isVolchainTemporaryName(
-  name: string,
-  kind?: StorageKind,
-): { purpose: string; volumeName: string } | undefined {
+export function isVolchainTemporaryName(name: string, kind?: StorageKind): { purpose: string; volumeName: string } | undefined {
   if (typeof name !== 'string') return undefined;
   const match = TEMPORARY_PATTERN.exec(name);
   if (!match) return undefined;
@@ -105,15 +95,13 @@ function checkLayerName(kind: StorageKind, layer: string, what: string): void {
   const max = kind === 'dir' ? DIR_NAME_MAX_BYTES : LV_NAME_MAX;
   if (utf8Length(layer) > max) {
     throw new InvalidInputError(
-      `the layer name for the ${what} would be ${utf8Length(layer)} characters long, ` +
-        `over the ${kind} limit of ${max}: use a shorter snapshot name`,
+      `the layer name for the ${what} would be ${utf8Length(layer)} characters long, ` + `over the ${kind} limit of ${max}: use a shorter snapshot name`,
     );
   }
   const reserved = kind === 'lvm' ? lvmReservedSubstring(layer) : undefined;
   if (reserved !== undefined) {
     throw new InvalidInputError(
-      `the layer name for the ${what} would be ${quote(layer)}, which contains ${quote(reserved)}, ` +
-        'reserved by LVM: choose another snapshot name',
+      `the layer name for the ${what} would be ${quote(layer)}, which contains ${quote(reserved)}, ` + 'reserved by LVM: choose another snapshot name',
     );
   }
 }

@@ -46,9 +46,7 @@ function inside(dir: string, name: string): string {
 function checkPlainName(name: string, what: string): void {
   const plain = typeof name === 'string' && name !== '' && name !== '.' && name !== '..';
   if (!plain || name.includes('/') || name.includes('\0')) {
-    throw new InvalidInputError(
-      `${what} ${quote(name)} is not valid: expected a plain file name without '/' or NUL, not '.' or '..'`,
-    );
+    throw new InvalidInputError(`${what} ${quote(name)} is not valid: expected a plain file name without '/' or NUL, not '.' or '..'`);
   }
 }
 
@@ -57,8 +55,7 @@ function checkLvmName(name: string, what: string): void {
   checkPlainName(name, what);
   if (!LVM_NAME_CHARS.test(name) || name.startsWith('-') || name.length > LV_NAME_MAX) {
     throw new InvalidInputError(
-      `${what} ${quote(name)} is not valid: expected 1 to ${LV_NAME_MAX} of letters, digits, '+', '_', '.', '-', ` +
-        "not starting with '-'",
+      `${what} ${quote(name)} is not valid: expected 1 to ${LV_NAME_MAX} of letters, digits, '+', '_', '.', '-', ` + "not starting with '-'",
     );
   }
 }

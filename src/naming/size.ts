@@ -18,8 +18,7 @@ const MAX_SIZE_TEXT = 64;
 /** Parses a size such as `1048576`, `32G`, `1.5GiB` or `512m` into a positive whole number of bytes. */
 export function parseSize(text: string): number {
   const allowed =
-    'a positive whole number of bytes, or a number with unit K, M, G or T ' +
-    "(powers of 1024, optionally written KiB, MiB, GiB, TiB), e.g. '32G' or '1.5GiB'";
+    'a positive whole number of bytes, or a number with unit K, M, G or T ' + "(powers of 1024, optionally written KiB, MiB, GiB, TiB), e.g. '32G' or '1.5GiB'";
   if (typeof text !== 'string' || text.length === 0) {
     throw new InvalidInputError(`size must not be empty: expected ${allowed}`);
   }
@@ -33,19 +32,14 @@ export function parseSize(text: string): number {
   const scale = 10n ** BigInt(fraction.length);
   const scaled = BigInt(whole + fraction) * multiplier;
   if (scaled % scale !== 0n) {
-    throw new InvalidInputError(
-      `size ${quote(text)} is not a whole number of bytes: use a smaller unit or fewer decimals`,
-    );
+    throw new InvalidInputError(`size ${quote(text)} is not a whole number of bytes: use a smaller unit or fewer decimals`);
   }
   const bytes = scaled / scale;
   if (bytes === 0n) {
     throw new InvalidInputError(`size ${quote(text)} is zero: a disk needs at least one byte`);
   }
   if (bytes > BigInt(Number.MAX_SAFE_INTEGER)) {
-    throw new InvalidInputError(
-      `size ${quote(text)} is too large: at most ${Number.MAX_SAFE_INTEGER} bytes ` +
-        `(${formatSize(Number.MAX_SAFE_INTEGER)})`,
-    );
+    throw new InvalidInputError(`size ${quote(text)} is too large: at most ${Number.MAX_SAFE_INTEGER} bytes ` + `(${formatSize(Number.MAX_SAFE_INTEGER)})`);
   }
   return Number(bytes);
 }

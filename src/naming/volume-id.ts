@@ -16,14 +16,7 @@
  * - vmids must be canonical (pve-vmid: 100..999999999, no leading zero) so one volume has one volid.
  */
 import { InvalidInputError, NotSupportedError } from '../errors.js';
-import {
-  CONTROL_CHAR,
-  DIR_NAME_MAX_BYTES,
-  LV_NAME_MAX,
-  lvmReservedSubstring,
-  quote,
-  utf8Length,
-} from './common.js';
+import { CONTROL_CHAR, DIR_NAME_MAX_BYTES, LV_NAME_MAX, lvmReservedSubstring, quote, utf8Length } from './common.js';
 import { SNAPSHOT_NAME_MAX } from './snapshot-name.js';
 
 export type StorageKind = 'dir' | 'lvm';
@@ -76,10 +69,7 @@ const OTHER_CONTENT = new Set(['iso', 'vztmpl', 'backup', 'snippets', 'import', 
 
 export function parseVmid(text: string): number {
   if (typeof text !== 'string' || !VMID_PATTERN.test(text)) {
-    throw new InvalidInputError(
-      `VM id ${quote(text)} is not valid: expected a whole number from ${VMID_MIN} to ${VMID_MAX} ` +
-        'without leading zeros',
-    );
+    throw new InvalidInputError(`VM id ${quote(text)} is not valid: expected a whole number from ${VMID_MIN} to ${VMID_MAX} ` + 'without leading zeros');
   }
   return Number(text);
 }
@@ -95,9 +85,7 @@ function checkKind(kind: StorageKind): void {
 /** Throws unless `vmid` is a valid VM id number (pve-vmid range). */
 export function validateVmid(vmid: number): void {
   if (!Number.isInteger(vmid) || vmid < VMID_MIN || vmid > VMID_MAX) {
-    throw new InvalidInputError(
-      `VM id ${String(vmid)} is not valid: expected a whole number from ${VMID_MIN} to ${VMID_MAX}`,
-    );
+    throw new InvalidInputError(`VM id ${String(vmid)} is not valid: expected a whole number from ${VMID_MIN} to ${VMID_MAX}`);
   }
 }
 
@@ -145,8 +133,7 @@ export function parseVolname(kind: StorageKind, storage: string, volname: string
   if (kind === 'lvm') {
     if (volname.includes('/')) {
       throw new InvalidInputError(
-        `volume ${volid} is not valid: on LVM storage the volume name is the LV name alone ` +
-          "(e.g. 'vm-100-disk-0.qcow2'), without '/'",
+        `volume ${volid} is not valid: on LVM storage the volume name is the LV name alone ` + "(e.g. 'vm-100-disk-0.qcow2'), without '/'",
       );
     }
     const { vmid, format } = parseVolumeName('lvm', volname);
@@ -167,9 +154,7 @@ export function parseVolname(kind: StorageKind, storage: string, volname: string
     return { ...clone, volname, base };
   }
   if (OTHER_CONTENT.has(first)) {
-    throw new NotSupportedError(
-      `volume ${volid} is ${quote(first)} content, not a VM disk image: volchain manages VM disks only`,
-    );
+    throw new NotSupportedError(`volume ${volid} is ${quote(first)} content, not a VM disk image: volchain manages VM disks only`);
   }
   if (parts.length !== 2) {
     throw new InvalidInputError(`volume ${volid} is not valid: expected ${DIR_VOLNAME_SHAPE}`);
@@ -187,8 +172,7 @@ export function parseVolname(kind: StorageKind, storage: string, volname: string
 function parseVmidPart(volid: string, vmidText: string): number {
   if (!VMID_PATTERN.test(vmidText)) {
     throw new InvalidInputError(
-      `volume ${volid} is not valid: ${quote(vmidText)} before '/' must be a VM id from ${VMID_MIN} ` +
-        `to ${VMID_MAX} without leading zeros`,
+      `volume ${volid} is not valid: ${quote(vmidText)} before '/' must be a VM id from ${VMID_MIN} ` + `to ${VMID_MAX} without leading zeros`,
     );
   }
   return Number(vmidText);
@@ -243,10 +227,7 @@ export function validateVolumeName(kind: StorageKind, vmid: number, name: string
   const { format } = parseVolumeName(kind, name, vmid);
   const max = (kind === 'dir' ? DIR_NAME_MAX_BYTES : LV_NAME_MAX) - LAYER_NAME_OVERHEAD;
   if (utf8Length(name) > max) {
-    throw new InvalidInputError(
-      `volume name ${quote(name)} is too long for a new volume: at most ${max} characters, ` +
-        'so that snapshot layer names fit',
-    );
+    throw new InvalidInputError(`volume name ${quote(name)} is too long for a new volume: at most ${max} characters, ` + 'so that snapshot layer names fit');
   }
   const suffix = /\.(raw|vmdk|subvol)$/.exec(name);
   if (kind === 'lvm' && suffix) {
@@ -262,23 +243,14 @@ export function validateVolumeName(kind: StorageKind, vmid: number, name: string
  * Checks the name of an existing volume (file name on dir, LV name on LVM) and returns the vmid inside it
  * and its format. With `expectedVmid`, the vmid in the name must equal it.
  */
-export function parseVolumeName(
-  kind: StorageKind,
-  name: string,
-  expectedVmid?: number,
-): { vmid: number; format: ImageFormat } {
+export function parseVolumeName(kind: StorageKind, name: string, expectedVmid?: number): { vmid: number; format: ImageFormat } {
   checkKind(kind);
   if (typeof name !== 'string' || name.length === 0) throw new InvalidInputError('volume name must not be empty');
   const q = quote(name);
-  const shape =
-    kind === 'dir'
-      ? "'vm-<vmid>-<name>.qcow2' or 'vm-<vmid>-<name>.raw'"
-      : "'vm-<vmid>-<name>' (raw) or 'vm-<vmid>-<name>.qcow2'";
+  const shape = kind === 'dir' ? "'vm-<vmid>-<name>.qcow2' or 'vm-<vmid>-<name>.raw'" : "'vm-<vmid>-<name>' (raw) or 'vm-<vmid>-<name>.qcow2'";
   const max = kind === 'dir' ? DIR_NAME_MAX_BYTES : LV_NAME_MAX;
   if (utf8Length(name) > max) {
-    throw new InvalidInputError(
-      `volume name ${q} is ${utf8Length(name)} bytes long: at most ${max} are allowed on ${kind} storage`,
-    );
+    throw new InvalidInputError(`volume name ${q} is ${utf8Length(name)} bytes long: at most ${max} are allowed on ${kind} storage`);
   }
   if (name.includes('\0')) throw new InvalidInputError(`volume name ${q} contains a NUL character`);
   if (CONTROL_CHAR.test(name)) throw new InvalidInputError(`volume name ${q} contains a control character`);
@@ -289,9 +261,7 @@ export function parseVolumeName(
   if (name.startsWith('-')) throw new InvalidInputError(`volume name ${q} starts with '-': expected ${shape}`);
   if (/^snap[-_]/.test(name)) {
     // PVE parse_name_dir: "'<name>' is a snapshot filename, not a volume!"
-    throw new InvalidInputError(
-      `${q} is a snapshot layer name, not a volume: address the volume and name the snapshot instead`,
-    );
+    throw new InvalidInputError(`${q} is a snapshot layer name, not a volume: address the volume and name the snapshot instead`);
   }
   if (name.startsWith('del-')) {
     throw new InvalidInputError(`${q} is an LV being removed ('del-' prefix), not a volume`);
@@ -320,15 +290,13 @@ export function parseVolumeName(
   const vmidText = head[1] ?? '';
   if (!VMID_PATTERN.test(vmidText)) {
     throw new InvalidInputError(
-      `volume name ${q} is not valid: the VM id ${quote(vmidText)} must be from ${VMID_MIN} to ${VMID_MAX} ` +
-        'without leading zeros',
+      `volume name ${q} is not valid: the VM id ${quote(vmidText)} must be from ${VMID_MIN} to ${VMID_MAX} ` + 'without leading zeros',
     );
   }
   const vmid = Number(vmidText);
   if (expectedVmid !== undefined && vmid !== expectedVmid) {
     throw new InvalidInputError(
-      `volume name ${q} belongs to VM ${vmid}, not to VM ${expectedVmid}: ` +
-        `a volume of VM ${expectedVmid} must be named 'vm-${expectedVmid}-…'`,
+      `volume name ${q} belongs to VM ${vmid}, not to VM ${expectedVmid}: ` + `a volume of VM ${expectedVmid} must be named 'vm-${expectedVmid}-…'`,
     );
   }
   const rest = name.slice(head[0].length);

@@ -137,10 +137,7 @@ function countL2(table: Buffer, guestStart: number, entries: number, ctx: L2Cont
     // With an external data file, offset 0 is valid when bit 63 (refcount one) says the cluster is allocated.
     const hasHost = hostHi !== 0 || hostLo !== 0 || (ctx.externalData && (hi & HI_COPIED) !== 0);
     if (hasHost && (hostLo & (clusterSize - 1)) !== 0) {
-      throw new CorruptImageError(
-        ctx.layer,
-        `L2 entry for guest offset ${guest} points to unaligned host offset ${hostHi * 2 ** 32 + hostLo}`,
-      );
+      throw new CorruptImageError(ctx.layer, `L2 entry for guest offset ${guest} points to unaligned host offset ${hostHi * 2 ** 32 + hostLo}`);
     }
     if (!ctx.extendedL2) {
       if ((lo & LO_ZERO) !== 0) sums.zeroBytes += inCluster;

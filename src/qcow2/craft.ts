@@ -3,14 +3,7 @@
  * writes headers (qemu-img does); this exists so the hostile-image corpus and the fuzzers can make exactly
  * the bytes an attacker would, starting from real images. Not re-exported from index.ts.
  */
-import {
-  EXT_BACKING_FORMAT,
-  EXT_DATA_FILE,
-  EXT_END,
-  QCOW2_MAGIC,
-  V2_HEADER_LENGTH,
-  parseQcow2Header,
-} from './header.js';
+import { EXT_BACKING_FORMAT, EXT_DATA_FILE, EXT_END, QCOW2_MAGIC, V2_HEADER_LENGTH, parseQcow2Header } from './header.js';
 
 export interface HeaderExtension {
   type: number;

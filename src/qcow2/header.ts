@@ -219,8 +219,7 @@ function parse(buf: Buffer, layer: string, atEnd: boolean): Qcow2Header {
     headerLength = buf.readUInt32BE(100);
     if (headerLength < V3_MIN_HEADER_LENGTH || headerLength % 8 !== 0 || headerLength > clusterSize) {
       throw corrupt(
-        `header_length ${headerLength} is inconsistent (version 3 needs a multiple of 8 from ` +
-          `${V3_MIN_HEADER_LENGTH} to the cluster size ${clusterSize})`,
+        `header_length ${headerLength} is inconsistent (version 3 needs a multiple of 8 from ` + `${V3_MIN_HEADER_LENGTH} to the cluster size ${clusterSize})`,
       );
     }
     need(headerLength, `the header (header_length ${headerLength})`);
@@ -390,14 +389,7 @@ const FEATURE_ENTRY_BYTES = 48;
  * loop is bounded. Known extensions that appear twice are refused: which copy QEMU would use is an accident
  * of its implementation, and a backing format or data file must not be ambiguous.
  */
-function parseExtensions(
-  buf: Buffer,
-  start: number,
-  end: number,
-  atEnd: boolean,
-  need: (end: number, what: string) => void,
-  corrupt: MakeError,
-): Extensions {
+function parseExtensions(buf: Buffer, start: number, end: number, atEnd: boolean, need: (end: number, what: string) => void, corrupt: MakeError): Extensions {
   const out: Extensions = {
     backingFormat: undefined,
     dataFile: undefined,

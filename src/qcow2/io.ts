@@ -85,28 +85,17 @@ export function runSteps<T>(steps: ReadSteps<T>, reader: ImageReader): T | Promi
  * `what`. The size check comes first when the size is known, so the message can say how far past the end the
  * structure lies.
  */
-export function* readExactSteps(
-  reader: Pick<ImageReader, 'layer' | 'sizeBytes'>,
-  position: number,
-  length: number,
-  what: string,
-): ReadSteps<Buffer> {
+export function* readExactSteps(reader: Pick<ImageReader, 'layer' | 'sizeBytes'>, position: number, length: number, what: string): ReadSteps<Buffer> {
   const end = position + length;
   if (!Number.isSafeInteger(position) || position < 0 || !Number.isSafeInteger(end)) {
     throw new CorruptImageError(reader.layer, `${what} at offset ${position} is not addressable`);
   }
   if (reader.sizeBytes !== undefined && end > reader.sizeBytes) {
-    throw new CorruptImageError(
-      reader.layer,
-      `${what} (offset ${position}, ${length} bytes) lies beyond the end of the image (${reader.sizeBytes} bytes)`,
-    );
+    throw new CorruptImageError(reader.layer, `${what} (offset ${position}, ${length} bytes) lies beyond the end of the image (${reader.sizeBytes} bytes)`);
   }
   const buf = yield { position, length };
   if (buf.length < length) {
-    throw new CorruptImageError(
-      reader.layer,
-      `${what} (offset ${position}, ${length} bytes) is cut off: the image ends after ${position + buf.length} bytes`,
-    );
+    throw new CorruptImageError(reader.layer, `${what} (offset ${position}, ${length} bytes) is cut off: the image ends after ${position + buf.length} bytes`);
   }
   return buf;
 }
@@ -195,8 +184,7 @@ export function openLocalImage(path: string, layer: string): LocalImageFile {
     if (st.isBlockDevice()) {
       const sizeBytes = blockDeviceSize(st.rdev);
       let closing: Promise<void> | undefined;
-      const closeAsync = (): Promise<void> =>
-        (closing ??= new Promise<void>((resolve, reject) => close(fd, (err) => (err ? reject(err) : resolve()))));
+      const closeAsync = (): Promise<void> => (closing ??= new Promise<void>((resolve, reject) => close(fd, (err) => (err ? reject(err) : resolve()))));
       return {
         path,
         layer,

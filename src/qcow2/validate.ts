@@ -50,8 +50,7 @@ export function validateLayerHeader(layer: string, header: Qcow2Header, policy: 
   if (header.version !== 3) {
     throw new UnsafeImageError(
       layer,
-      `qcow2 version ${header.version} (compat=0.10) is not accepted, only version 3 (compat=1.1); ` +
-        `upgrade it with qemu-img amend -f qcow2 -o compat=1.1`,
+      `qcow2 version ${header.version} (compat=0.10) is not accepted, only version 3 (compat=1.1); ` + `upgrade it with qemu-img amend -f qcow2 -o compat=1.1`,
     );
   }
   if (header.unknownIncompatibleFeatures !== 0n) {
@@ -127,12 +126,7 @@ function describeBits(header: Qcow2Header, bits: bigint): string {
  * chains longer than maxDepth; CorruptImageError for malformed headers; NotFoundError when the top or a
  * referenced parent does not exist (the message names the referencing layer and the reference).
  */
-export async function walkChain(
-  topPath: string,
-  topLayer: string,
-  policy: BackingPolicy,
-  opts: WalkChainOptions = {},
-): Promise<ChainLayer[]> {
+export async function walkChain(topPath: string, topLayer: string, policy: BackingPolicy, opts: WalkChainOptions = {}): Promise<ChainLayer[]> {
   const maxDepth = opts.maxDepth ?? DEFAULT_MAX_CHAIN_DEPTH;
   const layers: ChainLayer[] = [];
   const names = new Set<string>([topLayer]);

@@ -139,7 +139,11 @@ export function chainBlockdevs(
  * The two nodes of a new, empty top for a live snapshot: qcow2 with `backing: null` (blockdev-snapshot
  * installs the old top as its backing), read-write. blockdev-add the protocol node first, then the format node.
  */
-export function overlayBlockdevs(storage: string, layer: { name: string; path: string; names?: LayerNodeNames }, defaults: BlockdevDefaults = {}): { names: LayerNodeNames; nodes: [BlockdevOptionsFile, BlockdevOptionsQcow2] } {
+export function overlayBlockdevs(
+  storage: string,
+  layer: { name: string; path: string; names?: LayerNodeNames },
+  defaults: BlockdevDefaults = {},
+): { names: LayerNodeNames; nodes: [BlockdevOptionsFile, BlockdevOptionsQcow2] } {
   // `names`: node names chosen by the caller (a live snapshot's new top: the layer's own names are taken by
   // the old top, which stays open as the snapshot layer).
   const names = layer.names ?? layerNodeNames(storage, layer.name);
@@ -155,7 +159,10 @@ export function blockdevArgv(nodes: readonly BlockdevOptions[]): string[] {
 }
 
 /** Which of `candidates` (storage, layer) a node name belongs to, by recomputing names; undefined if none. */
-export function nodeOwner<T extends { storage: string; layer: string }>(nodeName: string, candidates: Iterable<T>): (T & { role: 'format' | 'protocol' }) | undefined {
+export function nodeOwner<T extends { storage: string; layer: string }>(
+  nodeName: string,
+  candidates: Iterable<T>,
+): (T & { role: 'format' | 'protocol' }) | undefined {
   for (const c of candidates) {
     const names = layerNodeNames(c.storage, c.layer);
     if (names.format === nodeName) return { ...c, role: 'format' };
@@ -206,7 +213,13 @@ function protocolNode(nodeName: string, path: string, d: BlockdevDefaults, readO
   return node;
 }
 
-function formatNode(names: LayerNodeNames, format: 'qcow2' | 'raw', backing: string | null, readOnly: boolean, d: BlockdevDefaults): BlockdevOptionsQcow2 | BlockdevOptionsRaw {
+function formatNode(
+  names: LayerNodeNames,
+  format: 'qcow2' | 'raw',
+  backing: string | null,
+  readOnly: boolean,
+  d: BlockdevDefaults,
+): BlockdevOptionsQcow2 | BlockdevOptionsRaw {
   const discard = d.discard ?? 'unmap';
   // detect-zeroes=unmap is only valid with discard=unmap; fall back to 'on' otherwise.
   let detectZeroes = d.detectZeroes ?? 'unmap';

@@ -13,15 +13,7 @@
  * qemu.qmp we do not guess which request it belongs to and disconnect instead.
  */
 import { QmpCommandError, QmpDisconnectedError, QmpError, QmpProtocolError, QmpTimeoutError } from './errors.js';
-import {
-  LineSplitter,
-  encodeRequest,
-  parseMessage,
-  type QmpEvent,
-  type QmpGreeting,
-  type QmpMessage,
-  type QmpTransport,
-} from './protocol.js';
+import { LineSplitter, encodeRequest, parseMessage, type QmpEvent, type QmpGreeting, type QmpMessage, type QmpTransport } from './protocol.js';
 import { connectUnixSocket } from './socket.js';
 
 export type QmpState = 'idle' | 'connecting' | 'negotiating' | 'ready' | 'closed';
@@ -361,8 +353,7 @@ export class QmpClient implements QmpExecutor {
   #shutdown(reason: QmpDisconnectedError): void {
     if (this.#state === 'closed') return;
     const interrupted = [...this.#pending.values()].map((p) => p.command);
-    const error =
-      interrupted.length > 0 ? new QmpDisconnectedError(reason.message, { cause: reason.cause, interrupted }) : reason;
+    const error = interrupted.length > 0 ? new QmpDisconnectedError(reason.message, { cause: reason.cause, interrupted }) : reason;
     this.#closeError = error;
     this.#setState('closed');
     const pending = [...this.#pending.values()];

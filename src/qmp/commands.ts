@@ -106,18 +106,7 @@ export interface BlockInfo {
 
 export type JobType = 'commit' | 'stream' | 'mirror' | 'backup' | 'create' | 'amend' | 'snapshot-load' | 'snapshot-save' | 'snapshot-delete';
 
-export type JobStatus =
-  | 'undefined'
-  | 'created'
-  | 'running'
-  | 'paused'
-  | 'ready'
-  | 'standby'
-  | 'waiting'
-  | 'pending'
-  | 'aborting'
-  | 'concluded'
-  | 'null';
+export type JobStatus = 'undefined' | 'created' | 'running' | 'paused' | 'ready' | 'standby' | 'waiting' | 'pending' | 'aborting' | 'concluded' | 'null';
 
 /** JobInfo (query-jobs). `error` present in the concluded state means the job failed (or was cancelled). */
 export interface JobInfo {
@@ -231,11 +220,7 @@ export interface BlockStreamOptions extends JobCommon {
 
 /** Copies into `device` everything its chain holds above `baseNode`, then drops those layers from its chain. */
 export async function blockStream(c: QmpExecutor, o: BlockStreamOptions, options?: ExecuteOptions): Promise<void> {
-  await c.execute(
-    'block-stream',
-    { device: o.device, ...dropUndefined({ 'base-node': o.baseNode, 'backing-file': o.backingFile }), ...jobArgs(o) },
-    options,
-  );
+  await c.execute('block-stream', { device: o.device, ...dropUndefined({ 'base-node': o.baseNode, 'backing-file': o.backingFile }), ...jobArgs(o) }, options);
 }
 
 export interface BlockCommitOptions extends JobCommon {

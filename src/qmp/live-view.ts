@@ -86,7 +86,8 @@ export function buildBlockView(nodes: readonly BlockDeviceInfo[], blocks: readon
     if (candidates.length === 1) {
       const target = byName.get(candidates[0] as string);
       if (target && LAYER_DRIVERS.has(target.drv)) backingOf.set(n['node-name'], { node: target['node-name'] });
-      else backingOf.set(n['node-name'], { problem: `backing of ${n['node-name']} is node ${candidates[0] ?? '?'} (driver ${target?.drv ?? '?'}), not a layer` });
+      else
+        backingOf.set(n['node-name'], { problem: `backing of ${n['node-name']} is node ${candidates[0] ?? '?'} (driver ${target?.drv ?? '?'}), not a layer` });
     } else if (candidates.length === 0) {
       backingOf.set(n['node-name'], { problem: `backing of ${n['node-name']} (${describeFile(backing)}) is no named node` });
     } else {
@@ -120,7 +121,7 @@ export function buildBlockView(nodes: readonly BlockDeviceInfo[], blocks: readon
     const layers: QemuLayer[] = [];
     let broken: string | undefined;
     const seen = new Set<string>();
-    for (let at: BlockDeviceInfo | undefined = root; at; ) {
+    for (let at: BlockDeviceInfo | undefined = root; at;) {
       const name = at['node-name'] as string;
       if (seen.has(name)) {
         broken = `backing links of ${root['node-name']} loop at ${name}`;
@@ -136,7 +137,12 @@ export function buildBlockView(nodes: readonly BlockDeviceInfo[], blocks: readon
       }
       at = link.node !== undefined ? byName.get(link.node) : undefined;
     }
-    chains.push({ layers, devices: devicesOf.get(root['node-name']) ?? [], filters: filtersOf.get(root['node-name']) ?? [], ...(broken !== undefined ? { broken } : {}) });
+    chains.push({
+      layers,
+      devices: devicesOf.get(root['node-name']) ?? [],
+      filters: filtersOf.get(root['node-name']) ?? [],
+      ...(broken !== undefined ? { broken } : {}),
+    });
   }
   chains.sort((a, b) => (a.layers[0]?.node ?? '').localeCompare(b.layers[0]?.node ?? ''));
   return { chains, nodes: [...nodes], jobs: [...jobs], strayDevices };
@@ -196,7 +202,10 @@ function canonical(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
   if (typeof v === 'object' && v !== null) {
     const o = v as Record<string, unknown>;
-    return `{${Object.keys(o).sort().map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`).join(',')}}`;
+    return `{${Object.keys(o)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
+      .join(',')}}`;
   }
   return JSON.stringify(v);
 }

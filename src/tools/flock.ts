@@ -16,9 +16,7 @@ export function flockDescriptor(fd: number, path: string, wait: number | 'nonblo
     const child = spawn('flock', ['--exclusive', ...waitArgs, '3'], { stdio: ['ignore', 'ignore', 'pipe', fd] });
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', (e: NodeJS.ErrnoException) =>
-      reject(e.code === 'ENOENT' ? new NotSupportedError('flock (util-linux) is not installed') : e),
-    );
+    child.on('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? new NotSupportedError('flock (util-linux) is not installed') : e));
     child.on('close', (code) => {
       if (code === 0) resolve(true);
       else if (code === 1) resolve(false);

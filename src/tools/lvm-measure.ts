@@ -36,9 +36,7 @@ export async function measureFullyAllocated(virtualSizeBytes: number): Promise<n
   }
   const cached = cache.get(virtualSizeBytes);
   if (cached !== undefined) return cached;
-  const { stdout } = await run('qemu-img', [
-    'measure', '--size', String(virtualSizeBytes), '-O', 'qcow2', '-o', QCOW2_CREATE_OPTIONS, '--output=json',
-  ]);
+  const { stdout } = await run('qemu-img', ['measure', '--size', String(virtualSizeBytes), '-O', 'qcow2', '-o', QCOW2_CREATE_OPTIONS, '--output=json']);
   const { fullyAllocated } = parseMeasure(stdout);
   cache.set(virtualSizeBytes, fullyAllocated);
   return fullyAllocated;

@@ -17,15 +17,7 @@
  * Sizes are passed in bytes with the `b` unit (`-L 67108864b`); callers round them up to the VG's extent
  * size first, so LVM never rounds behind our back.
  */
-import {
-  AlreadyExistsError,
-  CommandFailedError,
-  LockedError,
-  NoSpaceError,
-  NotFoundError,
-  NotSupportedError,
-  VolchainError,
-} from '../errors.js';
+import { AlreadyExistsError, CommandFailedError, LockedError, NoSpaceError, NotFoundError, NotSupportedError, VolchainError } from '../errors.js';
 import { open, stat } from 'node:fs/promises';
 import { run, type RunResult } from './runner.js';
 
@@ -207,7 +199,13 @@ function withCause<E extends VolchainError>(error: E, cause: unknown): E {
 }
 
 function lastLine(text: string): string {
-  return text.split('\n').map((l) => l.trim()).filter(Boolean).pop() ?? '';
+  return (
+    text
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean)
+      .pop() ?? ''
+  );
 }
 
 /** `-L <bytes>b`: exact sizes, no unit guessing. */
@@ -362,8 +360,15 @@ export async function zeroRange(
   await run(
     'dd',
     [
-      'if=/dev/zero', `of=${path}`, 'bs=1M', `seek=${offset}`, `count=${length}`,
-      'iflag=count_bytes', 'oflag=direct,seek_bytes', 'conv=notrunc,nocreat', 'status=none',
+      'if=/dev/zero',
+      `of=${path}`,
+      'bs=1M',
+      `seek=${offset}`,
+      `count=${length}`,
+      'iflag=count_bytes',
+      'oflag=direct,seek_bytes',
+      'conv=notrunc,nocreat',
+      'status=none',
     ],
     { env: lvmEnv(), ...shared },
   );

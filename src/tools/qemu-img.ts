@@ -21,12 +21,7 @@ function runOpts(opts: ProgressOptions): RunOptions {
   return opts.onProgress ? { onProgress: opts.onProgress } : {};
 }
 
-export async function createImage(
-  path: string,
-  format: 'qcow2' | 'raw',
-  sizeBytes: number,
-  preallocation: Preallocation | undefined,
-): Promise<void> {
+export async function createImage(path: string, format: 'qcow2' | 'raw', sizeBytes: number, preallocation: Preallocation | undefined): Promise<void> {
   const args = ['create', '-q', '-f', format];
   const options: string[] = format === 'qcow2' ? [QCOW2_CREATE_OPTIONS] : [];
   if (preallocation !== undefined) options.push(`preallocation=${preallocation}`);
@@ -39,18 +34,10 @@ export async function createImage(
  * A qcow2 overlay whose header names `backingName` (relative, same directory). `-u` because the backing name
  * may not exist yet: during snapshot create it is the name the old top is about to receive.
  */
-export async function createOverlay(
-  path: string,
-  backingName: string,
-  sizeBytes: number,
-  preallocation?: Preallocation,
-): Promise<void> {
+export async function createOverlay(path: string, backingName: string, sizeBytes: number, preallocation?: Preallocation): Promise<void> {
   // Preallocation with a backing file needs extended_l2=on (QEMU), which QCOW2_CREATE_OPTIONS always sets.
   const options = preallocation === undefined ? QCOW2_CREATE_OPTIONS : `${QCOW2_CREATE_OPTIONS},preallocation=${preallocation}`;
-  await run('qemu-img', [
-    'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', backingName, '-u',
-    '-o', options, path, String(sizeBytes),
-  ]);
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', backingName, '-u', '-o', options, path, String(sizeBytes)]);
 }
 
 /** Writes the data of `topPath` into its backing file. `-d`: the top is discarded afterwards, skip emptying it. */

@@ -7,18 +7,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
-import {
-  MiB,
-  assertSameTree,
-  cli,
-  cliFails,
-  cliJson,
-  cliOk,
-  makeStorage,
-  snapshotOf,
-  writePattern,
-  type TestStorage,
-} from './helpers.js';
+import { MiB, assertSameTree, cli, cliFails, cliJson, cliOk, makeStorage, snapshotOf, writePattern, type TestStorage } from './helpers.js';
 
 interface VolumeJson {
   volid: string;
@@ -48,7 +37,7 @@ describe('activate and deactivate on dir storage', () => {
     await s.cleanup();
   });
 
-  it('succeeds doing nothing, says so, and lists the chain\'s layers in --json', async () => {
+  it("succeeds doing nothing, says so, and lists the chain's layers in --json", async () => {
     const before = await snapshotOf(s.path);
     assert.equal((await cliOk(s, ['activate', volid])).trim(), `${volid}: storage '${s.id}' needs no activation, nothing to do`);
     assert.equal((await cliOk(s, ['deactivate', volid])).trim(), `${volid}: storage '${s.id}' needs no activation, nothing to do`);

@@ -42,7 +42,11 @@ export function makeEnv(storePath?: string): Env {
   return { dir, store: storePath ?? join(dir, 'store'), cfg, vc: new Volchain(parseStorageConfig(text, cfg)) };
 }
 
-export function sh(cmd: string, args: string[], env: Record<string, string> = {}): { status: number | null; signal: string | null; stdout: string; stderr: string } {
+export function sh(
+  cmd: string,
+  args: string[],
+  env: Record<string, string> = {},
+): { status: number | null; signal: string | null; stdout: string; stderr: string } {
   const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...env } });
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
@@ -84,11 +88,7 @@ export async function verify(env: Env, model: Model, label: string): Promise<voi
   assert.deepEqual((JSON.parse(status.stdout) as { pending: unknown }).pending, [], `${label}: operations still pending after repair`);
   for (const [volid, disk] of model) {
     const listing = await env.vc.snapshotList(volid);
-    assert.deepEqual(
-      listing.snapshots.map((s) => s.name).sort(),
-      [...disk.snapshots.keys()].sort(),
-      `${label}: snapshots of ${volid}`,
-    );
+    assert.deepEqual(listing.snapshots.map((s) => s.name).sort(), [...disk.snapshots.keys()].sort(), `${label}: snapshots of ${volid}`);
     for (const [name, content] of disk.snapshots) {
       assertContent(await env.vc.path(volid, { snapshot: name }), content, `${label}: snapshot ${name} of ${volid}`);
     }
@@ -103,4 +103,3 @@ export async function verify(env: Env, model: Model, label: string): Promise<voi
   }
   if (model.size === 0) assert.deepEqual(files, [], `${label}: files left after free`);
 }
-

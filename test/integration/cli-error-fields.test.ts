@@ -45,7 +45,10 @@ describe('--json failures carry structured fields', () => {
 
   it('usage errors of the argument parser (unknown option, missing argument): INVALID_INPUT, unchanged', async () => {
     const before = await snapshotOf(s.path);
-    for (const args of [['list', s.id, '--jsn', '--json'], ['snapshot', 'create', volid, '--json']]) {
+    for (const args of [
+      ['list', s.id, '--jsn', '--json'],
+      ['snapshot', 'create', volid, '--json'],
+    ]) {
       const error = errorOf(await cli(s, args), 2, args.join(' '));
       assert.equal(error.code, 'INVALID_INPUT');
       assert.equal(error.outcome, 'unchanged');
@@ -74,7 +77,10 @@ describe('--json failures carry structured fields', () => {
       assert.equal(error.outcome, 'unchanged');
       assert.equal(error.fields.path, lockPath);
       const holder = error.fields.holder as Record<string, unknown>;
-      assert.deepEqual({ pid: holder.pid, host: holder.host, operation: holder.operation }, { pid: process.pid, host: hostname(), operation: 'snapshot-delete' });
+      assert.deepEqual(
+        { pid: holder.pid, host: holder.host, operation: holder.operation },
+        { pid: process.pid, host: hostname(), operation: 'snapshot-delete' },
+      );
       assert.equal(typeof holder.since, 'string');
     } finally {
       await held.release();

@@ -34,10 +34,19 @@ describe('every CLI error is one volchain line with its exit status', () => {
       { args: ['alloc', s.id], match: /^volchain: missing required argument 'vmid' \(run 'volchain alloc --help' for usage\)$/ },
       { args: ['lisst'], match: /^volchain: unknown command 'lisst' \(Did you mean list\?\) \(run 'volchain --help' for usage\)$/ },
       { args: ['list', s.id, '--jsn'], match: /^volchain: unknown option '--jsn' \(Did you mean --json\?\) \(run 'volchain list --help' for usage\)$/ },
-      { args: ['alloc', s.id, '100', '1M', '--format', 'vmdk'], match: /^volchain: option '--format <format>' argument 'vmdk' is invalid\. Allowed choices are qcow2, raw\. \(run 'volchain alloc --help'/ },
+      {
+        args: ['alloc', s.id, '100', '1M', '--format', 'vmdk'],
+        match: /^volchain: option '--format <format>' argument 'vmdk' is invalid\. Allowed choices are qcow2, raw\. \(run 'volchain alloc --help'/,
+      },
       { args: ['list', s.id, 'extra'], match: /^volchain: too many arguments for 'list'.* \(run 'volchain list --help' for usage\)$/ },
-      { args: ['snapshot', 'create', `${s.id}:100/vm-100-disk-0.qcow2`], match: /^volchain: missing required argument 'snap' \(run 'volchain snapshot create --help' for usage\)$/ },
-      { args: ['snapshot'], match: /^volchain: 'volchain snapshot' needs a command: create, list, rollback, delete \(run 'volchain snapshot --help' for usage\)$/ },
+      {
+        args: ['snapshot', 'create', `${s.id}:100/vm-100-disk-0.qcow2`],
+        match: /^volchain: missing required argument 'snap' \(run 'volchain snapshot create --help' for usage\)$/,
+      },
+      {
+        args: ['snapshot'],
+        match: /^volchain: 'volchain snapshot' needs a command: create, list, rollback, delete \(run 'volchain snapshot --help' for usage\)$/,
+      },
       { args: ['vm'], match: /^volchain: 'volchain vm' needs a command: snapshot, rollback, delsnapshot, attach-info / },
       { args: ['help', 'nosuch'], match: /^volchain: unknown command 'nosuch'; 'volchain' has storage, alloc, .*repair \(run 'volchain --help' for usage\)$/ },
       { args: [], match: /^volchain: 'volchain' needs a command: storage, alloc, free, list, .*repair \(run 'volchain --help' for usage\)$/ },
@@ -68,7 +77,11 @@ describe('every CLI error is one volchain line with its exit status', () => {
       }
       assert.deepEqual(Object.keys(doc), ['error'], what);
       // Issue 15 added outcome and fields (test/integration/cli-error-fields.test.ts checks those).
-      assert.deepEqual({ code: doc.error.code, message: doc.error.message, exitStatus: doc.error.exitStatus }, { code, message: line[1], exitStatus: status }, what);
+      assert.deepEqual(
+        { code: doc.error.code, message: doc.error.message, exitStatus: doc.error.exitStatus },
+        { code, message: line[1], exitStatus: status },
+        what,
+      );
       assert.match(doc.error.message, match, what);
     }
     assertSameTree(pristine, await snapshotOf(s.path), '--json errors');
@@ -117,9 +130,15 @@ describe('internal snapshot names are shown escaped, so they cannot fake the tre
   it('info lists the same names escaped; --json keeps them exact', async () => {
     const out = await cliOk(s, ['info', volid()]);
     assert.doesNotMatch(out, RAW_CONTROL);
-    assert.match(out, /^snapshots +"a\\nb", "current", "\\u001b\[31mred\\u001b\[0m", "\|-- fake {2}\(1 MiB data\)", "x\\u202eevil", ok_1, "Lo+"… \(101 characters\)$/m);
+    assert.match(
+      out,
+      /^snapshots +"a\\nb", "current", "\\u001b\[31mred\\u001b\[0m", "\|-- fake {2}\(1 MiB data\)", "x\\u202eevil", ok_1, "Lo+"… \(101 characters\)$/m,
+    );
     const listing = await cliJson<{ snapshots: { name: string }[] }>(s, ['snapshot', 'list', volid()]);
-    assert.deepEqual(listing.snapshots.map((x) => x.name), names);
+    assert.deepEqual(
+      listing.snapshots.map((x) => x.name),
+      names,
+    );
   });
 });
 
@@ -136,7 +155,10 @@ describe('errors about a file echo nothing of its content', () => {
     const layer = s.layer(100, 'vm-100-disk-0.qcow2');
     const secret = 'root:$6$Zq8saltsalt$hashhashhashhash:19700:0:99999:7:::\n';
     await writeFile(layer, Buffer.concat([Buffer.from(secret), Buffer.alloc(65536 - secret.length)]));
-    for (const args of [['info', s.volid(100, 'vm-100-disk-0.qcow2')], ['snapshot', 'list', s.volid(100, 'vm-100-disk-0.qcow2')]]) {
+    for (const args of [
+      ['info', s.volid(100, 'vm-100-disk-0.qcow2')],
+      ['snapshot', 'list', s.volid(100, 'vm-100-disk-0.qcow2')],
+    ]) {
       const line = await cliFails(s, args, { code: 8, match: /not a qcow2 image: it does not start with the qcow2 magic 0x514649fb/ });
       for (const leak of ['root', '726f6f74', '$6$', 'hash']) assert.ok(!line.includes(leak), `${args[0] ?? ''}: ${line} quotes ${leak}`);
     }

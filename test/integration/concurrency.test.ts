@@ -38,9 +38,11 @@ test('concurrent writers on one VM: consistent chain, data matches the replayed 
     const deadline = Date.now() + DURATION_MS;
     const workers = Array.from({ length: WORKERS }, (_, i) => {
       const seed = 1000 + i * 7919;
-      const child = spawn(process.execPath, [
-        resolve('dist/test/fixtures/concurrency-worker.js'), cfg, volid, lockfile, oplog, String(i), String(deadline), String(seed),
-      ], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn(
+        process.execPath,
+        [resolve('dist/test/fixtures/concurrency-worker.js'), cfg, volid, lockfile, oplog, String(i), String(deadline), String(seed)],
+        { stdio: ['ignore', 'ignore', 'pipe'] },
+      );
       let stderr = '';
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       return new Promise<void>((ok, fail) =>
@@ -68,7 +70,7 @@ test('concurrent writers on one VM: consistent chain, data matches the replayed 
     console.log(`# events replayed: ${JSON.stringify(counts)}`);
     assert.ok((counts['snapshot-create'] ?? 0) > 0 && (counts.write ?? 0) > 0, 'the workers did too little to prove anything');
 
-    assert.deepEqual((await vc.status()), [], 'nothing may stay pending');
+    assert.deepEqual(await vc.status(), [], 'nothing may stay pending');
     const listing = await vc.snapshotList(volid);
     assert.deepEqual(listing.snapshots.map((s) => s.name).sort(), [...snapshots.keys()].sort());
     for (const [name, content] of snapshots) assertContent(await vc.path(volid, { snapshot: name }), content, `snapshot ${name}`);

@@ -89,19 +89,33 @@ describe('internal snapshots inside chain layers', () => {
     const s1 = st.layer(100, 'vm-100-disk-0.qcow2', 's1');
 
     const listing = await cliJson<Listing>(st, ['snapshot', 'list', volid]);
-    assert.deepEqual(listing.snapshots.map((s) => [s.name, s.corrupt, s.internalSnapshots?.map((i) => i.name)]), [['s1', false, ['old1']]]);
+    assert.deepEqual(
+      listing.snapshots.map((s) => [s.name, s.corrupt, s.internalSnapshots?.map((i) => i.name)]),
+      [['s1', false, ['old1']]],
+    );
     assert.deepEqual(listing.current.internalSnapshots, []);
     assert.match(listing.snapshots[0]?.internalSnapshots?.[0]?.date ?? '', /^\d{4}-\d\d-\d\dT/);
     assert.match(await cliOk(st, ['snapshot', 'list', volid]), /^s1 .*\[internal snapshots: old1\]$/m);
     const info = await cliJson<Info>(st, ['info', volid]);
-    assert.deepEqual(info.layers.map((l) => [l.snapshot, l.internalSnapshots?.map((i) => i.name)]), [[null, []], ['s1', ['old1']]]);
+    assert.deepEqual(
+      info.layers.map((l) => [l.snapshot, l.internalSnapshots?.map((i) => i.name)]),
+      [
+        [null, []],
+        ['s1', ['old1']],
+      ],
+    );
     assert.match(await cliOk(st, ['info', volid]), /^internal in s1 +old1 \(snap-s1-vm-100-disk-0\.qcow2\)$/m);
 
     // A rollback to s1 leaves s1 with two children: the only way to delete it then removes its layer.
     await writePattern(top, 0xa3, 0, MiB);
     await cliOk(st, ['snapshot', 'create', volid, 's2']);
     await cliOk(st, ['snapshot', 'rollback', volid, 's1']);
-    const line = await refusedUnchanged(st, ['snapshot', 'delete', volid, 's1'], 8, /snap-s1-vm-100-disk-0\.qcow2: holds internal snapshot\(s\) "old1" that would be lost if it were removed/);
+    const line = await refusedUnchanged(
+      st,
+      ['snapshot', 'delete', volid, 's1'],
+      8,
+      /snap-s1-vm-100-disk-0\.qcow2: holds internal snapshot\(s\) "old1" that would be lost if it were removed/,
+    );
     assert.match(line, /qemu-img snapshot -d <name> \S+snap-s1-vm-100-disk-0\.qcow2/);
     await cliFails(st, ['snapshot', 'delete', volid, 's1', '--dry-run'], { code: 8, match: /"old1"/ });
     assert.deepEqual(await internalSnapshotNames(s1), ['old1']);
@@ -113,7 +127,13 @@ describe('internal snapshots inside chain layers', () => {
     assert.match(plan.plans[0]?.summary ?? '', /by commit-child$/);
     const s2 = st.layer(100, 'vm-100-disk-0.qcow2', 's2');
     assert.deepEqual(await internalSnapshotNames(s2), ['old1']);
-    assert.deepEqual((await cliJson<Info>(st, ['info', volid])).layers.map((l) => [l.snapshot, l.internalSnapshots?.map((i) => i.name)]), [[null, []], ['s2', ['old1']]]);
+    assert.deepEqual(
+      (await cliJson<Info>(st, ['info', volid])).layers.map((l) => [l.snapshot, l.internalSnapshots?.map((i) => i.name)]),
+      [
+        [null, []],
+        ['s2', ['old1']],
+      ],
+    );
     await assertPattern(s2, 0xa3, 0, MiB);
     await checkClean(s2);
     // The internal snapshot still holds what it was taken with.
@@ -127,7 +147,12 @@ describe('internal snapshots inside chain layers', () => {
     await cliOk(st, ['snapshot', 'create', volid, 'base']);
     await writePattern(top, 0xb1, 0, MiB);
     await run('qemu-img', ['snapshot', '-c', 'mine', top]);
-    await refusedUnchanged(st, ['snapshot', 'rollback', volid, 'base'], 8, /vm-101-disk-0\.qcow2: holds internal snapshot\(s\) "mine" that would be lost if it were replaced/);
+    await refusedUnchanged(
+      st,
+      ['snapshot', 'rollback', volid, 'base'],
+      8,
+      /vm-101-disk-0\.qcow2: holds internal snapshot\(s\) "mine" that would be lost if it were replaced/,
+    );
     // Deleting 'base' would rebase the current layer or commit it away: refused as well.
     await refusedUnchanged(st, ['snapshot', 'delete', volid, 'base'], 8, /vm-101-disk-0\.qcow2: holds internal snapshot\(s\) "mine"/);
     // Freezing keeps them: the new snapshot's layer carries 'mine'.
@@ -147,7 +172,13 @@ describe('a layer QEMU marked corrupt', () => {
     await markCorrupt(top);
 
     const info = await cliJson<Info>(st, ['info', volid]);
-    assert.deepEqual(info.layers.map((l) => [l.snapshot, l.corrupt]), [[null, true], ['s1', false]]);
+    assert.deepEqual(
+      info.layers.map((l) => [l.snapshot, l.corrupt]),
+      [
+        [null, true],
+        ['s1', false],
+      ],
+    );
     assert.match(await cliOk(st, ['info', volid]), /^CORRUPT +current \(vm-102-disk-0\.qcow2\): run 'qemu-img check -r all/m);
     const listing = await cliJson<Listing>(st, ['snapshot', 'list', volid]);
     assert.equal(listing.current.corrupt, true);
@@ -178,7 +209,13 @@ describe('a layer QEMU marked corrupt', () => {
     await refusedUnchanged(st, ['snapshot', 'delete', volid, 's1'], 8, /snap-s1-vm-103-disk-0\.qcow2: is marked corrupt/);
     await refusedUnchanged(st, ['snapshot', 'rollback', volid, 's1'], 8, /snap-s1-vm-103-disk-0\.qcow2: is marked corrupt/);
     await cliOk(st, ['snapshot', 'create', volid, 's2']);
-    assert.deepEqual((await cliJson<Listing>(st, ['snapshot', 'list', volid])).snapshots.map((s) => [s.name, s.corrupt]), [['s1', true], ['s2', false]]);
+    assert.deepEqual(
+      (await cliJson<Listing>(st, ['snapshot', 'list', volid])).snapshots.map((s) => [s.name, s.corrupt]),
+      [
+        ['s1', true],
+        ['s2', false],
+      ],
+    );
     // Deleting s2 by commit-child leaves the corrupt s1 alone (rebase-children, which reads it, is set aside).
     await writePattern(top, 0xd2, MiB, MiB);
     const s1Bytes = await readFile(s1);
@@ -201,8 +238,12 @@ describe('the executor, right before the first step', () => {
     const plan = planSnapshotCreate(await readVolumeTree(backend, volume), { kind: 'dir', volumeChain: true, fixedSizeLayers: false }, 's1');
     await markCorrupt(top);
     const before = await snapshotOf(st.path);
-    await assert.rejects(executePlan(backend, plan), (err: unknown) =>
-      err instanceof VolchainError && err.code === 'CORRUPT_IMAGE' && /vm-106-disk-0\.qcow2: is marked corrupt by QEMU.*\(nothing was changed\)$/.test(err.message),
+    await assert.rejects(
+      executePlan(backend, plan),
+      (err: unknown) =>
+        err instanceof VolchainError &&
+        err.code === 'CORRUPT_IMAGE' &&
+        /vm-106-disk-0\.qcow2: is marked corrupt by QEMU.*\(nothing was changed\)$/.test(err.message),
     );
     assertSameTree(before, await snapshotOf(st.path), 'executePlan of a plan touching a corrupt layer');
     assert.deepEqual(await st.vc.status(), [], 'no journal left behind');

@@ -95,32 +95,36 @@ async function cachedVerdicts(cache: string): Promise<string[]> {
   return Promise.all(files.map(async (f) => (await readFile(join(cache, f), 'utf8')).trim()));
 }
 
-test('a KVM that aborts is probed with both CPU models, then the guest runs under TCG; the verdict is cached for this host boot', { timeout: TIMEOUT_MS }, async () => {
-  const { cache, kvmDev } = await freshCache('probe');
-  const first = await runGuest(cache, 'echo guest-ran-$((6*7))', { VM_KVM_DEV: kvmDev });
-  assert.equal(first.code, 0, `guest failed: ${first.stderr}`);
-  assert.match(first.stdout, /^guest-ran-42$/m);
-  const kvmCalls = first.qemuCalls.filter(usesKvm);
-  assert.deepEqual(
-    kvmCalls.map((a) => / -cpu (\S+)/.exec(a)?.[1]),
-    ['host', 'host,-arch-capabilities'],
-    `probe boots: ${first.qemuCalls.join('\n')}`,
-  );
-  const last = first.qemuCalls.at(-1) ?? '';
-  assert.ok(usesTcg(last) && !usesKvm(last), `the real boot must use TCG: ${last}`);
-  assert.equal(tcgNotice(first.stderr).length, 1, `one line on stderr says TCG is used:\n${first.stderr}`);
-  assert.deepEqual(await cachedVerdicts(cache), ['tcg']);
-  const bootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
-  assert.ok(existsSync(join(cache, `accel.${bootId}`)), 'the verdict is keyed by the host boot id');
+test(
+  'a KVM that aborts is probed with both CPU models, then the guest runs under TCG; the verdict is cached for this host boot',
+  { timeout: TIMEOUT_MS },
+  async () => {
+    const { cache, kvmDev } = await freshCache('probe');
+    const first = await runGuest(cache, 'echo guest-ran-$((6*7))', { VM_KVM_DEV: kvmDev });
+    assert.equal(first.code, 0, `guest failed: ${first.stderr}`);
+    assert.match(first.stdout, /^guest-ran-42$/m);
+    const kvmCalls = first.qemuCalls.filter(usesKvm);
+    assert.deepEqual(
+      kvmCalls.map((a) => / -cpu (\S+)/.exec(a)?.[1]),
+      ['host', 'host,-arch-capabilities'],
+      `probe boots: ${first.qemuCalls.join('\n')}`,
+    );
+    const last = first.qemuCalls.at(-1) ?? '';
+    assert.ok(usesTcg(last) && !usesKvm(last), `the real boot must use TCG: ${last}`);
+    assert.equal(tcgNotice(first.stderr).length, 1, `one line on stderr says TCG is used:\n${first.stderr}`);
+    assert.deepEqual(await cachedVerdicts(cache), ['tcg']);
+    const bootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+    assert.ok(existsSync(join(cache, `accel.${bootId}`)), 'the verdict is keyed by the host boot id');
 
-  // Second run: no probe, the cached verdict decides.
-  const second = await runGuest(cache, 'echo again', { VM_KVM_DEV: kvmDev });
-  assert.equal(second.code, 0, second.stderr);
-  assert.match(second.stdout, /^again$/m);
-  assert.equal(second.qemuCalls.length, 1, `one boot, no probe: ${second.qemuCalls.join('\n')}`);
-  assert.ok(usesTcg(second.qemuCalls[0] ?? ''));
-  assert.equal(tcgNotice(second.stderr).length, 1);
-});
+    // Second run: no probe, the cached verdict decides.
+    const second = await runGuest(cache, 'echo again', { VM_KVM_DEV: kvmDev });
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stdout, /^again$/m);
+    assert.equal(second.qemuCalls.length, 1, `one boot, no probe: ${second.qemuCalls.join('\n')}`);
+    assert.ok(usesTcg(second.qemuCalls[0] ?? ''));
+    assert.equal(tcgNotice(second.stderr).length, 1);
+  },
+);
 
 test('VM_ACCEL=tcg boots under TCG without probing, even where a KVM device is present', { timeout: TIMEOUT_MS }, async () => {
   const { cache, kvmDev } = await freshCache('forced-tcg');

@@ -221,14 +221,20 @@ export async function assertManyPatterns(
     const read = reads[i];
     if (!read) continue;
     const it = items[read.item];
-    problems.push(`${it?.context ?? ''}: ${it?.path ?? ''} lacks ${hex(read.expect.byte)} at blocks ${read.expect.offset / BLOCK}..${(read.expect.offset + read.expect.len) / BLOCK - 1}`);
+    problems.push(
+      `${it?.context ?? ''}: ${it?.path ?? ''} lacks ${hex(read.expect.byte)} at blocks ${read.expect.offset / BLOCK}..${(read.expect.offset + read.expect.len) / BLOCK - 1}`,
+    );
   }
   if (index !== reads.length) {
     const stuck = reads[index];
-    problems.push(`qemu-io completed ${index} of ${reads.length} reads (stopped in ${stuck ? items[stuck.item]?.path ?? '' : '?'}): ${r.stderr.trim().split('\n').slice(0, 3).join(' | ')}`);
+    problems.push(
+      `qemu-io completed ${index} of ${reads.length} reads (stopped in ${stuck ? (items[stuck.item]?.path ?? '') : '?'}): ${r.stderr.trim().split('\n').slice(0, 3).join(' | ')}`,
+    );
   }
   if (problems.length > 0 || r.code !== 0 || r.stderr.trim() !== '') {
-    assert.fail(`wrong data:\n  ${problems.join('\n  ')}\n  (qemu-io exit ${r.code}${r.stderr.trim() ? `, stderr: ${r.stderr.trim().split('\n')[0] ?? ''}` : ''})`);
+    assert.fail(
+      `wrong data:\n  ${problems.join('\n  ')}\n  (qemu-io exit ${r.code}${r.stderr.trim() ? `, stderr: ${r.stderr.trim().split('\n')[0] ?? ''}` : ''})`,
+    );
   }
 }
 
@@ -254,7 +260,7 @@ export async function assertPattern(path: string, byte: number, offset: number, 
  */
 export function expectsFor(blocks: ReadonlyMap<number, number>, totalBlocks: number, blockSize = BLOCK): Expect[] {
   const out: Expect[] = [];
-  for (let i = 0; i < totalBlocks; ) {
+  for (let i = 0; i < totalBlocks;) {
     const byte = blocks.get(i) ?? 0;
     let j = i + 1;
     while (j < totalBlocks && (blocks.get(j) ?? 0) === byte) j++;
@@ -511,7 +517,11 @@ export async function verifyVolume(
   const volid = s.volid(vmid, name);
   const listing = await s.vc.snapshotList(volid);
   const listed = [...listing.snapshots].sort((a, b) => (a.name < b.name ? -1 : 1));
-  assert.deepEqual(listed.map((e) => e.name), model.names(), `${context}: snapshot names of ${volid}`);
+  assert.deepEqual(
+    listed.map((e) => e.name),
+    model.names(),
+    `${context}: snapshot names of ${volid}`,
+  );
   assert.deepEqual(
     listed.map((e) => ({ name: e.name, parent: e.parent, children: [...e.children].sort() })),
     model.names().map((n) => ({ name: n, parent: model.get(n).parent, children: model.children(n).sort() })),

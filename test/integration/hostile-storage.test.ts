@@ -10,21 +10,12 @@ import { createHash } from 'node:crypto';
 import { link, lstat, mkdir, readFile, readdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import {
-  MiB,
-  assertPattern,
-  assertSameTree,
-  cli,
-  cliFails,
-  cliOk,
-  makeStorage,
-  runCommand,
-  snapshotOf,
-  writePattern,
-  type TestStorage,
-} from './helpers.js';
+import { MiB, assertPattern, assertSameTree, cli, cliFails, cliOk, makeStorage, runCommand, snapshotOf, writePattern, type TestStorage } from './helpers.js';
 
-const sha = async (p: string): Promise<string> => createHash('sha256').update(await readFile(p)).digest('hex');
+const sha = async (p: string): Promise<string> =>
+  createHash('sha256')
+    .update(await readFile(p))
+    .digest('hex');
 
 /** A storage plus a directory outside it holding a "victim" file (a qcow2 image, or a device stand-in). */
 async function setup(): Promise<{ s: TestStorage; outside: string; victim: string }> {
@@ -52,7 +43,7 @@ describe('hostile storage: symlinks and non-regular files (issue 13)', () => {
   });
   after(() => s.cleanup());
 
-  it('a snapshot layer symlinked to another VM\'s disk: snapshot delete exits 8 and neither disk changes', async () => {
+  it("a snapshot layer symlinked to another VM's disk: snapshot delete exits 8 and neither disk changes", async () => {
     await cliOk(s, ['alloc', s.id, '500', '1M', '--name', 'vm-500-disk-0.qcow2']);
     await cliOk(s, ['alloc', s.id, '501', '1M', '--name', 'vm-501-disk-0.qcow2']);
     const v500 = s.volid(500, 'vm-500-disk-0.qcow2');
@@ -67,7 +58,13 @@ describe('hostile storage: symlinks and non-regular files (issue 13)', () => {
     const tree = await snapshotOf(s.path);
     const msg = await cliFails(s, ['snapshot', 'delete', v500, 'aa'], { code: 8, match: /symbolic link/ });
     assert.match(msg, /snap-aa-vm-500-disk-0\.qcow2/);
-    for (const args of [['info', v500], ['snapshot', 'list', v500], ['snapshot', 'rollback', v500, 'aa'], ['resize', v500, '2M'], ['free', v500]]) {
+    for (const args of [
+      ['info', v500],
+      ['snapshot', 'list', v500],
+      ['snapshot', 'rollback', v500, 'aa'],
+      ['resize', v500, '2M'],
+      ['free', v500],
+    ]) {
       await cliFails(s, args, { code: 8 });
     }
     assert.equal(await sha(s.layer(501, 'vm-501-disk-0.qcow2')), before501);
@@ -112,20 +109,28 @@ describe('hostile storage: symlinks and non-regular files (issue 13)', () => {
       await writeFile(join(s2.path, 'images', '407', 'notes.txt'), 'hello');
       await mkdir(join(s2.path, 'images', '407', 'subvol-407-disk-0.subvol'));
       await writeFile(join(s2.path, 'images', '407', '.hidden'), '');
-      const listed = JSON.parse(await cliOk(s2, ['list', s2.id, '--json'])) as { volumes: { volid: string; problem: { code: string; message: string } | null }[] };
-      assert.deepEqual(listed.volumes.map((e) => [e.volid, e.problem?.code ?? null]), [
-        [`${s2.id}:406/`, 'UNSAFE_IMAGE'],
-        [`${s2.id}:407/notes.txt`, 'INVALID_INPUT'],
-        [`${s2.id}:407/vm-407-disk-0.qcow2`, null],
-        [`${s2.id}:409/`, 'UNSAFE_IMAGE'],
-      ]);
+      const listed = JSON.parse(await cliOk(s2, ['list', s2.id, '--json'])) as {
+        volumes: { volid: string; problem: { code: string; message: string } | null }[];
+      };
+      assert.deepEqual(
+        listed.volumes.map((e) => [e.volid, e.problem?.code ?? null]),
+        [
+          [`${s2.id}:406/`, 'UNSAFE_IMAGE'],
+          [`${s2.id}:407/notes.txt`, 'INVALID_INPUT'],
+          [`${s2.id}:407/vm-407-disk-0.qcow2`, null],
+          [`${s2.id}:409/`, 'UNSAFE_IMAGE'],
+        ],
+      );
       assert.equal((listed.volumes[1] as { fileBytes?: number }).fileBytes, 5);
       await cliFails(s2, ['info', `${s2.id}:407/notes.txt`], { code: 2 });
       assert.match(listed.volumes[3]?.problem?.message ?? '', /images\/409.*FIFO/);
       assert.match(listed.volumes[0]?.problem?.message ?? '', /images\/406.*symbolic link/);
       assert.match(await cliOk(s2, ['list', s2.id]), new RegExp(`^${s2.id}:406/: cannot be read \\(UNSAFE_IMAGE\\): .*images/406.*symbolic link`, 'm'));
       const one = JSON.parse(await cliOk(s2, ['list', s2.id, '--vmid', '406', '--json'])) as { volumes: { volid: string }[] };
-      assert.deepEqual(one.volumes.map((e) => e.volid), [`${s2.id}:406/`]);
+      assert.deepEqual(
+        one.volumes.map((e) => e.volid),
+        [`${s2.id}:406/`],
+      );
       await cliFails(s2, ['snapshot', 'create', v, 'xx'], { code: 8 });
       await cliFails(s2, ['vm', 'snapshot', '406', 'xx'], { code: 8, match: /images\/406.*symbolic link/ });
       await cliOk(s2, ['free', `${s2.id}:407/vm-407-disk-0.qcow2`]);
@@ -156,7 +161,7 @@ describe('hostile storage: symlinks and non-regular files (issue 13)', () => {
     assert.deepEqual(await readdir(join(s.path, 'images', '408')), ['vm-408-disk-0.qcow2']);
   });
 
-  it('a FIFO, a directory or a /dev/zero symlink in a layer\'s place exits 8, not 3', async () => {
+  it("a FIFO, a directory or a /dev/zero symlink in a layer's place exits 8, not 3", async () => {
     const vol = 'vm-409-disk-0.qcow2';
     const v = s.volid(409, vol);
     await cliOk(s, ['alloc', s.id, '409', '1M', '--name', vol]);
@@ -177,7 +182,7 @@ describe('hostile storage: symlinks and non-regular files (issue 13)', () => {
     }
   });
 
-  it('a layer hard-linked with another VM\'s disk is refused; two names in one VM directory (an interrupted rename) are not', async () => {
+  it("a layer hard-linked with another VM's disk is refused; two names in one VM directory (an interrupted rename) are not", async () => {
     await cliOk(s, ['alloc', s.id, '410', '1M', '--name', 'vm-410-disk-0.qcow2']);
     const v = s.volid(410, 'vm-410-disk-0.qcow2');
     await cliOk(s, ['snapshot', 'create', v, 'aa']);
@@ -247,7 +252,7 @@ const HAZARDS: Hazard[] = ['symlink-out', 'symlink-other-vm', 'fifo', 'dir', 'ha
 const OPS = ['snapshot create', 'snapshot delete', 'snapshot rollback', 'resize', 'free', 'list', 'info'] as const;
 
 describe('hostile storage fuzz: a hazard at a random layer of a random chain (issue 13)', () => {
-  it('never writes outside the volume\'s own layers, and every refusal exits 8', async () => {
+  it("never writes outside the volume's own layers, and every refusal exits 8", async () => {
     const { s, outside, victim } = await setup();
     try {
       // VM 900's disk is the bystander every symlink / hard link in the storage points at.
@@ -255,69 +260,75 @@ describe('hostile storage fuzz: a hazard at a random layer of a random chain (is
       await writePattern(s.layer(900, 'vm-900-disk-0.qcow2'), 0x90, 0, 64 * 1024);
       let vmid = 600;
       await fc.assert(
-        fc.asyncProperty(
-          fc.integer({ min: 1, max: 4 }),
-          fc.nat(),
-          fc.constantFrom(...HAZARDS),
-          fc.constantFrom(...OPS),
-          async (depth, at, hazard, op) => {
-            vmid++;
-            const vol = `vm-${vmid}-disk-0.qcow2`;
-            const v = s.volid(vmid, vol);
-            await cliOk(s, ['alloc', s.id, String(vmid), '1M', '--name', vol]);
-            const snaps: string[] = [];
-            for (let i = 0; i < depth; i++) {
-              await cliOk(s, ['snapshot', 'create', v, `s${i}`]);
-              snaps.push(`s${i}`);
-            }
-            // Position 0 .. depth-1: a snapshot layer; depth: the current layer.
-            const pos = at % (depth + 1);
-            const target = pos === depth ? s.layer(vmid, vol) : s.layer(vmid, vol, snaps[pos]);
-            await rm(target);
-            switch (hazard) {
-              case 'symlink-out': await symlink(victim, target); break;
-              case 'symlink-other-vm': await symlink('../900/vm-900-disk-0.qcow2', target); break;
-              case 'fifo': await mkfifo(target); break;
-              case 'dir': await mkdir(target); break;
-              case 'hardlink-out': await link(s.layer(900, 'vm-900-disk-0.qcow2'), target); break;
-              case 'dev-zero': await symlink('/dev/zero', target); break;
-            }
-            const outsideTree = await snapshotOf(outside);
-            const bystander = await sha(s.layer(900, 'vm-900-disk-0.qcow2'));
-            const ownTree = await snapshotOf(join(s.path, 'images', String(vmid)));
-            const snap = snaps[Math.min(depth - 1, at % depth)] ?? 's0';
-            const args: Record<(typeof OPS)[number], string[]> = {
-              'snapshot create': ['snapshot', 'create', v, 'new'],
-              'snapshot delete': ['snapshot', 'delete', v, snap],
-              'snapshot rollback': ['snapshot', 'rollback', v, snap],
-              resize: ['resize', v, '2M'],
-              free: ['free', v],
-              list: ['list', s.id],
-              info: ['info', v],
-            };
-            if (op === 'list') {
-              // `list` never fails for one volume: the volume is listed with its problem (the refusal any
-              // command on it gives), and the listing exits 0.
-              const r = await cli(s, ['list', s.id, '--json']);
-              assert.equal(r.code, 0, `list with ${hazard} at layer ${pos} of ${depth + 1}: exit ${r.code} ${r.stderr}`);
-              const entry = (JSON.parse(r.stdout) as { volumes: { volid: string; problem: { code: string; message: string } | null }[] }).volumes.find(
-                (e) => e.volid === v,
-              );
-              assert.ok(entry?.problem, `list shows ${v} with its problem: ${r.stdout}`);
-              assert.match(entry.problem.code, /^(UNSAFE_IMAGE|CORRUPT_IMAGE)$/);
-              assert.match(entry.problem.message, new RegExp(`images/${vmid}/`), 'the problem names the path');
-            } else {
-              const r = await cli(s, args[op]);
-              assert.equal(r.code, 8, `${op} with ${hazard} at layer ${pos} of ${depth + 1}: exit ${r.code} ${r.stderr}`);
-              assert.match(r.stderr, new RegExp(`images/${vmid}/`), 'the message names the path');
-            }
-            assertSameTree(outsideTree, await snapshotOf(outside), `${op}/${hazard}: outside the storage`);
-            assert.equal(await sha(s.layer(900, 'vm-900-disk-0.qcow2')), bystander, `${op}/${hazard}: VM 900's disk`);
-            assertSameTree(ownTree, await snapshotOf(join(s.path, 'images', String(vmid))), `${op}/${hazard}: refused, so unchanged`);
-            // Clear the volume so `list` in later runs only meets the hazard it plants.
-            await rm(join(s.path, 'images', String(vmid)), { recursive: true, force: true });
-          },
-        ),
+        fc.asyncProperty(fc.integer({ min: 1, max: 4 }), fc.nat(), fc.constantFrom(...HAZARDS), fc.constantFrom(...OPS), async (depth, at, hazard, op) => {
+          vmid++;
+          const vol = `vm-${vmid}-disk-0.qcow2`;
+          const v = s.volid(vmid, vol);
+          await cliOk(s, ['alloc', s.id, String(vmid), '1M', '--name', vol]);
+          const snaps: string[] = [];
+          for (let i = 0; i < depth; i++) {
+            await cliOk(s, ['snapshot', 'create', v, `s${i}`]);
+            snaps.push(`s${i}`);
+          }
+          // Position 0 .. depth-1: a snapshot layer; depth: the current layer.
+          const pos = at % (depth + 1);
+          const target = pos === depth ? s.layer(vmid, vol) : s.layer(vmid, vol, snaps[pos]);
+          await rm(target);
+          switch (hazard) {
+            case 'symlink-out':
+              await symlink(victim, target);
+              break;
+            case 'symlink-other-vm':
+              await symlink('../900/vm-900-disk-0.qcow2', target);
+              break;
+            case 'fifo':
+              await mkfifo(target);
+              break;
+            case 'dir':
+              await mkdir(target);
+              break;
+            case 'hardlink-out':
+              await link(s.layer(900, 'vm-900-disk-0.qcow2'), target);
+              break;
+            case 'dev-zero':
+              await symlink('/dev/zero', target);
+              break;
+          }
+          const outsideTree = await snapshotOf(outside);
+          const bystander = await sha(s.layer(900, 'vm-900-disk-0.qcow2'));
+          const ownTree = await snapshotOf(join(s.path, 'images', String(vmid)));
+          const snap = snaps[Math.min(depth - 1, at % depth)] ?? 's0';
+          const args: Record<(typeof OPS)[number], string[]> = {
+            'snapshot create': ['snapshot', 'create', v, 'new'],
+            'snapshot delete': ['snapshot', 'delete', v, snap],
+            'snapshot rollback': ['snapshot', 'rollback', v, snap],
+            resize: ['resize', v, '2M'],
+            free: ['free', v],
+            list: ['list', s.id],
+            info: ['info', v],
+          };
+          if (op === 'list') {
+            // `list` never fails for one volume: the volume is listed with its problem (the refusal any
+            // command on it gives), and the listing exits 0.
+            const r = await cli(s, ['list', s.id, '--json']);
+            assert.equal(r.code, 0, `list with ${hazard} at layer ${pos} of ${depth + 1}: exit ${r.code} ${r.stderr}`);
+            const entry = (JSON.parse(r.stdout) as { volumes: { volid: string; problem: { code: string; message: string } | null }[] }).volumes.find(
+              (e) => e.volid === v,
+            );
+            assert.ok(entry?.problem, `list shows ${v} with its problem: ${r.stdout}`);
+            assert.match(entry.problem.code, /^(UNSAFE_IMAGE|CORRUPT_IMAGE)$/);
+            assert.match(entry.problem.message, new RegExp(`images/${vmid}/`), 'the problem names the path');
+          } else {
+            const r = await cli(s, args[op]);
+            assert.equal(r.code, 8, `${op} with ${hazard} at layer ${pos} of ${depth + 1}: exit ${r.code} ${r.stderr}`);
+            assert.match(r.stderr, new RegExp(`images/${vmid}/`), 'the message names the path');
+          }
+          assertSameTree(outsideTree, await snapshotOf(outside), `${op}/${hazard}: outside the storage`);
+          assert.equal(await sha(s.layer(900, 'vm-900-disk-0.qcow2')), bystander, `${op}/${hazard}: VM 900's disk`);
+          assertSameTree(ownTree, await snapshotOf(join(s.path, 'images', String(vmid))), `${op}/${hazard}: refused, so unchanged`);
+          // Clear the volume so `list` in later runs only meets the hazard it plants.
+          await rm(join(s.path, 'images', String(vmid)), { recursive: true, force: true });
+        }),
         { seed: 1313, numRuns: 24, endOnFailure: true },
       );
       await assertPattern(s.layer(900, 'vm-900-disk-0.qcow2'), 0x90, 0, 64 * 1024);

@@ -171,7 +171,10 @@ describe('journal files that are not records', () => {
     await writeFile(join(journal, '100-1-a.json'), JSON.stringify({ ...good, id: '100-1-a', plan: { ...good.plan, vmid: 'x' } }));
     await writeFile(join(journal, '100-1-b.json'), JSON.stringify({ ...good, id: 'other' }));
     const json = await cliJson<StatusJson>(s, ['status', '--json']);
-    assert.deepEqual(json.pending.map((p) => p.id), [good.id]);
+    assert.deepEqual(
+      json.pending.map((p) => p.id),
+      [good.id],
+    );
     assert.deepEqual(json.journalFiles.map((f) => f.path.slice(journal.length + 1)).sort(), ['100-1-a.json.bad', '100-1-b.json.bad']);
     // The valid record still protects its VM; the other VM is free to go.
     await cliFails(s, ['snapshot', 'create', vol(101), 'blocked'], { code: 7, match: /unfinished free/ });
@@ -185,13 +188,19 @@ describe('journal files that are not records', () => {
     const text = await cliOk(s, ['status']);
     assert.match(text, /temp file of an interrupted journal write: \S+101-1700000000000-0000cafe\.json\.tmp/);
     const json = await cliJson<StatusJson>(s, ['status', '--json']);
-    assert.deepEqual(json.journalFiles.filter((f) => f.kind === 'temp').map((f) => [f.vmid, f.path]), [[101, tmp]]);
+    assert.deepEqual(
+      json.journalFiles.filter((f) => f.kind === 'temp').map((f) => [f.vmid, f.path]),
+      [[101, tmp]],
+    );
     const dry = await cliOk(s, ['repair', '--all', '--dry-run']);
     assert.match(dry, /0000cafe\.json\.tmp/);
     assert.ok((await readdir(journal)).includes('101-1700000000000-0000cafe.json.tmp'), 'a dry run removes nothing');
     await cliOk(s, ['repair', '--all']);
     assert.ok(!(await readdir(journal)).some((f) => f.endsWith('.tmp')), 'repair removed the temp file');
-    assert.deepEqual((await cliJson<StatusJson>(s, ['status', '--json'])).journalFiles.filter((f) => f.kind === 'temp'), []);
+    assert.deepEqual(
+      (await cliJson<StatusJson>(s, ['status', '--json'])).journalFiles.filter((f) => f.kind === 'temp'),
+      [],
+    );
   });
 });
 

@@ -91,11 +91,7 @@ describe('volume lifecycle through the CLI', () => {
     names.push((await cliOk(s, ['alloc', s.id, '102', '16M'])).trim());
     names.push((await cliOk(s, ['alloc', s.id, '102', '1M', '--format', 'raw'])).trim());
     names.push((await cliOk(s, ['alloc', s.id, '102', '16M'])).trim());
-    assert.deepEqual(names, [
-      `${s.id}:102/vm-102-disk-0.qcow2`,
-      `${s.id}:102/vm-102-disk-1.raw`,
-      `${s.id}:102/vm-102-disk-2.qcow2`,
-    ]);
+    assert.deepEqual(names, [`${s.id}:102/vm-102-disk-0.qcow2`, `${s.id}:102/vm-102-disk-1.raw`, `${s.id}:102/vm-102-disk-2.qcow2`]);
     await cliOk(s, ['free', `${s.id}:102/vm-102-disk-1.raw`]);
     assert.equal((await cliOk(s, ['alloc', s.id, '102', '16M'])).trim(), `${s.id}:102/vm-102-disk-1.qcow2`);
     assert.equal((await cliOk(s, ['alloc', s.id, '102', '16M'])).trim(), `${s.id}:102/vm-102-disk-3.qcow2`);
@@ -111,7 +107,7 @@ describe('volume lifecycle through the CLI', () => {
     assert.equal((await cliOk(s, ['alloc', s.id, '102', '16M'])).trim(), `${s.id}:102/vm-102-disk-6.qcow2`);
   });
 
-  it('alloc honours --name (format from the suffix) and refuses names that are taken or not this VM\'s', async () => {
+  it("alloc honours --name (format from the suffix) and refuses names that are taken or not this VM's", async () => {
     assert.equal((await cliOk(s, ['alloc', s.id, '103', '16M', '--name', 'vm-103-data.qcow2'])).trim(), `${s.id}:103/vm-103-data.qcow2`);
     assert.equal((await imageInfo(s.layer(103, 'vm-103-data.qcow2'))).format, 'qcow2');
     assert.equal((await cliOk(s, ['alloc', s.id, '103', '2M', '--name', 'vm-103-scratch.raw'])).trim(), `${s.id}:103/vm-103-scratch.raw`);
@@ -151,10 +147,7 @@ describe('volume lifecycle through the CLI', () => {
     await writePattern(file, 0xa1, 0, MiB);
     await writePattern(file, 0xa2, 32 * MiB, MiB);
     const written = await cliJson<InfoJson>(s, ['info', volid]);
-    assert.ok(
-      written.usedBytes >= empty.usedBytes + 2 * MiB,
-      `used bytes must grow by the 2 MiB written: ${empty.usedBytes} -> ${written.usedBytes}`,
-    );
+    assert.ok(written.usedBytes >= empty.usedBytes + 2 * MiB, `used bytes must grow by the 2 MiB written: ${empty.usedBytes} -> ${written.usedBytes}`);
     assert.equal(written.chainUsedBytes, written.usedBytes);
     assert.equal(written.virtualSize, 64 * MiB);
     await assertPattern(file, 0xa1, 0, MiB);
@@ -228,7 +221,10 @@ describe('volume lifecycle through the CLI', () => {
     await cliOk(s, ['snapshot', 'create', `${s.id}:108/vm-108-disk-0.qcow2`, 'before']);
 
     const only = await cliJson<{ volumes: InfoJson[] }>(s, ['list', s.id, '--vmid', '108']);
-    assert.deepEqual(only.volumes.map((v) => v.volid), [`${s.id}:108/vm-108-disk-0.qcow2`, `${s.id}:108/vm-108-disk-1.raw`]);
+    assert.deepEqual(
+      only.volumes.map((v) => v.volid),
+      [`${s.id}:108/vm-108-disk-0.qcow2`, `${s.id}:108/vm-108-disk-1.raw`],
+    );
     const [q, r] = only.volumes;
     assert.ok(q && r);
     assert.deepEqual(
@@ -278,7 +274,7 @@ describe('volume lifecycle through the CLI', () => {
     assert.equal(await exists(join(s.path, 'images', '110')), false, 'images/110 must be gone');
     assert.deepEqual((await cliJson<{ volumes: unknown[] }>(s, ['list', s.id, '--vmid', '110'])).volumes, []);
     const journal = join(s.path, '.volchain', 'journal');
-    assert.deepEqual(await exists(journal) ? await readdir(journal) : [], [], 'no journal left behind');
+    assert.deepEqual((await exists(journal)) ? await readdir(journal) : [], [], 'no journal left behind');
     assert.equal((await cliOk(s, ['status'])).trim(), 'no unfinished operations');
   });
 
@@ -329,12 +325,16 @@ describe('bad input through the CLI: non-zero exit, one line on stderr, storage 
    */
   async function rejectedInProcess(cases: { what: string; fn: () => Promise<unknown> }[], codes: readonly string[]): Promise<void> {
     for (const c of cases) {
-      await assert.rejects(c.fn, (err: unknown) => {
-        assert.ok(err instanceof VolchainError, `${c.what}: expected a VolchainError, got ${String(err)}`);
-        assert.ok(codes.includes(err.code), `${c.what}: code ${err.code} (${err.message}) not in ${codes.join(', ')}`);
-        assert.doesNotMatch(err.message, /\n/, `${c.what}: one-line message`);
-        return true;
-      }, c.what);
+      await assert.rejects(
+        c.fn,
+        (err: unknown) => {
+          assert.ok(err instanceof VolchainError, `${c.what}: expected a VolchainError, got ${String(err)}`);
+          assert.ok(codes.includes(err.code), `${c.what}: code ${err.code} (${err.message}) not in ${codes.join(', ')}`);
+          assert.doesNotMatch(err.message, /\n/, `${c.what}: one-line message`);
+          return true;
+        },
+        c.what,
+      );
     }
     assertSameTree(pristine, await snapshotOf(s.path), cases.map((c) => c.what).join('; '));
   }
@@ -379,7 +379,7 @@ describe('bad input through the CLI: non-zero exit, one line on stderr, storage 
     '',
   ];
 
-  it('bad volume ids through the CLI: traversal, absolute paths, another VM\'s disk, option-like names, no storage', async () => {
+  it("bad volume ids through the CLI: traversal, absolute paths, another VM's disk, option-like names, no storage", async () => {
     const bad = badVolids();
     // `--` so that a volid starting with '-' reaches volchain's own validation. Each form goes through the
     // most destructive command; the first also through every other command that takes a volid.
@@ -456,14 +456,15 @@ describe('bad input through the CLI: non-zero exit, one line on stderr, storage 
       { args: ['snapshot', 'list', `${s.id}:100/vm-100-disk-9.raw`], code: 3, match: /does not exist/ },
       { args: ['vm', 'snapshot', '555', 'x1'], code: 3, match: /VM 555 has no disks/ },
     ]);
-    await rejectedInProcess(
-      [missing, `${s.id}:555/vm-555-disk-0.qcow2`, `${s.id}:100/vm-100-disk-9.raw`].flatMap(volidCalls),
-      ['NOT_FOUND'],
-    );
+    await rejectedInProcess([missing, `${s.id}:555/vm-555-disk-0.qcow2`, `${s.id}:100/vm-100-disk-9.raw`].flatMap(volidCalls), ['NOT_FOUND']);
   });
 
   it('usage errors (missing argument, unknown option, bad --format) exit 2 and change nothing', async () => {
-    for (const args of [['alloc', s.id], ['alloc', s.id, '100', '16M', '--format', 'vmdk'], ['info', '--bogus', vol()]]) {
+    for (const args of [
+      ['alloc', s.id],
+      ['alloc', s.id, '100', '16M', '--format', 'vmdk'],
+      ['info', '--bogus', vol()],
+    ]) {
       const r = await cli(s, args);
       assert.equal(r.code, 2, `volchain ${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, /^volchain: [^\n]+\n$/, `volchain ${args.join(' ')}: one volchain line`);

@@ -105,7 +105,10 @@ describe('templates and linked clones made by PVE on dir storage', () => {
     );
     // One VM listed: the base still names its clones (read from the other VMs' headers).
     const one = await cliJson<{ volumes: ListEntry[] }>(s, ['list', s.id, '--vmid', '101']);
-    assert.deepEqual(one.volumes.map((v) => v.clones), [[CLONE_VOLID(s, 102), CLONE_VOLID(s, 103)]]);
+    assert.deepEqual(
+      one.volumes.map((v) => v.clones),
+      [[CLONE_VOLID(s, 102), CLONE_VOLID(s, 103)]],
+    );
     const text = await cliOk(s, ['list', s.id]);
     assert.match(text, /base-101-disk-0\.qcow2: template base volume \(read-only\), linked clones: /);
     assert.match(text, /102\/vm-102-disk-0\.qcow2: linked clone of tst:101\/base-101-disk-0\.qcow2/);
@@ -129,7 +132,10 @@ describe('templates and linked clones made by PVE on dir storage', () => {
     const list = await cliJson<{ volid: string; snapshots: unknown[] }>(s, ['snapshot', 'list', BASE_VOLID(s)]);
     assert.deepEqual(list.snapshots, []);
     // A volid naming another base than the headers do is refused, naming the real one.
-    await cliFails(s, ['info', `${s.id}:101/base-101-disk-7.qcow2/102/vm-102-disk-0.qcow2`], { code: 2, match: /linked clone of tst:101\/base-101-disk-0\.qcow2, not of 101\/base-101-disk-7/ });
+    await cliFails(s, ['info', `${s.id}:101/base-101-disk-7.qcow2/102/vm-102-disk-0.qcow2`], {
+      code: 2,
+      match: /linked clone of tst:101\/base-101-disk-0\.qcow2, not of 101\/base-101-disk-7/,
+    });
     await baseUntouched('info/path/snapshot list');
   });
 
@@ -161,7 +167,10 @@ describe('templates and linked clones made by PVE on dir storage', () => {
     await baseUntouched('alloc/free of another disk of VM 101');
   });
 
-  for (const [vmid, offsetByte] of [[102, 0xb0], [103, 0xc0]] as const) {
+  for (const [vmid, offsetByte] of [
+    [102, 0xb0],
+    [103, 0xc0],
+  ] as const) {
     it(`clone ${vmid}: create, list, rollback to an older snapshot, delete middle, oldest and newest; data right in every layer`, async () => {
       const volid = CLONE_VOLID(s, vmid);
       const cur = join(s.path, 'images', String(vmid), `vm-${vmid}-disk-0.qcow2`);
@@ -176,7 +185,14 @@ describe('templates and linked clones made by PVE on dir storage', () => {
       await writePattern(cur, bytes[3] as number, 3 * 256 * KiB, 256 * KiB);
       const listing = await cliJson<{ volid: string; snapshots: { name: string; parent: string | null }[] }>(s, ['snapshot', 'list', volid]);
       assert.equal(listing.volid, volid);
-      assert.deepEqual(listing.snapshots.map((x) => [x.name, x.parent]), [['s1', null], ['s2', 's1'], ['s3', 's2']]);
+      assert.deepEqual(
+        listing.snapshots.map((x) => [x.name, x.parent]),
+        [
+          ['s1', null],
+          ['s2', 's1'],
+          ['s3', 's2'],
+        ],
+      );
       await assertPatterns(layer('s1'), view(bytes.slice(0, 1)), 's1');
       await assertPatterns(layer('s2'), view(bytes.slice(0, 2)), 's2');
       await assertPatterns(layer('s3'), view(bytes.slice(0, 3)), 's3');
@@ -203,7 +219,11 @@ describe('templates and linked clones made by PVE on dir storage', () => {
       await cliOk(s, ['snapshot', 'delete', volid, 's1']);
       await baseUntouched(`delete of ${vmid}'s oldest snapshot`);
       await assertPatterns(layer('s3'), view(bytes.slice(0, 3)), 's3 after deleting s1');
-      await assertPatterns(cur, [...view(bytes.slice(0, 1)).slice(0, 1), { byte: 0xee, offset: 5 * 256 * KiB, len: 64 * KiB }, { byte: BASE_BYTE, offset: 256 * KiB, len: 256 * KiB }], 'current after deleting s1');
+      await assertPatterns(
+        cur,
+        [...view(bytes.slice(0, 1)).slice(0, 1), { byte: 0xee, offset: 5 * 256 * KiB, len: 64 * KiB }, { byte: BASE_BYTE, offset: 256 * KiB, len: 256 * KiB }],
+        'current after deleting s1',
+      );
       // Newest (and last): s3.
       await cliOk(s, ['snapshot', 'delete', volid, 's3']);
       await baseUntouched(`delete of ${vmid}'s newest snapshot`);
@@ -211,7 +231,15 @@ describe('templates and linked clones made by PVE on dir storage', () => {
       assert.deepEqual(names, [`vm-${vmid}-disk-0.qcow2`]);
       const header = await cliJson<{ base: string | null; snapshots: string[] }>(s, ['info', volid]);
       assert.deepEqual([header.base, header.snapshots], [BASE_VOLID(s), []]);
-      await assertPatterns(cur, [{ byte: bytes[0] as number, offset: 0, len: 256 * KiB }, { byte: BASE_BYTE, offset: 256 * KiB, len: 1024 * KiB }, { byte: 0xee, offset: 5 * 256 * KiB, len: 64 * KiB }], 'current at the end');
+      await assertPatterns(
+        cur,
+        [
+          { byte: bytes[0] as number, offset: 0, len: 256 * KiB },
+          { byte: BASE_BYTE, offset: 256 * KiB, len: 1024 * KiB },
+          { byte: 0xee, offset: 5 * 256 * KiB, len: 64 * KiB },
+        ],
+        'current at the end',
+      );
       assert.ok((await checkAllLayers(s.path)) >= 3);
     });
   }
@@ -224,10 +252,21 @@ describe('templates and linked clones made by PVE on dir storage', () => {
     await writePattern(cur, 0xd2, 0, 64 * KiB); // its child little
     const dry = await cliJson<PlanJson>(s, ['snapshot', 'delete', volid, 'big', '--dry-run']);
     assert.match(dry.plans[0]?.summary ?? '', /by commit-child/);
-    assert.deepEqual(dry.plans[0]?.steps.filter((st) => st.kind === 'commit').map((st) => st.base), ['snap-big-vm-103-disk-0.qcow2']);
+    assert.deepEqual(
+      dry.plans[0]?.steps.filter((st) => st.kind === 'commit').map((st) => st.base),
+      ['snap-big-vm-103-disk-0.qcow2'],
+    );
     await cliOk(s, ['snapshot', 'delete', volid, 'big']);
     await baseUntouched('commit-child delete of the oldest snapshot');
-    await assertPatterns(cur, [{ byte: 0xd2, offset: 0, len: 64 * KiB }, { byte: 0xd1, offset: 64 * KiB, len: 3 * MiB - 64 * KiB }, { byte: 0, offset: 3 * MiB, len: SIZE - 3 * MiB }], 'after commit-child');
+    await assertPatterns(
+      cur,
+      [
+        { byte: 0xd2, offset: 0, len: 64 * KiB },
+        { byte: 0xd1, offset: 64 * KiB, len: 3 * MiB - 64 * KiB },
+        { byte: 0, offset: 3 * MiB, len: SIZE - 3 * MiB },
+      ],
+      'after commit-child',
+    );
     const info = await cliJson<{ base: string | null }>(s, ['info', volid]);
     assert.equal(info.base, BASE_VOLID(s));
     await checkAllLayers(s.path);
@@ -245,18 +284,27 @@ describe('templates and linked clones made by PVE on dir storage', () => {
     await writeFile(conf101, `scsi0: ${BASE_VOLID(s)},size=8M\ntemplate: 1\n`);
     await cliOk(s, ['vm', 'snapshot', '102', 'fromconf', '--vm-config', conf102]);
     await cliOk(s, ['vm', 'delsnapshot', '102', 'fromconf', '--vm-config', conf102]);
-    await cliFails(s, ['vm', 'snapshot', '101', 'fromconf', '--vm-config', conf101], { code: 5, match: /tst:101\/base-101-disk-0\.qcow2 is a template's base volume/ });
+    await cliFails(s, ['vm', 'snapshot', '101', 'fromconf', '--vm-config', conf101], {
+      code: 5,
+      match: /tst:101\/base-101-disk-0\.qcow2 is a template's base volume/,
+    });
     await baseUntouched('vm snapshot of a clone');
   });
 
   it('free of the base is refused while clones exist, naming each; free of a clone leaves the base; then the base goes', async () => {
     const tree = await snapshotOf(s.path);
-    await cliFails(s, ['free', BASE_VOLID(s)], { code: 5, match: new RegExp(`2 linked clone\\(s\\) are backed by it: ${CLONE_VOLID(s, 102).replace(/[.]/g, '\\.')}, ${CLONE_VOLID(s, 103).replace(/[.]/g, '\\.')}`) });
+    await cliFails(s, ['free', BASE_VOLID(s)], {
+      code: 5,
+      match: new RegExp(`2 linked clone\\(s\\) are backed by it: ${CLONE_VOLID(s, 102).replace(/[.]/g, '\\.')}, ${CLONE_VOLID(s, 103).replace(/[.]/g, '\\.')}`),
+    });
     assertSameTree(tree, await snapshotOf(s.path), 'refused free of the base');
     await cliOk(s, ['snapshot', 'create', CLONE_VOLID(s, 103), 'last']);
     await cliOk(s, ['free', CLONE_VOLID(s, 103)]);
     await baseUntouched('free of clone 103');
-    await cliFails(s, ['free', BASE_VOLID(s)], { code: 5, match: /1 linked clone\(s\) are backed by it: tst:101\/base-101-disk-0\.qcow2\/102\/vm-102-disk-0\.qcow2;/ });
+    await cliFails(s, ['free', BASE_VOLID(s)], {
+      code: 5,
+      match: /1 linked clone\(s\) are backed by it: tst:101\/base-101-disk-0\.qcow2\/102\/vm-102-disk-0\.qcow2;/,
+    });
     await cliOk(s, ['free', `${s.id}:102/vm-102-disk-0.qcow2`]);
     await baseUntouched('free of clone 102');
     await cliOk(s, ['free', BASE_VOLID(s)]);
@@ -287,20 +335,36 @@ describe('a template made from a raw disk', () => {
     await cliOk(s, ['snapshot', 'create', volid, 'first']);
     await writePattern(cur, 0xb2, 0, 1 * MiB);
     const dry = await cliJson<PlanJson>(s, ['snapshot', 'delete', volid, 'first', '--dry-run']);
-    assert.deepEqual(dry.plans[0]?.steps.filter((st) => st.kind === 'rebase').map((st) => [st.onto, st.ontoFormat]), [['../201/base-201-disk-0.raw', 'raw']]);
+    assert.deepEqual(
+      dry.plans[0]?.steps.filter((st) => st.kind === 'rebase').map((st) => [st.onto, st.ontoFormat]),
+      [['../201/base-201-disk-0.raw', 'raw']],
+    );
     await cliOk(s, ['snapshot', 'delete', volid, 'first']);
     const info = await imageBacking(cur);
     assert.deepEqual(info, ['../201/base-201-disk-0.raw', 'raw']);
     // The clone's own data, and the raw base's where the clone wrote nothing.
-    await assertPatterns(cur, [{ byte: 0xb2, offset: 0, len: 1 * MiB }, { byte: BASE_BYTE, offset: 1 * MiB, len: BASE_LEN - 1 * MiB }, { byte: 0, offset: BASE_LEN, len: SIZE - BASE_LEN }]);
+    await assertPatterns(cur, [
+      { byte: 0xb2, offset: 0, len: 1 * MiB },
+      { byte: BASE_BYTE, offset: 1 * MiB, len: BASE_LEN - 1 * MiB },
+      { byte: 0, offset: BASE_LEN, len: SIZE - BASE_LEN },
+    ]);
     await checkAllLayers(s.path);
     assert.equal(await fileFingerprint(basePath), before);
     const { volumes } = await cliJson<{ volumes: ListEntry[] }>(s, ['list', s.id]);
-    assert.deepEqual(volumes.map((v) => [v.volid, v.template, v.base]), [[`${s.id}:201/base-201-disk-0.raw`, true, null], [volid, false, `${s.id}:201/base-201-disk-0.raw`]]);
+    assert.deepEqual(
+      volumes.map((v) => [v.volid, v.template, v.base]),
+      [
+        [`${s.id}:201/base-201-disk-0.raw`, true, null],
+        [volid, false, `${s.id}:201/base-201-disk-0.raw`],
+      ],
+    );
   });
 });
 
-const sha = async (p: string): Promise<string> => createHash('sha256').update(await readFile(p)).digest('hex');
+const sha = async (p: string): Promise<string> =>
+  createHash('sha256')
+    .update(await readFile(p))
+    .digest('hex');
 
 async function imageBacking(path: string): Promise<[string | undefined, string | undefined]> {
   const r = await runCommand('qemu-img', ['info', '-U', '-f', 'qcow2', '--output=json', path]);
@@ -325,7 +389,10 @@ describe('hostile cross-directory backing references are refused (exit 8) and no
     await qemuImg(['create', '-f', 'qcow2', join(s.root, 'elsewhere.qcow2'), String(SIZE)]);
     await symlink(join(s.root, 'elsewhere.qcow2'), join(img(105), 'base-105-disk-0.qcow2'));
     await mkdir(img(106));
-    await qemuImg(['create', '-u', '-F', 'qcow2', '-b', '../105/base-105-disk-0.qcow2', '-f', 'qcow2', join(img(106), 'vm-106-disk-0.qcow2'), String(SIZE)], img(106));
+    await qemuImg(
+      ['create', '-u', '-F', 'qcow2', '-b', '../105/base-105-disk-0.qcow2', '-f', 'qcow2', join(img(106), 'vm-106-disk-0.qcow2'), String(SIZE)],
+      img(106),
+    );
     // 108: backed by a base of 107 that has a backing file of its own.
     await mkdir(img(107));
     await qemuImg(['create', '-f', 'qcow2', join(img(107), 'vm-107-disk-1.qcow2'), String(SIZE)]);
@@ -334,7 +401,10 @@ describe('hostile cross-directory backing references are refused (exit 8) and no
     await qemuImg(['create', '-F', 'qcow2', '-b', '../107/base-107-disk-0.qcow2', '-f', 'qcow2', join(img(108), 'vm-108-disk-0.qcow2')], img(108));
     // 109: backed by the real base but with -F raw (the base is qcow2: the format must match what is read).
     await mkdir(img(109));
-    await qemuImg(['create', '-u', '-F', 'raw', '-b', '../101/base-101-disk-0.qcow2', '-f', 'qcow2', join(img(109), 'vm-109-disk-0.qcow2'), String(SIZE)], img(109));
+    await qemuImg(
+      ['create', '-u', '-F', 'raw', '-b', '../101/base-101-disk-0.qcow2', '-f', 'qcow2', join(img(109), 'vm-109-disk-0.qcow2'), String(SIZE)],
+      img(109),
+    );
     // 102: a middle snapshot layer pointing across directories (its chain: current -> s2 -> s1 -> base).
     await cliOk(s, ['snapshot', 'create', CLONE_VOLID(s, 102), 's1']);
     await cliOk(s, ['snapshot', 'create', CLONE_VOLID(s, 102), 's2']);
@@ -351,11 +421,26 @@ describe('hostile cross-directory backing references are refused (exit 8) and no
   });
 
   const cases: { vmid: number; volume: string; match: RegExp; what: string }[] = [
-    { vmid: 104, volume: 'vm-104-disk-0.qcow2', match: /contains '\/'.*\.\.\/103\/vm-103-disk-0\.qcow2|\.\.\/103\/vm-103-disk-0\.qcow2.*contains '\/'/, what: "another VM's ordinary disk" },
+    {
+      vmid: 104,
+      volume: 'vm-104-disk-0.qcow2',
+      match: /contains '\/'.*\.\.\/103\/vm-103-disk-0\.qcow2|\.\.\/103\/vm-103-disk-0\.qcow2.*contains '\/'/,
+      what: "another VM's ordinary disk",
+    },
     { vmid: 106, volume: 'vm-106-disk-0.qcow2', match: /base-105-disk-0\.qcow2.*not a regular file/, what: 'a base that is a symlink' },
     { vmid: 108, volume: 'vm-108-disk-0.qcow2', match: /base volume with a backing file of its own/, what: 'a base with its own backing file' },
-    { vmid: 109, volume: 'vm-109-disk-0.qcow2', match: /backing format of the base volume is "raw", expected "qcow2"/, what: 'a -F that does not match the base' },
-    { vmid: 102, volume: 'vm-102-disk-0.qcow2', match: /snap-s2-vm-102-disk-0\.qcow2.*\.\.\/103\/vm-103-disk-0\.qcow2/, what: 'a middle layer pointing across directories' },
+    {
+      vmid: 109,
+      volume: 'vm-109-disk-0.qcow2',
+      match: /backing format of the base volume is "raw", expected "qcow2"/,
+      what: 'a -F that does not match the base',
+    },
+    {
+      vmid: 102,
+      volume: 'vm-102-disk-0.qcow2',
+      match: /snap-s2-vm-102-disk-0\.qcow2.*\.\.\/103\/vm-103-disk-0\.qcow2/,
+      what: 'a middle layer pointing across directories',
+    },
     { vmid: 110, volume: 'vm-110-disk-0.qcow2', match: /base volume of its own VM 110/, what: "a base of the clone's own VM" },
   ];
   for (const c of cases) {
@@ -363,7 +448,12 @@ describe('hostile cross-directory backing references are refused (exit 8) and no
       const tree = await snapshotOf(s.path);
       const outside = await sha(join(s.root, 'elsewhere.qcow2'));
       const volid = `${s.id}:${c.vmid}/${c.volume}`;
-      for (const args of [['info', volid], ['snapshot', 'list', volid], ['snapshot', 'create', volid, 'evil'], ['free', volid]]) {
+      for (const args of [
+        ['info', volid],
+        ['snapshot', 'list', volid],
+        ['snapshot', 'create', volid, 'evil'],
+        ['free', volid],
+      ]) {
         await cliFails(s, args, { code: 8, match: c.match });
       }
       const { volumes } = await cliJson<{ volumes: ListEntry[] }>(s, ['list', s.id, '--vmid', String(c.vmid)]);
@@ -405,7 +495,11 @@ describe('a base whose VM directory is a symlink out of the storage', () => {
       const tree = await snapshotOf(s.path);
       const outside = await sha(outsideBase);
       const volid = `${s.id}:112/vm-112-disk-0.qcow2`;
-      for (const args of [['info', volid], ['snapshot', 'create', volid, 'evil'], ['free', volid]]) {
+      for (const args of [
+        ['info', volid],
+        ['snapshot', 'create', volid, 'evil'],
+        ['free', volid],
+      ]) {
         await cliFails(s, args, { code: 8, match: /images\/111: is a symbolic link, not a directory/ });
       }
       assertSameTree(tree, await snapshotOf(s.path), 'symlinked base directory');
@@ -417,7 +511,11 @@ describe('a base whose VM directory is a symlink out of the storage', () => {
 });
 
 describe('a crash while deleting the oldest snapshot of a linked clone', () => {
-  for (const [step, moment] of [[1, 'started'], [1, 'after'], [2, 'started']] as const) {
+  for (const [step, moment] of [
+    [1, 'started'],
+    [1, 'after'],
+    [2, 'started'],
+  ] as const) {
     it(`killed at step ${step} (${moment}): repair finishes it, every layer's data is right and the base was never written`, async () => {
       const s = await makeStorage();
       const fx = await makePveTemplateWithClones(s.path, { sizeBytes: SIZE, basePattern: BASE_BYTE, patternBytes: BASE_LEN, cloneVmids: [102] });
@@ -432,14 +530,21 @@ describe('a crash while deleting the oldest snapshot of a linked clone', () => {
         await writePattern(cur, 0xb3, 3 * MiB, 64 * KiB);
         // s1 holds little, its child s2 much: the plan is rebase s2 onto the base (1), remove s1 (2).
         const dry = await cliJson<PlanJson>(s, ['snapshot', 'delete', volid, 's1', '--dry-run']);
-        assert.deepEqual(dry.plans[0]?.steps.map((x) => x.kind), ['rebase', 'remove']);
+        assert.deepEqual(
+          dry.plans[0]?.steps.map((x) => x.kind),
+          ['rebase', 'remove'],
+        );
         const run = await cli(s, ['snapshot', 'delete', volid, 's1'], { env: { VOLCHAIN_CRASH_AT: `snapshot-delete:${step}:${moment}` } });
         assert.notEqual(run.code, 0, 'the process was expected to die');
         await cliOk(s, ['repair', volid]);
         const info = await cliJson<{ snapshots: string[]; base: string | null }>(s, ['info', volid]);
         assert.deepEqual([info.snapshots, info.base], [['s2'], BASE_VOLID(s)]);
         const s2 = join(s.path, 'images', '102', 'snap-s2-vm-102-disk-0.qcow2');
-        const s2View: Expect[] = [{ byte: 0xb1, offset: 0, len: 64 * KiB }, { byte: 0xb2, offset: 64 * KiB, len: 1 * MiB }, { byte: BASE_BYTE, offset: 64 * KiB + 1 * MiB, len: BASE_LEN - 64 * KiB - 1 * MiB }];
+        const s2View: Expect[] = [
+          { byte: 0xb1, offset: 0, len: 64 * KiB },
+          { byte: 0xb2, offset: 64 * KiB, len: 1 * MiB },
+          { byte: BASE_BYTE, offset: 64 * KiB + 1 * MiB, len: BASE_LEN - 64 * KiB - 1 * MiB },
+        ];
         await assertPatterns(s2, s2View, 's2 after repair');
         await assertPatterns(cur, [...s2View, { byte: 0xb3, offset: 3 * MiB, len: 64 * KiB }], 'current after repair');
         assert.deepEqual(await imageBacking(s2), [REF_OF_BASE, 'qcow2']);

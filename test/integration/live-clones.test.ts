@@ -75,7 +75,11 @@ async function checkAttach(vmid: number, socket: string, context: string, otherC
   assert.equal(info.others.length, otherChains, `${context}: chains of other VMs' volumes (${JSON.stringify(info.others)})`);
   const chain = await cloneChain(vmid);
   assert.equal(chain[chain.length - 1], BASE_REF, `${context}: the chain on disk ends in the base`);
-  assert.deepEqual(d.layers.map((l) => l.layer), chain.slice(0, -1), `${context}: the clone's layers`);
+  assert.deepEqual(
+    d.layers.map((l) => l.layer),
+    chain.slice(0, -1),
+    `${context}: the clone's layers`,
+  );
   assert.deepEqual([d.base?.volid, d.base?.ref, d.base?.readOnly], [baseVolid(), BASE_REF, true], `${context}: the base at the bottom, read-only`);
   assert.equal(await fileFingerprint(fx.basePath), baseFingerprint, `${context}: the base was not written`);
   return d;
@@ -113,22 +117,38 @@ async function checkData(vmid: number, writer: GuestWriter, w2: Window): Promise
   const s2 = join(dirOf(vmid), `snap-s2-vm-${vmid}-disk-0.qcow2`);
   const fits = await snapshotInstants(writer, 0, s2, w2, TOTAL_BLOCKS, s.root);
   assert.ok(fits.length > 0, 's2 holds the disk (base data included) as it was at one instant of its snapshot');
-  await assertImages([{ path: join(dirOf(vmid), `vm-${vmid}-disk-0.qcow2`), blocks: writer.stateAfter(0, writer.writes.length), totalBlocks: TOTAL_BLOCKS, context: 'current layer' }]);
+  await assertImages([
+    {
+      path: join(dirOf(vmid), `vm-${vmid}-disk-0.qcow2`),
+      blocks: writer.stateAfter(0, writer.writes.length),
+      totalBlocks: TOTAL_BLOCKS,
+      context: 'current layer',
+    },
+  ]);
   await assertImages([{ path: fx.basePath, blocks: initial(), totalBlocks: TOTAL_BLOCKS, context: 'base volume' }]);
   assert.equal(await fileFingerprint(fx.basePath), baseFingerprint, 'the base was never written');
   assert.ok((await checkAllLayers(s.path, vmid)) >= 2, 'qemu-img check of every layer');
 }
 
 describe('live operations on linked clones', () => {
-  it('qemu-args opens a clone down to its base, read-only, with volchain\'s and with PVE\'s node names', TEST_TIMEOUT, async () => {
+  it("qemu-args opens a clone down to its base, read-only, with volchain's and with PVE's node names", TEST_TIMEOUT, async () => {
     interface ArgsJson {
-      volumes: { volid: string; top: string; layers: { layer: string }[]; base?: { volid: string; ref: string; node: string; protocolNode: string; readOnly: boolean }; nodes: Record<string, unknown>[] }[];
+      volumes: {
+        volid: string;
+        top: string;
+        layers: { layer: string }[];
+        base?: { volid: string; ref: string; node: string; protocolNode: string; readOnly: boolean };
+        nodes: Record<string, unknown>[];
+      }[];
     }
     for (const extra of [[], ['--drive-id', 'scsi0']]) {
       const args = await cliJson<ArgsJson>(s, ['qemu-args', cloneVolid(103), ...extra]);
       const v = args.volumes[0];
       assert.equal(v?.volid, cloneVolid(103));
-      assert.deepEqual(v.layers.map((l) => l.layer), ['vm-103-disk-0.qcow2']);
+      assert.deepEqual(
+        v.layers.map((l) => l.layer),
+        ['vm-103-disk-0.qcow2'],
+      );
       assert.deepEqual([v.base?.volid, v.base?.ref, v.base?.readOnly], [baseVolid(), BASE_REF, true]);
       const baseNodes = v.nodes.filter((n) => n['node-name'] === v.base?.node || n['node-name'] === v.base?.protocolNode);
       assert.equal(baseNodes.length, 2, 'a format and a protocol node for the base');
@@ -137,15 +157,15 @@ describe('live operations on linked clones', () => {
       assert.equal(fmt?.['file'], v.base?.protocolNode);
       assert.equal(baseNodes.find((n) => n['driver'] === 'file')?.['filename'], fx.basePath);
       const bottom = v.nodes.find((n) => n['backing'] === v.base?.node);
-      assert.ok(bottom, 'the clone\'s bottom layer has the base node as its explicit backing');
+      assert.ok(bottom, "the clone's bottom layer has the base node as its explicit backing");
       if (extra.length > 0) {
-        assert.equal(bottom['node-name'], pveName('f', 'scsi0', cloneVolid(103)), 'PVE\'s name for the clone\'s current layer');
+        assert.equal(bottom['node-name'], pveName('f', 'scsi0', cloneVolid(103)), "PVE's name for the clone's current layer");
         assert.equal(v.base?.node, pveName('f', 'scsi0', baseVolid()), 'the base named by the hash of its own volid');
       }
     }
   });
 
-  it('qemu-args of two clones of one base defines the base\'s nodes once; QEMU runs both on it', TEST_TIMEOUT, async () => {
+  it("qemu-args of two clones of one base defines the base's nodes once; QEMU runs both on it", TEST_TIMEOUT, async () => {
     const args = await cliJson<{ volumes: { top: string; base?: { node: string } }[]; argv: string[] }>(s, ['qemu-args', cloneVolid(102), cloneVolid(103)]);
     const baseNode = args.volumes[0]?.base?.node ?? '';
     assert.equal(args.volumes[1]?.base?.node, baseNode, 'one base, one node name');
@@ -155,9 +175,11 @@ describe('live operations on linked clones', () => {
       machine: 'q35',
       extraArgs: [
         ...args.argv,
-        '-device', 'virtio-scsi-pci,id=scsihw0',
+        '-device',
+        'virtio-scsi-pci,id=scsihw0',
         ...args.volumes.flatMap((v, i) => ['-device', `scsi-hd,bus=scsihw0.0,drive=${v.top},id=disk${i}`]),
-        '-qmp', `unix:${socket},server=on,wait=off`,
+        '-qmp',
+        `unix:${socket},server=on,wait=off`,
       ],
     });
     try {
@@ -187,30 +209,47 @@ describe('live operations on linked clones', () => {
     await checkData(vmid, result.writer, result.w2);
   });
 
-  it('(b) QEMU started with PVE 9\'s -blockdev layout for a linked clone: the same, and the graph keeps PVE\'s node names', TEST_TIMEOUT, async () => {
+  it("(b) QEMU started with PVE 9's -blockdev layout for a linked clone: the same, and the graph keeps PVE's node names", TEST_TIMEOUT, async () => {
     const vmid = 103;
     const volid = cloneVolid(vmid);
     await cliOk(s, ['vm', 'snapshot', String(vmid), 's0']);
     const discardNoUnref = await qemuHasDiscardNoUnref();
     // generate_drive_blockdev: the clone's layers nested as `backing`; the bottom one (s0, whose parent PVE's
     // volume_snapshot_info does not know: the base is no snapshot) has no `backing`, QEMU opens the base itself.
-    const drive = pveDriveBlockdev('scsi0', volid, [[undefined, join(dirOf(vmid), 'vm-103-disk-0.qcow2')], ['s0', join(dirOf(vmid), 'snap-s0-vm-103-disk-0.qcow2')]], discardNoUnref);
+    const drive = pveDriveBlockdev(
+      'scsi0',
+      volid,
+      [
+        [undefined, join(dirOf(vmid), 'vm-103-disk-0.qcow2')],
+        ['s0', join(dirOf(vmid), 'snap-s0-vm-103-disk-0.qcow2')],
+      ],
+      discardNoUnref,
+    );
     const socket = join(s.root, `qmp-clone-pve-${Date.now()}.sock`);
     const vm = await startQemu({
       machine: 'q35',
       extraArgs: [
-        '-object', JSON.stringify(pveThrottleGroup('scsi0')),
-        '-blockdev', JSON.stringify(drive),
-        '-device', 'virtio-scsi-pci,id=scsihw0',
-        '-device', 'scsi-hd,bus=scsihw0.0,drive=drive-scsi0,id=scsi0',
-        '-qmp', `unix:${socket},server=on,wait=off`,
+        '-object',
+        JSON.stringify(pveThrottleGroup('scsi0')),
+        '-blockdev',
+        JSON.stringify(drive),
+        '-device',
+        'virtio-scsi-pci,id=scsihw0',
+        '-device',
+        'scsi-hd,bus=scsihw0.0,drive=drive-scsi0,id=scsi0',
+        '-qmp',
+        `unix:${socket},server=on,wait=off`,
       ],
     });
     const live: LiveVm = { vm, socket, disks: ['scsi0'], volids: [volid], stop: () => vm.stop() };
     const check = async (context: string): Promise<void> => {
       const d = await checkAttach(vmid, socket, context);
       // PVE's names on every layer of the clone (the snapshot's name hashed with the clone's volid).
-      assert.deepEqual(d.layers.map((l) => l.node), d.layers.map((l) => pveName('f', 'scsi0', volid, l.snapshot ?? undefined)), `${context}: PVE's node names`);
+      assert.deepEqual(
+        d.layers.map((l) => l.node),
+        d.layers.map((l) => pveName('f', 'scsi0', volid, l.snapshot ?? undefined)),
+        `${context}: PVE's node names`,
+      );
       assert.ok(d.base?.openedAs?.endsWith('/101/base-101-disk-0.qcow2'), `${context}: QEMU has the base open (${String(d.base?.openedAs)})`);
       const blocks = await vm.client.execute<{ qdev?: string; inserted?: { 'node-name': string; drv: string } }[]>('query-block');
       const top = blocks.find((b) => b.qdev === 'scsi0')?.inserted;
@@ -252,8 +291,15 @@ describe('live operations on linked clones', () => {
       assert.equal(out.code, 0, out.stderr);
       const plan = JSON.parse(out.stdout) as { plans: { steps: { kind: string; onto?: string | null; ontoFormat?: string; baseNode?: string | null }[] }[] };
       const stream = plan.plans[0]?.steps.find((st) => st.kind === 'qmp-stream');
-      assert.deepEqual([stream?.onto, stream?.ontoFormat, stream?.baseNode], [BASE_REF, 'qcow2', d.base?.node], 'a stream onto the base, through QEMU\'s base node');
-      assert.ok(plan.plans[0]?.steps.every((st) => st.kind !== 'qmp-commit'), 'nothing is committed');
+      assert.deepEqual(
+        [stream?.onto, stream?.ontoFormat, stream?.baseNode],
+        [BASE_REF, 'qcow2', d.base?.node],
+        "a stream onto the base, through QEMU's base node",
+      );
+      assert.ok(
+        plan.plans[0]?.steps.every((st) => st.kind !== 'qmp-commit'),
+        'nothing is committed',
+      );
       await cliOk(s, ['vm', 'delsnapshot', String(vmid), 's0', '--qmp', live.socket], { env });
       writer.check();
       await writer.stop();
@@ -272,7 +318,7 @@ describe('live operations on linked clones', () => {
     const extents = JSON.parse(map.stdout) as { start: number; length: number; depth: number; data: boolean }[];
     const at = (untouched[0] as number) * BLOCK;
     const extent = extents.find((e) => e.start <= at && at < e.start + e.length);
-    assert.deepEqual([extent?.depth, extent?.data], [1, true], 'the block is the base\'s, not a copy in the clone');
+    assert.deepEqual([extent?.depth, extent?.data], [1, true], "the block is the base's, not a copy in the clone");
     assert.equal(await fileFingerprint(fx.basePath), baseFingerprint, 'the base was never written');
     await checkAllLayers(s.path, vmid);
   });
@@ -301,7 +347,7 @@ describe('live operations on linked clones', () => {
     assert.match(await cliOk(s, ['repair', volid]), /repaired/);
     assert.deepEqual(await cloneChain(vmid), [`vm-${vmid}-disk-0.qcow2`, BASE_REF], 'the current layer is backed by the base');
     const info = await runCommand('qemu-img', ['info', '--output=json', top]);
-    assert.equal((JSON.parse(info.stdout) as { 'backing-filename-format'?: string })['backing-filename-format'], 'qcow2', 'with the base\'s format');
+    assert.equal((JSON.parse(info.stdout) as { 'backing-filename-format'?: string })['backing-filename-format'], 'qcow2', "with the base's format");
     await assertImages([{ path: top, blocks: state, totalBlocks: TOTAL_BLOCKS, context: 'current layer after repair' }]);
     assert.equal(await fileFingerprint(fx.basePath), baseFingerprint, 'the base was never written');
     await checkAllLayers(s.path, vmid);

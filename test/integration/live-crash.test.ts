@@ -47,12 +47,29 @@ describe('volchain killed during live operations', () => {
         assert.match(r.stderr, /injected failure.*\(nothing was changed\)/, failAt);
         assert.deepEqual(await files(), before, `${failAt}: the same files`);
         assert.deepEqual((await cliJson<{ pending: unknown[] }>(s, ['status'])).pending, [], `${failAt}: nothing pending`);
-        await assertAgreement(live.vm.client, live.vm.pid, dir, names.map((volume, i) => ({ id: live.disks[i] as string, volume })));
+        await assertAgreement(
+          live.vm.client,
+          live.vm.pid,
+          dir,
+          names.map((volume, i) => ({ id: live.disks[i] as string, volume })),
+        );
         const info = await cliJson<{ disks: { problems: string[]; detached: unknown[] }[] }>(s, ['vm', 'attach-info', String(vmid), '--qmp', live.socket]);
-        assert.deepEqual(info.disks.map((d) => [d.problems, d.detached]), [[[], []], [[], []]], `${failAt}: no leftover node in QEMU`);
+        assert.deepEqual(
+          info.disks.map((d) => [d.problems, d.detached]),
+          [
+            [[], []],
+            [[], []],
+          ],
+          `${failAt}: no leftover node in QEMU`,
+        );
       }
       await cliOk(s, ['vm', 'snapshot', String(vmid), 'fx', '--qmp', live.socket]);
-      await assertAgreement(live.vm.client, live.vm.pid, dir, names.map((volume, i) => ({ id: live.disks[i] as string, volume })));
+      await assertAgreement(
+        live.vm.client,
+        live.vm.pid,
+        dir,
+        names.map((volume, i) => ({ id: live.disks[i] as string, volume })),
+      );
     } finally {
       await live.stop();
     }
@@ -71,9 +88,19 @@ describe('volchain killed during live operations', () => {
     const snapshots: string[] = [];
 
     const agree = async (context: string): Promise<void> => {
-      const info = await cliJson<{ disks: { problems: string[]; layers: { layer: string }[] }[] }>(s, ['vm', 'attach-info', String(VMID), '--qmp', live.socket]);
+      const info = await cliJson<{ disks: { problems: string[]; layers: { layer: string }[] }[] }>(s, [
+        'vm',
+        'attach-info',
+        String(VMID),
+        '--qmp',
+        live.socket,
+      ]);
       assert.deepEqual(info.disks[0]?.problems, [], `${context}: attach-info`);
-      assert.deepEqual(info.disks[0]?.layers.map((l) => l.layer), await diskChain(dir, name), `${context}: layers`);
+      assert.deepEqual(
+        info.disks[0]?.layers.map((l) => l.layer),
+        await diskChain(dir, name),
+        `${context}: layers`,
+      );
       await assertAgreement(live.vm.client, live.vm.pid, dir, [{ id: live.disks[0] as string, volume: name }]);
       const status = await cliJson<{ pending: unknown[] }>(s, ['status']);
       assert.deepEqual(status.pending, [], `${context}: nothing left unfinished`);
@@ -154,7 +181,12 @@ describe('volchain killed during live operations', () => {
     for (const [snap, window] of windows) {
       const instants = await snapshotInstants(writer, 0, s.layer(VMID, name, snap), window, TOTAL_BLOCKS, s.root);
       assert.ok(instants.length > 0, `snapshot ${snap} holds the disk at one instant of its window ${window.lo}..${window.hi}`);
-      items.push({ path: s.layer(VMID, name, snap), blocks: writer.stateAfter(0, instants[0] as number), totalBlocks: TOTAL_BLOCKS, context: `snapshot ${snap}` });
+      items.push({
+        path: s.layer(VMID, name, snap),
+        blocks: writer.stateAfter(0, instants[0] as number),
+        totalBlocks: TOTAL_BLOCKS,
+        context: `snapshot ${snap}`,
+      });
     }
     await assertImages(items);
     await checkAllLayers(s.path, VMID);

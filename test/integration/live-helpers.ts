@@ -188,7 +188,14 @@ export async function blockPatterns(path: string, totalBlocks: number, tmpDir: s
 }
 
 /** Every j in the window for which the image holds exactly the state after j writes (on the blocks given). */
-export async function snapshotInstants(writer: GuestWriter, disk: number, path: string, window: Window, totalBlocks: number, tmpDir: string): Promise<number[]> {
+export async function snapshotInstants(
+  writer: GuestWriter,
+  disk: number,
+  path: string,
+  window: Window,
+  totalBlocks: number,
+  tmpDir: string,
+): Promise<number[]> {
   const actual = await blockPatterns(path, totalBlocks, tmpDir);
   const fits: number[] = [];
   for (let j = window.lo; j <= window.hi; j++) {
@@ -283,7 +290,8 @@ export interface BackgroundCli {
 /** Starts `volchain --config <cfg> ...args` without waiting for it (to interrupt it, or QEMU, meanwhile). */
 export function spawnCli(storage: Pick<TestStorage, 'cfg'>, args: readonly string[], env: Record<string, string> = {}): BackgroundCli {
   const base: NodeJS.ProcessEnv = { ...process.env, LC_ALL: 'C' };
-  for (const key of ['VOLCHAIN_FAIL_AT', 'VOLCHAIN_CRASH_AT', 'VOLCHAIN_CONFIG', 'VOLCHAIN_DEBUG', 'VOLCHAIN_JOB_SPEED', 'VOLCHAIN_LIVE_STREAM']) delete base[key];
+  for (const key of ['VOLCHAIN_FAIL_AT', 'VOLCHAIN_CRASH_AT', 'VOLCHAIN_CONFIG', 'VOLCHAIN_DEBUG', 'VOLCHAIN_JOB_SPEED', 'VOLCHAIN_LIVE_STREAM'])
+    delete base[key];
   const child = spawn(process.execPath, [BIN, '--config', storage.cfg, ...args], { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -297,14 +305,20 @@ export function spawnCli(storage: Pick<TestStorage, 'cfg'>, args: readonly strin
 }
 
 /** Waits until QEMU reports a job whose progress reached `fraction` (and is not done); returns its id. */
-export async function waitForJobProgress(client: QmpClient, fraction: number, timeoutMs = 60_000): Promise<{ id: string; type: string; current: number; total: number }> {
+export async function waitForJobProgress(
+  client: QmpClient,
+  fraction: number,
+  timeoutMs = 60_000,
+): Promise<{ id: string; type: string; current: number; total: number }> {
   const deadline = Date.now() + timeoutMs;
   const seen: string[] = [];
   for (;;) {
     const jobs = await queryJobs(client);
     const line = jobs.map((x) => `${x.type} ${x.status} ${x['current-progress']}/${x['total-progress']}`).join(', ');
     if (seen[seen.length - 1] !== line) seen.push(line);
-    const j = jobs.find((x) => x['total-progress'] > 0 && x['current-progress'] >= fraction * x['total-progress'] && x['current-progress'] < x['total-progress']);
+    const j = jobs.find(
+      (x) => x['total-progress'] > 0 && x['current-progress'] >= fraction * x['total-progress'] && x['current-progress'] < x['total-progress'],
+    );
     if (j) return { id: j.id, type: j.type, current: j['current-progress'], total: j['total-progress'] };
     if (Date.now() > deadline) throw new Error(`no job reached ${fraction * 100}% within ${timeoutMs} ms (seen: ${seen.join(' | ')})`);
     await new Promise((r) => setTimeout(r, 50));

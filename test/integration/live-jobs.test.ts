@@ -48,7 +48,10 @@ after(async () => {
 const imagesDir = (vmid: number): string => join(s.path, 'images', String(vmid));
 
 /** One disk with `writes` made offline (block ranges of a pattern), snapshots in between as given. */
-async function prepareDisk(vmid: number, stages: readonly ({ byte: number; from: number; count: number } | { snapshot: string })[]): Promise<{ volid: string; name: string; state: Blocks; snaps: Map<string, Blocks> }> {
+async function prepareDisk(
+  vmid: number,
+  stages: readonly ({ byte: number; from: number; count: number } | { snapshot: string })[],
+): Promise<{ volid: string; name: string; state: Blocks; snaps: Map<string, Blocks> }> {
   const volid = (await cliOk(s, ['alloc', s.id, String(vmid), String(SIZE)])).trim();
   const name = volid.split('/').pop() ?? '';
   const state: Blocks = new Map();
@@ -69,9 +72,18 @@ async function agree(live: LiveVm, vmid: number, names: readonly string[], conte
   const info = await cliJson<AttachInfoJson>(s, ['vm', 'attach-info', String(vmid), '--qmp', live.socket]);
   for (const d of info.disks) {
     assert.deepEqual(d.problems, [], `${context}: attach-info of ${d.volid}`);
-    assert.deepEqual(d.layers.map((l) => l.layer), await diskChain(imagesDir(vmid), d.volid.split('/').pop() ?? ''), `${context}: layers of ${d.volid}`);
+    assert.deepEqual(
+      d.layers.map((l) => l.layer),
+      await diskChain(imagesDir(vmid), d.volid.split('/').pop() ?? ''),
+      `${context}: layers of ${d.volid}`,
+    );
   }
-  await assertAgreement(live.vm.client, live.vm.pid, imagesDir(vmid), names.map((volume, i) => ({ id: live.disks[i] as string, volume })));
+  await assertAgreement(
+    live.vm.client,
+    live.vm.pid,
+    imagesDir(vmid),
+    names.map((volume, i) => ({ id: live.disks[i] as string, volume })),
+  );
 }
 
 async function pendingOf(volid: string): Promise<string[]> {
@@ -100,7 +112,10 @@ describe('live jobs interrupted', () => {
     try {
       writer.start();
       const plan = await cliJson<{ plans: { steps: { kind: string }[] }[] }>(s, ['snapshot', 'delete', disk.volid, 's0', '--qmp', live.socket, '--dry-run']);
-      assert.ok(plan.plans[0]?.steps.every((st) => st.kind !== 'qmp-stream'), 'without the override this QEMU gets a commit');
+      assert.ok(
+        plan.plans[0]?.steps.every((st) => st.kind !== 'qmp-stream'),
+        'without the override this QEMU gets a commit',
+      );
       const forced = spawnCli(s, ['snapshot', 'delete', disk.volid, 's0', '--qmp', live.socket, '--json', '--dry-run'], env);
       assert.ok((await forced.done).stdout.includes('qmp-stream'), 'the override plans a block-stream');
 
@@ -175,69 +190,73 @@ describe('live jobs interrupted', () => {
   });
 
   for (const active of [true, false]) {
-    it(`QEMU killed during ${active ? 'an active' : 'an intermediate'} commit: repair finishes the delete offline, every snapshot keeps its data`, TEST_TIMEOUT, async () => {
-      const vmid = active ? 203 : 204;
-      const disk = await prepareDisk(vmid, [{ byte: 0xa0, from: 0, count: 32 }, { snapshot: 's0' }]);
-      const live = await startVm(s, [disk.volid]);
-      const writer = new GuestWriter(live, [disk.state], { blocks: 128, seed: active ? 23 : 24, pauseMs: 50 });
-      const windows = new Map<string, Window>();
-      try {
-        writer.start();
-        windows.set('s1', (await writer.window(() => cliOk(s, ['snapshot', 'create', disk.volid, 's1', '--qmp', live.socket]))).window);
-        while (writer.writes.length < (windows.get('s1')?.hi ?? 0) + 80) await new Promise((r) => setTimeout(r, 100));
-        if (!active) {
-          // s2 on top of s1: deleting s1 commits s2 (a snapshot layer, not the active one) into it.
-          windows.set('s2', (await writer.window(() => cliOk(s, ['snapshot', 'create', disk.volid, 's2', '--qmp', live.socket]))).window);
+    it(
+      `QEMU killed during ${active ? 'an active' : 'an intermediate'} commit: repair finishes the delete offline, every snapshot keeps its data`,
+      TEST_TIMEOUT,
+      async () => {
+        const vmid = active ? 203 : 204;
+        const disk = await prepareDisk(vmid, [{ byte: 0xa0, from: 0, count: 32 }, { snapshot: 's0' }]);
+        const live = await startVm(s, [disk.volid]);
+        const writer = new GuestWriter(live, [disk.state], { blocks: 128, seed: active ? 23 : 24, pauseMs: 50 });
+        const windows = new Map<string, Window>();
+        try {
+          writer.start();
+          windows.set('s1', (await writer.window(() => cliOk(s, ['snapshot', 'create', disk.volid, 's1', '--qmp', live.socket]))).window);
+          while (writer.writes.length < (windows.get('s1')?.hi ?? 0) + 80) await new Promise((r) => setTimeout(r, 100));
+          if (!active) {
+            // s2 on top of s1: deleting s1 commits s2 (a snapshot layer, not the active one) into it.
+            windows.set('s2', (await writer.window(() => cliOk(s, ['snapshot', 'create', disk.volid, 's2', '--qmp', live.socket]))).window);
+          }
+          const del = spawnCli(s, ['snapshot', 'delete', disk.volid, 's1', '--qmp', live.socket], { VOLCHAIN_JOB_SPEED: '512K' });
+          const job = await waitForJobProgress(live.vm.client, 0.2);
+          assert.equal(job.type, 'commit');
+          await writer.stop();
+          // What the guest wrote is durable once flushed (as a guest OS does); unflushed qcow2 metadata may be lost.
+          await guestFlush(live.vm, live.disks[0] as string);
+          live.vm.signal('SIGKILL');
+          await live.vm.exited;
+          const r = await del.done;
+          assert.notEqual(r.code, 0);
+          assert.match(r.stderr, /repair/);
+        } finally {
+          await writer.stop().catch(() => undefined);
+          await live.stop();
         }
-        const del = spawnCli(s, ['snapshot', 'delete', disk.volid, 's1', '--qmp', live.socket], { VOLCHAIN_JOB_SPEED: '512K' });
-        const job = await waitForJobProgress(live.vm.client, 0.2);
-        assert.equal(job.type, 'commit');
-        await writer.stop();
-        // What the guest wrote is durable once flushed (as a guest OS does); unflushed qcow2 metadata may be lost.
-        await guestFlush(live.vm, live.disks[0] as string);
-        live.vm.signal('SIGKILL');
-        await live.vm.exited;
-        const r = await del.done;
-        assert.notEqual(r.code, 0);
-        assert.match(r.stderr, /repair/);
-      } finally {
-        await writer.stop().catch(() => undefined);
-        await live.stop();
-      }
-      const volid = disk.volid;
-      assert.deepEqual(await pendingOf(volid), ['snapshot-delete']);
-      // QEMU is gone: repair finishes with the offline equivalent (qemu-img commit), then the renames.
-      const out = await cliOk(s, ['repair', volid]);
-      assert.match(out, /finish snapshot-delete/);
-      assert.deepEqual(await snapshotNames(volid), active ? ['s0'] : ['s0', 's2']);
+        const volid = disk.volid;
+        assert.deepEqual(await pendingOf(volid), ['snapshot-delete']);
+        // QEMU is gone: repair finishes with the offline equivalent (qemu-img commit), then the renames.
+        const out = await cliOk(s, ['repair', volid]);
+        assert.match(out, /finish snapshot-delete/);
+        assert.deepEqual(await snapshotNames(volid), active ? ['s0'] : ['s0', 's2']);
 
-      const items = [
-        { path: s.layer(vmid, disk.name, 's0'), blocks: disk.snaps.get('s0') as Blocks, totalBlocks: TOTAL_BLOCKS, context: 's0' },
-        { path: s.layer(vmid, disk.name), blocks: writer.stateAfter(0, writer.writes.length), totalBlocks: TOTAL_BLOCKS, context: 'current' },
-      ];
-      if (!active) {
-        const w = windows.get('s2') as Window;
-        const instants = await snapshotInstants(writer, 0, s.layer(vmid, disk.name, 's2'), w, TOTAL_BLOCKS, s.root);
-        assert.ok(instants.length > 0, 's2 holds the disk at one instant of its window');
-        items.push({ path: s.layer(vmid, disk.name, 's2'), blocks: writer.stateAfter(0, instants[0] as number), totalBlocks: TOTAL_BLOCKS, context: 's2' });
-      }
-      await assertImages(items);
-      await checkAllLayers(s.path, vmid);
+        const items = [
+          { path: s.layer(vmid, disk.name, 's0'), blocks: disk.snaps.get('s0') as Blocks, totalBlocks: TOTAL_BLOCKS, context: 's0' },
+          { path: s.layer(vmid, disk.name), blocks: writer.stateAfter(0, writer.writes.length), totalBlocks: TOTAL_BLOCKS, context: 'current' },
+        ];
+        if (!active) {
+          const w = windows.get('s2') as Window;
+          const instants = await snapshotInstants(writer, 0, s.layer(vmid, disk.name, 's2'), w, TOTAL_BLOCKS, s.root);
+          assert.ok(instants.length > 0, 's2 holds the disk at one instant of its window');
+          items.push({ path: s.layer(vmid, disk.name, 's2'), blocks: writer.stateAfter(0, instants[0] as number), totalBlocks: TOTAL_BLOCKS, context: 's2' });
+        }
+        await assertImages(items);
+        await checkAllLayers(s.path, vmid);
 
-      // The VM starts again on the repaired chain, and live operations work on it.
-      const again = await startVm(s, [volid]);
-      try {
-        await agree(again, vmid, [disk.name], 'restarted');
-        await cliOk(s, ['snapshot', 'create', volid, 's3', '--qmp', again.socket]);
-        await agree(again, vmid, [disk.name], 'restarted, after a live snapshot');
-        await cliOk(s, ['snapshot', 'delete', volid, 's0', '--qmp', again.socket]);
-        await agree(again, vmid, [disk.name], 'restarted, after a live delete');
-      } finally {
-        await again.stop();
-      }
-      const r = await cli(s, ['snapshot', 'list', volid]);
-      assert.equal(r.code, 0);
-      await checkAllLayers(s.path, vmid);
-    });
+        // The VM starts again on the repaired chain, and live operations work on it.
+        const again = await startVm(s, [volid]);
+        try {
+          await agree(again, vmid, [disk.name], 'restarted');
+          await cliOk(s, ['snapshot', 'create', volid, 's3', '--qmp', again.socket]);
+          await agree(again, vmid, [disk.name], 'restarted, after a live snapshot');
+          await cliOk(s, ['snapshot', 'delete', volid, 's0', '--qmp', again.socket]);
+          await agree(again, vmid, [disk.name], 'restarted, after a live delete');
+        } finally {
+          await again.stop();
+        }
+        const r = await cli(s, ['snapshot', 'list', volid]);
+        assert.equal(r.code, 0);
+        await checkAllLayers(s.path, vmid);
+      },
+    );
   }
 });

@@ -57,9 +57,18 @@ async function agree(live: LiveVm, names: readonly string[], context: string): P
   for (const d of info.disks) {
     assert.deepEqual(d.problems, [], `${context}: attach-info of ${d.volid}`);
     assert.ok(d.open, `${context}: ${d.volid} is open`);
-    assert.deepEqual(d.layers.map((l) => l.layer), await diskChain(imagesDir(), d.volid.split('/').pop() ?? ''), `${context}: layers of ${d.volid}`);
+    assert.deepEqual(
+      d.layers.map((l) => l.layer),
+      await diskChain(imagesDir(), d.volid.split('/').pop() ?? ''),
+      `${context}: layers of ${d.volid}`,
+    );
   }
-  await assertAgreement(live.vm.client, live.vm.pid, imagesDir(), names.map((volume, i) => ({ id: live.disks[i] as string, volume })));
+  await assertAgreement(
+    live.vm.client,
+    live.vm.pid,
+    imagesDir(),
+    names.map((volume, i) => ({ id: live.disks[i] as string, volume })),
+  );
   return info;
 }
 
@@ -97,9 +106,15 @@ describe('live operations on a running VM', () => {
       await new Promise((r) => setTimeout(r, 300));
       await vmSnapshot('s3');
       const middle = await vmDelete('s2');
-      assert.ok(middle.plans.every((p) => p.steps.some((st) => st.kind === 'qmp-stream' || st.kind === 'qmp-commit')), 'a middle snapshot goes by a block job');
+      assert.ok(
+        middle.plans.every((p) => p.steps.some((st) => st.kind === 'qmp-stream' || st.kind === 'qmp-commit')),
+        'a middle snapshot goes by a block job',
+      );
       const oldest = await vmDelete('base0');
-      assert.ok(oldest.plans.every((p) => p.steps.some((st) => st.kind.startsWith('qmp-'))), 'the oldest one too');
+      assert.ok(
+        oldest.plans.every((p) => p.steps.some((st) => st.kind.startsWith('qmp-'))),
+        'the oldest one too',
+      );
       await vmSnapshot('s4');
       await new Promise((r) => setTimeout(r, 300));
       const newest = await vmDelete('s4');
@@ -132,7 +147,10 @@ describe('live operations on a running VM', () => {
 
     // Every snapshot left holds the disk at one instant of its window, the same instant on every disk.
     const items: Parameters<typeof assertImages>[0][number][] = [];
-    assert.deepEqual(snapshotsOf.map((set) => [...set].sort()), [['s1', 's3'], ['s3'], ['s1', 's3']]);
+    assert.deepEqual(
+      snapshotsOf.map((set) => [...set].sort()),
+      [['s1', 's3'], ['s3'], ['s1', 's3']],
+    );
     for (const snap of ['s1', 's3']) {
       const window = windows.get(snap) as Window;
       let common: number[] | undefined;
@@ -141,7 +159,12 @@ describe('live operations on a running VM', () => {
         const instants = await snapshotInstants(writer, d, s.layer(VMID, name, snap), window, TOTAL_BLOCKS, s.root);
         assert.ok(instants.length > 0, `snapshot ${snap} of ${name} holds the disk as it was after some write of its window ${window.lo}..${window.hi}`);
         common = common === undefined ? instants : common.filter((j) => instants.includes(j));
-        items.push({ path: s.layer(VMID, name, snap), blocks: writer.stateAfter(d, instants[0] as number), totalBlocks: TOTAL_BLOCKS, context: `snapshot ${snap}` });
+        items.push({
+          path: s.layer(VMID, name, snap),
+          blocks: writer.stateAfter(d, instants[0] as number),
+          totalBlocks: TOTAL_BLOCKS,
+          context: `snapshot ${snap}`,
+        });
       }
       assert.ok(common && common.length > 0, `snapshot ${snap}: one instant for every disk`);
     }
@@ -155,10 +178,24 @@ describe('live operations on a running VM', () => {
     await cliOk(s, ['vm', 'snapshot', String(VMID), 'off1']);
     await cliOk(s, ['vm', 'rollback', String(VMID), 's3']);
     const s3 = items.filter((i) => i.context === 'snapshot s3');
-    await assertImages(names.map((name, d) => ({ path: s.layer(VMID, name), blocks: s3[d]?.blocks ?? new Map(), totalBlocks: TOTAL_BLOCKS, context: 'current after rollback to s3' })));
+    await assertImages(
+      names.map((name, d) => ({
+        path: s.layer(VMID, name),
+        blocks: s3[d]?.blocks ?? new Map(),
+        totalBlocks: TOTAL_BLOCKS,
+        context: 'current after rollback to s3',
+      })),
+    );
     await cliOk(s, ['vm', 'delsnapshot', String(VMID), 's3']);
     await cliOk(s, ['vm', 'delsnapshot', String(VMID), 'off1']);
-    await assertImages(names.map((name, d) => ({ path: s.layer(VMID, name), blocks: s3[d]?.blocks ?? new Map(), totalBlocks: TOTAL_BLOCKS, context: 'current after deleting s3 and off1' })));
+    await assertImages(
+      names.map((name, d) => ({
+        path: s.layer(VMID, name),
+        blocks: s3[d]?.blocks ?? new Map(),
+        totalBlocks: TOTAL_BLOCKS,
+        context: 'current after deleting s3 and off1',
+      })),
+    );
     await checkAllLayers(s.path, VMID);
     for (const v of volids) await cliOk(s, ['free', v]);
   });

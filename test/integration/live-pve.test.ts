@@ -53,11 +53,26 @@ describe('live operations on a VM that PVE 9 started', () => {
     const vm = await startQemu({
       machine: 'q35',
       extraArgs: [
-        '-object', JSON.stringify({ id: 'throttle-drive-scsi0', limits: {}, 'qom-type': 'throttle-group' }),
-        '-blockdev', JSON.stringify(pveDriveBlockdev('scsi0', volid, [[undefined, s.layer(VMID, name)], ['base0', base0Path]], discardNoUnref)),
-        '-device', 'virtio-scsi-pci,id=scsihw0',
-        '-device', 'scsi-hd,bus=scsihw0.0,drive=drive-scsi0,id=scsi0',
-        '-qmp', `unix:${socket},server=on,wait=off`,
+        '-object',
+        JSON.stringify({ id: 'throttle-drive-scsi0', limits: {}, 'qom-type': 'throttle-group' }),
+        '-blockdev',
+        JSON.stringify(
+          pveDriveBlockdev(
+            'scsi0',
+            volid,
+            [
+              [undefined, s.layer(VMID, name)],
+              ['base0', base0Path],
+            ],
+            discardNoUnref,
+          ),
+        ),
+        '-device',
+        'virtio-scsi-pci,id=scsihw0',
+        '-device',
+        'scsi-hd,bus=scsihw0.0,drive=drive-scsi0,id=scsi0',
+        '-qmp',
+        `unix:${socket},server=on,wait=off`,
       ],
     });
     const live: LiveVm = { vm, socket, disks: ['scsi0'], volids: [volid], stop: () => vm.stop() };
@@ -66,12 +81,22 @@ describe('live operations on a VM that PVE 9 started', () => {
 
     /** QEMU's graph as PVE needs it: the device on drive-scsi0 (throttle, its group alive), a chain as long as the one on disk. */
     const checkGraph = async (context: string): Promise<NodeInfo[]> => {
-      const info = await cliJson<{ disks: { volid: string; open: boolean; devices: string[]; layers: { layer: string }[]; problems: string[] }[] }>(s, ['vm', 'attach-info', String(VMID), '--qmp', socket]);
+      const info = await cliJson<{ disks: { volid: string; open: boolean; devices: string[]; layers: { layer: string }[]; problems: string[] }[] }>(s, [
+        'vm',
+        'attach-info',
+        String(VMID),
+        '--qmp',
+        socket,
+      ]);
       const d = info.disks.find((x) => x.volid === volid);
       assert.ok(d?.open, `${context}: volchain finds ${volid} below the throttle node`);
       assert.deepEqual(d.problems, [], `${context}: QEMU and the headers agree`);
       assert.deepEqual(d.devices, ['scsi0'], `${context}: the device`);
-      assert.deepEqual(d.layers.map((l) => l.layer), await diskChain(imagesDir(), name), `${context}: the chain`);
+      assert.deepEqual(
+        d.layers.map((l) => l.layer),
+        await diskChain(imagesDir(), name),
+        `${context}: the chain`,
+      );
       const blocks = await vm.client.execute<{ qdev?: string; inserted?: { 'node-name': string; drv: string } }[]>('query-block');
       const top = blocks.find((b) => b.qdev === 'scsi0')?.inserted;
       assert.deepEqual([top?.['node-name'], top?.drv], ['drive-scsi0', 'throttle'], `${context}: the throttle node is still the device's node`);
@@ -82,7 +107,10 @@ describe('live operations on a VM that PVE 9 started', () => {
 
     try {
       const start = await checkGraph('at start');
-      assert.ok(start.some((n) => n['node-name'] === pveName('f', 'scsi0', volid, 'base0')), 'PVE names the snapshot layer by its snapshot');
+      assert.ok(
+        start.some((n) => n['node-name'] === pveName('f', 'scsi0', volid, 'base0')),
+        'PVE names the snapshot layer by its snapshot',
+      );
       // Writes before any live operation, recorded by the writer (sequential).
       for (let i = 0; i < 8; i++) await writer.writeOne();
 
@@ -136,7 +164,7 @@ describe('live operations on a VM that PVE 9 started', () => {
     assert.ok((await checkAllLayers(s.path, VMID)) >= 3, 'qemu-img check of every layer');
   });
 
-  it('qemu-args --drive-id opens a chain with PVE 9\'s names, throttle node and group; bad drive ids are refused', TEST_TIMEOUT, async () => {
+  it("qemu-args --drive-id opens a chain with PVE 9's names, throttle node and group; bad drive ids are refused", TEST_TIMEOUT, async () => {
     const volid = (await cliOk(s, ['alloc', s.id, '102', String(SIZE)])).trim();
     await cliOk(s, ['snapshot', 'create', volid, 'p1']);
     interface ArgsJson {
@@ -156,7 +184,10 @@ describe('live operations on a VM that PVE 9 started', () => {
     );
     assert.deepEqual(args.objects, [{ 'qom-type': 'throttle-group', id: 'throttle-drive-virtio1', limits: {} }]);
     const throttle = v?.nodes.find((n) => n['driver'] === 'throttle');
-    assert.deepEqual([throttle?.['node-name'], throttle?.['throttle-group'], throttle?.['file']], ['drive-virtio1', 'throttle-drive-virtio1', pveName('f', 'virtio1', volid)]);
+    assert.deepEqual(
+      [throttle?.['node-name'], throttle?.['throttle-group'], throttle?.['file']],
+      ['drive-virtio1', 'throttle-drive-virtio1', pveName('f', 'virtio1', volid)],
+    );
     const qcow2 = v?.nodes.filter((n) => n['driver'] === 'qcow2') ?? [];
     assert.equal(qcow2.length, 2);
     const hasOption = await qemuHasDiscardNoUnref();
@@ -170,7 +201,13 @@ describe('live operations on a VM that PVE 9 started', () => {
       extraArgs: [...args.argv, '-device', 'virtio-blk-pci,drive=drive-virtio1,id=virtio1', '-qmp', `unix:${socket},server=on,wait=off`],
     });
     try {
-      const info = await cliJson<{ disks: { volid: string; open: boolean; devices: string[]; problems: string[] }[] }>(s, ['vm', 'attach-info', '102', '--qmp', socket]);
+      const info = await cliJson<{ disks: { volid: string; open: boolean; devices: string[]; problems: string[] }[] }>(s, [
+        'vm',
+        'attach-info',
+        '102',
+        '--qmp',
+        socket,
+      ]);
       const d = info.disks.find((x) => x.volid === volid);
       // virtio-blk's qdev is its QOM path (/machine/peripheral/virtio1/virtio-backend).
       assert.deepEqual([d?.open, d?.devices.length, d?.problems], [true, 1, []]);

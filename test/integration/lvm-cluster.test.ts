@@ -92,9 +92,15 @@ function runHost(name: HostRun['name'], env: NodeJS.ProcessEnv, logFile: string,
     void open(logFile, 'w').then((log) => {
       const script = join(CLUSTER, `volchain-${name}.sh`);
       const child = spawn('bash', [RUN_IN_VM, `bash ${shellQuote(script)}`], {
-        env, cwd: ROOT, stdio: ['ignore', log.fd, log.fd], signal, killSignal: 'SIGTERM',
+        env,
+        cwd: ROOT,
+        stdio: ['ignore', log.fd, log.fd],
+        signal,
+        killSignal: 'SIGTERM',
       });
-      child.on('error', (err) => { if (err.name !== 'AbortError') reject(err); });
+      child.on('error', (err) => {
+        if (err.name !== 'AbortError') reject(err);
+      });
       child.on('close', (code, sig) => {
         void log.close();
         resolve(code ?? (sig ? 128 : 1));
@@ -132,9 +138,7 @@ async function runCluster(work: string, signal: AbortSignal): Promise<ClusterRun
   const names: HostRun['name'][] = ['host-a', 'host-b'];
   const codes = await Promise.all(names.map((name) => runHost(name, env, join(work, `${name}.log`), signal)));
   const seconds = (Date.now() - started) / 1000;
-  const hosts = await Promise.all(
-    names.map(async (name, i) => ({ name, code: codes[i] ?? 1, log: await readFile(join(work, `${name}.log`), 'utf8') })),
-  );
+  const hosts = await Promise.all(names.map(async (name, i) => ({ name, code: codes[i] ?? 1, log: await readFile(join(work, `${name}.log`), 'utf8') })));
   return { hosts, markers: new Set(await readdir(sync)), seconds };
 }
 
@@ -146,7 +150,12 @@ function why(run: ClusterRun): string {
   const notes = run.hosts
     .filter((h) => h.code === 124 || h.code === 125)
     .map((h) => `${h.name}: ${h.code === 124 ? 'the guest timed out' : 'the guest did not boot'}`);
-  const fails = run.hosts.flatMap((h) => h.log.split('\n').filter((l) => l.includes('FAIL:')).map((l) => `${h.name}: ${l.trim()}`));
+  const fails = run.hosts.flatMap((h) =>
+    h.log
+      .split('\n')
+      .filter((l) => l.includes('FAIL:'))
+      .map((l) => `${h.name}: ${l.trim()}`),
+  );
   return [...notes, ...fails].join('\n');
 }
 

@@ -84,7 +84,10 @@ async function onThisHost(files: readonly string[]): Promise<{ result: RunResult
     const attached = await runCommand('losetup', ['--find', '--show', image]);
     assert.equal(attached.code, 0, `losetup: ${attached.stderr}`);
     loop = attached.stdout.trim();
-    for (const [cmd, args] of [['pvcreate', ['-q', loop]], ['vgcreate', ['-q', vg, loop]]] as const) {
+    for (const [cmd, args] of [
+      ['pvcreate', ['-q', loop]],
+      ['vgcreate', ['-q', vg, loop]],
+    ] as const) {
       const r = await runCommand(cmd, args, { env: env() });
       assert.equal(r.code, 0, `${cmd}: ${r.stderr}`);
     }

@@ -67,9 +67,15 @@ describe('the packed package, installed into a new project', () => {
       missing: { notFound: boolean; code: string; outcome: string; fields: Record<string, unknown> };
     };
     assert.equal(out.volid, 'tst:100/vm-100-disk-0.qcow2');
-    assert.deepEqual(out.listing.snapshots.map((s) => s.name), ['first']);
+    assert.deepEqual(
+      out.listing.snapshots.map((s) => s.name),
+      ['first'],
+    );
     assert.equal(out.listing.current.parent, 'first');
-    assert.deepEqual(out.volumes.map((v) => [v.volid, v.snapshots]), [[out.volid, ['first']]]);
+    assert.deepEqual(
+      out.volumes.map((v) => [v.volid, v.snapshots]),
+      [[out.volid, ['first']]],
+    );
     assert.deepEqual(out.missing, {
       notFound: true,
       code: 'NOT_FOUND',
@@ -90,9 +96,14 @@ describe('the packed package, installed into a new project', () => {
       join(project, 'tsconfig.json'),
       JSON.stringify({
         compilerOptions: {
-          target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true,
+          target: 'ES2022',
+          module: 'NodeNext',
+          moduleResolution: 'NodeNext',
+          strict: true,
+          noEmit: true,
           // The package's declarations name node's types (NodeJS.ProcessEnv): take them from this repository.
-          typeRoots: [join(ROOT, 'node_modules', '@types')], types: ['node'],
+          typeRoots: [join(ROOT, 'node_modules', '@types')],
+          types: ['node'],
         },
       }),
     );
@@ -106,13 +117,18 @@ describe('the packed package, installed into a new project', () => {
         'const doc: PlansJson = { dryRun: true, plans: [plan] };',
         "const listing: SnapshotListing = await vc.snapshotList('tst:100/vm-100-disk-0.qcow2');",
         "const volumes: VolumeListEntry[] = await vc.list('tst');",
-        "function outcomeOf(err: unknown): ErrorOutcome | undefined { return err instanceof VolchainError ? err.outcome : undefined; }",
+        'function outcomeOf(err: unknown): ErrorOutcome | undefined { return err instanceof VolchainError ? err.outcome : undefined; }',
         'export { steps, doc, listing, volumes, outcomeOf };',
       ].join('\n'),
     );
     await writeFile(
       join(project, 'bad.ts'),
-      ["import { createVolchain } from 'volchain';", 'const vc = await createVolchain();', "const size: number = await vc.alloc('tst', 100, '4M');", 'export { size };'].join('\n'),
+      [
+        "import { createVolchain } from 'volchain';",
+        'const vc = await createVolchain();',
+        "const size: number = await vc.alloc('tst', 100, '4M');",
+        'export { size };',
+      ].join('\n'),
     );
     for (const name of ['good', 'bad']) {
       await writeFile(join(project, `tsconfig.${name}.json`), JSON.stringify({ extends: './tsconfig.json', files: [`${name}.ts`] }));

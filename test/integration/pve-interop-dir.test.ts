@@ -69,7 +69,18 @@ describe('volchain on a dir storage Proxmox VE made (hyphenated snapshots, cloud
   });
 
   it('list: every volume of every storage (dir, nfs, cifs) with its snapshots; the vmdk with its problem; exit 0', async () => {
-    interface Entry { volid: string; vmid: number; template: boolean; base?: string | null; clones: string[]; format: string | null; virtualSize?: number; fileBytes?: number | null; snapshots?: string[]; problem: { code: string; message: string } | null }
+    interface Entry {
+      volid: string;
+      vmid: number;
+      template: boolean;
+      base?: string | null;
+      clones: string[];
+      format: string | null;
+      virtualSize?: number;
+      fileBytes?: number | null;
+      snapshots?: string[];
+      problem: { code: string; message: string } | null;
+    }
     const dir = await json<{ volumes: Entry[] }>(['list', 'pvedir']);
     assert.deepEqual(
       dir.volumes.map((v) => [v.volid, v.format, v.virtualSize, v.snapshots, v.problem?.code ?? null]),
@@ -100,18 +111,33 @@ describe('volchain on a dir storage Proxmox VE made (hyphenated snapshots, cloud
     assert.match(table, /^pvedir:101\/vm-101-disk-1\.vmdk\s+vmdk\s+\d/m);
     assert.match(table, /^pvedir:101\/vm-101-disk-1\.vmdk: cannot be read \(NOT_SUPPORTED\): .*format "vmdk"/m);
     const vmdkBefore = sha(layerFile(S(), f.vmdk));
-    for (const args of [['info', 'pvedir:101/vm-101-disk-1.vmdk'], ['snapshot', 'create', 'pvedir:101/vm-101-disk-1.vmdk', 'x1'], ['free', 'pvedir:101/vm-101-disk-1.vmdk']]) {
+    for (const args of [
+      ['info', 'pvedir:101/vm-101-disk-1.vmdk'],
+      ['snapshot', 'create', 'pvedir:101/vm-101-disk-1.vmdk', 'x1'],
+      ['free', 'pvedir:101/vm-101-disk-1.vmdk'],
+    ]) {
       await cliFails(f, args, { code: 5, env: f.env, match: /format "vmdk"/ });
     }
     assert.equal(sha(layerFile(S(), f.vmdk)), vmdkBefore);
     const nas = await json<{ volumes: Entry[] }>(['list', 'nas']);
-    assert.deepEqual(nas.volumes.map((v) => [v.volid, v.snapshots, v.problem]), [['nas:102/vm-102-disk-0.qcow2', ['pre-up'], null]]);
+    assert.deepEqual(
+      nas.volumes.map((v) => [v.volid, v.snapshots, v.problem]),
+      [['nas:102/vm-102-disk-0.qcow2', ['pre-up'], null]],
+    );
     const smb = await json<{ volumes: Entry[] }>(['list', 'smb']);
-    assert.deepEqual(smb.volumes.map((v) => [v.volid, v.snapshots, v.problem]), [['smb:103/vm-103-disk-0.qcow2', [], null]]);
+    assert.deepEqual(
+      smb.volumes.map((v) => [v.volid, v.snapshots, v.problem]),
+      [['smb:103/vm-103-disk-0.qcow2', [], null]],
+    );
     const storages = await json<{ storages: { id: string; type: string; mounted: boolean | null; supported: boolean }[] }>(['storage', 'list']);
     assert.deepEqual(
       storages.storages.map((x) => [x.id, x.type, x.mounted, x.supported]),
-      [['pvedir', 'dir', null, true], ['nas', 'nfs', true, true], ['smb', 'cifs', true, true], ['pvelvm', 'lvm', null, true]],
+      [
+        ['pvedir', 'dir', null, true],
+        ['nas', 'nfs', true, true],
+        ['smb', 'cifs', true, true],
+        ['pvelvm', 'lvm', null, true],
+      ],
     );
     const text = await ok(['snapshot', 'list', VOLID]);
     assert.match(text, /pre-up[\s\S]*a-b-c[\s\S]*current/);
@@ -124,13 +150,19 @@ describe('volchain on a dir storage Proxmox VE made (hyphenated snapshots, cloud
       await ok(['snapshot', 'create', volid, 'vc-n']);
       for (const [snap] of d.snapshots) await ok(['snapshot', 'delete', volid, snap]);
       const blocks = (d.sizeKiB * 1024) / BLOCK;
-      await assertViews([[layerFile(d.storage, d.vol, 'vc-n'), v.get('current') as View, blocks], [layerFile(d.storage, d.vol), v.get('current') as View, blocks]], d.storage.id);
+      await assertViews(
+        [
+          [layerFile(d.storage, d.vol, 'vc-n'), v.get('current') as View, blocks],
+          [layerFile(d.storage, d.vol), v.get('current') as View, blocks],
+        ],
+        d.storage.id,
+      );
       assert.deepEqual(filesOf(d.storage, d.vol.vmid), [`snap-vc-n-${d.vol.name}`, d.vol.name]);
       await checkAllLayers(d.storage.path);
     }
   });
 
-  it('vm snapshot takes the disks of the VM config (not cloud-init, vmstate, unused vmdk); PVE\'s frozen layers keep their bytes', async () => {
+  it("vm snapshot takes the disks of the VM config (not cloud-init, vmstate, unused vmdk); PVE's frozen layers keep their bytes", async () => {
     const frozen = [layerFile(S(), d0(), 'pre-up'), layerFile(S(), d0(), 'a-b-c'), layerFile(S(), f.dataFoo.vol, 's-1')];
     const others = [layerFile(S(), f.cloudinit), layerFile(S(), f.state), layerFile(S(), f.vmdk)];
     const before = shas([...frozen, ...others]);
@@ -149,16 +181,31 @@ describe('volchain on a dir storage Proxmox VE made (hyphenated snapshots, cloud
     const unmounted = await cli(f, ['vm', 'snapshot', '101', 'vc-1', '--dry-run', '--json'], { env: { VOLCHAIN_PROC_MOUNTS: noMounts } });
     assert.equal(unmounted.code, 0, unmounted.stderr);
     const w = (JSON.parse(unmounted.stdout) as { warnings?: string[] }).warnings ?? [];
-    assert.deepEqual(w.map((x) => /^storage '(\w+)' skipped/.exec(x)?.[1]), ['nas', 'smb', 'pvelvm']);
+    assert.deepEqual(
+      w.map((x) => /^storage '(\w+)' skipped/.exec(x)?.[1]),
+      ['nas', 'smb', 'pvelvm'],
+    );
     assert.match(w[0] ?? '', /storage 'nas' is not mounted/);
-    await cliFails(f, ['vm', 'snapshot', '101', 'vc-1', '--storage', 'nas'], { code: 5, env: { VOLCHAIN_PROC_MOUNTS: noMounts }, match: /storage 'nas' is not mounted/ });
+    await cliFails(f, ['vm', 'snapshot', '101', 'vc-1', '--storage', 'nas'], {
+      code: 5,
+      env: { VOLCHAIN_PROC_MOUNTS: noMounts },
+      match: /storage 'nas' is not mounted/,
+    });
     // Named with --storage, the unavailable storage's error is the answer.
     await cliFails(f, ['vm', 'snapshot', '101', 'vc-1', '--storage', 'pvelvm'], { code: 3, env: f.env, match: /volume group pve-absent does not exist/ });
     await ok(['vm', 'snapshot', '101', 'vc-1', '--vm-config', f.vmConfig]);
     assert.deepEqual(shas([...frozen, ...others]), before, 'PVE-made frozen layers and the other volumes unchanged');
     assert.deepEqual(filesOf(S(), 101), [
-      'snap-a-b-c-vm-101-disk-0.qcow2', 'snap-pre-up-vm-101-disk-0.qcow2', 'snap-s-1-vm-101-data-foo.qcow2', 'snap-vc-1-vm-101-data-foo.qcow2',
-      'snap-vc-1-vm-101-disk-0.qcow2', 'vm-101-cloudinit.qcow2', 'vm-101-data-foo.qcow2', 'vm-101-disk-0.qcow2', 'vm-101-disk-1.vmdk', 'vm-101-state-pre-up.raw',
+      'snap-a-b-c-vm-101-disk-0.qcow2',
+      'snap-pre-up-vm-101-disk-0.qcow2',
+      'snap-s-1-vm-101-data-foo.qcow2',
+      'snap-vc-1-vm-101-data-foo.qcow2',
+      'snap-vc-1-vm-101-disk-0.qcow2',
+      'vm-101-cloudinit.qcow2',
+      'vm-101-data-foo.qcow2',
+      'vm-101-disk-0.qcow2',
+      'vm-101-disk-1.vmdk',
+      'vm-101-state-pre-up.raw',
     ]);
     writeBlocks(layerFile(S(), d0()), run(60, 61, 0x71));
     const v = views();
@@ -227,13 +274,29 @@ describe('volchain on the linked clones of a template Proxmox VE made (same PVE-
       assert.equal(backingOf(snapFile), baseRef);
       const written = run(30 + i, 31 + i, 0xf1 + i);
       writeBlocks(c.path, written);
-      await assertViews([[snapFile, c.view, B], [c.path, over(c.view, written), B], [f.template.basePath, f.template.view, B]], `clone ${c.vmid} after snapshot`);
+      await assertViews(
+        [
+          [snapFile, c.view, B],
+          [c.path, over(c.view, written), B],
+          [f.template.basePath, f.template.view, B],
+        ],
+        `clone ${c.vmid} after snapshot`,
+      );
       assert.equal(await fileFingerprint(f.template.basePath), base, 'base unchanged by vm snapshot');
 
       const listed = JSON.parse(await ok(['snapshot', 'list', c.volid, '--json'])) as { snapshots: { name: string }[] };
-      assert.deepEqual(listed.snapshots.map((x) => x.name), ['c-1']);
+      assert.deepEqual(
+        listed.snapshots.map((x) => x.name),
+        ['c-1'],
+      );
       await ok(['vm', 'rollback', String(c.vmid), 'c-1', '--storage', 'pvedir']);
-      await assertViews([[c.path, c.view, B], [snapFile, c.view, B]], `clone ${c.vmid} after rollback`);
+      await assertViews(
+        [
+          [c.path, c.view, B],
+          [snapFile, c.view, B],
+        ],
+        `clone ${c.vmid} after rollback`,
+      );
       assert.equal(await fileFingerprint(f.template.basePath), base, 'base unchanged by rollback');
 
       const later = run(40 + i, 40 + i, 0xf5 + i);
@@ -241,13 +304,22 @@ describe('volchain on the linked clones of a template Proxmox VE made (same PVE-
       await ok(['vm', 'delsnapshot', String(c.vmid), 'c-1', '--storage', 'pvedir']);
       assert.deepEqual(filesOf(f.storages.pvedir, c.vmid), [c.name]);
       assert.equal(backingOf(c.path), baseRef, 'the clone reads its base again, by the same reference');
-      await assertViews([[c.path, over(c.view, later), B], [f.template.basePath, f.template.view, B]], `clone ${c.vmid} after delete`);
+      await assertViews(
+        [
+          [c.path, over(c.view, later), B],
+          [f.template.basePath, f.template.view, B],
+        ],
+        `clone ${c.vmid} after delete`,
+      );
       assert.equal(await fileFingerprint(f.template.basePath), base, 'base unchanged by delete');
       assert.equal(sha(other.path), otherBefore, 'the other clone untouched');
     }
     // Still the template with its two clones; free of the base is refused, naming them.
     const info = JSON.parse(await ok(['info', f.template.volid, '--json'])) as { clones: string[] };
-    assert.deepEqual(info.clones, f.template.clones.map((c) => c.volid));
+    assert.deepEqual(
+      info.clones,
+      f.template.clones.map((c) => c.volid),
+    );
     await cliFails(f, ['free', f.template.volid], { code: 5, env: f.env, match: /vm-111-disk-0\.qcow2/ });
     assert.equal(await fileFingerprint(f.template.basePath), base);
     await checkAllLayers(f.storages.pvedir.path);
@@ -292,13 +364,29 @@ describe('volchain deletes first, middle and newest snapshot of a chain PVE made
     v.set('current', over(v.get('z_9') as View, run(42, 42, 0x92)));
     await ok(['snapshot', 'delete', VOLID, 'a-b-c']);
     assert.ok(!existsSync(file('a-b-c')));
-    await assertViews([[file('pre-up'), v.get('pre-up') as View, B], [file('z_9'), v.get('z_9') as View, B], [file(), v.get('current') as View, B]], 'after delete a-b-c');
+    await assertViews(
+      [
+        [file('pre-up'), v.get('pre-up') as View, B],
+        [file('z_9'), v.get('z_9') as View, B],
+        [file(), v.get('current') as View, B],
+      ],
+      'after delete a-b-c',
+    );
     await ok(['snapshot', 'delete', VOLID, 'pre-up']);
     assert.ok(!existsSync(file('pre-up')));
-    await assertViews([[file('z_9'), v.get('z_9') as View, B], [file(), v.get('current') as View, B]], 'after delete pre-up');
+    await assertViews(
+      [
+        [file('z_9'), v.get('z_9') as View, B],
+        [file(), v.get('current') as View, B],
+      ],
+      'after delete pre-up',
+    );
     await ok(['snapshot', 'delete', VOLID, 'z_9']);
     await assertViews([[file(), v.get('current') as View, B]], 'after delete z_9');
-    assert.deepEqual(filesOf(f.storages.pvedir, 101).filter((n) => n.includes('disk-0')), ['vm-101-disk-0.qcow2']);
+    assert.deepEqual(
+      filesOf(f.storages.pvedir, 101).filter((n) => n.includes('disk-0')),
+      ['vm-101-disk-0.qcow2'],
+    );
     await checkAllLayers(f.storages.pvedir.path, 101);
   });
 
@@ -308,7 +396,13 @@ describe('volchain deletes first, middle and newest snapshot of a chain PVE made
     const info = await pve.volumeSnapshotInfo(f.storages.pvedir, f.disk0.vol);
     assert.equal(info.get('current')?.['virtual-size'], 8 * 1024 * 1024);
     assert.equal(info.get('pre-up')?.['virtual-size'], 4 * 1024 * 1024);
-    await assertViews([[file(), v.get('current') as View, 128], [file('pre-up'), v.get('current') as View, 64]], 'after resize');
+    await assertViews(
+      [
+        [file(), v.get('current') as View, 128],
+        [file('pre-up'), v.get('current') as View, 64],
+      ],
+      'after resize',
+    );
     const others = ['vm-101-cloudinit.qcow2', 'vm-101-state-pre-up.raw', 'vm-101-disk-1.vmdk', 'vm-101-data-foo.qcow2', 'snap-s-1-vm-101-data-foo.qcow2'];
     const before = shas(others.map((n) => join(pve.imagesDir(f.storages.pvedir, 101), n)));
     await ok(['free', VOLID]);
@@ -358,7 +452,10 @@ async function volchainChain(): Promise<VcChain> {
 
 /** Every named layer shows its view (names: snapshots, 'current'). */
 async function assertChain(c: VcChain, names: string[], context: string, views: Map<string, View> = c.v): Promise<void> {
-  await assertViews(names.map((n) => [c.file(n === 'current' ? undefined : n), views.get(n) as View, VB]), context);
+  await assertViews(
+    names.map((n) => [c.file(n === 'current' ? undefined : n), views.get(n) as View, VB]),
+    context,
+  );
   await checkAllLayers(c.t.path, 200);
 }
 
@@ -377,14 +474,27 @@ describe('PVE 9 commands on a linear chain volchain made', () => {
     await c.t.cleanup();
   });
 
-  it('PVE sees volchain\'s snapshots in order; refuses a rollback to an older one and changes nothing', async () => {
+  it("PVE sees volchain's snapshots in order; refuses a rollback to an older one and changes nothing", async () => {
     const info = await pve.volumeSnapshotInfo(c.s, c.vol);
-    assert.deepEqual([...info.entries()].map(([n, e]) => [n, e.order, e.parent ?? null]), [['current', 0, 's-3'], ['s-3', 1, 's-2'], ['s-2', 2, 's-1'], ['s-1', 3, null]]);
+    assert.deepEqual(
+      [...info.entries()].map(([n, e]) => [n, e.order, e.parent ?? null]),
+      [
+        ['current', 0, 's-3'],
+        ['s-3', 1, 's-2'],
+        ['s-2', 2, 's-1'],
+        ['s-1', 3, null],
+      ],
+    );
     const before = shas(['s-1', 's-2', 's-3', undefined].map((n) => c.file(n)));
     await assert.rejects(pve.snapshotRollback(c.s, c.vol, 's-1'), /'s-1' is not most recent snapshot/);
     await assert.rejects(pve.volumeSnapshot(c.s, c.vol, 's-2'), /target snapshot 's-2' already exists/);
     assert.deepEqual(shas(['s-1', 's-2', 's-3', undefined].map((n) => c.file(n))), before);
-    assert.deepEqual(readdirSync(pve.imagesDir(c.s, 200)).sort(), ['snap-s-1-vm-200-disk-0.qcow2', 'snap-s-2-vm-200-disk-0.qcow2', 'snap-s-3-vm-200-disk-0.qcow2', 'vm-200-disk-0.qcow2']);
+    assert.deepEqual(readdirSync(pve.imagesDir(c.s, 200)).sort(), [
+      'snap-s-1-vm-200-disk-0.qcow2',
+      'snap-s-2-vm-200-disk-0.qcow2',
+      'snap-s-3-vm-200-disk-0.qcow2',
+      'vm-200-disk-0.qcow2',
+    ]);
   });
 
   it('PVE snapshot, rollback to the newest, delete middle / first / newest: views right, volchain reads it', async () => {
@@ -413,7 +523,13 @@ describe('PVE 9 commands on a linear chain volchain made', () => {
     c.v.set('big', c.v.get('current') as View);
     // PVE's offline delete of the first snapshot commits a 4 MiB child into the 2 MiB s-3 (qemu-img grows it).
     assert.equal(await pve.volumeSnapshotDelete(c.s, c.vol, 's-3'), 'commit');
-    await assertViews([[c.file('big'), c.v.get('big') as View, 64], [c.file(), c.v.get('current') as View, 64]], 'after PVE delete of the smaller first snapshot');
+    await assertViews(
+      [
+        [c.file('big'), c.v.get('big') as View, 64],
+        [c.file(), c.v.get('current') as View, 64],
+      ],
+      'after PVE delete of the smaller first snapshot',
+    );
     await checkAllLayers(c.t.path, 200);
   });
 
@@ -470,8 +586,11 @@ describe('next to PVE, volchain makes no branch: a rollback that would keep newe
     await c.t.cleanup();
   });
 
-  it('why: on a tree, PVE deleting the branch point (first: commit+rename, middle: rebase+unlink) takes the branch\'s backing file away', async () => {
-    for (const [point, child, way] of [['s-1', 's-2', 'commit'], ['s-2', 's-3', 'rebase']] as const) {
+  it("why: on a tree, PVE deleting the branch point (first: commit+rename, middle: rebase+unlink) takes the branch's backing file away", async () => {
+    for (const [point, child, way] of [
+      ['s-1', 's-2', 'commit'],
+      ['s-2', 's-3', 'rebase'],
+    ] as const) {
       const t = await volchainChain();
       try {
         await cliOk(t.t, ['snapshot', 'rollback', t.volid, point]); // VOLCHAIN_BRANCHES unset, not PVE's config: kept
@@ -487,7 +606,11 @@ describe('next to PVE, volchain makes no branch: a rollback that would keep newe
 
   it('snapshot rollback and vm rollback to an older snapshot: exit 5, nothing changed; --purge-newer works', async () => {
     const before = await snapshotOf(c.t.path);
-    await cliFails(c.t, ['snapshot', 'rollback', c.volid, 's-1'], { code: 5, env: asPve, match: /keep newer snapshot\(s\) "s-3", "s-2" as a branch.*--purge-newer.*VOLCHAIN_BRANCHES=yes/ });
+    await cliFails(c.t, ['snapshot', 'rollback', c.volid, 's-1'], {
+      code: 5,
+      env: asPve,
+      match: /keep newer snapshot\(s\) "s-3", "s-2" as a branch.*--purge-newer.*VOLCHAIN_BRANCHES=yes/,
+    });
     await cliFails(c.t, ['vm', 'rollback', '200', 's-2'], { code: 5, env: asPve, match: /"s-3" as a branch/ });
     assertSameTree(before, await snapshotOf(c.t.path), 'refused rollbacks');
     await cliOk(c.t, ['snapshot', 'rollback', c.volid, 's-3'], { env: asPve }); // the newest: no branch

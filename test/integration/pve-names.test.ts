@@ -256,10 +256,13 @@ describe('readers agree on a volume whose current layer an unfinished operation 
 
     await cliOk(s, ['repair', volid]);
     const repaired = await listJson(['--vmid', '106']);
-    assert.deepEqual(repaired.map((v) => [v.name, v.snapshots, v.problem, v.pendingOperation]), [
-      [name, ['mid'], null, null],
-      ['vm-106-disk-1.qcow2', [], null, null],
-    ]);
+    assert.deepEqual(
+      repaired.map((v) => [v.name, v.snapshots, v.problem, v.pendingOperation]),
+      [
+        [name, ['mid'], null, null],
+        ['vm-106-disk-1.qcow2', [], null, null],
+      ],
+    );
     await assertPattern(s.layer(106, name, 'mid'), 0xf6, 0, MiB);
   });
 });
@@ -279,9 +282,18 @@ describe("snapshots 's1' and 'S1' made elsewhere: the exact name is the one acte
     assert.equal((await cliOk(s, ['path', volid, '--snapshot', 's1'])).trim(), s.layer(107, name, 's1'));
     assert.equal((await cliOk(s, ['path', volid, '--snapshot', 'S1'])).trim(), s.layer(107, name, 'S1'));
     for (const snap of ['s1', 'S1']) {
-      const plan = await cliJson<{ plans?: { steps: { backing?: string }[] }[]; steps?: { backing?: string }[] }>(s, ['snapshot', 'rollback', volid, snap, '--dry-run']);
+      const plan = await cliJson<{ plans?: { steps: { backing?: string }[] }[]; steps?: { backing?: string }[] }>(s, [
+        'snapshot',
+        'rollback',
+        volid,
+        snap,
+        '--dry-run',
+      ]);
       const steps = plan.steps ?? plan.plans?.[0]?.steps ?? [];
-      assert.ok(steps.some((st) => st.backing === `snap-${snap}-${name}`), `rollback to ${snap} builds on its own layer: ${JSON.stringify(steps)}`);
+      assert.ok(
+        steps.some((st) => st.backing === `snap-${snap}-${name}`),
+        `rollback to ${snap} builds on its own layer: ${JSON.stringify(steps)}`,
+      );
     }
     await cliFails(s, ['snapshot', 'create', volid, 'S1'], { code: 4, match: /'S1' .* already exists/ });
     await cliFails(s, ['snapshot', 'rollback', volid, 'S2'], { code: 3, match: /does not exist/ });

@@ -24,7 +24,12 @@ export async function qemuHasDiscardNoUnref(): Promise<boolean> {
  * nodes of a snapshot-as-volume-chain storage where the QEMU has it. Layers given top first as
  * [snapshot name | undefined, path].
  */
-export function pveDriveBlockdev(drive: string, volid: string, layers: readonly [string | undefined, string][], discardNoUnref: boolean): Record<string, unknown> {
+export function pveDriveBlockdev(
+  drive: string,
+  volid: string,
+  layers: readonly [string | undefined, string][],
+  discardNoUnref: boolean,
+): Record<string, unknown> {
   const common = { discard: 'unmap', 'detect-zeroes': 'unmap', 'read-only': false };
   const cache = { direct: false, 'no-flush': false };
   const fmt = (i: number): Record<string, unknown> => {

@@ -36,19 +36,7 @@ before(async () => {
   await mkdir(join(root, 'images', '101'), { recursive: true });
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', join(root, 'images', '101', 'vm-101-disk-0.qcow2'), '1M']);
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=128k,extended_l2=on', join(vmDir, SNAP), '4M']);
-  await run('qemu-img', [
-    'create',
-    '-q',
-    '-f',
-    'qcow2',
-    '-o',
-    'cluster_size=128k,extended_l2=on',
-    '-F',
-    'qcow2',
-    '-b',
-    SNAP,
-    join(vmDir, TOP),
-  ]);
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=128k,extended_l2=on', '-F', 'qcow2', '-b', SNAP, join(vmDir, TOP)]);
   topImage = await readFile(join(vmDir, TOP));
   snapImage = await readFile(join(vmDir, SNAP));
 });
@@ -104,7 +92,12 @@ describe('walkChain on a well-formed chain', () => {
 
 describe('walkChain refuses hostile backing references', () => {
   const cases: { description: string; edits: HeaderEdits; error: ErrorClass; message: RegExp }[] = [
-    { description: 'an absolute path (/etc/shadow)', edits: { backingFile: '/etc/shadow' }, error: UnsafeImageError, message: /absolute path \("\/etc\/shadow"\)/ },
+    {
+      description: 'an absolute path (/etc/shadow)',
+      edits: { backingFile: '/etc/shadow' },
+      error: UnsafeImageError,
+      message: /absolute path \("\/etc\/shadow"\)/,
+    },
     {
       description: "another VM's disk by relative path",
       edits: { backingFile: '../101/vm-101-disk-0.qcow2' },
@@ -256,7 +249,12 @@ describe('walkChain refuses loops', () => {
   it('a different name for the same file (symlink and hard link), caught by device and inode', async () => {
     const top = await craft('inode-top.qcow2', { backingFile: 'snap-sym-vm-100-disk-0.qcow2' });
     await symlink('inode-top.qcow2', join(vmDir, 'snap-sym-vm-100-disk-0.qcow2'));
-    await assertRefused(top, 'inode-top.qcow2', { class: UnsafeImageError, message: /snap-sym-vm-100-disk-0\.qcow2 is the same file as inode-top\.qcow2/ }, allSnapshots);
+    await assertRefused(
+      top,
+      'inode-top.qcow2',
+      { class: UnsafeImageError, message: /snap-sym-vm-100-disk-0\.qcow2 is the same file as inode-top\.qcow2/ },
+      allSnapshots,
+    );
     const top2 = await craft('inode-top2.qcow2', { backingFile: 'snap-hard-vm-100-disk-0.qcow2' });
     await link(top2, join(vmDir, 'snap-hard-vm-100-disk-0.qcow2'));
     await assertRefused(top2, 'inode-top2.qcow2', { class: UnsafeImageError, message: /same file as inode-top2\.qcow2/ }, allSnapshots);
@@ -290,7 +288,12 @@ describe('walkChain bounds the depth', () => {
   it('a 1001-layer chain is refused at the default bound of 1000, a 1000-layer chain is accepted', async () => {
     await writeChain(1001);
     const started = Date.now();
-    await assertRefused(join(deepDir, 'l-0'), 'l-0', { class: UnsafeImageError, layer: 'l-999', message: /deeper than the limit of 1000 layers \("l-1000"\)/ }, deep);
+    await assertRefused(
+      join(deepDir, 'l-0'),
+      'l-0',
+      { class: UnsafeImageError, layer: 'l-999', message: /deeper than the limit of 1000 layers \("l-1000"\)/ },
+      deep,
+    );
     assert.ok(Date.now() - started < 5000, 'walking 1000 headers takes well under 5 s');
     const layers = await walkObserved(join(deepDir, 'l-1'), 'l-1', deep);
     assert.equal(layers.length, 1000);

@@ -12,14 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CorruptImageError, NotFoundError, UnsafeImageError } from '../../src/errors.js';
 import { run } from '../../src/tools/runner.js';
-import {
-  allocatedBytes,
-  openImage,
-  readQcow2Header,
-  readQcow2Layer,
-  validateLayerHeader,
-  walkChain,
-} from '../../src/qcow2/index.js';
+import { allocatedBytes, openImage, readQcow2Header, readQcow2Layer, validateLayerHeader, walkChain } from '../../src/qcow2/index.js';
 import { rewriteQcow2Header } from '../../src/qcow2/craft.js';
 
 let dir = '';
@@ -83,7 +76,10 @@ describe('readQcow2Layer', () => {
       /refused by the check/,
     );
     assert.deepEqual(seen, ['check']);
-    await assert.rejects(readQcow2Layer(badL1, TOP, { allocation: true }), (err: unknown) => err instanceof CorruptImageError && err.message.includes('L1 table'));
+    await assert.rejects(
+      readQcow2Layer(badL1, TOP, { allocation: true }),
+      (err: unknown) => err instanceof CorruptImageError && err.message.includes('L1 table'),
+    );
   });
 
   it('refuses FIFOs, directories and character devices at once, and missing files as not found', async () => {
@@ -134,7 +130,13 @@ describe('no file descriptor outlives a read', () => {
       () => walkChain(join(chainDir, TOP), TOP, policy, { maxDepth: 1 }),
       () => readQcow2Header(join(chainDir, 'truncated.qcow2')),
       () => readQcow2Layer(join(chainDir, TOP), TOP, { allocation: true }),
-      () => readQcow2Layer(join(chainDir, TOP), TOP, { allocation: true, check: () => { throw new UnsafeImageError(TOP, 'no'); } }),
+      () =>
+        readQcow2Layer(join(chainDir, TOP), TOP, {
+          allocation: true,
+          check: () => {
+            throw new UnsafeImageError(TOP, 'no');
+          },
+        }),
       () => readQcow2Layer(join(chainDir, 'truncated.qcow2'), TOP, { allocation: true }),
       () => allocatedBytes(join(chainDir, 'truncated.qcow2')),
       async () => (await openImage(join(chainDir, TOP), TOP)).close(),

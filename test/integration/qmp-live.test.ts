@@ -115,7 +115,7 @@ const nodeByName = async (vm: RunningQemu, name: string) => (await queryNamedBlo
 // ---- tests ----------------------------------------------------------------------------------------------
 
 describe('QMP against QEMU', () => {
-  it('negotiates, and QEMU opens the chain exactly as blockdev.ts defines it, ignoring the header\'s backing name', TEST_TIMEOUT, async () => {
+  it("negotiates, and QEMU opens the chain exactly as blockdev.ts defines it, ignoring the header's backing name", TEST_TIMEOUT, async () => {
     await create('n-base.qcow2', 8 * MiB);
     await offlineWrite('n-base.qcow2', 0xa1, 0, MiB);
     await create('n-mid.qcow2', 8 * MiB, 'n-base.qcow2');
@@ -155,8 +155,19 @@ describe('QMP against QEMU', () => {
     });
 
     assert.equal(await headerBacking('n-top.qcow2'), 'no-such-layer.qcow2', 'QEMU never rewrote the header');
-    await assertData('n-top.qcow2', [[0xc3, 2 * MiB, 64 * KiB], [0x00, 0, 2 * MiB]], { alone: true });
-    await assertData('n-mid.qcow2', [[0xa1, 0, MiB], [0xb2, MiB, MiB], [0x00, 2 * MiB, 64 * KiB]]);
+    await assertData(
+      'n-top.qcow2',
+      [
+        [0xc3, 2 * MiB, 64 * KiB],
+        [0x00, 0, 2 * MiB],
+      ],
+      { alone: true },
+    );
+    await assertData('n-mid.qcow2', [
+      [0xa1, 0, MiB],
+      [0xb2, MiB, MiB],
+      [0x00, 2 * MiB, 64 * KiB],
+    ]);
     await assertClean('n-top.qcow2', 'n-mid.qcow2', 'n-base.qcow2');
   });
 
@@ -181,7 +192,13 @@ describe('QMP against QEMU', () => {
       quit: [],
     };
     await withQemu({}, async (vm) => {
-      interface Entity { name: string; 'meta-type': string; 'arg-type'?: string; members?: { name: string }[]; base?: string }
+      interface Entity {
+        name: string;
+        'meta-type': string;
+        'arg-type'?: string;
+        members?: { name: string }[];
+        base?: string;
+      }
       const schema = await vm.client.execute<Entity[]>('query-qmp-schema');
       const byName = new Map(schema.map((e) => [e.name, e]));
       for (const [command, args] of Object.entries(used)) {
@@ -206,7 +223,14 @@ describe('QMP against QEMU', () => {
     const ovB = overlayBlockdevs(STORAGE, { name: 't-b-ov.qcow2', path: p('t-b-ov.qcow2') });
 
     await withQemu(
-      { machine: 'q35', blockdevs: [...A.nodes, ...B.nodes], disks: [{ id: 'disk-a', node: A.top }, { id: 'disk-b', node: B.top }] },
+      {
+        machine: 'q35',
+        blockdevs: [...A.nodes, ...B.nodes],
+        disks: [
+          { id: 'disk-a', node: A.top },
+          { id: 'disk-b', node: B.top },
+        ],
+      },
       async (vm) => {
         for (const d of ['disk-a', 'disk-b']) await guestWrite(vm, { qdev: d }, 0xa1, 0, 256 * KiB);
         for (const n of [...ovA.nodes, ...ovB.nodes]) await blockdevAdd(vm.client, n);
@@ -214,12 +238,24 @@ describe('QMP against QEMU', () => {
         // All or nothing: a transaction whose second action fails changes nothing.
         await assert.rejects(transaction(vm.client, [snapshotAction(A.top, ovA.names.format), { type: 'abort', data: {} }]), QmpCommandError);
         const onDevices = async () => new Map((await queryBlock(vm.client)).map((b) => [b.qdev, b.inserted?.['node-name']]));
-        assert.deepEqual(await onDevices(), new Map([['disk-a', A.top], ['disk-b', B.top]]));
+        assert.deepEqual(
+          await onDevices(),
+          new Map([
+            ['disk-a', A.top],
+            ['disk-b', B.top],
+          ]),
+        );
 
         await stop(vm.client); // the guest is paused for the instant of the snapshot, as a management tool might do
         await transaction(vm.client, [snapshotAction(A.top, ovA.names.format), snapshotAction(B.top, ovB.names.format)]);
         await cont(vm.client);
-        assert.deepEqual(await onDevices(), new Map([['disk-a', ovA.names.format], ['disk-b', ovB.names.format]]));
+        assert.deepEqual(
+          await onDevices(),
+          new Map([
+            ['disk-a', ovA.names.format],
+            ['disk-b', ovB.names.format],
+          ]),
+        );
         assert.equal((await nodeByName(vm, A.top))?.ro, true, 'QEMU reopens the old top read-only');
 
         for (const d of ['disk-a', 'disk-b']) {
@@ -232,8 +268,18 @@ describe('QMP against QEMU', () => {
 
     for (const d of ['a', 'b']) {
       await assertData(`t-${d}.qcow2`, [[0xa1, 0, 256 * KiB]]); // the whole pre-snapshot state, overwritten range included
-      await assertData(`t-${d}-ov.qcow2`, [[0xb2, 128 * KiB, 128 * KiB], [0x00, 0, 128 * KiB]], { alone: true });
-      await assertData(`t-${d}-ov.qcow2`, [[0xa1, 0, 128 * KiB], [0xb2, 128 * KiB, 128 * KiB]]);
+      await assertData(
+        `t-${d}-ov.qcow2`,
+        [
+          [0xb2, 128 * KiB, 128 * KiB],
+          [0x00, 0, 128 * KiB],
+        ],
+        { alone: true },
+      );
+      await assertData(`t-${d}-ov.qcow2`, [
+        [0xa1, 0, 128 * KiB],
+        [0xb2, 128 * KiB, 128 * KiB],
+      ]);
       assert.equal(await headerBacking(`t-${d}-ov.qcow2`), `t-${d}.qcow2`);
       await assertClean(`t-${d}.qcow2`, `t-${d}-ov.qcow2`);
     }
@@ -300,7 +346,10 @@ describe('QMP against QEMU', () => {
     put([0xa1, 0, 8 * MiB]);
     put([0xb2, 8 * MiB, 8 * MiB]);
     written.forEach(put);
-    await assertData('c-base.qcow2', [...expected].map(([off, pat]) => [pat, off, 64 * KiB] as const));
+    await assertData(
+      'c-base.qcow2',
+      [...expected].map(([off, pat]) => [pat, off, 64 * KiB] as const),
+    );
     await assertClean('c-base.qcow2');
   });
 
@@ -329,8 +378,20 @@ describe('QMP against QEMU', () => {
 
     assert.equal(await headerBacking('s-c.qcow2'), 's-a.qcow2', 'the exact relative name, not an absolute path');
     await rm(p('s-b.qcow2')); // the chain no longer needs it
-    await assertData('s-c.qcow2', [[0xa1, 0, MiB], [0xb2, MiB, MiB], [0xc3, 2 * MiB, MiB]]);
-    await assertData('s-c.qcow2', [[0x00, 0, MiB], [0xb2, MiB, MiB], [0xc3, 2 * MiB, MiB]], { alone: true });
+    await assertData('s-c.qcow2', [
+      [0xa1, 0, MiB],
+      [0xb2, MiB, MiB],
+      [0xc3, 2 * MiB, MiB],
+    ]);
+    await assertData(
+      's-c.qcow2',
+      [
+        [0x00, 0, MiB],
+        [0xb2, MiB, MiB],
+        [0xc3, 2 * MiB, MiB],
+      ],
+      { alone: true },
+    );
     await assertClean('s-c.qcow2', 's-a.qcow2');
   });
 
@@ -389,7 +450,10 @@ describe('QMP against QEMU', () => {
     assert.equal(await headerBacking('x-c.qcow2'), 'x-b.qcow2');
     assert.equal(await headerBacking('x-b.qcow2'), 'x-a.qcow2');
     await assertClean('x-a.qcow2', 'x-b.qcow2', 'x-c.qcow2');
-    await assertData('x-c.qcow2', [[0xb2, 0, 16 * MiB], [0xc3, 16 * MiB, MiB]]);
+    await assertData('x-c.qcow2', [
+      [0xb2, 0, 16 * MiB],
+      [0xc3, 16 * MiB, MiB],
+    ]);
     const copied = (await ownDataBytes('x-c.qcow2')) - cOwnBefore;
     assert.ok(copied > 0 && copied < 16 * MiB, `the stream had copied part of the middle layer into the top (${copied} bytes)`);
     // The cancelled commit wrote part of x-b's data into x-a: the chain reads right, but x-a alone no longer

@@ -27,7 +27,11 @@ test('storage ids sharing a directory: a VM-wide snapshot takes each disk once; 
     await writePattern(join(images, 'vm-100-disk-1.qcow2'), 0xd1, 0, BLOCK);
 
     const plans = await vc.vmSnapshot(100, 'both');
-    assert.deepEqual(plans.map((p) => p.volid), ['place-a:100/vm-100-disk-0.qcow2', 'place-a:100/vm-100-disk-1.qcow2'], 'each disk once, through the first id');
+    assert.deepEqual(
+      plans.map((p) => p.volid),
+      ['place-a:100/vm-100-disk-0.qcow2', 'place-a:100/vm-100-disk-1.qcow2'],
+      'each disk once, through the first id',
+    );
     assert.deepEqual((await readdir(images)).sort(), [
       'snap-both-vm-100-disk-0.qcow2',
       'snap-both-vm-100-disk-1.qcow2',

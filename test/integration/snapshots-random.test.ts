@@ -10,17 +10,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { VolchainError } from '../../src/errors.js';
-import {
-  BLOCK,
-  ChainModel,
-  MiB,
-  checkAllLayers,
-  makeStorage,
-  prng,
-  verifyVolume,
-  writePatterns,
-  type TestStorage,
-} from './helpers.js';
+import { BLOCK, ChainModel, MiB, checkAllLayers, makeStorage, prng, verifyVolume, writePatterns, type TestStorage } from './helpers.js';
 
 const SIZE = 4 * MiB;
 const BLOCKS = SIZE / BLOCK;
@@ -80,7 +70,10 @@ describe('random sequences of snapshot operations match the model', () => {
             const count = 1 + rnd.int(4);
             writes.push([rnd.int(BLOCKS - count + 1), rnd.next() < 0.12 ? 0 : 1 + rnd.int(255), count]);
           }
-          await writePatterns(s.layer(vmid, name), writes.map(([b, byte, c]) => ({ byte, offset: b * BLOCK, len: c * BLOCK })));
+          await writePatterns(
+            s.layer(vmid, name),
+            writes.map(([b, byte, c]) => ({ byte, offset: b * BLOCK, len: c * BLOCK })),
+          );
           for (const [b, byte, c] of writes) model.write(b, byte, c);
           label = `write ${writes.map(([b, byte, c]) => `${c}@${b}=0x${byte.toString(16)}`).join(' ')}`;
         } else if (kind === 'create') {
@@ -120,13 +113,16 @@ describe('random sequences of snapshot operations match the model', () => {
         try {
           await verifyVolume(s, vmid, name, model, BLOCKS, `op ${op + 1} (${label})`);
         } catch (err) {
-          const recent = history.slice(-12).map((h, i) => `  ${history.length - Math.min(12, history.length) + i + 1}. ${h}`).join('\n');
+          const recent = history
+            .slice(-12)
+            .map((h, i) => `  ${history.length - Math.min(12, history.length) + i + 1}. ${h}`)
+            .join('\n');
           throw new Error(`seed ${seed}, after op ${op + 1}: ${(err as Error).message}\nlast operations:\n${recent}`, { cause: err });
         }
       }
       // Once more without any shortcut: every layer read in full, every layer checked.
       await verifyVolume(s, vmid, name, model, BLOCKS, `seed ${seed}: final`, { full: true });
-      assert.ok(await checkAllLayers(s.path, vmid) >= 1);
+      assert.ok((await checkAllLayers(s.path, vmid)) >= 1);
       t.diagnostic(`seed ${seed}: ${JSON.stringify(counts)}; ${model.names().length} snapshots at the end`);
       // Every kind of operation ran (a sequence without deletes or rollbacks would prove little).
       for (const kind of ['write', 'create', 'rollback', 'delete']) assert.ok((counts[kind] ?? 0) > 0, `seed ${seed}: no ${kind} ran`);

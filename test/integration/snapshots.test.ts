@@ -48,7 +48,10 @@ async function write(s: TestStorage, vmid: number, name: string, model: ChainMod
 
 /** Several [block, byte, count] writes in order, in one qemu-io run. */
 async function writeMany(s: TestStorage, vmid: number, name: string, model: ChainModel, writes: [number, number, number][]): Promise<void> {
-  await writePatterns(s.layer(vmid, name), writes.map(([block, byte, count]) => ({ byte, offset: block * BLOCK, len: count * BLOCK })));
+  await writePatterns(
+    s.layer(vmid, name),
+    writes.map(([block, byte, count]) => ({ byte, offset: block * BLOCK, len: count * BLOCK })),
+  );
   for (const [block, byte, count] of writes) model.write(block, byte, count);
 }
 
@@ -110,7 +113,10 @@ describe('snapshot chains on a volume-chain dir storage', () => {
       await s.vc.snapshotRollback(volid, snap);
       model.rollback(snap);
       await verifyVolume(s, vmid, name, model, BLOCKS, `rollback to ${snap}`);
-      await writeMany(s, vmid, name, model, [[0, 0xee, 1], [depth * 4, 0xed, 1]]);
+      await writeMany(s, vmid, name, model, [
+        [0, 0xee, 1],
+        [depth * 4, 0xed, 1],
+      ]);
       await verifyVolume(s, vmid, name, model, BLOCKS, `write after rollback to ${snap}`);
     }
     assert.equal(model.names().length, 20);
@@ -144,7 +150,13 @@ describe('snapshot chains on a volume-chain dir storage', () => {
     const model = new ChainModel();
     // Sizes chosen so that the cheapest strategy differs: d1 big / d2 small (commit d2 into d1), d3 small /
     // d4 big (rebase d4 onto d2), d5 big / current small (commit the current layer into d5).
-    const layout: [string, number, number][] = [['d1', 0x11, 16], ['d2', 0x12, 1], ['d3', 0x13, 1], ['d4', 0x14, 16], ['d5', 0x15, 16]];
+    const layout: [string, number, number][] = [
+      ['d1', 0x11, 16],
+      ['d2', 0x12, 1],
+      ['d3', 0x13, 1],
+      ['d4', 0x14, 16],
+      ['d5', 0x15, 16],
+    ];
     let at = 20;
     for (const [snap, byte, count] of layout) {
       await write(s, vmid, name, model, at, byte, count);
@@ -157,7 +169,11 @@ describe('snapshot chains on a volume-chain dir storage', () => {
     await write(s, vmid, name, model, 120, 0x1e);
     await verifyVolume(s, vmid, name, model, BLOCKS, 'before deletes');
 
-    const steps: [string, string][] = [['d1', 'commit-child'], ['d3', 'rebase-children'], ['d5', 'commit-child']];
+    const steps: [string, string][] = [
+      ['d1', 'commit-child'],
+      ['d3', 'rebase-children'],
+      ['d5', 'commit-child'],
+    ];
     for (const [snap, strategy] of steps) {
       const plan = await s.vc.snapshotDelete(volid, snap);
       assert.equal(plan.summary, `delete snapshot '${snap}' of ${volid} by ${strategy}`);
@@ -198,7 +214,11 @@ describe('snapshot chains on a volume-chain dir storage', () => {
     const listing = await s.vc.snapshotList(volid);
     assert.deepEqual(
       listing.snapshots.map((e) => [e.name, e.inCurrentChain]),
-      [['b1', true], ['b2', false], ['b3', false]],
+      [
+        ['b1', true],
+        ['b2', false],
+        ['b3', false],
+      ],
     );
     const tree = await cliOk(s, ['snapshot', 'list', volid]);
     assert.match(tree, /b1 .*\n\|-- b2 .*\n\| {3}`-- b3 .*\n`-- current .*<- you are here/);
@@ -211,7 +231,13 @@ describe('snapshot chains on a volume-chain dir storage', () => {
 
     const plan = await s.vc.snapshotDelete(volid, 'b1');
     assert.equal(plan.summary, `delete snapshot 'b1' of ${volid} by rebase-children`);
-    assert.deepEqual(plan.strategies?.map((o) => [o.strategy, o.valid]), [['rebase-children', true], ['commit-child', false]]);
+    assert.deepEqual(
+      plan.strategies?.map((o) => [o.strategy, o.valid]),
+      [
+        ['rebase-children', true],
+        ['commit-child', false],
+      ],
+    );
     assert.match(plan.strategies?.[1]?.reason ?? '', /2 children/);
     model.delete('b1');
     await verifyVolume(s, vmid, name, model, BLOCKS, 'delete b1 (two children)');
@@ -346,7 +372,10 @@ describe('snapshot chains on a volume-chain dir storage', () => {
 
       async function verifyAfterResize(): Promise<void> {
         const listing = await s.vc.snapshotList(volid);
-        assert.deepEqual(listing.snapshots.map((e) => e.name), model.names());
+        assert.deepEqual(
+          listing.snapshots.map((e) => e.name),
+          model.names(),
+        );
         await assertBlocks(s.layer(vmid, name), model.current, big, `${strategy}: current`);
         if (model.snaps.has('after')) await assertBlocks(s.layer(vmid, name, 'after'), model.get('after').blocks, big, `${strategy}: after`);
         if (model.snaps.has('before')) await assertBlocks(s.layer(vmid, name, 'before'), model.get('before').blocks, small, `${strategy}: before`);
@@ -484,7 +513,9 @@ describe('snapshot names and errors: a clear message, nothing changed', () => {
     // Through the CLI: the names the issue lists, and one bad name for each other command.
     await refuse([
       ...['1abc', 'a', 'current', 'pending', 'a'.repeat(41)].map((name) => ({
-        args: ['snapshot', 'create', '--', volid(), name], code: 2, match: /snapshot name/,
+        args: ['snapshot', 'create', '--', volid(), name],
+        code: 2,
+        match: /snapshot name/,
       })),
       { args: ['vm', 'snapshot', '--', String(vmid), 'x.y'], code: 2, match: /snapshot name "x.y" contains "\."/ },
       { args: ['snapshot', 'rollback', volid(), '1abc'], code: 2, match: /must start with a letter/ },
@@ -502,7 +533,11 @@ describe('snapshot names and errors: a clear message, nothing changed', () => {
         ['vm rollback', () => s.vc.vmRollback(vmid, name)],
         ['vm delsnapshot', () => s.vc.vmDeleteSnapshot(vmid, name)],
       ] as const) {
-        await assert.rejects(fn, (err: unknown) => err instanceof VolchainError && err.code === 'INVALID_INPUT' && err.message.includes('snapshot name'), `${what} ${JSON.stringify(name)}`);
+        await assert.rejects(
+          fn,
+          (err: unknown) => err instanceof VolchainError && err.code === 'INVALID_INPUT' && err.message.includes('snapshot name'),
+          `${what} ${JSON.stringify(name)}`,
+        );
       }
     }
     assertSameTree(pristine, await snapshotOf(s.path), 'invalid snapshot names in-process');
@@ -541,7 +576,10 @@ describe('snapshot names and errors: a clear message, nothing changed', () => {
     const longest = `L${'x'.repeat(39)}`;
     await cliOk(s, ['snapshot', 'create', volid(), longest]);
     const listing = await cliJson<{ snapshots: { name: string }[] }>(s, ['snapshot', 'list', volid()]);
-    assert.deepEqual(listing.snapshots.map((e) => e.name), [longest, 'snap1']);
+    assert.deepEqual(
+      listing.snapshots.map((e) => e.name),
+      [longest, 'snap1'],
+    );
     await assertBlocks(s.layer(vmid, 'vm-400-disk-0.qcow2', longest), new Map([...range(0, 16, 0x91), ...range(16, 32, 0x92)]), 64);
     await assertBlocks(s.layer(vmid, 'vm-400-disk-0.qcow2', 'snap1'), new Map(range(0, 16, 0x91)), 64);
     await checkAllLayers(s.path);
@@ -594,10 +632,17 @@ describe('a storage without snapshot-as-volume-chain uses qcow2 internal snapsho
     assert.deepEqual(await readdir(join(s.path, 'images', String(vmid))), [name], 'no layer files: snapshots live inside the image');
     const listing = await cliJson<{ mode: string; snapshots: { name: string }[] }>(s, ['snapshot', 'list', volid()]);
     assert.equal(listing.mode, 'internal');
-    assert.deepEqual(listing.snapshots.map((e) => e.name), ['i1', 'i2']);
+    assert.deepEqual(
+      listing.snapshots.map((e) => e.name),
+      ['i1', 'i2'],
+    );
     assert.equal((await s.vc.info(volid())).snapshotMode, 'internal');
     const qemuInfo = (await imageInfo(s.layer(vmid, name))) as { snapshots?: { name: string }[] };
-    assert.deepEqual(qemuInfo.snapshots?.map((x) => x.name), ['i1', 'i2'], 'qemu-img info lists both internal snapshots');
+    assert.deepEqual(
+      qemuInfo.snapshots?.map((x) => x.name),
+      ['i1', 'i2'],
+      'qemu-img info lists both internal snapshots',
+    );
     await assertInternal('i1', model.get('i1').blocks);
     await assertInternal('i2', model.get('i2').blocks);
     await assertBlocks(s.layer(vmid, name), model.current, BLOCKS, 'current');
@@ -625,7 +670,10 @@ describe('a storage without snapshot-as-volume-chain uses qcow2 internal snapsho
     await cliOk(s, ['snapshot', 'delete', volid(), 'i1']);
     model.delete('i1');
     const after1 = await cliJson<{ snapshots: { name: string }[] }>(s, ['snapshot', 'list', volid()]);
-    assert.deepEqual(after1.snapshots.map((e) => e.name), ['i2']);
+    assert.deepEqual(
+      after1.snapshots.map((e) => e.name),
+      ['i2'],
+    );
     await assertInternal('i2', model.get('i2').blocks);
     await assertBlocks(s.layer(vmid, name), model.current, BLOCKS, 'after delete of i1');
     await checkAllLayers(s.path);

@@ -9,18 +9,7 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  MiB,
-  assertPattern,
-  assertSameTree,
-  checkClean,
-  cli,
-  cliFails,
-  cliOk,
-  imageInfo,
-  snapshotOf,
-  writePattern,
-} from './helpers.js';
+import { MiB, assertPattern, assertSameTree, checkClean, cli, cliFails, cliOk, imageInfo, snapshotOf, writePattern } from './helpers.js';
 
 const NODE = hostname().split('.')[0] ?? '';
 
@@ -76,11 +65,17 @@ describe('storage.cfg: nfs and cifs storages', () => {
     // Mounted from another server, and the right share at another place: neither is PVE's match.
     await writeMounts(['10.9.9.9:/export/pve', nasPath, 'nfs4'], ['10.1.2.3:/export/pve', join(place.root, 'elsewhere'), 'nfs']);
     const before = await snapshotOf(nasPath);
-    for (const args of [['alloc', 'nas', '100', '4M'], ['list', 'nas'], ['snapshot', 'create', 'nas:100/vm-100-disk-0.qcow2', 's1']]) {
+    for (const args of [
+      ['alloc', 'nas', '100', '4M'],
+      ['list', 'nas'],
+      ['snapshot', 'create', 'nas:100/vm-100-disk-0.qcow2', 's1'],
+    ]) {
       await fails(args, { code: 5, match: /storage 'nas' is not mounted: expected nfs share '10\.1\.2\.3:\/export\/pve' at '.*mnt-pve\/nas'/ });
     }
     assertSameTree(before, await snapshotOf(nasPath), 'refused operations on an unmounted nfs storage');
-    const listed = JSON.parse(await ok(['storage', 'list', '--json'])) as { storages: { id: string; mounted: boolean | null; shared: boolean; supported: boolean }[] };
+    const listed = JSON.parse(await ok(['storage', 'list', '--json'])) as {
+      storages: { id: string; mounted: boolean | null; shared: boolean; supported: boolean }[];
+    };
     assert.deepEqual(
       listed.storages.map((s) => [s.id, s.supported, s.shared, s.mounted]),
       [
@@ -143,7 +138,10 @@ describe('storage.cfg: dir options content-dirs, format, preallocation, nodes', 
     await assertPattern(join(path, 'vm', 'disks', '100', 'snap-before-vm-100-disk-0.qcow2'), 0x5c, 0, MiB);
     await assert.rejects(stat(join(path, 'images')), /ENOENT/);
     const listed = JSON.parse(await ok(['list', 'cd', '--json'])) as { volumes: { volid: string; snapshots: string[] }[] };
-    assert.deepEqual(listed.volumes.map((v) => [v.volid, v.snapshots]), [[volid, ['before']]]);
+    assert.deepEqual(
+      listed.volumes.map((v) => [v.volid, v.snapshots]),
+      [[volid, ['before']]],
+    );
   });
 
   it('format is the default format of alloc; one volchain cannot create is refused with nothing written', async () => {
@@ -157,7 +155,10 @@ describe('storage.cfg: dir options content-dirs, format, preallocation, nodes', 
     assert.equal((await imageInfo(join(path, 'images', '100', 'vm-100-disk-0.raw'), 'raw')).format, 'raw');
     // --format still wins over the storage's default.
     assert.equal((await ok(['alloc', 'rawdef', '100', '1M', '--format', 'qcow2'])).trim(), 'rawdef:100/vm-100-disk-1.qcow2');
-    await fails(['alloc', 'vmdkdef', '100', '1M'], { code: 5, match: /storage 'vmdkdef' has default format 'vmdk', which volchain cannot create; give --format/ });
+    await fails(['alloc', 'vmdkdef', '100', '1M'], {
+      code: 5,
+      match: /storage 'vmdkdef' has default format 'vmdk', which volchain cannot create; give --format/,
+    });
     await assert.rejects(stat(join(place.root, 'vmdk', 'images', '100')), /ENOENT/);
     assert.equal((await ok(['alloc', 'vmdkdef', '100', '1M', '--format', 'qcow2'])).trim(), 'vmdkdef:100/vm-100-disk-0.qcow2');
   });
@@ -202,7 +203,12 @@ describe('storage.cfg: dir options content-dirs, format, preallocation, nodes', 
     );
     assert.equal((await ok(['alloc', 'here', '100', '1M'])).trim(), 'here:100/vm-100-disk-0.qcow2');
     const message = new RegExp(`storage 'other' is not available on node '${NODE}' \\(its nodes: othernode, third\\)`);
-    for (const args of [['alloc', 'other', '100', '1M'], ['list', 'other'], ['info', 'other:100/vm-100-disk-0.qcow2'], ['repair', 'other:100/vm-100-disk-0.qcow2']]) {
+    for (const args of [
+      ['alloc', 'other', '100', '1M'],
+      ['list', 'other'],
+      ['info', 'other:100/vm-100-disk-0.qcow2'],
+      ['repair', 'other:100/vm-100-disk-0.qcow2'],
+    ]) {
       await fails(args, { code: 5, match: message });
     }
     await assert.rejects(stat(other), /ENOENT/);
@@ -229,9 +235,15 @@ describe('storage.cfg: types without volume chains in PVE', () => {
     await rm(place.root, { recursive: true, force: true });
   });
   it('cephfs and btrfs are listed as unsupported and refused (exit 5)', async () => {
-    await writeConfig(['cephfs: cfs', `\tpath ${join(place.root, 'cfs')}`, '\tcontent images'], ['btrfs: bt', `\tpath ${join(place.root, 'bt')}`, '\tcontent images']);
+    await writeConfig(
+      ['cephfs: cfs', `\tpath ${join(place.root, 'cfs')}`, '\tcontent images'],
+      ['btrfs: bt', `\tpath ${join(place.root, 'bt')}`, '\tcontent images'],
+    );
     for (const id of ['cfs', 'bt']) {
-      await fails(['alloc', id, '100', '1M'], { code: 5, match: new RegExp(`storage '${id}' has type '\\w+', which volchain does not drive \\(supported: dir, nfs, cifs, lvm\\)`) });
+      await fails(['alloc', id, '100', '1M'], {
+        code: 5,
+        match: new RegExp(`storage '${id}' has type '\\w+', which volchain does not drive \\(supported: dir, nfs, cifs, lvm\\)`),
+      });
     }
     assert.match(await ok(['storage', 'list']), /^cfs\s+cephfs\s.*unsupported$/m);
     await assert.rejects(stat(join(place.root, 'cfs')), /ENOENT/);
@@ -248,11 +260,36 @@ describe('storage.cfg: invalid dir-family options are refused naming file and li
   const cases: { name: string; section: string[]; line: number; match: RegExp }[] = [
     { name: 'nfs without export', section: ['nfs: n1', '\tserver s', '\tcontent images'], line: 1, match: /nfs storage needs the 'export' option/ },
     { name: 'cifs without share', section: ['cifs: c1', '\tserver s'], line: 1, match: /cifs storage needs the 'share' option/ },
-    { name: 'content-dirs escaping with ..', section: ['dir: d1', '\tpath /x', '\tcontent-dirs images=../etc'], line: 3, match: /content-dirs entry 'images=\.\.\/etc' must be/ },
-    { name: 'content-dirs of an unknown content type', section: ['dir: d1', '\tpath /x', '\tcontent-dirs disks=d'], line: 3, match: /unknown content type 'disks'/ },
-    { name: 'format PVE does not know', section: ['dir: d1', '\tpath /x', '\tformat qed'], line: 3, match: /format must be one of raw, qcow2, vmdk, subvol on dir storage, got 'qed'/ },
-    { name: 'format subvol on nfs', section: ['nfs: n1', '\tserver s', '\texport /e', '\tformat subvol'], line: 4, match: /format must be one of raw, qcow2, vmdk on nfs storage/ },
-    { name: 'relative is_mountpoint', section: ['dir: d1', '\tpath /x', '\tis_mountpoint mnt'], line: 3, match: /is_mountpoint must be yes, no or an absolute path/ },
+    {
+      name: 'content-dirs escaping with ..',
+      section: ['dir: d1', '\tpath /x', '\tcontent-dirs images=../etc'],
+      line: 3,
+      match: /content-dirs entry 'images=\.\.\/etc' must be/,
+    },
+    {
+      name: 'content-dirs of an unknown content type',
+      section: ['dir: d1', '\tpath /x', '\tcontent-dirs disks=d'],
+      line: 3,
+      match: /unknown content type 'disks'/,
+    },
+    {
+      name: 'format PVE does not know',
+      section: ['dir: d1', '\tpath /x', '\tformat qed'],
+      line: 3,
+      match: /format must be one of raw, qcow2, vmdk, subvol on dir storage, got 'qed'/,
+    },
+    {
+      name: 'format subvol on nfs',
+      section: ['nfs: n1', '\tserver s', '\texport /e', '\tformat subvol'],
+      line: 4,
+      match: /format must be one of raw, qcow2, vmdk on nfs storage/,
+    },
+    {
+      name: 'relative is_mountpoint',
+      section: ['dir: d1', '\tpath /x', '\tis_mountpoint mnt'],
+      line: 3,
+      match: /is_mountpoint must be yes, no or an absolute path/,
+    },
   ];
   for (const c of cases) {
     it(c.name, async () => {

@@ -120,5 +120,8 @@ test('repair --all still refuses to write a layer QEMU marked corrupt on a disk 
   assert.match(repair.stderr, /is marked corrupt/);
   assert.ok(readFileSync(s2).equals(before), 'the corrupt layer was not written');
   const status = JSON.parse(cli(env, ['status', '--json']).stdout) as { pending: { volid: string }[] };
-  assert.ok(status.pending.some((p) => p.volid === third), "the 3rd disk's operation stays pending");
+  assert.ok(
+    status.pending.some((p) => p.volid === third),
+    "the 3rd disk's operation stays pending",
+  );
 });

@@ -28,13 +28,18 @@ describe('live vm snapshot with a VM config', () => {
     await s.vc.alloc(s.id, VMID, 8 * MiB, { name: `vm-${VMID}-disk-1.qcow2` });
     await writePattern(s.layer(VMID, `vm-${VMID}-disk-0.qcow2`), 0xd1, 0, MiB);
     const conf = join(s.root, `${VMID}.conf`);
-    await writeFile(conf, [`scsi0: ${disk},iothread=1,size=8M`, 'scsihw: virtio-scsi-single', `unused0: ${s.id}:${VMID}/vm-${VMID}-disk-1.qcow2`, ''].join('\n'));
+    await writeFile(
+      conf,
+      [`scsi0: ${disk},iothread=1,size=8M`, 'scsihw: virtio-scsi-single', `unused0: ${s.id}:${VMID}/vm-${VMID}-disk-1.qcow2`, ''].join('\n'),
+    );
 
     const live = await startVm(s, [disk]);
     try {
       // Without the config the unused volume counts as a disk of the VM; with it, only scsi0 does.
       const volidsOf = async (extra: string[]): Promise<string[]> =>
-        (await cliJson<{ plans: { volid: string }[] }>(s, ['vm', 'snapshot', String(VMID), 'live1', '--qmp', live.socket, '--dry-run', ...extra])).plans.map((p) => p.volid);
+        (await cliJson<{ plans: { volid: string }[] }>(s, ['vm', 'snapshot', String(VMID), 'live1', '--qmp', live.socket, '--dry-run', ...extra])).plans.map(
+          (p) => p.volid,
+        );
       assert.deepEqual(await volidsOf([]), [disk, `${s.id}:${VMID}/vm-${VMID}-disk-1.qcow2`]);
       assert.deepEqual(await volidsOf(['--vm-config', conf]), [disk]);
       await cliOk(s, ['vm', 'snapshot', String(VMID), 'live1', '--qmp', live.socket, '--vm-config', conf]);

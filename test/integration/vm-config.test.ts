@@ -21,7 +21,11 @@ import {
   type TestStorage,
 } from './helpers.js';
 
-const exists = async (path: string): Promise<boolean> => stat(path).then(() => true, () => false);
+const exists = async (path: string): Promise<boolean> =>
+  stat(path).then(
+    () => true,
+    () => false,
+  );
 
 describe('vm commands: which disks', () => {
   let s: TestStorage;
@@ -64,7 +68,15 @@ describe('vm commands: which disks', () => {
   });
 
   it('with --vm-config, snapshot, rollback and delsnapshot act on the main section’s drives only, with the right data in each layer', async () => {
-    await alloc(120, 'vm-120-disk-0.qcow2', 'vm-120-disk-1.qcow2', 'vm-120-disk-2.qcow2', 'vm-120-disk-3.qcow2', 'vm-120-disk-4.qcow2', 'vm-120-cloudinit.qcow2');
+    await alloc(
+      120,
+      'vm-120-disk-0.qcow2',
+      'vm-120-disk-1.qcow2',
+      'vm-120-disk-2.qcow2',
+      'vm-120-disk-3.qcow2',
+      'vm-120-disk-4.qcow2',
+      'vm-120-cloudinit.qcow2',
+    );
     const conf = await writeConf('120.conf', [
       '#database VM',
       'boot: order=scsi0;ide2',
@@ -93,7 +105,10 @@ describe('vm commands: which disks', () => {
     await writePattern(disk1, 0xa2, MiB, MiB);
 
     const dry = await cliJson<{ plans: { volid: string }[] }>(s, ['vm', 'snapshot', '120', 'before', '--vm-config', conf, '--dry-run']);
-    assert.deepEqual(dry.plans.map((p) => p.volid), [`${s.id}:120/vm-120-disk-0.qcow2`, `${s.id}:120/vm-120-disk-1.qcow2`]);
+    assert.deepEqual(
+      dry.plans.map((p) => p.volid),
+      [`${s.id}:120/vm-120-disk-0.qcow2`, `${s.id}:120/vm-120-disk-1.qcow2`],
+    );
 
     await cliOk(s, ['vm', 'snapshot', '120', 'before', '--vm-config', conf]);
     for (const other of ['vm-120-disk-2.qcow2', 'vm-120-disk-3.qcow2', 'vm-120-disk-4.qcow2', 'vm-120-cloudinit.qcow2']) {
@@ -125,15 +140,24 @@ describe('vm commands: which disks', () => {
     const dry = await cliJson<{ plans: { volid: string }[] }>(s, ['vm', 'snapshot', '130', 'xx', '--dry-run']);
     assert.equal(dry.plans.length, 2, 'without the directory, both volumes are taken');
     const out = await cliOk(s, ['vm', 'snapshot', '130', 'xx', '--dry-run', '--json'], { env: { VOLCHAIN_VM_CONFIG_DIR: dir } });
-    assert.deepEqual((JSON.parse(out) as { plans: { volid: string }[] }).plans.map((p) => p.volid), [`${s.id}:130/vm-130-disk-1.qcow2`]);
+    assert.deepEqual(
+      (JSON.parse(out) as { plans: { volid: string }[] }).plans.map((p) => p.volid),
+      [`${s.id}:130/vm-130-disk-1.qcow2`],
+    );
   });
 
   it('--storage keeps only the config’s drives on that storage', async () => {
     await alloc(135, 'vm-135-disk-0.qcow2');
     const conf = await writeConf('135.conf', [`scsi0: ${s.id}:135/vm-135-disk-0.qcow2`, 'scsi1: other:vm-135-disk-0', 'sata0: /dev/sdz']);
     const dry = await cliJson<{ plans: { volid: string }[] }>(s, ['vm', 'snapshot', '135', 'xx', '--vm-config', conf, '--storage', s.id, '--dry-run']);
-    assert.deepEqual(dry.plans.map((p) => p.volid), [`${s.id}:135/vm-135-disk-0.qcow2`]);
-    await cliFails(s, ['vm', 'snapshot', '135', 'xx', '--vm-config', conf, '--storage', 'nosuch'], { code: 3, match: /VM 135 has no disks on storage 'nosuch' in .*135\.conf/ });
+    assert.deepEqual(
+      dry.plans.map((p) => p.volid),
+      [`${s.id}:135/vm-135-disk-0.qcow2`],
+    );
+    await cliFails(s, ['vm', 'snapshot', '135', 'xx', '--vm-config', conf, '--storage', 'nosuch'], {
+      code: 3,
+      match: /VM 135 has no disks on storage 'nosuch' in .*135\.conf/,
+    });
   });
 
   describe('refusals: the drive named, the right exit status, nothing changed', () => {
@@ -216,7 +240,10 @@ describe('vm commands: which disks', () => {
 
     it('refuses a --vm-config file that is missing, or another VM’s', async () => {
       await cliFails(s, ['vm', 'rollback', '110', 's1', '--vm-config', join(s.root, 'nope.conf')], { code: 2, match: /nope\.conf: cannot read VM config/ });
-      await cliFails(s, ['vm', 'delsnapshot', '110', 's1', '--vm-config', join(s.root, '120.conf')], { code: 2, match: /is the config of VM 120, not of VM 110/ });
+      await cliFails(s, ['vm', 'delsnapshot', '110', 's1', '--vm-config', join(s.root, '120.conf')], {
+        code: 2,
+        match: /is the config of VM 120, not of VM 110/,
+      });
     });
   });
 });

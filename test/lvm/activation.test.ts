@@ -77,12 +77,15 @@ test('activate and deactivate every layer; list and info of the inactive chain r
   assert.ok(frozenBytes < 2 * full, `the frozen layers were shrunk (${frozenBytes} < ${2 * full})`);
   const info = await fresh.vc.info(volid);
   assert.deepEqual(info.snapshots, ['sa', 'sb']);
-  assert.equal(info.snapshotBytes, frozenBytes, 'snapshotBytes = the frozen LVs\' sizes');
+  assert.equal(info.snapshotBytes, frozenBytes, "snapshotBytes = the frozen LVs' sizes");
   assert.equal(info.fullSizeSnapshotBytes, 2 * full, 'fullSizeSnapshotBytes = snapshots x the full LV size');
   assert.equal(info.usedBytes, rows.get(name)?.sizeBytes);
   assert.equal(info.chainUsedBytes, info.usedBytes + info.snapshotBytes);
   const listed = await fresh.vc.list(fresh.id, { vmid: 7401 });
-  assert.deepEqual(listed.map((v) => [v.volid, v.snapshotBytes, v.fullSizeSnapshotBytes]), [[volid, frozenBytes, 2 * full]]);
+  assert.deepEqual(
+    listed.map((v) => [v.volid, v.snapshotBytes, v.fullSizeSnapshotBytes]),
+    [[volid, frozenBytes, 2 * full]],
+  );
   assert.deepEqual(await activeStates(layers), [false, false, false], 'reading activated nothing');
 
   // A dry-run snapshot of the inactive chain: the image end cannot be read, so what shrinking gives back is unknown.
@@ -99,21 +102,34 @@ test('activate and deactivate every layer; list and info of the inactive chain r
   assert.equal(on.code, 0, on.stderr);
   assert.deepEqual(JSON.parse(on.stdout), { volid, storage: s.id, layers, active: true });
   assert.deepEqual(await activeStates(layers), [true, true, true]);
-  await qemuIo(s.path(name), [
-    { byte: 0xb1, offset: 0, len: 2 * MiB },
-    { byte: 0xb2, offset: 2 * MiB, len: MiB },
-    { byte: 0xb3, offset: 4 * MiB, len: BLOCK },
-  ], [], 'after deactivate + activate');
+  await qemuIo(
+    s.path(name),
+    [
+      { byte: 0xb1, offset: 0, len: 2 * MiB },
+      { byte: 0xb2, offset: 2 * MiB, len: MiB },
+      { byte: 0xb3, offset: 4 * MiB, len: BLOCK },
+    ],
+    [],
+    'after deactivate + activate',
+  );
 
   // Open LVs (here: this process holds the top open, as a running QEMU would): deactivate fails, naming it.
   const held = await open(s.path(name), 'r');
   try {
-    await assert.rejects(fresh.vc.deactivate(volid), (e: unknown) =>
-      e instanceof VolchainError && e.code === 'LOCKED' && e.message.startsWith(`cannot deactivate ${volid}: `) && e.message.includes(`${VG}/${name} in use`));
+    await assert.rejects(
+      fresh.vc.deactivate(volid),
+      (e: unknown) =>
+        e instanceof VolchainError && e.code === 'LOCKED' && e.message.startsWith(`cannot deactivate ${volid}: `) && e.message.includes(`${VG}/${name} in use`),
+    );
     const r = await volchainCli(s, ['deactivate', volid]);
     assert.equal(r.code, 6, `exit status of deactivate while open: ${r.stderr}`);
     assert.equal(r.stdout, '');
-    assert.match(r.stderr, new RegExp(`^volchain: cannot deactivate ${volid.replace(/[.]/g, '\\.')}: .*${name.replace(/[.]/g, '\\.')} in use \\(open on this host, e\\.g\\. by a running VM\\)\\n$`));
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `^volchain: cannot deactivate ${volid.replace(/[.]/g, '\\.')}: .*${name.replace(/[.]/g, '\\.')} in use \\(open on this host, e\\.g\\. by a running VM\\)\\n$`,
+      ),
+    );
     assert.equal((await activeStates([name]))[0], true, 'the open top is still active');
   } finally {
     await held.close();
@@ -127,7 +143,7 @@ test('activate and deactivate every layer; list and info of the inactive chain r
   await s.vc.free(volid);
 });
 
-test('the dry run of a snapshot predicts its space, against PVE 9\'s full-size layers (also VM-wide)', async () => {
+test("the dry run of a snapshot predicts its space, against PVE 9's full-size layers (also VM-wide)", async () => {
   requireVg();
   const s = await lvmStorage({ id: 'tdry' });
   const size = 24 * MiB;
@@ -163,8 +179,11 @@ test('the dry run of a snapshot predicts its space, against PVE 9\'s full-size l
   assert.equal(frozenLv, shrunk, 'the frozen layer was shrunk as predicted');
   assert.equal(topLv, full, 'the new top is a full-size LV');
   assert.equal(frozenLv + topLv - before, plan.space?.netBytes, 'the volume grew by the predicted net');
-  assert.equal((await s.vc.info(volid)).fullSizeSnapshotBytes - (await s.vc.info(volid)).snapshotBytes, before - shrunk,
-    'info: the full-size figure exceeds the real one by what the shrink gave back');
+  assert.equal(
+    (await s.vc.info(volid)).fullSizeSnapshotBytes - (await s.vc.info(volid)).snapshotBytes,
+    before - shrunk,
+    'info: the full-size figure exceeds the real one by what the shrink gave back',
+  );
 
   // VM-wide: one estimate per disk and their total.
   const plans: Plan[] = await s.vc.vmSnapshot(7402, 'both', { dryRun: true, storage: s.id });
@@ -178,6 +197,9 @@ test('the dry run of a snapshot predicts its space, against PVE 9\'s full-size l
   assert.equal(vmText.code, 0, vmText.stderr);
   assert.match(vmText.stdout, /^total for 2 disks: allocates .*$/m);
   const json = JSON.parse((await volchainCli(s, ['vm', 'snapshot', '7402', 'both', '--storage', s.id, '--dry-run', '--json'])).stdout) as { plans: Plan[] };
-  assert.deepEqual(json.plans.map((p) => p.space), plans.map((p) => p.space));
+  assert.deepEqual(
+    json.plans.map((p) => p.space),
+    plans.map((p) => p.space),
+  );
   for (const v of volids) await s.vc.free(v);
 });

@@ -9,7 +9,8 @@ import { assertManyPatterns, checkClean } from '../integration/helpers.js';
 import {
   BLOCK,
   MiB,
-  requireVg, VG,
+  requireVg,
+  VG,
   blockReads,
   cleanupState,
   fullLvSize,
@@ -41,7 +42,7 @@ async function assertSizes(s: LvmTestStorage, name: string, snaps: Iterable<stri
   }
 }
 
-test('depth 1 to 10 keeps every layer\'s data, frozen layers are shrunk, rollback works to every position', async () => {
+test("depth 1 to 10 keeps every layer's data, frozen layers are shrunk, rollback works to every position", async () => {
   requireVg();
   const s = await lvmStorage();
   const name = 'vm-7201-disk-0.qcow2';
@@ -52,10 +53,15 @@ test('depth 1 to 10 keeps every layer\'s data, frozen layers are shrunk, rollbac
   const states = new Map<string, Blocks>();
   /** Layer `depth` writes block depth+1 and shadows block 0; `verify` is checked first, in the same run. */
   const step = async (byte: number, block: number, verify: Blocks | undefined, context: string): Promise<void> => {
-    await qemuIo(path, verify ? blockReads(verify, BLOCKS) : [], [
-      { byte, offset: block * BLOCK, len: BLOCK },
-      { byte, offset: 0, len: BLOCK },
-    ], context);
+    await qemuIo(
+      path,
+      verify ? blockReads(verify, BLOCKS) : [],
+      [
+        { byte, offset: block * BLOCK, len: BLOCK },
+        { byte, offset: 0, len: BLOCK },
+      ],
+      context,
+    );
     current.set(block, byte).set(0, byte);
   };
   await step(0x10, 1, undefined, 'base');
@@ -65,7 +71,9 @@ test('depth 1 to 10 keeps every layer\'s data, frozen layers are shrunk, rollbac
     await step(0x10 + depth, depth + 1, current, `current at depth ${depth}`);
   }
   // Every snapshot's own layer holds exactly its state (one qemu-io for all of them).
-  await assertManyPatterns([...states].map(([snap, blocks]) => ({ path: s.path(name, snap), expects: blockReads(blocks, BLOCKS), context: `snapshot ${snap}` })));
+  await assertManyPatterns(
+    [...states].map(([snap, blocks]) => ({ path: s.path(name, snap), expects: blockReads(blocks, BLOCKS), context: `snapshot ${snap}` })),
+  );
   await assertSizes(s, name, states.keys(), full, 'depth 10');
   const listing = await s.vc.snapshotList(volid);
   assert.equal(listing.snapshots.length, 10);
@@ -80,9 +88,10 @@ test('depth 1 to 10 keeps every layer\'s data, frozen layers are shrunk, rollbac
     await step(0xe0 + k, 20, current, `after rollback to s${k}`);
   }
   assert.equal((await s.vc.snapshotList(volid)).snapshots.length, 10, 'rollback keeps newer snapshots');
-  await assertManyPatterns([...states].map(([snap, blocks]) => ({ path: s.path(name, snap), expects: blockReads(blocks, BLOCKS), context: `snapshot ${snap} after the rollbacks` })));
+  await assertManyPatterns(
+    [...states].map(([snap, blocks]) => ({ path: s.path(name, snap), expects: blockReads(blocks, BLOCKS), context: `snapshot ${snap} after the rollbacks` })),
+  );
   await assertSizes(s, name, states.keys(), full, 'after the rollbacks');
 
   await checkClean(path);
 });
-

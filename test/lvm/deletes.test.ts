@@ -28,7 +28,14 @@ test('delete the first, a middle, the newest and a branched snapshot; every othe
   const states = new Map<string, Blocks>();
   /** Writes block `block` and shadows block 0 with the same byte. */
   const write = async (byte: number, block: number): Promise<void> => {
-    await qemuIo(path, [], [{ byte, offset: block * BLOCK, len: BLOCK }, { byte, offset: 0, len: BLOCK }]);
+    await qemuIo(
+      path,
+      [],
+      [
+        { byte, offset: block * BLOCK, len: BLOCK },
+        { byte, offset: 0, len: BLOCK },
+      ],
+    );
     current.set(block, byte).set(0, byte);
   };
   // s1 <- s2 <- s3 <- s4, then rollback to s2 and a new line: s2 <- b1 <- current.
@@ -70,7 +77,10 @@ test('delete the first, a middle, the newest and a branched snapshot; every othe
   await del('s2', 'rebase-children'); // branched: s4 and b1 are both rebased onto nothing (s2 was the base)
   await del('s4', 'rebase-children'); // the newest of the old line: no child, simply removed
   await del('b1', 'commit-child'); // the current layer holds one block: committed into b1, which becomes current
-  await verify('after deleting the branched one, the newest and the current layer\'s parent');
-  assert.deepEqual((await s.vc.snapshotList(volid)).snapshots.map((x) => x.name), []);
+  await verify("after deleting the branched one, the newest and the current layer's parent");
+  assert.deepEqual(
+    (await s.vc.snapshotList(volid)).snapshots.map((x) => x.name),
+    [],
+  );
   await checkClean(path);
 });

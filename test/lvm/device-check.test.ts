@@ -19,7 +19,10 @@ after(async () => {
   await cleanupState();
 });
 
-const sha = async (p: string): Promise<string> => createHash('sha256').update(await readFile(p)).digest('hex');
+const sha = async (p: string): Promise<string> =>
+  createHash('sha256')
+    .update(await readFile(p))
+    .digest('hex');
 
 async function refused(p: Promise<unknown>, match: RegExp): Promise<void> {
   await assert.rejects(p, (err: unknown) => {

@@ -153,14 +153,16 @@ export async function qemuIo(path: string, reads: readonly Io[], writes: readonl
   const out = r.stdout + r.stderr;
   const failed = [...out.matchAll(/Pattern verification failed at offset (\d+)/g)].map((m) => Number(m[1]) / BLOCK);
   if (r.code !== 0 || failed.length > 0 || /failed|error|can't open|could not/i.test(out)) {
-    assert.fail(`${context ? `${context}: ` : ''}qemu-io on ${path} (exit ${r.code})${failed.length ? `: wrong data at blocks ${failed.join(', ')}` : ''}: ${out.trim().split('\n').slice(0, 4).join(' | ')}`);
+    assert.fail(
+      `${context ? `${context}: ` : ''}qemu-io on ${path} (exit ${r.code})${failed.length ? `: wrong data at blocks ${failed.join(', ')}` : ''}: ${out.trim().split('\n').slice(0, 4).join(' | ')}`,
+    );
   }
 }
 
 /** Reads for a map of blocks: every block below `total` must hold its byte (0 when absent). */
 export function blockReads(blocks: ReadonlyMap<number, number>, total: number): Io[] {
   const out: Io[] = [];
-  for (let i = 0; i < total; ) {
+  for (let i = 0; i < total;) {
     const byte = blocks.get(i) ?? 0;
     let j = i + 1;
     while (j < total && (blocks.get(j) ?? 0) === byte) j++;

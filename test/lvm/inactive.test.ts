@@ -34,12 +34,20 @@ test('list, info and snapshot list on a shared VG read inactive chains from the 
   const shared = await lvmStorage({ id: 'tshared', shared: true });
   const sharedVolid = shared.volid('vm-7105-disk-0.qcow2');
   const listing = await shared.vc.snapshotList(sharedVolid);
-  assert.deepEqual(listing.snapshots.map(({ name, parent, children, virtualSize }) => ({ name, parent, children, virtualSize })),
-    expected.snapshots.map(({ name, parent, children, virtualSize }) => ({ name, parent, children, virtualSize })));
+  assert.deepEqual(
+    listing.snapshots.map(({ name, parent, children, virtualSize }) => ({ name, parent, children, virtualSize })),
+    expected.snapshots.map(({ name, parent, children, virtualSize }) => ({ name, parent, children, virtualSize })),
+  );
   assert.equal(listing.current.parent, 'one');
   // The data in each layer needs its L2 tables: unknown here, never the LV size passed off as data.
-  assert.ok(expected.snapshots.every((x) => typeof x.definedBytes === 'number' && x.definedBytes > 0), JSON.stringify(expected));
-  assert.deepEqual([listing.current, ...listing.snapshots].map((x) => x.definedBytes), [null, null, null]);
+  assert.ok(
+    expected.snapshots.every((x) => typeof x.definedBytes === 'number' && x.definedBytes > 0),
+    JSON.stringify(expected),
+  );
+  assert.deepEqual(
+    [listing.current, ...listing.snapshots].map((x) => x.definedBytes),
+    [null, null, null],
+  );
   const info = await shared.vc.info(sharedVolid);
   assert.equal(info.virtualSize, 16 * MiB);
   assert.deepEqual(info.snapshots, ['one', 'two']);
@@ -51,7 +59,15 @@ test('list, info and snapshot list on a shared VG read inactive chains from the 
   // headers, and works.
   await shared.vc.snapshotCreate(sharedVolid, 'three');
   for (const r of (await lvs()).filter((x) => x.name.includes('vm-7105-'))) assert.ok(r.active, `${r.name} active`);
-  await qemuIo(path, [{ byte: 0xa1, offset: 0, len: BLOCK }, { byte: 0, offset: BLOCK, len: BLOCK }], [], 'after rollback to one + snapshot three');
+  await qemuIo(
+    path,
+    [
+      { byte: 0xa1, offset: 0, len: BLOCK },
+      { byte: 0, offset: BLOCK, len: BLOCK },
+    ],
+    [],
+    'after rollback to one + snapshot three',
+  );
 
   // Tags that lie (here: the current layer's parent) are caught once the LVs are active: the plan made
   // from them is refused, the tags are corrected, and the next run works.
@@ -63,11 +79,22 @@ test('list, info and snapshot list on a shared VG read inactive chains from the 
   await lvmTools.changeTags(VG, top.name, ['volchain.parent.snap_vm-7105-disk-0_two.qcow2'], [parentTag]);
   const fresh = await lvmStorage({ id: 'tshared', shared: true });
   assert.equal((await fresh.vc.snapshotList(sharedVolid)).current.parent, 'two', 'read from the (wrong) tags');
-  await assert.rejects(fresh.vc.snapshotDelete(sharedVolid, 'three'), (e: unknown) => e instanceof VolchainError && e.code === 'CORRUPT_IMAGE' && e.message.includes('run the command again'));
+  await assert.rejects(
+    fresh.vc.snapshotDelete(sharedVolid, 'three'),
+    (e: unknown) => e instanceof VolchainError && e.code === 'CORRUPT_IMAGE' && e.message.includes('run the command again'),
+  );
   assert.ok((await mustLv('vm-7105-disk-0.qcow2')).tags.includes(parentTag), 'tag corrected from the header');
   assert.equal((await fresh.vc.snapshotList(sharedVolid)).current.parent, 'three');
   await fresh.vc.snapshotDelete(sharedVolid, 'three');
-  await qemuIo(path, [{ byte: 0xa1, offset: 0, len: BLOCK }, { byte: 0, offset: BLOCK, len: BLOCK }], [], 'after deleting three');
+  await qemuIo(
+    path,
+    [
+      { byte: 0xa1, offset: 0, len: BLOCK },
+      { byte: 0, offset: BLOCK, len: BLOCK },
+    ],
+    [],
+    'after deleting three',
+  );
   await fresh.vc.free(sharedVolid);
 });
 

@@ -65,18 +65,48 @@ test('a delete killed on one host is seen from the VG alone and finished by anot
   assert.equal(mine[0]?.plan.volid, volid);
   assert.equal(mine[0]?.summaryOnly, true);
   const info = await s.vc.info(volid).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
-  assert.ok(info instanceof Error ? info.message.includes('repair') : info.pendingOperation?.operation === 'snapshot-delete', info instanceof Error ? info.message : JSON.stringify(info));
+  assert.ok(
+    info instanceof Error ? info.message.includes('repair') : info.pendingOperation?.operation === 'snapshot-delete',
+    info instanceof Error ? info.message : JSON.stringify(info),
+  );
   await assert.rejects(s.vc.snapshotCreate(volid, 'sx'), /unfinished snapshot-delete.*repair/);
-  assert.ok((await lvs()).filter((r) => r.name.includes('7801')).every((r) => !r.active), 'readers activated nothing');
+  assert.ok(
+    (await lvs()).filter((r) => r.name.includes('7801')).every((r) => !r.active),
+    'readers activated nothing',
+  );
 
   // repair on this host reads the journal from the VG and finishes the delete.
   const actions = await s.vc.repair({ volid });
-  assert.ok(actions.some((a) => a.actions[0]?.startsWith('finish snapshot-delete')), JSON.stringify(actions));
+  assert.ok(
+    actions.some((a) => a.actions[0]?.startsWith('finish snapshot-delete')),
+    JSON.stringify(actions),
+  );
   assert.equal(await lv('volchain-journal-7801'), undefined, 'the journal LV went with its last record');
-  assert.deepEqual((await s.vc.status()).filter((p) => p.plan.vmid === 7801), []);
+  assert.deepEqual(
+    (await s.vc.status()).filter((p) => p.plan.vmid === 7801),
+    [],
+  );
   assert.deepEqual((await s.vc.info(volid)).snapshots, ['s2']);
-  await qemuIo(s.path(name, 's2'), [{ byte: 0xa1, offset: 0, len: BLOCK }, { byte: 0xa2, offset: BLOCK, len: BLOCK }, { byte: 0, offset: 2 * BLOCK, len: BLOCK }], [], 's2');
-  await qemuIo(s.path(name), [{ byte: 0xa1, offset: 0, len: BLOCK }, { byte: 0xa2, offset: BLOCK, len: BLOCK }, { byte: 0xa3, offset: 2 * BLOCK, len: BLOCK }], [], 'current');
+  await qemuIo(
+    s.path(name, 's2'),
+    [
+      { byte: 0xa1, offset: 0, len: BLOCK },
+      { byte: 0xa2, offset: BLOCK, len: BLOCK },
+      { byte: 0, offset: 2 * BLOCK, len: BLOCK },
+    ],
+    [],
+    's2',
+  );
+  await qemuIo(
+    s.path(name),
+    [
+      { byte: 0xa1, offset: 0, len: BLOCK },
+      { byte: 0xa2, offset: BLOCK, len: BLOCK },
+      { byte: 0xa3, offset: 2 * BLOCK, len: BLOCK },
+    ],
+    [],
+    'current',
+  );
   for (const p of [s.path(name), s.path(name, 's2')]) await checkClean(p);
   await s.vc.free(volid);
 });
@@ -91,14 +121,24 @@ test('a VM-wide snapshot killed on its second disk: one journal LV for the VM, f
   await crashOnOtherHost(s.cfg, ['vm', 'snapshot', '7803', 'before'], 'snapshot-create:1:after:vm-7803-disk-1.qcow2');
   await mustLv('volchain-journal-7803');
   const pending = (await s.vc.status()).filter((p) => p.plan.vmid === 7803);
-  assert.deepEqual(pending.map((p) => p.plan.volid), [d1], 'disk-0 finished; disk-1 pending');
+  assert.deepEqual(
+    pending.map((p) => p.plan.volid),
+    [d1],
+    'disk-0 finished; disk-1 pending',
+  );
   assert.ok(pending[0]?.group, 'part of a VM-wide operation');
   // Scoped to the VM: other test files run beside this one on the same VG, each with its own state dir
   // (its own locks), so a repair of everything here could step into their running operations.
   const repaired = await s.vc.repair({ volid: d1 });
-  assert.ok(repaired.some((r) => r.volid === d1 && r.actions[0]?.startsWith('finish snapshot-create')), JSON.stringify(repaired));
+  assert.ok(
+    repaired.some((r) => r.volid === d1 && r.actions[0]?.startsWith('finish snapshot-create')),
+    JSON.stringify(repaired),
+  );
   assert.equal(await lv('volchain-journal-7803'), undefined);
-  for (const [volid, name, byte] of [[d0, 'vm-7803-disk-0.qcow2', 0xb0], [d1, 'vm-7803-disk-1.qcow2', 0xb1]] as const) {
+  for (const [volid, name, byte] of [
+    [d0, 'vm-7803-disk-0.qcow2', 0xb0],
+    [d1, 'vm-7803-disk-1.qcow2', 0xb1],
+  ] as const) {
     assert.deepEqual((await s.vc.info(volid)).snapshots, ['before'], volid);
     await qemuIo(s.path(name, 'before'), [{ byte, offset: 0, len: BLOCK }], [], `${name} before`);
     await qemuIo(s.path(name), [{ byte, offset: 0, len: BLOCK }], [], `${name} current`);
@@ -115,7 +155,10 @@ test('a journal LV holding no record (a crash right after lvcreate) hides nothin
   await shOk('lvcreate', ['-y', '-Zy', '-L', '4M', '-n', 'volchain-journal-7802', VG]);
   assert.equal((await s.vc.info(volid)).pendingOperation, null);
   const dry = await s.vc.repair({ volid }, { dryRun: true });
-  assert.ok(dry.some((r) => r.actions.some((a) => a.includes('remove empty journal'))), JSON.stringify(dry));
+  assert.ok(
+    dry.some((r) => r.actions.some((a) => a.includes('remove empty journal'))),
+    JSON.stringify(dry),
+  );
   assert.ok(await lv('volchain-journal-7802'), 'dry run removes nothing');
   await s.vc.repair({ volid });
   assert.equal(await lv('volchain-journal-7802'), undefined);

@@ -7,22 +7,7 @@ import assert from 'node:assert/strict';
 import { NoSpaceError } from '../../src/errors.js';
 import { measureFullyAllocated } from '../../src/tools/lvm-measure.js';
 import * as lvmTools from '../../src/tools/lvm.js';
-import {
-  BLOCK,
-  MiB,
-  requireVg,
-  VG,
-  cleanupState,
-  fullLvSize,
-  lv,
-  lvmStorage,
-  lvs,
-  mustLv,
-  qemuIo,
-  removeVmLvs,
-  shOk,
-  vg,
-} from './helpers.js';
+import { BLOCK, MiB, requireVg, VG, cleanupState, fullLvSize, lv, lvmStorage, lvs, mustLv, qemuIo, removeVmLvs, shOk, vg } from './helpers.js';
 
 const VMIDS = [7101, 7102, 7103, 7106, 7107];
 after(async () => {
@@ -68,17 +53,25 @@ test('alloc sizes a qcow2 LV for the fully written image, tags it, and free remo
 
   await s.vc.snapshotCreate(volid, 'first');
   const listed = await s.vc.list(s.id, { vmid: 7101 });
-  assert.deepEqual(listed.map((v) => v.volid), [volid, raw], 'snapshot layers are not volumes');
+  assert.deepEqual(
+    listed.map((v) => v.volid),
+    [volid, raw],
+    'snapshot layers are not volumes',
+  );
   assert.deepEqual(listed[0]?.snapshots, ['first']);
   const snapRow = await mustLv('snap_vm-7101-disk-0_first.qcow2');
-  assert.ok(snapRow.tags.includes('pve-vm-7101-disk-0.qcow2'), 'a snapshot layer keeps its volume\'s tag');
+  assert.ok(snapRow.tags.includes('pve-vm-7101-disk-0.qcow2'), "a snapshot layer keeps its volume's tag");
   assert.ok((await mustLv('vm-7101-disk-0.qcow2')).tags.includes('pve-vm-7101-disk-0.qcow2'), 'so does the new top');
   assert.equal(listed[0]?.chainUsedBytes, (listed[0]?.usedBytes ?? 0) + snapRow.sizeBytes, 'space used by the snapshots = chain - current');
 
   await s.vc.free(volid);
   await s.vc.free(raw);
   const left = (await lvs()).filter((r) => r.name.includes('vm-7101-'));
-  assert.deepEqual(left.map((r) => r.name), [], 'free removes every layer');
+  assert.deepEqual(
+    left.map((r) => r.name),
+    [],
+    'free removes every layer',
+  );
 });
 
 test('alloc says how many bytes are missing when the VG is too small, and creates nothing', async () => {
@@ -109,9 +102,18 @@ test('disk-1 and disk-11 side by side: operations on one never touch the other',
   await qemuIo(s.path('vm-7103-disk-11.qcow2'), [], [{ byte: 0x1b, offset: 0, len: BLOCK }]);
   await s.vc.snapshotCreate(one, 'sa');
   await s.vc.snapshotCreate(eleven, 'sa');
-  assert.deepEqual((await s.vc.snapshotList(one)).snapshots.map((x) => x.name), ['sa']);
-  assert.deepEqual((await s.vc.snapshotList(eleven)).snapshots.map((x) => x.name), ['sa']);
-  assert.deepEqual((await s.vc.list(s.id, { vmid: 7103 })).map((v) => v.volid), [one, eleven]);
+  assert.deepEqual(
+    (await s.vc.snapshotList(one)).snapshots.map((x) => x.name),
+    ['sa'],
+  );
+  assert.deepEqual(
+    (await s.vc.snapshotList(eleven)).snapshots.map((x) => x.name),
+    ['sa'],
+  );
+  assert.deepEqual(
+    (await s.vc.list(s.id, { vmid: 7103 })).map((v) => v.volid),
+    [one, eleven],
+  );
 
   const backend = s.vc.backend(s.id);
   await backend.deactivate?.(7103, ['vm-7103-disk-1.qcow2']);
@@ -124,7 +126,10 @@ test('disk-1 and disk-11 side by side: operations on one never touch the other',
   assert.equal((await mustLv('snap_vm-7103-disk-1_sa.qcow2')).active, true, 'activation takes the whole chain');
 
   await s.vc.free(one);
-  const names = (await lvs()).map((r) => r.name).filter((n) => n.includes('vm-7103-')).sort();
+  const names = (await lvs())
+    .map((r) => r.name)
+    .filter((n) => n.includes('vm-7103-'))
+    .sort();
   assert.deepEqual(names, ['snap_vm-7103-disk-11_sa.qcow2', 'vm-7103-disk-11.qcow2']);
   await qemuIo(s.path('vm-7103-disk-11.qcow2'), [{ byte: 0x1b, offset: 0, len: BLOCK }], [], 'disk-11 after freeing disk-1');
   await s.vc.free(eleven);
@@ -139,15 +144,27 @@ test("a volume PVE reassigned to another VM (rename_volume: lvrename + PVE's tag
   // PVE's LVMPlugin::rename_volume, as it runs for `qm disk move --target-vmid` on a volume without snapshots.
   await shOk('lvrename', [VG, 'vm-7106-disk-0.qcow2', 'vm-7107-disk-0.qcow2']);
   await shOk('lvchange', [
-    '--addtag', 'pve-vm-7107', '--deltag', 'pve-vm-7106',
-    '--addtag', 'pve-vm-7107-disk-0.qcow2', '--deltag', 'pve-vm-7106-disk-0.qcow2',
+    '--addtag',
+    'pve-vm-7107',
+    '--deltag',
+    'pve-vm-7106',
+    '--addtag',
+    'pve-vm-7107-disk-0.qcow2',
+    '--deltag',
+    'pve-vm-7106-disk-0.qcow2',
     `${VG}/vm-7107-disk-0.qcow2`,
   ]);
   const fresh = await lvmStorage(); // nothing cached: the inactive LV is known from lvs alone
   const moved = fresh.volid('vm-7107-disk-0.qcow2');
-  assert.deepEqual((await fresh.vc.list(fresh.id, { vmid: 7106 })).map((v) => v.volid), []);
+  assert.deepEqual(
+    (await fresh.vc.list(fresh.id, { vmid: 7106 })).map((v) => v.volid),
+    [],
+  );
   const listed = await fresh.vc.list(fresh.id, { vmid: 7107 });
-  assert.deepEqual(listed.map((v) => [v.volid, v.snapshots]), [[moved, []]]);
+  assert.deepEqual(
+    listed.map((v) => [v.volid, v.snapshots]),
+    [[moved, []]],
+  );
   await fresh.vc.snapshotCreate(moved, 'moved1');
   const snap = await mustLv('snap_vm-7107-disk-0_moved1.qcow2');
   for (const row of [snap, await mustLv('vm-7107-disk-0.qcow2')]) {

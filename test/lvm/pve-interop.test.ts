@@ -63,7 +63,10 @@ async function snapshotNames(s: LvmTestStorage, volume: string): Promise<string[
 }
 
 async function layersOf(vmid: number): Promise<string[]> {
-  return (await lvs()).filter((r) => r.tags.includes(`pve-vm-${vmid}`)).map((r) => r.name).sort();
+  return (await lvs())
+    .filter((r) => r.tags.includes(`pve-vm-${vmid}`))
+    .map((r) => r.name)
+    .sort();
 }
 
 test('a chain PVE made (hyphenated snapshots, cloud-init and state LVs): volchain lists, snapshots, rolls back and deletes', async () => {
@@ -266,11 +269,18 @@ test("a branched tree (volchain rolled back to an older snapshot, keeping the ne
   assert.equal(await pve.snapshotDelete(vol, 's1'), 'commit');
   await checkViews(s, vol, { current: views.current }, 'the current layer after PVE deleted the branch point');
   // volchain refuses the volume (exit 8), naming the reference that leads nowhere now.
-  await assert.rejects(s.vc.snapshotList(s.volid(vol)), (err: Error & { code?: string }) =>
-    err.code === 'UNSAFE_IMAGE' && /snap_vm-7704-disk-0_s2\.qcow2: backing reference .*"snap_vm-7704-disk-0_s1\.qcow2"/.test(err.message));
+  await assert.rejects(
+    s.vc.snapshotList(s.volid(vol)),
+    (err: Error & { code?: string }) =>
+      err.code === 'UNSAFE_IMAGE' && /snap_vm-7704-disk-0_s2\.qcow2: backing reference .*"snap_vm-7704-disk-0_s1\.qcow2"/.test(err.message),
+  );
   const listed = await s.vc.list(s.id, { vmid: 7704 });
-  assert.deepEqual(listed.map((v) => [v.volid, v.problem?.code]), [[s.volid(vol), 'UNSAFE_IMAGE']], 'list shows the volume with its problem');
-  assert.notEqual((await sh('qemu-io', ['-r', '-f', 'qcow2', '-c', 'read 0 64k', s.path(vol, 's2')])).code, 0, "s2 cannot be opened");
+  assert.deepEqual(
+    listed.map((v) => [v.volid, v.problem?.code]),
+    [[s.volid(vol), 'UNSAFE_IMAGE']],
+    'list shows the volume with its problem',
+  );
+  assert.notEqual((await sh('qemu-io', ['-r', '-f', 'qcow2', '-c', 'read 0 64k', s.path(vol, 's2')])).code, 0, 's2 cannot be opened');
   // PVE's free sees the current layer only and leaves the branch behind.
   await pve.free(vol);
   assert.deepEqual(await layersOf(7704), [s.snapLayer(vol, 's2'), s.snapLayer(vol, 's3')].sort(), "PVE's free leaves the layers off its chain");

@@ -68,8 +68,15 @@ export class PveLvm {
   /** LVMPlugin lvm_vgs: VG name -> free bytes. Also what activate_storage runs (Storage::activate_storage). */
   async vgs(): Promise<Map<string, number>> {
     const out = await this.run('/sbin/vgs', [
-      '--separator', ':', '--noheadings', '--units', 'b', '--unbuffered', '--nosuffix',
-      '--options', 'vg_name,vg_size,vg_free,lv_count',
+      '--separator',
+      ':',
+      '--noheadings',
+      '--units',
+      'b',
+      '--unbuffered',
+      '--nosuffix',
+      '--options',
+      'vg_name,vg_size,vg_free,lv_count',
     ]);
     const vgs = new Map<string, number>();
     for (const line of out.split('\n')) {
@@ -82,9 +89,17 @@ export class PveLvm {
   /** LVMPlugin lvm_list_volumes($vg): the LV names of the VG. */
   async listVolumes(): Promise<Set<string>> {
     const out = await this.run('/sbin/lvs', [
-      '--separator', ':', '--noheadings', '--units', 'b', '--unbuffered', '--nosuffix',
-      '--config', 'report/time_format="%s"',
-      '--options', 'vg_name,lv_name,lv_size,lv_attr,pool_lv,data_percent,metadata_percent,snap_percent,uuid,tags,metadata_size,time',
+      '--separator',
+      ':',
+      '--noheadings',
+      '--units',
+      'b',
+      '--unbuffered',
+      '--nosuffix',
+      '--config',
+      'report/time_format="%s"',
+      '--options',
+      'vg_name,lv_name,lv_size,lv_attr,pool_lv,data_percent,metadata_percent,snap_percent,uuid,tags,metadata_size,time',
       this.vg,
     ]);
     const names = new Set<string>();
@@ -152,8 +167,7 @@ export class PveLvm {
         const step = max > 0 ? Math.min(32 * 1024 * 1024, max) : 0;
         if (step > 0) await this.run('blkdiscard', [path, '-v', '--zeroout', '--step', String(step)]);
         else {
-          await this.run('/usr/bin/cstream', ['-i', '/dev/zero', '-o', path, '-T', '10', '-v', '1', '-b', '1048576', '-t', '-10485760'])
-            .catch(() => undefined); // PVE: "'No space left on device' is ok here"
+          await this.run('/usr/bin/cstream', ['-i', '/dev/zero', '-o', path, '-T', '10', '-v', '1', '-b', '1048576', '-t', '-10485760']).catch(() => undefined); // PVE: "'No space left on device' is ok here"
         }
       }
       await this.run('/sbin/lvremove', ['-f', `${this.vg}/del-${name}`]);
@@ -224,8 +238,16 @@ export class PveLvm {
       if (backingSnap !== undefined) {
         // Common.pm qemu_img_create_qcow2_backed, backing named relative (get_snap_name).
         await this.run('/usr/bin/qemu-img', [
-          'create', '-F', 'qcow2', '-b', pveSnapName(name, backingSnap), '-f', 'qcow2', this.dev(name),
-          '-o', 'extended_l2=on,cluster_size=128k,preallocation=metadata',
+          'create',
+          '-F',
+          'qcow2',
+          '-b',
+          pveSnapName(name, backingSnap),
+          '-f',
+          'qcow2',
+          this.dev(name),
+          '-o',
+          'extended_l2=on,cluster_size=128k,preallocation=metadata',
         ]);
       } else {
         // Common.pm qemu_img_create.

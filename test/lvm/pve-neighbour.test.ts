@@ -44,7 +44,11 @@ test("frozen layers kept full size: PVE's delete of the first snapshot (commit i
   await qemuIo(s.path(volume), [SNAP_DATA, CHILD_DATA, { byte: 0, offset: 28 * MiB, len: 4 * MiB }]);
   await shOk('qemu-img', ['check', '-f', 'qcow2', s.path(volume)]);
   const listed = await (await lvmStorage({ shrinkFrozen: 'no' })).vc.list(s.id, { vmid: 7601 });
-  assert.deepEqual(listed.map((v) => [v.volid, v.snapshots]), [[volid, []]], 'volchain reads what PVE left');
+  assert.deepEqual(
+    listed.map((v) => [v.volid, v.snapshots]),
+    [[volid, []]],
+    'volchain reads what PVE left',
+  );
   await s.vc.free(volid);
 });
 
@@ -58,7 +62,11 @@ test('frozen layers shrunk (volchain alone on the VG): the same PVE sequence run
   const snapLv = s.snapLayer(volume, 'first');
   assert.ok((await mustLv(snapLv)).sizeBytes < (await fullLvSize(SIZE)), 'shrunk to its data');
   await qemuIo(s.path(volume), [], [CHILD_DATA]);
-  await assert.rejects(pveDeleteFirstSnapshot(volume, 'first'), /No space left|Input\/output error|error while writing|could not/i, 'the commit cannot fit into the shrunk LV');
+  await assert.rejects(
+    pveDeleteFirstSnapshot(volume, 'first'),
+    /No space left|Input\/output error|error while writing|could not/i,
+    'the commit cannot fit into the shrunk LV',
+  );
   // The current state survives (the child still holds what was being committed); the snapshot's own LV was
   // overwritten in place: "The state of first is now invalid" (PVE's words). Hence full size next to PVE.
   await qemuIo(s.path(volume), [SNAP_DATA, CHILD_DATA]);

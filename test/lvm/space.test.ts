@@ -100,7 +100,10 @@ test('saferemove: renamed to del-, zeroed, removed; a run killed midway is finis
   assert.equal(waiting?.doneBytes, doomed.sizeBytes, 'status: zeroed completely');
   await s.vc.list(s.id, { vmid: 7304 });
   assert.equal(await lv('del-vm-7304-disk-0.qcow2'), undefined, 'list finished the removal');
-  assert.deepEqual((await lvs()).filter((r) => r.name.includes('vm-7304-')), []);
+  assert.deepEqual(
+    (await lvs()).filter((r) => r.name.includes('vm-7304-')),
+    [],
+  );
 });
 
 test('a rollback killed between removing the old top and renaming the new one is finished by repair', async () => {
@@ -118,6 +121,9 @@ test('a rollback killed between removing the old top and renaming the new one is
   await s.vc.repair({ volid });
   assert.equal(await lv('volchain-tmp-rollback-vm-7305-disk-0.qcow2'), undefined);
   await qemuIo(s.path(name), [{ byte: 0xc1, offset: 0, len: BLOCK }], [], 'rolled back to sa after repair');
-  assert.deepEqual((await s.vc.snapshotList(volid)).snapshots.map((x) => x.name), ['sa']);
+  assert.deepEqual(
+    (await s.vc.snapshotList(volid)).snapshots.map((x) => x.name),
+    ['sa'],
+  );
   await s.vc.free(volid);
 });

@@ -14,23 +14,7 @@ import type { PendingRemoval } from '../../src/backends/backend.js';
 import { NoSpaceError } from '../../src/errors.js';
 import * as lvmTools from '../../src/tools/lvm.js';
 import { BIN, cli, cliJson, runCommand } from '../integration/helpers.js';
-import {
-  BLOCK,
-  MiB,
-  requireVg,
-  VG,
-  cleanupState,
-  lv,
-  lvmStorage,
-  lvs,
-  mustLv,
-  qemuIo,
-  removeVmLvs,
-  sh,
-  shOk,
-  vg,
-  type LvmTestStorage,
-} from './helpers.js';
+import { BLOCK, MiB, requireVg, VG, cleanupState, lv, lvmStorage, lvs, mustLv, qemuIo, removeVmLvs, sh, shOk, vg, type LvmTestStorage } from './helpers.js';
 
 const VMIDS = [7401, 7402, 7403, 7404, 7405];
 after(async () => {
@@ -116,7 +100,11 @@ test('the remove step only renames; a background wiper zeroes in chunks, shows p
   assert.ok(midway.pid !== null && midway.startedAt !== null);
   assert.equal(midway.doneBytes % (16 * MiB), 0, 'progress moves in chunks of about one second of the limit');
   const doneSeen = samples.map((w) => w.doneBytes);
-  assert.deepEqual(doneSeen, [...doneSeen].sort((a, b) => a - b), 'progress never goes back');
+  assert.deepEqual(
+    doneSeen,
+    [...doneSeen].sort((a, b) => a - b),
+    'progress never goes back',
+  );
 
   assert.equal(await lv(doomed), undefined, 'the del- LV is gone');
   // Its extents are free again: every extent of the VG is either free or in an LV that is listed.
@@ -157,11 +145,19 @@ test('a wiper killed with SIGKILL leaves a del- LV; status says so; volchain wip
   } else {
     assert.equal(status.code, 0, status.stderr);
     const wipes = (JSON.parse(status.stdout) as { wipes: PendingRemoval[] }).wipes.filter((w) => w.layer === doomed);
-    assert.deepEqual(wipes.map((w) => [w.state, w.doneBytes, w.pid]), [['waiting', stopped.doneBytes, pid]], 'status --json');
+    assert.deepEqual(
+      wipes.map((w) => [w.state, w.doneBytes, w.pid]),
+      [['waiting', stopped.doneBytes, pid]],
+      'status --json',
+    );
   }
 
   const out = await cliJson<WipeJson>(s, ['wipe', '--storage', s.id, '--vmid', '7402', '--wait']);
-  assert.deepEqual(out.wiped.map((w) => [w.layer, w.bytes, w.resumedFromBytes]), [[doomed, size, stopped.doneBytes]], 'continued at the recorded offset');
+  assert.deepEqual(
+    out.wiped.map((w) => [w.layer, w.bytes, w.resumedFromBytes]),
+    [[doomed, size, stopped.doneBytes]],
+    'continued at the recorded offset',
+  );
   assert.equal(await lv(doomed), undefined);
   assert.equal(await removal(s, doomed), undefined, 'status is clear');
 });
@@ -204,13 +200,19 @@ test('the zeroing really zeroes: the same del- LV (same uuid) holds the data aft
 
   // 3. The next wipe has nothing left to zero: it removes the LV.
   const out = await cliJson<WipeJson>(s, ['wipe', '--storage', s.id, '--vmid', '7403']);
-  assert.deepEqual(out.wiped.map((w) => [w.layer, w.resumedFromBytes]), [[doomed, zeroed.sizeBytes]]);
+  assert.deepEqual(
+    out.wiped.map((w) => [w.layer, w.resumedFromBytes]),
+    [[doomed, zeroed.sizeBytes]],
+  );
   assert.equal(await lv(doomed), undefined);
   await s.vc.repair({ volid }); // the free killed in 1. still has its journal
-  assert.deepEqual((await lvs()).filter((r) => /vm-740[34]-/.test(r.name)).map((r) => r.name), []);
+  assert.deepEqual(
+    (await lvs()).filter((r) => /vm-740[34]-/.test(r.name)).map((r) => r.name),
+    [],
+  );
 });
 
-test("a del- LV made by PVE (no volchain tags) is left alone; a removal whose del- name is taken uses del-1-", async () => {
+test('a del- LV made by PVE (no volchain tags) is left alone; a removal whose del- name is taken uses del-1-', async () => {
   requireVg();
   const s = await lvmStorage({ id: 'twipe', saferemove: true, wipe: 'foreground' });
   const name = 'vm-7405-disk-0.qcow2';
@@ -233,5 +235,8 @@ test("a del- LV made by PVE (no volchain tags) is left alone; a removal whose de
   assert.equal(await removal(s, foreign), undefined, 'and not shown as a wipe of volchain');
 
   await s.vc.free(volid);
-  assert.deepEqual((await lvs()).filter((r) => r.name.includes('vm-7405-')).map((r) => r.name), [foreign]);
+  assert.deepEqual(
+    (await lvs()).filter((r) => r.name.includes('vm-7405-')).map((r) => r.name),
+    [foreign],
+  );
 });

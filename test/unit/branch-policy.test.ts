@@ -10,9 +10,12 @@ test('branch policy: auto keeps branches except where PVE reads the same storage
   assert.equal(resolveKeepBranches('/etc/pve/storage.cfg', { VOLCHAIN_BRANCHES: 'yes' }), true);
   assert.equal(resolveKeepBranches('/srv/storage.cfg', { VOLCHAIN_BRANCHES: 'no' }), false);
   assert.equal(resolveKeepBranches('/etc/pve/storage.cfg', { VOLCHAIN_BRANCHES: 'auto' }), false);
-  assert.throws(() => resolveKeepBranches('/srv/storage.cfg', { VOLCHAIN_BRANCHES: 'YES' }), (e: unknown) => {
-    assert.ok(e instanceof InvalidInputError);
-    assert.match(e.message, /VOLCHAIN_BRANCHES must be auto, yes, no, got "YES"/);
-    return true;
-  });
+  assert.throws(
+    () => resolveKeepBranches('/srv/storage.cfg', { VOLCHAIN_BRANCHES: 'YES' }),
+    (e: unknown) => {
+      assert.ok(e instanceof InvalidInputError);
+      assert.match(e.message, /VOLCHAIN_BRANCHES must be auto, yes, no, got "YES"/);
+      return true;
+    },
+  );
 });

@@ -166,11 +166,15 @@ describe('availability on this node', () => {
   it('assertAvailableHere refuses another node, then an unmounted share, with exit status 5', () => {
     assert.throws(
       () => assertAvailableHere(restricted, { node: 'pve3', mounts: [] }),
-      (err: unknown) => err instanceof NotSupportedError && err.exitStatus === 5 && err.message.includes('not available on node \'pve3\' (its nodes: pve1, pve2)'),
+      (err: unknown) =>
+        err instanceof NotSupportedError && err.exitStatus === 5 && err.message.includes("not available on node 'pve3' (its nodes: pve1, pve2)"),
     );
     assert.doesNotThrow(() => assertAvailableHere(restricted, { node: 'pve2', mounts: [] }));
     const nas = dir('nfs: nas', '\tserver s', '\texport /e', '\tnodes pve1');
-    assert.throws(() => assertAvailableHere(nas, { node: 'pve1', mounts: [] }), /storage 'nas' is not mounted: expected nfs share 's:\/e' at '\/mnt\/pve\/nas'/);
+    assert.throws(
+      () => assertAvailableHere(nas, { node: 'pve1', mounts: [] }),
+      /storage 'nas' is not mounted: expected nfs share 's:\/e' at '\/mnt\/pve\/nas'/,
+    );
     assert.doesNotThrow(() => assertAvailableHere(nas, { node: 'pve1', mounts: [{ source: 's:/e', mountpoint: '/mnt/pve/nas', fstype: 'nfs' }] }));
   });
   it('describeStorage shows availability and mount state', () => {
@@ -194,8 +198,7 @@ describe("PVE's local storage (Plugin.pm parse_config)", () => {
     id: 'local',
     options: { path: '/var/lib/vz', 'prune-backups': 'keep-all=1', content: 'backup,images,iso,rootdir,snippets,vztmpl' },
   };
-  const plain = (text: string) =>
-    withPveLocal(parseSections(text, FILE)).map((s) => ({ type: s.type, id: s.id, options: s.options }));
+  const plain = (text: string) => withPveLocal(parseSections(text, FILE)).map((s) => ({ type: s.type, id: s.id, options: s.options }));
   const cases: { name: string; text: string; expect: { type: string; id: string; options: Record<string, string> }[] }[] = [
     {
       name: 'added first when the file has none',
@@ -248,7 +251,10 @@ describe("PVE's local storage (Plugin.pm parse_config)", () => {
     assert.equal(local.path, '/var/lib/vz');
     assert.deepEqual(local.content, ['backup', 'images', 'iso', 'rootdir', 'snippets', 'vztmpl']);
     assert.equal(local.snapshotAsVolumeChain, false);
-    assert.deepEqual(fromPve.storages.map((s) => s.id), ['local', 'b1']);
+    assert.deepEqual(
+      fromPve.storages.map((s) => s.id),
+      ['local', 'b1'],
+    );
     for (const opts of [{ configPath: file, env: {} }, { env: { VOLCHAIN_CONFIG: file } }]) {
       const given = await loadStorageConfig({ ...opts, pveConfigPath: join(root, 'none.cfg') });
       const asWritten = given.storages[0];

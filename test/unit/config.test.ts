@@ -231,9 +231,7 @@ describe('parseStorageConfig: valid files', () => {
     {
       name: 'tabs and spaces both indent and separate; trailing whitespace is dropped, inner kept',
       text: lines('dir: mixed', '\tpath /a', '    content\timages', ' \t shared  \t 1 \t', '  comment two  words '),
-      expect: [
-        { type: 'dir', id: 'mixed', options: { path: '/a', content: 'images', shared: '1', comment: 'two  words' } },
-      ],
+      expect: [{ type: 'dir', id: 'mixed', options: { path: '/a', content: 'images', shared: '1', comment: 'two  words' } }],
     },
     {
       name: 'a key without a value reads as "1", known flag or unknown key',
@@ -294,8 +292,8 @@ describe('parseStorageConfig: valid files', () => {
   });
 
   const contentCases: { name: string; section: string[]; content: string[] }[] = [
-    { name: 'dir default content is PVE\'s images,rootdir', section: ['dir: d1', '\tpath /d'], content: ['images', 'rootdir'] },
-    { name: 'lvm default content is PVE\'s images', section: ['lvm: l1', '\tvgname v'], content: ['images'] },
+    { name: "dir default content is PVE's images,rootdir", section: ['dir: d1', '\tpath /d'], content: ['images', 'rootdir'] },
+    { name: "lvm default content is PVE's images", section: ['lvm: l1', '\tvgname v'], content: ['images'] },
     { name: '`none` is the empty list', section: ['dir: d1', '\tpath /d', '\tcontent none'], content: [] },
     {
       name: 'commas, semicolons and spaces separate; duplicates dropped',
@@ -406,7 +404,7 @@ describe('parseStorageConfig: errors name the file and line', () => {
     { name: 'invalid node name', text: lines('dir: a1', '\tpath /a', '\tnodes pve1,bad_node'), line: 3, message: /invalid node name 'bad_node'/ },
     { name: 'bare nodes', text: lines('lvm: l1', '\tvgname v', '\tnodes'), line: 3, message: /option 'nodes' needs a value/ },
     {
-      name: 'an error in a later section reports that section\'s line',
+      name: "an error in a later section reports that section's line",
       text: lines('# c', 'dir: a1', '\tpath /a', '', '# c', 'lvm: l1', '\tvgname v', '\tshared maybe'),
       line: 8,
       message: /storage 'l1'/,
@@ -438,15 +436,14 @@ describe('findStorage', () => {
   it('throws NotFoundError naming the id, the source and the known ids', () => {
     assert.throws(
       () => findStorage(config, 'A1'),
-      (err: unknown) =>
-        err instanceof NotFoundError && err.message.includes('\'A1\'') && err.message.includes(FILE) && err.message.includes('a1, l1'),
+      (err: unknown) => err instanceof NotFoundError && err.message.includes("'A1'") && err.message.includes(FILE) && err.message.includes('a1, l1'),
     );
     assert.throws(() => findStorage({ source: FILE, storages: [] }, 'x1'), /defines no storage/);
   });
 });
 
 describe('formatStorageConfig', () => {
-  it('writes PVE\'s layout', () => {
+  it("writes PVE's layout", () => {
     const text = formatStorageConfig([
       { type: 'dir', id: 'a1', options: { path: '/a', content: 'images' } },
       { type: 'rbd', id: 'r1', options: {} },
@@ -475,19 +472,7 @@ describe('formatStorageConfig', () => {
 
 describe('describeStorage', () => {
   const { storages } = parseStorageConfig(
-    lines(
-      'dir: d1',
-      '\tpath /d',
-      '\tnodes n1',
-      '',
-      'lvm: l1',
-      '\tvgname vg',
-      '\tsaferemove 1',
-      '\tdisable 1',
-      '',
-      'zfspool: z1',
-      '\tpool tank',
-    ),
+    lines('dir: d1', '\tpath /d', '\tnodes n1', '', 'lvm: l1', '\tvgname vg', '\tsaferemove 1', '\tdisable 1', '', 'zfspool: z1', '\tpool tank'),
     FILE,
   );
   const cases: { id: string; expect: ReturnType<typeof describeStorage> }[] = [
@@ -758,7 +743,9 @@ const storageIdArb = fc.stringMatching(/^[a-zA-Z][a-zA-Z0-9._-]{0,8}[a-zA-Z0-9]$
 const valueArb = fc.stringMatching(/^[!-~]([ -~]{0,12}[!-~])?$/);
 const boolArb = fc.constantFrom('0', '1');
 const nodeArb = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?$/);
-const pathArb = fc.array(fc.stringMatching(/^[A-Za-z0-9._-]([A-Za-z0-9._ -]{0,6}[A-Za-z0-9._-])?$/), { minLength: 1, maxLength: 3 }).map((parts) => `/${parts.join('/')}`);
+const pathArb = fc
+  .array(fc.stringMatching(/^[A-Za-z0-9._-]([A-Za-z0-9._ -]{0,6}[A-Za-z0-9._-])?$/), { minLength: 1, maxLength: 3 })
+  .map((parts) => `/${parts.join('/')}`);
 const contentArb = fc.oneof(
   fc.constant('none'),
   fc.subarray(['images', 'rootdir', 'iso', 'vztmpl', 'backup', 'snippets', 'import'], { minLength: 1 }).map((l) => l.join(',')),
@@ -784,9 +771,7 @@ function sectionArb(): fc.Arbitrary<Section> {
     'snapshot-as-volume-chain': boolArb,
   };
   const extra = (type: string): fc.Arbitrary<[string, string][]> =>
-    fc.uniqueArray(fc.tuple(keyArb, valueArb), { selector: ([k]) => k, maxLength: 4 }).map((pairs) =>
-      pairs.filter(([k]) => !(KNOWN[type]?.has(k) ?? false)),
-    );
+    fc.uniqueArray(fc.tuple(keyArb, valueArb), { selector: ([k]) => k, maxLength: 4 }).map((pairs) => pairs.filter(([k]) => !(KNOWN[type]?.has(k) ?? false)));
   const build = (type: string, known: fc.Arbitrary<Record<string, string>>): fc.Arbitrary<Section> =>
     fc.tuple(storageIdArb, known, extra(type)).map(([id, options, more]) => ({
       type,
@@ -794,13 +779,7 @@ function sectionArb(): fc.Arbitrary<Section> {
       options: Object.fromEntries([...Object.entries(options), ...more]),
     }));
   return fc.oneof(
-    build(
-      'dir',
-      fc.record(
-        { path: pathArb, ...common, preallocation: fc.constantFrom('off', 'metadata', 'falloc', 'full') },
-        { requiredKeys: ['path'] },
-      ),
-    ),
+    build('dir', fc.record({ path: pathArb, ...common, preallocation: fc.constantFrom('off', 'metadata', 'falloc', 'full') }, { requiredKeys: ['path'] })),
     build(
       'lvm',
       fc.record(
@@ -814,10 +793,7 @@ function sectionArb(): fc.Arbitrary<Section> {
     ),
     build(
       'nfs',
-      fc.record(
-        { path: pathArb, server: fc.constantFrom('nas', '10.0.0.5', 'fd00::5'), export: pathArb, ...common },
-        { requiredKeys: ['server', 'export'] },
-      ),
+      fc.record({ path: pathArb, server: fc.constantFrom('nas', '10.0.0.5', 'fd00::5'), export: pathArb, ...common }, { requiredKeys: ['server', 'export'] }),
     ),
     build(
       'cifs',
@@ -826,9 +802,7 @@ function sectionArb(): fc.Arbitrary<Section> {
         { requiredKeys: ['server', 'share'] },
       ),
     ),
-    fc.constantFrom('zfspool', 'rbd', 'cephfs', 'btrfs', 'pbs', 'lvmthin', 'my-plugin').chain((type) =>
-      build(type, fc.constant({})),
-    ),
+    fc.constantFrom('zfspool', 'rbd', 'cephfs', 'btrfs', 'pbs', 'lvmthin', 'my-plugin').chain((type) => build(type, fc.constant({}))),
   );
 }
 
@@ -878,8 +852,7 @@ function formatNoisily(config: Section[], layouts: Layout[], comments: string[])
 }
 
 describe('storage.cfg round trip (property)', () => {
-  const plain = (sections: Section[]): [string, string, [string, string][]][] =>
-    sections.map((s) => [s.type, s.id, Object.entries(s.options)]);
+  const plain = (sections: Section[]): [string, string, [string, string][]][] => sections.map((s) => [s.type, s.id, Object.entries(s.options)]);
 
   it('formatting a random valid config and parsing it back gives the same sections and storages', () => {
     fc.assert(

@@ -72,9 +72,22 @@ describe('VolchainError fields and outcome', () => {
 
 describe("the journal record's undo field", () => {
   const record = (extra: Partial<JournalRecord>): unknown => ({
-    id: '100-1-a', storage: 'st', host: 'h', pid: 7, startedAt: 't',
-    plan: { operation: 'snapshot-create', volid: 'st:100/vm-100-disk-0.qcow2', vmid: 100, summary: 's', steps: [{ kind: 'a' }, { kind: 'b' }, { kind: 'c' }], bytesMoved: 0 },
-    completedSteps: 2, runningStep: null, ...extra,
+    id: '100-1-a',
+    storage: 'st',
+    host: 'h',
+    pid: 7,
+    startedAt: 't',
+    plan: {
+      operation: 'snapshot-create',
+      volid: 'st:100/vm-100-disk-0.qcow2',
+      vmid: 100,
+      summary: 's',
+      steps: [{ kind: 'a' }, { kind: 'b' }, { kind: 'c' }],
+      bytesMoved: 0,
+    },
+    completedSteps: 2,
+    runningStep: null,
+    ...extra,
   });
   it('is optional (records of older versions have none) and accepted when well-formed', () => {
     assert.equal(journalRecordProblem(record({})), undefined);
@@ -93,13 +106,25 @@ describe('createVolchain', () => {
   it('takes a parsed config and names its source', async () => {
     const vc = await createVolchain({ config });
     assert.equal(vc.config.source, '/test/storage.cfg');
-    assert.deepEqual(vc.storages().map((s) => s.id), ['tst']);
+    assert.deepEqual(
+      vc.storages().map((s) => s.id),
+      ['tst'],
+    );
   });
   it('refuses a bad lock timeout and a relative state directory as invalid input', async () => {
-    await assert.rejects(createVolchain({ config, lockTimeoutSeconds: -1 }), (err: unknown) => err instanceof VolchainError && err.code === 'INVALID_INPUT' && err.message.includes('lockTimeoutSeconds'));
-    await assert.rejects(createVolchain({ config, stateDir: 'relative/dir' }), (err: unknown) => err instanceof VolchainError && err.message.includes('absolute path'));
+    await assert.rejects(
+      createVolchain({ config, lockTimeoutSeconds: -1 }),
+      (err: unknown) => err instanceof VolchainError && err.code === 'INVALID_INPUT' && err.message.includes('lockTimeoutSeconds'),
+    );
+    await assert.rejects(
+      createVolchain({ config, stateDir: 'relative/dir' }),
+      (err: unknown) => err instanceof VolchainError && err.message.includes('absolute path'),
+    );
   });
   it('a config file that does not exist is an error naming it', async () => {
-    await assert.rejects(createVolchain({ config: '/nonexistent/storage.cfg' }), (err: unknown) => err instanceof VolchainError && err.message.includes('/nonexistent/storage.cfg'));
+    await assert.rejects(
+      createVolchain({ config: '/nonexistent/storage.cfg' }),
+      (err: unknown) => err instanceof VolchainError && err.message.includes('/nonexistent/storage.cfg'),
+    );
   });
 });

@@ -21,14 +21,7 @@ import {
 } from '../../src/journal/device-format.js';
 import { FileJournalStore } from '../../src/journal/file-store.js';
 import type { JournalRecord } from '../../src/journal/record.js';
-import {
-  LvmJournalStore,
-  journalLvName,
-  summaryRecord,
-  summaryTags,
-  vmidOfJournalLv,
-  type JournalVolumeGroup,
-} from '../../src/backends/lvm-journal.js';
+import { LvmJournalStore, journalLvName, summaryRecord, summaryTags, vmidOfJournalLv, type JournalVolumeGroup } from '../../src/backends/lvm-journal.js';
 import type { LvRow } from '../../src/tools/lvm.js';
 
 const DEVICE = 4 * 1024 * 1024;
@@ -223,8 +216,14 @@ describe('LvmJournalStore', () => {
     await store.save(record(101, 'b'));
     fake.listing = [...fake.rows.values()].map((r) => ({ ...r }));
     await store.remove(record(101, 'b'));
-    assert.deepEqual((await store.list()).map((r) => r.id), ['a']);
-    assert.deepEqual((await store.list({ forRepair: true })).map((r) => r.id), ['a']);
+    assert.deepEqual(
+      (await store.list()).map((r) => r.id),
+      ['a'],
+    );
+    assert.deepEqual(
+      (await store.list({ forRepair: true })).map((r) => r.id),
+      ['a'],
+    );
     // One still there but unreadable is not skipped: readers and repair see VM 100's operation pending, with
     // why its steps cannot be read (and still list every other VM's records).
     fake.listing = undefined;
@@ -249,10 +248,19 @@ describe('LvmJournalStore', () => {
     await store.save(a);
     assert.deepEqual(fake.commands, ['lvcreate volchain-journal-100'], 'updates are writes to the LV, not LVM commands');
     const listed = await store.list({ vmid: 100 });
-    assert.deepEqual(listed.map((r) => [r.id, r.completedSteps]), [['a', 1], ['bb', 0]]);
+    assert.deepEqual(
+      listed.map((r) => [r.id, r.completedSteps]),
+      [
+        ['a', 1],
+        ['bb', 0],
+      ],
+    );
     assert.deepEqual(await store.list({ vmid: 101 }), []);
     await store.remove(a);
-    assert.deepEqual((await store.list()).map((r) => r.id), ['bb']);
+    assert.deepEqual(
+      (await store.list()).map((r) => r.id),
+      ['bb'],
+    );
     await store.remove(b);
     assert.equal(fake.rows.size, 0);
     assert.deepEqual(fake.commands, ['lvcreate volchain-journal-100', 'lvremove volchain-journal-100']);
@@ -263,7 +271,10 @@ describe('LvmJournalStore', () => {
     await store.save(record(100, 'a'));
     await store.save(record(200, 'b'));
     assert.deepEqual([...fake.rows.keys()].sort(), ['volchain-journal-100', 'volchain-journal-200']);
-    assert.deepEqual((await store.list({ vmid: 200 })).map((r) => r.id), ['b']);
+    assert.deepEqual(
+      (await store.list({ vmid: 200 })).map((r) => r.id),
+      ['b'],
+    );
   });
 
   it('a full VG: records go to the local state directory, and are found and removed there', async () => {
@@ -319,7 +330,7 @@ describe('LvmJournalStore', () => {
     assert.deepEqual(await store.sweep(100, false), [], 'never sweeps a journal with records');
   });
 
-  it('storages that name the same VG share the VM\'s journal LV, each listing its own records', async () => {
+  it("storages that name the same VG share the VM's journal LV, each listing its own records", async () => {
     const other = new LvmJournalStore(
       {
         // eslint-disable-next-line @typescript-eslint/no-misused-spread -- copies the fake's own fields; its methods are bound explicitly below
@@ -341,10 +352,16 @@ describe('LvmJournalStore', () => {
     await store.save(a);
     await other.save(b);
     assert.deepEqual([...fake.rows.keys()], ['volchain-journal-100']);
-    assert.deepEqual((await store.list()).map((r) => r.id), ['a']);
-    assert.deepEqual((await other.list()).map((r) => r.id), ['bb']);
+    assert.deepEqual(
+      (await store.list()).map((r) => r.id),
+      ['a'],
+    );
+    assert.deepEqual(
+      (await other.list()).map((r) => r.id),
+      ['bb'],
+    );
     await store.remove(a);
-    assert.ok(fake.rows.has('volchain-journal-100'), 'kept for the other storage\'s record');
+    assert.ok(fake.rows.has('volchain-journal-100'), "kept for the other storage's record");
     assert.deepEqual(await store.sweep(100, false), [], 'not empty: never swept');
     await other.remove(b);
     assert.equal(fake.rows.size, 0);
@@ -374,23 +391,38 @@ describe('LvmJournalStore', () => {
     const doc = { storage: 'vg1', vmid: 100, records: [{ id: 'a', plan: {} }] };
     await writeDeviceDocument(fake.path(row.name), row.sizeBytes, version, Buffer.from(JSON.stringify(doc)));
     const listed = await store.list();
-    assert.deepEqual(listed.map((r) => [r.plan.vmid, r.summaryOnly ?? false]).sort(), [[100, true], [101, false]]);
-    assert.match(listed.find((r) => r.plan.vmid === 100)?.error ?? '', /record 1 of journal LV vg1\/volchain-journal-100 is not a journal record: field 'storage'/);
+    assert.deepEqual(listed.map((r) => [r.plan.vmid, r.summaryOnly ?? false]).sort(), [
+      [100, true],
+      [101, false],
+    ]);
+    assert.match(
+      listed.find((r) => r.plan.vmid === 100)?.error ?? '',
+      /record 1 of journal LV vg1\/volchain-journal-100 is not a journal record: field 'storage'/,
+    );
     await assert.rejects(store.save(record(100, 'c')), /is not a journal record/, 'never rewritten over');
   });
 
-  it('the host-side records\' leftovers (set-aside files, temp files) are the store\'s, swept with the VM', async () => {
+  it("the host-side records' leftovers (set-aside files, temp files) are the store's, swept with the VM", async () => {
     fake.full = true;
     await store.save(record(100, '100-1-a'));
     await writeFile(join(fallback.location, '100-1-b.json.tmp'), '{');
     await writeFile(join(fallback.location, 'junk.json'), '[]');
-    assert.deepEqual((await store.list()).map((r) => r.id), ['100-1-a']);
-    assert.deepEqual((await store.leftovers()).map((l) => [l.kind, l.vmid, l.path.slice(fallback.location.length + 1)]), [
-      ['temp', 100, '100-1-b.json.tmp'],
-      ['set-aside', null, 'junk.json.bad'],
-    ]);
+    assert.deepEqual(
+      (await store.list()).map((r) => r.id),
+      ['100-1-a'],
+    );
+    assert.deepEqual(
+      (await store.leftovers()).map((l) => [l.kind, l.vmid, l.path.slice(fallback.location.length + 1)]),
+      [
+        ['temp', 100, '100-1-b.json.tmp'],
+        ['set-aside', null, 'junk.json.bad'],
+      ],
+    );
     assert.deepEqual(await store.containerVmids(), [100]);
     assert.equal((await store.sweep(100, false)).length, 1);
-    assert.deepEqual((await store.leftovers()).map((l) => l.kind), ['set-aside']);
+    assert.deepEqual(
+      (await store.leftovers()).map((l) => l.kind),
+      ['set-aside'],
+    );
   });
 });

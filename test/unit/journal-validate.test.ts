@@ -22,7 +22,17 @@ function valid(): JournalRecord {
     host: 'h',
     pid: 7,
     startedAt: '2026-12-04T00:00:00.000Z',
-    plan: { operation: 'free', volid: 'st:100/vm-100-disk-0.qcow2', vmid: 100, summary: 's', steps: [{ kind: 'remove', layer: 'x' }, { kind: 'remove', layer: 'y' }], bytesMoved: 0 },
+    plan: {
+      operation: 'free',
+      volid: 'st:100/vm-100-disk-0.qcow2',
+      vmid: 100,
+      summary: 's',
+      steps: [
+        { kind: 'remove', layer: 'x' },
+        { kind: 'remove', layer: 'y' },
+      ],
+      bytesMoved: 0,
+    },
     completedSteps: 1,
     runningStep: 1,
   };
@@ -68,11 +78,17 @@ describe('FileJournalStore on a hostile directory', () => {
     await writeFile(join(store.location, 'x.json'), '{}');
     await writeFile(join(store.location, 'x.json.bad'), 'earlier');
     await mkdir(join(store.location, 'd.json'));
-    assert.deepEqual((await store.list()).map((r) => r.id), ['100-1-a']);
+    assert.deepEqual(
+      (await store.list()).map((r) => r.id),
+      ['100-1-a'],
+    );
     assert.deepEqual((await readdir(store.location)).sort(), ['100-1-a.json', 'd.json.bad', 'x.json.1.bad', 'x.json.bad']);
     assert.equal(await readFile(join(store.location, 'x.json.bad'), 'utf8'), 'earlier');
     assert.equal(await readFile(join(store.location, 'x.json.1.bad'), 'utf8'), '{}');
-    assert.deepEqual((await store.leftovers()).map((l) => l.kind), ['set-aside', 'set-aside', 'set-aside']);
+    assert.deepEqual(
+      (await store.leftovers()).map((l) => l.kind),
+      ['set-aside', 'set-aside', 'set-aside'],
+    );
   });
 
   it('keeps a reserve of real blocks beside the journal, made by listing and remade after saves', async () => {

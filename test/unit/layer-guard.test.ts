@@ -24,8 +24,17 @@ interface Flags {
 /** Only the fields layer-guard.ts reads; the rest of a header plays no part in these rules. */
 function header(flags: Flags): Qcow2Header {
   const internalSnapshots = (flags.internal ?? []).map((name, i) => ({
-    id: String(i + 1), name, l1TableOffset: 0n, l1Size: 0, dateSec: 0, dateNsec: 0, date: new Date(0),
-    vmClockNsec: 0n, vmStateSize: 0, virtualSize: 1 << 20, icount: undefined,
+    id: String(i + 1),
+    name,
+    l1TableOffset: 0n,
+    l1Size: 0,
+    dateSec: 0,
+    dateNsec: 0,
+    date: new Date(0),
+    vmClockNsec: 0n,
+    vmStateSize: 0,
+    virtualSize: 1 << 20,
+    icount: undefined,
   }));
   return { corrupt: flags.corrupt ?? false, internalSnapshots } as unknown as Qcow2Header;
 }
@@ -34,8 +43,15 @@ function header(flags: Flags): Qcow2Header {
 function tree(parents: Record<string, string | null>, currentParent: string | null, flags: Record<string, Flags> = {}): VolumeTree {
   const layers = new Map<string, LayerNode>();
   const node = (name: string, snapshot: string | undefined, parent: string | null, key: string): LayerNode => ({
-    name, snapshot, parent: parent === null ? undefined : snapLayer(parent), children: [], path: `/s/images/100/${name}`,
-    virtualSize: 1 << 20, definedBytes: 1000, usedBytes: 0, header: header(flags[key] ?? {}),
+    name,
+    snapshot,
+    parent: parent === null ? undefined : snapLayer(parent),
+    children: [],
+    path: `/s/images/100/${name}`,
+    virtualSize: 1 << 20,
+    definedBytes: 1000,
+    usedBytes: 0,
+    header: header(flags[key] ?? {}),
   });
   for (const [s, p] of Object.entries(parents)) layers.set(snapLayer(s), node(snapLayer(s), s, p, s));
   layers.set(VOL, node(VOL, undefined, currentParent, 'current'));
@@ -43,7 +59,10 @@ function tree(parents: Record<string, string | null>, currentParent: string | nu
   for (const l of layers.values()) l.children.sort();
   return {
     volume: { storage: 'local', kind: 'dir', vmid: 100, name: VOL, format: 'qcow2', volname: `100/${VOL}` },
-    volid: `local:100/${VOL}`, current: VOL, layers, leftovers: [],
+    volid: `local:100/${VOL}`,
+    current: VOL,
+    layers,
+    leftovers: [],
   };
 }
 
@@ -57,7 +76,10 @@ function linear(n: number): VolumeTree {
 test('create refuses to freeze a corrupt current layer, naming it and qemu-img check -r', () => {
   assert.throws(
     () => planSnapshotCreate(tree({ aa: null }, 'aa', { current: { corrupt: true } }), ctx, 'bb'),
-    (err: unknown) => err instanceof CorruptImageError && err.message.startsWith(`${VOL}: `) && err.message.includes('frozen as a snapshot') &&
+    (err: unknown) =>
+      err instanceof CorruptImageError &&
+      err.message.startsWith(`${VOL}: `) &&
+      err.message.includes('frozen as a snapshot') &&
       err.message.includes('qemu-img check -r all -f qcow2 /s/images/100/vm-100-disk-0.qcow2'),
   );
   // A corrupt snapshot below is neither written nor frozen by a create.
@@ -66,7 +88,10 @@ test('create refuses to freeze a corrupt current layer, naming it and qemu-img c
 
 test('create keeps internal snapshots of the current layer: it only freezes it', () => {
   const plan = planSnapshotCreate(tree({}, null, { current: { internal: ['old1'] } }), ctx, 'bb');
-  assert.deepEqual(plan.steps.map((s) => s.kind), ['create-overlay', 'rename', 'rename', 'freeze']);
+  assert.deepEqual(
+    plan.steps.map((s) => s.kind),
+    ['create-overlay', 'rename', 'rename', 'freeze'],
+  );
 });
 
 test('delete refuses every strategy that drops or re-bases internal snapshots', () => {
@@ -83,7 +108,10 @@ test('delete refuses every strategy that drops or re-bases internal snapshots', 
   assert.throws(() => planSnapshotDelete(tree({ aa: null }, 'aa', { current: { internal: ['x1'] } }), ctx, 'aa'), /"x1".*(rebased|replaced)/);
   // The parent keeps its internal snapshots whichever way: it is only read.
   const plan = planSnapshotDelete(tree({ aa: null, bb: 'aa' }, 'bb', { aa: { internal: ['old1'] } }), ctx, 'bb');
-  assert.ok(plan.strategies?.every((s) => s.valid), JSON.stringify(plan.strategies));
+  assert.ok(
+    plan.strategies?.every((s) => s.valid),
+    JSON.stringify(plan.strategies),
+  );
 });
 
 test('delete commits the only child into a layer with internal snapshots: they stay, in the merged layer', () => {
@@ -149,8 +177,14 @@ test('layers known only from LV tags (no header here) are not judged', () => {
 test('live delete is refused like the offline one (its plan builds on the offline planner)', () => {
   const t = tree({ aa: null }, 'aa', { current: { internal: ['old1'] } });
   const disk: LiveDisk = {
-    storage: 'local', socket: '/run/q.qmp', guestRunning: true, streamSafe: true,
-    nodes: new Map([[VOL, { node: 'n-top', protocolNode: 'p-top' }], [snapLayer('aa'), { node: 'n-a', protocolNode: 'p-a' }]]),
+    storage: 'local',
+    socket: '/run/q.qmp',
+    guestRunning: true,
+    streamSafe: true,
+    nodes: new Map([
+      [VOL, { node: 'n-top', protocolNode: 'p-top' }],
+      [snapLayer('aa'), { node: 'n-a', protocolNode: 'p-a' }],
+    ]),
   };
   // Stream into the current layer (a rebase) or commit it into aa and replace it: both lose 'old1'.
   assert.throws(() => planLiveSnapshotDelete(t, ctx, 'aa', disk), UnsafeImageError);
@@ -166,7 +200,11 @@ test('a tree of 1000 layers is read, one of 1001 is refused naming the deepest l
   assert.doesNotThrow(() => checkTreeDepth(linear(1000)));
   assert.throws(
     () => checkTreeDepth(linear(1001)),
-    (err: unknown) => err instanceof UnsafeImageError && err.exitStatus === 8 && err.message.startsWith(`${VOL}: `) && err.message.includes('1001 layers deep, more than the limit of 1000'),
+    (err: unknown) =>
+      err instanceof UnsafeImageError &&
+      err.exitStatus === 8 &&
+      err.message.startsWith(`${VOL}: `) &&
+      err.message.includes('1001 layers deep, more than the limit of 1000'),
   );
 });
 

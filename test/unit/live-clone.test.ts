@@ -24,20 +24,44 @@ function cloneTree(format: 'qcow2' | 'raw' = 'qcow2', s0Bytes = 1 << 20): Volume
   const baseName = `base-101-disk-0.${format}`;
   const ref = `../101/${baseName}`;
   const layer = (name: string, snapshot: string | undefined, parent: string | undefined, definedBytes: number): LayerNode => ({
-    name, snapshot, parent, ...(parent === undefined ? { base: ref } : {}), children: [], path: `/s/images/102/${name}`,
-    virtualSize: GiB, definedBytes, usedBytes: definedBytes, header: undefined,
+    name,
+    snapshot,
+    parent,
+    ...(parent === undefined ? { base: ref } : {}),
+    children: [],
+    path: `/s/images/102/${name}`,
+    virtualSize: GiB,
+    definedBytes,
+    usedBytes: definedBytes,
+    header: undefined,
   });
   const layers = new Map<string, LayerNode>([
     [S0, { ...layer(S0, 's0', undefined, s0Bytes), children: [VOL] }],
     [VOL, layer(VOL, undefined, S0, 64 << 20)],
   ]);
   return {
-    volume: { storage: 'local', kind: 'dir', vmid: 102, name: VOL, format: 'qcow2', volname: `101/${baseName}/102/${VOL}`, base: { vmid: 101, name: baseName, format } },
+    volume: {
+      storage: 'local',
+      kind: 'dir',
+      vmid: 102,
+      name: VOL,
+      format: 'qcow2',
+      volname: `101/${baseName}/102/${VOL}`,
+      base: { vmid: 101, name: baseName, format },
+    },
     volid: `local:101/${baseName}/102/${VOL}`,
     current: VOL,
     layers,
     leftovers: [],
-    base: { ref, volume: { vmid: 101, name: baseName, format }, volid: `local:101/${baseName}`, path: `/s/images/101/${baseName}`, virtualSize: GiB, usedBytes: 0, identity: '1:1' },
+    base: {
+      ref,
+      volume: { vmid: 101, name: baseName, format },
+      volid: `local:101/${baseName}`,
+      path: `/s/images/101/${baseName}`,
+      virtualSize: GiB,
+      usedBytes: 0,
+      identity: '1:1',
+    },
   };
 }
 
@@ -47,16 +71,27 @@ function liveDisk(opts: { streamSafe: boolean; baseNode?: string }): LiveDisk {
     socket: '/run/qmp.sock',
     guestRunning: true,
     streamSafe: opts.streamSafe,
-    nodes: new Map([[VOL, { node: 'fmt-top', protocolNode: 'file-top' }], [S0, { node: 'fmt-s0', protocolNode: 'file-s0' }]]),
+    nodes: new Map([
+      [VOL, { node: 'fmt-top', protocolNode: 'file-top' }],
+      [S0, { node: 'fmt-s0', protocolNode: 'file-s0' }],
+    ]),
     ...(opts.baseNode !== undefined ? { baseNode: opts.baseNode } : {}),
   };
 }
 
 const qemuLayer = (node: string, path: string, o: Partial<QemuLayer> = {}): QemuLayer => ({
-  node, protocolNode: undefined, protocolDriver: 'file', driver: 'qcow2', path, readOnly: true, virtualSize: GiB, actualSize: undefined, ...o,
+  node,
+  protocolNode: undefined,
+  protocolDriver: 'file',
+  driver: 'qcow2',
+  path,
+  readOnly: true,
+  virtualSize: GiB,
+  actualSize: undefined,
+  ...o,
 });
 
-describe('live delete of a clone\'s oldest snapshot', () => {
+describe("live delete of a clone's oldest snapshot", () => {
   for (const format of ['qcow2', 'raw'] as const) {
     it(`streams s0 into its child onto the ${format} base node, with the base's reference and format`, () => {
       const plan = planLiveSnapshotDelete(cloneTree(format), ctx, 's0', liveDisk({ streamSafe: true, baseNode: '#block7' }));
@@ -66,8 +101,18 @@ describe('live delete of a clone\'s oldest snapshot', () => {
         [VOL, S0, `../101/base-101-disk-0.${format}`, format, '#block7'],
       );
       // Without QEMU (repair), the same state on disk: an offline rebase onto the base, format included.
-      assert.deepEqual(offlineEquivalent(stream as LiveStep), { kind: 'rebase', layer: VOL, from: S0, onto: `../101/base-101-disk-0.${format}`, bytes: 1 << 20, ontoFormat: format });
-      assert.ok(plan.steps.every((s) => s.kind !== 'qmp-commit' && s.kind !== 'commit'), 'nothing is committed');
+      assert.deepEqual(offlineEquivalent(stream as LiveStep), {
+        kind: 'rebase',
+        layer: VOL,
+        from: S0,
+        onto: `../101/base-101-disk-0.${format}`,
+        bytes: 1 << 20,
+        ontoFormat: format,
+      });
+      assert.ok(
+        plan.steps.every((s) => s.kind !== 'qmp-commit' && s.kind !== 'commit'),
+        'nothing is committed',
+      );
     });
   }
 
@@ -83,7 +128,7 @@ describe('live delete of a clone\'s oldest snapshot', () => {
   });
 });
 
-describe('the base at the bottom of QEMU\'s chain', () => {
+describe("the base at the bottom of QEMU's chain", () => {
   const tree = cloneTree();
   const own = [qemuLayer('f-top', '/s/images/102/vm-102-disk-0.qcow2', { readOnly: false }), qemuLayer('f-s0', `/s/images/102/${S0}`)];
   const chain = (base: QemuLayer | undefined): QemuChain => ({ layers: base ? [...own, base] : own, devices: ['scsi0'], filters: [] });
@@ -91,7 +136,10 @@ describe('the base at the bottom of QEMU\'s chain', () => {
   it('is split off and accepted as PVE opens it (from the header, through `<vmid>/../`)', () => {
     const r = splitCloneBase(tree, chain(qemuLayer('#block12', '/s/images/102/../101/base-101-disk-0.qcow2')));
     assert.deepEqual(r.problems, []);
-    assert.deepEqual(r.chain.layers.map((l) => l.node), ['f-top', 'f-s0']);
+    assert.deepEqual(
+      r.chain.layers.map((l) => l.node),
+      ['f-top', 'f-s0'],
+    );
     assert.deepEqual([r.base?.volid, r.base?.ref, r.base?.qemu.node], ['local:101/base-101-disk-0.qcow2', '../101/base-101-disk-0.qcow2', '#block12']);
   });
 
@@ -105,13 +153,19 @@ describe('the base at the bottom of QEMU\'s chain', () => {
     assert.equal(missing.base, undefined);
   });
 
-  it('is opened read-only down to its file, below the clone\'s bottom layer', () => {
+  it("is opened read-only down to its file, below the clone's bottom layer", () => {
     const spec = cloneBaseSpec(tree);
     assert.ok(spec);
     const built = chainBlockdevs('local', [{ name: VOL, path: `/s/images/102/${VOL}`, format: 'qcow2' }, spec]);
     const names = built.byLayer.get(spec.name);
     const base = built.nodes.filter((n) => n['node-name'] === names?.format || n['node-name'] === names?.protocol);
-    assert.deepEqual(base.map((n) => [n.driver, n['read-only']]), [['file', true], ['qcow2', true]]);
+    assert.deepEqual(
+      base.map((n) => [n.driver, n['read-only']]),
+      [
+        ['file', true],
+        ['qcow2', true],
+      ],
+    );
     const top = built.nodes.find((n) => n['node-name'] === built.top) as { backing?: unknown; 'read-only'?: boolean };
     assert.deepEqual([top.backing, top['read-only']], [names?.format, false]);
     assert.equal(cloneBaseSpec({ base: undefined }), undefined);

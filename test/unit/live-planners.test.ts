@@ -153,16 +153,30 @@ describe('live snapshot delete', () => {
   });
 });
 
-describe('on a graph PVE 9 started (throttle node drive-<id> on top): PVE\'s node names after the operation', () => {
+describe("on a graph PVE 9 started (throttle node drive-<id> on top): PVE's node names after the operation", () => {
   const volid = `local:100/${VOL}`;
   const renames = (steps: readonly Step[]): Extract<LiveStep, { kind: 'qmp-rename' }>[] =>
     steps.filter((s): s is Extract<LiveStep, { kind: 'qmp-rename' }> => s.kind === 'qmp-rename');
 
-  it('snapshot: the old top is reopened as the snapshot\'s f/e nodes, and the guest moves onto f/e(current) through an overlay', () => {
+  it("snapshot: the old top is reopened as the snapshot's f/e nodes, and the guest moves onto f/e(current) through an overlay", () => {
     const plan = planLiveSnapshotCreate(tree({ sa: null }, 'sa'), ctx, 'sb', disk(['sa'], { pveDrive: 'scsi0' }), 'n1');
     assert.deepEqual(kinds(plan.steps), [
-      'create-overlay', 'rename', 'rename', 'qmp-open', 'qmp-snapshot', 'freeze',
-      'qmp-rename', 'create-overlay', 'qmp-open', 'qmp-snapshot', 'qmp-rename', 'qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close', 'remove',
+      'create-overlay',
+      'rename',
+      'rename',
+      'qmp-open',
+      'qmp-snapshot',
+      'freeze',
+      'qmp-rename',
+      'create-overlay',
+      'qmp-open',
+      'qmp-snapshot',
+      'qmp-rename',
+      'qmp-commit',
+      'qmp-pivot',
+      'qmp-resume',
+      'qmp-close',
+      'remove',
     ]);
     const [old, writer] = renames(plan.steps);
     assert.deepEqual([old?.layer, old?.node, old?.to, old?.openedAs], [snapLayer('sb'), 'fmt-0', pveLayerNodeNames('scsi0', volid, 'sb'), undefined]);
@@ -172,31 +186,54 @@ describe('on a graph PVE 9 started (throttle node drive-<id> on top): PVE\'s nod
     const x = plan.steps[7] as Step;
     assert.ok(x.kind === 'create-overlay' && x.backing === VOL && x.layer.startsWith('.volchain-tmp-swap-'));
     const commit = plan.steps[11] as LiveStep;
-    assert.ok(commit.kind === 'qmp-commit' && commit.active && commit.top === x.layer && commit.base === VOL && commit.baseNode === writer?.to.format && commit.rootNode === 'drive-scsi0');
+    assert.ok(
+      commit.kind === 'qmp-commit' &&
+        commit.active &&
+        commit.top === x.layer &&
+        commit.base === VOL &&
+        commit.baseNode === writer?.to.format &&
+        commit.rootNode === 'drive-scsi0',
+    );
     const remove = plan.steps[15] as Step;
     assert.ok(remove.kind === 'remove' && remove.layer === x.layer);
   });
 
-  it('delete of an older snapshot: the merged layer is reopened under the child\'s names, its old name linked meanwhile', () => {
+  it("delete of an older snapshot: the merged layer is reopened under the child's names, its old name linked meanwhile", () => {
     const t = tree({ a: null, b: 'a' }, 'b', { a: 100, b: 5, current: 10 });
     const plan = planLiveSnapshotDelete(t, ctx, 'a', disk(['b', 'a'], { pveDrive: 'virtio1' }));
     assert.deepEqual(kinds(plan.steps), ['grow', 'qmp-commit', 'qmp-close', 'replace', 'freeze', 'qmp-rename']);
     const [r] = renames(plan.steps);
-    assert.deepEqual([r?.layer, r?.node, r?.protocolNode, r?.to, r?.openedAs], [snapLayer('b'), 'fmt-2', 'file-2', pveLayerNodeNames('virtio1', volid, 'b'), snapLayer('a')]);
+    assert.deepEqual(
+      [r?.layer, r?.node, r?.protocolNode, r?.to, r?.openedAs],
+      [snapLayer('b'), 'fmt-2', 'file-2', pveLayerNodeNames('virtio1', volid, 'b'), snapLayer('a')],
+    );
   });
 
-  it('delete of the newest: after the active commit, the guest moves off the snapshot\'s nodes onto f/e(current)', () => {
+  it("delete of the newest: after the active commit, the guest moves off the snapshot's nodes onto f/e(current)", () => {
     const t = tree({ a: null, b: 'a' }, 'b', { a: 100, b: 100, current: 10 });
     const plan = planLiveSnapshotDelete(t, ctx, 'b', disk(['b', 'a'], { pveDrive: 'scsi0' }));
     assert.deepEqual(kinds(plan.steps), [
-      'grow', 'qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close', 'replace',
-      'create-overlay', 'qmp-open', 'qmp-snapshot', 'qmp-rename', 'qmp-commit', 'qmp-pivot', 'qmp-resume', 'qmp-close', 'remove',
+      'grow',
+      'qmp-commit',
+      'qmp-pivot',
+      'qmp-resume',
+      'qmp-close',
+      'replace',
+      'create-overlay',
+      'qmp-open',
+      'qmp-snapshot',
+      'qmp-rename',
+      'qmp-commit',
+      'qmp-pivot',
+      'qmp-resume',
+      'qmp-close',
+      'remove',
     ]);
     const [r] = renames(plan.steps);
     assert.deepEqual([r?.layer, r?.node, r?.to, r?.openedAs], [VOL, 'fmt-1', pveLayerNodeNames('scsi0', volid), snapLayer('b')]);
   });
 
-  it('a stream renames nothing (every remaining node keeps its name and file), and a graph without PVE\'s throttle node gets no renames', () => {
+  it("a stream renames nothing (every remaining node keeps its name and file), and a graph without PVE's throttle node gets no renames", () => {
     const t = tree({ a: null, b: 'a' }, 'b', { a: 100, b: 5, current: 1000 });
     assert.deepEqual(renames(planLiveSnapshotDelete(t, ctx, 'b', disk(['b', 'a'], { streamSafe: true, pveDrive: 'scsi0' })).steps), []);
     assert.deepEqual(renames(planLiveSnapshotDelete(t, ctx, 'a', disk(['b', 'a'])).steps), []);
@@ -218,7 +255,12 @@ describe('live steps', () => {
     { step: pivot, undo: 'impossible', offline: { kind: 'commit', top: VOL, base: 'S', bytes: 0 }, damages: true },
     { step: { kind: 'qmp-resume', resume: true }, undo: 'nothing', offline: null, damages: false },
     { step: { kind: 'qmp-close', layer: 'S', nodes: ['a'] }, undo: 'impossible', offline: null, damages: false },
-    { step: { kind: 'qmp-rename', layer: 'S', node: 'a', protocolNode: 'b', to: { format: 'f1', protocol: 'e1' } }, undo: 'nothing', offline: null, damages: false },
+    {
+      step: { kind: 'qmp-rename', layer: 'S', node: 'a', protocolNode: 'b', to: { format: 'f1', protocol: 'e1' } },
+      undo: 'nothing',
+      offline: null,
+      damages: false,
+    },
     // Offline, a rename whose old name was linked to the layer only drops that link (a redo of the rename).
     {
       step: { kind: 'qmp-rename', layer: 'C', node: 'a', protocolNode: 'b', to: { format: 'f1', protocol: 'e1' }, openedAs: 'S' },

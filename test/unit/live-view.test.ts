@@ -53,29 +53,48 @@ const device = (qdev: string, node: string): BlockInfo => ({
 
 describe('buildBlockView', () => {
   it('follows backing links top-down and pairs format and protocol nodes', () => {
-    const nodes = chainNodes([{ id: 'top', path: `${DIR}/${VOL}` }, { id: 'mid', path: `${DIR}/${snapLayer('sb')}` }, { id: 'base', path: `${DIR}/${snapLayer('sa')}` }]);
+    const nodes = chainNodes([
+      { id: 'top', path: `${DIR}/${VOL}` },
+      { id: 'mid', path: `${DIR}/${snapLayer('sb')}` },
+      { id: 'base', path: `${DIR}/${snapLayer('sa')}` },
+    ]);
     const view = buildBlockView(nodes, [device('disk0', 'fmt-top')]);
     assert.equal(view.chains.length, 1);
     const [chain] = view.chains;
-    assert.deepEqual(chain?.layers.map((l) => [l.node, l.protocolNode, l.protocolDriver, l.path, l.readOnly]), [
-      ['fmt-top', 'file-top', 'file', `${DIR}/${VOL}`, false],
-      ['fmt-mid', 'file-mid', 'file', `${DIR}/${snapLayer('sb')}`, true],
-      ['fmt-base', 'file-base', 'file', `${DIR}/${snapLayer('sa')}`, true],
-    ]);
+    assert.deepEqual(
+      chain?.layers.map((l) => [l.node, l.protocolNode, l.protocolDriver, l.path, l.readOnly]),
+      [
+        ['fmt-top', 'file-top', 'file', `${DIR}/${VOL}`, false],
+        ['fmt-mid', 'file-mid', 'file', `${DIR}/${snapLayer('sb')}`, true],
+        ['fmt-base', 'file-base', 'file', `${DIR}/${snapLayer('sa')}`, true],
+      ],
+    );
     assert.deepEqual(chain?.devices, ['disk0']);
     assert.equal(chain?.broken, undefined);
   });
 
   it('after an active commit, before blockdev-del: the device chain starts at the base, the old top dangles above it', () => {
-    const nodes = chainNodes([{ id: 'top', path: `${DIR}/${VOL}` }, { id: 'base', path: `${DIR}/${snapLayer('sa')}`, ro: false }]);
+    const nodes = chainNodes([
+      { id: 'top', path: `${DIR}/${VOL}` },
+      { id: 'base', path: `${DIR}/${snapLayer('sa')}`, ro: false },
+    ]);
     const view = buildBlockView(nodes, [device('disk0', 'fmt-base')]);
     const withDevice = view.chains.find((c) => c.devices.length > 0);
-    assert.deepEqual(withDevice?.layers.map((l) => l.node), ['fmt-base']);
-    assert.deepEqual(view.chains.find((c) => c.devices.length === 0)?.layers.map((l) => l.node), ['fmt-top', 'fmt-base']);
+    assert.deepEqual(
+      withDevice?.layers.map((l) => l.node),
+      ['fmt-base'],
+    );
+    assert.deepEqual(
+      view.chains.find((c) => c.devices.length === 0)?.layers.map((l) => l.node),
+      ['fmt-top', 'fmt-base'],
+    );
   });
 
   it('reports an ambiguous backing link instead of guessing', () => {
-    const a = chainNodes([{ id: 'x', path: `${DIR}/${VOL}` }, { id: 'y', path: `${DIR}/${snapLayer('sa')}` }]);
+    const a = chainNodes([
+      { id: 'x', path: `${DIR}/${VOL}` },
+      { id: 'y', path: `${DIR}/${snapLayer('sa')}` },
+    ]);
     const twin = info('fmt-twin', 'qcow2', `${DIR}/${snapLayer('sa')}`, true, SIZE, 1);
     const view = buildBlockView([...a, twin], []);
     const top = view.chains.find((c) => c.layers[0]?.node === 'fmt-x');
@@ -83,7 +102,10 @@ describe('buildBlockView', () => {
   });
 
   it('reports a backing that is no named node', () => {
-    const nodes = chainNodes([{ id: 'x', path: `${DIR}/${VOL}` }, { id: 'y', path: `${DIR}/${snapLayer('sa')}` }]).filter((n) => n['node-name'] !== 'fmt-y');
+    const nodes = chainNodes([
+      { id: 'x', path: `${DIR}/${VOL}` },
+      { id: 'y', path: `${DIR}/${snapLayer('sa')}` },
+    ]).filter((n) => n['node-name'] !== 'fmt-y');
     const view = buildBlockView(nodes, []);
     assert.match(view.chains[0]?.broken ?? '', /is no named node/);
   });
@@ -129,15 +151,22 @@ function disk(vol: string, snaps: readonly string[], used: Record<string, number
 describe('matchVm', () => {
   it('maps nodes to layers by position, whatever path a node was opened with (a live snapshot renamed the old top)', () => {
     // Disk: VOL -> snap-b -> snap-a. QEMU opened the old top as VOL (now snap-b), the new top as VOL too.
-    const nodes = chainNodes([{ id: 'new', path: `${DIR}/${VOL}` }, { id: 'old', path: `${DIR}/${VOL}` }, { id: 'a', path: `${DIR}/${snapLayer('sa')}` }]);
+    const nodes = chainNodes([
+      { id: 'new', path: `${DIR}/${VOL}` },
+      { id: 'old', path: `${DIR}/${VOL}` },
+      { id: 'a', path: `${DIR}/${snapLayer('sa')}` },
+    ]);
     const m = matchVm(buildBlockView(nodes, [device('disk0', 'fmt-new')]), [disk(VOL, ['sb', 'sa'])]);
     const [d] = m.disks;
     assert.deepEqual(d?.problems, []);
-    assert.deepEqual(d?.layers.map((l) => [l.layer, l.snapshot, l.qemu.node]), [
-      [VOL, undefined, 'fmt-new'],
-      [snapLayer('sb'), 'sb', 'fmt-old'],
-      [snapLayer('sa'), 'sa', 'fmt-a'],
-    ]);
+    assert.deepEqual(
+      d?.layers.map((l) => [l.layer, l.snapshot, l.qemu.node]),
+      [
+        [VOL, undefined, 'fmt-new'],
+        [snapLayer('sb'), 'sb', 'fmt-old'],
+        [snapLayer('sa'), 'sa', 'fmt-a'],
+      ],
+    );
     assert.deepEqual(m.unmatched, []);
   });
 
@@ -151,14 +180,20 @@ describe('matchVm', () => {
     { description: 'a read-only top', qemu: [{ id: 't', path: `${DIR}/${VOL}`, ro: true }], snaps: [], problem: /current layer .* read-only/ },
     {
       description: 'a writable snapshot layer',
-      qemu: [{ id: 't', path: `${DIR}/${VOL}` }, { id: 'a', path: `${DIR}/${snapLayer('sa')}`, ro: false }],
+      qemu: [
+        { id: 't', path: `${DIR}/${VOL}` },
+        { id: 'a', path: `${DIR}/${snapLayer('sa')}`, ro: false },
+      ],
       snaps: ['sa'],
       problem: /snapshot layer .* writable/,
     },
     { description: 'another virtual size', qemu: [{ id: 't', path: `${DIR}/${VOL}`, size: 1 << 20 }], snaps: [], problem: /QEMU sees 1048576 bytes/ },
     {
       description: 'a snapshot layer replaced under QEMU (another file behind the name)',
-      qemu: [{ id: 't', path: `${DIR}/${VOL}` }, { id: 'a', path: `${DIR}/${snapLayer('sa')}`, actual: 4096 }],
+      qemu: [
+        { id: 't', path: `${DIR}/${VOL}` },
+        { id: 'a', path: `${DIR}/${snapLayer('sa')}`, actual: 4096 },
+      ],
       snaps: ['sa'],
       problem: /not the same file/,
     },
@@ -166,7 +201,10 @@ describe('matchVm', () => {
   for (const c of disagreements) {
     it(`reports ${c.description}`, () => {
       const m = matchVm(buildBlockView(chainNodes(c.qemu), [device('disk0', 'fmt-t')]), [disk(VOL, c.snaps, c.used)]);
-      assert.ok(m.disks[0]?.problems.some((p) => c.problem.test(p)), m.disks[0]?.problems.join('; ') || '(no problem reported)');
+      assert.ok(
+        m.disks[0]?.problems.some((p) => c.problem.test(p)),
+        m.disks[0]?.problems.join('; ') || '(no problem reported)',
+      );
     });
   }
 
@@ -181,16 +219,25 @@ describe('matchVm', () => {
 
   it('keeps leftover nodes of a volume apart from its chain (detached)', () => {
     const nodes = [
-      ...chainNodes([{ id: 't', path: `${DIR}/${VOL}` }, { id: 'a', path: `${DIR}/${snapLayer('sa')}` }]),
+      ...chainNodes([
+        { id: 't', path: `${DIR}/${VOL}` },
+        { id: 'a', path: `${DIR}/${snapLayer('sa')}` },
+      ]),
       ...chainNodes([{ id: 'stray', path: `${DIR}/.volchain-tmp-create-${VOL}` }]),
     ];
     const m = matchVm(buildBlockView(nodes, [device('disk0', 'fmt-t')]), [disk(VOL, ['sa'])]);
     assert.deepEqual(m.disks[0]?.problems, []);
-    assert.deepEqual(m.disks[0]?.detached.map((c) => c.layers.map((l) => l.node)), [['fmt-stray']]);
+    assert.deepEqual(
+      m.disks[0]?.detached.map((c) => c.layers.map((l) => l.node)),
+      [['fmt-stray']],
+    );
   });
 
-  it('sets apart a chain that mixes this VM\'s layers with other files', () => {
-    const nodes = chainNodes([{ id: 't', path: `${DIR}/${VOL}` }, { id: 'x', path: '/elsewhere/base.qcow2' }]);
+  it("sets apart a chain that mixes this VM's layers with other files", () => {
+    const nodes = chainNodes([
+      { id: 't', path: `${DIR}/${VOL}` },
+      { id: 'x', path: '/elsewhere/base.qcow2' },
+    ]);
     const m = matchVm(buildBlockView(nodes, [device('disk0', 'fmt-t')]), [disk(VOL, [])]);
     assert.equal(m.disks[0]?.chain, undefined);
     assert.match(m.unmatched[0]?.reason ?? '', /mixes/);

@@ -41,19 +41,25 @@ describe('LVM device check (issue 13)', () => {
   it('refuses a path that leads to a regular file', async () => {
     await writeFile(join(dir, 'file'), 'x');
     await symlink(join(dir, 'file'), join(dir, 'lv-file'));
-    assert.throws(() => checkLvDevice(join(dir, 'lv-file'), 'vg', 'vm-1-disk-0.qcow2', undefined), (err: unknown) => {
-      assert.ok(err instanceof UnsafeImageError);
-      assert.equal(err.exitStatus, 8);
-      assert.match(err.message, /lv-file: is not a block device/);
-      return true;
-    });
+    assert.throws(
+      () => checkLvDevice(join(dir, 'lv-file'), 'vg', 'vm-1-disk-0.qcow2', undefined),
+      (err: unknown) => {
+        assert.ok(err instanceof UnsafeImageError);
+        assert.equal(err.exitStatus, 8);
+        assert.match(err.message, /lv-file: is not a block device/);
+        return true;
+      },
+    );
   });
 
   it('refuses a path that leads to a block device that is not the LV', async () => {
     const dev = plainBlockDevice();
     assert.ok(dev, 'this machine has a plain block device (/dev/vda, /dev/sda, /dev/nvme0n1 or /dev/loop0)');
     await symlink(dev, join(dir, 'lv-dev'));
-    assert.throws(() => checkLvDevice(join(dir, 'lv-dev'), 'vg', 'vm-1-disk-0.qcow2', undefined), /not a device-mapper device.*not to LV vm-1-disk-0\.qcow2 of VG vg/);
+    assert.throws(
+      () => checkLvDevice(join(dir, 'lv-dev'), 'vg', 'vm-1-disk-0.qcow2', undefined),
+      /not a device-mapper device.*not to LV vm-1-disk-0\.qcow2 of VG vg/,
+    );
   });
 
   it('leaves an absent path (an inactive LV) to the caller', () => {

@@ -60,15 +60,18 @@ test('vgs JSON report and lock managers', () => {
   const [vg] = parseVgsReport(VGS);
   assert.deepEqual(vg, { name: 'vg0', extentSizeBytes: 4194304, freeBytes: 1002438656, sizeBytes: 1069547520, lockType: 'sanlock' });
   assert.equal(hasLockManager(vg), true);
-  assert.equal(hasLockManager({ ...(vg), lockType: '' }), false);
-  assert.equal(hasLockManager({ ...(vg), lockType: 'none' }), false);
+  assert.equal(hasLockManager({ ...vg, lockType: '' }), false);
+  assert.equal(hasLockManager({ ...vg, lockType: 'none' }), false);
 });
 
 test('reports that are not what we asked for are errors, not guesses', () => {
   assert.throws(() => parseLvsReport('not json'), /no valid JSON/);
   assert.throws(() => parseLvsReport('{"x":1}'), /without 'report'/);
   assert.throws(() => parseLvsReport('{"report":[{"lv":[{"lv_name":"a"}]}]}'), /lacks field/);
-  assert.throws(() => parseLvsReport('{"report":[{"lv":[{"lv_name":"a","lv_uuid":"u","lv_size":"64.00m","lv_attr":"-wi-a-----","lv_tags":""}]}]}'), /expected a byte count/);
+  assert.throws(
+    () => parseLvsReport('{"report":[{"lv":[{"lv_name":"a","lv_uuid":"u","lv_size":"64.00m","lv_attr":"-wi-a-----","lv_tags":""}]}]}'),
+    /expected a byte count/,
+  );
   for (const bad of ['', '1.5', '-1', '4m', '99999999999999999999', null]) assert.throws(() => parseByteCount(bad, 'x'), String(bad));
   assert.equal(parseByteCount(' 42 ', 'x'), 42);
 });
@@ -120,7 +123,7 @@ test('LVM failures (exit 5 for everything) are told apart by their message', () 
   assert.equal(classifyLvmFailure(internal, 'LV x'), internal, 'anything else stays a CommandFailedError with argv and stderr');
 });
 
-test('qemu-img measure: fully-allocated size; far above the seed\'s 4 KiB per GiB', async () => {
+test("qemu-img measure: fully-allocated size; far above the seed's 4 KiB per GiB", async () => {
   assert.deepEqual(parseMeasure('{ "required": 655360, "fully-allocated": 67764224 }'), { required: 655360, fullyAllocated: 67764224 });
   assert.throws(() => parseMeasure('{}'), /expected/);
   const tib = 1024 ** 4;

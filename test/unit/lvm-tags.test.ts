@@ -50,7 +50,7 @@ test('tag values: any string round-trips and stays within the tag charset', () =
   );
 });
 
-test('layer tags: what is written is read back; the VM tag is PVE\'s', () => {
+test("layer tags: what is written is read back; the VM tag is PVE's", () => {
   const tags = layerTags(100, { volume: 'vm-100-disk-0.qcow2', parent: 'snap_vm-100-disk-0_a1.qcow2', virtualSize: 1 << 30 });
   assert.deepEqual(tags, [
     'pve-vm-100',
@@ -78,7 +78,7 @@ test('tag changes: only volchain tags are removed, foreign ones stay', () => {
   assert.deepEqual(tagChanges(['other'], ['pve-vm-7']), { add: ['pve-vm-7'], remove: [] });
 });
 
-test('deletion names: PVE\'s del- prefix, shortened with a hash to stay a legal LV name', () => {
+test("deletion names: PVE's del- prefix, shortened with a hash to stay a legal LV name", () => {
   assert.equal(deletionName('vm-100-disk-0'), 'del-vm-100-disk-0');
   const long = `snap_vm-100-${'x'.repeat(65)}_${'S'.repeat(40)}.qcow2`;
   assert.ok(long.length <= LV_NAME_MAX);
@@ -104,7 +104,7 @@ test('volumes of an LV: exact tag, own name, temporary, or (untagged) every volu
   for (const c of cases) assert.deepEqual(volumesOfLv({ name: c.name, tags: c.tags ?? [] }, volumes), c.expected, c.name);
 });
 
-test('layers of a volume never include disk-11\'s when disk-1 is asked for', () => {
+test("layers of a volume never include disk-11's when disk-1 is asked for", () => {
   const lvs = [
     'vm-102-disk-1.qcow2',
     'snap_vm-102-disk-1_s1.qcow2',
@@ -137,16 +137,16 @@ test('records: a qcow2 LV needs parent and size tags; a raw LV is its own size',
   assert.deepEqual(recordOf({ name: 'vm-100-disk-1', sizeBytes: 4194304, tags: [] }), { volume: 'vm-100-disk-1', parent: null, virtualSize: 4194304 });
 });
 
-test('layer tags: PVE\'s per-volume tag on qcow2 layers only, as PVE 9 writes it', () => {
+test("layer tags: PVE's per-volume tag on qcow2 layers only, as PVE 9 writes it", () => {
   assert.ok(layerTags(100, { volume: 'vm-100-disk-0.qcow2', parent: null, virtualSize: 512 }).includes('pve-vm-100-disk-0.qcow2'));
   assert.ok(
     layerTags(100, { volume: 'vm-100-disk-0.qcow2', parent: 'snap_vm-100-disk-0_a.qcow2', virtualSize: 512 }).includes('pve-vm-100-disk-0.qcow2'),
-    'a snapshot layer carries its volume\'s tag, not its own name',
+    "a snapshot layer carries its volume's tag, not its own name",
   );
   assert.deepEqual(layerTags(100, { volume: 'vm-100-disk-1' }), ['pve-vm-100', 'volchain.vol.vm-100-disk-1']);
 });
 
-test('layer tags: volchain\'s record is ignored once PVE (or lvrename) moved the LV to another volume', () => {
+test("layer tags: volchain's record is ignored once PVE (or lvrename) moved the LV to another volume", () => {
   const record = layerTags(100, { volume: 'vm-100-disk-0.qcow2', parent: null, virtualSize: 512 });
   const own = { volume: 'vm-100-disk-0.qcow2', parent: null, virtualSize: 512 };
   assert.deepEqual(trustedLayerTags({ name: 'vm-100-disk-0.qcow2', tags: record }), own);

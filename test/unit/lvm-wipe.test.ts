@@ -58,7 +58,11 @@ test('planChunks covers [from, total) exactly, in chunks, the last one shorter',
   assert.deepEqual(planChunks(4 * MiB, 8 * MiB, MiB), [], 'a start past the end leaves nothing');
   assert.deepEqual(planChunks(0, 0, MiB), []);
   // Every byte once, whatever the sizes (multiples of 512).
-  for (const [total, from, chunk] of [[3 * MiB + 512, 1024, MiB], [10 * MiB, 3 * MiB, 3 * MiB], [512, 0, 512]] as const) {
+  for (const [total, from, chunk] of [
+    [3 * MiB + 512, 1024, MiB],
+    [10 * MiB, 3 * MiB, 3 * MiB],
+    [512, 0, 512],
+  ] as const) {
     const chunks = planChunks(total, from, chunk);
     let at = from;
     for (const c of chunks) {
@@ -147,10 +151,17 @@ test('progress files on disk: written whole, listed, read back by LV name, remov
     assert.equal(await readWipeProgress(dir, 'del-vm-7-x'), undefined);
     assert.equal(await readWipeProgress(dir, 'nothing'), undefined);
     assert.deepEqual((await listWipeProgress(dir)).map((p) => p.lv).sort(), [b.lv, a.lv].sort());
-    assert.deepEqual((await readdir(dir)).filter((n) => n.endsWith('.tmp')), [], 'no temporary files left');
+    assert.deepEqual(
+      (await readdir(dir)).filter((n) => n.endsWith('.tmp')),
+      [],
+      'no temporary files left',
+    );
     await removeWipeProgress(dir, a.lv);
     await removeWipeProgress(dir, a.lv); // harmless twice
-    assert.deepEqual((await listWipeProgress(dir)).map((p) => p.lv), [b.lv]);
+    assert.deepEqual(
+      (await listWipeProgress(dir)).map((p) => p.lv),
+      [b.lv],
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -187,8 +198,17 @@ test('wipe mode: the option, else VOLCHAIN_WIPE, else background; anything else 
 
 test('status lines of wipes: running (who, since when, how far) and waiting (what to run)', () => {
   const base: PendingRemoval = {
-    storage: 'lvm1', layer: 'del-vm-100-disk-0', path: '/dev/vg0/del-vm-100-disk-0', vmid: 100, totalBytes: 256 * MiB,
-    doneBytes: 64 * MiB, state: 'running', pid: 4242, host: 'pve1', startedAt: '2025-01-01T00:00:00.000Z', updatedAt: null,
+    storage: 'lvm1',
+    layer: 'del-vm-100-disk-0',
+    path: '/dev/vg0/del-vm-100-disk-0',
+    vmid: 100,
+    totalBytes: 256 * MiB,
+    doneBytes: 64 * MiB,
+    state: 'running',
+    pid: 4242,
+    host: 'pve1',
+    startedAt: '2025-01-01T00:00:00.000Z',
+    updatedAt: null,
   };
   assert.equal(
     renderRemoval(base),

@@ -10,7 +10,15 @@ import { baseBackingRef, formatVolid, parseBaseBackingRef, parseBaseName, parseV
 
 test('parseVolname reads a template base volume <vmid>/base-<vmid>-disk-<n>.<fmt> (parse_volname_test: isBase)', () => {
   const ref = parseVolname('dir', 'local', '1234/base-1234-disk-0.qcow2');
-  assert.deepEqual(ref, { storage: 'local', kind: 'dir', vmid: 1234, name: 'base-1234-disk-0.qcow2', format: 'qcow2', volname: '1234/base-1234-disk-0.qcow2', template: true });
+  assert.deepEqual(ref, {
+    storage: 'local',
+    kind: 'dir',
+    vmid: 1234,
+    name: 'base-1234-disk-0.qcow2',
+    format: 'qcow2',
+    volname: '1234/base-1234-disk-0.qcow2',
+    template: true,
+  });
   assert.equal(parseVolname('dir', 'local', '1234/base-1234-disk-1.raw').format, 'raw');
 });
 
@@ -26,18 +34,51 @@ test('parseVolname reads a linked clone <basevmid>/<basename>/<vmid>/<name> (par
 });
 
 const badVolnames: { description: string; volname: string; error: typeof InvalidInputError | typeof NotSupportedError; message: RegExp }[] = [
-  { description: 'base vmid and directory differ', volname: '100/base-101-disk-0.qcow2', error: InvalidInputError, message: /belongs to VM 101, not to VM 100/ },
-  { description: 'clone base part names another VM than its directory', volname: '100/base-101-disk-0.qcow2/102/vm-102-disk-0.qcow2', error: InvalidInputError, message: /belongs to VM 101/ },
-  { description: 'clone whose own name is a base name', volname: '100/base-100-disk-0.qcow2/102/base-102-disk-0.qcow2', error: InvalidInputError, message: /starts with 'vm-'/ },
-  { description: 'clone that is raw (PVE clones are qcow2)', volname: '100/base-100-disk-0.raw/102/vm-102-disk-0.raw', error: InvalidInputError, message: /qcow2 volume/ },
-  { description: 'clone whose base part is a vm- volume', volname: '100/vm-100-disk-0.qcow2/102/vm-102-disk-0.qcow2', error: InvalidInputError, message: /not a base volume name/ },
-  { description: 'clone with traversal in the base part', volname: '100/base-100-..qcow2/102/vm-102-disk-0.qcow2', error: InvalidInputError, message: /'\.\.'/ },
+  {
+    description: 'base vmid and directory differ',
+    volname: '100/base-101-disk-0.qcow2',
+    error: InvalidInputError,
+    message: /belongs to VM 101, not to VM 100/,
+  },
+  {
+    description: 'clone base part names another VM than its directory',
+    volname: '100/base-101-disk-0.qcow2/102/vm-102-disk-0.qcow2',
+    error: InvalidInputError,
+    message: /belongs to VM 101/,
+  },
+  {
+    description: 'clone whose own name is a base name',
+    volname: '100/base-100-disk-0.qcow2/102/base-102-disk-0.qcow2',
+    error: InvalidInputError,
+    message: /starts with 'vm-'/,
+  },
+  {
+    description: 'clone that is raw (PVE clones are qcow2)',
+    volname: '100/base-100-disk-0.raw/102/vm-102-disk-0.raw',
+    error: InvalidInputError,
+    message: /qcow2 volume/,
+  },
+  {
+    description: 'clone whose base part is a vm- volume',
+    volname: '100/vm-100-disk-0.qcow2/102/vm-102-disk-0.qcow2',
+    error: InvalidInputError,
+    message: /not a base volume name/,
+  },
+  {
+    description: 'clone with traversal in the base part',
+    volname: '100/base-100-..qcow2/102/vm-102-disk-0.qcow2',
+    error: InvalidInputError,
+    message: /'\.\.'/,
+  },
   { description: 'base vmdk', volname: '100/base-100-disk-0.vmdk', error: InvalidInputError, message: /raw and qcow2/ },
   { description: 'base with a ":"', volname: '100/base-100-nbd:x.qcow2', error: InvalidInputError, message: /":"/ },
 ];
 for (const c of badVolnames) {
   test(`parseVolname dir rejects ${JSON.stringify(c.volname)}: ${c.description}`, () => {
-    assert.throws(() => parseVolname('dir', 'local', c.volname), (err: unknown) => err instanceof c.error && c.message.test((err as Error).message));
+    assert.throws(
+      () => parseVolname('dir', 'local', c.volname),
+      (err: unknown) => err instanceof c.error && c.message.test((err as Error).message),
+    );
   });
 }
 

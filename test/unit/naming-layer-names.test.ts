@@ -68,24 +68,92 @@ test('snapshotLayerName refuses a layer name over the LV name limit for an exist
 });
 
 const inverse: { description: string; input: { kind: StorageKind; volume: string; layer: string }; expected: string | undefined }[] = [
-  { description: 'dir: the volume itself is not a snapshot layer (PVE parse_snap_name returns nothing)', input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'vm-100-disk-0.qcow2' }, expected: undefined },
-  { description: 'dir: another volume\'s layer', input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'snap-daily-vm-100-disk-1.qcow2' }, expected: undefined },
-  { description: 'dir: a suffix match with a longer volume name is not ours (disk-1 vs disk-11 bug class)', input: { kind: 'dir', volume: 'vm-100-disk-1.qcow2', layer: 'snap-daily-vm-100-disk-11.qcow2' }, expected: undefined },
-  { description: 'dir: a PVE snapshot with "-" in its name (pve-configid allows it) is what lies between snap- and -<volume>', input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'snap-before-upgrade-vm-100-disk-0.qcow2' }, expected: 'before-upgrade' },
-  { description: 'dir: given the other volume, the same name reads as another pair (vm-100-x-vm-100-d.qcow2, sn)', input: { kind: 'dir', volume: 'vm-100-x-vm-100-d.qcow2', layer: 'snap-sn-vm-100-x-vm-100-d.qcow2' }, expected: 'sn' },
-  { description: 'dir: ... and given vm-100-d.qcow2 it is snapshot sn-vm-100-x (hence membership by headers)', input: { kind: 'dir', volume: 'vm-100-d.qcow2', layer: 'snap-sn-vm-100-x-vm-100-d.qcow2' }, expected: 'sn-vm-100-x' },
-  { description: 'lvm: a PVE snapshot with "-" in its name', input: { kind: 'lvm', volume: 'vm-100-disk-0.qcow2', layer: 'snap_vm-100-disk-0_pre-up.qcow2' }, expected: 'pre-up' },
-  { description: 'dir: an empty snapshot part', input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'snap--vm-100-disk-0.qcow2' }, expected: undefined },
-  { description: 'dir: reserved name current (PVE maps current to the volume itself)', input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'snap-current-vm-100-disk-0.qcow2' }, expected: undefined },
-  { description: 'dir: the LVM form is not a dir layer', input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'snap_vm-100-disk-0_daily.qcow2' }, expected: undefined },
-  { description: 'dir: a temporary', input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: '.volchain-tmp-create-vm-100-disk-0.qcow2' }, expected: undefined },
-  { description: 'dir: raw volumes have no snapshot layers', input: { kind: 'dir', volume: 'vm-100-disk-0.raw', layer: 'snap-daily-vm-100-disk-0.raw' }, expected: undefined },
-  { description: 'lvm: ambiguity without the volume: snap_vm-101-a_b_cd.qcow2 is snapshot b_cd of vm-101-a.qcow2 ...', input: { kind: 'lvm', volume: 'vm-101-a.qcow2', layer: 'snap_vm-101-a_b_cd.qcow2' }, expected: 'b_cd' },
-  { description: 'lvm: ... and snapshot cd of vm-101-a_b.qcow2 (DESIGN.md section 2: never parse a layer name alone)', input: { kind: 'lvm', volume: 'vm-101-a_b.qcow2', layer: 'snap_vm-101-a_b_cd.qcow2' }, expected: 'cd' },
-  { description: 'lvm: a one-character remainder is not a snapshot name (they have at least two)', input: { kind: 'lvm', volume: 'vm-101-a_b.qcow2', layer: 'snap_vm-101-a_b_c.qcow2' }, expected: undefined },
-  { description: 'lvm: del- LV of a layer is not a layer', input: { kind: 'lvm', volume: 'vm-100-disk-0.qcow2', layer: 'del-snap_vm-100-disk-0_daily.qcow2' }, expected: undefined },
+  {
+    description: 'dir: the volume itself is not a snapshot layer (PVE parse_snap_name returns nothing)',
+    input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'vm-100-disk-0.qcow2' },
+    expected: undefined,
+  },
+  {
+    description: "dir: another volume's layer",
+    input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'snap-daily-vm-100-disk-1.qcow2' },
+    expected: undefined,
+  },
+  {
+    description: 'dir: a suffix match with a longer volume name is not ours (disk-1 vs disk-11 bug class)',
+    input: { kind: 'dir', volume: 'vm-100-disk-1.qcow2', layer: 'snap-daily-vm-100-disk-11.qcow2' },
+    expected: undefined,
+  },
+  {
+    description: 'dir: a PVE snapshot with "-" in its name (pve-configid allows it) is what lies between snap- and -<volume>',
+    input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'snap-before-upgrade-vm-100-disk-0.qcow2' },
+    expected: 'before-upgrade',
+  },
+  {
+    description: 'dir: given the other volume, the same name reads as another pair (vm-100-x-vm-100-d.qcow2, sn)',
+    input: { kind: 'dir', volume: 'vm-100-x-vm-100-d.qcow2', layer: 'snap-sn-vm-100-x-vm-100-d.qcow2' },
+    expected: 'sn',
+  },
+  {
+    description: 'dir: ... and given vm-100-d.qcow2 it is snapshot sn-vm-100-x (hence membership by headers)',
+    input: { kind: 'dir', volume: 'vm-100-d.qcow2', layer: 'snap-sn-vm-100-x-vm-100-d.qcow2' },
+    expected: 'sn-vm-100-x',
+  },
+  {
+    description: 'lvm: a PVE snapshot with "-" in its name',
+    input: { kind: 'lvm', volume: 'vm-100-disk-0.qcow2', layer: 'snap_vm-100-disk-0_pre-up.qcow2' },
+    expected: 'pre-up',
+  },
+  {
+    description: 'dir: an empty snapshot part',
+    input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'snap--vm-100-disk-0.qcow2' },
+    expected: undefined,
+  },
+  {
+    description: 'dir: reserved name current (PVE maps current to the volume itself)',
+    input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'snap-current-vm-100-disk-0.qcow2' },
+    expected: undefined,
+  },
+  {
+    description: 'dir: the LVM form is not a dir layer',
+    input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: 'snap_vm-100-disk-0_daily.qcow2' },
+    expected: undefined,
+  },
+  {
+    description: 'dir: a temporary',
+    input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', layer: '.volchain-tmp-create-vm-100-disk-0.qcow2' },
+    expected: undefined,
+  },
+  {
+    description: 'dir: raw volumes have no snapshot layers',
+    input: { kind: 'dir', volume: 'vm-100-disk-0.raw', layer: 'snap-daily-vm-100-disk-0.raw' },
+    expected: undefined,
+  },
+  {
+    description: 'lvm: ambiguity without the volume: snap_vm-101-a_b_cd.qcow2 is snapshot b_cd of vm-101-a.qcow2 ...',
+    input: { kind: 'lvm', volume: 'vm-101-a.qcow2', layer: 'snap_vm-101-a_b_cd.qcow2' },
+    expected: 'b_cd',
+  },
+  {
+    description: 'lvm: ... and snapshot cd of vm-101-a_b.qcow2 (DESIGN.md section 2: never parse a layer name alone)',
+    input: { kind: 'lvm', volume: 'vm-101-a_b.qcow2', layer: 'snap_vm-101-a_b_cd.qcow2' },
+    expected: 'cd',
+  },
+  {
+    description: 'lvm: a one-character remainder is not a snapshot name (they have at least two)',
+    input: { kind: 'lvm', volume: 'vm-101-a_b.qcow2', layer: 'snap_vm-101-a_b_c.qcow2' },
+    expected: undefined,
+  },
+  {
+    description: 'lvm: del- LV of a layer is not a layer',
+    input: { kind: 'lvm', volume: 'vm-100-disk-0.qcow2', layer: 'del-snap_vm-100-disk-0_daily.qcow2' },
+    expected: undefined,
+  },
   { description: 'lvm: missing .qcow2 suffix', input: { kind: 'lvm', volume: 'vm-100-disk-0.qcow2', layer: 'snap_vm-100-disk-0_daily' }, expected: undefined },
-  { description: 'lvm: the dir form is not an LVM layer', input: { kind: 'lvm', volume: 'vm-100-disk-0.qcow2', layer: 'snap-daily-vm-100-disk-0.qcow2' }, expected: undefined },
+  {
+    description: 'lvm: the dir form is not an LVM layer',
+    input: { kind: 'lvm', volume: 'vm-100-disk-0.qcow2', layer: 'snap-daily-vm-100-disk-0.qcow2' },
+    expected: undefined,
+  },
 ];
 for (const c of inverse) {
   test(`snapshotOfLayerName ${c.input.kind} ${c.input.layer}: ${c.description}`, () => {
@@ -98,8 +166,16 @@ test('snapshotOfLayerName throws when the known volume name itself is invalid', 
 });
 
 const temporaries: { description: string; input: { kind: StorageKind; volume: string; purpose: string }; expected: string }[] = [
-  { description: 'dir: hidden by a leading dot from PVE list_images, which globs images/<vmid>/*', input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', purpose: 'create' }, expected: '.volchain-tmp-create-vm-100-disk-0.qcow2' },
-  { description: 'lvm: no leading dot; PVE list_images only lists LVs starting vm-', input: { kind: 'lvm', volume: 'vm-100-disk-0.qcow2', purpose: 'rollback' }, expected: 'volchain-tmp-rollback-vm-100-disk-0.qcow2' },
+  {
+    description: 'dir: hidden by a leading dot from PVE list_images, which globs images/<vmid>/*',
+    input: { kind: 'dir', volume: 'vm-100-disk-0.qcow2', purpose: 'create' },
+    expected: '.volchain-tmp-create-vm-100-disk-0.qcow2',
+  },
+  {
+    description: 'lvm: no leading dot; PVE list_images only lists LVs starting vm-',
+    input: { kind: 'lvm', volume: 'vm-100-disk-0.qcow2', purpose: 'rollback' },
+    expected: 'volchain-tmp-rollback-vm-100-disk-0.qcow2',
+  },
 ];
 for (const c of temporaries) {
   test(`temporaryLayerName ${c.input.kind} ${c.input.purpose}: ${c.description}`, () => {

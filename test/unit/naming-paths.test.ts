@@ -16,9 +16,21 @@ test('dirImagesDir refuses relative storage paths, NUL and invalid vmids', () =>
 });
 
 const dirPaths: { description: string; input: [string, number, string]; expected: string | RegExp }[] = [
-  { description: 'a volume file (PVE filesystem_path: <dir>/<vmid>/<name>)', input: ['/var/lib/vz', 100, 'vm-100-disk-0.qcow2'], expected: '/var/lib/vz/images/100/vm-100-disk-0.qcow2' },
-  { description: 'a snapshot layer (PVE filesystem_path with snapshot-as-volume-chain)', input: ['/var/lib/vz', 100, 'snap-a-vm-100-disk-0.qcow2'], expected: '/var/lib/vz/images/100/snap-a-vm-100-disk-0.qcow2' },
-  { description: 'a temporary dot file', input: ['/mnt/nfs', 100, '.volchain-tmp-create-vm-100-disk-0.qcow2'], expected: '/mnt/nfs/images/100/.volchain-tmp-create-vm-100-disk-0.qcow2' },
+  {
+    description: 'a volume file (PVE filesystem_path: <dir>/<vmid>/<name>)',
+    input: ['/var/lib/vz', 100, 'vm-100-disk-0.qcow2'],
+    expected: '/var/lib/vz/images/100/vm-100-disk-0.qcow2',
+  },
+  {
+    description: 'a snapshot layer (PVE filesystem_path with snapshot-as-volume-chain)',
+    input: ['/var/lib/vz', 100, 'snap-a-vm-100-disk-0.qcow2'],
+    expected: '/var/lib/vz/images/100/snap-a-vm-100-disk-0.qcow2',
+  },
+  {
+    description: 'a temporary dot file',
+    input: ['/mnt/nfs', 100, '.volchain-tmp-create-vm-100-disk-0.qcow2'],
+    expected: '/mnt/nfs/images/100/.volchain-tmp-create-vm-100-disk-0.qcow2',
+  },
   { description: 'parent traversal', input: ['/var/lib/vz', 100, '..'], expected: /not valid/ },
   { description: 'current directory', input: ['/var/lib/vz', 100, '.'], expected: /not valid/ },
   { description: 'a path inside the name', input: ['/var/lib/vz', 100, '../101/vm-101-disk-0.qcow2'], expected: /not valid/ },
@@ -29,12 +41,20 @@ const dirPaths: { description: string; input: [string, number, string]; expected
 for (const c of dirPaths) {
   test(`dirLayerPath(${JSON.stringify(c.input[2])}): ${c.description}`, () => {
     if (typeof c.expected === 'string') assert.equal(dirLayerPath(...c.input), c.expected);
-    else assert.throws(() => dirLayerPath(...c.input), (err: unknown) => err instanceof InvalidInputError && (c.expected as RegExp).test(err.message));
+    else
+      assert.throws(
+        () => dirLayerPath(...c.input),
+        (err: unknown) => err instanceof InvalidInputError && (c.expected as RegExp).test(err.message),
+      );
   });
 }
 
 const lvmPaths: { description: string; input: [string, string]; expected: string | RegExp }[] = [
-  { description: 'an LV (PVE LVMPlugin filesystem_path: /dev/<vg>/<name>)', input: ['vg_san', 'vm-100-disk-0.qcow2'], expected: '/dev/vg_san/vm-100-disk-0.qcow2' },
+  {
+    description: 'an LV (PVE LVMPlugin filesystem_path: /dev/<vg>/<name>)',
+    input: ['vg_san', 'vm-100-disk-0.qcow2'],
+    expected: '/dev/vg_san/vm-100-disk-0.qcow2',
+  },
   { description: 'an LVM snapshot layer', input: ['pve', 'snap_vm-100-disk-0_a.qcow2'], expected: '/dev/pve/snap_vm-100-disk-0_a.qcow2' },
   { description: 'a del- LV', input: ['pve', 'del-vm-100-disk-0'], expected: '/dev/pve/del-vm-100-disk-0' },
   { description: 'VG name with a slash', input: ['../etc', 'x'], expected: /volume group name/ },
@@ -48,6 +68,10 @@ const lvmPaths: { description: string; input: [string, string]; expected: string
 for (const c of lvmPaths) {
   test(`lvmLayerPath(${JSON.stringify(c.input[0])}, ${JSON.stringify(c.input[1]).slice(0, 40)}): ${c.description}`, () => {
     if (typeof c.expected === 'string') assert.equal(lvmLayerPath(...c.input), c.expected);
-    else assert.throws(() => lvmLayerPath(...c.input), (err: unknown) => err instanceof InvalidInputError && (c.expected as RegExp).test(err.message));
+    else
+      assert.throws(
+        () => lvmLayerPath(...c.input),
+        (err: unknown) => err instanceof InvalidInputError && (c.expected as RegExp).test(err.message),
+      );
   });
 }

@@ -29,9 +29,7 @@ const kinds: StorageKind[] = ['dir', 'lvm'];
 const vmidArb = fc.oneof(fc.integer({ min: 100, max: 999_999_999 }), fc.constantFrom(100, 101, 1000, 999_999_999));
 const storageArb = fc.stringMatching(/^[A-Za-z][A-Za-z0-9._-]{0,10}[A-Za-z0-9]$/);
 /** Valid snapshot names (pve-configid, hyphens included), without the reserved ones. */
-const snapshotArb = fc
-  .stringMatching(/^[A-Za-z][A-Za-z0-9_-]{1,39}$/)
-  .filter((s) => s !== 'current' && s.toLowerCase() !== 'pending');
+const snapshotArb = fc.stringMatching(/^[A-Za-z][A-Za-z0-9_-]{1,39}$/).filter((s) => s !== 'current' && s.toLowerCase() !== 'pending');
 /** Snapshot names without '-': on dir, these never make two pairs share a layer name. */
 const plainSnapshotArb = snapshotArb.filter((s) => !s.includes('-'));
 const purposeArb = fc.stringMatching(/^[a-z]{1,16}$/);
@@ -69,11 +67,13 @@ function tryParse(fn: () => VolumeRef): VolumeRef | undefined {
 }
 
 /** (kind, storage, vmid, name, format) of a generated valid volume. */
-const volumeCaseArb = fc.constantFrom(...kinds).chain((kind) =>
-  fc.tuple(fc.constant(kind), storageArb, vmidArb, fc.constantFrom('raw' as const, 'qcow2' as const)).chain(([k, storage, vmid, format]) =>
-    volumeNameArb(k, vmid, format).map((name) => ({ kind, storage, vmid, name, format })),
-  ),
-);
+const volumeCaseArb = fc
+  .constantFrom(...kinds)
+  .chain((kind) =>
+    fc
+      .tuple(fc.constant(kind), storageArb, vmidArb, fc.constantFrom('raw' as const, 'qcow2' as const))
+      .chain(([k, storage, vmid, format]) => volumeNameArb(k, vmid, format).map((name) => ({ kind, storage, vmid, name, format }))),
+  );
 
 test('property (a): formatVolid(parseVolname(x)) gives back x for generated valid volume ids (PVE volid forms dir <vmid>/<name>, lvm <name>)', () => {
   fc.assert(
@@ -90,13 +90,47 @@ test('property (a): formatVolid(parseVolname(x)) gives back x for generated vali
 
 /** Pieces that make path-traversal, injection and confusion attempts likely to be generated. */
 const nastyPiece = fc.constantFrom(
-  '..', '.', '/', '//', '\0', '-', '--', ' ', '\t', '\n', ':', ',', 'é', '\u202e', '\uFEFF', '\ud800', 'vm-', '100', '101', '0100',
-  '-disk-0', '.qcow2', '.raw', 'snap-', 'snap_', 'del-', 'base-', '.volchain-tmp-', 'images', 'json:{', 'nbd:', '*', '~', '\\', '%2e',
+  '..',
+  '.',
+  '/',
+  '//',
+  '\0',
+  '-',
+  '--',
+  ' ',
+  '\t',
+  '\n',
+  ':',
+  ',',
+  'é',
+  '\u202e',
+  '\uFEFF',
+  '\ud800',
+  'vm-',
+  '100',
+  '101',
+  '0100',
+  '-disk-0',
+  '.qcow2',
+  '.raw',
+  'snap-',
+  'snap_',
+  'del-',
+  'base-',
+  '.volchain-tmp-',
+  'images',
+  'json:{',
+  'nbd:',
+  '*',
+  '~',
+  '\\',
+  '%2e',
 );
 const adversarialArb = fc.oneof(
   fc.string({ unit: 'binary', maxLength: 40 }),
   fc.array(nastyPiece, { maxLength: 12 }).map((p) => p.join('')),
-  fc.tuple(fc.constantFrom('100/', '100/vm-100-', 'vm-100-', '100/../', ''), fc.array(fc.oneof(nastyPiece, fc.string({ maxLength: 3 })), { maxLength: 8 }))
+  fc
+    .tuple(fc.constantFrom('100/', '100/vm-100-', 'vm-100-', '100/../', ''), fc.array(fc.oneof(nastyPiece, fc.string({ maxLength: 3 })), { maxLength: 8 }))
     .map(([head, tail]) => head + tail.join('')),
 );
 /** Valid volnames of a kind with nasty pieces inserted anywhere: close enough to valid that many still parse. */
@@ -108,20 +142,19 @@ const mutatedCaseArb = fc.tuple(volumeCaseArb, fc.array(fc.tuple(fc.nat(), nasty
   }
   return [c.kind, volname] as const;
 });
-const adversarialCaseArb = fc.oneof(
-  { arbitrary: fc.tuple(fc.constantFrom(...kinds), adversarialArb), weight: 1 },
-  { arbitrary: mutatedCaseArb, weight: 1 },
-);
+const adversarialCaseArb = fc.oneof({ arbitrary: fc.tuple(fc.constantFrom(...kinds), adversarialArb), weight: 1 }, { arbitrary: mutatedCaseArb, weight: 1 });
 
 test('property (b): no accepted volid maps outside its storage (dir: inside <path>/images/<vmid>/, lvm: inside /dev/<vg>/)', () => {
   const storagePath = '/srv/store';
   let accepted = 0;
   fc.assert(
     fc.property(adversarialCaseArb, snapshotArb, ([kind, volname], snapshot) => {
-      const ref = tryParse(() => parseVolname(kind, 'store', volname)) ?? tryParse(() => {
-        const { storage, volname: v } = splitVolid(volname);
-        return parseVolname(kind, storage, v);
-      });
+      const ref =
+        tryParse(() => parseVolname(kind, 'store', volname)) ??
+        tryParse(() => {
+          const { storage, volname: v } = splitVolid(volname);
+          return parseVolname(kind, storage, v);
+        });
       if (ref === undefined) return;
       accepted++;
       const layers = [ref.name];
@@ -268,8 +301,8 @@ test('property (d): a temporary name is never a valid volume name nor a snapshot
 test('property: parseSize of a whole number of KiB/MiB/GiB written with a unit is that many bytes', () => {
   fc.assert(
     fc.property(fc.integer({ min: 1, max: 1_000_000 }), fc.constantFrom(['K', 1024], ['M', 1024 ** 2], ['G', 1024 ** 3]), (n, [unit, mult]) => {
-      assert.equal(parseSize(`${n}${unit}`), n * (mult));
-      assert.equal(parseSize(`${n}${unit.toLowerCase()}iB`), n * (mult));
+      assert.equal(parseSize(`${n}${unit}`), n * mult);
+      assert.equal(parseSize(`${n}${unit.toLowerCase()}iB`), n * mult);
     }),
   );
 });

@@ -69,12 +69,15 @@ for (const c of rejected) {
 }
 
 test('parseSize error messages quote the value and say what is allowed', () => {
-  assert.throws(() => parseSize('12X'), (err: unknown) => {
-    assert.ok(err instanceof InvalidInputError);
-    assert.match(err.message, /"12X"/);
-    assert.match(err.message, /K, M, G or T/);
-    return true;
-  });
+  assert.throws(
+    () => parseSize('12X'),
+    (err: unknown) => {
+      assert.ok(err instanceof InvalidInputError);
+      assert.match(err.message, /"12X"/);
+      assert.match(err.message, /K, M, G or T/);
+      return true;
+    },
+  );
 });
 
 const formatted: { description: string; input: number | bigint; expected: string }[] = [

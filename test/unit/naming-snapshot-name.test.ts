@@ -30,7 +30,7 @@ const invalid: { description: string; input: string; message: RegExp }[] = [
   { description: '41 characters, beyond pve-snapshot-name maxLength 40', input: `s${'x'.repeat(40)}`, message: /41 characters long: at most 40/ },
   { description: 'starting with a digit (pve-configid starts with a letter)', input: '1st', message: /must start with a letter/ },
   { description: 'starting with an underscore', input: '_snap', message: /must start with a letter/ },
-  { description: "starting with a hyphen (pve-configid starts with a letter)", input: '-ab', message: /must start with a letter/ },
+  { description: 'starting with a hyphen (pve-configid starts with a letter)', input: '-ab', message: /must start with a letter/ },
   { description: 'a dot', input: 'v1.0', message: /contains "\."/ },
   { description: 'a slash (path traversal attempt)', input: 'a/../b', message: /contains "\/"/ },
   { description: 'whitespace', input: 'my snap', message: /contains " "/ },

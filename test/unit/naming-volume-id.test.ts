@@ -27,10 +27,22 @@ function throwsWith(fn: () => unknown, cls: ErrorClass, message: RegExp): void {
 // splitVolid: PVE parse_volume_id, `^([a-z][a-z0-9\-\_\.]*[a-z0-9]):(.+)$` (case-insensitive)
 
 const splits: { description: string; input: string; expected: { storage: string; volname: string } }[] = [
-  { description: 'a dir volid (DESIGN.md example)', input: 'local:100/vm-100-disk-0.qcow2', expected: { storage: 'local', volname: '100/vm-100-disk-0.qcow2' } },
+  {
+    description: 'a dir volid (DESIGN.md example)',
+    input: 'local:100/vm-100-disk-0.qcow2',
+    expected: { storage: 'local', volname: '100/vm-100-disk-0.qcow2' },
+  },
   { description: 'an lvm volid', input: 'san:vm-100-disk-0.qcow2', expected: { storage: 'san', volname: 'vm-100-disk-0.qcow2' } },
-  { description: 'storage ids may contain - _ . and upper case (parse_volume_id is /i)', input: 'My-Store_1.x:vm-100-a', expected: { storage: 'My-Store_1.x', volname: 'vm-100-a' } },
-  { description: 'only the first ":" splits: storage ids never contain one, PVE volnames may', input: 'local:iso/a:b.iso', expected: { storage: 'local', volname: 'iso/a:b.iso' } },
+  {
+    description: 'storage ids may contain - _ . and upper case (parse_volume_id is /i)',
+    input: 'My-Store_1.x:vm-100-a',
+    expected: { storage: 'My-Store_1.x', volname: 'vm-100-a' },
+  },
+  {
+    description: 'only the first ":" splits: storage ids never contain one, PVE volnames may',
+    input: 'local:iso/a:b.iso',
+    expected: { storage: 'local', volname: 'iso/a:b.iso' },
+  },
 ];
 for (const c of splits) {
   test(`splitVolid(${JSON.stringify(c.input)}): ${c.description}`, () => {
@@ -143,52 +155,212 @@ for (const c of parsed) {
 const rejectedVolnames: { description: string; input: { kind: StorageKind; volname: string }; error: ErrorClass; message: RegExp }[] = [
   // structure of the dir volname
   { description: 'dir: empty', input: { kind: 'dir', volname: '' }, error: InvalidInputError, message: /must not be empty/ },
-  { description: 'dir: no "<vmid>/" (parse_volname: unable to parse directory volume name)', input: { kind: 'dir', volname: 'vm-100-disk-0.qcow2' }, error: InvalidInputError, message: /expected '<vmid>\/<file name>'/ },
+  {
+    description: 'dir: no "<vmid>/" (parse_volname: unable to parse directory volume name)',
+    input: { kind: 'dir', volname: 'vm-100-disk-0.qcow2' },
+    error: InvalidInputError,
+    message: /expected '<vmid>\/<file name>'/,
+  },
   { description: 'dir: absolute path', input: { kind: 'dir', volname: '/etc/passwd' }, error: InvalidInputError, message: /absolute path/ },
-  { description: 'dir: a non-numeric owner (parse_volname_test: failed match ssss/...)', input: { kind: 'dir', volname: 'ssss/vm-100-disk-0.raw' }, error: InvalidInputError, message: /VM id from 100/ },
-  { description: 'dir: owner with a leading zero (not canonical)', input: { kind: 'dir', volname: '0100/vm-100-disk-0.raw' }, error: InvalidInputError, message: /leading zeros/ },
-  { description: 'dir: owner below 100 (pve-vmid)', input: { kind: 'dir', volname: '99/vm-99-disk-0.raw' }, error: InvalidInputError, message: /VM id from 100/ },
-  { description: 'dir: traversal out of images/<vmid>', input: { kind: 'dir', volname: '100/../101/vm-101-disk-0.qcow2' }, error: InvalidInputError, message: /expected '<vmid>\/<file name>'/ },
+  {
+    description: 'dir: a non-numeric owner (parse_volname_test: failed match ssss/...)',
+    input: { kind: 'dir', volname: 'ssss/vm-100-disk-0.raw' },
+    error: InvalidInputError,
+    message: /VM id from 100/,
+  },
+  {
+    description: 'dir: owner with a leading zero (not canonical)',
+    input: { kind: 'dir', volname: '0100/vm-100-disk-0.raw' },
+    error: InvalidInputError,
+    message: /leading zeros/,
+  },
+  {
+    description: 'dir: owner below 100 (pve-vmid)',
+    input: { kind: 'dir', volname: '99/vm-99-disk-0.raw' },
+    error: InvalidInputError,
+    message: /VM id from 100/,
+  },
+  {
+    description: 'dir: traversal out of images/<vmid>',
+    input: { kind: 'dir', volname: '100/../101/vm-101-disk-0.qcow2' },
+    error: InvalidInputError,
+    message: /expected '<vmid>\/<file name>'/,
+  },
   { description: 'dir: traversal in the file part', input: { kind: 'dir', volname: '100/..' }, error: InvalidInputError, message: /'\.\.'/ },
-  { description: 'dir: trailing slash', input: { kind: 'dir', volname: '100/vm-100-disk-0.qcow2/' }, error: InvalidInputError, message: /expected '<vmid>\/<file name>'/ },
+  {
+    description: 'dir: trailing slash',
+    input: { kind: 'dir', volname: '100/vm-100-disk-0.qcow2/' },
+    error: InvalidInputError,
+    message: /expected '<vmid>\/<file name>'/,
+  },
   { description: 'dir: empty file name', input: { kind: 'dir', volname: '100/' }, error: InvalidInputError, message: /must not be empty/ },
   // content volchain does not manage
-  { description: 'dir: ISO image (parse_volname_test: ISO image, iso)', input: { kind: 'dir', volname: 'iso/some-installation-disk.iso' }, error: NotSupportedError, message: /VM disks only/ },
-  { description: 'dir: backup (parse_volname_test: backup)', input: { kind: 'dir', volname: 'backup/vzdump-qemu-100-2020_03_30-21_12_40.vma' }, error: NotSupportedError, message: /VM disks only/ },
-  { description: 'dir: container subvol (parse_volname_test: Container rootdir, subvol)', input: { kind: 'dir', volname: '1234/subvol-1234-disk-0.subvol' }, error: NotSupportedError, message: /container subvolume/ },
-  { description: 'dir: vmdk (parse_volname_test accepts it; volchain handles raw and qcow2 only)', input: { kind: 'dir', volname: '1234/vm-1234-disk-1.vmdk' }, error: NotSupportedError, message: /raw and qcow2/ },
+  {
+    description: 'dir: ISO image (parse_volname_test: ISO image, iso)',
+    input: { kind: 'dir', volname: 'iso/some-installation-disk.iso' },
+    error: NotSupportedError,
+    message: /VM disks only/,
+  },
+  {
+    description: 'dir: backup (parse_volname_test: backup)',
+    input: { kind: 'dir', volname: 'backup/vzdump-qemu-100-2020_03_30-21_12_40.vma' },
+    error: NotSupportedError,
+    message: /VM disks only/,
+  },
+  {
+    description: 'dir: container subvol (parse_volname_test: Container rootdir, subvol)',
+    input: { kind: 'dir', volname: '1234/subvol-1234-disk-0.subvol' },
+    error: NotSupportedError,
+    message: /container subvolume/,
+  },
+  {
+    description: 'dir: vmdk (parse_volname_test accepts it; volchain handles raw and qcow2 only)',
+    input: { kind: 'dir', volname: '1234/vm-1234-disk-1.vmdk' },
+    error: NotSupportedError,
+    message: /raw and qcow2/,
+  },
   // name shape
-  { description: 'dir: vmid in the name differs from the owner directory (PVE would accept it)', input: { kind: 'dir', volname: '100/vm-101-disk-0.qcow2' }, error: InvalidInputError, message: /belongs to VM 101, not to VM 100/ },
-  { description: 'dir: vmid in the name with a leading zero', input: { kind: 'dir', volname: '100/vm-0100-disk-0.qcow2' }, error: InvalidInputError, message: /leading zeros/ },
-  { description: 'dir: a name not starting vm-<vmid>- (PVE parse_name_dir would accept any *.qcow2)', input: { kind: 'dir', volname: '100/disk.qcow2' }, error: InvalidInputError, message: /expected 'vm-<vmid>-<name>\.qcow2'/ },
-  { description: 'dir: unknown extension (parse_volname_test: .vhdx fails)', input: { kind: 'dir', volname: '100/vm-100-disk-0.vhdx' }, error: InvalidInputError, message: /must end in '\.qcow2' or '\.raw'/ },
+  {
+    description: 'dir: vmid in the name differs from the owner directory (PVE would accept it)',
+    input: { kind: 'dir', volname: '100/vm-101-disk-0.qcow2' },
+    error: InvalidInputError,
+    message: /belongs to VM 101, not to VM 100/,
+  },
+  {
+    description: 'dir: vmid in the name with a leading zero',
+    input: { kind: 'dir', volname: '100/vm-0100-disk-0.qcow2' },
+    error: InvalidInputError,
+    message: /leading zeros/,
+  },
+  {
+    description: 'dir: a name not starting vm-<vmid>- (PVE parse_name_dir would accept any *.qcow2)',
+    input: { kind: 'dir', volname: '100/disk.qcow2' },
+    error: InvalidInputError,
+    message: /expected 'vm-<vmid>-<name>\.qcow2'/,
+  },
+  {
+    description: 'dir: unknown extension (parse_volname_test: .vhdx fails)',
+    input: { kind: 'dir', volname: '100/vm-100-disk-0.vhdx' },
+    error: InvalidInputError,
+    message: /must end in '\.qcow2' or '\.raw'/,
+  },
   { description: 'dir: no extension', input: { kind: 'dir', volname: '100/vm-100-disk-0' }, error: InvalidInputError, message: /must end in/ },
-  { description: 'dir: nothing between vm-<vmid>- and the extension (parse_name_dir needs [^/\\s]+)', input: { kind: 'dir', volname: '100/vm-100-.qcow2' }, error: InvalidInputError, message: /nothing between/ },
-  { description: 'dir: snapshot layer (parse_name_dir: "is a snapshot filename, not a volume!")', input: { kind: 'dir', volname: '100/snap-daily-vm-100-disk-0.qcow2' }, error: InvalidInputError, message: /snapshot layer name, not a volume/ },
-  { description: 'dir: volchain temporary layer', input: { kind: 'dir', volname: '100/.volchain-tmp-create-vm-100-disk-0.qcow2' }, error: InvalidInputError, message: /temporary layer/ },
+  {
+    description: 'dir: nothing between vm-<vmid>- and the extension (parse_name_dir needs [^/\\s]+)',
+    input: { kind: 'dir', volname: '100/vm-100-.qcow2' },
+    error: InvalidInputError,
+    message: /nothing between/,
+  },
+  {
+    description: 'dir: snapshot layer (parse_name_dir: "is a snapshot filename, not a volume!")',
+    input: { kind: 'dir', volname: '100/snap-daily-vm-100-disk-0.qcow2' },
+    error: InvalidInputError,
+    message: /snapshot layer name, not a volume/,
+  },
+  {
+    description: 'dir: volchain temporary layer',
+    input: { kind: 'dir', volname: '100/.volchain-tmp-create-vm-100-disk-0.qcow2' },
+    error: InvalidInputError,
+    message: /temporary layer/,
+  },
   { description: 'dir: ".." inside the name', input: { kind: 'dir', volname: '100/vm-100-a..b.qcow2' }, error: InvalidInputError, message: /'\.\.'/ },
-  { description: 'dir: name starting with "-" (option injection)', input: { kind: 'dir', volname: '100/-vm-100-disk-0.qcow2' }, error: InvalidInputError, message: /starts with '-'/ },
-  { description: 'dir: whitespace (parse_name_dir [^/\\s])', input: { kind: 'dir', volname: '100/vm-100-my disk.qcow2' }, error: InvalidInputError, message: /whitespace/ },
+  {
+    description: 'dir: name starting with "-" (option injection)',
+    input: { kind: 'dir', volname: '100/-vm-100-disk-0.qcow2' },
+    error: InvalidInputError,
+    message: /starts with '-'/,
+  },
+  {
+    description: 'dir: whitespace (parse_name_dir [^/\\s])',
+    input: { kind: 'dir', volname: '100/vm-100-my disk.qcow2' },
+    error: InvalidInputError,
+    message: /whitespace/,
+  },
   { description: 'dir: NUL', input: { kind: 'dir', volname: '100/vm-100-a\0.qcow2' }, error: InvalidInputError, message: /NUL/ },
   { description: 'dir: control character', input: { kind: 'dir', volname: '100/vm-100-a\x1b.qcow2' }, error: InvalidInputError, message: /control character/ },
-  { description: 'dir: ":" would read as a protocol prefix to QEMU', input: { kind: 'dir', volname: '100/vm-100-nbd:x.qcow2' }, error: InvalidInputError, message: /contains ":"/ },
-  { description: 'dir: "," splits QEMU option strings', input: { kind: 'dir', volname: '100/vm-100-a,b.qcow2' }, error: InvalidInputError, message: /contains ","/ },
+  {
+    description: 'dir: ":" would read as a protocol prefix to QEMU',
+    input: { kind: 'dir', volname: '100/vm-100-nbd:x.qcow2' },
+    error: InvalidInputError,
+    message: /contains ":"/,
+  },
+  {
+    description: 'dir: "," splits QEMU option strings',
+    input: { kind: 'dir', volname: '100/vm-100-a,b.qcow2' },
+    error: InvalidInputError,
+    message: /contains ","/,
+  },
   { description: 'dir: non-ASCII', input: { kind: 'dir', volname: '100/vm-100-dïsk.qcow2' }, error: InvalidInputError, message: /contains "ï"/ },
-  { description: 'dir: longer than 255 bytes (NAME_MAX)', input: { kind: 'dir', volname: `100/vm-100-${'a'.repeat(250)}.qcow2` }, error: InvalidInputError, message: /at most 255/ },
-  { description: 'dir: 255 bytes counted in UTF-8, not characters', input: { kind: 'dir', volname: `100/vm-100-${'é'.repeat(123)}.qcow2` }, error: InvalidInputError, message: /bytes long: at most 255/ },
+  {
+    description: 'dir: longer than 255 bytes (NAME_MAX)',
+    input: { kind: 'dir', volname: `100/vm-100-${'a'.repeat(250)}.qcow2` },
+    error: InvalidInputError,
+    message: /at most 255/,
+  },
+  {
+    description: 'dir: 255 bytes counted in UTF-8, not characters',
+    input: { kind: 'dir', volname: `100/vm-100-${'é'.repeat(123)}.qcow2` },
+    error: InvalidInputError,
+    message: /bytes long: at most 255/,
+  },
   // lvm
   { description: 'lvm: a "/" in the LV name', input: { kind: 'lvm', volname: '100/vm-100-disk-0' }, error: InvalidInputError, message: /without '\/'/ },
   { description: 'lvm: absolute device path', input: { kind: 'lvm', volname: '/dev/vg/vm-100-disk-0' }, error: InvalidInputError, message: /without '\/'/ },
-  { description: 'lvm: not vm-<vmid>- (LVMPlugin: unable to parse lvm volume name)', input: { kind: 'lvm', volname: 'root' }, error: InvalidInputError, message: /expected 'vm-<vmid>-<name>' \(raw\)/ },
-  { description: 'lvm: snapshot layer LV', input: { kind: 'lvm', volname: 'snap_vm-100-disk-0_daily.qcow2' }, error: InvalidInputError, message: /snapshot layer name/ },
-  { description: 'lvm: LV being removed (del- prefix of free_image with saferemove)', input: { kind: 'lvm', volname: 'del-vm-100-disk-0' }, error: InvalidInputError, message: /being removed/ },
-  { description: 'lvm: base volume (LVM has no templates in PVE either)', input: { kind: 'lvm', volname: 'base-100-disk-0' }, error: NotSupportedError, message: /LVM storage has no base volumes/ },
-  { description: 'lvm: "+" is LVM-legal but not in PVE parse_lvm_name', input: { kind: 'lvm', volname: 'vm-100-a+b' }, error: InvalidInputError, message: /contains "\+"/ },
-  { description: 'lvm: must end with a letter or digit (parse_lvm_name)', input: { kind: 'lvm', volname: 'vm-100-disk.' }, error: InvalidInputError, message: /end with a letter or digit/ },
-  { description: 'lvm: LVM-reserved substring (lvm(8) VALID NAMES)', input: { kind: 'lvm', volname: 'vm-100-x_tmeta' }, error: InvalidInputError, message: /"_tmeta", reserved by LVM/ },
+  {
+    description: 'lvm: not vm-<vmid>- (LVMPlugin: unable to parse lvm volume name)',
+    input: { kind: 'lvm', volname: 'root' },
+    error: InvalidInputError,
+    message: /expected 'vm-<vmid>-<name>' \(raw\)/,
+  },
+  {
+    description: 'lvm: snapshot layer LV',
+    input: { kind: 'lvm', volname: 'snap_vm-100-disk-0_daily.qcow2' },
+    error: InvalidInputError,
+    message: /snapshot layer name/,
+  },
+  {
+    description: 'lvm: LV being removed (del- prefix of free_image with saferemove)',
+    input: { kind: 'lvm', volname: 'del-vm-100-disk-0' },
+    error: InvalidInputError,
+    message: /being removed/,
+  },
+  {
+    description: 'lvm: base volume (LVM has no templates in PVE either)',
+    input: { kind: 'lvm', volname: 'base-100-disk-0' },
+    error: NotSupportedError,
+    message: /LVM storage has no base volumes/,
+  },
+  {
+    description: 'lvm: "+" is LVM-legal but not in PVE parse_lvm_name',
+    input: { kind: 'lvm', volname: 'vm-100-a+b' },
+    error: InvalidInputError,
+    message: /contains "\+"/,
+  },
+  {
+    description: 'lvm: must end with a letter or digit (parse_lvm_name)',
+    input: { kind: 'lvm', volname: 'vm-100-disk.' },
+    error: InvalidInputError,
+    message: /end with a letter or digit/,
+  },
+  {
+    description: 'lvm: LVM-reserved substring (lvm(8) VALID NAMES)',
+    input: { kind: 'lvm', volname: 'vm-100-x_tmeta' },
+    error: InvalidInputError,
+    message: /"_tmeta", reserved by LVM/,
+  },
   { description: 'lvm: vmid below 100 in the LV name', input: { kind: 'lvm', volname: 'vm-99-disk-0' }, error: InvalidInputError, message: /from 100/ },
-  { description: 'lvm: nothing after vm-<vmid>- but the suffix', input: { kind: 'lvm', volname: 'vm-100-.qcow2' }, error: InvalidInputError, message: /nothing after/ },
-  { description: 'lvm: longer than 127 characters (lvm2 NAME_LEN)', input: { kind: 'lvm', volname: `vm-100-${'a'.repeat(121)}` }, error: InvalidInputError, message: /at most 127/ },
+  {
+    description: 'lvm: nothing after vm-<vmid>- but the suffix',
+    input: { kind: 'lvm', volname: 'vm-100-.qcow2' },
+    error: InvalidInputError,
+    message: /nothing after/,
+  },
+  {
+    description: 'lvm: longer than 127 characters (lvm2 NAME_LEN)',
+    input: { kind: 'lvm', volname: `vm-100-${'a'.repeat(121)}` },
+    error: InvalidInputError,
+    message: /at most 127/,
+  },
 ];
 for (const c of rejectedVolnames) {
   test(`parseVolname ${c.input.kind} rejects ${JSON.stringify(c.input.volname).slice(0, 70)}: ${c.description}`, () => {
@@ -222,20 +394,60 @@ test('formatVolid refuses to write a volid that would not parse back', () => {
 // ---------------------------------------------------------------------------------------------------------
 // validateVolumeName: names users give to alloc
 
-const newNames: { description: string; input: { kind: StorageKind; vmid: number; name: string }; expected: 'raw' | 'qcow2' | { error: ErrorClass; message: RegExp } }[] = [
+const newNames: {
+  description: string;
+  input: { kind: StorageKind; vmid: number; name: string };
+  expected: 'raw' | 'qcow2' | { error: ErrorClass; message: RegExp };
+}[] = [
   { description: 'dir qcow2 (alloc_image: extension gives the format)', input: { kind: 'dir', vmid: 100, name: 'vm-100-disk-3.qcow2' }, expected: 'qcow2' },
   { description: 'dir raw', input: { kind: 'dir', vmid: 100, name: 'vm-100-scratch.raw' }, expected: 'raw' },
-  { description: 'lvm raw has no suffix (LVMPlugin %LVM_FORMAT_EXTENSIONS raw => "")', input: { kind: 'lvm', vmid: 100, name: 'vm-100-disk-3' }, expected: 'raw' },
+  {
+    description: 'lvm raw has no suffix (LVMPlugin %LVM_FORMAT_EXTENSIONS raw => "")',
+    input: { kind: 'lvm', vmid: 100, name: 'vm-100-disk-3' },
+    expected: 'raw',
+  },
   { description: 'lvm qcow2 ends in .qcow2', input: { kind: 'lvm', vmid: 100, name: 'vm-100-disk-3.qcow2' }, expected: 'qcow2' },
-  { description: 'lvm .raw is refused for new LVs (PVE would create an LV literally named ….raw)', input: { kind: 'lvm', vmid: 100, name: 'vm-100-disk-3.raw' }, expected: { error: InvalidInputError, message: /did you mean "vm-100-disk-3"/ } },
-  { description: 'the vmid inside must match the VM the disk is for (Content API: vm-<vmid>-*)', input: { kind: 'lvm', vmid: 100, name: 'vm-101-disk-0' }, expected: { error: InvalidInputError, message: /belongs to VM 101, not to VM 100/ } },
-  { description: 'a reserved prefix snap-', input: { kind: 'dir', vmid: 100, name: 'snap-a-vm-100-disk-0.qcow2' }, expected: { error: InvalidInputError, message: /snapshot layer/ } },
-  { description: 'a reserved prefix snap_', input: { kind: 'lvm', vmid: 100, name: 'snap_vm-100-disk-0_a.qcow2' }, expected: { error: InvalidInputError, message: /snapshot layer/ } },
-  { description: 'a reserved prefix del-', input: { kind: 'lvm', vmid: 100, name: 'del-vm-100-disk-0' }, expected: { error: InvalidInputError, message: /being removed/ } },
-  { description: 'a reserved prefix base- (only PVE makes templates)', input: { kind: 'dir', vmid: 100, name: 'base-100-disk-0.qcow2' }, expected: { error: NotSupportedError, message: /does not make base volumes/ } },
+  {
+    description: 'lvm .raw is refused for new LVs (PVE would create an LV literally named ….raw)',
+    input: { kind: 'lvm', vmid: 100, name: 'vm-100-disk-3.raw' },
+    expected: { error: InvalidInputError, message: /did you mean "vm-100-disk-3"/ },
+  },
+  {
+    description: 'the vmid inside must match the VM the disk is for (Content API: vm-<vmid>-*)',
+    input: { kind: 'lvm', vmid: 100, name: 'vm-101-disk-0' },
+    expected: { error: InvalidInputError, message: /belongs to VM 101, not to VM 100/ },
+  },
+  {
+    description: 'a reserved prefix snap-',
+    input: { kind: 'dir', vmid: 100, name: 'snap-a-vm-100-disk-0.qcow2' },
+    expected: { error: InvalidInputError, message: /snapshot layer/ },
+  },
+  {
+    description: 'a reserved prefix snap_',
+    input: { kind: 'lvm', vmid: 100, name: 'snap_vm-100-disk-0_a.qcow2' },
+    expected: { error: InvalidInputError, message: /snapshot layer/ },
+  },
+  {
+    description: 'a reserved prefix del-',
+    input: { kind: 'lvm', vmid: 100, name: 'del-vm-100-disk-0' },
+    expected: { error: InvalidInputError, message: /being removed/ },
+  },
+  {
+    description: 'a reserved prefix base- (only PVE makes templates)',
+    input: { kind: 'dir', vmid: 100, name: 'base-100-disk-0.qcow2' },
+    expected: { error: NotSupportedError, message: /does not make base volumes/ },
+  },
   { description: 'an invalid vmid', input: { kind: 'dir', vmid: 42, name: 'vm-42-disk-0.qcow2' }, expected: { error: InvalidInputError, message: /VM id 42/ } },
-  { description: 'dir: too long to leave room for a 40-character snapshot layer name', input: { kind: 'dir', vmid: 100, name: `vm-100-${'a'.repeat(200)}.qcow2` }, expected: { error: InvalidInputError, message: /at most 209 characters/ } },
-  { description: 'lvm: too long to leave room for snap_<name>_<40 chars>.qcow2 within 127', input: { kind: 'lvm', vmid: 100, name: `vm-100-${'a'.repeat(70)}.qcow2` }, expected: { error: InvalidInputError, message: /at most 81 characters/ } },
+  {
+    description: 'dir: too long to leave room for a 40-character snapshot layer name',
+    input: { kind: 'dir', vmid: 100, name: `vm-100-${'a'.repeat(200)}.qcow2` },
+    expected: { error: InvalidInputError, message: /at most 209 characters/ },
+  },
+  {
+    description: 'lvm: too long to leave room for snap_<name>_<40 chars>.qcow2 within 127',
+    input: { kind: 'lvm', vmid: 100, name: `vm-100-${'a'.repeat(70)}.qcow2` },
+    expected: { error: InvalidInputError, message: /at most 81 characters/ },
+  },
 ];
 for (const c of newNames) {
   test(`validateVolumeName ${c.input.kind} ${JSON.stringify(c.input.name).slice(0, 60)}: ${c.description}`, () => {

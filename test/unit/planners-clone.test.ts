@@ -17,7 +17,12 @@ const ctx: PlanContext = { kind: 'dir', volumeChain: true, fixedSizeLayers: fals
 const snapLayer = (s: string): string => `snap-${s}-${VOL}`;
 
 /** A clone's tree: `{snapshot: parent}` (null: backed by the base) plus the current layer's parent. */
-function cloneTree(parents: Record<string, string | null>, currentParent: string | null, defined: Record<string, number> = {}, baseFormat: 'qcow2' | 'raw' = 'qcow2'): VolumeTree {
+function cloneTree(
+  parents: Record<string, string | null>,
+  currentParent: string | null,
+  defined: Record<string, number> = {},
+  baseFormat: 'qcow2' | 'raw' = 'qcow2',
+): VolumeTree {
   const ref = baseFormat === 'raw' ? '../101/base-101-disk-0.raw' : REF;
   const layers = new Map<string, LayerNode>();
   const node = (name: string, snapshot: string | undefined, parent: string | null, key: string): LayerNode => ({
@@ -37,12 +42,28 @@ function cloneTree(parents: Record<string, string | null>, currentParent: string
   for (const l of layers.values()) if (l.parent) layers.get(l.parent)?.children.push(l.name);
   const baseName = ref.slice('../101/'.length);
   return {
-    volume: { storage: 'local', kind: 'dir', vmid: 102, name: VOL, format: 'qcow2', volname: `101/${baseName}/102/${VOL}`, base: { vmid: 101, name: baseName, format: baseFormat } },
+    volume: {
+      storage: 'local',
+      kind: 'dir',
+      vmid: 102,
+      name: VOL,
+      format: 'qcow2',
+      volname: `101/${baseName}/102/${VOL}`,
+      base: { vmid: 101, name: baseName, format: baseFormat },
+    },
     volid: `local:101/${baseName}/102/${VOL}`,
     current: VOL,
     layers,
     leftovers: [],
-    base: { ref, volume: { vmid: 101, name: baseName, format: baseFormat }, volid: `local:101/${baseName}`, path: `/s/images/101/${baseName}`, virtualSize: 1 << 30, usedBytes: 0, identity: '1:1' },
+    base: {
+      ref,
+      volume: { vmid: 101, name: baseName, format: baseFormat },
+      volid: `local:101/${baseName}`,
+      path: `/s/images/101/${baseName}`,
+      virtualSize: 1 << 30,
+      usedBytes: 0,
+      identity: '1:1',
+    },
   };
 }
 
@@ -80,12 +101,19 @@ test('when committing the child moves less, the child is committed into the snap
   const t = cloneTree({ s1: null }, 's1', { s1: 1 << 30, current: 10 });
   const plan = planSnapshotDelete(t, ctx, 's1');
   assert.match(plan.summary, /commit-child/);
-  assert.deepEqual(plan.steps.filter((s) => s.kind === 'commit'), [{ kind: 'commit', top: VOL, base: snapLayer('s1'), bytes: 10 }]);
+  assert.deepEqual(
+    plan.steps.filter((s) => s.kind === 'commit'),
+    [{ kind: 'commit', top: VOL, base: snapLayer('s1'), bytes: 10 }],
+  );
 });
 
 test('no plan on a clone writes, removes or renames the base (any tree, any snapshot, any sizes)', () => {
   const shape = fc.array(fc.nat(), { minLength: 1, maxLength: 6 }).chain((picks) =>
-    fc.record({ picks: fc.constant(picks), current: fc.nat(), sizes: fc.array(fc.nat({ max: 1 << 20 }), { minLength: picks.length + 1, maxLength: picks.length + 1 }) }),
+    fc.record({
+      picks: fc.constant(picks),
+      current: fc.nat(),
+      sizes: fc.array(fc.nat({ max: 1 << 20 }), { minLength: picks.length + 1, maxLength: picks.length + 1 }),
+    }),
   );
   fc.assert(
     fc.property(shape, ({ picks, current, sizes }) => {
@@ -114,7 +142,7 @@ test("a template's base volume takes no snapshot, rollback, delete or resize (ex
   t.current = 'base-101-disk-0.qcow2';
   t.layers = new Map([[t.current, { ...(t.layers.get(VOL) as LayerNode), name: t.current, base: undefined }]]);
   delete t.base;
-  const refused = (e: unknown): boolean => e instanceof NotSupportedError && e.message.includes('template\'s base volume, which is read-only');
+  const refused = (e: unknown): boolean => e instanceof NotSupportedError && e.message.includes("template's base volume, which is read-only");
   assert.throws(() => planSnapshotCreate(t, ctx, 'xx'), refused);
   assert.throws(() => planSnapshotRollback(t, ctx, 'xx'), refused);
   assert.throws(() => planSnapshotDelete(t, ctx, 'xx'), refused);
@@ -123,7 +151,12 @@ test("a template's base volume takes no snapshot, rollback, delete or resize (ex
 });
 
 test('a rebase step (perhaps read from a journal file) may only target a layer name, nothing, or a base with its format', () => {
-  const ok: [string | null, unknown][] = [[null, undefined], ['snap-a-vm-102-disk-0.qcow2', undefined], [REF, 'qcow2'], ['../101/base-101-disk-0.raw', 'raw']];
+  const ok: [string | null, unknown][] = [
+    [null, undefined],
+    ['snap-a-vm-102-disk-0.qcow2', undefined],
+    [REF, 'qcow2'],
+    ['../101/base-101-disk-0.raw', 'raw'],
+  ];
   for (const [onto, fmt] of ok) assert.doesNotThrow(() => checkRebaseTarget('x', onto, fmt), String(onto));
   const bad: [string | null, unknown][] = [
     [REF, undefined], // a base without its format: -F qcow2 would be assumed

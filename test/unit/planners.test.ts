@@ -1,14 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import {
-  planFree,
-  planResize,
-  planSnapshotCreate,
-  planSnapshotDelete,
-  planSnapshotRollback,
-  type PlanContext,
-} from '../../src/engine/planners.js';
+import { planFree, planResize, planSnapshotCreate, planSnapshotDelete, planSnapshotRollback, type PlanContext } from '../../src/engine/planners.js';
 import type { LayerNode, VolumeTree } from '../../src/engine/volume-tree.js';
 import type { Step } from '../../src/engine/plan.js';
 import { AlreadyExistsError, InvalidInputError, NotFoundError, NotSupportedError, PendingOperationError } from '../../src/errors.js';
@@ -74,7 +67,10 @@ test('create refuses invalid snapshot names', () => {
 test('snapshots of raw volumes are refused with a message naming qcow2', () => {
   const t = tree({}, null);
   t.volume = { ...t.volume, format: 'raw' };
-  assert.throws(() => planSnapshotCreate(t, ctx, 'snap1'), (e: unknown) => e instanceof NotSupportedError && e.message.includes('qcow2'));
+  assert.throws(
+    () => planSnapshotCreate(t, ctx, 'snap1'),
+    (e: unknown) => e instanceof NotSupportedError && e.message.includes('qcow2'),
+  );
 });
 
 test('leftovers of an interrupted operation block new operations until repair', () => {
@@ -91,7 +87,10 @@ test('without volume chains, snapshots are internal to the qcow2 file', () => {
 test('rollback to an older snapshot keeps newer ones unless purging', () => {
   const t = tree({ a: null, b: 'a', c: 'b' }, 'c');
   const keep = planSnapshotRollback(t, ctx, 'a');
-  assert.deepEqual(keep.steps.map((s) => s.kind), ['create-overlay', 'replace']);
+  assert.deepEqual(
+    keep.steps.map((s) => s.kind),
+    ['create-overlay', 'replace'],
+  );
   const first = keep.steps[0] as Step;
   assert.ok(first.kind === 'create-overlay' && first.backing === snapLayer('a'));
   const purge = planSnapshotRollback(t, ctx, 'a', { purgeNewer: true });
@@ -156,11 +155,20 @@ test('delete after a resize grows the snapshot before committing a bigger child 
 test('storages whose layers grow on demand get no grow/freeze steps', () => {
   const files: PlanContext = { ...ctx, fixedSizeLayers: false };
   const create = planSnapshotCreate(tree({ a: null }, 'a'), files, 'bb');
-  assert.deepEqual(create.steps.map((s) => s.kind), ['create-overlay', 'rename', 'rename']);
+  assert.deepEqual(
+    create.steps.map((s) => s.kind),
+    ['create-overlay', 'rename', 'rename'],
+  );
   const del = planSnapshotDelete(tree({ a: null }, 'a', { a: 1 << 30, current: 1 }), files, 'a');
-  assert.deepEqual(del.steps.map((s) => s.kind), ['commit', 'replace']);
+  assert.deepEqual(
+    del.steps.map((s) => s.kind),
+    ['commit', 'replace'],
+  );
   const t = tree({}, null, {}, { current: 1 << 20 });
-  assert.deepEqual(planResize(t, 1 << 21, files).steps.map((s) => s.kind), ['resize']);
+  assert.deepEqual(
+    planResize(t, 1 << 21, files).steps.map((s) => s.kind),
+    ['resize'],
+  );
 });
 
 test('a branch leaf with no children is simply removed', () => {
@@ -174,7 +182,10 @@ test('resize only grows', () => {
   const t = tree({}, null, {}, { current: 1 << 20 });
   assert.throws(() => planResize(t, 1 << 19), /cannot shrink/);
   assert.throws(() => planResize(t, 1 << 20), InvalidInputError);
-  assert.deepEqual(planResize(t, 1 << 21).steps.map((s) => s.kind), ['grow', 'resize']);
+  assert.deepEqual(
+    planResize(t, 1 << 21).steps.map((s) => s.kind),
+    ['grow', 'resize'],
+  );
 });
 
 test('free removes the current layer first, then every snapshot layer leaves-first', () => {

@@ -29,7 +29,11 @@ describe('PVE node names', () => {
   });
   it('refuses drive ids PVE does not have, naming the value', () => {
     for (const bad of ['scsi31', 'virtio16', 'ide4', 'sata6', 'disk0', '', 'scsi0,x']) {
-      assert.throws(() => checkDriveId(bad), (e: Error & { code?: string }) => e.code === 'INVALID_INPUT' && e.message.includes(JSON.stringify(bad)), bad);
+      assert.throws(
+        () => checkDriveId(bad),
+        (e: Error & { code?: string }) => e.code === 'INVALID_INPUT' && e.message.includes(JSON.stringify(bad)),
+        bad,
+      );
     }
     assert.equal(checkDriveId('efidisk0'), 'efidisk0');
   });
@@ -71,10 +75,13 @@ describe('QEMU view of a PVE drive', () => {
     const view = buildBlockView(nodes, blocks);
     assert.equal(view.chains.length, 1);
     const chain = view.chains[0];
-    assert.deepEqual(chain?.layers.map((l) => [l.node, l.protocolNode, l.path]), [
-      ['fA', 'eA', top],
-      ['fB', 'eB', base],
-    ]);
+    assert.deepEqual(
+      chain?.layers.map((l) => [l.node, l.protocolNode, l.path]),
+      [
+        ['fA', 'eA', top],
+        ['fB', 'eB', base],
+      ],
+    );
     assert.deepEqual(chain?.devices, ['scsi0']);
     assert.deepEqual(chain?.filters, ['drive-scsi0']);
     assert.deepEqual(view.strayDevices, []);

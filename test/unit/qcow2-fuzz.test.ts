@@ -118,8 +118,24 @@ function validImage(): Buffer {
 
 // Offsets of every fixed header field, and their widths.
 const FIELDS: [offset: number, width: 1 | 4 | 8][] = [
-  [4, 4], [8, 8], [16, 4], [20, 4], [24, 8], [32, 4], [36, 4], [40, 8], [48, 8], [56, 4], [60, 4], [64, 8],
-  [72, 8], [80, 8], [88, 8], [96, 4], [100, 4], [104, 1],
+  [4, 4],
+  [8, 8],
+  [16, 4],
+  [20, 4],
+  [24, 8],
+  [32, 4],
+  [36, 4],
+  [40, 8],
+  [48, 8],
+  [56, 4],
+  [60, 4],
+  [64, 8],
+  [72, 8],
+  [80, 8],
+  [88, 8],
+  [96, 4],
+  [100, 4],
+  [104, 1],
 ];
 
 /** Field overwrites biased toward boundary values, plus raw byte flips anywhere in the first 512 bytes. */
@@ -128,7 +144,7 @@ const mutation = fc.oneof(
     field: fc.constantFrom(...FIELDS),
     value: fc.oneof(
       fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
-      fc.constantFrom(0n, 1n, 7n, 8n, 9n, 21n, 22n, 104n, 105n, 112n, 1023n, 1024n, 4096n, 0xffffffffn, (1n << 63n), (1n << 64n) - 1n),
+      fc.constantFrom(0n, 1n, 7n, 8n, 9n, 21n, 22n, 104n, 105n, 112n, 1023n, 1024n, 4096n, 0xffffffffn, 1n << 63n, (1n << 64n) - 1n),
     ),
   }),
   fc.record({ at: fc.nat({ max: 511 }), byte: fc.nat({ max: 255 }) }),
@@ -156,7 +172,10 @@ describe('qcow2 header parser under random input', () => {
     const h = parseQcow2Header(validImage(), LAYER);
     assert.equal(h.backingFile, 'snap-a-vm-1-disk-0.qcow2');
     assert.equal(h.dataFile, 'data.raw');
-    assert.deepEqual(h.featureNames.map((f) => f.name), ['dirty bit', 'lazy refcounts']);
+    assert.deepEqual(
+      h.featureNames.map((f) => f.name),
+      ['dirty bit', 'lazy refcounts'],
+    );
     assert.deepEqual(h.unknownExtensions, [0x7777_0000]);
     assert.deepEqual(
       h.internalSnapshots.map((s) => [s.id, s.name, s.vmStateSize, s.virtualSize, s.icount]),
@@ -178,20 +197,15 @@ describe('qcow2 header parser under random input', () => {
 
   it('random bytes behind a valid magic, version and cluster size', () => {
     fc.assert(
-      fc.property(
-        fc.constantFrom(2, 3),
-        fc.integer({ min: 9, max: 16 }),
-        fc.uint8Array({ minLength: 0, maxLength: 70_000 }),
-        (version, clusterBits, bytes) => {
-          const buf = Buffer.alloc(Math.max(bytes.length, 24));
-          Buffer.from(bytes).copy(buf);
-          buf.writeUInt32BE(0x514649fb, 0);
-          buf.writeUInt32BE(version, 4);
-          buf.writeUInt32BE(clusterBits, 20);
-          const h = guarded(() => parseQcow2Header(buf, LAYER));
-          if (h) guarded(() => validateLayerHeader(LAYER, h, acceptAll));
-        },
-      ),
+      fc.property(fc.constantFrom(2, 3), fc.integer({ min: 9, max: 16 }), fc.uint8Array({ minLength: 0, maxLength: 70_000 }), (version, clusterBits, bytes) => {
+        const buf = Buffer.alloc(Math.max(bytes.length, 24));
+        Buffer.from(bytes).copy(buf);
+        buf.writeUInt32BE(0x514649fb, 0);
+        buf.writeUInt32BE(version, 4);
+        buf.writeUInt32BE(clusterBits, 20);
+        const h = guarded(() => parseQcow2Header(buf, LAYER));
+        if (h) guarded(() => validateLayerHeader(LAYER, h, acceptAll));
+      }),
       { numRuns: 1500 },
     );
   });

@@ -5,14 +5,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { CorruptImageError } from '../../src/errors.js';
-import {
-  EXT_BACKING_FORMAT,
-  EXT_BITMAPS,
-  EXT_DATA_FILE,
-  INCOMPAT_COMPRESSION,
-  parseQcow2Header,
-  readHeaderFrom,
-} from '../../src/qcow2/header.js';
+import { EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_DATA_FILE, INCOMPAT_COMPRESSION, parseQcow2Header, readHeaderFrom } from '../../src/qcow2/header.js';
 import { countAllocation } from '../../src/qcow2/allocation.js';
 import { bufferReader, type ImageFile } from '../../src/qcow2/io.js';
 import { encodeQcow2Header, stringExtension, type HeaderSpec } from '../../src/qcow2/craft.js';
@@ -36,33 +29,97 @@ describe('parseQcow2Header reports malformed headers precisely', () => {
   const cases: { description: string; input: HeaderSpec | Buffer; message: RegExp }[] = [
     { description: 'short file', input: valid.subarray(0, 3), message: /^vm-1-disk-0\.qcow2: file too short for a qcow2 header \(3 bytes\)$/ },
     { description: 'short v3 header', input: valid.subarray(0, 100), message: /too short for a qcow2 version 3 header \(100 bytes, need 104\)/ },
-    { description: 'short v2 header', input: encodeQcow2Header({ version: 2, clusterBits: 12 }).subarray(0, 71), message: /version 2 header \(71 bytes, need 72\)/ },
+    {
+      description: 'short v2 header',
+      input: encodeQcow2Header({ version: 2, clusterBits: 12 }).subarray(0, 71),
+      message: /version 2 header \(71 bytes, need 72\)/,
+    },
     // The message names the expected magic and nothing of what the file holds (it may be anyone's data).
-    { description: 'wrong magic', input: Buffer.from('QFI\xfa\0\0\0\x03', 'latin1'), message: /^vm-1-disk-0\.qcow2: not a qcow2 image: it does not start with the qcow2 magic 0x514649fb \("QFI\\xfb"\)$/ },
-    { description: 'ext4 superblock-like bytes', input: Buffer.alloc(4096, 0x53), message: /^vm-1-disk-0\.qcow2: not a qcow2 image: it does not start with the qcow2 magic 0x514649fb \("QFI\\xfb"\)$/ },
+    {
+      description: 'wrong magic',
+      input: Buffer.from('QFI\xfa\0\0\0\x03', 'latin1'),
+      message: /^vm-1-disk-0\.qcow2: not a qcow2 image: it does not start with the qcow2 magic 0x514649fb \("QFI\\xfb"\)$/,
+    },
+    {
+      description: 'ext4 superblock-like bytes',
+      input: Buffer.alloc(4096, 0x53),
+      message: /^vm-1-disk-0\.qcow2: not a qcow2 image: it does not start with the qcow2 magic 0x514649fb \("QFI\\xfb"\)$/,
+    },
     { description: 'version 1', input: { version: 1 }, message: /unsupported qcow2 version 1 \(only 2 and 3 exist\)/ },
     { description: 'version 4', input: { version: 4 }, message: /unsupported qcow2 version 4/ },
     { description: 'cluster_bits 8', input: { clusterBits: 8, totalBytes: 4096 }, message: /cluster_bits 8 out of range 9\.\.21/ },
     { description: 'cluster_bits 22', input: { clusterBits: 22, totalBytes: 4096 }, message: /cluster_bits 22 out of range 9\.\.21/ },
     { description: 'header_length 100', input: { headerLength: 100 }, message: /header_length 100 is inconsistent/ },
     { description: 'header_length 113', input: { headerLength: 113 }, message: /header_length 113 is inconsistent/ },
-    { description: 'header_length past the cluster', input: { clusterBits: 9, headerLength: 1024, totalBytes: 2048 }, message: /header_length 1024 is inconsistent .* cluster size 512/ },
-    { description: 'virtual size beyond 2^53', input: { virtualSize: 1n << 60n, l1Size: 1 << 22 }, message: /virtual size 1152921504606846976 is beyond 9007199254740991/ },
-    { description: 'L1 too small', input: { virtualSize: 1n << 40n, l1Size: 1, l1TableOffset: 65536n }, message: /L1 table of 1 entries is too small for the virtual size 1099511627776 \(needs 2048\)/ },
-    { description: 'L1 too large', input: { l1Size: 0x1000000, l1TableOffset: 65536n }, message: /active L1 table has 16777216 entries, more than QEMU's limit of 4194304/ },
-    { description: 'unaligned L1', input: { virtualSize: 1n << 20n, l1Size: 1, l1TableOffset: 65537n }, message: /L1 table offset 65537 is not a cluster-aligned offset/ },
-    { description: 'snapshot table on the header', input: { snapshotCount: 1, snapshotsOffset: 0n }, message: /snapshot table offset 0 is not a cluster-aligned offset after the header/ },
-    { description: 'too many snapshots', input: { snapshotCount: 70000, snapshotsOffset: 65536n }, message: /70000 internal snapshots, more than QEMU's limit of 65536/ },
+    {
+      description: 'header_length past the cluster',
+      input: { clusterBits: 9, headerLength: 1024, totalBytes: 2048 },
+      message: /header_length 1024 is inconsistent .* cluster size 512/,
+    },
+    {
+      description: 'virtual size beyond 2^53',
+      input: { virtualSize: 1n << 60n, l1Size: 1 << 22 },
+      message: /virtual size 1152921504606846976 is beyond 9007199254740991/,
+    },
+    {
+      description: 'L1 too small',
+      input: { virtualSize: 1n << 40n, l1Size: 1, l1TableOffset: 65536n },
+      message: /L1 table of 1 entries is too small for the virtual size 1099511627776 \(needs 2048\)/,
+    },
+    {
+      description: 'L1 too large',
+      input: { l1Size: 0x1000000, l1TableOffset: 65536n },
+      message: /active L1 table has 16777216 entries, more than QEMU's limit of 4194304/,
+    },
+    {
+      description: 'unaligned L1',
+      input: { virtualSize: 1n << 20n, l1Size: 1, l1TableOffset: 65537n },
+      message: /L1 table offset 65537 is not a cluster-aligned offset/,
+    },
+    {
+      description: 'snapshot table on the header',
+      input: { snapshotCount: 1, snapshotsOffset: 0n },
+      message: /snapshot table offset 0 is not a cluster-aligned offset after the header/,
+    },
+    {
+      description: 'too many snapshots',
+      input: { snapshotCount: 70000, snapshotsOffset: 65536n },
+      message: /70000 internal snapshots, more than QEMU's limit of 65536/,
+    },
     { description: 'unknown encryption', input: { cryptMethod: 3 }, message: /unknown encryption method 3/ },
     { description: 'refcount_order 7', input: { refcountOrder: 7 }, message: /refcount_order 7 is above 6/ },
-    { description: 'extended L2 with 4 KiB clusters', input: { clusterBits: 12, incompatibleFeatures: 1n << 4n }, message: /extended L2 entries need clusters of at least 16 KiB, cluster_bits is 12/ },
+    {
+      description: 'extended L2 with 4 KiB clusters',
+      input: { clusterBits: 12, incompatibleFeatures: 1n << 4n },
+      message: /extended L2 entries need clusters of at least 16 KiB, cluster_bits is 12/,
+    },
     { description: 'compression type 2', input: { compressionType: 2, incompatibleFeatures: INCOMPAT_COMPRESSION }, message: /unknown compression type 2/ },
     { description: 'zstd without its bit', input: { compressionType: 1 }, message: /compression_type 1 needs the compression type bit/ },
-    { description: 'compression bit with zlib', input: { incompatibleFeatures: INCOMPAT_COMPRESSION }, message: /compression type bit is set but compression_type is zlib/ },
-    { description: 'backing name of 1024 bytes', input: { backingFile: 'a'.repeat(1024) }, message: /backing file name is 1024 bytes, more than QEMU's limit of 1023/ },
-    { description: 'backing name past the first cluster', input: { clusterBits: 9, backingFile: 'abc', backingFileOffset: 510n }, message: /backing file name at offset 510 \(3 bytes\) lies outside the header area 112\.\.512/ },
-    { description: 'backing name inside the header', input: { backingFile: 'abc', backingFileOffset: 108n }, message: /backing file name at offset 108 .* lies outside the header area/ },
-    { description: 'backing name cut by the end of the file', input: { clusterBits: 16, backingFile: 'abc', backingFileOffset: 600n, totalBytes: 601 }, message: /file too short: the backing file name needs 603 bytes, the image has 601/ },
+    {
+      description: 'compression bit with zlib',
+      input: { incompatibleFeatures: INCOMPAT_COMPRESSION },
+      message: /compression type bit is set but compression_type is zlib/,
+    },
+    {
+      description: 'backing name of 1024 bytes',
+      input: { backingFile: 'a'.repeat(1024) },
+      message: /backing file name is 1024 bytes, more than QEMU's limit of 1023/,
+    },
+    {
+      description: 'backing name past the first cluster',
+      input: { clusterBits: 9, backingFile: 'abc', backingFileOffset: 510n },
+      message: /backing file name at offset 510 \(3 bytes\) lies outside the header area 112\.\.512/,
+    },
+    {
+      description: 'backing name inside the header',
+      input: { backingFile: 'abc', backingFileOffset: 108n },
+      message: /backing file name at offset 108 .* lies outside the header area/,
+    },
+    {
+      description: 'backing name cut by the end of the file',
+      input: { clusterBits: 16, backingFile: 'abc', backingFileOffset: 600n, totalBytes: 601 },
+      message: /file too short: the backing file name needs 603 bytes, the image has 601/,
+    },
     {
       description: 'extension longer than its area',
       input: { extensions: [{ type: 0xabcdef01, data: Buffer.alloc(8), length: 70000 }] },
@@ -78,8 +135,16 @@ describe('parseQcow2Header reports malformed headers precisely', () => {
       input: { omitEndMarker: true, backingFile: 'x', backingFileOffset: 116n },
       message: /header extension at offset 112 overruns the extension area, which ends at 116/,
     },
-    { description: 'backing format of 16 bytes', input: { extensions: [stringExtension(EXT_BACKING_FORMAT, 'q'.repeat(16))] }, message: /backing format name of 16 bytes is too long/ },
-    { description: 'bitmaps extension of the wrong size', input: { extensions: [{ type: EXT_BITMAPS, data: Buffer.alloc(16) }] }, message: /bitmaps extension has length 16, expected 24/ },
+    {
+      description: 'backing format of 16 bytes',
+      input: { extensions: [stringExtension(EXT_BACKING_FORMAT, 'q'.repeat(16))] },
+      message: /backing format name of 16 bytes is too long/,
+    },
+    {
+      description: 'bitmaps extension of the wrong size',
+      input: { extensions: [{ type: EXT_BITMAPS, data: Buffer.alloc(16) }] },
+      message: /bitmaps extension has length 16, expected 24/,
+    },
     {
       description: 'two data file extensions',
       input: { extensions: [stringExtension(EXT_DATA_FILE, 'a'), stringExtension(EXT_DATA_FILE, 'b')] },
@@ -181,7 +246,10 @@ describe('countAllocation checks every table reference', () => {
 
   it('refuses an unaligned L2 table offset', async () => {
     const buf = image([131072n + 512n]);
-    await assert.rejects(countAllocation(bufferReader(buf, LAYER), parseQcow2Header(buf, LAYER)), /L1 entry 0 points to an L2 table at unaligned offset 131584/);
+    await assert.rejects(
+      countAllocation(bufferReader(buf, LAYER), parseQcow2Header(buf, LAYER)),
+      /L1 entry 0 points to an L2 table at unaligned offset 131584/,
+    );
   });
 
   it('refuses an L2 table past the end of the image', async () => {
@@ -195,7 +263,10 @@ describe('countAllocation checks every table reference', () => {
   it('refuses a data cluster at an unaligned host offset', async () => {
     const buf = image([131072n]);
     buf.writeBigUInt64BE(196608n + 4096n, 131072 + 8 * 5);
-    await assert.rejects(countAllocation(bufferReader(buf, LAYER), parseQcow2Header(buf, LAYER)), /L2 entry for guest offset 327680 points to unaligned host offset 200704/);
+    await assert.rejects(
+      countAllocation(bufferReader(buf, LAYER), parseQcow2Header(buf, LAYER)),
+      /L2 entry for guest offset 327680 points to unaligned host offset 200704/,
+    );
   });
 
   it('reads an L2 table shared by every L1 entry once: 4 Mi L1 entries finish quickly', async () => {
@@ -216,10 +287,7 @@ describe('countAllocation checks every table reference', () => {
       return (user + system) / 1000;
     };
     const started = cpuMs();
-    const sums = await countAllocation(
-      { ...reader, readUpTo: (pos, len) => (reads.push(pos), reader.readUpTo(pos, len)) },
-      parseQcow2Header(buf, LAYER),
-    );
+    const sums = await countAllocation({ ...reader, readUpTo: (pos, len) => (reads.push(pos), reader.readUpTo(pos, len)) }, parseQcow2Header(buf, LAYER));
     assert.equal(sums.dataBytes, entries * 512);
     assert.equal(reads.length, 2, 'the L1 table and the one L2 table');
     assert.ok(cpuMs() - started < 3000);

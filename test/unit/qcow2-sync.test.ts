@@ -101,7 +101,10 @@ describe('sync and async drivers agree', () => {
       assert.ok('value' in h);
       const header = h.value as ReturnType<typeof parseQcow2Header>;
       assert.equal(header.backingFile, 'snap-a-vm-1-disk-0.qcow2');
-      assert.deepEqual(header.internalSnapshots.map((s) => s.name), ['one', 'two']);
+      assert.deepEqual(
+        header.internalSnapshots.map((s) => s.name),
+        ['one', 'two'],
+      );
       assert.deepEqual(h.reads, [
         [0, 4096],
         [CLUSTER * 8, 65536],

@@ -68,7 +68,10 @@ describe('PVE VM config: main section', () => {
 
   it('ends the main section at any [...] line, even one PVE does not know', () => {
     const lines = mainSection('scsi0: local:100/vm-100-disk-0.qcow2\n[weird section!]\nscsi1: local:100/vm-100-disk-1.qcow2\n');
-    assert.deepEqual(lines.map((l) => l.key), ['scsi0']);
+    assert.deepEqual(
+      lines.map((l) => l.key),
+      ['scsi0'],
+    );
   });
 
   it("reads 'cdrom:' as ide2, lets a later line for a key win, trims values and CRLF, skips comments and junk", () => {
@@ -175,19 +178,29 @@ describe('PVE VM config: the drives a snapshot takes', () => {
   });
 
   it('skips a cloud-init volume even without media=cdrom, and keys beyond the ranges (PVE drops them)', () => {
-    const config = parseVmConfig('scsi0: local:100/vm-100-disk-0.qcow2\nscsi31: local:100/vm-100-disk-9.qcow2\nsata0: local:100/vm-100-cloudinit.qcow2\n', 'f', 100);
-    assert.deepEqual(snapshotDrives(config).map((d) => d.key), ['scsi0']);
+    const config = parseVmConfig(
+      'scsi0: local:100/vm-100-disk-0.qcow2\nscsi31: local:100/vm-100-disk-9.qcow2\nsata0: local:100/vm-100-cloudinit.qcow2\n',
+      'f',
+      100,
+    );
+    assert.deepEqual(
+      snapshotDrives(config).map((d) => d.key),
+      ['scsi0'],
+    );
   });
 
   it('leaves out a cdrom drive PVE would drop (a bare ISO name), rather than refuse the VM', () => {
     const config = parseVmConfig('ide2: debian.iso,media=cdrom\nscsi0: local:100/vm-100-disk-0.qcow2\n', 'f', 100);
-    assert.deepEqual(config.drives.map((d) => d.key), ['scsi0']);
+    assert.deepEqual(
+      config.drives.map((d) => d.key),
+      ['scsi0'],
+    );
   });
 
   it('refuses a drive PVE could not parse, naming the file, line and key', () => {
     assert.throws(
       () => parseVmConfig('name: x\nscsi0: local:100/a.qcow2,local:100/b.qcow2\n', '/x/100.conf', 100),
-      (err: unknown) => err instanceof ConfigError && err.message.startsWith("/x/100.conf:2: scsi0: cannot parse drive"),
+      (err: unknown) => err instanceof ConfigError && err.message.startsWith('/x/100.conf:2: scsi0: cannot parse drive'),
     );
     assert.throws(
       () => parseVmConfig('virtio1: ../../etc/shadow\n', '/x/100.conf', 100),
@@ -215,8 +228,14 @@ describe('PVE VM config: finding the file', () => {
   });
 
   it('requires a file given with --vm-config to exist, and to be the VM’s own when named <vmid>.conf', async () => {
-    await assert.rejects(loadVmConfig(100, { path: join(dir, 'missing.conf') }), (err: unknown) => err instanceof ConfigError && err.message.includes('no such file'));
-    await assert.rejects(loadVmConfig(101, { path: join(dir, '100.conf') }), (err: unknown) => err instanceof ConfigError && err.message.includes('config of VM 100, not of VM 101'));
+    await assert.rejects(
+      loadVmConfig(100, { path: join(dir, 'missing.conf') }),
+      (err: unknown) => err instanceof ConfigError && err.message.includes('no such file'),
+    );
+    await assert.rejects(
+      loadVmConfig(101, { path: join(dir, '100.conf') }),
+      (err: unknown) => err instanceof ConfigError && err.message.includes('config of VM 100, not of VM 101'),
+    );
     const given = await loadVmConfig(100, { path: join(dir, '100.conf'), env: {} });
     assert.equal(given?.drives[0]?.key, 'scsi0');
   });

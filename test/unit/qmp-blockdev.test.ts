@@ -145,14 +145,20 @@ describe('chain definitions', () => {
       { name: 'vm-100-disk-0.qcow2', path: '/dev/vg_san/vm-100-disk-0.qcow2', format: 'qcow2' },
       { name: 'snap_vm-100-disk-0_a.qcow2', path: '/dev/vg_san/snap_vm-100-disk-0_a.qcow2', format: 'qcow2' },
     ]);
-    assert.deepEqual(c.nodes.filter((x) => x.driver !== 'qcow2').map((x) => x.driver), ['host_device', 'host_device']);
+    assert.deepEqual(
+      c.nodes.filter((x) => x.driver !== 'qcow2').map((x) => x.driver),
+      ['host_device', 'host_device'],
+    );
     assert.equal(protocolDriver('/var/lib/vz/images/1/x.qcow2'), 'file');
     assert.equal(protocolDriver('/dev/mapper/x'), 'host_device');
   });
 
   it('honours explicit read-only flags (a top opened read-only, a base reopened writable)', () => {
     const c = chainBlockdevs('local', [dir(top, true), dir(base, false)]);
-    assert.deepEqual(c.nodes.filter((x) => x.driver === 'qcow2').map((x) => x['read-only']), [false, true]);
+    assert.deepEqual(
+      c.nodes.filter((x) => x.driver === 'qcow2').map((x) => x['read-only']),
+      [false, true],
+    );
   });
 
   it('opens a raw base with the raw driver (no backing option)', () => {
@@ -206,7 +212,7 @@ describe('reportedPath', () => {
   const cases: [string, string, string | undefined][] = [
     ['a plain path stays as it is', '/i/100/vm-100-disk-0.qcow2', '/i/100/vm-100-disk-0.qcow2'],
     [
-      'a format node with an explicit backing: the file child\'s filename',
+      "a format node with an explicit backing: the file child's filename",
       'json:{"backing": {"driver": "qcow2", "file": {"driver": "file", "filename": "/i/base.qcow2"}}, "driver": "qcow2", "file": {"driver": "file", "filename": "/i/top.qcow2"}}',
       '/i/top.qcow2',
     ],

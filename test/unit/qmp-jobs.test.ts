@@ -69,7 +69,17 @@ describe('waitForJob', () => {
     assert.deepEqual(result, { id: 'commit-0', type: 'commit', current: 4096, total: 4096 });
     assert.deepEqual(
       progress.map((p) => `${p.status} ${p.current}/${p.total}`),
-      ['created 0/0', 'running 0/0', 'running 0/4096', 'ready 0/4096', 'ready 4096/4096', 'waiting 4096/4096', 'pending 4096/4096', 'concluded 4096/4096', 'null 4096/4096'],
+      [
+        'created 0/0',
+        'running 0/0',
+        'running 0/4096',
+        'ready 0/4096',
+        'ready 4096/4096',
+        'waiting 4096/4096',
+        'pending 4096/4096',
+        'concluded 4096/4096',
+        'null 4096/4096',
+      ],
     );
     await transport.finished;
     assert.deepEqual(transport.mismatches, []);
@@ -172,7 +182,10 @@ describe('waitForJob', () => {
 
   it('reports a job QEMU does not know as "missing"', async () => {
     const { client } = await connected([{ expect: 'query-jobs' }, { reply: 'query-jobs', return: [info('other', 'running', 0, 1)] }]);
-    await assert.rejects(waitForJob(client, 'nope', { pollIntervalMs: 0 }), (err: unknown) => err instanceof QmpJobError && err.jobOutcome === 'missing' && err.message.includes('nope is not known to QEMU'));
+    await assert.rejects(
+      waitForJob(client, 'nope', { pollIntervalMs: 0 }),
+      (err: unknown) => err instanceof QmpJobError && err.jobOutcome === 'missing' && err.message.includes('nope is not known to QEMU'),
+    );
     await client.close();
   });
 
@@ -203,16 +216,15 @@ describe('waitForJob', () => {
     const seen: number[] = [];
     const r = await waitForJob(client, 'p', { pollIntervalMs: 5, onProgress: (p) => seen.push(p.current) });
     assert.equal(r.current, 100);
-    assert.deepEqual(seen.filter((c, i) => seen.indexOf(c) === i), [0, 40, 80, 100]);
+    assert.deepEqual(
+      seen.filter((c, i) => seen.indexOf(c) === i),
+      [0, 40, 80, 100],
+    );
     await client.close();
   });
 
   it('fails with the disconnect error when QEMU goes away during the job', async () => {
-    const { client } = await connected([
-      { expect: 'query-jobs' },
-      { reply: 'query-jobs', return: [info('d', 'running', 0, 100)] },
-      { close: true },
-    ]);
+    const { client } = await connected([{ expect: 'query-jobs' }, { reply: 'query-jobs', return: [info('d', 'running', 0, 100)] }, { close: true }]);
     await assert.rejects(waitForJob(client, 'd', { pollIntervalMs: 0 }), QmpDisconnectedError);
   });
 

@@ -23,7 +23,10 @@ import {
   type ReplayStep,
 } from '../../src/qmp/index.js';
 
-async function connected(steps: ReplayStep[], options: ConstructorParameters<typeof QmpClient>[0] = {}): Promise<{ client: QmpClient; transport: ReplayTransport }> {
+async function connected(
+  steps: ReplayStep[],
+  options: ConstructorParameters<typeof QmpClient>[0] = {},
+): Promise<{ client: QmpClient; transport: ReplayTransport }> {
   const transport = new ReplayTransport([...handshake(), ...steps]);
   const client = new QmpClient(options);
   await client.connect(transport);
@@ -184,7 +187,7 @@ describe('QMP client: commands and events', () => {
     await client.close();
   });
 
-  it('turns an error reply into a QmpCommandError with QEMU\'s class and text, and stays usable', async () => {
+  it("turns an error reply into a QmpCommandError with QEMU's class and text, and stays usable", async () => {
     const { client } = await connected([
       { expect: 'blockdev-del' },
       { reply: 'blockdev-del', error: { class: 'GenericError', desc: "Failed to find node with node-name='x'" } },
@@ -222,7 +225,10 @@ describe('QMP client: commands and events', () => {
     await client.execute('query-jobs');
     await transport.finished;
     await settle();
-    assert.deepEqual(forA.map((e) => e.data), [{ id: 'a', status: 'running' }]);
+    assert.deepEqual(
+      forA.map((e) => e.data),
+      [{ id: 'a', status: 'running' }],
+    );
     await client.close();
   });
 
@@ -301,7 +307,11 @@ describe('QMP client: disconnects', () => {
       { close: true },
     ]);
     const waiter = client.waitForEvent('BLOCK_JOB_COMPLETED');
-    const calls = [client.execute('block-commit', { device: 'd', 'job-id': 'j' }), client.execute('query-jobs'), client.execute('human-monitor-command', { 'command-line': 'info block' })];
+    const calls = [
+      client.execute('block-commit', { device: 'd', 'job-id': 'j' }),
+      client.execute('query-jobs'),
+      client.execute('human-monitor-command', { 'command-line': 'info block' }),
+    ];
     const results = await Promise.allSettled([...calls, waiter]);
     const reasons = results.map((r) => (r.status === 'rejected' ? (r.reason as unknown) : r));
     const first = reasons[0];
@@ -327,14 +337,14 @@ describe('QMP client: disconnects', () => {
     await settle();
     await client.close();
     await client.close();
-    await assert.rejects(pending, (err: unknown) => err instanceof QmpDisconnectedError && err.message.includes('closed by the client; interrupted: query-block'));
+    await assert.rejects(
+      pending,
+      (err: unknown) => err instanceof QmpDisconnectedError && err.message.includes('closed by the client; interrupted: query-block'),
+    );
   });
 
   it('disconnects on a reply without id (QEMU could not parse a request), failing pending calls', async () => {
-    const { client } = await connected([
-      { expect: 'query-block' },
-      { send: { error: { class: 'GenericError', desc: 'JSON parse error, invalid keyword' } } },
-    ]);
+    const { client } = await connected([{ expect: 'query-block' }, { send: { error: { class: 'GenericError', desc: 'JSON parse error, invalid keyword' } } }]);
     await assert.rejects(client.execute('query-block'), (err: unknown) => {
       assert.ok(err instanceof QmpDisconnectedError);
       assert.ok(err.cause instanceof QmpProtocolError);
@@ -350,11 +360,7 @@ describe('QMP client: disconnects', () => {
   });
 
   it('ignores an answer to an id it never sent (a call that timed out long ago)', async () => {
-    const { client } = await connected([
-      { send: { return: {}, id: 'c999' } },
-      { expect: 'query-jobs' },
-      { reply: 'query-jobs', return: [] },
-    ]);
+    const { client } = await connected([{ send: { return: {}, id: 'c999' } }, { expect: 'query-jobs' }, { reply: 'query-jobs', return: [] }]);
     assert.deepEqual(await client.execute('query-jobs'), []);
     await client.close();
   });

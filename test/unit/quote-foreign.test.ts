@@ -83,8 +83,17 @@ describe('showSnapshotName', () => {
 describe('renderSnapshotTree with names no volchain command makes', () => {
   const MiB = 1024 * 1024;
   const entry = (name: string, parent: string | null, children: string[]) => ({
-    name, layer: `l-${name}`, path: `/x/l-${name}`, parent, children,
-    inCurrentChain: true, virtualSize: MiB, definedBytes: MiB, usedBytes: MiB, corrupt: false, internalSnapshots: [],
+    name,
+    layer: `l-${name}`,
+    path: `/x/l-${name}`,
+    parent,
+    children,
+    inCurrentChain: true,
+    virtualSize: MiB,
+    definedBytes: MiB,
+    usedBytes: MiB,
+    corrupt: false,
+    internalSnapshots: [],
   });
 
   it('a chain whose snapshots are called "Current" and "x\\n`-- y" keeps one line per layer and one current', () => {
@@ -92,7 +101,16 @@ describe('renderSnapshotTree with names no volchain command makes', () => {
     const listing: SnapshotListing = {
       volid: 'tst:100/vm-100-disk-0.qcow2',
       mode: 'volume-chain',
-      current: { layer: 'vm-100-disk-0.qcow2', path: '/x/vm-100-disk-0.qcow2', parent: fake, virtualSize: MiB, definedBytes: 0, usedBytes: MiB, corrupt: false, internalSnapshots: [] },
+      current: {
+        layer: 'vm-100-disk-0.qcow2',
+        path: '/x/vm-100-disk-0.qcow2',
+        parent: fake,
+        virtualSize: MiB,
+        definedBytes: 0,
+        usedBytes: MiB,
+        corrupt: false,
+        internalSnapshots: [],
+      },
       snapshots: [entry('Current', null, [fake]), entry(fake, 'Current', ['current'])],
     };
     const out = renderSnapshotTree(listing);

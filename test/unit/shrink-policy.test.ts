@@ -16,9 +16,12 @@ test('shrink policy: the option wins over VOLCHAIN_LVM_SHRINK, which wins over a
   assert.equal(resolveShrinkFrozen(undefined, '/etc/pve/storage.cfg', { VOLCHAIN_LVM_SHRINK: 'yes' }), true);
   assert.equal(resolveShrinkFrozen(undefined, '/srv/storage.cfg', { VOLCHAIN_LVM_SHRINK: 'no' }), false);
   assert.equal(resolveShrinkFrozen(undefined, '/srv/storage.cfg', { VOLCHAIN_LVM_SHRINK: '' }), true);
-  assert.throws(() => resolveShrinkFrozen(undefined, '/srv/storage.cfg', { VOLCHAIN_LVM_SHRINK: 'maybe' }), (e: unknown) => {
-    assert.ok(e instanceof InvalidInputError);
-    assert.match(e.message, /VOLCHAIN_LVM_SHRINK must be auto, yes, no, got 'maybe'/);
-    return true;
-  });
+  assert.throws(
+    () => resolveShrinkFrozen(undefined, '/srv/storage.cfg', { VOLCHAIN_LVM_SHRINK: 'maybe' }),
+    (e: unknown) => {
+      assert.ok(e instanceof InvalidInputError);
+      assert.match(e.message, /VOLCHAIN_LVM_SHRINK must be auto, yes, no, got 'maybe'/);
+      return true;
+    },
+  );
 });

@@ -17,7 +17,15 @@ function lvmTree(snaps: string[], virtualSize = 64 * MiB, usedBytes = 70 * MiB):
   const layers = new Map<string, LayerNode>();
   const snapLayer = (s: string): string => `snap_vm-100-disk-0_${s}.qcow2`;
   const node = (name: string, snapshot: string | undefined, parent: string | undefined): LayerNode => ({
-    name, snapshot, parent, children: [], path: `/dev/vg/${name}`, virtualSize, definedBytes: 0, usedBytes, header: undefined,
+    name,
+    snapshot,
+    parent,
+    children: [],
+    path: `/dev/vg/${name}`,
+    virtualSize,
+    definedBytes: 0,
+    usedBytes,
+    header: undefined,
   });
   let parent: string | undefined;
   for (const s of snaps) {
@@ -44,7 +52,7 @@ function sizes(frozen: number | 'unknown' = 5 * MiB): PlanSizes {
   };
 }
 
-test('snapshot space: the snapshot layers\' own bytes, and the same layers at full size', () => {
+test("snapshot space: the snapshot layers' own bytes, and the same layers at full size", () => {
   const layers = [
     { virtualSize: 64 * MiB, usedBytes: 8 * MiB },
     { virtualSize: 64 * MiB, usedBytes: 12 * MiB },
@@ -110,13 +118,17 @@ test('plans other than a snapshot create get no estimate', () => {
     assert.equal(estimatePlanSpace(plan, sizes()), undefined, plan.summary);
     assert.deepEqual(layersFrozenBy(plan), [], plan.summary);
   }
-  assert.equal(estimatePlanSpace({ ...plans[0] as Plan, steps: [] }, sizes()), undefined, 'an empty plan');
+  assert.equal(estimatePlanSpace({ ...(plans[0] as Plan), steps: [] }, sizes()), undefined, 'an empty plan');
 });
 
 test('the estimate follows layers through renames, whatever their order', () => {
   // A hand-made plan: the layer frozen at the end was renamed twice before.
   const plan: Plan = {
-    operation: 'snapshot-create', volid: `vg:${VOL}`, vmid: 100, summary: 'x', bytesMoved: 0,
+    operation: 'snapshot-create',
+    volid: `vg:${VOL}`,
+    vmid: 100,
+    summary: 'x',
+    bytesMoved: 0,
     steps: [
       { kind: 'rename', from: VOL, to: 'tmp-a' },
       { kind: 'create-overlay', layer: 'tmp-b', backing: 'snap_x', sizeBytes: 10 * MiB },
@@ -134,7 +146,7 @@ test('the estimate follows layers through renames, whatever their order', () => 
   assert.equal(space?.releasedBytes, null, 'the second freeze cannot be estimated');
 });
 
-test('estimates: net = allocated - released, never more than PVE\'s, released never more than the layer had', () => {
+test("estimates: net = allocated - released, never more than PVE's, released never more than the layer had", () => {
   fc.assert(
     fc.property(
       fc.integer({ min: 1, max: 1 << 20 }).map((n) => n * 512),
@@ -163,7 +175,7 @@ test('estimates: net = allocated - released, never more than PVE\'s, released ne
   );
 });
 
-test('a VM-wide snapshot: the total of every disk, unknown when one disk\'s is', () => {
+test("a VM-wide snapshot: the total of every disk, unknown when one disk's is", () => {
   const a = estimatePlanSpace(planSnapshotCreate(lvmTree([]), lvmCtx, 'snap'), sizes()) as PlanSpace;
   const b = estimatePlanSpace(planSnapshotCreate(lvmTree([]), lvmCtx, 'snap'), sizes(20 * MiB)) as PlanSpace;
   const c = estimatePlanSpace(planSnapshotCreate(lvmTree([]), lvmCtx, 'snap'), sizes('unknown')) as PlanSpace;

@@ -58,12 +58,18 @@ test("lvm: snap_vm-120-a_b_cd.qcow2 is vm-120-a's snapshot b_cd when the headers
   const backend = fakeLvmListing(['vm-120-a.qcow2', 'snap_vm-120-a_b_cd.qcow2', 'vm-120-a_b.qcow2', 'snap_vm-120-a_b_x-y.qcow2']);
 
   const a = await readVolumeTree(backend, ref('vm-120-a.qcow2'), { allocation: false });
-  assert.deepEqual(snapshotLayers(a).map((l) => [l.snapshot, l.name]), [['b_cd', 'snap_vm-120-a_b_cd.qcow2']]);
+  assert.deepEqual(
+    snapshotLayers(a).map((l) => [l.snapshot, l.name]),
+    [['b_cd', 'snap_vm-120-a_b_cd.qcow2']],
+  );
   // snap_vm-120-a_b_x-y.qcow2 would be vm-120-a's 'b_x-y' by name; its headers put it in vm-120-a_b's chain.
   assert.deepEqual(a.foreignLayers, ['snap_vm-120-a_b_x-y.qcow2']);
 
   const ab = await readVolumeTree(backend, ref('vm-120-a_b.qcow2'), { allocation: false });
-  assert.deepEqual(snapshotLayers(ab).map((l) => [l.snapshot, l.name]), [['x-y', 'snap_vm-120-a_b_x-y.qcow2']]);
+  assert.deepEqual(
+    snapshotLayers(ab).map((l) => [l.snapshot, l.name]),
+    [['x-y', 'snap_vm-120-a_b_x-y.qcow2']],
+  );
   assert.deepEqual(ab.foreignLayers, ['snap_vm-120-a_b_cd.qcow2']);
   assert.equal(findSnapshot(ab, 'cd'), undefined, "vm-120-a's layer is not vm-120-a_b's snapshot 'cd'");
 });
