@@ -42,22 +42,6 @@ async function checkViews(s: LvmTestStorage, volume: string, views: Record<strin
   }
 }
 
-/**
- * Zeroes the VG's free extents (an LV over all of them, `blkdiscard --zeroout`, removed again), as
- * bench/lvm-ops.ts does: PVE formats a new volume with `preallocation=metadata`, which maps every cluster onto
- * the LV as it is, so a PVE-made volume shows whatever earlier LVs left on its extents where nothing was
- * written. Setup only: nothing PVE or volchain runs.
- */
-async function zeroFreeExtents(): Promise<void> {
-  const zero = 'volchain-test-zero';
-  await shOk('lvcreate', ['-aly', '-Wy', '-Zn', '-y', '--setautoactivation', 'n', '-l', '100%FREE', '-n', zero, VG]);
-  try {
-    await shOk('blkdiscard', ['--zeroout', `/dev/${VG}/${zero}`]);
-  } finally {
-    await sh('lvremove', ['-f', `${VG}/${zero}`]);
-  }
-}
-
 async function snapshotNames(s: LvmTestStorage, volume: string): Promise<string[]> {
   return (await s.vc.snapshotList(s.volid(volume))).snapshots.map((e) => e.name).sort();
 }
@@ -71,10 +55,9 @@ async function layersOf(vmid: number): Promise<string[]> {
 
 test('a chain PVE made (hyphenated snapshots, cloud-init and state LVs): volchain lists, snapshots, rolls back and deletes', async () => {
   requireVg();
-  const pve = new PveLvm(VG);
+  const pve = new PveLvm(VG, { zeroNewLvs: true });
   const s = await lvmStorage({ shrinkFrozen: 'no' });
   const vol = 'vm-7701-disk-0.qcow2';
-  await zeroFreeExtents();
   assert.equal(await pve.alloc(7701, SIZE), vol);
   await put(s.path(vol), 0, 0x11);
   await pve.snapshotCreate(7701, vol, 'pre-up');
@@ -154,7 +137,7 @@ async function volchainChain(s: LvmTestStorage, vmid: number): Promise<{ vol: st
 
 test("full-size frozen layers (next to PVE): PVE's snapshot, rollback, delete first/middle/newest, resize and free on volchain's chain keep every byte", async () => {
   requireVg();
-  const pve = new PveLvm(VG);
+  const pve = new PveLvm(VG, { zeroNewLvs: true });
   const s = await lvmStorage({ shrinkFrozen: 'no' });
   const { vol, views } = await volchainChain(s, 7702);
 
@@ -196,7 +179,7 @@ test("full-size frozen layers (next to PVE): PVE's snapshot, rollback, delete fi
 
 test("shrunk frozen layers (volchain alone on the VG): PVE's delete of a middle snapshot fails for lack of space with nothing lost; snapshot, rollback, delete of the newest, resize and free work", async () => {
   requireVg();
-  const pve = new PveLvm(VG);
+  const pve = new PveLvm(VG, { zeroNewLvs: true });
   const s = await lvmStorage({ shrinkFrozen: 'yes' });
   const volid = await s.vc.alloc(s.id, 7703, SIZE);
   const vol = 'vm-7703-disk-0.qcow2';
@@ -241,7 +224,7 @@ test("shrunk frozen layers (volchain alone on the VG): PVE's delete of a middle 
 
 test("a branched tree (volchain rolled back to an older snapshot, keeping the newer): PVE's snapshot, rollback and delete of the newest work; its delete of the branch point loses the other branch", async () => {
   requireVg();
-  const pve = new PveLvm(VG);
+  const pve = new PveLvm(VG, { zeroNewLvs: true });
   const s = await lvmStorage({ shrinkFrozen: 'no' });
   const { vol, views } = await volchainChain(s, 7704);
   await s.vc.snapshotRollback(s.volid(vol), 's1'); // s2 and s3 stay: s1 has two children, s2 and the current layer
@@ -288,7 +271,7 @@ test("a branched tree (volchain rolled back to an older snapshot, keeping the ne
 
 test('a layer name that fits two volumes (made by PVE, untagged by volchain) belongs to the chain its headers join', async () => {
   requireVg();
-  const pve = new PveLvm(VG);
+  const pve = new PveLvm(VG, { zeroNewLvs: true });
   const s = await lvmStorage({ shrinkFrozen: 'no' });
   // VM 7705: the ambiguous LV is disk-0_pre's snapshot `up` (its parent: disk-0_pre's `first`).
   // VM 7706: the ambiguous LV is disk-0's snapshot `pre_up` (its parent: disk-0's `first`).
@@ -296,7 +279,6 @@ test('a layer name that fits two volumes (made by PVE, untagged by volchain) bel
     [7705, 'pre'],
     [7706, 'disk-0'],
   ] as const) {
-    await zeroFreeExtents();
     const a = `vm-${vmid}-disk-0.qcow2`;
     const b = `vm-${vmid}-disk-0_pre.qcow2`;
     const ambiguous = `snap_vm-${vmid}-disk-0_pre_up.qcow2`;

@@ -37,6 +37,13 @@ export interface PveSnapInfo {
 export interface PveLvmOptions {
   /** The storage's `saferemove 1`: removed LVs are renamed `del-<name>`, zeroed, then removed. */
   saferemove?: boolean;
+  /**
+   * Test setup, not PVE: zero each new LV right after PVE's lvcreate, as on fresh extents. PVE formats with
+   * `preallocation=metadata`, which maps every cluster onto the LV as it is, so a volume would otherwise show
+   * what earlier LVs left there. Per LV (not all the VG's free extents at once), so that test files running
+   * beside this one on the same VG never find it full.
+   */
+  zeroNewLvs?: boolean;
 }
 
 /** LVM_SUPPRESS_FD_WARNINGS as for volchain's LVM commands (PVE's daemons set it too). */
@@ -49,12 +56,14 @@ export function pveSnapName(volname: string, snap: string): string {
 
 export class PveLvm {
   readonly saferemove: boolean;
+  readonly zeroNewLvs: boolean;
 
   constructor(
     readonly vg: string,
     opts: PveLvmOptions = {},
   ) {
     this.saferemove = opts.saferemove ?? false;
+    this.zeroNewLvs = opts.zeroNewLvs ?? false;
   }
 
   dev(lv: string): string {
@@ -138,6 +147,8 @@ export class PveLvm {
     for (const tag of tags) args.push('--addtag', tag);
     args.push(this.vg);
     await this.run('/sbin/lvcreate', args);
+    // Active after `-aly`; see PveLvmOptions.zeroNewLvs.
+    if (this.zeroNewLvs) await this.run('blkdiscard', ['--zeroout', this.dev(name)]);
   }
 
   /** LVMPlugin lvrename: lists the VG to refuse an existing target, then renames. */
