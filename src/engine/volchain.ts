@@ -704,8 +704,12 @@ export class Volchain {
       return withSpace(backend, tree, plan(tree, this.ctx(backend)));
     }
     // A command refused for a volume that is not there leaves no trace (not even the VM's lock file). When
-    // the storage cannot be looked at now, the locked path below reports why, as before.
-    if (!(await backend.statLayer(volume.vmid, volume.name).catch(() => true))) await this.readTree(backend, volume);
+    // the storage cannot be looked at now, the locked path below reports why, as before. A volume missing
+    // while an operation on its VM is journaled may only be mid-operation (a snapshot create renames the top
+    // away for a moment): then the locked path waits for that operation instead of refusing over it.
+    if (!(await backend.statLayer(volume.vmid, volume.name).catch(() => true)) && (await pendingOperations(backend, { vmid: volume.vmid })).length === 0) {
+      await this.readTree(backend, volume);
+    }
     return this.withVmLock(backend, volume.vmid, operation, async () => {
       const p = plan(await readVolumeTree(backend, volume), this.ctx(backend));
       await executePlan(backend, p, opts.onEvent ? { onEvent: opts.onEvent } : {});
