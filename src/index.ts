@@ -23,9 +23,9 @@ export {
   type SnapshotListing,
   type VolchainOptions,
   type VolumeInfo,
-  type VolumeSummary,
   type WipeOptions,
 } from './engine/volchain.js';
+export type { VolumeSummary } from './engine/volume-summary.js';
 export type { ShrinkPolicy } from './engine/shrink-policy.js';
 export type { WipeMode } from './engine/wipe.js';
 

@@ -27,7 +27,6 @@ import type { LayerNode, VolumeTree } from './volume-tree.js';
 
 // Moved to chain-depth.ts (volume-tree.ts needs checkTreeDepth, and this module needs volume-tree.ts's
 // types: a cycle); re-exported for existing importers.
-export { chainDepths, checkTreeDepth } from './chain-depth.js';
 
 /**
  * What a step does to a layer that already exists, and what that rules out: `corrupt` (a layer marked corrupt

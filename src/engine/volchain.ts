@@ -100,8 +100,6 @@ export interface CallOptions {
   onWarning?: (message: string) => void;
 }
 
-export type { VolumeSummary } from './volume-summary.js'; // moved there: listing.ts needs it too (no cycle)
-
 /** What `activate`/`deactivate` did. */
 export interface ActivationResult {
   volid: string;

@@ -5,7 +5,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chainDepths, checkTreeDepth, guardSteps } from '../../src/engine/layer-guard.js';
+import { chainDepths, checkTreeDepth } from '../../src/engine/chain-depth.js';
+import { guardSteps } from '../../src/engine/layer-guard.js';
 import { planLiveSnapshotDelete, type LiveDisk } from '../../src/engine/live-planners.js';
 import { planFree, planResize, planSnapshotCreate, planSnapshotDelete, planSnapshotRollback, type PlanContext } from '../../src/engine/planners.js';
 import type { LayerNode, VolumeTree } from '../../src/engine/volume-tree.js';
