@@ -6,8 +6,8 @@
 import { loadStorageConfig, type LoadOptions, type StorageConfig } from './config/index.js';
 import { InvalidInputError } from './errors.js';
 import { Volchain, type VolchainOptions } from './engine/volchain.js';
-import type { ShrinkPolicy } from './engine/shrink-policy.js';
-import type { BackgroundWipeRunner, WipeMode } from './engine/wipe.js';
+import type { ShrinkPolicy } from './engine/plan/shrink-policy.js';
+import type { BackgroundWipeRunner, WipeMode } from './engine/run/wipe.js';
 
 export interface CreateVolchainOptions {
   /**

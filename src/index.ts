@@ -25,9 +25,9 @@ export {
   type VolumeInfo,
   type WipeOptions,
 } from './engine/volchain.js';
-export type { VolumeSummary } from './engine/volume-summary.js';
-export type { ShrinkPolicy } from './engine/shrink-policy.js';
-export type { WipeMode } from './engine/wipe.js';
+export type { VolumeSummary } from './engine/read/volume-summary.js';
+export type { ShrinkPolicy } from './engine/plan/shrink-policy.js';
+export type { WipeMode } from './engine/run/wipe.js';
 
 // ---- configuration -------------------------------------------------------------------------------------
 export {
@@ -53,19 +53,19 @@ export type {
   StorageListJson,
   WipeJson,
 } from './results.js';
-export type { PendingOperationSummary, VolumeListEntry, VolumeProblem } from './engine/listing.js';
-export type { LayerFlags, LayerFlagsEntry } from './engine/layer-guard.js';
-export type { AttachInfo, QemuArgs, QemuArgsVolume } from './engine/live.js';
+export type { PendingOperationSummary, VolumeListEntry, VolumeProblem } from './engine/read/listing.js';
+export type { LayerFlags, LayerFlagsEntry } from './engine/read/layer-guard.js';
+export type { AttachInfo, QemuArgs, QemuArgsVolume } from './engine/live/operations.js';
 export type { FinishedRemoval, FinishRemovalsResult, PendingRemoval } from './backends/backend.js';
 export type { JournalLeftover, JournalRecord } from './journal/record.js';
-export type { EngineEvent } from './engine/executor.js';
+export type { EngineEvent } from './engine/run/executor.js';
 export type { ImageFormat } from './naming/index.js';
 
 // ---- the plan model ------------------------------------------------------------------------------------
-export { describeStep } from './engine/plan.js';
+export { describeStep } from './engine/plan/describe-step.js';
 export type * from './model/plan.js';
-export type { LiveStep } from './engine/live-steps.js';
-export type { PlanSpace } from './engine/space.js';
+export type { LiveStep } from './engine/plan/live-steps.js';
+export type { PlanSpace } from './engine/plan/space.js';
 
 // ---- errors --------------------------------------------------------------------------------------------
 export {

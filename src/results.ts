@@ -8,7 +8,7 @@ import type { StorageDescription } from './config/index.js';
 import type { ErrorJson } from './errors.js';
 import type { JournalLeftover, JournalRecord } from './journal/record.js';
 import type { Plan } from './model/plan.js';
-import type { VolumeListEntry } from './engine/listing.js';
+import type { VolumeListEntry } from './engine/read/listing.js';
 
 /** `storage list --json`. */
 export interface StorageListJson {

@@ -6,7 +6,7 @@ import type { BaseVolume, ImageFormat, StorageKind, VolumeRef } from '../naming/
 import type { StorageDefinition } from '../config/index.js';
 import type { Preallocation } from '../tools/qemu-img.js';
 import type { JournalStore } from '../journal/record.js';
-import type { DirScan } from './dir-listing.js';
+import type { DirScan } from './dir/listing.js';
 
 export interface BackendCapabilities {
   /** Snapshots are qcow2 layers (storage option snapshot-as-volume-chain). */
@@ -46,7 +46,7 @@ export interface LayerRecord {
   virtualSize: number;
 }
 
-/** A template's base volume as a linked clone's chain sees it (dir storage; backends/dir-base.ts). */
+/** A template's base volume as a linked clone's chain sees it (dir storage; backends/dir/base.ts). */
 export interface BaseInfo {
   path: string;
   virtualSize: number;
@@ -110,7 +110,7 @@ export interface Backend {
 
   /** Current layers of the volumes on this storage (snapshot layers, temporaries and foreign files hidden). */
   listVolumes(vmid?: number): Promise<VolumeRef[]>;
-  /** For `list` (dir): the volumes and, with their problems, the entries volchain cannot read (dir-listing.ts). */
+  /** For `list` (dir): the volumes and, with their problems, the entries volchain cannot read (backends/dir/listing.ts). */
   scanImages?(vmid?: number): Promise<DirScan>;
   /** VM ids that have any layer on this storage (including leftovers of interrupted operations). */
   listVmids(): Promise<number[]>;

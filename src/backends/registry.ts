@@ -2,11 +2,11 @@
 import { assertAvailableHere, type StorageDefinition } from '../config/index.js';
 import { NotSupportedError } from '../errors.js';
 import type { Backend } from './backend.js';
-import { DirBackend } from './dir.js';
-import { LvmBackend } from './lvm.js';
+import { DirBackend } from './dir/backend.js';
+import { LvmBackend } from './lvm/backend.js';
 
 export interface BackendOptions {
-  /** LVM: shrink a layer that became a snapshot to its image's end (engine/shrink-policy.ts). Default true. */
+  /** LVM: shrink a layer that became a snapshot to its image's end (engine/plan/shrink-policy.ts). Default true. */
   shrinkFrozen?: boolean;
   env?: NodeJS.ProcessEnv;
 }

@@ -1,5 +1,5 @@
 /** Text output of the commands about running VMs (qemu-args, vm attach-info). */
-import type { AttachInfo, QemuArgs } from '../engine/live.js';
+import type { AttachInfo, QemuArgs } from '../engine/live/operations.js';
 import { table } from './render.js';
 
 /** A word for a POSIX shell: single-quoted unless it is plainly safe. */

@@ -11,7 +11,7 @@ import type { Plan } from '../model/plan.js';
 import { parseVmid } from '../naming/index.js';
 import { progressReporter, renderRemoval, wipeReporter } from './progress.js';
 import { spawnCliWiper } from './wipe-runner.js';
-import { totalPlanSpace } from '../engine/space.js';
+import { totalPlanSpace } from '../engine/plan/space.js';
 import { renderActivation, renderInfo, renderJournalLeftover, renderPlan, renderSnapshotTree, renderSpace, renderStorages, renderVolumes } from './render.js';
 import { renderAttachInfo, renderQemuArgs } from './live-render.js';
 import { escapeUnsafe } from '../quote.js';

@@ -1,10 +1,10 @@
 /** Turning library results into text for people. JSON output never goes through here. */
 import { formatSize } from '../naming/index.js';
-import { describeStep, type Plan } from '../engine/plan.js';
+import { describeStep, type Plan } from '../engine/plan/describe-step.js';
 import type { ActivationResult, SnapshotListing, VolumeInfo } from '../engine/volchain.js';
-import type { VolumeListEntry } from '../engine/listing.js';
+import type { VolumeListEntry } from '../engine/read/listing.js';
 import type { PlanSpace } from '../model/plan.js';
-import type { LayerFlags } from '../engine/layer-guard.js';
+import type { LayerFlags } from '../engine/read/layer-guard.js';
 import type { StorageDescription } from '../config/index.js';
 import type { JournalLeftover } from '../journal/record.js';
 import { RESERVED_SNAPSHOT_NAMES } from '../naming/index.js';
@@ -132,7 +132,7 @@ const UNREADABLE = 'data size unknown: LV not active on this host';
 
 /** The snapshot tree, oldest at the top, with the current layer marked where it hangs. */
 export function renderSnapshotTree(listing: SnapshotListing): string {
-  // Flags of a layer (layer-guard.ts): QEMU's corrupt bit, and internal snapshots inside a chain layer (in
+  // Flags of a layer (engine/read/layer-guard.ts): QEMU's corrupt bit, and internal snapshots inside a chain layer (in
   // internal mode those are the volume's snapshots themselves, listed as such).
   const flags = (l: LayerFlags): string => {
     const internal = listing.mode === 'internal' ? [] : (l.internalSnapshots ?? []);

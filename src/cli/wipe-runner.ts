@@ -1,11 +1,11 @@
 /**
- * The CLI's background wiper (engine/wipe.ts's BackgroundWipeRunner): this program itself, started detached as
+ * The CLI's background wiper (engine/run/wipe.ts's BackgroundWipeRunner): this program itself, started detached as
  * `node bin/volchain.js --config <file> wipe --storage <id> [--vmid N]`, as PVE forks a worker for saferemove.
  * Here rather than in the engine because only the CLI knows where its script is.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { BackgroundWipeRequest } from '../engine/wipe.js';
+import type { BackgroundWipeRequest } from '../engine/run/wipe.js';
 import { spawnDetached } from '../tools/runner.js';
 
 /** The CLI script (bin/volchain.js beside dist/, as in the npm package). */

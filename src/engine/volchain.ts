@@ -30,28 +30,37 @@ import {
   type ImageFormat,
   type VolumeRef,
 } from '../naming/index.js';
-import { executePlan, type EngineEvent } from './executor.js';
-import { Journal, journalLeftovers, pendingOperations, type JournalLeftover, type JournalRecord } from './journal.js';
-import { acquireLock, type HeldLock } from './lock.js';
-import { refuseMissingVolume } from './refusals.js';
-import { pendingFields } from './error-fields.js';
-import { repairActions, repairRecord } from './repair-record.js';
-import { vmOperationStopped } from './vm-failure.js';
-import { finishDeferredRemovals, resolveWipeMode, type BackgroundWipeRunner, type WipeMode } from './wipe.js';
-import { resolveShrinkFrozen, type ShrinkPolicy } from './shrink-policy.js';
-import { refuseNewBranch, resolveKeepBranches } from './branch-policy.js';
+import { executePlan, type EngineEvent } from './run/executor.js';
+import { Journal, journalLeftovers, pendingOperations, type JournalLeftover, type JournalRecord } from './run/journal.js';
+import { acquireLock, type HeldLock } from './session/lock.js';
+import { refuseMissingVolume } from './session/refusals.js';
+import { pendingFields } from './run/error-fields.js';
+import { repairActions, repairRecord } from './run/repair-record.js';
+import { vmOperationStopped } from './run/vm-failure.js';
+import { finishDeferredRemovals, resolveWipeMode, type BackgroundWipeRunner, type WipeMode } from './run/wipe.js';
+import { resolveShrinkFrozen, type ShrinkPolicy } from './plan/shrink-policy.js';
+import { refuseNewBranch, resolveKeepBranches } from './plan/branch-policy.js';
 import type { Plan } from '../model/plan.js';
-import { planFree, planResize, planSnapshotCreate, planSnapshotDelete, planSnapshotRollback, type PlanContext } from './planners.js';
-import { layerFlags, treeLayerFlags, type LayerFlags, type LayerFlagsEntry } from './layer-guard.js';
-import { ancestry, layer, readVolumeTree, snapshotLayers, type LayerNode, type ReadTreeOptions, type VolumeTree } from './volume-tree.js';
-import { vmDisksFromConfig, vmDisksOnStorages, vmTarget, type VmTargetOptions } from './vm-disks.js';
-import { listVolumeEntries, type VolumeListEntry } from './listing.js';
-import type { VolumeSummary } from './volume-summary.js';
-import { refuseFreeOfUsedBase, templateClones } from './templates.js';
-import { estimatePlanSpace, layersFrozenBy, snapshotSpace, spaceEstimable } from './space.js';
+import { planFree, planResize, planSnapshotCreate, planSnapshotDelete, planSnapshotRollback, type PlanContext } from './planners/offline.js';
+import { layerFlags, treeLayerFlags, type LayerFlags, type LayerFlagsEntry } from './read/layer-guard.js';
+import { ancestry, layer, readVolumeTree, snapshotLayers, type LayerNode, type ReadTreeOptions, type VolumeTree } from './read/volume-tree.js';
+import { vmDisksFromConfig, vmDisksOnStorages, vmTarget, type VmTargetOptions } from './read/vm-disks.js';
+import { listVolumeEntries, type VolumeListEntry } from './read/listing.js';
+import type { VolumeSummary } from './read/volume-summary.js';
+import { refuseFreeOfUsedBase, templateClones } from './read/templates.js';
+import { estimatePlanSpace, layersFrozenBy, snapshotSpace, spaceEstimable } from './plan/space.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import { checkImage } from '../tools/qemu-img.js';
-import { attachInfo, liveSnapshotCreate, liveSnapshotDelete, openRepairSession, qemuArgs, refuseLiveRollback, type AttachInfo, type QemuArgs } from './live.js';
+import {
+  attachInfo,
+  liveSnapshotCreate,
+  liveSnapshotDelete,
+  openRepairSession,
+  qemuArgs,
+  refuseLiveRollback,
+  type AttachInfo,
+  type QemuArgs,
+} from './live/operations.js';
 
 export interface VolchainOptions {
   /**
@@ -68,7 +77,7 @@ export interface VolchainOptions {
   /**
    * LVM: shrink a layer that becomes a snapshot to its image's end ('yes'), keep it full size as PVE does
    * ('no'), or 'auto': 'no' when the configuration is /etc/pve/storage.cfg (PVE commits into snapshot LVs
-   * without growing them), else 'yes'. Default: $VOLCHAIN_LVM_SHRINK, else 'auto'. See engine/shrink-policy.ts.
+   * without growing them), else 'yes'. Default: $VOLCHAIN_LVM_SHRINK, else 'auto'. See engine/plan/shrink-policy.ts.
    */
   shrinkFrozen?: ShrinkPolicy;
   /** How long to wait for a VM's lock. Default: $VOLCHAIN_LOCK_TIMEOUT (read when a lock is taken), else 30 s. */
@@ -126,7 +135,7 @@ export interface VolumeInfo extends VolumeSummary {
   checks?: LayerCheck[];
   /** Snapshot the current layer continues from (volume-chain mode). */
   parentSnapshot: string | null;
-  /** Every layer with QEMU's corrupt bit and its internal snapshots (layer-guard.ts). */
+  /** Every layer with QEMU's corrupt bit and its internal snapshots (engine/read/layer-guard.ts). */
   layers: LayerFlagsEntry[];
   /** A template's base volume: the volids of its linked clones ([] for other volumes). */
   clones: string[];
@@ -176,7 +185,7 @@ export class Volchain {
   private readonly backgroundWipe: BackgroundWipeRunner | undefined;
   /** LVM: frozen layers are shrunk to their image's end (see VolchainOptions.shrinkFrozen). */
   readonly shrinkFrozen: boolean;
-  /** A rollback may keep newer snapshots as a branch (not next to PVE by default: engine/branch-policy.ts). */
+  /** A rollback may keep newer snapshots as a branch (not next to PVE by default: engine/plan/branch-policy.ts). */
   readonly keepBranches: boolean;
 
   private readonly lockTimeoutMs: number | undefined;

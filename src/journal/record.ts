@@ -20,7 +20,7 @@ export interface JournalRecord {
   /** Set when the executor stopped on an error it could not undo. */
   error?: string;
   /**
-   * Set while the steps done before a failed step are being walked back (engine/undo.ts): `repair` then
+   * Set while the steps done before a failed step are being walked back (engine/run/undo.ts): `repair` then
    * continues this undo (its first `undone` undo steps are done) instead of redoing the plan. Absent in
    * records of older versions, which never journaled an undo.
    */

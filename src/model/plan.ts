@@ -30,7 +30,7 @@ export type Step =
   | { kind: 'resize'; layer: string; format: 'qcow2' | 'raw'; sizeBytes: number }
   /** Snapshot inside one qcow2 file (storages without snapshot-as-volume-chain). */
   | { kind: 'internal-snapshot'; layer: string; action: 'create' | 'apply' | 'delete'; name: string }
-  /** Steps that act through a running QEMU (engine/live-steps.ts runs them), each with an offline equivalent for repair. */
+  /** Steps that act through a running QEMU (engine/plan/live-steps.ts runs them), each with an offline equivalent for repair. */
   | LiveStep;
 
 export type OperationKind = 'snapshot-create' | 'snapshot-rollback' | 'snapshot-delete' | 'resize' | 'free';
@@ -58,7 +58,7 @@ export interface Plan {
   /** Set when the plan acts through a running QEMU: its QMP socket (repair talks to it if it still runs). */
   live?: { socket: string };
   /**
-   * Dry runs on storages with fixed-size layers (LVM), for plans engine/space.ts understands (snapshot create): the
+   * Dry runs on storages with fixed-size layers (LVM), for plans engine/plan/space.ts understands (snapshot create): the
    * space the plan takes, against the same operation with PVE 9's full-size layers.
    */
   space?: PlanSpace;
@@ -81,7 +81,7 @@ export interface PlanSpace {
 
 /**
  * Steps of live plans: what a running QEMU must do while volchain changes the files of a chain it has open.
- * Every live step has an offline equivalent that repair runs when QEMU is gone (engine/live-steps.ts explains
+ * Every live step has an offline equivalent that repair runs when QEMU is gone (engine/plan/live-steps.ts explains
  * why that is safe, and runs the mapping).
  */
 export type LiveStep =
@@ -131,10 +131,10 @@ export type LiveStep =
   | { kind: 'qmp-close'; layer: string; nodes: string[] }
   /**
    * Gives a layer below the top (node `node`) the node names `to` and opens it under its current file name
-   * `layer` (PVE's names, engine/live-pve-graph.ts): new read-only nodes on the same file, the node above switched
+   * `layer` (PVE's names, engine/live/pve-graph.ts): new read-only nodes on the same file, the node above switched
    * onto them (blockdev-reopen), the old nodes closed. The guest's view never changes. `openedAs`: the layer
    * name the old nodes were opened under, free by now, which is a hard link to `layer` during the step
-   * (engine/live-rename.ts); offline, the step only drops such a link left behind.
+   * (engine/live/rename.ts); offline, the step only drops such a link left behind.
    */
   | { kind: 'qmp-rename'; layer: string; node: string; protocolNode: string | undefined; to: { format: string; protocol: string }; openedAs?: string };
 

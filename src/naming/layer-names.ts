@@ -6,7 +6,7 @@
  * (as PVE allows): LVM `snap_vm-101-a_b_cd.qcow2` is (vm-101-a.qcow2, b_cd) or (vm-101-a_b.qcow2, cd); dir
  * `snap-x-vm-1-vm-1-d.qcow2` is (vm-1-vm-1-d.qcow2, x) or (vm-1-d.qcow2, x-vm-1). Given the volume, the
  * snapshot is what lies between the volume's prefix and suffix, hyphens included; one volume's candidates can
- * still include another volume's layers, so chain membership comes from the qcow2 headers (volume-tree.ts).
+ * still include another volume's layers, so chain membership comes from the qcow2 headers (engine/read/volume-tree.ts).
  *
  * Temporary layers (a new top being prepared, a layer being swapped) get names no PVE or volchain volume or
  * snapshot layer can have, recognisable by repair after a crash:

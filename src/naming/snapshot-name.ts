@@ -7,7 +7,7 @@
  *
  * The hyphen makes a dir layer name ambiguous on its own (`snap-x-vm-1-vm-2-d.qcow2` is both snapshot `x` of
  * `vm-1-vm-2-d.qcow2` and snapshot `x-vm-1` of `vm-2-d.qcow2`, as LVM's `_` already was); layer names are
- * therefore always matched given the volume, and chain membership settled by the headers (volume-tree.ts).
+ * therefore always matched given the volume, and chain membership settled by the headers (engine/read/volume-tree.ts).
  *
  * Two snapshots of one volume whose names differ only in case would become two files that a case-insensitive
  * mount (CIFS) merges: a *new* name that clashes in case with an existing one is refused by the planners, but

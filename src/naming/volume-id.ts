@@ -35,7 +35,7 @@ export interface VolumeRef {
   template?: true;
   /**
    * A linked clone (dir only): the base its bottom layer is backed by. Absent on a volid without the base
-   * part; reading the chain finds the base from the headers either way (volume-tree.ts).
+   * part; reading the chain finds the base from the headers either way (engine/read/volume-tree.ts).
    */
   base?: BaseVolume;
 }

@@ -22,7 +22,7 @@ export interface BackingPolicy {
    * The one exception to "same directory" (DESIGN.md section 6): PVE's linked clone on dir storage, whose
    * bottom layer names `../<basevmid>/base-<basevmid>-….<fmt>`. Returns the format the base must be read
    * with when `ref` is such a reference this policy accepts, else undefined. The header's backing format must
-   * equal it; that the file is a real base volume is the caller's check (engine/clone-base.ts).
+   * equal it; that the file is a real base volume is the caller's check (engine/read/clone-base.ts).
    */
   baseFormat?(ref: string, referencedBy: string): 'raw' | 'qcow2' | undefined;
 }

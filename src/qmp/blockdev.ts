@@ -19,7 +19,7 @@
  * The hash covers the name a layer had *when QEMU opened it*: a node cannot be renamed, so when a live
  * operation renames a layer (a snapshot turns the current layer into `snap-S-...`), the open node keeps
  * the old name for as long as it stays open. Which layer a node is today is decided by its position in the
- * chain QEMU reports (src/engine/live-match.ts), never by its name or the path it was opened with.
+ * chain QEMU reports (src/engine/live/match.ts), never by its name or the path it was opened with.
  *
  * Defaults, and why:
  * - layers below the top are `read-only: true` (frozen snapshots; a commit job reopens its base read-write

@@ -10,7 +10,7 @@
  *
  * Paths are the paths *as opened*: QEMU keeps file descriptors, so a layer renamed later (the old top that
  * became a snapshot) still reports its old path. Which layer a node is today is therefore decided by its
- * position in the chain (live-match.ts), never by its path alone.
+ * position in the chain (engine/live/match.ts), never by its path alone.
  */
 import { reportedPath } from './blockdev.js';
 import type { QmpExecutor } from './client.js';

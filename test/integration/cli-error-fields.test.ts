@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { acquireLock } from '../../src/engine/lock.js';
+import { acquireLock } from '../../src/engine/session/lock.js';
 import { createVolchain } from '../../src/create.js';
 import { LockedError } from '../../src/errors.js';
 import { assertSameTree, cli, cliOk, makeStorage, snapshotOf, type RunResult, type TestStorage } from './helpers.js';

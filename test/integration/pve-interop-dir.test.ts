@@ -4,7 +4,7 @@
  *   only): list, snapshot, roll back (newest and older), delete (first, middle, newest), resize, free;
  * - PVE's bare command sequences (test/fixtures/pve-dir-commands.ts) on chains volchain made, including the
  *   tree volchain leaves after a rollback to an older snapshot (PVE's delete of the branch point breaks the
- *   branch, so next to PVE volchain refuses to make one: engine/branch-policy.ts).
+ *   branch, so next to PVE volchain refuses to make one: engine/plan/branch-policy.ts).
  * Every cell checks the guest view of every layer (qemu-io pattern reads), that layers which must not change
  * kept their bytes (sha256), and `qemu-img check` of every qcow2 layer. README "Interop with Proxmox VE
  * (dir storage)" shows the matrix these tests prove.

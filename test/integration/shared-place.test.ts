@@ -8,7 +8,7 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseStorageConfig } from '../../src/config/index.js';
-import { acquireLock } from '../../src/engine/lock.js';
+import { acquireLock } from '../../src/engine/session/lock.js';
 import { Volchain } from '../../src/engine/volchain.js';
 import { LockedError } from '../../src/errors.js';
 import { BLOCK, MiB, assertPatterns, checkClean, writePattern } from './helpers.js';

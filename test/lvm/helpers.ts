@@ -7,7 +7,7 @@
  * Each test file works with its own range of VM ids, so files may run side by side in one VG, and removes
  * every LV it made (selected by its exact `pve-vm-<vmid>` tag) when it ends.
  */
-import type { ShrinkPolicy } from '../../src/engine/shrink-policy.js';
+import type { ShrinkPolicy } from '../../src/engine/plan/shrink-policy.js';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { parseStorageConfig } from '../../src/config/index.js';
 import { Volchain } from '../../src/engine/volchain.js';
 import { spawnCliWiper } from '../../src/cli/wipe-runner.js';
-import type { WipeMode } from '../../src/engine/wipe.js';
+import type { WipeMode } from '../../src/engine/run/wipe.js';
 import * as lvm from '../../src/tools/lvm.js';
 import { measureFullyAllocated } from '../../src/tools/lvm-measure.js';
 import { runCommand, type RunResult } from '../integration/helpers.js';

@@ -1,5 +1,5 @@
 /**
- * Operation journals on the VG itself (backends/lvm-journal.ts): a crash on one host is seen and finished
+ * Operation journals on the VG itself (backends/lvm/journal.ts): a crash on one host is seen and finished
  * from another that shares nothing with it but the VG. The "other host" here is this test process with
  * its own state directory, after the crashed host's LVs were deactivated, as they are after it died.
  */

@@ -23,7 +23,7 @@ after(async () => {
   await cleanupState();
 });
 
-/** The background wipers' log (engine/wipe.ts starts them with their output there). */
+/** The background wipers' log (engine/run/wipe.ts starts them with their output there). */
 async function wipeLog(): Promise<string> {
   const root = process.env.VOLCHAIN_STATE_DIR ?? '';
   return readFile(join(root, '.wipe', VG, 'wipe.log'), 'utf8').catch(() => '(no wipe log)');

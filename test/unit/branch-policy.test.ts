@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { resolveKeepBranches } from '../../src/engine/branch-policy.js';
+import { resolveKeepBranches } from '../../src/engine/plan/branch-policy.js';
 import { InvalidInputError } from '../../src/errors.js';
 
 test('branch policy: auto keeps branches except where PVE reads the same storage.cfg; VOLCHAIN_BRANCHES wins', () => {

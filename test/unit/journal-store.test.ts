@@ -21,7 +21,7 @@ import {
 } from '../../src/journal/device-format.js';
 import { FileJournalStore } from '../../src/journal/file-store.js';
 import type { JournalRecord } from '../../src/journal/record.js';
-import { LvmJournalStore, journalLvName, summaryRecord, summaryTags, vmidOfJournalLv, type JournalVolumeGroup } from '../../src/backends/lvm-journal.js';
+import { LvmJournalStore, journalLvName, summaryRecord, summaryTags, vmidOfJournalLv, type JournalVolumeGroup } from '../../src/backends/lvm/journal.js';
 import type { LvRow } from '../../src/tools/lvm.js';
 
 const DEVICE = 4 * 1024 * 1024;

@@ -12,8 +12,8 @@ import type { JournalRecord } from '../../src/journal/record.js';
 import { RESERVE_BYTES, reservePath } from '../../src/journal/reserve.js';
 import { journalRecordProblem } from '../../src/journal/validate.js';
 import { InvalidInputError, NoSpaceError } from '../../src/errors.js';
-import { explainNoSpace } from '../../src/backends/dir-space.js';
-import { lockTimeoutMs } from '../../src/engine/lock.js';
+import { explainNoSpace } from '../../src/backends/dir/space.js';
+import { lockTimeoutMs } from '../../src/engine/session/lock.js';
 
 function valid(): JournalRecord {
   return {

@@ -1,15 +1,15 @@
 /**
- * Which plans may touch which layers (layer-guard.ts): corrupt layers are never written, frozen, built on or
+ * Which plans may touch which layers (engine/read/layer-guard.ts): corrupt layers are never written, frozen, built on or
  * copied from; layers with internal snapshots are never removed, replaced, committed into/out of or rebased;
  * no chain grows past 1000 layers. Pure: hand-made trees whose headers carry only the two flags judged.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chainDepths, checkTreeDepth } from '../../src/engine/chain-depth.js';
-import { guardSteps } from '../../src/engine/layer-guard.js';
-import { planLiveSnapshotDelete, type LiveDisk } from '../../src/engine/live-planners.js';
-import { planFree, planResize, planSnapshotCreate, planSnapshotDelete, planSnapshotRollback, type PlanContext } from '../../src/engine/planners.js';
-import type { LayerNode, VolumeTree } from '../../src/engine/volume-tree.js';
+import { chainDepths, checkTreeDepth } from '../../src/engine/read/chain-depth.js';
+import { guardSteps } from '../../src/engine/read/layer-guard.js';
+import { planLiveSnapshotDelete, type LiveDisk } from '../../src/engine/planners/live.js';
+import { planFree, planResize, planSnapshotCreate, planSnapshotDelete, planSnapshotRollback, type PlanContext } from '../../src/engine/planners/offline.js';
+import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';
 import { CorruptImageError, NotSupportedError, UnsafeImageError } from '../../src/errors.js';
 import type { Qcow2Header } from '../../src/qcow2/index.js';
 
@@ -22,7 +22,7 @@ interface Flags {
   internal?: string[];
 }
 
-/** Only the fields layer-guard.ts reads; the rest of a header plays no part in these rules. */
+/** Only the fields engine/read/layer-guard.ts reads; the rest of a header plays no part in these rules. */
 function header(flags: Flags): Qcow2Header {
   const internalSnapshots = (flags.internal ?? []).map((name, i) => ({
     id: String(i + 1),

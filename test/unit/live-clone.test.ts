@@ -1,15 +1,15 @@
 /**
- * Linked clones in live operations (live-clone.ts, live-planners.ts, qmp/blockdev.ts): the base volume at the
+ * Linked clones in live operations (engine/live/clone.ts, engine/planners/live.ts, qmp/blockdev.ts): the base volume at the
  * bottom of QEMU's chain is recognised and checked, opened read-only down to its file, and a live delete of
  * the clone's oldest snapshot streams onto the base node (never commits into the base).
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { cloneBaseSpec, splitCloneBase } from '../../src/engine/live-clone.js';
-import { planLiveSnapshotDelete, type LiveDisk } from '../../src/engine/live-planners.js';
-import { offlineEquivalent, type LiveStep } from '../../src/engine/live-steps.js';
-import type { PlanContext } from '../../src/engine/planners.js';
-import type { LayerNode, VolumeTree } from '../../src/engine/volume-tree.js';
+import { cloneBaseSpec, splitCloneBase } from '../../src/engine/live/clone.js';
+import { planLiveSnapshotDelete, type LiveDisk } from '../../src/engine/planners/live.js';
+import { offlineEquivalent, type LiveStep } from '../../src/engine/plan/live-steps.js';
+import type { PlanContext } from '../../src/engine/planners/offline.js';
+import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';
 import { NotFoundError } from '../../src/errors.js';
 import { chainBlockdevs } from '../../src/qmp/blockdev.js';
 import type { QemuChain, QemuLayer } from '../../src/qmp/live-view.js';

@@ -1,13 +1,13 @@
 /**
- * QEMU's block graph as chains (live-view.ts) and its match against the chains on disk (live-match.ts), from
+ * QEMU's block graph as chains (live-view.ts) and its match against the chains on disk (engine/live/match.ts), from
  * query results shaped exactly as QEMU 7.2 reports them (json: filenames for nodes with an explicit backing,
  * backing_file = the backing node's own filename).
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Backend } from '../../src/backends/backend.js';
-import { matchVm, type DiskInput } from '../../src/engine/live-match.js';
-import type { LayerNode, VolumeTree } from '../../src/engine/volume-tree.js';
+import { matchVm, type DiskInput } from '../../src/engine/live/match.js';
+import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';
 import { buildBlockView, type BlockDeviceInfo, type BlockInfo } from '../../src/qmp/index.js';
 import { blockNodeInfo } from '../fixtures/qmp-nodes.js';
 

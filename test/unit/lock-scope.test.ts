@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseStorageConfig } from '../../src/config/index.js';
 import { createBackend } from '../../src/backends/registry.js';
-import { acquireLock } from '../../src/engine/lock.js';
+import { acquireLock } from '../../src/engine/session/lock.js';
 import { Volchain } from '../../src/engine/volchain.js';
 import { LockedError } from '../../src/errors.js';
 

@@ -1,5 +1,5 @@
 /**
- * The /dev/<vg>/<lv> check of lvm-device.ts where no LVM runs: the dm name LVM derives, and the refusals for
+ * The /dev/<vg>/<lv> check of backends/lvm/device.ts where no LVM runs: the dm name LVM derives, and the refusals for
  * a path that leads to a file or to a block device that is not device-mapper (the real-LVM cases are in
  * test/lvm/device-check.test.ts).
  */
@@ -9,7 +9,7 @@ import { existsSync, statSync } from 'node:fs';
 import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkLvDevice, dmNameOf } from '../../src/backends/lvm-device.js';
+import { checkLvDevice, dmNameOf } from '../../src/backends/lvm/device.js';
 import { UnsafeImageError } from '../../src/errors.js';
 
 /** A block device of this machine that is not device-mapper (the root disk of a VM, a loop device). */

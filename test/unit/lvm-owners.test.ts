@@ -1,11 +1,11 @@
 /**
- * Attribution of LVs whose names fit two volumes (lvm-owners.ts): by the backing chain in the headers, never
+ * Attribution of LVs whose names fit two volumes (backends/lvm/owners.ts): by the backing chain in the headers, never
  * by guess. The report is a fake one (names, tags and header parents), as `lvs` and the headers would give it.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { attributeLayers } from '../../src/backends/lvm-owners.js';
-import { isVolumeLv, volumesOfLv } from '../../src/backends/lvm-tags.js';
+import { attributeLayers } from '../../src/backends/lvm/owners.js';
+import { isVolumeLv, volumesOfLv } from '../../src/backends/lvm/tags.js';
 
 // Volumes of VM 100, both names PVE accepts: vm-100-disk-0.qcow2 and the custom vm-100-disk-0_pre.qcow2.
 // `snap_vm-100-disk-0_pre_up.qcow2` is disk-0's snapshot `pre_up` or disk-0_pre's snapshot `up`.

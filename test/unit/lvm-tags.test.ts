@@ -11,8 +11,8 @@ import {
   trustedLayerTags,
   tagChanges,
   volumesOfLv,
-} from '../../src/backends/lvm-tags.js';
-import { recordOf, vmidsOfLv } from '../../src/backends/lvm.js';
+} from '../../src/backends/lvm/tags.js';
+import { recordOf, vmidsOfLv } from '../../src/backends/lvm/backend.js';
 import { LV_NAME_MAX } from '../../src/naming/index.js';
 
 /** What lvm2 accepts in a tag (lvm(8): letters, digits, `_ + . -`; we never rely on the newer `/=!:#&`). */

@@ -21,11 +21,11 @@ import {
   wiperAlive,
   writeWipeProgress,
   type WipeProgress,
-} from '../../src/backends/lvm-wipe.js';
-import { DEL_PREFIX, deletionName, isVolchainDeletion } from '../../src/backends/lvm-tags.js';
+} from '../../src/backends/lvm/wipe.js';
+import { DEL_PREFIX, deletionName, isVolchainDeletion } from '../../src/backends/lvm/tags.js';
 import type { PendingRemoval } from '../../src/backends/backend.js';
 import { renderRemoval } from '../../src/cli/progress.js';
-import { resolveWipeMode } from '../../src/engine/wipe.js';
+import { resolveWipeMode } from '../../src/engine/run/wipe.js';
 import { InvalidInputError } from '../../src/errors.js';
 import { LV_NAME_MAX } from '../../src/naming/index.js';
 

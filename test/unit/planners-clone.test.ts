@@ -5,11 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { planFree, planResize, planSnapshotCreate, planSnapshotDelete, planSnapshotRollback, type PlanContext } from '../../src/engine/planners.js';
-import type { LayerNode, VolumeTree } from '../../src/engine/volume-tree.js';
-import type { Step } from '../../src/engine/plan.js';
+import { planFree, planResize, planSnapshotCreate, planSnapshotDelete, planSnapshotRollback, type PlanContext } from '../../src/engine/planners/offline.js';
+import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';
+import type { Step } from '../../src/engine/plan/describe-step.js';
 import { NotSupportedError, UnsafeImageError } from '../../src/errors.js';
-import { checkRebaseTarget } from '../../src/engine/clone-base.js';
+import { checkRebaseTarget } from '../../src/engine/read/clone-base.js';
 
 const VOL = 'vm-102-disk-0.qcow2';
 const REF = '../101/base-101-disk-0.qcow2';

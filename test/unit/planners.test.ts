@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { planFree, planResize, planSnapshotCreate, planSnapshotDelete, planSnapshotRollback, type PlanContext } from '../../src/engine/planners.js';
-import type { LayerNode, VolumeTree } from '../../src/engine/volume-tree.js';
-import type { Step } from '../../src/engine/plan.js';
+import { planFree, planResize, planSnapshotCreate, planSnapshotDelete, planSnapshotRollback, type PlanContext } from '../../src/engine/planners/offline.js';
+import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';
+import type { Step } from '../../src/engine/plan/describe-step.js';
 import { AlreadyExistsError, InvalidInputError, NotFoundError, NotSupportedError, PendingOperationError } from '../../src/errors.js';
 
 const VOL = 'vm-100-disk-0.qcow2';

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { isPveConfig, resolveShrinkFrozen } from '../../src/engine/shrink-policy.js';
+import { isPveConfig, resolveShrinkFrozen } from '../../src/engine/plan/shrink-policy.js';
 import { InvalidInputError } from '../../src/errors.js';
 
 test('shrink policy: auto keeps full-size layers only where PVE reads the same storage.cfg', () => {

@@ -2,10 +2,18 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { renderPlan, renderSpace } from '../../src/cli/render.js';
-import type { Plan } from '../../src/engine/plan.js';
-import { planFree, planResize, planSnapshotCreate, planSnapshotDelete, planSnapshotRollback, type PlanContext } from '../../src/engine/planners.js';
-import { estimatePlanSpace, layersFrozenBy, snapshotSpace, spaceEstimable, totalPlanSpace, type PlanSizes, type PlanSpace } from '../../src/engine/space.js';
-import type { LayerNode, VolumeTree } from '../../src/engine/volume-tree.js';
+import type { Plan } from '../../src/engine/plan/describe-step.js';
+import { planFree, planResize, planSnapshotCreate, planSnapshotDelete, planSnapshotRollback, type PlanContext } from '../../src/engine/planners/offline.js';
+import {
+  estimatePlanSpace,
+  layersFrozenBy,
+  snapshotSpace,
+  spaceEstimable,
+  totalPlanSpace,
+  type PlanSizes,
+  type PlanSpace,
+} from '../../src/engine/plan/space.js';
+import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';
 
 const VOL = 'vm-100-disk-0.qcow2';
 const MiB = 1024 * 1024;

@@ -10,7 +10,7 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Backend, LayerStat } from '../../src/backends/backend.js';
-import { findSnapshot, readVolumeTree, snapshotLayers } from '../../src/engine/volume-tree.js';
+import { findSnapshot, readVolumeTree, snapshotLayers } from '../../src/engine/read/volume-tree.js';
 import { parseVolname, type VolumeRef } from '../../src/naming/index.js';
 import { runCommand } from '../integration/helpers.js';
 

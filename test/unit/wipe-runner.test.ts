@@ -1,5 +1,5 @@
 /**
- * The background wipe runs through a runner the host program injects (engine/wipe.ts): the engine hands the
+ * The background wipe runs through a runner the host program injects (engine/run/wipe.ts): the engine hands the
  * removals to it, falls back to wiping in the foreground when there is none or it cannot start, and never
  * starts a process itself. The CLI's runner (cli/wipe-runner.ts) is the CLI started again as `volchain wipe`.
  * The engine side uses a fake backend (only the calls matter); the CLI runner starts the real program.
@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Backend, FinishRemovalsOptions, FinishRemovalsResult } from '../../src/backends/backend.js';
 import { spawnCliWiper } from '../../src/cli/wipe-runner.js';
-import { finishDeferredRemovals, type BackgroundWipeRequest } from '../../src/engine/wipe.js';
+import { finishDeferredRemovals, type BackgroundWipeRequest } from '../../src/engine/run/wipe.js';
 
 /** A backend with removals left for later, recording the foreground wipes asked of it. */
 function fakeBackend(log: string): { backend: Backend; foreground: FinishRemovalsOptions[] } {

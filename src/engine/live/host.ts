@@ -1,0 +1,13 @@
+/**
+ * What live operations (live.ts) use of the Volchain façade: resolving volume ids, finding a VM's disks and
+ * taking the VM's locks. Declared here so that live.ts depends on this much rather than on volchain.ts,
+ * which calls into live.ts (an import cycle otherwise); Volchain has these methods.
+ */
+import type { Backend } from '../../backends/backend.js';
+import type { VolumeRef } from '../../naming/index.js';
+
+export interface LiveHost {
+  resolve(volid: string): { backend: Backend; volume: VolumeRef };
+  vmVolumes(vmid: number, storage?: string, vmConfig?: string, onWarning?: (message: string) => void): Promise<{ backend: Backend; volume: VolumeRef }[]>;
+  withVmLocks<T>(backends: readonly Backend[], vmid: number, operation: string, fn: () => Promise<T>): Promise<T>;
+}

@@ -1,0 +1,36 @@
+/**
+ * Plans: what an operation will do, as data. Planners are pure; the executor journals and runs the steps.
+ * The shapes (Plan, Step, OperationKind) are in src/model/plan.ts, below the journal and the backends.
+ */
+import type { Step } from '../../model/plan.js';
+import { describeLiveStep } from './live-steps.js';
+
+// Re-exported for existing importers: the types themselves are src/model/plan.ts's.
+export type { OperationKind, Plan, Step, StrategyOption } from '../../model/plan.js';
+
+export function describeStep(step: Step): string {
+  switch (step.kind) {
+    case 'create-overlay':
+      return `create overlay ${step.layer} backed by ${step.backing} (${step.sizeBytes} bytes virtual)`;
+    case 'rename':
+      return `rename ${step.from} -> ${step.to}`;
+    case 'replace':
+      return `replace ${step.to} with ${step.from}`;
+    case 'grow':
+      return `make room for ${step.layer} to hold ${step.sizeBytes} bytes virtual`;
+    case 'freeze':
+      return `settle frozen layer ${step.layer}`;
+    case 'commit':
+      return `commit ${step.top} into ${step.base} (${step.bytes} bytes)`;
+    case 'rebase':
+      return `rebase ${step.layer} from ${step.from} onto ${step.onto ?? '(no backing)'} (up to ${step.bytes} bytes)`;
+    case 'remove':
+      return `remove ${step.layer}`;
+    case 'resize':
+      return `resize ${step.layer} to ${step.sizeBytes} bytes`;
+    case 'internal-snapshot':
+      return `${step.action} internal snapshot ${step.name} in ${step.layer}`;
+    default:
+      return describeLiveStep(step);
+  }
+}

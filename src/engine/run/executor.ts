@@ -1,0 +1,168 @@
+/**
+ * Runs a plan step by step under a journal. On an error, steps that can be undone are undone, each undo step
+ * journaled first (undo.ts: a crash mid-undo leaves a record repair continues as an undo), and the journal
+ * closed (nothing changed); once a step without a way back has run, the journal stays and `volchain repair`
+ * finishes the plan (every step can be redone safely).
+ */
+import { appendFile } from 'node:fs/promises';
+import type { Backend } from '../../backends/backend.js';
+import { VolchainError, asVolchainError } from '../../errors.js';
+import type { Plan, Step } from '../../model/plan.js';
+import { Journal } from './journal.js';
+import { guardPlanOnDisk } from '../read/layer-guard-disk.js';
+import { dispatchStep, type LiveSession } from '../live/executor.js';
+import { describeStep } from '../plan/describe-step.js';
+import { damagesWhenInterrupted, injectFault, isLong, stepLayers, undoOf, type EngineEvent } from './step-rules.js';
+import { runJournaledUndo, type UndoStep } from './undo.js';
+import { needsRepair } from './error-fields.js';
+
+// Moved to engine/run/step-rules.ts (engine/live/executor.ts needs them too, and must not import this module: a cycle);
+// re-exported for existing importers.
+export { damagesWhenInterrupted, injectFault, isLong, isVolumeName, stepLayers, undoOf, type EngineEvent } from './step-rules.js';
+
+export interface ExecuteOptions {
+  onEvent?: (event: EngineEvent) => void;
+  /** A journal written beforehand (VM-wide operations record every disk's plan before running any). */
+  journal?: Journal;
+  /** The running QEMU that live steps (qmp-*) act through; without it they run their offline equivalents. */
+  live?: LiveSession;
+  /**
+   * After a failure fully undone, keep the journal as "nothing done yet" (Journal.restart) instead of removing
+   * it: a VM-wide operation that cannot take back the other disks leaves every disk for `repair --all`.
+   */
+  keepJournalWhenUndone?: boolean;
+}
+
+/** The undo of the first `done` steps of `plan`, last step first; steps with nothing to undo left out. */
+export function undoStepsOf(plan: Plan, done: number): UndoStep[] {
+  const out: UndoStep[] = [];
+  for (let i = done - 1; i >= 0; i--) {
+    const undo = undoOf(plan.steps[i] as Step);
+    if (undo === 'impossible') throw new VolchainError('INTERNAL', `step ${i + 1} of ${plan.operation} of ${plan.volid} cannot be undone`);
+    if (undo !== 'nothing') out.push({ of: i, step: undo });
+  }
+  return out;
+}
+
+/**
+ * Undoes the steps `journal` says are done, journaling each (undo.ts); continues an undo a crash interrupted.
+ * Undo steps run as redo: the failed step may have left part of its effect, and after a crash the last undo
+ * step may have run already.
+ */
+export async function undoJournaled(backend: Backend, journal: Journal, live?: LiveSession): Promise<void> {
+  const { plan, completedSteps } = journal.record;
+  await runJournaledUndo(journal, undoStepsOf(plan, completedSteps), async ({ of, step }) => {
+    injectFault(plan, of, 'undo-before');
+    await runStep(backend, plan.vmid, step, undefined, true, live);
+    injectFault(plan, of, 'undo-after');
+  });
+}
+
+export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOptions = {}): Promise<void> {
+  if (!opts.journal) {
+    // Backends whose layers must be made usable first (LVM: activation) do it before anything is written:
+    // a refusal here (another host holds the LVs) leaves no trace, not even a journal.
+    try {
+      await backend.activate?.(plan.vmid, stepLayers(plan.steps));
+      // Headers the planner could not read (inactive LVs) are readable now: judge them before any step.
+      await guardPlanOnDisk(backend, plan, stepLayers(plan.steps));
+    } catch (err) {
+      const error = asVolchainError(err);
+      throw new VolchainError(error.code, `${error.message} (nothing was changed)`, { cause: err });
+    }
+  }
+  const journal = opts.journal ?? (await Journal.begin(backend.journal(), backend.id, plan));
+  let index = 0;
+  try {
+    // A journal written beforehand (VM-wide operations): activation comes now, under its protection.
+    if (opts.journal) {
+      await backend.activate?.(plan.vmid, stepLayers(plan.steps));
+      await guardPlanOnDisk(backend, plan, stepLayers(plan.steps));
+    }
+    for (; index < plan.steps.length; index++) {
+      const step = plan.steps[index] as Step;
+      injectFault(plan, index, 'before');
+      await journal.stepStarted(index);
+      injectFault(plan, index, 'started');
+      opts.onEvent?.({
+        type: 'step',
+        volid: plan.volid,
+        index,
+        total: plan.steps.length,
+        description: describeStep(step),
+        long: isLong(step),
+      });
+      await runStep(backend, plan.vmid, step, (percent) => opts.onEvent?.({ type: 'progress', volid: plan.volid, index, percent }), false, opts.live);
+      injectFault(plan, index, 'after');
+      await journal.stepDone(index);
+      opts.onEvent?.({ type: 'step-done', volid: plan.volid, index });
+    }
+  } catch (err) {
+    const error = asVolchainError(err);
+    const done = plan.steps.slice(0, index);
+    const failed = plan.steps[index];
+    const undos = done.map(undoOf);
+    const fields = { volid: plan.volid, vmid: plan.vmid, operation: plan.operation, step: index + 1 };
+    if (!undos.includes('impossible') && !(failed && damagesWhenInterrupted(failed))) {
+      if (undos.some((u) => u !== 'nothing')) {
+        // Journaled (undo.ts): a crash from here on leaves a record that repair continues as an undo.
+        journal.beginUndo(index, error.message);
+        try {
+          await undoJournaled(backend, journal, opts.live);
+        } catch (undoErr) {
+          const undoError = asVolchainError(undoErr);
+          throw new VolchainError(
+            undoError.code,
+            `${error.message}; undoing ${plan.operation} of ${plan.volid} then failed: ${undoError.message}: ` +
+              `run 'volchain repair ${plan.volid}' to finish the undo`,
+            needsRepair(fields, undoErr),
+          );
+        }
+      }
+      if (opts.keepJournalWhenUndone) {
+        await journal.restart(error.message);
+        throw new VolchainError(error.code, `${error.message} (this disk was left as it was)`, needsRepair(fields, err));
+      }
+      await journal.finish();
+      throw new VolchainError(error.code, `${error.message} (nothing was changed)`, { cause: err, outcome: 'unchanged', fields });
+    }
+    // Best effort: on a full storage even this small write can fail, and the journal as last written
+    // (this step started) is already enough for repair.
+    await journal.fail(error.message).catch(() => undefined);
+    throw new VolchainError(
+      error.code,
+      `${error.message}; ${plan.operation} of ${plan.volid} stopped at step ${index + 1}/${plan.steps.length} ` +
+        `(${failed ? describeStep(failed) : 'end'}): run 'volchain repair ${plan.volid}' to finish it`,
+      needsRepair(fields, err),
+    );
+  }
+  await journal.finish();
+  await appendTestOpLog(plan);
+}
+
+/**
+ * Test hook (documented in README): with VOLCHAIN_TEST_OPLOG=<file>, every finished plan is appended to that
+ * file as one JSON line while the VM's lock is still held, so a concurrency test can replay the true order
+ * of operations against its model.
+ */
+async function appendTestOpLog(plan: Plan): Promise<void> {
+  const file = process.env.VOLCHAIN_TEST_OPLOG;
+  if (!file) return;
+  await appendFile(file, JSON.stringify(plan) + '\n');
+}
+
+/**
+ * Runs one step, live or offline (engine/live/executor.ts's dispatchStep tells them apart). With `redo`, a step that
+ * may already have happened (repair after a crash) first checks whether its effect is there, so that running
+ * any step twice is harmless.
+ */
+export async function runStep(
+  backend: Backend,
+  vmid: number,
+  step: Step,
+  onProgress?: (percent: number) => void,
+  redo = false,
+  live?: LiveSession,
+): Promise<void> {
+  return dispatchStep(backend, vmid, step, { onProgress, redo, live });
+}

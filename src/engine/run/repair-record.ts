@@ -1,0 +1,41 @@
+/**
+ * What `repair` does with one journal record it can read: an operation interrupted going forward is
+ * finished (every step can be redone safely); one interrupted while its steps were being walked back after a
+ * failure (the record has `undo`, see undo.ts) has its undo finished instead: redoing it forward would meet a
+ * chain that is half-restored.
+ */
+import type { Backend } from '../../backends/backend.js';
+import type { JournalRecord } from '../../journal/record.js';
+import { runStep, stepLayers, undoJournaled, undoStepsOf } from './executor.js';
+import { guardPlanOnDisk } from '../read/layer-guard-disk.js';
+import { Journal } from './journal.js';
+import type { LiveSession } from '../live/executor.js';
+import { describeStep } from '../plan/describe-step.js';
+import { describeUndoRepair } from './undo.js';
+
+/** The lines `repair` reports for `record` (what it does, or with --dry-run would do). */
+export function repairActions(record: JournalRecord): string[] {
+  if (record.undo) return describeUndoRepair(record, undoStepsOf(record.plan, record.completedSteps));
+  const remaining = record.plan.steps.slice(record.completedSteps);
+  return [`finish ${record.plan.operation} (${remaining.length} of ${record.plan.steps.length} steps left)`, ...remaining.map(describeStep)];
+}
+
+/**
+ * Finishes `record`'s operation (or its undo), then removes the record. Called under the VM's lock. A crash
+ * in here leaves the record as it was (forward) or with the undo's progress (undo): repair runs again.
+ */
+export async function repairRecord(backend: Backend, record: JournalRecord, live?: LiveSession): Promise<void> {
+  if (record.undo) {
+    await undoJournaled(backend, Journal.resume(backend.journal(), record), live);
+  } else {
+    if (record.completedSteps === 0 && record.runningStep === null) {
+      // Nothing ran yet (a VM-wide operation's disk after the one that failed, or whose own steps were undone):
+      // the chain is as planned, so the executor's check of the layers on disk holds before the first step,
+      // and a layer volchain will not change (marked corrupt, internal snapshots) is refused here too.
+      await backend.activate?.(record.plan.vmid, stepLayers(record.plan.steps));
+      await guardPlanOnDisk(backend, record.plan, stepLayers(record.plan.steps));
+    }
+    for (const step of record.plan.steps.slice(record.completedSteps)) await runStep(backend, record.plan.vmid, step, undefined, true, live);
+  }
+  await backend.journal().remove(record);
+}

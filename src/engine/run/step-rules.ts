@@ -1,0 +1,90 @@
+/**
+ * What the executors (executor.ts for one plan, engine/live/executor.ts for the plans of one live operation) know
+ * about steps besides running them: how each is undone, which damage their target when interrupted, which are
+ * long, which layers they touch; the events they report; and the test hooks that crash or fail a step.
+ * Pure apart from the test hooks (which read the environment and may kill the process).
+ */
+import type { Backend } from '../../backends/backend.js';
+import { VolchainError } from '../../errors.js';
+import type { Step, Plan } from '../../model/plan.js';
+import { parseBaseBackingRef, parseVolumeName } from '../../naming/index.js';
+import { isLiveStep, liveDamagesWhenInterrupted, liveIsLong, liveUndoOf } from '../plan/live-steps.js';
+
+export type EngineEvent =
+  | { type: 'step'; volid: string; index: number; total: number; description: string; long: boolean }
+  | { type: 'progress'; volid: string; index: number; percent: number }
+  | { type: 'step-done'; volid: string; index: number };
+
+/** How a step can be walked back when a later step fails. */
+export function undoOf(step: Step): Step | 'nothing' | 'impossible' {
+  if (isLiveStep(step)) return liveUndoOf(step);
+  switch (step.kind) {
+    case 'create-overlay':
+      return { kind: 'remove', layer: step.layer };
+    case 'rename':
+      return { kind: 'rename', from: step.to, to: step.from };
+    case 'grow':
+    case 'freeze':
+    case 'rebase': // the child's view is unchanged and it still may depend on the (intact) old parent
+      return 'nothing';
+    default:
+      return 'impossible';
+  }
+}
+
+/** Steps that leave their target half-changed when they fail midway (others are atomic or harmless). */
+export function damagesWhenInterrupted(step: Step): boolean {
+  return step.kind === 'commit' || (isLiveStep(step) && liveDamagesWhenInterrupted(step));
+}
+
+export function isLong(step: Step): boolean {
+  return step.kind === 'commit' || step.kind === 'rebase' || (isLiveStep(step) && liveIsLong(step));
+}
+
+/** Every layer name a list of steps mentions (for backends that must activate layers before using them). */
+export function stepLayers(steps: readonly Step[]): string[] {
+  const names = new Set<string>();
+  for (const step of steps) {
+    for (const key of ['layer', 'from', 'to', 'top', 'base', 'backing', 'onto'] as const) {
+      const value = (step as Partial<Record<typeof key, unknown>>)[key];
+      // A linked clone's base (`../<vmid>/base-…`, a rebase's new backing) is no layer of this VM: only read.
+      if (typeof value === 'string' && parseBaseBackingRef(value) === undefined) names.add(value);
+    }
+  }
+  return [...names];
+}
+
+/** True when `layer` is a volume's (current layer's) name rather than a snapshot or temporary layer. */
+export function isVolumeName(backend: Backend, layer: string): boolean {
+  try {
+    parseVolumeName(backend.kind, layer);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Test hooks (documented in README): VOLCHAIN_CRASH_AT=<operation>:<step>[:before|started|after[:<volume>]] kills the
+ * process with SIGKILL at that point (`undo-before`/`undo-after`: around the undo of that step, after a later
+ * step failed); VOLCHAIN_FAIL_AT=<operation>:<step>[:<volume name>] makes the step
+ * fail with an error. Steps count from 1 as in --dry-run output.
+ */
+export type FaultMoment = 'before' | 'started' | 'after' | 'undo-before' | 'undo-after';
+
+export function injectFault(plan: Plan, index: number, moment: FaultMoment): void {
+  const crash = process.env.VOLCHAIN_CRASH_AT;
+  if (crash) {
+    const [op, step, when = 'started', volume] = crash.split(':');
+    if (op === plan.operation && Number(step) === index + 1 && when === moment && (volume === undefined || plan.volid.endsWith(volume))) {
+      process.kill(process.pid, 'SIGKILL');
+    }
+  }
+  const fail = process.env.VOLCHAIN_FAIL_AT;
+  if (fail && moment === 'started') {
+    const [op, step, volume] = fail.split(':');
+    if (op === plan.operation && Number(step) === index + 1 && (volume === undefined || plan.volid.endsWith(volume))) {
+      throw new VolchainError('INTERNAL', `injected failure at ${plan.operation} step ${index + 1} (VOLCHAIN_FAIL_AT)`);
+    }
+  }
+}
