@@ -10,6 +10,9 @@
 #      existing image files)  VM_MEM=1024 (MiB)  VM_CPUS=2  VM_TIMEOUT=600 (s)
 #      VM_ENV="VAR1 VAR2" (host variables exported in the guest)
 #      VM_CACHE=<repo>/.cache/lvmvm (kernel+initramfs, built once)  VM_DEBUG=1 (kernel log)
+#      VM_BOOT_TIMEOUT="120 300" (volchain: s per boot attempt until the guest's init runs; a guest that
+#      hangs while booting is killed and booted again, the next attempt with the kernel log on)
+#      VM_PREPARE_ONLY=1 (volchain: build the cache and exit, no boot)
 #      VM_MACHINE=microvm (or pc)  VM_CPU=Nehalem-v1 (TCG CPU model; volchain addition)
 #      VM_ACCEL=kvm|tcg (skip the KVM probe; see choose_accel)  VM_KVM_CPU=host (CPU model of forced KVM)
 #      VM_SHARE=1: existing image files in VM_DISKS are attached so that several VMs
@@ -56,6 +59,7 @@ mount -t proc p /proc; mount -t sysfs s /sys; mount -t devtmpfs d /dev
 for m in /mod/*.ko; do insmod $m || fail "insmod $m"; done
 o=trans=virtio,version=9p2000.L,msize=262144
 mount -t 9p -o $o vmctl /ctl || fail "9p vmctl"
+: > /ctl/booted   # volchain: the host's boot watchdog stops here; nothing of the command has run yet
 mount -t 9p -o $o,ro,cache=loose hostroot /lo || fail "9p hostroot"
 mount -t tmpfs -o mode=755 up /up; mkdir /up/u /up/w
 mount -t overlay -o lowerdir=/lo,upperdir=/up/u,workdir=/up/w ov /nr || fail overlay
@@ -81,8 +85,13 @@ EOF
   [ "$(head -c4 "$t/vmlinux" | od -An -c | tr -d ' ')" = 177ELF ] ||
     { echo "run-in-vm: vmlinux extraction failed" >&2; exit 125; }
   mv "$t/initrd.img" "$t/vmlinux" "$CACHE/"; rm -rf "$t"
+  printf '%s\n' "$RECIPE" > "$CACHE/recipe.tmp.$$" && mv -f "$CACHE/recipe.tmp.$$" "$CACHE/recipe"
 }
-[ -s "$CACHE/vmlinux" ] && [ -s "$CACHE/initrd.img" ] || build   # ~10 s, once
+# volchain: the cache is rebuilt when this recipe changes (the init script lives inside the initrd)
+RECIPE=$(sed -n '/^build() {/,/^}/p' "$0" | cksum | cut -d' ' -f1)
+[ -s "$CACHE/vmlinux" ] && [ -s "$CACHE/initrd.img" ] && [ "$(cat "$CACHE/recipe" 2>/dev/null)" = "$RECIPE" ] ||
+  build   # ~10 s, once
+[ -n "${VM_PREPARE_ONLY:-}" ] && exit 0
 
 # volchain: KVM only where a guest really boots. /dev/kvm may be absent, working, or present but broken
 # (nested virtualisation: QEMU aborts setting MSR 0x10a for -cpu host, or the kernel never starts with
@@ -106,7 +115,8 @@ choose_accel() {   # prints "kvm <cpu>" or "tcg"
     exec 9>"$CACHE/accel.lock"; flock 9   # one probe at a time; the others then read its verdict
     if [ ! -s "$file" ]; then
       for c in host host,-arch-capabilities; do
-        if VM_ACCEL=kvm VM_KVM_CPU=$c VM_TIMEOUT=${VM_PROBE_TIMEOUT:-15} VM_DISKS= VM_MEM=256 VM_CPUS=1 \
+        if VM_ACCEL=kvm VM_KVM_CPU=$c VM_TIMEOUT=${VM_PROBE_TIMEOUT:-15} VM_BOOT_TIMEOUT=${VM_PROBE_TIMEOUT:-15} \
+             VM_DISKS= VM_MEM=256 VM_CPUS=1 \
              VM_DEBUG= VM_WORKDIR=$CACHE "$0" true </dev/null >/dev/null 2>&1 9>&-; then
           verdict="kvm $c"; break
         fi
@@ -131,7 +141,6 @@ printf '%s\n' "$WORK" > "$CTL/workdir"
 { for v in ${VM_ENV:-}; do printf 'export %s=%q\n' "$v" "${!v-}"; done
   printf 'cd %q || exit 125\n%s\n' "$WORK" "$CMD"; } > "$CTL/cmd.sh"
 mkfifo "$CTL/out" "$CTL/err"
-cat "$CTL/out" & RELAY+=($!); cat "$CTL/err" >&2 & RELAY+=($!)
 MACH=${VM_MACHINE:-microvm}   # microvm: ~1.5 s faster boot than pc under TCG; pc: PCI + SeaBIOS
 if [ "$MACH" = microvm ]; then BUS=device; MOPT=microvm,acpi=on,pit=on,pic=off,rtc=on; else BUS=pci; MOPT=$MACH; fi
 truncate -s 1M "$CTL/vda.raw"   # dummy /dev/vda, so scratch disks are /dev/vdb, /dev/vdc, ...
@@ -161,16 +170,40 @@ else # volchain: TCG runs the SSE4.2 code glibc picks for Nehalem faster than th
   # and the TCG guest TSC is the host's, so hand the kernel the host's TSC rate
   [ "$MACH" = microvm ] && KARGS+=" tsc_early_khz=$(awk '/^cpu MHz/{printf "%d", $4*1000; exit}' /proc/cpuinfo) tsc=reliable"
 fi
-rc=0
-timeout -k 5 "${VM_TIMEOUT:-600}" qemu-system-x86_64 "${ACC[@]}" -M "$MOPT" \
-  -m "${VM_MEM:-1024}" -smp "${VM_CPUS:-2}" -nographic -nodefaults -no-reboot -monitor none \
-  -serial "file:$CTL/console.log" -kernel "$CACHE/vmlinux" -initrd "$CACHE/initrd.img" \
-  -append "$KARGS" "${DEV[@]}" </dev/null & QPID=$!
-wait $QPID || rc=$?; QPID=
-exec 3<>"$CTL/out" 4<>"$CTL/err" 3>&- 4>&-   # unblock relays if qemu never opened the fifos
-wait "${RELAY[@]}" 2>/dev/null || true
+# volchain: a boot watchdog. Under TCG on a loaded host a guest now and then hangs before its init runs
+# (seen in CI: 600 s of nothing on the console). The init touches $CTL/booted before it starts the command,
+# so a guest without that file after VM_BOOT_TIMEOUT has run nothing and is safely killed and booted again;
+# the retry logs the kernel's messages, so a second hang shows where it stopped. A guest that finished its
+# command (rc written) but does not power off within 30 s is killed too: the command's status stands.
+read -ra BOOT_TIMEOUTS <<< "${VM_BOOT_TIMEOUT:-120 300}"
+attempt=0; rc=0
+for boot_timeout in "${BOOT_TIMEOUTS[@]}"; do
+  attempt=$((attempt+1)); rc=0; hung=; rm -f "$CTL/booted" "$CTL/rc" "$CTL/console.log"
+  cat "$CTL/out" & RELAY=($!); cat "$CTL/err" >&2 & RELAY+=($!)
+  timeout -k 5 "${VM_TIMEOUT:-600}" qemu-system-x86_64 "${ACC[@]}" -M "$MOPT" \
+    -m "${VM_MEM:-1024}" -smp "${VM_CPUS:-2}" -nographic -nodefaults -no-reboot -monitor none \
+    -serial "file:$CTL/console.log" -kernel "$CACHE/vmlinux" -initrd "$CACHE/initrd.img" \
+    -append "$KARGS" "${DEV[@]}" </dev/null & QPID=$!
+  ticks=0; done_ticks=
+  while kill -0 "$QPID" 2>/dev/null; do
+    if [ ! -e "$CTL/booted" ] && [ $ticks -ge $((boot_timeout * 5)) ]; then hung=boot; break; fi
+    if [ -s "$CTL/rc" ]; then done_ticks=${done_ticks:-$ticks}
+      [ $((ticks - done_ticks)) -ge 150 ] && { hung=poweroff; break; }; fi
+    sleep 0.2; ticks=$((ticks+1))
+  done
+  [ -n "$hung" ] && kill "$QPID" 2>/dev/null
+  wait "$QPID" || rc=$?; QPID=
+  exec 3<>"$CTL/out" 4<>"$CTL/err" 3>&- 4>&-   # unblock relays if qemu never opened the fifos
+  wait "${RELAY[@]}" 2>/dev/null || true; RELAY=()
+  [ "$hung" = poweroff ] && { echo "run-in-vm: the guest finished its command but did not power off; stopped it" >&2; rc=0; }
+  [ "$hung" = boot ] && [ ! -e "$CTL/booted" ] || break
+  echo "run-in-vm: the guest did not boot within ${boot_timeout}s (attempt $attempt of ${#BOOT_TIMEOUTS[@]}, ${ACCEL%% *})" >&2
+  tail -n 40 "$CTL/console.log" >&2 2>/dev/null || true
+  KARGS="${KARGS/quiet loglevel=0/loglevel=7}"   # the next attempt shows where a boot stops
+done
 # (a QEMU that aborted at start-up never made the console log: a missing log must not turn 125 into 1)
 if [ "$rc" != 0 ] || [ ! -s "$CTL/rc" ] || [ -n "${VM_DEBUG:-}" ]; then cat "$CTL/console.log" >&2 2>/dev/null || true; fi
+[ "$hung" = boot ] && { echo "run-in-vm: the guest never booted (${#BOOT_TIMEOUTS[@]} attempts); see the console log above" >&2; exit 125; }
 [ "$rc" = 124 ] && { echo "run-in-vm: timeout after ${VM_TIMEOUT:-600}s" >&2; exit 124; }
 [ -s "$CTL/rc" ] || { echo "run-in-vm: VM failed (qemu rc=$rc)" >&2; exit 125; }
 exit "$(cat "$CTL/rc")"

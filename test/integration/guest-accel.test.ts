@@ -4,7 +4,9 @@
  * aborts like QEMU on a broken nested KVM (exit 134 after "failed to set MSR 0x10a") whenever `-accel kvm` is
  * given and otherwise runs the real QEMU, logging every argv. `VM_KVM_DEV` points at a writable file so the
  * probe also runs on hosts without /dev/kvm; each test has its own cache directory (the kernel and initrd are
- * links to the project's cached ones), so the verdict cached by one test never answers another.
+ * links to the project's cached ones), so the verdict cached by one test never answers another. With
+ * FAKE_QEMU_HANGS=N the fake's first N starts hang like a guest that never reaches its init (seen in CI
+ * under TCG on a loaded host), to prove the boot watchdog.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,11 +28,9 @@ before(async () => {
   work = await mkdtemp(join(tmpdir(), 'volchain-accel-'));
   realQemu = (await runCommand('bash', ['-c', 'command -v qemu-system-x86_64'])).stdout.trim();
   assert.ok(realQemu, 'qemu-system-x86_64 is not installed (scripts/setup.sh installs it)');
-  // The kernel and initrd the guests boot: built once into the project's cache (TCG: no probe involved).
-  if (!existsSync(join(KERNEL_CACHE, 'vmlinux')) || !existsSync(join(KERNEL_CACHE, 'initrd.img'))) {
-    const r = await runCommand('bash', [GUEST_SCRIPT, 'true'], { env: { ...process.env, VM_ACCEL: 'tcg', VM_DISKS: '' }, cwd: ROOT });
-    assert.equal(r.code, 0, `building the test guest's kernel failed:\n${r.stderr}`);
-  }
+  // The kernel and initrd the guests boot: built once into the project's cache, no guest started.
+  const r = await runCommand('bash', [GUEST_SCRIPT, 'true'], { env: { ...process.env, VM_PREPARE_ONLY: '1' }, cwd: ROOT });
+  assert.equal(r.code, 0, `building the test guest's kernel failed:\n${r.stderr}`);
   fakeBin = join(work, 'bin');
   await mkdir(fakeBin);
   const fake = join(fakeBin, 'qemu-system-x86_64');
@@ -40,6 +40,8 @@ before(async () => {
       '#!/bin/bash',
       '# Like QEMU on a nested host whose hypervisor refuses IA32_ARCH_CAPABILITIES: KVM aborts at once.',
       'printf "%s\\n" "$*" >> "$FAKE_QEMU_LOG"',
+      'n=$(grep -c . "$FAKE_QEMU_LOG")',
+      'if [ "$n" -le "${FAKE_QEMU_HANGS:-0}" ]; then exec sleep 900; fi   # a boot that never reaches init',
       'prev=',
       'for a in "$@"; do',
       '  if [ "$prev" = -accel ] && [ "${a%%,*}" = kvm ]; then',
@@ -68,7 +70,7 @@ interface GuestRun extends RunResult {
 async function freshCache(name: string): Promise<{ cache: string; kvmDev: string }> {
   const cache = join(work, name);
   await mkdir(cache);
-  for (const f of ['vmlinux', 'initrd.img']) await symlink(join(KERNEL_CACHE, f), join(cache, f));
+  for (const f of ['vmlinux', 'initrd.img', 'recipe']) await symlink(join(KERNEL_CACHE, f), join(cache, f));
   const kvmDev = join(cache, 'fake-kvm');
   await writeFile(kvmDev, '');
   return { cache, kvmDev };
@@ -161,3 +163,30 @@ test('without a KVM device the guest runs under TCG with no probe and no notice;
   assert.match(bad.stderr, /VM_ACCEL must be kvm or tcg, not 'xen'/);
   assert.deepEqual(bad.qemuCalls, [], 'no guest started');
 });
+
+test(
+  'a guest that hangs while booting is killed and booted again with the kernel log on; the command runs once; one that never boots exits 125',
+  { timeout: TIMEOUT_MS },
+  async () => {
+    const { cache } = await freshCache('hang');
+    const once = await runGuest(cache, 'echo ran >> ran.txt; echo guest-out', {
+      VM_ACCEL: 'tcg',
+      FAKE_QEMU_HANGS: '1',
+      VM_BOOT_TIMEOUT: '3 600',
+      VM_WORKDIR: cache,
+    });
+    assert.equal(once.code, 0, once.stderr);
+    assert.match(once.stdout, /^guest-out$/m);
+    assert.match(once.stderr, /the guest did not boot within 3s \(attempt 1 of 2, tcg\)/);
+    assert.equal(once.qemuCalls.length, 2, once.qemuCalls.join('\n'));
+    assert.ok(/\bquiet loglevel=0\b/.test(once.qemuCalls[0] ?? ''), `first boot quiet: ${once.qemuCalls[0] ?? ''}`);
+    assert.ok(/\bloglevel=7\b/.test(once.qemuCalls[1] ?? '') && !/\bquiet\b/.test(once.qemuCalls[1] ?? ''), `retry logs: ${once.qemuCalls[1] ?? ''}`);
+    assert.equal(await readFile(join(cache, 'ran.txt'), 'utf8'), 'ran\n', 'the command ran exactly once');
+
+    const never = await runGuest(cache, 'echo ran >> ran.txt', { VM_ACCEL: 'tcg', FAKE_QEMU_HANGS: '9', VM_BOOT_TIMEOUT: '2 2', VM_WORKDIR: cache });
+    assert.equal(never.code, 125, never.stderr);
+    assert.match(never.stderr, /the guest never booted \(2 attempts\)/);
+    assert.equal(never.qemuCalls.length, 2, 'two starts, both hung');
+    assert.equal(await readFile(join(cache, 'ran.txt'), 'utf8'), 'ran\n', 'a guest that never booted ran nothing');
+  },
+);
