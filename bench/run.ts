@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 const BENCHMARKS: Record<string, string> = {
   'snapshot-ops': "snapshot create/rollback/delete on dir storage: library and CLI vs PVE 9's command sequence",
   'qcow2-chain': 'reading and validating a deep chain natively vs qemu-img info --backing-chain',
+  'cli-start': 'whole-process time of --version, info, snapshot list (bundled and not) vs node -e 0 and qemu-img',
   'list-1000': 'volchain list of 1,000 volumes vs one qemu-img info per volume',
   'live-pause': 'guest I/O pause of live snapshots, block-commit throughput vs dd/cp/qemu-img commit (QEMU)',
   'lvm-ops': "time and commands per operation on thick LVM vs PVE 9's sequence (needs VOLCHAIN_TEST_VG)",

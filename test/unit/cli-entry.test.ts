@@ -1,0 +1,50 @@
+/**
+ * bin/volchain.js loads the one-file bundle (scripts/bundle-cli.mjs) only when it is at least as new as the
+ * compiled main.js, so a `tsc` run without the bundle step never leaves users running stale code. Proven on a
+ * copy of the entry script beside two stub modules that say which one ran.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { copyFile, mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
+import { existsSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const ROOT = resolve(import.meta.dirname, '..', '..', '..');
+
+test('bin/volchain.js runs the bundle when it is as new as main.js, else main.js', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'volchain-entry-'));
+  try {
+    await mkdir(join(dir, 'bin'));
+    await mkdir(join(dir, 'dist', 'src', 'cli'), { recursive: true });
+    await copyFile(join(ROOT, 'bin', 'volchain.js'), join(dir, 'bin', 'volchain.js'));
+    await writeFile(join(dir, 'package.json'), '{"type":"module"}\n');
+    const stub = (which: string) => `export async function main(args) { console.log('${which}', args.join(' ')); return 3; }\n`;
+    const mainJs = join(dir, 'dist', 'src', 'cli', 'main.js');
+    const bundle = join(dir, 'dist', 'src', 'cli', 'main.bundle.js');
+    await writeFile(mainJs, stub('modules'));
+    const runEntry = () => spawnSync(process.execPath, [join(dir, 'bin', 'volchain.js'), 'a', 'b'], { encoding: 'utf8' });
+
+    let r = runEntry();
+    assert.equal(r.stdout, 'modules a b\n', 'no bundle: the compiled modules run');
+    assert.equal(r.status, 3, 'the exit status is main()’s');
+
+    await writeFile(bundle, stub('bundle'));
+    await utimes(mainJs, new Date(1_000_000_000_000), new Date(1_000_000_000_000));
+    r = runEntry();
+    assert.equal(r.stdout, 'bundle a b\n', 'a bundle newer than main.js runs');
+
+    await utimes(bundle, new Date(900_000_000_000), new Date(900_000_000_000));
+    r = runEntry();
+    assert.equal(r.stdout, 'modules a b\n', 'a bundle older than main.js (tsc ran without the bundle step) is not used');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('npm run build made a bundle of the CLI, no older than the compiled main.js', () => {
+  const cli = join(ROOT, 'dist', 'src', 'cli');
+  assert.ok(existsSync(join(cli, 'main.bundle.js')), 'dist/src/cli/main.bundle.js missing: npm run build bundles the CLI');
+  assert.ok(statSync(join(cli, 'main.bundle.js')).mtimeMs >= statSync(join(cli, 'main.js')).mtimeMs, 'the bundle is older than main.js');
+});
