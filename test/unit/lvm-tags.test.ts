@@ -12,7 +12,7 @@ import {
   tagChanges,
   volumesOfLv,
 } from '../../src/backends/lvm/tags.js';
-import { recordOf, vmidsOfLv } from '../../src/backends/lvm/backend.js';
+import { recordOf, vmidsOfLv } from '../../src/backends/lvm/lv-records.js';
 import { LV_NAME_MAX } from '../../src/naming/index.js';
 
 /** What lvm2 accepts in a tag (lvm(8): letters, digits, `_ + . -`; we never rely on the newer `/=!:#&`). */
