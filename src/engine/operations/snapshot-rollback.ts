@@ -1,0 +1,40 @@
+/**
+ * Snapshot rollback, of one volume (`snapshot rollback`) or of every disk of a VM (`vm rollback`): refused
+ * while the VM runs (engine/live/operations.ts refuseLiveRollback), planned by planSnapshotRollback
+ * (engine/planners/offline.ts) under the branch policy (engine/plan/branch-policy.ts), executed under a journal.
+ */
+import type { Plan } from '../../model/plan.js';
+import { validateSnapshotName } from '../../naming/index.js';
+import { refuseLiveRollback } from '../live/operations.js';
+import { refuseNewBranch } from '../plan/branch-policy.js';
+import { planSnapshotRollback } from '../planners/offline.js';
+import { vmTarget } from '../read/vm-disks.js';
+import { mutateVolume, type VolumePlanner } from '../session/mutate.js';
+import type { Session } from '../session/session.js';
+import type { CallOptions } from './types.js';
+import { vmOperation, type VmWideOptions } from './vm-wide.js';
+
+export interface RollbackCallOptions {
+  purgeNewer?: boolean;
+}
+
+export async function snapshotRollback(session: Session, volid: string, snapshot: string, opts: CallOptions & RollbackCallOptions = {}): Promise<Plan> {
+  validateSnapshotName(snapshot);
+  await refuseLiveRollback(session, { volid }, opts);
+  return mutateVolume(session, volid, 'snapshot rollback', opts, rollbackPlanner(session, snapshot, opts));
+}
+
+export async function vmRollback(
+  session: Session,
+  vmidText: string | number,
+  snapshot: string,
+  opts: VmWideOptions & RollbackCallOptions = {},
+): Promise<Plan[]> {
+  validateSnapshotName(snapshot);
+  await refuseLiveRollback(session, vmTarget(vmidText, opts), opts);
+  return vmOperation(session, vmidText, opts, 'vm rollback', rollbackPlanner(session, snapshot, opts));
+}
+
+function rollbackPlanner(session: Session, snapshot: string, opts: RollbackCallOptions): VolumePlanner {
+  return (tree, ctx) => refuseNewBranch(session.keepBranches, tree, planSnapshotRollback(tree, ctx, snapshot, { purgeNewer: opts.purgeNewer ?? false }));
+}

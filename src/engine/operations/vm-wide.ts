@@ -1,0 +1,88 @@
+/**
+ * One operation on every disk of a VM, offline (the live variants are engine/live/operations.ts): the VM's
+ * locks on every storage involved, every disk planned first (bad input fails before anything changes), every
+ * disk's plan journaled before any runs (a crash leaves each for `repair --all`), then each executed.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Backend } from '../../backends/backend.js';
+import { VolchainError, asVolchainError } from '../../errors.js';
+import type { Plan } from '../../model/plan.js';
+import { parseVmid } from '../../naming/index.js';
+import type { VmTargetOptions } from '../read/vm-disks.js';
+import { readVolumeTree, type VolumeTree } from '../read/volume-tree.js';
+import { withSpace } from '../read/space-figures.js';
+import { executePlan } from '../run/executor.js';
+import { Journal } from '../run/journal.js';
+import { vmOperationStopped } from '../run/vm-failure.js';
+import type { HeldLock } from '../session/lock.js';
+import type { VolumePlanner } from '../session/mutate.js';
+import { refusePending } from '../session/refusals.js';
+import type { Session } from '../session/session.js';
+import { holdVmLocks, uniqueBackends } from '../session/vm-lock.js';
+import type { CallOptions } from './types.js';
+
+export type VmWideOptions = CallOptions & VmTargetOptions;
+
+export async function vmOperation(
+  session: Session,
+  vmidText: string | number,
+  opts: VmWideOptions,
+  operation: string,
+  plan: VolumePlanner,
+  undo?: (done: { backend: Backend; tree: VolumeTree }[]) => Promise<void>,
+): Promise<Plan[]> {
+  const vmid = typeof vmidText === 'number' ? vmidText : parseVmid(vmidText);
+  const disks = await session.vmVolumes(vmid, opts.storage, opts.vmConfig, opts.onWarning);
+  const locks: HeldLock[] = [];
+  try {
+    const backends = uniqueBackends(disks.map((d) => d.backend));
+    if (!opts.dryRun) locks.push(...(await holdVmLocks(session.locks, backends, vmid, operation)));
+    // Dry runs too: a disk whose top an unfinished operation renamed away is not even listed.
+    for (const backend of backends) await refusePending(backend, vmid);
+    const planned: { backend: Backend; tree: VolumeTree; plan: Plan }[] = [];
+    for (const { backend, volume } of disks) {
+      const tree = await readVolumeTree(backend, volume);
+      planned.push({ backend, tree, plan: plan(tree, session.planContext(backend)) });
+    }
+    if (opts.dryRun) {
+      const out: Plan[] = [];
+      for (const p of planned) out.push(await withSpace(p.backend, p.tree, p.plan));
+      return out;
+    }
+    // Every disk's plan is journaled before any of them runs: after a crash, repair finishes all of them,
+    // so a VM-wide operation never stays done on some disks only.
+    const group = randomUUID();
+    const journals: Journal[] = [];
+    for (const p of planned) journals.push(await Journal.begin(p.backend.journal(), p.backend.id, p.plan, group));
+    const done: { backend: Backend; tree: VolumeTree }[] = [];
+    for (const [i, p] of planned.entries()) {
+      try {
+        const keep = { keepJournalWhenUndone: !undo };
+        await executePlan(p.backend, p.plan, { ...(opts.onEvent ? { onEvent: opts.onEvent } : {}), journal: journals[i] as Journal, ...keep });
+      } catch (err) {
+        const error = asVolchainError(err);
+        if (!undo)
+          throw vmOperationStopped(
+            operation,
+            vmid,
+            p.plan.volid,
+            done.map((d) => d.tree.volid),
+            planned.slice(i).map((q) => q.plan.volid),
+            err,
+          );
+        for (const j of journals.slice(i + 1)) await j.finish();
+        try {
+          await undo(done);
+        } catch (undoErr) {
+          throw new VolchainError(error.code, `${error.message}; undoing the other disks also failed: ${asVolchainError(undoErr).message}`);
+        }
+        const others = done.length > 0 ? `; the ${done.length} disk(s) already done were restored` : '';
+        throw new VolchainError(error.code, `${operation} of VM ${vmid} failed on ${p.plan.volid}: ${error.message}${others}`, { cause: err });
+      }
+      done.push(p);
+    }
+    return planned.map((p) => p.plan);
+  } finally {
+    for (const lock of locks.reverse()) await lock.release();
+  }
+}
