@@ -51,16 +51,10 @@ import { refuseFreeOfUsedBase, templateClones } from './read/templates.js';
 import { estimatePlanSpace, layersFrozenBy, snapshotSpace, spaceEstimable } from './plan/space.js';
 import { readQcow2Header } from '../qcow2/index.js';
 import { checkImage } from '../tools/qemu-img.js';
-import {
-  attachInfo,
-  liveSnapshotCreate,
-  liveSnapshotDelete,
-  openRepairSession,
-  qemuArgs,
-  refuseLiveRollback,
-  type AttachInfo,
-  type QemuArgs,
-} from './live/operations.js';
+import { attachInfo, type AttachInfo } from './live/attach-info.js';
+import { qemuArgs, type QemuArgs } from './live/qemu-args.js';
+import { liveSnapshotCreate, liveSnapshotDelete, refuseLiveRollback } from './live/snapshot.js';
+import { openRepairSession } from './live/socket.js';
 
 export interface VolchainOptions {
   /**

@@ -9,7 +9,7 @@ import type { JournalRecord } from '../../journal/record.js';
 import { runStep, stepLayers, undoJournaled, undoStepsOf } from './executor.js';
 import { guardPlanOnDisk } from '../read/layer-guard-disk.js';
 import { Journal } from './journal.js';
-import type { LiveSession } from '../live/executor.js';
+import type { LiveSession } from '../live/qemu-session.js';
 import { describeStep } from '../plan/describe-step.js';
 import { describeUndoRepair } from './undo.js';
 
