@@ -4,7 +4,7 @@
  *
  * Each step is journaled before and after it runs, exactly as offline (engine/run/executor.ts). On an error
  * before any point of no return, every step done is undone (the new tops are closed in QEMU, renamed back,
- * removed): nothing changed. After one (QEMU switched onto the new tops; a snapshot layer was removed; a
+ * removed), journaled as offline (engine/run/undo.ts, see undoGroup): nothing changed. After one (QEMU switched onto the new tops; a snapshot layer was removed; a
  * commit wrote into the snapshot's layer), the journals stay and `repair` finishes the operation: live when
  * QEMU still runs, with the offline equivalent of each step when it is gone (engine/plan/live-steps.ts).
  */
@@ -14,6 +14,7 @@ import type { Journal } from '../run/journal.js';
 import type { LiveStep, Plan, Step } from '../../model/plan.js';
 import { describeStep } from '../plan/describe-step.js';
 import { damagesWhenInterrupted, injectFault, isLong, stepLayers, undoOf, type EngineEvent } from '../run/step-rules.js';
+import { undoPlanJournaled, undoStepsOf } from '../run/undo.js';
 import { snapshotTransaction, type LiveSession } from './qemu-session.js';
 import { dispatchStep } from './step.js';
 
@@ -86,15 +87,10 @@ export async function executeGroup(
     }
   } catch (err) {
     const error = asVolchainError(err);
-    const undos = done.map((d) => ({ entry: d.entry, undo: undoOf(d.step) }));
-    const undoable = !undos.some((u) => u.undo === 'impossible') && !running.some((r) => damagesWhenInterrupted(r.step));
+    const undoable = !done.some((d) => undoOf(d.step) === 'impossible') && !running.some((r) => damagesWhenInterrupted(r.step));
     if (undoable) {
       try {
-        for (const { entry, undo } of undos.reverse()) {
-          if (undo === 'nothing' || undo === 'impossible') continue;
-          const e = entries[entry] as GroupEntry;
-          await dispatchStep(e.backend, e.plan.vmid, undo, { onProgress: undefined, redo: true, live });
-        }
+        await undoGroup(entries, cursor, error.message, live);
       } catch (undoErr) {
         for (const e of entries) await e.journal.fail(error.message);
         throw new VolchainError(
@@ -121,4 +117,34 @@ export async function executeGroup(
     );
   }
   for (const e of entries) await e.journal.finish();
+}
+
+/**
+ * Walks back the steps every plan of the group has done, through the journaled undo every executor uses
+ * (engine/run/undo.ts), the disks in the reverse of the order they ran (each disk's steps last first).
+ *
+ * Every disk's record is marked "undoing" (durably) before the first undo step runs on any disk: a crash
+ * during the undo then leaves records that repair continues as undos, never one it redoes forward (that
+ * would finish the operation on a disk whose partner disks are half walked back). Crash states: killed while
+ * the records are being marked, no undo step has run yet: repair walks back the disks marked and finishes
+ * the others (each disk's chain is consistent either way); killed later, repair finishes the undo of every
+ * disk from the progress its record holds.
+ */
+async function undoGroup(entries: readonly GroupEntry[], cursor: readonly number[], error: string, live: LiveSession | undefined): Promise<void> {
+  // Nothing to walk back (every step done undoes as nothing): the caller closes the journals as they are.
+  if (entries.every((e) => undoStepsOf(e.plan, e.journal.record.completedSteps).length === 0)) return;
+  const order = entries.map((_, i) => i).reverse();
+  for (const i of order) {
+    const e = entries[i] as GroupEntry;
+    // A plan without steps has nothing to walk back or to finish (its record cannot name a step).
+    if (e.plan.steps.length === 0) continue;
+    // The step each disk stopped before (a disk that ran its whole plan names its last step).
+    e.journal.beginUndo(Math.min(cursor[i] as number, e.plan.steps.length - 1), error);
+    await e.journal.undoProgress(0);
+  }
+  for (const i of order) {
+    const e = entries[i] as GroupEntry;
+    if (e.plan.steps.length === 0) continue;
+    await undoPlanJournaled(e.journal, (step) => dispatchStep(e.backend, e.plan.vmid, step, { onProgress: undefined, redo: true, live }));
+  }
 }
