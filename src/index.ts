@@ -55,7 +55,8 @@ export type {
 } from './results.js';
 export type { PendingOperationSummary, VolumeListEntry, VolumeProblem } from './engine/read/listing.js';
 export type { LayerFlags, LayerFlagsEntry } from './engine/read/layer-guard.js';
-export type { AttachInfo, QemuArgs, QemuArgsVolume } from './engine/live/operations.js';
+export type { AttachInfo } from './engine/live/attach-info.js';
+export type { QemuArgs, QemuArgsVolume } from './engine/live/qemu-args.js';
 export type { FinishedRemoval, FinishRemovalsResult, PendingRemoval } from './backends/backend.js';
 export type { JournalLeftover, JournalRecord } from './journal/record.js';
 export type { EngineEvent } from './engine/run/executor.js';

@@ -1,5 +1,6 @@
 /** Text output of the commands about running VMs (qemu-args, vm attach-info). */
-import type { AttachInfo, QemuArgs } from '../engine/live/operations.js';
+import type { AttachInfo } from '../engine/live/attach-info.js';
+import type { QemuArgs } from '../engine/live/qemu-args.js';
 import { table } from './render.js';
 
 /** A word for a POSIX shell: single-quoted unless it is plainly safe. */

@@ -8,7 +8,8 @@ import type { Backend, FinishRemovalsResult, PendingRemoval } from '../backends/
 import { describeStorage, loadStorageConfig, type LoadOptions, type StorageConfig, type StorageDescription } from '../config/index.js';
 import type { Plan } from '../model/plan.js';
 import type { ImageFormat, VolumeRef } from '../naming/index.js';
-import { attachInfo, qemuArgs, type AttachInfo, type QemuArgs } from './live/operations.js';
+import { attachInfo, type AttachInfo } from './live/attach-info.js';
+import { qemuArgs, type QemuArgs } from './live/qemu-args.js';
 import type { VolumeListEntry } from './read/listing.js';
 import type { VmTargetOptions } from './read/vm-disks.js';
 import type { JournalLeftover, JournalRecord } from './run/journal.js';

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { planLiveSnapshotCreate, planLiveSnapshotDelete, liveTopNodeNames, type LiveDisk } from '../../src/engine/planners/live.js';
 import { isLiveStep, liveDamagesWhenInterrupted, liveUndoOf, offlineEquivalent, type LiveStep } from '../../src/engine/plan/live-steps.js';
-import { streamSafe } from '../../src/engine/live/operations.js';
+import { streamSafe } from '../../src/engine/live/live-state.js';
 import { describeStep, type Step } from '../../src/engine/plan/describe-step.js';
 import { planSnapshotDelete, type PlanContext } from '../../src/engine/planners/offline.js';
 import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';

@@ -9,7 +9,7 @@ import { LockedError } from '../../errors.js';
 import type { JournalRecord } from '../../journal/record.js';
 import { formatVolid, isVolchainTemporaryName } from '../../naming/index.js';
 import { readQcow2Header } from '../../qcow2/index.js';
-import { openRepairSession } from '../live/operations.js';
+import { openRepairSession } from '../live/socket.js';
 import { pendingOperations } from '../run/journal.js';
 import { repairActions, repairRecord } from '../run/repair-record.js';
 import type { Session } from '../session/session.js';

@@ -6,7 +6,7 @@
 import type { Backend } from '../../backends/backend.js';
 import type { Plan } from '../../model/plan.js';
 import { validateSnapshotName, type VolumeRef } from '../../naming/index.js';
-import { liveSnapshotCreate } from '../live/operations.js';
+import { liveSnapshotCreate } from '../live/snapshot.js';
 import { planSnapshotCreate, planSnapshotDelete } from '../planners/offline.js';
 import { vmTarget } from '../read/vm-disks.js';
 import { readVolumeTree } from '../read/volume-tree.js';

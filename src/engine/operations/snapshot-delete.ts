@@ -6,7 +6,7 @@
  */
 import type { Plan } from '../../model/plan.js';
 import { validateSnapshotName } from '../../naming/index.js';
-import { liveSnapshotDelete } from '../live/operations.js';
+import { liveSnapshotDelete } from '../live/snapshot.js';
 import { planSnapshotDelete } from '../planners/offline.js';
 import { vmTarget } from '../read/vm-disks.js';
 import { mutateVolume } from '../session/mutate.js';

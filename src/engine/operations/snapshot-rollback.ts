@@ -5,7 +5,7 @@
  */
 import type { Plan } from '../../model/plan.js';
 import { validateSnapshotName } from '../../naming/index.js';
-import { refuseLiveRollback } from '../live/operations.js';
+import { refuseLiveRollback } from '../live/snapshot.js';
 import { refuseNewBranch } from '../plan/branch-policy.js';
 import { planSnapshotRollback } from '../planners/offline.js';
 import { vmTarget } from '../read/vm-disks.js';

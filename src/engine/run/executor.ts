@@ -10,10 +10,11 @@ import { VolchainError, asVolchainError } from '../../errors.js';
 import type { Plan, Step } from '../../model/plan.js';
 import { Journal } from './journal.js';
 import { guardPlanOnDisk } from '../read/layer-guard-disk.js';
-import { dispatchStep, type LiveSession } from '../live/executor.js';
+import { dispatchStep } from '../live/step.js';
+import type { LiveSession } from '../live/qemu-session.js';
 import { describeStep } from '../plan/describe-step.js';
 import { damagesWhenInterrupted, injectFault, isLong, stepLayers, undoOf, type EngineEvent } from './step-rules.js';
-import { runJournaledUndo, type UndoStep } from './undo.js';
+import { runJournaledUndo, undoStepsOf } from './undo.js';
 import { needsRepair } from './error-fields.js';
 
 // Moved to engine/run/step-rules.ts (engine/live/executor.ts needs them too, and must not import this module: a cycle);
@@ -31,17 +32,6 @@ export interface ExecuteOptions {
    * it: a VM-wide operation that cannot take back the other disks leaves every disk for `repair --all`.
    */
   keepJournalWhenUndone?: boolean;
-}
-
-/** The undo of the first `done` steps of `plan`, last step first; steps with nothing to undo left out. */
-export function undoStepsOf(plan: Plan, done: number): UndoStep[] {
-  const out: UndoStep[] = [];
-  for (let i = done - 1; i >= 0; i--) {
-    const undo = undoOf(plan.steps[i] as Step);
-    if (undo === 'impossible') throw new VolchainError('INTERNAL', `step ${i + 1} of ${plan.operation} of ${plan.volid} cannot be undone`);
-    if (undo !== 'nothing') out.push({ of: i, step: undo });
-  }
-  return out;
 }
 
 /**

@@ -6,12 +6,12 @@
  */
 import type { Backend } from '../../backends/backend.js';
 import type { JournalRecord } from '../../journal/record.js';
-import { runStep, stepLayers, undoJournaled, undoStepsOf } from './executor.js';
+import { runStep, stepLayers, undoJournaled } from './executor.js';
 import { guardPlanOnDisk } from '../read/layer-guard-disk.js';
 import { Journal } from './journal.js';
-import type { LiveSession } from '../live/executor.js';
+import type { LiveSession } from '../live/qemu-session.js';
 import { describeStep } from '../plan/describe-step.js';
-import { describeUndoRepair } from './undo.js';
+import { describeUndoRepair, undoStepsOf } from './undo.js';
 
 /** The lines `repair` reports for `record` (what it does, or with --dry-run would do). */
 export function repairActions(record: JournalRecord): string[] {

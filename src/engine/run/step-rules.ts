@@ -1,5 +1,5 @@
 /**
- * What the executors (executor.ts for one plan, engine/live/executor.ts for the plans of one live operation) know
+ * What the executors (executor.ts for one plan, engine/live/group.ts for the plans of one live operation) know
  * about steps besides running them: how each is undone, which damage their target when interrupted, which are
  * long, which layers they touch; the events they report; and the test hooks that crash or fail a step.
  * Pure apart from the test hooks (which read the environment and may kill the process).

@@ -9,17 +9,47 @@
  * done: repair runs it); killed after the undo step ran but before the next record, repair runs that undo
  * step again, which is harmless because undo steps run as redo (each checks whether its effect is there).
  *
- * This module knows only the journal side; which step undoes which, and running a step, are the executor's
- * (executor.ts passes them in, so that this module does not import it back).
+ * The one undo stack of every executor: one plan (executor.ts), the plans of a live or VM-wide operation
+ * (engine/live/group.ts), and repair continuing an interrupted undo (repair-record.ts). Running a step is the
+ * caller's (it passes a function in, so that this module imports neither executor: no cycle).
  */
+import { VolchainError } from '../../errors.js';
 import type { JournalRecord } from '../../journal/record.js';
+import type { Plan } from '../../model/plan.js';
 import type { Journal } from './journal.js';
 import { describeStep, type Step } from '../plan/describe-step.js';
+import { injectFault, undoOf } from './step-rules.js';
 
 /** One step of an undo: the plan's step it walks back (0-based index) and what to run. */
 export interface UndoStep {
   of: number;
   step: Step;
+}
+
+/** The undo of the first `done` steps of `plan`, last step first; steps with nothing to undo left out. */
+export function undoStepsOf(plan: Plan, done: number): UndoStep[] {
+  const out: UndoStep[] = [];
+  for (let i = done - 1; i >= 0; i--) {
+    const undo = undoOf(plan.steps[i] as Step);
+    if (undo === 'impossible') throw new VolchainError('INTERNAL', `step ${i + 1} of ${plan.operation} of ${plan.volid} cannot be undone`);
+    if (undo !== 'nothing') out.push({ of: i, step: undo });
+  }
+  return out;
+}
+
+/**
+ * Undoes the steps `journal` says are done (its record must say it is undoing: Journal.beginUndo), journaling
+ * each; continues an undo a crash interrupted. `run` runs one undo step as a redo: the failed step may have
+ * left part of its effect, and after a crash the last undo step may have run already. The test hooks
+ * VOLCHAIN_CRASH_AT=<operation>:<step>:undo-before|undo-after fire around the undo of that step.
+ */
+export async function undoPlanJournaled(journal: Journal, run: (step: Step) => Promise<void>): Promise<void> {
+  const { plan, completedSteps } = journal.record;
+  await runJournaledUndo(journal, undoStepsOf(plan, completedSteps), async ({ of, step }) => {
+    injectFault(plan, of, 'undo-before');
+    await run(step);
+    injectFault(plan, of, 'undo-after');
+  });
 }
 
 /**

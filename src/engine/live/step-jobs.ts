@@ -1,0 +1,208 @@
+/**
+ * The qmp-* steps that run a block job (stream, commit, and the pivot that completes an active commit), and
+ * how a job is followed: progress, cancellation through the session's signal, the rate limit
+ * (VOLCHAIN_JOB_SPEED), and putting a layer back read-only when a job left it writable.
+ *
+ * Each can run twice (repair redoes the step that was running): before starting a job it looks whether the
+ * job still runs, or whether QEMU's chain shows the job's effect already.
+ */
+import type { Backend } from '../../backends/backend.js';
+import { InvalidInputError, VolchainError } from '../../errors.js';
+import { parseSize } from '../../naming/index.js';
+import { readQcow2Header } from '../../qcow2/index.js';
+import { blockCommit, blockStream, jobCancel, jobComplete, queryJobs, queryStatus, stop } from '../../qmp/commands.js';
+import { qmpHasDiscardNoUnref } from '../../qmp/qemu-features.js';
+import { QmpJobError } from '../../qmp/errors.js';
+import { waitForJob, type JobProgress } from '../../qmp/jobs.js';
+import { readBlockView } from '../../qmp/live-view.js';
+import type { LiveStep } from '../../model/plan.js';
+import { isVolumeName } from '../run/step-rules.js';
+import { chainOf, type LiveSession, type LiveStepContext } from './qemu-session.js';
+
+/** block-stream of the snapshot's data into its child on QEMU's chain; the child's header then names the new backing. */
+export async function runQmpStream(
+  backend: Backend,
+  vmid: number,
+  step: Extract<LiveStep, { kind: 'qmp-stream' }>,
+  live: LiveSession,
+  ctx: LiveStepContext,
+): Promise<void> {
+  const c = live.client;
+  const running = (await queryJobs(c)).some((j) => j.id === step.jobId);
+  let start: (() => Promise<unknown>) | undefined;
+  if (!running) {
+    const chain = await chainOf(live, step.node);
+    const below = chain.layers[chain.layers.findIndex((l) => l.node === step.node) + 1]?.node ?? null;
+    if (below === step.baseNode && ctx.redo) {
+      // Streamed already (the job ended before the journal could say so).
+    } else {
+      // Data copied into a frozen layer needs room (LVM); files grow by themselves.
+      const header = await readQcow2Header(backend.layerPath(vmid, step.layer), step.layer);
+      await backend.prepareGrow(vmid, step.layer, header.virtualSize);
+      start = () =>
+        blockStream(c, {
+          jobId: step.jobId,
+          ...jobSpeed(),
+          device: step.node,
+          ...(step.baseNode !== null ? { baseNode: step.baseNode } : {}),
+          ...(step.onto !== null ? { backingFile: step.onto } : {}),
+        });
+    }
+  }
+  if (running || start) await followJob(live, step.jobId, { start, onProgress: ctx.onProgress, untilReady: false });
+  // QEMU wrote the backing name into the child's header on completion: prove it.
+  const header = await readQcow2Header(backend.layerPath(vmid, step.layer), step.layer);
+  if (header.backingFile !== (step.onto ?? undefined)) {
+    throw new VolchainError(
+      'INTERNAL',
+      `after streaming into ${step.layer} its header names ${JSON.stringify(header.backingFile ?? null)} as backing, expected ${JSON.stringify(step.onto)}`,
+    );
+  }
+  await backend.layerChanged?.(vmid, step.layer);
+  if (!isVolumeName(backend, step.layer)) await backend.settleFrozen(vmid, step.layer);
+}
+
+/** block-commit of a layer into the snapshot below it; for the active layer, until the job is ready (the pivot completes it). */
+export async function runQmpCommit(
+  backend: Backend,
+  vmid: number,
+  step: Extract<LiveStep, { kind: 'qmp-commit' }>,
+  live: LiveSession,
+  ctx: LiveStepContext,
+): Promise<void> {
+  const c = live.client;
+  const running = (await queryJobs(c)).some((j) => j.id === step.jobId);
+  let start: (() => Promise<unknown>) | undefined;
+  if (!running) {
+    const chain = await chainOf(live, step.baseNode);
+    if (!chain.layers.some((l) => l.node === step.topNode)) {
+      if (!ctx.redo) throw new VolchainError('INTERNAL', `QEMU's chain no longer holds node ${step.topNode} of ${step.top}`);
+      return; // committed (and for an active commit: pivoted) already
+    }
+    start = () =>
+      blockCommit(c, {
+        jobId: step.jobId,
+        ...jobSpeed(),
+        device: step.rootNode,
+        baseNode: step.baseNode,
+        // Not for the active layer (QEMU refuses it there): the layer above `top` gets `top`'s name, which
+        // is the name `base` takes once the commit is done.
+        // Below a filter (PVE's throttle node as `device`), an active commit names its top too, as PVE
+        // does: without it QEMU takes the filter itself as the top.
+        ...(step.active ? (step.rootNode !== step.topNode ? { topNode: step.topNode } : {}) : { topNode: step.topNode, backingFile: step.top }),
+      });
+  }
+  try {
+    await followJob(live, step.jobId, { start, onProgress: ctx.onProgress, untilReady: step.active });
+  } catch (err) {
+    // QEMU 7.2 leaves the base of a cancelled active commit writable; put it back as it was.
+    if (step.active) await restoreReadOnly(live, step.baseNode).catch(() => undefined);
+    throw err;
+  }
+  if (!step.active) await backend.layerChanged?.(vmid, step.base);
+}
+
+/** Completes an active commit (job-complete), with the guest paused when it ran: QEMU switches onto the base. */
+export async function runQmpPivot(backend: Backend, vmid: number, step: Extract<LiveStep, { kind: 'qmp-pivot' }>, live: LiveSession): Promise<void> {
+  const c = live.client;
+  const running = (await queryJobs(c)).some((j) => j.id === step.jobId);
+  if (!running) {
+    // No job: it completed (QEMU runs on the base) or it is gone without completing; only a device tells.
+    const view = await readBlockView(c);
+    if (view.chains.some((ch) => ch.layers[0]?.node === step.baseNode && ch.devices.length > 0)) return;
+    throw new VolchainError(
+      'INTERNAL',
+      `QEMU at ${live.socket} has no job ${step.jobId} and no device on ${step.base} (node ${step.baseNode}): ` +
+        'the commit was cancelled or QEMU was restarted; stop the VM and run repair again',
+    );
+  }
+  if (step.resume && (await queryStatus(c)).running) await stop(c);
+  try {
+    await followJob(live, step.jobId, { start: () => jobComplete(c, step.jobId), onProgress: undefined, untilReady: false });
+  } catch (err) {
+    await restoreReadOnly(live, step.baseNode).catch(() => undefined);
+    throw err;
+  }
+  const after = await readBlockView(c);
+  const stillOnTop = after.chains.some((ch) => ch.layers[0]?.node === step.topNode && ch.devices.length > 0);
+  if (stillOnTop) {
+    throw new VolchainError('INTERNAL', `the commit of ${step.top} completed but QEMU's disk is still on it, not on ${step.base} (node ${step.baseNode})`);
+  }
+  await backend.layerChanged?.(vmid, step.base);
+}
+
+/**
+ * Reopens a layer below the top read-only again (blockdev-reopen of its format node with the same children),
+ * when a job left it writable. The protocol node keeps its descriptor: nothing is reopened by name.
+ */
+async function restoreReadOnly(live: LiveSession, node: string): Promise<void> {
+  const view = await readBlockView(live.client);
+  const chain =
+    view.chains.find((ch) => ch.layers.some((l) => l.node === node) && ch.devices.length > 0) ??
+    view.chains.find((ch) => ch.layers.some((l) => l.node === node));
+  const at = chain?.layers.findIndex((l) => l.node === node) ?? -1;
+  const l = chain?.layers[at];
+  if (!chain || at <= 0 || !l || l.readOnly || l.protocolNode === undefined) return;
+  const info = view.nodes.find((n) => n['node-name'] === node);
+  await live.client.execute('blockdev-reopen', {
+    options: [
+      {
+        driver: l.driver,
+        'node-name': node,
+        file: l.protocolNode,
+        ...(l.driver === 'qcow2' ? { backing: chain.layers[at + 1]?.node ?? null } : {}),
+        'read-only': true,
+        discard: 'unmap',
+        'detect-zeroes': info?.detect_zeroes ?? 'unmap',
+        // A reopen resets every option not given: keep PVE's bug-6543 option where the QEMU has it.
+        ...(l.driver === 'qcow2' && (await qmpHasDiscardNoUnref(live.client)) ? { 'discard-no-unref': true } : {}),
+      },
+    ],
+  });
+}
+
+/**
+ * Follows a block job until it concludes (or, `untilReady`, until it is READY: an active commit, which the
+ * pivot step completes). Aborting the session's signal cancels the job.
+ */
+async function followJob(
+  live: LiveSession,
+  jobId: string,
+  o: { start: (() => Promise<unknown>) | undefined; onProgress: ((percent: number) => void) | undefined; untilReady: boolean },
+): Promise<void> {
+  const c = live.client;
+  if (live.signal?.aborted) throw new QmpJobError(jobId, 'cancelled', 'was not started: the operation was cancelled');
+  const cancel = (): void => void jobCancel(c, jobId).catch(() => undefined);
+  live.signal?.addEventListener('abort', cancel, { once: true });
+  const report = (p: JobProgress): void => {
+    if (p.total > 0) o.onProgress?.(Math.min(100, (p.current / p.total) * 100));
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const job = waitForJob(c, jobId, {
+        ...(o.start ? { start: o.start } : {}),
+        whenReady: 'wait',
+        pollIntervalMs: live.pollIntervalMs ?? 250,
+        onProgress: (p) => {
+          report(p);
+          if (o.untilReady && p.status === 'ready') resolve();
+        },
+      });
+      job.then(() => (o.untilReady ? reject(new QmpJobError(jobId, 'failed', 'ended before it was ready to complete')) : resolve()), reject);
+    });
+  } finally {
+    live.signal?.removeEventListener('abort', cancel);
+  }
+}
+
+/**
+ * VOLCHAIN_JOB_SPEED (bytes per second, or with K/M/G): a rate limit for live block jobs, to spare the
+ * storage while a VM runs (and to make jobs long enough to interrupt in tests). Unset: as fast as possible.
+ */
+function jobSpeed(): { speed?: number } {
+  const raw = process.env.VOLCHAIN_JOB_SPEED;
+  if (raw === undefined || raw === '') return {};
+  const speed = parseSize(raw);
+  if (!(speed > 0)) throw new InvalidInputError(`VOLCHAIN_JOB_SPEED must be a positive number of bytes per second, got '${raw}'`);
+  return { speed };
+}
