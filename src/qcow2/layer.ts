@@ -8,7 +8,8 @@
  */
 import { basename } from 'node:path';
 import { allocationSteps, type AllocationSummary } from './allocation.js';
-import { headerSteps, type Qcow2Header } from './header.js';
+import { headerSteps } from './header.js';
+import type { Qcow2Header } from './header-format.js';
 import { openLocalImage, runSteps, type ReadSteps } from './io.js';
 
 export interface Qcow2LayerInfo {

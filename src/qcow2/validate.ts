@@ -9,7 +9,8 @@
 import { dirname, join } from 'node:path';
 import { NotFoundError, UnsafeImageError } from '../errors.js';
 import { quoteForeign } from '../quote.js';
-import { headerSteps, type Qcow2Header } from './header.js';
+import { headerSteps } from './header.js';
+import type { Qcow2Header } from './header-format.js';
 import { openLocalImage, runStepsAsync, runStepsSync, type LocalImageFile } from './io.js';
 
 export interface BackingPolicy {

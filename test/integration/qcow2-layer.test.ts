@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { CorruptImageError, NotFoundError, UnsafeImageError } from '../../src/errors.js';
 import { run } from '../../src/tools/runner.js';
 import { allocatedBytes, openImage, readQcow2Header, readQcow2Layer, validateLayerHeader, walkChain } from '../../src/qcow2/index.js';
-import { rewriteQcow2Header } from '../../src/qcow2/craft.js';
+import { rewriteQcow2Header } from '../fixtures/qcow2-craft.js';
 
 let dir = '';
 const TOP = 'vm-100-disk-0.qcow2';
