@@ -21,7 +21,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseStorageConfig } from '../src/config/index.js';
 import { Volchain } from '../src/engine/volchain.js';
-import { rewriteQcow2Header } from '../src/qcow2/craft.js';
+import { rewriteQcow2Header } from '../test/fixtures/qcow2-craft.js';
 import { run } from '../src/tools/runner.js';
 import { ratio, show, timeAlternating, type Timing } from './qcow2-timing.js';
 

@@ -13,7 +13,8 @@
  */
 import { basename } from 'node:path';
 import { CorruptImageError, UnsafeImageError } from '../errors.js';
-import { headerSteps, type Qcow2Header } from './header.js';
+import { headerSteps } from './header.js';
+import type { Qcow2Header } from './header-format.js';
 import { openLocalImage, readExactSteps, runSteps, type ImageReader, type ReadSteps } from './io.js';
 
 export interface AllocationSummary {

@@ -1,5 +1,5 @@
 /**
- * Everything the engine reads from one qcow2 layer, in one open: the header (validated by the caller), the
+ * Everything the engine reads from one qcow2 layer, in one open: the header (validated against the caller's policy), the
  * fstat figures (space used, identity) and, when asked, the allocation counts from the L1/L2 tables.
  *
  * For a regular file this is open, fstat, one 4 KiB read (plus the snapshot table when there is one, and the
@@ -8,8 +8,10 @@
  */
 import { basename } from 'node:path';
 import { allocationSteps, type AllocationSummary } from './allocation.js';
-import { headerSteps, type Qcow2Header } from './header.js';
+import { headerSteps } from './header.js';
+import type { Qcow2Header } from './header-format.js';
 import { openLocalImage, runSteps, type ReadSteps } from './io.js';
+import { validateLayerHeader, type BackingPolicy } from './validate.js';
 
 export interface Qcow2LayerInfo {
   header: Qcow2Header;
@@ -28,17 +30,17 @@ export interface ReadLayerOptions {
   /** Also count allocation from the L1/L2 tables (reads them; the header alone is one 4 KiB read). */
   allocation?: boolean;
   /**
-   * Called with the header before any table is read, e.g. `(h) => validateLayerHeader(name, h, policy)`, so
-   * a refused layer is refused with the validator's error and its tables are never looked at.
+   * Judged by validateLayerHeader (validate.ts, the one header validator) before any table is read, so a
+   * refused layer is refused with the validator's error and its tables are never looked at.
    */
-  check?: (header: Qcow2Header) => void;
+  policy?: BackingPolicy;
 }
 
 /**
  * Reads the header of the image at `path` (and its allocation when asked), with the fstat figures of the
  * same open file. Throws what readQcow2Header and allocatedBytes throw: CorruptImageError for malformed
  * images and for paths that are neither a regular file nor a block device, NotFoundError when `path` does
- * not exist, and whatever `check` throws.
+ * not exist, and UnsafeImageError when the header breaks `policy`.
  */
 export async function readQcow2Layer(path: string, layer: string = basename(path), opts: ReadLayerOptions = {}): Promise<Qcow2LayerInfo> {
   const file = openLocalImage(path, layer);
@@ -62,6 +64,6 @@ function* layerSteps(
   opts: ReadLayerOptions,
 ): ReadSteps<{ header: Qcow2Header; allocation: AllocationSummary | undefined }> {
   const header = yield* headerSteps(file);
-  opts.check?.(header);
+  if (opts.policy !== undefined) validateLayerHeader(file.layer, header, opts.policy);
   return { header, allocation: opts.allocation ? yield* allocationSteps(file, header) : undefined };
 }

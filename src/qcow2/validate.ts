@@ -9,10 +9,21 @@
 import { dirname, join } from 'node:path';
 import { NotFoundError, UnsafeImageError } from '../errors.js';
 import { quoteForeign } from '../quote.js';
-import { headerSteps, type Qcow2Header } from './header.js';
+import { headerSteps } from './header.js';
+import type { Qcow2Header } from './header-format.js';
 import { openLocalImage, runStepsAsync, runStepsSync, type LocalImageFile } from './io.js';
 
+/**
+ * What a reader expects of one layer's backing reference. validateLayerHeader is the one validator of layer
+ * headers: walkChain, readQcow2Layer (given a policy) and every other caller judge a header through it, so the
+ * same hostile header is refused the same way whichever entry point read it.
+ */
 export interface BackingPolicy {
+  /**
+   * The layer is a base volume (a PVE template): PVE makes bases without a backing file, so any backing
+   * reference is refused before the other rules, and none is ever followed out of a base.
+   */
+  base?: boolean;
   /**
    * Returns true when `ref` is an acceptable parent layer name for this volume. `referencedBy` is the layer
    * whose header holds `ref` (policies that only know the volume may ignore it).
@@ -42,11 +53,18 @@ export interface WalkChainOptions {
 export const DEFAULT_MAX_CHAIN_DEPTH = 1000;
 
 /**
- * Throws UnsafeImageError when `header` breaks a rule: not version 3, unknown incompatible features, an
- * external data file, encryption, or a backing reference that is not a bare expected layer name with an
- * explicit qcow2 backing format.
+ * Throws UnsafeImageError when `header` breaks a rule: a backing file on a base volume, not version 3, unknown
+ * incompatible features, an external data file, encryption, or a backing reference that is not a bare
+ * expected layer name with an explicit qcow2 backing format.
  */
 export function validateLayerHeader(layer: string, header: Qcow2Header, policy: BackingPolicy): void {
+  if (policy.base === true && header.backingFile !== undefined) {
+    throw new UnsafeImageError(
+      layer,
+      'is a base volume with a backing file of its own; PVE makes bases without one, and volchain follows no reference out of a base',
+      header.backingFile,
+    );
+  }
   if (header.version !== 3) {
     throw new UnsafeImageError(
       layer,

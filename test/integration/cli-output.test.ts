@@ -8,7 +8,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { rewriteQcow2Header } from '../../src/qcow2/craft.js';
+import { rewriteQcow2Header } from '../fixtures/qcow2-craft.js';
 import { BIN, assertSameTree, cli, cliFails, cliJson, cliOk, makeStorage, runCommand, snapshotOf, type TestStorage } from './helpers.js';
 
 /** Anything a terminal would act on or that breaks a line: C0/C1 controls other than the newlines between lines, bidi controls. */

@@ -11,7 +11,7 @@ import { executePlan } from '../../src/engine/run/executor.js';
 import { planSnapshotCreate } from '../../src/engine/planners/offline.js';
 import { readVolumeTree } from '../../src/engine/read/volume-tree.js';
 import { VolchainError } from '../../src/errors.js';
-import { rewriteQcow2Header } from '../../src/qcow2/craft.js';
+import { rewriteQcow2Header } from '../fixtures/qcow2-craft.js';
 import { run } from '../../src/tools/runner.js';
 import {
   MiB,

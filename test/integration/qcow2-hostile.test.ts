@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { CorruptImageError, NotFoundError, UnsafeImageError, type VolchainError } from '../../src/errors.js';
 import { observeCommands, run } from '../../src/tools/runner.js';
 import { walkChain, type BackingPolicy, type ChainLayer } from '../../src/qcow2/index.js';
-import { EXT_BACKING_FORMAT, EXT_DATA_FILE, INCOMPAT_DATA_FILE } from '../../src/qcow2/header.js';
-import { encodeQcow2Header, rewriteQcow2Header, stringExtension, type HeaderEdits } from '../../src/qcow2/craft.js';
+import { EXT_BACKING_FORMAT, EXT_DATA_FILE, INCOMPAT_DATA_FILE } from '../../src/qcow2/header-format.js';
+import { encodeQcow2Header, rewriteQcow2Header, stringExtension, type HeaderEdits } from '../fixtures/qcow2-craft.js';
 
 type ErrorClass = new (...args: never[]) => VolchainError;
 

@@ -12,8 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CorruptImageError, NotFoundError, UnsafeImageError } from '../../src/errors.js';
 import { run } from '../../src/tools/runner.js';
-import { allocatedBytes, openImage, readQcow2Header, readQcow2Layer, validateLayerHeader, walkChain } from '../../src/qcow2/index.js';
-import { rewriteQcow2Header } from '../../src/qcow2/craft.js';
+import { allocatedBytes, openImage, readQcow2Header, readQcow2Layer, walkChain } from '../../src/qcow2/index.js';
+import { rewriteQcow2Header } from '../fixtures/qcow2-craft.js';
 
 let dir = '';
 const TOP = 'vm-100-disk-0.qcow2';
@@ -51,29 +51,31 @@ describe('readQcow2Layer', () => {
     assert.equal((await readQcow2Layer(join(dir, TOP))).allocation, undefined, 'allocation only when asked');
   });
 
-  it('runs the check before reading any table, so a refused layer is refused by the check', async () => {
+  it('runs the header validator before reading any table, so a refused layer is refused by the validator', async () => {
     const unknownBit = join(dir, 'unknown-bit.qcow2');
     await writeFile(unknownBit, rewriteQcow2Header(await readFile(join(dir, TOP)), { incompatibleFeatures: 1n << 20n }));
     await assert.rejects(
-      readQcow2Layer(unknownBit, TOP, { allocation: true, check: (h) => validateLayerHeader(TOP, h, policy) }),
+      readQcow2Layer(unknownBit, TOP, { allocation: true, policy }),
       (err: unknown) => err instanceof UnsafeImageError && err.message.includes('unknown incompatible features: bit 20'),
     );
-    // Without a check the allocation walker still refuses to interpret the tables.
+    // Without a policy the allocation walker still refuses to interpret the tables.
     await assert.rejects(readQcow2Layer(unknownBit, TOP, { allocation: true }), /cannot interpret the tables/);
 
-    // An L1 table past the end of the file: the check's error wins, the table is never read.
+    // An L1 table past the end of the file: the validator's error wins, the table is never read.
     const badL1 = join(dir, 'bad-l1.qcow2');
     await writeFile(badL1, rewriteQcow2Header(await readFile(join(dir, TOP)), { l1TableOffset: 1n << 40n }));
     const seen: string[] = [];
     await assert.rejects(
       readQcow2Layer(badL1, TOP, {
         allocation: true,
-        check: () => {
-          seen.push('check');
-          throw new UnsafeImageError(TOP, 'refused by the check');
+        policy: {
+          isExpectedLayerName: () => {
+            seen.push('check');
+            return false;
+          },
         },
       }),
-      /refused by the check/,
+      /backing reference is not an expected layer name/,
     );
     assert.deepEqual(seen, ['check']);
     await assert.rejects(
@@ -133,9 +135,7 @@ describe('no file descriptor outlives a read', () => {
       () =>
         readQcow2Layer(join(chainDir, TOP), TOP, {
           allocation: true,
-          check: () => {
-            throw new UnsafeImageError(TOP, 'no');
-          },
+          policy: { isExpectedLayerName: () => false },
         }),
       () => readQcow2Layer(join(chainDir, 'truncated.qcow2'), TOP, { allocation: true }),
       () => allocatedBytes(join(chainDir, 'truncated.qcow2')),

@@ -7,19 +7,11 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { CorruptImageError, UnsafeImageError } from '../../src/errors.js';
-import {
-  EXT_BACKING_FORMAT,
-  EXT_BITMAPS,
-  EXT_CRYPTO_HEADER,
-  EXT_DATA_FILE,
-  EXT_FEATURE_TABLE,
-  INCOMPAT_EXTL2,
-  parseQcow2Header,
-  readHeaderFrom,
-} from '../../src/qcow2/header.js';
+import { EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_CRYPTO_HEADER, EXT_DATA_FILE, EXT_FEATURE_TABLE, INCOMPAT_EXTL2 } from '../../src/qcow2/header-format.js';
+import { parseQcow2Header, readHeaderFrom } from '../../src/qcow2/header.js';
 import { backingNameProblem, countAllocation, validateLayerHeader, type Qcow2Header } from '../../src/qcow2/index.js';
 import { bufferReader, type ImageFile } from '../../src/qcow2/io.js';
-import { encodeQcow2Header, stringExtension, type HeaderExtension } from '../../src/qcow2/craft.js';
+import { encodeQcow2Header, stringExtension, type HeaderExtension } from '../fixtures/qcow2-craft.js';
 
 const LAYER = 'fuzz.qcow2';
 const MAX_MS = 250; // generous: a single parse takes microseconds; this only catches runaway loops

@@ -5,10 +5,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { CorruptImageError } from '../../src/errors.js';
-import { EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_DATA_FILE, INCOMPAT_COMPRESSION, parseQcow2Header, readHeaderFrom } from '../../src/qcow2/header.js';
+import { EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_DATA_FILE, INCOMPAT_COMPRESSION } from '../../src/qcow2/header-format.js';
+import { parseQcow2Header, readHeaderFrom } from '../../src/qcow2/header.js';
 import { countAllocation } from '../../src/qcow2/allocation.js';
 import { bufferReader, type ImageFile } from '../../src/qcow2/io.js';
-import { encodeQcow2Header, stringExtension, type HeaderSpec } from '../../src/qcow2/craft.js';
+import { encodeQcow2Header, stringExtension, type HeaderSpec } from '../fixtures/qcow2-craft.js';
 
 const LAYER = 'vm-1-disk-0.qcow2';
 

@@ -7,10 +7,11 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { CorruptImageError, UnsafeImageError } from '../../src/errors.js';
-import { EXT_BACKING_FORMAT, INCOMPAT_EXTL2, parseQcow2Header, readHeaderFrom } from '../../src/qcow2/header.js';
+import { EXT_BACKING_FORMAT, INCOMPAT_EXTL2 } from '../../src/qcow2/header-format.js';
+import { parseQcow2Header, readHeaderFrom } from '../../src/qcow2/header.js';
 import { countAllocation } from '../../src/qcow2/allocation.js';
 import { bufferReader, readExact, type ImageReader } from '../../src/qcow2/io.js';
-import { encodeQcow2Header, stringExtension } from '../../src/qcow2/craft.js';
+import { encodeQcow2Header, stringExtension } from '../fixtures/qcow2-craft.js';
 
 const LAYER = 'sync.qcow2';
 const CLUSTER = 16384;

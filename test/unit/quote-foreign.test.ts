@@ -10,8 +10,9 @@ import { escapeUnsafe, quoteForeign } from '../../src/quote.js';
 import { renderSnapshotTree, showSnapshotName } from '../../src/cli/render.js';
 import type { SnapshotListing } from '../../src/engine/volchain.js';
 import { UnsafeImageError } from '../../src/errors.js';
-import { EXT_BACKING_FORMAT, EXT_FEATURE_TABLE, parseQcow2Header } from '../../src/qcow2/header.js';
-import { encodeQcow2Header, stringExtension } from '../../src/qcow2/craft.js';
+import { EXT_BACKING_FORMAT, EXT_FEATURE_TABLE } from '../../src/qcow2/header-format.js';
+import { parseQcow2Header } from '../../src/qcow2/header.js';
+import { encodeQcow2Header, stringExtension } from '../fixtures/qcow2-craft.js';
 import { validateLayerHeader } from '../../src/qcow2/validate.js';
 
 // eslint-disable-next-line no-control-regex

@@ -36,14 +36,7 @@ export async function inspectDirBase(definition: DirStorage, base: BaseVolume): 
   let virtualSize = Number(st.size);
   if (base.format === 'qcow2') {
     const header = await readQcow2Header(path, base.name);
-    if (header.backingFile !== undefined) {
-      throw new UnsafeImageError(
-        base.name,
-        'is a base volume with a backing file of its own; PVE makes bases without one, and volchain follows no reference out of a base',
-        header.backingFile,
-      );
-    }
-    validateLayerHeader(base.name, header, { isExpectedLayerName: () => false });
+    validateLayerHeader(base.name, header, { base: true, isExpectedLayerName: () => false });
     virtualSize = header.virtualSize;
   }
   return { path, virtualSize, usedBytes: Number(st.blocks * 512n), identity: `${st.dev}:${st.ino}` };

@@ -18,7 +18,7 @@ import {
 } from '../../naming/index.js';
 import { settleCloneBase, type CloneBase } from './clone-base.js';
 import { checkTreeDepth } from './chain-depth.js';
-import { readQcow2Layer, validateLayerHeader, type Qcow2Header } from '../../qcow2/index.js';
+import { readQcow2Layer, type Qcow2Header } from '../../qcow2/index.js';
 
 export interface LayerNode {
   name: string;
@@ -132,15 +132,11 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
       // One open per layer: the header is validated before any table it points to is read.
       const info = await readQcow2Layer(path, name, {
         allocation: opts.allocation ?? true,
-        check: (h) => {
-          if (volume.template && h.backingFile !== undefined) {
-            throw new UnsafeImageError(name, 'is a base volume with a backing file of its own; PVE makes bases without one', h.backingFile);
-          }
-          validateLayerHeader(name, h, {
-            isExpectedLayerName: (ref) => snapshotOf.has(ref),
-            // Only a storage that can check a base volume (dir) accepts PVE's `../<vmid>/base-…` reference.
-            ...(backend.inspectBase && !volume.template ? { baseFormat: (ref: string) => parseBaseBackingRef(ref)?.format } : {}),
-          });
+        policy: {
+          base: volume.template,
+          isExpectedLayerName: (ref) => snapshotOf.has(ref),
+          // Only a storage that can check a base volume (dir) accepts PVE's `../<vmid>/base-…` reference.
+          ...(backend.inspectBase && !volume.template ? { baseFormat: (ref: string) => parseBaseBackingRef(ref)?.format } : {}),
         },
       });
       header = info.header;
