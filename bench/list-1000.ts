@@ -32,6 +32,8 @@ const libRuns = Number(process.argv[5] ?? 30);
 const qemuVolumes = Math.min(volumeCount, Number(process.argv[6] ?? volumeCount));
 
 const STORAGE = 'bench';
+/** Preloaded into a measured process: prints its max RSS (KiB) on stderr as it exits. */
+const REPORT_RSS = "process.on('exit', () => process.stderr.write('volchain-bench-maxrss ' + process.resourceUsage().maxRSS + '\\n'));";
 const SNAPSHOTS = ['s1', 's2', 's3'];
 const repoRoot = resolve(import.meta.dirname, '..', '..');
 
@@ -160,6 +162,24 @@ async function main(): Promise<void> {
     console.log(ratio('ratio qemu-img / CLI list --json', qemuTotal, cliJson, W));
     console.log(ratio('ratio qemu-img / Volchain.list()', qemuTotal, lib, W));
     console.log(`${'Volchain.list() per volume'.padEnd(W)} ${((lib.median / volumes.length) * 1000).toFixed(1).padStart(9)} µs`);
+
+    // Peak memory (issue 16: under 150 MiB at 10,000 volumes, growing linearly): the max RSS each process
+    // reports at exit, median of three, against node -e 0's in the same run.
+    const rssOf = async (args: string[]): Promise<number> => {
+      const r = await run(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(REPORT_RSS)}`, ...args]);
+      const m = /^volchain-bench-maxrss (\d+)$/m.exec(r.stderr);
+      if (!m) throw new Error(`no max RSS reported: ${r.stderr}`);
+      return Number(m[1]) / 1024;
+    };
+    const med3 = async (args: string[]): Promise<number> => {
+      const v = [await rssOf(args), await rssOf(args), await rssOf(args)].sort((a, b) => a - b);
+      return v[1] ?? NaN;
+    };
+    const rssList = await med3([join(repoRoot, 'bin', 'volchain.js'), '--config', configPath, 'list', STORAGE, '--json']);
+    const rssNode = await med3(['-e', '0']);
+    console.log(`${'peak RSS: volchain list --json (CLI process)'.padEnd(W)} ${rssList.toFixed(1).padStart(9)} MiB`);
+    console.log(`${'peak RSS: node -e 0'.padEnd(W)} ${rssNode.toFixed(1).padStart(9)} MiB`);
+    console.log(`${'peak RSS above node -e 0, per volume'.padEnd(W)} ${(((rssList - rssNode) * 1024) / volumes.length).toFixed(2).padStart(9)} KiB`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
