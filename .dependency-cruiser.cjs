@@ -26,6 +26,9 @@ const LAYERS = [
   { name: 'qmp', rank: 2, match: '^src/qmp/' },
   // Where operation journals live and their record format: read by backends (LVM keeps them on the VG).
   { name: 'journal', rank: 3, match: '^src/journal/' },
+  // Which layers belong to which volume (names, trusted records, backing references): pure, and decided in
+  // one place for the backends (LVM activation and tags) and the engine (tree reader, live matcher).
+  { name: 'ownership', rank: 3, match: '^src/ownership/' },
   // storage.cfg and the VM config files: what storages exist and how they are set up.
   { name: 'config', rank: 4, match: '^src/config/' },
   // One implementation per storage type behind the Backend interface.

@@ -24,7 +24,8 @@
  * header (create, rebase, commit, resize) and checked against the headers whenever the LVs are active on
  * this host (LvmBackend.activate corrects any drift, and refuses to run a plan made from drifted tags).
  */
-import { isVolchainTemporaryName, parseVolumeName, snapshotOfLayerName } from '../../naming/index.js';
+import { parseVolumeName } from '../../naming/index.js';
+import { candidateVolumes } from '../../ownership/layer-owners.js';
 import { LV_NAME_MAX } from '../../naming/index.js';
 import { createHash } from 'node:crypto';
 
@@ -208,15 +209,18 @@ export interface LvLike {
   tags: readonly string[];
 }
 
-/** The volume an LV belongs to, or the volumes it may belong to when only its name says (ambiguous). */
+/**
+ * The volume an LV belongs to, or the volumes it may belong to when only its name says (ambiguous): its
+ * trusted tag, else its name (ownership/layer-owners.ts candidateVolumes). `del-` LVs are no one's layers.
+ */
 export function volumesOfLv(lv: LvLike, volumeNames: readonly string[]): string[] {
   if (lv.name.startsWith(DEL_PREFIX)) return [];
-  const tagged = trustedLayerTags(lv).volume;
-  if (tagged !== undefined) return [tagged];
-  if (isVolumeLv(lv.name)) return [lv.name];
-  const tmp = isVolchainTemporaryName(lv.name, 'lvm');
-  if (tmp) return [tmp.volumeName];
-  return volumeNames.filter((v) => isVolumeLv(v) && snapshotOfLayerName('lvm', v, lv.name) !== undefined);
+  return candidateVolumes(
+    'lvm',
+    lv.name,
+    volumeNames.filter((v) => isVolumeLv(v)),
+    trustedLayerTags(lv).volume,
+  );
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
- * What live operations (live.ts) use of the Volchain façade: resolving volume ids, finding a VM's disks and
- * taking the VM's locks. Declared here so that live.ts depends on this much rather than on volchain.ts,
- * which calls into live.ts (an import cycle otherwise); Volchain has these methods.
+ * What live operations (the modules of engine/live/) use of the Volchain façade: resolving volume ids, finding
+ * a VM's disks and taking the VM's locks. Declared here so that they depend on this much rather than on
+ * volchain.ts, which calls into them (an import cycle otherwise); Volchain has these methods.
  */
 import type { Backend } from '../../backends/backend.js';
 import type { VolumeRef } from '../../naming/index.js';

@@ -4,7 +4,8 @@
  * the headers (readVolumeTree, which validated every header).
  *
  * A chain belongs to a volume when every layer QEMU opened lies in the volume's directory (or VG) under a
- * name of that volume: the volume name, one of its snapshot layer names, or one of its temporary names.
+ * name of that volume: the volume name, one of its snapshot layer names, or one of its temporary names
+ * (ownership/layer-owners.ts candidateVolumes).
  * Renames never move a layer from one volume to another, so this holds even for a node opened under a name
  * the layer no longer has. Within the volume, the node at position i of QEMU's chain (top first) is the
  * layer at position i of the chain on disk (the current layer, then its backing, ...): QEMU cannot rename a
@@ -18,7 +19,8 @@
  */
 import { basename, dirname } from 'node:path';
 import type { Backend } from '../../backends/backend.js';
-import { formatVolid, isVolchainTemporaryName, snapshotOfLayerName, type VolumeRef } from '../../naming/index.js';
+import { formatVolid, type VolumeRef } from '../../naming/index.js';
+import { candidateVolumes } from '../../ownership/layer-owners.js';
 import type { QemuBlockView, QemuChain, QemuLayer } from '../../qmp/live-view.js';
 import { ancestry, type LayerNode, type VolumeTree } from '../read/volume-tree.js';
 import { isBaseLayer, splitCloneBase, type MatchedBase } from './clone.js';
@@ -56,12 +58,14 @@ export interface VmMatch {
   unmatched: { chain: QemuChain; reason: string }[];
 }
 
-/** The volumes a file name can belong to (several only for LVM's ambiguous snapshot names). */
+/** The volumes a file name can belong to (several only for ambiguous snapshot names), by ownership's name rules. */
 function ownersOfName(backend: Backend, volumes: readonly VolumeRef[], name: string): VolumeRef[] {
-  return volumes.filter(
-    (v) =>
-      v.name === name || snapshotOfLayerName(backend.kind, v.name, name) !== undefined || isVolchainTemporaryName(name, backend.kind)?.volumeName === v.name,
+  const candidates = candidateVolumes(
+    backend.kind,
+    name,
+    volumes.map((v) => v.name),
   );
+  return volumes.filter((v) => candidates.includes(v.name));
 }
 
 /** The directory (or VG device directory) where the layers of `vmid` on `backend` live. */

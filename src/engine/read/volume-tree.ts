@@ -16,6 +16,7 @@ import {
   snapshotOfLayerName,
   type VolumeRef,
 } from '../../naming/index.js';
+import { candidateVolumes, layerOwnership, type LayerFacts } from '../../ownership/layer-owners.js';
 import { settleCloneBase, type CloneBase } from './clone-base.js';
 import { checkTreeDepth } from './chain-depth.js';
 import { readQcow2Layer, type Qcow2Header } from '../../qcow2/index.js';
@@ -73,27 +74,32 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
   }
   const snapshotOf = new Map<string, string>();
   const leftovers: string[] = [];
-  const others = otherVolumeNames(backend.kind, volume, names);
-  // Names another volume of the VM could also own: ours only if the headers join them to our chain.
-  const ambiguous = new Set<string>();
+  // Which layer is whose: ownership/layer-owners.ts, among the VM's volumes whose layer names could look like ours.
+  const volumes = [volume.name, ...otherVolumeNames(backend.kind, volume, names)];
   // A template's base volume is one read-only layer: it has no snapshot layers (PVE: templates take none).
   for (const name of volume.template ? [] : names) {
     const snap = snapshotOfLayerName(backend.kind, volume.name, name);
-    if (snap !== undefined) {
-      snapshotOf.set(name, snap);
-      if (others.some((o) => snapshotOfLayerName(backend.kind, o, name) !== undefined)) ambiguous.add(name);
-    } else if (isVolchainTemporaryName(name, backend.kind)?.volumeName === volume.name) leftovers.push(name);
+    if (snap !== undefined) snapshotOf.set(name, snap);
+    else if (isVolchainTemporaryName(name, backend.kind)?.volumeName === volume.name) leftovers.push(name);
   }
   const stats = new Map<string, LayerStat>();
+  // Names another volume of the VM could also own: ours only if the headers join them to our chain.
+  const ambiguous = new Set<string>();
+  // What the backend recorded as each layer's volume (trusted: LVM's tags), which settles names that are
+  // ambiguous on their own (LVM: `snap_vm-1-a_b_c.qcow2` is vm-1-a's snapshot b_c or vm-1-a_b's snapshot c).
+  const recorded = new Map<string, string>();
   for (const name of [volume.name, ...snapshotOf.keys()]) {
     const st = await backend.statLayer(volume.vmid, name);
     if (!st) throw new NotFoundError(`layer ${name} of ${volid} vanished while reading the chain`);
-    // A backend that records each layer's volume settles names that are ambiguous on their own (LVM:
-    // `snap_vm-1-a_b_c.qcow2` is vm-1-a's snapshot b_c or vm-1-a_b's snapshot c).
-    const owner = st.recorded?.volume;
-    if (name !== volume.name && owner !== undefined && owner !== volume.name) snapshotOf.delete(name);
-    else stats.set(name, st);
-    if (owner !== undefined) ambiguous.delete(name);
+    const owner = name === volume.name ? undefined : st.recorded?.volume;
+    if (owner !== undefined) recorded.set(name, owner);
+    const candidates = name === volume.name ? [volume.name] : candidateVolumes(backend.kind, name, volumes, owner);
+    if (!candidates.includes(volume.name)) {
+      snapshotOf.delete(name);
+      continue;
+    }
+    stats.set(name, st);
+    if (candidates.length > 1) ambiguous.add(name);
   }
   const layers = new Map<string, LayerNode>();
   // Why an ambiguous layer could not be read: an error only if our chain turns out to need it.
@@ -106,7 +112,7 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
       unreadable.set(name, err);
     }
   }
-  const foreignLayers = ambiguous.size > 0 ? settleAmbiguous(layers, ambiguous, unreadable) : [];
+  const foreignLayers = ambiguous.size > 0 ? settleAmbiguous(backend.kind, volume.name, volumes, layers, { ambiguous, recorded, unreadable }) : [];
   for (const name of foreignLayers) snapshotOf.delete(name);
 
   async function readNode(name: string, st: LayerStat): Promise<LayerNode> {
@@ -218,29 +224,26 @@ function otherVolumeNames(kind: Backend['kind'], volume: VolumeRef, names: reado
 }
 
 /**
- * Keeps the ambiguous layers the headers join to this volume's chain (one whose parent is ours, or that is
- * the parent of one of ours, repeated until nothing changes) and removes the others from `layers`, returning
- * their names. Every other layer is ours for sure, so the current layer's whole tree is found this way: each
- * snapshot layer is an ancestor of the current layer or hangs below one. An ambiguous layer that could not
- * be read is an error only when the chain needs it.
+ * Keeps the ambiguous layers the headers join to this volume's chain (ownership/layer-owners.ts: one whose
+ * parent is ours, or that is the parent of one of ours, repeated until nothing changes) and removes the others
+ * from `layers`, returning their names. Every other layer is ours for sure, so the current layer's whole tree
+ * is found this way: each snapshot layer is an ancestor of the current layer or hangs below one. An ambiguous
+ * layer that could not be read is an error only when the chain needs it.
  */
-function settleAmbiguous(layers: Map<string, LayerNode>, ambiguous: ReadonlySet<string>, unreadable: ReadonlyMap<string, unknown>): string[] {
-  const members = new Set([...layers.keys()].filter((n) => !ambiguous.has(n)));
-  const parentsOfMembers = (): Set<string> => new Set([...members].flatMap((m) => layers.get(m)?.parent ?? []));
-  for (let grew = true; grew;) {
-    grew = false;
-    const needed = parentsOfMembers();
-    for (const name of ambiguous) {
-      if (members.has(name)) continue;
-      const node = layers.get(name);
-      const joins = needed.has(name) || (node?.parent !== undefined && members.has(node.parent));
-      if (!joins) continue;
-      if (!node) throw unreadable.get(name);
-      members.add(name);
-      grew = true;
-    }
-  }
-  const foreign = [...ambiguous].filter((n) => !members.has(n)).sort();
+function settleAmbiguous(
+  kind: Backend['kind'],
+  volumeName: string,
+  volumes: readonly string[],
+  layers: Map<string, LayerNode>,
+  known: { ambiguous: ReadonlySet<string>; recorded: ReadonlyMap<string, string>; unreadable: ReadonlyMap<string, unknown> },
+): string[] {
+  const facts: LayerFacts[] = [...layers.keys(), ...known.unreadable.keys()].map((name) => {
+    const node = layers.get(name);
+    return { name, recorded: known.recorded.get(name), ...(node ? { backing: node.parent ?? null } : {}) };
+  });
+  const members = layerOwnership(kind, volumes, facts).chains.get(volumeName) ?? new Set<string>();
+  for (const name of known.ambiguous) if (members.has(name) && !layers.has(name)) throw known.unreadable.get(name);
+  const foreign = [...known.ambiguous].filter((n) => !members.has(n)).sort();
   for (const name of foreign) layers.delete(name);
   return foreign;
 }
