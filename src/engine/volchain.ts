@@ -329,10 +329,10 @@ export class Volchain {
     await refuseMissingVolume(backend, volume.vmid, volume.name, volid);
     return this.withVmLock(backend, volume.vmid, 'activate', async () => {
       if (!(await backend.listLayerNames(volume.vmid)).includes(volume.name)) throw new NotFoundError(`volume ${volid} does not exist`);
-      if (backend.activate) await backend.activate(volume.vmid, [volume.name]);
+      if (backend.capabilities.activation) await backend.activate(volume.vmid, [volume.name]);
       // Read after activating: the headers of active layers are read, not their recorded copy.
       const tree = await readVolumeTree(backend, volume, { allocation: false });
-      return { volid: tree.volid, storage: backend.id, layers: chainLayerNames(tree), active: backend.activate ? true : null };
+      return { volid: tree.volid, storage: backend.id, layers: chainLayerNames(tree), active: backend.capabilities.activation ? true : null };
     });
   }
 
@@ -347,7 +347,7 @@ export class Volchain {
       // Read before: a layer volchain made is read from its tags once inactive, but reading an untagged one
       // (made by PVE) on a local VG would activate it again.
       const tree = await readVolumeTree(backend, volume, { allocation: false });
-      if (backend.deactivate) {
+      if (backend.capabilities.activation) {
         try {
           await backend.deactivate(volume.vmid, [volume.name]);
         } catch (err) {
@@ -355,7 +355,7 @@ export class Volchain {
           throw new VolchainError(error.code, `cannot deactivate ${tree.volid}: ${error.message}`, { cause: err });
         }
       }
-      return { volid: tree.volid, storage: backend.id, layers: chainLayerNames(tree), active: backend.deactivate ? false : null };
+      return { volid: tree.volid, storage: backend.id, layers: chainLayerNames(tree), active: backend.capabilities.activation ? false : null };
     });
   }
 
@@ -540,7 +540,7 @@ export class Volchain {
     const ids = this.imageStorageIds(opts.storage);
     for (const id of ids) {
       const backend = this.backend(id);
-      if (!backend.finishRemovals) continue;
+      if (!backend.capabilities.deferredRemoval) continue;
       let r: FinishRemovalsResult;
       try {
         r = await backend.finishRemovals({
@@ -567,7 +567,7 @@ export class Volchain {
     for (const id of this.imageStorageIds()) {
       const backend = this.backend(id);
       // Two storages may name one VG: each LV once.
-      for (const r of (await backend.pendingRemovals?.()) ?? []) if (!out.has(r.path)) out.set(r.path, r);
+      for (const r of await backend.pendingRemovals()) if (!out.has(r.path)) out.set(r.path, r);
     }
     return [...out.values()];
   }
@@ -602,7 +602,7 @@ export class Volchain {
         const backend = this.backend(id);
         const records = await pendingOperations(backend, { forRepair: true });
         // A journal can outlive every layer of its VM (an interrupted free): its VM still needs repair.
-        const journaled = [...records.map((r) => r.plan.vmid), ...((await backend.journal().containerVmids?.()) ?? [])];
+        const journaled = [...records.map((r) => r.plan.vmid), ...(await backend.journal().containerVmids())];
         targets.push({ backend, vmids: [...new Set([...(await backend.listVmids()), ...journaled])], records });
       }
     }
@@ -653,7 +653,7 @@ export class Volchain {
     return this.withLock(backend, vmid, 'repair', async () => {
       if ((await pendingOperations(backend, { vmid, forRepair: true })).length > 0) return out;
       // A journal container a crash left empty (created, never written) explains nothing: it goes too.
-      for (const gone of (await backend.journal().sweep?.(vmid, dryRun)) ?? []) {
+      for (const gone of await backend.journal().sweep(vmid, dryRun)) {
         out.push({ volid: `${backend.id}:vm-${vmid}`, actions: [`remove ${gone}`] });
       }
       const names = await backend.listLayerNames(vmid);
@@ -665,7 +665,7 @@ export class Volchain {
         let adopt = false;
         if (!hasVolume) {
           // LVs may be inactive (after a reboot): make the temporary readable before looking inside it.
-          await backend.activate?.(vmid, [name]);
+          await backend.activate(vmid, [name]);
           const backing = (await readQcow2Header(backend.layerPath(vmid, name), name)).backingFile;
           adopt = backing !== undefined && names.includes(backing);
         }
@@ -902,7 +902,7 @@ function chainLayerNames(tree: VolumeTree): string[] {
  * per distinct size, cached); undefined for storages whose layers grow on demand.
  */
 async function fullSizes(backend: Backend, virtualSizes: readonly number[]): Promise<((virtualSize: number) => number) | undefined> {
-  if (!backend.fullLayerBytes) return undefined;
+  if (!backend.capabilities.layerSizing) return undefined;
   const sizes = new Map<number, number>();
   for (const v of virtualSizes) if (!sizes.has(v)) sizes.set(v, await backend.fullLayerBytes(v));
   return (v) => {
@@ -917,13 +917,13 @@ async function fullSizes(backend: Backend, virtualSizes: readonly number[]): Pro
  * one the estimate covers (a snapshot create); otherwise the plan as it is.
  */
 async function withSpace(backend: Backend, tree: VolumeTree, plan: Plan): Promise<Plan> {
-  if (!backend.fullLayerBytes || !spaceEstimable(plan)) return plan;
+  if (!backend.capabilities.layerSizing || !spaceEstimable(plan)) return plan;
   const full = await fullSizes(
     backend,
     plan.steps.flatMap((s) => (s.kind === 'create-overlay' ? [s.sizeBytes] : [])),
   );
   const frozen = new Map<string, number | undefined>();
-  for (const name of layersFrozenBy(plan)) frozen.set(name, await backend.frozenLayerBytes?.(tree.volume.vmid, name));
+  for (const name of layersFrozenBy(plan)) frozen.set(name, await backend.frozenLayerBytes(tree.volume.vmid, name));
   const space = estimatePlanSpace(plan, {
     fullLayerBytes: (v) => (full ? full(v) : 0),
     layerBytes: (name) => tree.layers.get(name)?.usedBytes,

@@ -50,15 +50,16 @@ import * as lvm from '../../tools/lvm.js';
 import * as qemuImg from '../../tools/qemu-img.js';
 import { FileJournalStore } from '../../journal/file-store.js';
 import type { JournalStore } from '../../journal/record.js';
-import type { Backend, BackendCapabilities, FinishRemovalsOptions, FinishRemovalsResult, LayerStat, PendingRemoval } from '../backend.js';
+import type { Backend, BackendCapabilities, BaseInfo, FinishRemovalsOptions, FinishRemovalsResult, ImageScan, LayerStat, PendingRemoval } from '../backend.js';
+import { notCapable } from '../capabilities.js';
 import { LvmActivation } from './activation.js';
 import { crashPoint } from './crash.js';
-import { LvmJournalStore, vmidOfJournalLv, type JournalVolumeGroup } from './journal.js';
+import { LvmJournalStore } from './journal.js';
 import { newLayerVolume, vmidsOfLv } from './lv-records.js';
 import { LvmRemovals } from './removal.js';
 import { LvmSizing } from './sizing.js';
 import { isVolumeLv, layerTags } from './tags.js';
-import { LISTING_REUSE_MS, LvmVolumeGroup, REPORT_MAX_AGE_MS } from './vg.js';
+import { LISTING_REUSE_MS, LvmVolumeGroup } from './vg.js';
 
 export const DEFAULT_STATE_ROOT = '/var/lib/volchain';
 
@@ -83,6 +84,11 @@ export class LvmBackend implements Backend {
       formats: definition.snapshotAsVolumeChain ? ['qcow2', 'raw'] : ['raw'],
       shared: definition.shared,
       fixedSizeLayers: true,
+      activation: true,
+      layerRecords: true,
+      deferredRemoval: true,
+      baseVolumes: false,
+      layerSizing: true,
     };
     this.vgView = new LvmVolumeGroup(definition, (vmid) => this.lockFile(vmid));
     this.activation = new LvmActivation(this.vgView);
@@ -127,6 +133,11 @@ export class LvmBackend implements Backend {
     const ids = new Set<number>();
     for (const row of (await this.vgView.forListing()).rows.values()) for (const id of vmidsOfLv(row)) ids.add(id);
     return [...ids].sort((a, b) => a - b);
+  }
+
+  /** For `list`: the volumes; every LV is a volume, a layer of one, or not volchain's, so nothing is unlisted. */
+  async scanImages(vmid?: number): Promise<ImageScan> {
+    return { volumes: await this.listVolumes(vmid), unlisted: [] };
   }
 
   layerPath(_vmid: number, layerName: string): string {
@@ -244,6 +255,11 @@ export class LvmBackend implements Backend {
     return this.activation.deactivate(vmid, layerNames);
   }
 
+  /** LVM has no base volumes (PVE makes templates on LVM-thin and dir only): a chain ends in its own VG. */
+  inspectBase(): Promise<BaseInfo> {
+    return Promise.reject(notCapable(this.id, 'baseVolumes', 'inspectBase'));
+  }
+
   // ---- saferemove: `del-` LVs, zeroed and removed after the operation (removal.ts) ------------------------
 
   deferredRemovals(vmid?: number): Promise<string[]> {
@@ -276,7 +292,7 @@ export class LvmBackend implements Backend {
 
   /** Journals live on the VG (backends/lvm/journal.ts), so that another host can finish what this one started. */
   journal(): JournalStore {
-    this.journalStore ??= new LvmJournalStore(this.journalVolumeGroup(), new FileJournalStore(join(this.stateDir(), 'journal')));
+    this.journalStore ??= new LvmJournalStore(this.vgView.journalView(), new FileJournalStore(join(this.stateDir(), 'journal')));
     return this.journalStore;
   }
 
@@ -286,26 +302,5 @@ export class LvmBackend implements Backend {
    */
   private vgStateDir(kind: '.locks' | '.wipe'): string {
     return join(dirname(this.stateDir()), kind, this.vg);
-  }
-
-  private journalVolumeGroup(): JournalVolumeGroup {
-    const vg = this.vgView;
-    return {
-      vg: this.vg,
-      storage: this.id,
-      row: async (vmid, name) => (await vg.reportFor(vmid, REPORT_MAX_AGE_MS)).rows.get(name),
-      journalRows: async () => [...(await vg.forListing()).rows.values()].filter((r) => vmidOfJournalLv(r.name) !== undefined),
-      freshRow: async (name) => (await vg.fresh()).rows.get(name),
-      create: async (name, sizeBytes, tags) => {
-        const report = await vg.fresh();
-        const size = lvm.roundUpTo(sizeBytes, report.vg.extentSizeBytes);
-        await vg.createLv(report, name, size, [...tags], 'the operation journal', { zeroStart: true });
-        return vg.requireRow(report, name);
-      },
-      activate: async (row) => vg.activateRows(await vg.fresh(), [row]),
-      remove: (name) => vg.dropLv(name),
-      shared: async () => vg.exclusive(await vg.forListing()),
-      path: (name) => vg.path(name),
-    };
   }
 }

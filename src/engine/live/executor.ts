@@ -137,7 +137,7 @@ export async function runLiveStep(backend: Backend, vmid: number, step: LiveStep
           `after streaming into ${step.layer} its header names ${JSON.stringify(header.backingFile ?? null)} as backing, expected ${JSON.stringify(step.onto)}`,
         );
       }
-      await backend.layerChanged?.(vmid, step.layer);
+      await backend.layerChanged(vmid, step.layer);
       if (!isVolumeName(backend, step.layer)) await backend.settleFrozen(vmid, step.layer);
       return;
     }
@@ -170,7 +170,7 @@ export async function runLiveStep(backend: Backend, vmid: number, step: LiveStep
         if (step.active) await restoreReadOnly(live, step.baseNode).catch(() => undefined);
         throw err;
       }
-      if (!step.active) await backend.layerChanged?.(vmid, step.base);
+      if (!step.active) await backend.layerChanged(vmid, step.base);
       return;
     }
     case 'qmp-pivot': {
@@ -197,7 +197,7 @@ export async function runLiveStep(backend: Backend, vmid: number, step: LiveStep
       if (stillOnTop) {
         throw new VolchainError('INTERNAL', `the commit of ${step.top} completed but QEMU's disk is still on it, not on ${step.base} (node ${step.baseNode})`);
       }
-      await backend.layerChanged?.(vmid, step.base);
+      await backend.layerChanged(vmid, step.base);
       return;
     }
     case 'qmp-resume': {
@@ -370,7 +370,7 @@ export async function executeGroup(
   };
 
   try {
-    for (const e of entries) await e.backend.activate?.(e.plan.vmid, stepLayers(e.plan.steps));
+    for (const e of entries) await e.backend.activate(e.plan.vmid, stepLayers(e.plan.steps));
     for (;;) {
       for (const [i, e] of entries.entries()) {
         for (let step = e.plan.steps[cursor[i] as number]; step && !isBarrier(step); step = e.plan.steps[cursor[i] as number]) {
