@@ -12,6 +12,7 @@ const SHAPE = "'vm-<vmid>-<name>.qcow2' or 'vm-<vmid>-<name>.raw'";
 
 export const dirNaming: NamingScheme = {
   kind: 'dir',
+  label: 'dir',
   objectName: 'file name',
   nameMaxBytes: DIR_NAME_MAX_BYTES,
   volumeShape: SHAPE,

@@ -14,6 +14,7 @@ const QCOW2_SUFFIX = '.qcow2';
 
 export const lvmNaming: NamingScheme = {
   kind: 'lvm',
+  label: 'LVM',
   objectName: 'LV name',
   nameMaxBytes: LV_NAME_MAX,
   volumeShape: SHAPE,

@@ -9,6 +9,8 @@ import type { ImageFormat, StorageKind } from './types.js';
 
 export interface NamingScheme {
   readonly kind: StorageKind;
+  /** How messages name this storage type ('dir', 'LVM'). */
+  readonly label: string;
   /** What a layer is on this storage, in messages ('file name', 'LV name'). */
   readonly objectName: string;
   /** Longest layer name (file or LV name) the storage accepts, in UTF-8 bytes. */

@@ -99,7 +99,7 @@ export function parseVolname(kind: StorageKind, storage: string, volname: string
   if (scheme.volnameLayout === 'name') {
     if (volname.includes('/')) {
       throw new InvalidInputError(
-        `volume ${volid} is not valid: on ${kind.toUpperCase()} storage the volume name is the ${scheme.objectName} alone ` +
+        `volume ${volid} is not valid: on ${scheme.label} storage the volume name is the ${scheme.objectName} alone ` +
           "(e.g. 'vm-100-disk-0.qcow2'), without '/'",
       );
     }
