@@ -1,6 +1,6 @@
 /**
  * One interface for every storage type. The engine plans with layer *names* and asks the backend to carry
- * out small primitives; it never compares backend kinds, it reads `capabilities`.
+ * out small primitives; it never compares backend kinds, it reads `capabilities` (which of the methods below do something here).
  */
 import type { BaseVolume, ImageFormat, StorageKind, VolumeRef } from '../naming/index.js';
 import type { StorageDefinition } from '../config/index.js';
@@ -20,7 +20,43 @@ export interface BackendCapabilities {
    * may shrink it once frozen. Files grow on demand, so those steps are left out of their plans.
    */
   readonly fixedSizeLayers: boolean;
+
+  // What the optional parts of the interface do on this storage. Every Backend method exists on every
+  // backend; a capability that is false means its methods do nothing (where nothing is the honest answer:
+  // activation, layer records, deferred removals) or throw NotSupportedError (where an answer would be made
+  // up: base volumes, layer sizing). Callers read these flags, never the backend's kind.
+
+  /**
+   * `activate`/`deactivate` make layers usable on this host and release them (LVM: `lvchange -ay/-an`).
+   * False: layers are always usable (files); both are no-ops.
+   */
+  readonly activation: boolean;
+  /**
+   * The backend keeps a record of each layer outside its image (LVM: LV tags), which `layerChanged` refreshes
+   * after qemu-img rewrote a header. False: nothing is recorded; `layerChanged` is a no-op.
+   */
+  readonly layerRecords: boolean;
+  /**
+   * Removals finish after the operation (LVM saferemove: rename to `del-` at once, zero and remove later):
+   * `deferredRemovals`, `finishRemovals`, `pendingRemovals`, `removalLog`. False: a removal is done when
+   * `removeLayer` returns; the first three report nothing to do, `removalLog` throws NotSupportedError.
+   */
+  readonly deferredRemoval: boolean;
+  /**
+   * PVE's linked clones: a clone's bottom layer may name a template's base volume, which `inspectBase`
+   * checks (dir). False: no backing reference may leave a volume's own directory or VG; `inspectBase`
+   * throws NotSupportedError.
+   */
+  readonly baseVolumes: boolean;
+  /**
+   * Space figures for fixed-size layers (list, info, dry runs): `fullLayerBytes`, `frozenLayerBytes`. False
+   * (layers grow on demand): both throw NotSupportedError.
+   */
+  readonly layerSizing: boolean;
 }
+
+/** What `scanImages` returns: the volumes, and the entries of the storage volchain cannot read. */
+export type ImageScan = DirScan;
 
 export interface LayerStat {
   /** Bytes the layer occupies on the storage (file blocks, LV size). */
@@ -110,8 +146,8 @@ export interface Backend {
 
   /** Current layers of the volumes on this storage (snapshot layers, temporaries and foreign files hidden). */
   listVolumes(vmid?: number): Promise<VolumeRef[]>;
-  /** For `list` (dir): the volumes and, with their problems, the entries volchain cannot read (backends/dir/listing.ts). */
-  scanImages?(vmid?: number): Promise<DirScan>;
+  /** For `list`: the volumes and, with their problems, the entries volchain cannot read (dir: backends/dir/listing.ts). */
+  scanImages(vmid?: number): Promise<ImageScan>;
   /** VM ids that have any layer on this storage (including leftovers of interrupted operations). */
   listVmids(): Promise<number[]>;
   /** Every layer name in the namespace where volumes of `vmid` live (raw material for chain discovery). */
@@ -148,48 +184,51 @@ export interface Backend {
   /** Where this storage's operation journals live: on the storage, so every host that sees it finds them. */
   journal(): JournalStore;
 
-  // ---- optional hooks (the executor calls them when a backend has them) ----------------------------------
+  /** Grows (qcow2: `qemu-img resize`, LVM also the LV) a layer for a 'resize' step; prepareGrow has run. */
+  resizeLayer(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number): Promise<void>;
+
+  // ---- activation and layer records (capabilities.activation, capabilities.layerRecords) -----------------
 
   /**
    * Makes the named layers, and every other layer of their volumes, usable on this host (LVM: activate the
    * LVs, exclusively on a shared VG) and checks what the backend recorded against the image headers. Names
    * that do not exist are ignored. Called before a plan runs and before a step is redone.
    */
-  activate?(vmid: number, layerNames: readonly string[]): Promise<void>;
+  activate(vmid: number, layerNames: readonly string[]): Promise<void>;
   /** The inverse of activate: releases the layers of these volumes on this host (LVM: `lvchange -an`). */
-  deactivate?(vmid: number, layerNames: readonly string[]): Promise<void>;
+  deactivate(vmid: number, layerNames: readonly string[]): Promise<void>;
   /** qemu-img rewrote a layer's image (rebase, commit): refresh what the backend records about it. */
-  layerChanged?(vmid: number, layerName: string): Promise<void>;
-  /** Carries out a 'resize' step itself (prepareGrow has run); without it the executor runs qemu-img resize. */
-  resizeLayer?(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number): Promise<void>;
+  layerChanged(vmid: number, layerName: string): Promise<void>;
 
-  // Removals finished after the operation (LVM saferemove: rename to `del-` at once, zero and remove later).
+  // ---- removals finished after the operation (capabilities.deferredRemoval) ------------------------------
+
   /**
    * The removals left for later (of `vmid`, else all) since the last call, plus unfinished ones nobody works
    * on: the caller finishes them once the VM's lock is released. Each is handed out once.
    */
-  deferredRemovals?(vmid?: number): Promise<string[]>;
+  deferredRemovals(vmid?: number): Promise<string[]>;
   /** Finishes unfinished removals in this process (each under its own lock); busy: held by another process. */
-  finishRemovals?(opts: FinishRemovalsOptions): Promise<FinishRemovalsResult>;
+  finishRemovals(opts: FinishRemovalsOptions): Promise<FinishRemovalsResult>;
   /** Removals not finished yet, with their progress. */
-  pendingRemovals?(): Promise<PendingRemoval[]>;
+  pendingRemovals(): Promise<PendingRemoval[]>;
   /** The file a background process finishing removals writes its output to. */
-  removalLog?(): string;
+  removalLog(): string;
+
+  // ---- base volumes (capabilities.baseVolumes) ------------------------------------------------------------
 
   /**
-   * Storages with PVE's linked clones (dir): checks the base volume a clone's bottom layer names and returns
-   * what the chain needs of it (throws UnsafeImageError for anything but a plain base volume of this storage).
-   * Absent: no backing reference may leave a volume's own directory or VG.
+   * Checks the base volume a clone's bottom layer names and returns what the chain needs of it (throws
+   * UnsafeImageError for anything but a plain base volume of this storage).
    */
-  inspectBase?(base: BaseVolume): Promise<BaseInfo>;
+  inspectBase(base: BaseVolume): Promise<BaseInfo>;
 
-  // ---- space figures (list, info, dry runs); absent on storages whose layers grow on demand ---------------
+  // ---- space figures (capabilities.layerSizing): list, info, dry runs ------------------------------------
 
   /** Bytes a writable qcow2 layer of this virtual size takes (LVM: the fully-allocated size of its LV). */
-  fullLayerBytes?(virtualSizeBytes: number): Promise<number>;
+  fullLayerBytes(virtualSizeBytes: number): Promise<number>;
   /**
    * Bytes a layer will take once frozen (settleFrozen: LVM shrinks it to its image end), read without changing
    * anything; undefined when that cannot be known here (an inactive LV).
    */
-  frozenLayerBytes?(vmid: number, layerName: string): Promise<number | undefined>;
+  frozenLayerBytes(vmid: number, layerName: string): Promise<number | undefined>;
 }

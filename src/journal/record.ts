@@ -58,11 +58,11 @@ export interface JournalStore {
    * Drops what a crash left that holds no record (LVM: a journal LV created but never written); returns
    * what it dropped (or would drop, with `dryRun`). Called under the VM's lock.
    */
-  sweep?(vmid: number, dryRun: boolean): Promise<string[]>;
+  sweep(vmid: number, dryRun: boolean): Promise<string[]>;
   /** VMs that have a journal container (even an empty one) in this store, for `repair --all`. */
-  containerVmids?(): Promise<number[]>;
+  containerVmids(): Promise<number[]>;
   /** Files set aside as unreadable and temp files crashes left, for `status`. */
-  leftovers?(): Promise<JournalLeftover[]>;
+  leftovers(): Promise<JournalLeftover[]>;
 }
 
 /**

@@ -13,7 +13,8 @@
  *   never inherit such a leftover's snapshot or temporary layer names.
  */
 import { AlreadyExistsError, InvalidInputError } from '../errors.js';
-import type { ImageFormat, StorageKind } from './volume-id.js';
+import { expectedKinds, isStorageKind, namingScheme } from './schemes.js';
+import type { ImageFormat, StorageKind } from './types.js';
 import { validateVmid } from './volume-id.js';
 
 export const MAX_DISKS_PER_VM = 1024;
@@ -28,9 +29,8 @@ export function nextFreeDiskName(kind: StorageKind, vmid: number, format: ImageF
   if (format !== 'raw' && format !== 'qcow2') {
     throw new InvalidInputError(`image format ${JSON.stringify(format)} is not valid: expected 'raw' or 'qcow2'`);
   }
-  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- guards a value that bypassed the types (plain-JS caller, config file)
-  if (kind !== 'dir' && kind !== 'lvm') {
-    throw new InvalidInputError(`storage type ${JSON.stringify(kind)} is not valid: expected 'dir' or 'lvm'`);
+  if (!isStorageKind(kind)) {
+    throw new InvalidInputError(`storage type ${JSON.stringify(kind)} is not valid: expected ${expectedKinds()}`);
   }
   // Left boundary: a non-alphanumeric or the start, so `vm-100-disk-0` in `snap_vm-100-disk-0_a.qcow2` counts
   // but `xvm-100-disk-0` does not. Digits are taken greedily, so `disk-10` never reads as `disk-1`.
@@ -44,9 +44,7 @@ export function nextFreeDiskName(kind: StorageKind, vmid: number, format: ImageF
   }
   for (let n = 0; n < MAX_DISKS_PER_VM; n++) {
     if (!taken.has(n)) {
-      const base = `vm-${vmid}-disk-${n}`;
-      if (kind === 'lvm' && format === 'raw') return base;
-      return `${base}.${format}`;
+      return namingScheme(kind).diskName(`vm-${vmid}-disk-${n}`, format);
     }
   }
   throw new AlreadyExistsError(

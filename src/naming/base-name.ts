@@ -7,7 +7,8 @@
  *
  * Base names themselves are parsed in volume-id.ts (parseBaseName). Pure: no I/O.
  */
-import { parseBaseName, type BaseVolume } from './volume-id.js';
+import type { BaseVolume } from './types.js';
+import { parseBaseName } from './volume-id.js';
 
 /** The backing reference a linked clone's bottom layer holds (PVE clone_image): `../<vmid>/<name>`. */
 export function baseBackingRef(base: Pick<BaseVolume, 'vmid' | 'name'>): string {

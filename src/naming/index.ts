@@ -22,11 +22,10 @@ export {
   validateStorageId,
   validateVmid,
   validateVolumeName,
-  type BaseVolume,
-  type ImageFormat,
-  type StorageKind,
-  type VolumeRef,
 } from './volume-id.js';
+export type { BaseVolume, ImageFormat, StorageKind, VolumeRef } from './types.js';
+export type { NamingScheme } from './scheme.js';
+export { isStorageKind, namingScheme } from './schemes.js';
 export { isVolchainTemporaryName, snapshotLayerName, snapshotOfLayerName, temporaryLayerName } from './layer-names.js';
 export { dirImagesDir, dirLayerPath, lvmLayerPath } from './paths.js';
 export { MAX_DISKS_PER_VM, nextFreeDiskName } from './allocate-name.js';

@@ -17,11 +17,12 @@
  * `<purpose>` is 1 to 16 lower-case letters, so the first '-' after it starts the volume name.
  */
 import { InvalidInputError, NotSupportedError } from '../errors.js';
-import { DIR_NAME_MAX_BYTES, LV_NAME_MAX, lvmReservedSubstring, quote, utf8Length } from './common.js';
+import { quote, utf8Length } from './common.js';
+import { NAMING_SCHEMES, namingScheme } from './schemes.js';
 import { isValidSnapshotName, validateSnapshotName } from './snapshot-name.js';
-import { parseVolumeName, type StorageKind } from './volume-id.js';
+import type { StorageKind } from './types.js';
+import { parseVolumeName } from './volume-id.js';
 
-const QCOW2_SUFFIX = '.qcow2';
 const PURPOSE_PATTERN = /^[a-z]{1,16}$/;
 const TEMPORARY_PATTERN = /^(\.?)volchain-tmp-([a-z]{1,16})-(.+)$/s;
 
@@ -32,7 +33,8 @@ export function snapshotLayerName(kind: StorageKind, volumeName: string, snapsho
     // PVE: "can't snapshot this image format" / "snapshot is working with qcow2 format only".
     throw new NotSupportedError(`volume ${quote(volumeName)} is a raw image: snapshots as volume chains need a qcow2 volume`);
   }
-  const layer = kind === 'dir' ? `snap-${snapshot}-${volumeName}` : `snap_${volumeName.slice(0, -QCOW2_SUFFIX.length)}_${snapshot}${QCOW2_SUFFIX}`;
+  const { prefix, suffix } = namingScheme(kind).snapshotAffixes(volumeName);
+  const layer = `${prefix}${snapshot}${suffix}`;
   checkLayerName(kind, layer, `snapshot ${quote(snapshot)} of volume ${quote(volumeName)}`);
   return layer;
 }
@@ -46,15 +48,7 @@ export function snapshotLayerName(kind: StorageKind, volumeName: string, snapsho
 export function snapshotOfLayerName(kind: StorageKind, volumeName: string, layerName: string): string | undefined {
   const { format } = parseVolumeName(kind, volumeName);
   if (format !== 'qcow2' || typeof layerName !== 'string') return undefined;
-  let prefix: string;
-  let suffix: string;
-  if (kind === 'dir') {
-    prefix = 'snap-';
-    suffix = `-${volumeName}`;
-  } else {
-    prefix = `snap_${volumeName.slice(0, -QCOW2_SUFFIX.length)}_`;
-    suffix = QCOW2_SUFFIX;
-  }
+  const { prefix, suffix } = namingScheme(kind).snapshotAffixes(volumeName);
   if (layerName.length <= prefix.length + suffix.length) return undefined;
   if (!layerName.startsWith(prefix) || !layerName.endsWith(suffix)) return undefined;
   const snapshot = layerName.slice(prefix.length, layerName.length - suffix.length);
@@ -66,7 +60,7 @@ export function temporaryLayerName(kind: StorageKind, volumeName: string, purpos
     throw new InvalidInputError(`temporary layer purpose ${quote(purpose)} is not valid: expected 1 to 16 lower-case letters, e.g. 'create'`);
   }
   parseVolumeName(kind, volumeName);
-  const layer = `${kind === 'dir' ? '.' : ''}volchain-tmp-${purpose}-${volumeName}`;
+  const layer = `${namingScheme(kind).temporaryPrefix}volchain-tmp-${purpose}-${volumeName}`;
   checkLayerName(kind, layer, `temporary layer ${quote(purpose)} of volume ${quote(volumeName)}`);
   return layer;
 }
@@ -80,25 +74,30 @@ export function isVolchainTemporaryName(name: string, kind?: StorageKind): { pur
   const match = TEMPORARY_PATTERN.exec(name);
   if (!match) return undefined;
   const [, dot, purpose = '', volumeName = ''] = match;
-  const formKind: StorageKind = dot === '.' ? 'dir' : 'lvm';
-  if (kind !== undefined && kind !== formKind) return undefined;
+  // The storage types whose temporaries look like this (a dot on dir, none on LVM), of which `kind` if given.
+  const forms = NAMING_SCHEMES.filter((s) => s.temporaryPrefix === dot && (kind === undefined || s.kind === kind));
+  return forms.some((s) => isVolumeNameOf(s.kind, volumeName)) ? { purpose, volumeName } : undefined;
+}
+
+function isVolumeNameOf(kind: StorageKind, volumeName: string): boolean {
   try {
-    parseVolumeName(formKind, volumeName);
+    parseVolumeName(kind, volumeName);
+    return true;
   } catch {
-    return undefined;
+    return false;
   }
-  return { purpose, volumeName };
 }
 
 /** A derived name must still be a legal file or LV name; long volume names can push it past the limit. */
 function checkLayerName(kind: StorageKind, layer: string, what: string): void {
-  const max = kind === 'dir' ? DIR_NAME_MAX_BYTES : LV_NAME_MAX;
+  const scheme = namingScheme(kind);
+  const max = scheme.nameMaxBytes;
   if (utf8Length(layer) > max) {
     throw new InvalidInputError(
       `the layer name for the ${what} would be ${utf8Length(layer)} characters long, ` + `over the ${kind} limit of ${max}: use a shorter snapshot name`,
     );
   }
-  const reserved = kind === 'lvm' ? lvmReservedSubstring(layer) : undefined;
+  const reserved = scheme.reservedSubstring(layer);
   if (reserved !== undefined) {
     throw new InvalidInputError(
       `the layer name for the ${what} would be ${quote(layer)}, which contains ${quote(reserved)}, ` + 'reserved by LVM: choose another snapshot name',

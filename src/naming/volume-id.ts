@@ -16,37 +16,10 @@
  * - vmids must be canonical (pve-vmid: 100..999999999, no leading zero) so one volume has one volid.
  */
 import { InvalidInputError, NotSupportedError } from '../errors.js';
-import { CONTROL_CHAR, DIR_NAME_MAX_BYTES, LV_NAME_MAX, lvmReservedSubstring, quote, utf8Length } from './common.js';
+import { CONTROL_CHAR, quote, utf8Length } from './common.js';
+import { namingScheme } from './schemes.js';
 import { SNAPSHOT_NAME_MAX } from './snapshot-name.js';
-
-export type StorageKind = 'dir' | 'lvm';
-export type ImageFormat = 'raw' | 'qcow2';
-
-export interface VolumeRef {
-  storage: string;
-  kind: StorageKind;
-  vmid: number;
-  /** File name (dir) or LV name (lvm), e.g. vm-100-disk-0.qcow2. */
-  name: string;
-  format: ImageFormat;
-  /** The part of the volid after `storage:`. */
-  volname: string;
-  /** A template's base volume (dir only): read-only, never written, takes no snapshots. */
-  template?: true;
-  /**
-   * A linked clone (dir only): the base its bottom layer is backed by. Absent on a volid without the base
-   * part; reading the chain finds the base from the headers either way (engine/read/volume-tree.ts).
-   */
-  base?: BaseVolume;
-}
-
-/** A template's base volume: `images/<vmid>/<name>` on the clone's storage. */
-export interface BaseVolume {
-  vmid: number;
-  /** `base-<vmid>-<rest>.<raw|qcow2>`. */
-  name: string;
-  format: ImageFormat;
-}
+import type { BaseVolume, ImageFormat, StorageKind, VolumeRef } from './types.js';
 
 /** pve-vmid (pve-common JSONSchema): `^[1-9][0-9]{2,8}$`, i.e. 100..999999999. */
 export const VMID_MIN = 100;
@@ -72,14 +45,6 @@ export function parseVmid(text: string): number {
     throw new InvalidInputError(`VM id ${quote(text)} is not valid: expected a whole number from ${VMID_MIN} to ${VMID_MAX} ` + 'without leading zeros');
   }
   return Number(text);
-}
-
-/** Guards against a storage type string that bypassed the type system (e.g. read from a config file). */
-function checkKind(kind: StorageKind): void {
-  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- guards a value that bypassed the types (plain-JS caller, config file)
-  if (kind !== 'dir' && kind !== 'lvm') {
-    throw new NotSupportedError(`storage type ${quote(kind)} is not supported: expected 'dir' or 'lvm'`);
-  }
 }
 
 /** Throws unless `vmid` is a valid VM id number (pve-vmid range). */
@@ -130,22 +95,23 @@ export function parseVolname(kind: StorageKind, storage: string, volname: string
     throw new InvalidInputError(`volume name on storage ${quote(storage)} must not be empty`);
   }
   const volid = quote(`${storage}:${volname}`);
-  if (kind === 'lvm') {
+  const scheme = namingScheme(kind);
+  if (scheme.volnameLayout === 'name') {
     if (volname.includes('/')) {
       throw new InvalidInputError(
-        `volume ${volid} is not valid: on LVM storage the volume name is the LV name alone ` + "(e.g. 'vm-100-disk-0.qcow2'), without '/'",
+        `volume ${volid} is not valid: on ${scheme.label} storage the volume name is the ${scheme.objectName} alone ` +
+          "(e.g. 'vm-100-disk-0.qcow2'), without '/'",
       );
     }
-    const { vmid, format } = parseVolumeName('lvm', volname);
+    const { vmid, format } = parseVolumeName(kind, volname);
     return { storage, kind, vmid, name: volname, format, volname };
   }
-  checkKind(kind);
   if (volname.startsWith('/')) {
     throw new InvalidInputError(`volume ${volid} is an absolute path: expected ${DIR_VOLNAME_SHAPE}`);
   }
   const parts = volname.split('/');
   const [first = '', second = '', third = '', fourth = ''] = parts;
-  if (parts.length === 4 && /^\d+$/.test(first) && /^(base|vm)-\d+-/.test(second) && /^\d+$/.test(third)) {
+  if (scheme.baseVolumes && parts.length === 4 && /^\d+$/.test(first) && /^(base|vm)-\d+-/.test(second) && /^\d+$/.test(third)) {
     // PVE: `<basevmid>/<basename>/<vmid>/<name>`, a linked clone of a template's base volume.
     const base = parseBaseName(second, parseVmidPart(volid, first));
     const clone = parseVolname(kind, storage, `${third}/${fourth}`);
@@ -161,11 +127,11 @@ export function parseVolname(kind: StorageKind, storage: string, volname: string
   }
   const [vmidText = '', name = ''] = parts;
   const vmid = parseVmidPart(volid, vmidText);
-  if (name.startsWith('base-')) {
+  if (scheme.baseVolumes && name.startsWith('base-')) {
     const { format } = parseBaseName(name, vmid);
     return { storage, kind, vmid, name, format, volname, template: true };
   }
-  const { format } = parseVolumeName('dir', name, vmid);
+  const { format } = parseVolumeName(kind, name, vmid);
   return { storage, kind, vmid, name, format, volname };
 }
 
@@ -204,16 +170,17 @@ export function parseBaseName(name: string, expectedVmid?: number): BaseVolume {
 export function formatVolid(ref: Pick<VolumeRef, 'storage' | 'kind' | 'vmid' | 'name'> & Pick<Partial<VolumeRef>, 'base'>): string {
   validateStorageId(ref.storage);
   validateVmid(ref.vmid);
-  if (ref.kind === 'dir' && ref.name.startsWith('base-')) {
+  const scheme = namingScheme(ref.kind);
+  if (scheme.baseVolumes && ref.name.startsWith('base-')) {
     parseBaseName(ref.name, ref.vmid);
     return `${ref.storage}:${ref.vmid}/${ref.name}`;
   }
   parseVolumeName(ref.kind, ref.name, ref.vmid);
-  if (ref.kind === 'dir' && ref.base !== undefined) {
+  if (scheme.baseVolumes && ref.base !== undefined) {
     parseBaseName(ref.base.name, ref.base.vmid);
     return `${ref.storage}:${ref.base.vmid}/${ref.base.name}/${ref.vmid}/${ref.name}`;
   }
-  return ref.kind === 'dir' ? `${ref.storage}:${ref.vmid}/${ref.name}` : `${ref.storage}:${ref.name}`;
+  return scheme.volnameLayout === 'vmid-dir' ? `${ref.storage}:${ref.vmid}/${ref.name}` : `${ref.storage}:${ref.name}`;
 }
 
 /**
@@ -225,17 +192,12 @@ export function formatVolid(ref: Pick<VolumeRef, 'storage' | 'kind' | 'vmid' | '
 export function validateVolumeName(kind: StorageKind, vmid: number, name: string): ImageFormat {
   validateVmid(vmid);
   const { format } = parseVolumeName(kind, name, vmid);
-  const max = (kind === 'dir' ? DIR_NAME_MAX_BYTES : LV_NAME_MAX) - LAYER_NAME_OVERHEAD;
+  const scheme = namingScheme(kind);
+  const max = scheme.nameMaxBytes - LAYER_NAME_OVERHEAD;
   if (utf8Length(name) > max) {
     throw new InvalidInputError(`volume name ${quote(name)} is too long for a new volume: at most ${max} characters, ` + 'so that snapshot layer names fit');
   }
-  const suffix = /\.(raw|vmdk|subvol)$/.exec(name);
-  if (kind === 'lvm' && suffix) {
-    throw new InvalidInputError(
-      `volume name ${quote(name)} is not valid on LVM storage: a raw LV has no suffix and a qcow2 LV ends ` +
-        `in '.qcow2' (did you mean ${quote(name.slice(0, -suffix[0].length))}?)`,
-    );
-  }
+  scheme.checkNewVolumeName(name);
   return format;
 }
 
@@ -244,11 +206,11 @@ export function validateVolumeName(kind: StorageKind, vmid: number, name: string
  * and its format. With `expectedVmid`, the vmid in the name must equal it.
  */
 export function parseVolumeName(kind: StorageKind, name: string, expectedVmid?: number): { vmid: number; format: ImageFormat } {
-  checkKind(kind);
+  const scheme = namingScheme(kind);
   if (typeof name !== 'string' || name.length === 0) throw new InvalidInputError('volume name must not be empty');
   const q = quote(name);
-  const shape = kind === 'dir' ? "'vm-<vmid>-<name>.qcow2' or 'vm-<vmid>-<name>.raw'" : "'vm-<vmid>-<name>' (raw) or 'vm-<vmid>-<name>.qcow2'";
-  const max = kind === 'dir' ? DIR_NAME_MAX_BYTES : LV_NAME_MAX;
+  const shape = scheme.volumeShape;
+  const max = scheme.nameMaxBytes;
   if (utf8Length(name) > max) {
     throw new InvalidInputError(`volume name ${q} is ${utf8Length(name)} bytes long: at most ${max} are allowed on ${kind} storage`);
   }
@@ -271,22 +233,15 @@ export function parseVolumeName(kind: StorageKind, name: string, expectedVmid?: 
   }
   if (name.startsWith('base-')) {
     // Only PVE's create_base makes base volumes (dir: parseBaseName); LVM has no templates in PVE either.
-    throw new NotSupportedError(
-      kind === 'dir'
-        ? `${q} is a template base volume name ('base-' prefix): volchain does not make base volumes, it reads the ones PVE's template conversion made`
-        : `volume ${q} is a template base volume: LVM storage has no base volumes (PVE makes templates on LVM-thin and dir only)`,
-    );
+    throw new NotSupportedError(scheme.baseNameRefusal(q));
   }
   if (/^(subvol|basevol)-/.test(name)) {
     throw new NotSupportedError(`volume ${q} is a container subvolume: volchain handles VM disk images only`);
   }
   const head = /^vm-(\d+)-/.exec(name);
   if (!head) throw new InvalidInputError(`volume name ${q} is not valid: expected ${shape}`);
-  const bad = (kind === 'dir' ? /[^A-Za-z0-9_.+-]/ : /[^A-Za-z0-9_.-]/).exec(name);
-  if (bad) {
-    const chars = kind === 'dir' ? "letters, digits, '_', '.', '+' and '-'" : "letters, digits, '_', '.' and '-'";
-    throw new InvalidInputError(`volume name ${q} contains ${quote(bad[0])}: only ${chars} are allowed`);
-  }
+  const bad = scheme.disallowedChar.exec(name);
+  if (bad) throw new InvalidInputError(`volume name ${q} contains ${quote(bad[0])}: only ${scheme.allowedChars} are allowed`);
   const vmidText = head[1] ?? '';
   if (!VMID_PATTERN.test(vmidText)) {
     throw new InvalidInputError(
@@ -299,40 +254,5 @@ export function parseVolumeName(kind: StorageKind, name: string, expectedVmid?: 
       `volume name ${q} belongs to VM ${vmid}, not to VM ${expectedVmid}: ` + `a volume of VM ${expectedVmid} must be named 'vm-${expectedVmid}-…'`,
     );
   }
-  const rest = name.slice(head[0].length);
-  if (kind === 'dir') return { vmid, format: dirFormat(name, rest, shape) };
-  return { vmid, format: lvmFormat(name, rest, shape) };
-}
-
-function dirFormat(name: string, rest: string, shape: string): ImageFormat {
-  const q = quote(name);
-  const ext = /\.([^.]*)$/.exec(rest)?.[1];
-  if (ext === 'vmdk' || ext === 'subvol') {
-    throw new NotSupportedError(`volume ${q} has format ${quote(ext)}: volchain handles only raw and qcow2 images`);
-  }
-  if (ext !== 'raw' && ext !== 'qcow2') {
-    throw new InvalidInputError(`volume name ${q} must end in '.qcow2' or '.raw': expected ${shape}`);
-  }
-  if (rest.length === ext.length + 1) {
-    throw new InvalidInputError(`volume name ${q} has nothing between 'vm-<vmid>-' and '.${ext}': expected ${shape}`);
-  }
-  return ext;
-}
-
-function lvmFormat(name: string, rest: string, shape: string): ImageFormat {
-  const q = quote(name);
-  // PVE parse_lvm_name: LV names end with a letter or digit.
-  if (!/[A-Za-z0-9]$/.test(name)) {
-    throw new InvalidInputError(`volume name ${q} must end with a letter or digit: expected ${shape}`);
-  }
-  const reserved = lvmReservedSubstring(name);
-  if (reserved !== undefined) {
-    throw new InvalidInputError(`volume name ${q} contains ${quote(reserved)}, reserved by LVM for internal volumes`);
-  }
-  const format: ImageFormat = name.endsWith('.qcow2') ? 'qcow2' : 'raw';
-  const core = format === 'qcow2' ? rest.slice(0, -'.qcow2'.length) : rest;
-  if (core.length === 0) {
-    throw new InvalidInputError(`volume name ${q} has nothing after 'vm-<vmid>-': expected ${shape}`);
-  }
-  return format;
+  return { vmid, format: scheme.volumeFormat(name, name.slice(head[0].length)) };
 }

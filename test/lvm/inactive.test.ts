@@ -29,7 +29,7 @@ test('list, info and snapshot list on a shared VG read inactive chains from the 
   await local.vc.snapshotCreate(volid, 'two');
   await local.vc.snapshotRollback(volid, 'one'); // a branch: current and 'two' both grow from 'one'
   const expected = await local.vc.snapshotList(volid);
-  await local.vc.backend(local.id).deactivate?.(7105, ['vm-7105-disk-0.qcow2']);
+  await local.vc.backend(local.id).deactivate(7105, ['vm-7105-disk-0.qcow2']);
 
   const shared = await lvmStorage({ id: 'tshared', shared: true });
   const sharedVolid = shared.volid('vm-7105-disk-0.qcow2');
@@ -72,7 +72,7 @@ test('list, info and snapshot list on a shared VG read inactive chains from the 
   // Tags that lie (here: the current layer's parent) are caught once the LVs are active: the plan made
   // from them is refused, the tags are corrected, and the next run works.
   const backend = shared.vc.backend(shared.id);
-  await backend.deactivate?.(7105, ['vm-7105-disk-0.qcow2']);
+  await backend.deactivate(7105, ['vm-7105-disk-0.qcow2']);
   const top = await mustLv('vm-7105-disk-0.qcow2');
   const parentTag = top.tags.find((t) => t.startsWith('volchain.parent.'));
   assert.equal(parentTag, 'volchain.parent.snap_vm-7105-disk-0_three.qcow2');

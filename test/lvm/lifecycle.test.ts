@@ -116,13 +116,13 @@ test('disk-1 and disk-11 side by side: operations on one never touch the other',
   );
 
   const backend = s.vc.backend(s.id);
-  await backend.deactivate?.(7103, ['vm-7103-disk-1.qcow2']);
+  await backend.deactivate(7103, ['vm-7103-disk-1.qcow2']);
   const rows = new Map((await lvs()).map((r) => [r.name, r]));
   assert.equal(rows.get('vm-7103-disk-1.qcow2')?.active, false);
   assert.equal(rows.get('snap_vm-7103-disk-1_sa.qcow2')?.active, false);
   assert.equal(rows.get('vm-7103-disk-11.qcow2')?.active, true, 'disk-11 stays active');
   assert.equal(rows.get('snap_vm-7103-disk-11_sa.qcow2')?.active, true);
-  await backend.activate?.(7103, ['vm-7103-disk-1.qcow2']);
+  await backend.activate(7103, ['vm-7103-disk-1.qcow2']);
   assert.equal((await mustLv('snap_vm-7103-disk-1_sa.qcow2')).active, true, 'activation takes the whole chain');
 
   await s.vc.free(one);

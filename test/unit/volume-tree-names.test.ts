@@ -37,6 +37,7 @@ async function image(name: string, backing?: string): Promise<void> {
 function fakeLvmListing(names: readonly string[]): Backend {
   return {
     kind: 'lvm',
+    capabilities: { baseVolumes: false },
     listLayerNames: async () => [...names],
     layerPath: (_vmid: number, name: string) => join(dir, name),
     statLayer: async (_vmid: number, name: string): Promise<LayerStat | undefined> => {

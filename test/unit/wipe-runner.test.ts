@@ -19,6 +19,7 @@ function fakeBackend(log: string): { backend: Backend; foreground: FinishRemoval
   const foreground: FinishRemovalsOptions[] = [];
   const backend = {
     id: 'lv1',
+    capabilities: { deferredRemoval: true },
     deferredRemovals: async () => ['del-vm-7-disk-0'],
     finishRemovals: async (opts: FinishRemovalsOptions): Promise<FinishRemovalsResult> => {
       foreground.push(opts);

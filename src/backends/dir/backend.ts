@@ -11,7 +11,8 @@ import { dirImagesDir, dirLayerPath, parseVolname, type BaseVolume, type ImageFo
 import { FileJournalStore } from '../../journal/file-store.js';
 import type { JournalStore } from '../../journal/record.js';
 import * as qemuImg from '../../tools/qemu-img.js';
-import type { Backend, BackendCapabilities, BaseInfo, LayerStat } from '../backend.js';
+import type { Backend, BackendCapabilities, BaseInfo, FinishRemovalsResult, LayerStat, PendingRemoval } from '../backend.js';
+import { notCapable } from '../capabilities.js';
 import { clearImmutable, inspectDirBase } from './base.js';
 import { explainNoSpace } from './space.js';
 import { scanDirImages, type DirScan } from './listing.js';
@@ -28,6 +29,11 @@ export class DirBackend implements Backend {
       formats: ['qcow2', 'raw'],
       shared: definition.shared,
       fixedSizeLayers: false,
+      activation: false,
+      layerRecords: false,
+      deferredRemoval: false,
+      baseVolumes: true,
+      layerSizing: false,
     };
   }
 
@@ -213,6 +219,48 @@ export class DirBackend implements Backend {
 
   async settleFrozen(): Promise<void> {
     // A sparse file takes only what it holds: nothing to give back.
+  }
+
+  async resizeLayer(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number): Promise<void> {
+    await qemuImg.resizeImage(this.layerPath(vmid, layerName), format, sizeBytes);
+  }
+
+  // ---- capabilities this storage lacks (backend.ts, BackendCapabilities) --------------------------------
+
+  async activate(): Promise<void> {
+    // Files are usable as they are: nothing to activate.
+  }
+
+  async deactivate(): Promise<void> {
+    // ... nor to release.
+  }
+
+  async layerChanged(): Promise<void> {
+    // The image is the only record of a layer: nothing else to refresh.
+  }
+
+  async deferredRemovals(): Promise<string[]> {
+    return []; // removeLayer removes at once
+  }
+
+  async finishRemovals(): Promise<FinishRemovalsResult> {
+    return { finished: [], busy: [], waited: [] };
+  }
+
+  async pendingRemovals(): Promise<PendingRemoval[]> {
+    return [];
+  }
+
+  removalLog(): string {
+    throw notCapable(this.id, 'deferredRemoval', 'removalLog');
+  }
+
+  fullLayerBytes(): Promise<number> {
+    return Promise.reject(notCapable(this.id, 'layerSizing', 'fullLayerBytes'));
+  }
+
+  frozenLayerBytes(): Promise<number | undefined> {
+    return Promise.reject(notCapable(this.id, 'layerSizing', 'frozenLayerBytes'));
   }
 
   stateDir(): string {

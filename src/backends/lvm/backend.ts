@@ -5,19 +5,17 @@
  * The engine's planners, executor and journal drive it through the Backend primitives; nothing here knows
  * about snapshots as operations.
  *
- * The parts, one concern per module, all sharing one view of the VG (`vg.ts`: the cached `lvs` report and
- * the LV changes that keep it current): sizing of thick LVs (`sizing.ts`), activation and the metadata kept
- * in LV tags (`activation.ts`, `tags.ts`), saferemove's deferred removals (`removal.ts`, `wipe.ts`), journals
- * on the VG (`journal.ts`). This class is the driver the engine sees: it chooses names and sizes for new
- * LVs, renames and removes, and delegates the rest.
+ * One concern per module, sharing one view of the VG (`vg.ts`: the cached `lvs` report, the LV changes that
+ * keep it current): sizing (`sizing.ts`), activation and LV tags (`activation.ts`, `tags.ts`), saferemove
+ * (`removal.ts`, `wipe.ts`), journals (`journal.ts`). This class, the driver the engine sees, creates,
+ * renames and removes layers and delegates the rest.
  *
  * Selection: LVs are always named exactly (`vg/lv`), or chosen by exact volume tag; never by an LVM tag
  * expression (`@pve-vm-100` would also match LVs of other VGs, PVE bug 7143) nor by name prefix (`disk-1`
  * must never select `disk-11`'s layers).
  *
  * Activation: `lvcreate -aly -Wy --setautoactivation n --addtag pve-vm-<vmid>` as PVE 9 does (on a shared VG
- * `-aey`). `activate(vmid, layers)` activates every layer of the volumes named (a chain is only usable
- * whole); on a shared VG exclusively (`lvchange -aey`). See "Shared VGs" below.
+ * `-aey`); activating existing layers: activation.ts, and "Shared VGs" below.
  *
  * Renames. `lvrename` never replaces an existing LV, so `replaceLayer(from, to)` removes `to` first, then
  * renames `from` to `to` (with saferemove: renames `to` to `del-<to>`, then `from` to `to`, so the volume's
@@ -42,7 +40,7 @@
  * - without lvmlockd (PVE's own model), volchain assumes what PVE assumes: the cluster's lock service
  *   (pmxcfs' storage lock in PVE) serialises callers across hosts; volchain's per-VM flock is host-local.
  */
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { LvmStorage } from '../../config/index.js';
 import { AlreadyExistsError, InvalidInputError, NotFoundError, NotSupportedError } from '../../errors.js';
 import { parseVolname, type ImageFormat, type VolumeRef } from '../../naming/index.js';
@@ -50,17 +48,17 @@ import * as lvm from '../../tools/lvm.js';
 import * as qemuImg from '../../tools/qemu-img.js';
 import { FileJournalStore } from '../../journal/file-store.js';
 import type { JournalStore } from '../../journal/record.js';
-import type { Backend, BackendCapabilities, FinishRemovalsOptions, FinishRemovalsResult, LayerStat, PendingRemoval } from '../backend.js';
+import type { Backend, BackendCapabilities, BaseInfo, FinishRemovalsOptions, FinishRemovalsResult, ImageScan, LayerStat, PendingRemoval } from '../backend.js';
+import { notCapable } from '../capabilities.js';
 import { LvmActivation } from './activation.js';
 import { crashPoint } from './crash.js';
-import { LvmJournalStore, vmidOfJournalLv, type JournalVolumeGroup } from './journal.js';
+import { LvmJournalStore } from './journal.js';
 import { newLayerVolume, vmidsOfLv } from './lv-records.js';
 import { LvmRemovals } from './removal.js';
 import { LvmSizing } from './sizing.js';
+import { storageStateDir, vgStateDir } from './state-dirs.js';
 import { isVolumeLv, layerTags } from './tags.js';
-import { LISTING_REUSE_MS, LvmVolumeGroup, REPORT_MAX_AGE_MS } from './vg.js';
-
-export const DEFAULT_STATE_ROOT = '/var/lib/volchain';
+import { LISTING_REUSE_MS, LvmVolumeGroup } from './vg.js';
 
 export class LvmBackend implements Backend {
   readonly kind = 'lvm' as const;
@@ -83,11 +81,16 @@ export class LvmBackend implements Backend {
       formats: definition.snapshotAsVolumeChain ? ['qcow2', 'raw'] : ['raw'],
       shared: definition.shared,
       fixedSizeLayers: true,
+      activation: true,
+      layerRecords: true,
+      deferredRemoval: true,
+      baseVolumes: false,
+      layerSizing: true,
     };
     this.vgView = new LvmVolumeGroup(definition, (vmid) => this.lockFile(vmid));
     this.activation = new LvmActivation(this.vgView);
     this.sizing = new LvmSizing(this.vgView, opts.shrinkFrozen ?? true, (vmid, layer) => this.layerChanged(vmid, layer));
-    this.removals = new LvmRemovals(this.vgView, () => this.vgStateDir('.wipe'));
+    this.removals = new LvmRemovals(this.vgView, () => vgStateDir(this.id, this.vg, '.wipe'));
   }
 
   get id(): string {
@@ -127,6 +130,11 @@ export class LvmBackend implements Backend {
     const ids = new Set<number>();
     for (const row of (await this.vgView.forListing()).rows.values()) for (const id of vmidsOfLv(row)) ids.add(id);
     return [...ids].sort((a, b) => a - b);
+  }
+
+  /** For `list`: the volumes; every LV is a volume, a layer of one, or not volchain's, so nothing is unlisted. */
+  async scanImages(vmid?: number): Promise<ImageScan> {
+    return { volumes: await this.listVolumes(vmid), unlisted: [] };
   }
 
   layerPath(_vmid: number, layerName: string): string {
@@ -244,6 +252,11 @@ export class LvmBackend implements Backend {
     return this.activation.deactivate(vmid, layerNames);
   }
 
+  /** LVM has no base volumes (PVE makes templates on LVM-thin and dir only): a chain ends in its own VG. */
+  inspectBase(): Promise<BaseInfo> {
+    return Promise.reject(notCapable(this.id, 'baseVolumes', 'inspectBase'));
+  }
+
   // ---- saferemove: `del-` LVs, zeroed and removed after the operation (removal.ts) ------------------------
 
   deferredRemovals(vmid?: number): Promise<string[]> {
@@ -265,47 +278,17 @@ export class LvmBackend implements Backend {
   // ---- state: locks and journals --------------------------------------------------------------------------
 
   stateDir(): string {
-    const root = process.env.VOLCHAIN_STATE_DIR;
-    return join(root !== undefined && root !== '' ? root : DEFAULT_STATE_ROOT, this.id);
+    return storageStateDir(this.id);
   }
 
   lockFile(vmid: number): string {
     // Per VG, not per storage id: storage ids naming one VG share its journal LVs.
-    return join(this.vgStateDir('.locks'), `${vmid}.lock`);
+    return join(vgStateDir(this.id, this.vg, '.locks'), `${vmid}.lock`);
   }
 
   /** Journals live on the VG (backends/lvm/journal.ts), so that another host can finish what this one started. */
   journal(): JournalStore {
-    this.journalStore ??= new LvmJournalStore(this.journalVolumeGroup(), new FileJournalStore(join(this.stateDir(), 'journal')));
+    this.journalStore ??= new LvmJournalStore(this.vgView.journalView(), new FileJournalStore(join(this.stateDir(), 'journal')));
     return this.journalStore;
-  }
-
-  /**
-   * Local state kept per VG rather than per storage id (the state directory), for what storage ids naming
-   * one VG must share: `$VOLCHAIN_STATE_DIR/<kind>/<vg>`.
-   */
-  private vgStateDir(kind: '.locks' | '.wipe'): string {
-    return join(dirname(this.stateDir()), kind, this.vg);
-  }
-
-  private journalVolumeGroup(): JournalVolumeGroup {
-    const vg = this.vgView;
-    return {
-      vg: this.vg,
-      storage: this.id,
-      row: async (vmid, name) => (await vg.reportFor(vmid, REPORT_MAX_AGE_MS)).rows.get(name),
-      journalRows: async () => [...(await vg.forListing()).rows.values()].filter((r) => vmidOfJournalLv(r.name) !== undefined),
-      freshRow: async (name) => (await vg.fresh()).rows.get(name),
-      create: async (name, sizeBytes, tags) => {
-        const report = await vg.fresh();
-        const size = lvm.roundUpTo(sizeBytes, report.vg.extentSizeBytes);
-        await vg.createLv(report, name, size, [...tags], 'the operation journal', { zeroStart: true });
-        return vg.requireRow(report, name);
-      },
-      activate: async (row) => vg.activateRows(await vg.fresh(), [row]),
-      remove: (name) => vg.dropLv(name),
-      shared: async () => vg.exclusive(await vg.forListing()),
-      path: (name) => vg.path(name),
-    };
   }
 }

@@ -15,6 +15,7 @@ import { lvmLayerPath } from '../../naming/index.js';
 import * as lvm from '../../tools/lvm.js';
 import { measureFullyAllocated } from '../../tools/lvm-measure.js';
 import { checkLvDevice } from './device.js';
+import { vmidOfJournalLv, type JournalVolumeGroup } from './journal.js';
 import { isVolchainDeletion, tagChanges } from './tags.js';
 
 /** How long an `lvs` report may serve `statLayer` and the primitives (see the top of this file). */
@@ -249,6 +250,27 @@ export class LvmVolumeGroup {
     await this.mutating(() => lvm.changeTags(this.vg, row.name, add, remove));
     row.tags = [...row.tags.filter((t) => !remove.includes(t)), ...add];
     return true;
+  }
+
+  /** What the journal store (journal.ts) needs of the VG: journal LVs are made and read through this view. */
+  journalView(): JournalVolumeGroup {
+    return {
+      vg: this.vg,
+      storage: this.id,
+      row: async (vmid, name) => (await this.reportFor(vmid, REPORT_MAX_AGE_MS)).rows.get(name),
+      journalRows: async () => [...(await this.forListing()).rows.values()].filter((r) => vmidOfJournalLv(r.name) !== undefined),
+      freshRow: async (name) => (await this.fresh()).rows.get(name),
+      create: async (name, sizeBytes, tags) => {
+        const report = await this.fresh();
+        const size = lvm.roundUpTo(sizeBytes, report.vg.extentSizeBytes);
+        await this.createLv(report, name, size, [...tags], 'the operation journal', { zeroStart: true });
+        return this.requireRow(report, name);
+      },
+      activate: async (row) => this.activateRows(await this.fresh(), [row]),
+      remove: (name) => this.dropLv(name),
+      shared: async () => this.exclusive(await this.forListing()),
+      path: (name) => this.path(name),
+    };
   }
 }
 

@@ -60,7 +60,7 @@ export async function executeGroup(
   };
 
   try {
-    for (const e of entries) await e.backend.activate?.(e.plan.vmid, stepLayers(e.plan.steps));
+    for (const e of entries) await e.backend.activate(e.plan.vmid, stepLayers(e.plan.steps));
     for (;;) {
       for (const [i, e] of entries.entries()) {
         for (let step = e.plan.steps[cursor[i] as number]; step && !isBarrier(step); step = e.plan.steps[cursor[i] as number]) {

@@ -58,7 +58,7 @@ export async function runQmpStream(
       `after streaming into ${step.layer} its header names ${JSON.stringify(header.backingFile ?? null)} as backing, expected ${JSON.stringify(step.onto)}`,
     );
   }
-  await backend.layerChanged?.(vmid, step.layer);
+  await backend.layerChanged(vmid, step.layer);
   if (!isVolumeName(backend, step.layer)) await backend.settleFrozen(vmid, step.layer);
 }
 
@@ -99,7 +99,7 @@ export async function runQmpCommit(
     if (step.active) await restoreReadOnly(live, step.baseNode).catch(() => undefined);
     throw err;
   }
-  if (!step.active) await backend.layerChanged?.(vmid, step.base);
+  if (!step.active) await backend.layerChanged(vmid, step.base);
 }
 
 /** Completes an active commit (job-complete), with the guest paused when it ran: QEMU switches onto the base. */
@@ -128,7 +128,7 @@ export async function runQmpPivot(backend: Backend, vmid: number, step: Extract<
   if (stillOnTop) {
     throw new VolchainError('INTERNAL', `the commit of ${step.top} completed but QEMU's disk is still on it, not on ${step.base} (node ${step.baseNode})`);
   }
-  await backend.layerChanged?.(vmid, step.base);
+  await backend.layerChanged(vmid, step.base);
 }
 
 /**

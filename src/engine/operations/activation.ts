@@ -19,10 +19,10 @@ export async function activate(session: Session, volid: string): Promise<Activat
   await refuseMissingVolume(backend, volume.vmid, volume.name, volid);
   return withVmLocked(session.locks, [backend], volume.vmid, 'activate', async () => {
     if (!(await backend.listLayerNames(volume.vmid)).includes(volume.name)) throw new NotFoundError(`volume ${volid} does not exist`);
-    if (backend.activate) await backend.activate(volume.vmid, [volume.name]);
+    if (backend.capabilities.activation) await backend.activate(volume.vmid, [volume.name]);
     // Read after activating: the headers of active layers are read, not their recorded copy.
     const tree = await readVolumeTree(backend, volume, { allocation: false });
-    return { volid: tree.volid, storage: backend.id, layers: chainLayerNames(tree), active: backend.activate ? true : null };
+    return { volid: tree.volid, storage: backend.id, layers: chainLayerNames(tree), active: backend.capabilities.activation ? true : null };
   });
 }
 
@@ -37,7 +37,7 @@ export async function deactivate(session: Session, volid: string): Promise<Activ
     // Read before: a layer volchain made is read from its tags once inactive, but reading an untagged one
     // (made by PVE) on a local VG would activate it again.
     const tree = await readVolumeTree(backend, volume, { allocation: false });
-    if (backend.deactivate) {
+    if (backend.capabilities.activation) {
       try {
         await backend.deactivate(volume.vmid, [volume.name]);
       } catch (err) {
@@ -45,7 +45,7 @@ export async function deactivate(session: Session, volid: string): Promise<Activ
         throw new VolchainError(error.code, `cannot deactivate ${tree.volid}: ${error.message}`, { cause: err });
       }
     }
-    return { volid: tree.volid, storage: backend.id, layers: chainLayerNames(tree), active: backend.deactivate ? false : null };
+    return { volid: tree.volid, storage: backend.id, layers: chainLayerNames(tree), active: backend.capabilities.activation ? false : null };
   });
 }
 

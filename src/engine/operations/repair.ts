@@ -31,7 +31,7 @@ export async function repair(session: Session, target: { volid?: string }, opts:
       const backend = session.backend(id);
       const records = await pendingOperations(backend, { forRepair: true });
       // A journal can outlive every layer of its VM (an interrupted free): its VM still needs repair.
-      const journaled = [...records.map((r) => r.plan.vmid), ...((await backend.journal().containerVmids?.()) ?? [])];
+      const journaled = [...records.map((r) => r.plan.vmid), ...(await backend.journal().containerVmids())];
       targets.push({ backend, vmids: [...new Set([...(await backend.listVmids()), ...journaled])], records });
     }
   }
@@ -83,7 +83,7 @@ async function repairLeftovers(session: Session, backend: Backend, vmid: number,
   return withVmLockedForRepair(session.locks, [backend], vmid, 'repair', async () => {
     if ((await pendingOperations(backend, { vmid, forRepair: true })).length > 0) return out;
     // A journal container a crash left empty (created, never written) explains nothing: it goes too.
-    for (const gone of (await backend.journal().sweep?.(vmid, opts.dryRun)) ?? []) {
+    for (const gone of await backend.journal().sweep(vmid, opts.dryRun)) {
       out.push({ volid: `${backend.id}:vm-${vmid}`, actions: [`remove ${gone}`] });
     }
     const names = await backend.listLayerNames(vmid);
@@ -95,7 +95,7 @@ async function repairLeftovers(session: Session, backend: Backend, vmid: number,
       let adopt = false;
       if (!hasVolume) {
         // LVs may be inactive (after a reboot): make the temporary readable before looking inside it.
-        await backend.activate?.(vmid, [name]);
+        await backend.activate(vmid, [name]);
         const backing = (await readQcow2Header(backend.layerPath(vmid, name), name)).backingFile;
         adopt = backing !== undefined && names.includes(backing);
       }

@@ -16,7 +16,7 @@ export async function wipe(session: Session, opts: WipeOptions = {}): Promise<Fi
   const out: FinishRemovalsResult = { finished: [], busy: [], waited: [] };
   for (const id of session.imageStorageIds(opts.storage)) {
     const backend = session.backend(id);
-    if (!backend.finishRemovals) continue;
+    if (!backend.capabilities.deferredRemoval) continue;
     let r: FinishRemovalsResult;
     try {
       r = await backend.finishRemovals({
@@ -43,7 +43,7 @@ export async function pendingRemovals(session: Session): Promise<PendingRemoval[
   for (const id of session.imageStorageIds()) {
     const backend = session.backend(id);
     // Two storages may name one VG: each LV once.
-    for (const r of (await backend.pendingRemovals?.()) ?? []) if (!out.has(r.path)) out.set(r.path, r);
+    for (const r of await backend.pendingRemovals()) if (!out.has(r.path)) out.set(r.path, r);
   }
   return [...out.values()];
 }

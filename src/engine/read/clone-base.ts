@@ -62,7 +62,7 @@ export async function settleCloneBase(
   if (given !== undefined && (given.vmid !== base.vmid || given.name !== base.name)) {
     throw new InvalidInputError(`volume ${volid} is a linked clone of ${baseVolid}, not of ${given.vmid}/${given.name}`);
   }
-  if (!backend.inspectBase) {
+  if (!backend.capabilities.baseVolumes) {
     // Unreachable: the header policy accepts the reference only when the backend can check it.
     throw new UnsafeImageError(holder, "backing reference leaves the volume's directory", ref);
   }

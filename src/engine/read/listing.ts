@@ -66,7 +66,7 @@ export async function listVolumeEntries(
   summarize: (volume: VolumeRef) => Promise<VolumeSummary>,
   clonesOfBase?: (volume: VolumeRef) => Promise<string[]>,
 ): Promise<VolumeListEntry[]> {
-  const scan = backend.scanImages ? await backend.scanImages(vmid) : { volumes: await backend.listVolumes(vmid), unlisted: [] };
+  const scan = await backend.scanImages(vmid);
   const volumes = scan.volumes;
   const records = await pendingOperations(backend, vmid !== undefined ? { vmid } : {});
   const pendingOf = (volume: VolumeRef): JournalRecord | undefined =>

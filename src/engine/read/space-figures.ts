@@ -14,7 +14,7 @@ import type { VolumeTree } from './volume-tree.js';
  * per distinct size, cached); undefined for storages whose layers grow on demand.
  */
 export async function fullSizes(backend: Backend, virtualSizes: readonly number[]): Promise<((virtualSize: number) => number) | undefined> {
-  if (!backend.fullLayerBytes) return undefined;
+  if (!backend.capabilities.layerSizing) return undefined;
   const sizes = new Map<number, number>();
   for (const v of virtualSizes) if (!sizes.has(v)) sizes.set(v, await backend.fullLayerBytes(v));
   return (v) => {
@@ -29,13 +29,13 @@ export async function fullSizes(backend: Backend, virtualSizes: readonly number[
  * one the estimate covers (a snapshot create); otherwise the plan as it is.
  */
 export async function withSpace(backend: Backend, tree: VolumeTree, plan: Plan): Promise<Plan> {
-  if (!backend.fullLayerBytes || !spaceEstimable(plan)) return plan;
+  if (!backend.capabilities.layerSizing || !spaceEstimable(plan)) return plan;
   const full = await fullSizes(
     backend,
     plan.steps.flatMap((s) => (s.kind === 'create-overlay' ? [s.sizeBytes] : [])),
   );
   const frozen = new Map<string, number | undefined>();
-  for (const name of layersFrozenBy(plan)) frozen.set(name, await backend.frozenLayerBytes?.(tree.volume.vmid, name));
+  for (const name of layersFrozenBy(plan)) frozen.set(name, await backend.frozenLayerBytes(tree.volume.vmid, name));
   const space = estimatePlanSpace(plan, {
     fullLayerBytes: (v) => (full ? full(v) : 0),
     layerBytes: (name) => tree.layers.get(name)?.usedBytes,

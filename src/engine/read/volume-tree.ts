@@ -142,7 +142,7 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
           base: volume.template,
           isExpectedLayerName: (ref) => snapshotOf.has(ref),
           // Only a storage that can check a base volume (dir) accepts PVE's `../<vmid>/base-…` reference.
-          ...(backend.inspectBase && !volume.template ? { baseFormat: (ref: string) => parseBaseBackingRef(ref)?.format } : {}),
+          ...(backend.capabilities.baseVolumes && !volume.template ? { baseFormat: (ref: string) => parseBaseBackingRef(ref)?.format } : {}),
         },
       });
       header = info.header;

@@ -53,7 +53,7 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
     // Backends whose layers must be made usable first (LVM: activation) do it before anything is written:
     // a refusal here (another host holds the LVs) leaves no trace, not even a journal.
     try {
-      await backend.activate?.(plan.vmid, stepLayers(plan.steps));
+      await backend.activate(plan.vmid, stepLayers(plan.steps));
       // Headers the planner could not read (inactive LVs) are readable now: judge them before any step.
       await guardPlanOnDisk(backend, plan, stepLayers(plan.steps));
     } catch (err) {
@@ -66,7 +66,7 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
   try {
     // A journal written beforehand (VM-wide operations): activation comes now, under its protection.
     if (opts.journal) {
-      await backend.activate?.(plan.vmid, stepLayers(plan.steps));
+      await backend.activate(plan.vmid, stepLayers(plan.steps));
       await guardPlanOnDisk(backend, plan, stepLayers(plan.steps));
     }
     for (; index < plan.steps.length; index++) {

@@ -98,7 +98,7 @@ export function pendingOperations(backend: Backend, opts: ListJournalOptions = {
 export async function journalLeftovers(backends: readonly Backend[]): Promise<JournalLeftover[]> {
   const out = new Map<string, JournalLeftover>();
   for (const backend of backends) {
-    for (const l of (await backend.journal().leftovers?.()) ?? []) if (!out.has(l.path)) out.set(l.path, { ...l, storage: backend.id });
+    for (const l of await backend.journal().leftovers()) if (!out.has(l.path)) out.set(l.path, { ...l, storage: backend.id });
   }
   return [...out.values()];
 }

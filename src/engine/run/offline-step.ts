@@ -22,7 +22,7 @@ export async function runOfflineStep(backend: Backend, vmid: number, step: Step,
   const path = (name: string): string => backend.layerPath(vmid, name);
   const exists = async (name: string): Promise<boolean> => (await backend.statLayer(vmid, name)) !== undefined;
   const progress = onProgress ? { onProgress } : {};
-  if (redo) await backend.activate?.(vmid, stepLayers([step]));
+  if (redo) await backend.activate(vmid, stepLayers([step]));
   switch (step.kind) {
     case 'create-overlay':
       if (redo) await backend.removeLayer(vmid, step.layer);
@@ -52,7 +52,7 @@ export async function runOfflineStep(backend: Backend, vmid: number, step: Step,
     case 'commit':
       await qemuImg.commitIntoBacking(path(step.top), progress);
       // Commit may have grown the base's virtual size to the top's.
-      await backend.layerChanged?.(vmid, step.base);
+      await backend.layerChanged(vmid, step.base);
       return;
     case 'rebase': {
       checkRebaseTarget(step.layer, step.onto, step.ontoFormat);
@@ -62,7 +62,7 @@ export async function runOfflineStep(backend: Backend, vmid: number, step: Step,
         await backend.prepareGrow(vmid, step.layer, header.virtualSize);
         await qemuImg.rebase(path(step.layer), step.onto ?? undefined, progress, step.ontoFormat);
       }
-      await backend.layerChanged?.(vmid, step.layer);
+      await backend.layerChanged(vmid, step.layer);
       // A snapshot layer stays frozen: give back what the rebase did not use.
       if (!isVolumeName(backend, step.layer)) await backend.settleFrozen(vmid, step.layer);
       return;
@@ -71,8 +71,7 @@ export async function runOfflineStep(backend: Backend, vmid: number, step: Step,
       await backend.removeLayer(vmid, step.layer);
       return;
     case 'resize':
-      if (backend.resizeLayer) await backend.resizeLayer(vmid, step.layer, step.format, step.sizeBytes);
-      else await qemuImg.resizeImage(path(step.layer), step.format, step.sizeBytes);
+      await backend.resizeLayer(vmid, step.layer, step.format, step.sizeBytes);
       return;
     case 'internal-snapshot': {
       if (redo && step.action !== 'apply') {

@@ -32,7 +32,7 @@ export async function repairRecord(backend: Backend, record: JournalRecord, live
       // Nothing ran yet (a VM-wide operation's disk after the one that failed, or whose own steps were undone):
       // the chain is as planned, so the executor's check of the layers on disk holds before the first step,
       // and a layer volchain will not change (marked corrupt, internal snapshots) is refused here too.
-      await backend.activate?.(record.plan.vmid, stepLayers(record.plan.steps));
+      await backend.activate(record.plan.vmid, stepLayers(record.plan.steps));
       await guardPlanOnDisk(backend, record.plan, stepLayers(record.plan.steps));
     }
     for (const step of record.plan.steps.slice(record.completedSteps)) await runStep(backend, record.plan.vmid, step, undefined, true, live);

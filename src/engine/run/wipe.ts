@@ -55,7 +55,7 @@ export async function finishDeferredRemovals(
   configPath: string,
   runner?: BackgroundWipeRunner,
 ): Promise<void> {
-  if (!backend.deferredRemovals || !backend.finishRemovals) return;
+  if (!backend.capabilities.deferredRemoval) return;
   try {
     const layers = await backend.deferredRemovals(vmid);
     if (layers.length === 0) return;
@@ -68,7 +68,7 @@ export async function finishDeferredRemovals(
 
 /** Hands the removals to `runner`; false when the backend keeps no wipe log or the runner cannot start. */
 function startWiper(backend: Backend, vmid: number | undefined, configPath: string, runner: BackgroundWipeRunner): boolean {
-  const log = backend.removalLog?.();
+  const log = backend.capabilities.deferredRemoval ? backend.removalLog() : undefined;
   if (log === undefined) return false;
   mkdirSync(dirname(log), { recursive: true });
   return runner({ storage: backend.id, vmid, configPath, log });
