@@ -37,11 +37,27 @@ export interface ExecuteOptions {
 export function undoStepsOf(plan: Plan, done: number): UndoStep[] {
   const out: UndoStep[] = [];
   for (let i = done - 1; i >= 0; i--) {
-    const undo = undoOf(plan.steps[i] as Step);
+    const step = plan.steps[i] as Step;
+    const undo = step.kind === 'freeze' ? thawOf(plan, step.layer) : undoOf(step);
     if (undo === 'impossible') throw new VolchainError('INTERNAL', `step ${i + 1} of ${plan.operation} of ${plan.volid} cannot be undone`);
     if (undo !== 'nothing') out.push({ of: i, step: undo });
   }
   return out;
+}
+
+/**
+ * The undo of a `freeze` of `layer` (LVM: shrunk to its image's end): grown back to full size for its virtual
+ * size as the plan gives it (the overlay made on it, or its own grow), since walking back the steps before
+ * makes it writable again. A freeze is a plan's last step or follows a step without a way back, so only a
+ * plan walked back whole (vm-undo.ts) undoes one. 'nothing' when the plan does not give the size.
+ */
+function thawOf(plan: Plan, layer: string): Step | 'nothing' {
+  for (const s of plan.steps) {
+    if ((s.kind === 'create-overlay' && s.backing === layer) || (s.kind === 'grow' && s.layer === layer)) {
+      return { kind: 'grow', layer, sizeBytes: s.sizeBytes };
+    }
+  }
+  return 'nothing';
 }
 
 /**

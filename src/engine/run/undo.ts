@@ -38,9 +38,11 @@ export async function runJournaledUndo(journal: Journal, steps: readonly UndoSte
 /** What repair does for an interrupted undo, for its report (and --dry-run). */
 export function describeUndoRepair(record: JournalRecord, steps: readonly UndoStep[]): string[] {
   const left = steps.slice(record.undo?.undone ?? 0);
+  const failedStep = record.undo?.failedStep ?? record.completedSteps;
+  // A plan that ran to its end is walked back when another disk of its VM-wide operation failed (vm-undo.ts).
+  const why = failedStep >= record.plan.steps.length ? 'it was done, then' : `it failed at step ${failedStep + 1}:`;
   return [
-    `finish undoing ${record.plan.operation} (it failed at step ${(record.undo?.failedStep ?? record.completedSteps) + 1}: ` +
-      `${record.undo?.error ?? 'unknown error'}; ${left.length} undo step(s) left)`,
+    `finish undoing ${record.plan.operation} (${why} ${record.undo?.error ?? 'unknown error'}; ${left.length} undo step(s) left)`,
     ...left.map((s) => `undo step ${s.of + 1}: ${describeStep(s.step)}`),
   ];
 }
