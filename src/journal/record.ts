@@ -22,7 +22,8 @@ export interface JournalRecord {
   /**
    * Set while the steps done before a failed step are being walked back (engine/run/undo.ts): `repair` then
    * continues this undo (its first `undone` undo steps are done) instead of redoing the plan. Absent in
-   * records of older versions, which never journaled an undo.
+   * records of older versions, which never journaled an undo. `failedStep` equal to the number of steps: the
+   * plan ran to its end and is walked back because another disk of its VM-wide operation failed.
    */
   undo?: { failedStep: number; undone: number; error: string };
   /** Shared by the journals of one VM-wide operation (one per disk). */

@@ -684,4 +684,21 @@ describe('a storage without snapshot-as-volume-chain uses qcow2 internal snapsho
     await checkAllLayers(s.path);
     assert.deepEqual(await s.vc.status(), []);
   });
+
+  it('a vm snapshot failing on the 2nd disk takes the internal snapshot back from the 1st (its undo deletes it)', async () => {
+    const disks = ['vm-501-disk-0.qcow2', 'vm-501-disk-1.qcow2'];
+    for (const disk of disks) await cliOk(s, ['alloc', s.id, '501', '8M', '--name', disk]);
+    const model = new ChainModel();
+    await write(s, 501, disks[0] as string, model, 0, 0x31, 2);
+    await cliFails(s, ['vm', 'snapshot', '501', 'v1'], {
+      env: { VOLCHAIN_FAIL_AT: `snapshot-create:1:${disks[1] as string}` },
+      match: /injected failure.*the 1 disk\(s\) already done were restored/,
+    });
+    for (const disk of disks) {
+      const qemuInfo = (await imageInfo(s.layer(501, disk))) as { snapshots?: { name: string }[] };
+      assert.deepEqual(qemuInfo.snapshots ?? [], [], `${disk} has no internal snapshot`);
+    }
+    await assertBlocks(s.layer(501, disks[0] as string), model.current, BLOCKS, 'current of the 1st disk');
+    assert.equal((await cliOk(s, ['status'])).trim(), 'no unfinished operations');
+  });
 });

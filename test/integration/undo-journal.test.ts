@@ -7,6 +7,9 @@
  *   (which met both names of a half-undone rename and stopped on "already exists").
  * - `vm delsnapshot` fails on the 2nd of 3 disks with that disk's steps fully undone: the message promises
  *   `repair --all` finishes the operation on every disk, and it must.
+ * - `vm snapshot` fails on the 3rd of 3 disks and is killed while walking back the disks it had finished:
+ *   repair must finish walking back every one of them (the walk-back was not journaled: the 1st disk kept
+ *   the snapshot for good).
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -124,4 +127,33 @@ test('repair --all still refuses to write a layer QEMU marked corrupt on a disk 
     status.pending.some((p) => p.volid === third),
     "the 3rd disk's operation stays pending",
   );
+});
+
+test('vm snapshot failing on the 3rd of 3 disks, killed while walking back the 2nd: repair --all walks back the 1st and the 2nd', async () => {
+  const { env, volids, model } = await prepare(3);
+  const [first, second, third] = volids as [string, string, string];
+  // Step 3 (rename the temporary to the top) fails on the 3rd disk, whose steps 2 and 1 are then undone;
+  // the finished disks are walked back last first, and the process dies before the 2nd disk's undo of step 2.
+  const run = cli(env, ['vm', 'snapshot', String(VMID), 's9'], {
+    VOLCHAIN_FAIL_AT: `snapshot-create:3:${nameOf(third)}`,
+    VOLCHAIN_CRASH_AT: `snapshot-create:2:undo-before:${nameOf(second)}`,
+  });
+  assert.equal(run.signal, 'SIGKILL', `the process was expected to die walking back the 2nd disk (status ${String(run.status)}: ${run.stderr})`);
+  const status = JSON.parse(cli(env, ['status', '--json']).stdout) as { pending: { volid: string; undo?: { undone: number } }[] };
+  assert.deepEqual(
+    status.pending.map((p) => [p.volid, p.undo?.undone]).sort(),
+    [
+      [first, 0],
+      [second, 1],
+    ],
+    'both finished disks are journaled as being walked back',
+  );
+  const dry = cli(env, ['repair', '--all', '--dry-run']);
+  assert.equal(dry.status, 0, dry.stderr);
+  assert.match(dry.stdout, /finish undoing snapshot-create \(it was done, then vm snapshot of VM 100 failed on /);
+  const repair = cli(env, ['repair', '--all']);
+  assert.equal(repair.status, 0, `repair failed: ${repair.stderr}`);
+  // No disk has s9; every layer holds what it held.
+  await verify(env, model, 'vm snapshot walked back by repair --all');
+  assert.deepEqual((JSON.parse(cli(env, ['status', '--json']).stdout) as { pending: unknown[] }).pending, []);
 });

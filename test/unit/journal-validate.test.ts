@@ -62,6 +62,12 @@ describe('journalRecordProblem', () => {
     ];
     for (const [value, pattern] of cases) assert.match(journalRecordProblem(value) ?? 'accepted', pattern, JSON.stringify(value));
   });
+
+  it("accepts an undo of a plan that ran to its end (a VM-wide snapshot's finished disk walked back), and no step beyond", () => {
+    const done = { ...valid(), runningStep: null, completedSteps: 2 };
+    assert.equal(journalRecordProblem({ ...done, undo: { failedStep: 2, undone: 1, error: 'e' } }), undefined);
+    assert.match(journalRecordProblem({ ...done, undo: { failedStep: 3, undone: 0, error: 'e' } }) ?? 'accepted', /'undo\.failedStep'.* 2/);
+  });
 });
 
 describe('FileJournalStore on a hostile directory', () => {

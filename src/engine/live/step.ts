@@ -24,7 +24,7 @@ import { runQmpCommit, runQmpPivot, runQmpStream } from './step-jobs.js';
 /** Runs any step: live ones (qmp-*) here, every other one with engine/run/offline-step.ts. */
 export async function dispatchStep(backend: Backend, vmid: number, step: Step, ctx: LiveStepContext): Promise<void> {
   if (isLiveStep(step)) return runLiveStep(backend, vmid, step, ctx);
-  return runOfflineStep(backend, vmid, step, ctx.onProgress, ctx.redo);
+  return runOfflineStep(backend, vmid, step, { onProgress: ctx.onProgress, redo: ctx.redo });
 }
 
 export async function runLiveStep(backend: Backend, vmid: number, step: LiveStep, ctx: LiveStepContext): Promise<void> {
@@ -35,7 +35,7 @@ export async function runLiveStep(backend: Backend, vmid: number, step: LiveStep
     }
     // Repair after QEMU is gone: reach the same state on disk without it.
     const equivalent = offlineEquivalent(step);
-    if (equivalent) await runOfflineStep(backend, vmid, equivalent, ctx.onProgress, true);
+    if (equivalent) await runOfflineStep(backend, vmid, equivalent, { onProgress: ctx.onProgress, redo: true });
     return;
   }
   const c = live.client;

@@ -14,9 +14,9 @@ import { pendingOperations } from '../run/journal.js';
 import { repairActions, repairRecord } from '../run/repair-record.js';
 import type { Session } from '../session/session.js';
 import { withVmLockedForRepair } from '../session/vm-lock.js';
-import type { CallOptions } from './types.js';
+import type { CallOptions, RepairAction } from './types.js';
 
-type Repaired = { volid: string; actions: string[] }[];
+type Repaired = RepairAction[];
 
 export async function repair(session: Session, target: { volid?: string }, opts: CallOptions = {}): Promise<Repaired> {
   const results: Repaired = [];

@@ -1,16 +1,13 @@
 /**
  * Snapshot create, of one volume (`snapshot create`) or of every disk of a VM (`vm snapshot`): live through
- * QEMU when the VM runs (engine/live/operations.ts), else planned by planSnapshotCreate
+ * QEMU when the VM runs (engine/live/snapshot.ts), else planned by planSnapshotCreate
  * (engine/planners/offline.ts) and executed under a journal (engine/run/executor.ts).
  */
-import type { Backend } from '../../backends/backend.js';
 import type { Plan } from '../../model/plan.js';
-import { validateSnapshotName, type VolumeRef } from '../../naming/index.js';
+import { validateSnapshotName } from '../../naming/index.js';
 import { liveSnapshotCreate } from '../live/snapshot.js';
-import { planSnapshotCreate, planSnapshotDelete } from '../planners/offline.js';
+import { planSnapshotCreate } from '../planners/offline.js';
 import { vmTarget } from '../read/vm-disks.js';
-import { readVolumeTree } from '../read/volume-tree.js';
-import { executePlan } from '../run/executor.js';
 import { mutateVolume } from '../session/mutate.js';
 import type { Session } from '../session/session.js';
 import type { CallOptions } from './types.js';
@@ -25,29 +22,16 @@ export async function snapshotCreate(session: Session, volid: string, snapshot: 
 
 /**
  * Snapshot of all disks at once: every disk is planned first (so bad input fails before anything
- * changes), then each is executed; if one fails, the disks already done get their snapshot taken back.
+ * changes), then each is executed; if one fails, the disks already done get their snapshot taken back
+ * (their plans walked back through the journaled undo: run/vm-undo.ts).
  */
 export async function vmSnapshot(session: Session, vmidText: string | number, snapshot: string, opts: VmWideOptions = {}): Promise<Plan[]> {
   validateSnapshotName(snapshot);
   const live = await liveSnapshotCreate(session, vmTarget(vmidText, opts), snapshot, opts);
   if (live) return live;
-  return vmOperation(
-    session,
-    vmidText,
-    opts,
-    'vm snapshot',
-    (tree, ctx) => planSnapshotCreate(tree, ctx, snapshot),
-    async (done) => {
-      for (const { backend, tree } of done.reverse()) {
-        await undoSnapshotCreate(session, backend, tree.volume, snapshot);
-      }
-    },
-  );
-}
-
-/** Takes back a snapshot just created (its new top is still empty): the frozen layer becomes current again. */
-async function undoSnapshotCreate(session: Session, backend: Backend, volume: VolumeRef, snapshot: string): Promise<void> {
-  const tree = await readVolumeTree(backend, volume);
-  const p = planSnapshotDelete(tree, session.planContext(backend), snapshot);
-  await executePlan(backend, p);
+  return vmOperation(session, vmidText, opts, {
+    operation: 'vm snapshot',
+    plan: (tree, ctx) => planSnapshotCreate(tree, ctx, snapshot),
+    walkBackOnFailure: true,
+  });
 }

@@ -25,5 +25,9 @@ export async function vmDeleteSnapshot(session: Session, vmidText: string | numb
   validateSnapshotName(snapshot);
   const live = await liveSnapshotDelete(session, vmTarget(vmidText, opts), snapshot, opts);
   if (live) return live;
-  return vmOperation(session, vmidText, opts, 'vm delsnapshot', (tree, ctx) => planSnapshotDelete(tree, ctx, snapshot));
+  return vmOperation(session, vmidText, opts, {
+    operation: 'vm delsnapshot',
+    plan: (tree, ctx) => planSnapshotDelete(tree, ctx, snapshot),
+    walkBackOnFailure: false,
+  });
 }

@@ -32,7 +32,7 @@ export async function vmRollback(
 ): Promise<Plan[]> {
   validateSnapshotName(snapshot);
   await refuseLiveRollback(session, vmTarget(vmidText, opts), opts);
-  return vmOperation(session, vmidText, opts, 'vm rollback', rollbackPlanner(session, snapshot, opts));
+  return vmOperation(session, vmidText, opts, { operation: 'vm rollback', plan: rollbackPlanner(session, snapshot, opts), walkBackOnFailure: false });
 }
 
 function rollbackPlanner(session: Session, snapshot: string, opts: RollbackCallOptions): VolumePlanner {

@@ -14,7 +14,7 @@ import { dispatchStep } from '../live/step.js';
 import type { LiveSession } from '../live/qemu-session.js';
 import { describeStep } from '../plan/describe-step.js';
 import { damagesWhenInterrupted, injectFault, isLong, stepLayers, undoOf, type EngineEvent } from './step-rules.js';
-import { runJournaledUndo, undoStepsOf } from './undo.js';
+import { undoPlanJournaled } from './undo.js';
 import { needsRepair } from './error-fields.js';
 
 // Moved to engine/run/step-rules.ts (engine/live/executor.ts needs them too, and must not import this module: a cycle);
@@ -40,12 +40,7 @@ export interface ExecuteOptions {
  * step may have run already.
  */
 export async function undoJournaled(backend: Backend, journal: Journal, live?: LiveSession): Promise<void> {
-  const { plan, completedSteps } = journal.record;
-  await runJournaledUndo(journal, undoStepsOf(plan, completedSteps), async ({ of, step }) => {
-    injectFault(plan, of, 'undo-before');
-    await runStep(backend, plan.vmid, step, undefined, true, live);
-    injectFault(plan, of, 'undo-after');
-  });
+  await undoPlanJournaled(journal, (step) => runStep(backend, journal.record.plan.vmid, step, { redo: true, ...(live ? { live } : {}) }));
 }
 
 export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOptions = {}): Promise<void> {
@@ -82,7 +77,10 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
         description: describeStep(step),
         long: isLong(step),
       });
-      await runStep(backend, plan.vmid, step, (percent) => opts.onEvent?.({ type: 'progress', volid: plan.volid, index, percent }), false, opts.live);
+      await runStep(backend, plan.vmid, step, {
+        onProgress: (percent) => opts.onEvent?.({ type: 'progress', volid: plan.volid, index, percent }),
+        ...(opts.live ? { live: opts.live } : {}),
+      });
       injectFault(plan, index, 'after');
       await journal.stepDone(index);
       opts.onEvent?.({ type: 'step-done', volid: plan.volid, index });
@@ -141,18 +139,19 @@ async function appendTestOpLog(plan: Plan): Promise<void> {
   await appendFile(file, JSON.stringify(plan) + '\n');
 }
 
-/**
- * Runs one step, live or offline (engine/live/executor.ts's dispatchStep tells them apart). With `redo`, a step that
- * may already have happened (repair after a crash) first checks whether its effect is there, so that running
- * any step twice is harmless.
- */
-export async function runStep(
-  backend: Backend,
-  vmid: number,
-  step: Step,
-  onProgress?: (percent: number) => void,
-  redo = false,
-  live?: LiveSession,
-): Promise<void> {
-  return dispatchStep(backend, vmid, step, { onProgress, redo, live });
+export interface RunStepOptions {
+  /** Told how far a long step (commit, rebase, block job) has come. */
+  onProgress?: (percent: number) => void;
+  /**
+   * The step may already have happened (repair after a crash, or an undo step): it first checks whether its
+   * effect is there, so that running any step twice is harmless. Default false.
+   */
+  redo?: boolean;
+  /** The running QEMU that live steps (qmp-*) act through; without it they run their offline equivalents (redo only). */
+  live?: LiveSession;
+}
+
+/** Runs one step, live or offline (engine/live/executor.ts's dispatchStep tells them apart). */
+export async function runStep(backend: Backend, vmid: number, step: Step, opts: RunStepOptions = {}): Promise<void> {
+  return dispatchStep(backend, vmid, step, { onProgress: opts.onProgress, redo: opts.redo ?? false, live: opts.live });
 }

@@ -56,6 +56,18 @@ export class Journal {
     this.record.undo = { failedStep, undone: 0, error };
   }
 
+  /**
+   * Writes the record of a plan that ran to its end (and whose record `finish` removed) again, now saying
+   * "undoing, 0 undo steps done": a VM-wide operation walks back the disks it finished when a later disk
+   * fails (vm-undo.ts). Durable when this returns; from then on a crash leaves the undo to `repair`.
+   */
+  async reopenForUndo(error: string): Promise<void> {
+    this.record.completedSteps = this.record.plan.steps.length;
+    this.record.runningStep = null;
+    this.record.undo = { failedStep: this.record.plan.steps.length, undone: 0, error };
+    await this.store.save(this.record);
+  }
+
   /** `undone` undo steps are done (written before the next one runs). */
   async undoProgress(undone: number): Promise<void> {
     if (!this.record.undo) throw new Error('undoProgress without beginUndo');

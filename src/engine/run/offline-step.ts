@@ -12,11 +12,18 @@ import { isLiveStep } from '../plan/live-steps.js';
 import { isVolumeName, stepLayers } from './step-rules.js';
 import { checkRebaseTarget } from '../read/clone-base.js';
 
-/**
- * With `redo`, a step that may already have happened (repair after a crash) first checks whether its effect
- * is there, so that running any step twice is harmless.
- */
-export async function runOfflineStep(backend: Backend, vmid: number, step: Step, onProgress?: (percent: number) => void, redo = false): Promise<void> {
+export interface OfflineStepOptions {
+  /** Told how far a long step (commit, rebase) has come. */
+  onProgress?: ((percent: number) => void) | undefined;
+  /**
+   * The step may already have happened (repair after a crash, or an undo step): it first checks whether its
+   * effect is there, so that running any step twice is harmless. Default false.
+   */
+  redo?: boolean;
+}
+
+export async function runOfflineStep(backend: Backend, vmid: number, step: Step, opts: OfflineStepOptions = {}): Promise<void> {
+  const { onProgress, redo = false } = opts;
   // A live step here is a programming error (it would be silently skipped by the switch below).
   if (isLiveStep(step)) throw new VolchainError('INTERNAL', `step ${step.kind} needs QEMU: run it through dispatchStep`);
   const path = (name: string): string => backend.layerPath(vmid, name);

@@ -35,7 +35,8 @@ export async function repairRecord(backend: Backend, record: JournalRecord, live
       await backend.activate(record.plan.vmid, stepLayers(record.plan.steps));
       await guardPlanOnDisk(backend, record.plan, stepLayers(record.plan.steps));
     }
-    for (const step of record.plan.steps.slice(record.completedSteps)) await runStep(backend, record.plan.vmid, step, undefined, true, live);
+    for (const step of record.plan.steps.slice(record.completedSteps))
+      await runStep(backend, record.plan.vmid, step, { redo: true, ...(live ? { live } : {}) });
   }
   await backend.journal().remove(record);
 }

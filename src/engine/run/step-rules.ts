@@ -24,9 +24,12 @@ export function undoOf(step: Step): Step | 'nothing' | 'impossible' {
     case 'rename':
       return { kind: 'rename', from: step.to, to: step.from };
     case 'grow':
-    case 'freeze':
+    case 'freeze': // the layer stays frozen; a plan walked back whole grows it again (executor.ts undoStepsOf)
     case 'rebase': // the child's view is unchanged and it still may depend on the (intact) old parent
       return 'nothing';
+    case 'internal-snapshot':
+      // Only a plan walked back whole (a finished disk of a failed VM-wide snapshot) has a create step done.
+      return step.action === 'create' ? { kind: 'internal-snapshot', layer: step.layer, action: 'delete', name: step.name } : 'impossible';
     default:
       return 'impossible';
   }

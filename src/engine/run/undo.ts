@@ -30,11 +30,27 @@ export interface UndoStep {
 export function undoStepsOf(plan: Plan, done: number): UndoStep[] {
   const out: UndoStep[] = [];
   for (let i = done - 1; i >= 0; i--) {
-    const undo = undoOf(plan.steps[i] as Step);
+    const step = plan.steps[i] as Step;
+    const undo = step.kind === 'freeze' ? thawOf(plan, step.layer) : undoOf(step);
     if (undo === 'impossible') throw new VolchainError('INTERNAL', `step ${i + 1} of ${plan.operation} of ${plan.volid} cannot be undone`);
     if (undo !== 'nothing') out.push({ of: i, step: undo });
   }
   return out;
+}
+
+/**
+ * The undo of a `freeze` of `layer` (LVM: shrunk to its image's end): grown back to full size for its virtual
+ * size as the plan gives it (the overlay made on it, or its own grow), since walking back the steps before
+ * makes it writable again. A freeze is a plan's last step or follows a step without a way back, so only a
+ * plan walked back whole (vm-undo.ts) undoes one. 'nothing' when the plan does not give the size.
+ */
+function thawOf(plan: Plan, layer: string): Step | 'nothing' {
+  for (const s of plan.steps) {
+    if ((s.kind === 'create-overlay' && s.backing === layer) || (s.kind === 'grow' && s.layer === layer)) {
+      return { kind: 'grow', layer, sizeBytes: s.sizeBytes };
+    }
+  }
+  return 'nothing';
 }
 
 /**
@@ -68,9 +84,11 @@ export async function runJournaledUndo(journal: Journal, steps: readonly UndoSte
 /** What repair does for an interrupted undo, for its report (and --dry-run). */
 export function describeUndoRepair(record: JournalRecord, steps: readonly UndoStep[]): string[] {
   const left = steps.slice(record.undo?.undone ?? 0);
+  const failedStep = record.undo?.failedStep ?? record.completedSteps;
+  // A plan that ran to its end is walked back when another disk of its VM-wide operation failed (vm-undo.ts).
+  const why = failedStep >= record.plan.steps.length ? 'it was done, then' : `it failed at step ${failedStep + 1}:`;
   return [
-    `finish undoing ${record.plan.operation} (it failed at step ${(record.undo?.failedStep ?? record.completedSteps) + 1}: ` +
-      `${record.undo?.error ?? 'unknown error'}; ${left.length} undo step(s) left)`,
+    `finish undoing ${record.plan.operation} (${why} ${record.undo?.error ?? 'unknown error'}; ${left.length} undo step(s) left)`,
     ...left.map((s) => `undo step ${s.of + 1}: ${describeStep(s.step)}`),
   ];
 }

@@ -67,6 +67,7 @@ export function uniqueBackends(backends: readonly Backend[]): Backend[] {
   return [...new Map(backends.map((b) => [b.id, b])).values()].sort((a, b) => a.id.localeCompare(b.id));
 }
 
+/** Runs `fn` (given each storage once) holding the VM's locks on all of them; releases them whatever happens. */
 async function underLocks<T>(
   settings: LockSettings,
   backends: readonly Backend[],
