@@ -32,7 +32,8 @@ import {
 } from '../naming/index.js';
 import { executePlan, type EngineEvent } from './run/executor.js';
 import { Journal, journalLeftovers, pendingOperations, type JournalLeftover, type JournalRecord } from './run/journal.js';
-import { acquireLock, type HeldLock } from './session/lock.js';
+import { acquireLock, lockTimeoutMs, type HeldLock } from './session/lock.js';
+import { settingsEnv, type Settings } from '../settings.js';
 import { refuseMissingVolume } from './session/refusals.js';
 import { pendingFields } from './run/error-fields.js';
 import { repairActions, repairRecord } from './run/repair-record.js';
@@ -82,6 +83,8 @@ export interface VolchainOptions {
   shrinkFrozen?: ShrinkPolicy;
   /** How long to wait for a VM's lock. Default: $VOLCHAIN_LOCK_TIMEOUT (read when a lock is taken), else 30 s. */
   lockTimeoutMs?: number;
+  /** The environment's settings (src/settings.ts) the defaults above come from; without, process.env when needed. */
+  settings?: Settings;
 }
 
 export interface WipeOptions {
@@ -189,20 +192,23 @@ export class Volchain {
   readonly keepBranches: boolean;
 
   private readonly lockTimeoutMs: number | undefined;
+  private readonly settings: Settings | undefined;
 
   constructor(
     readonly config: StorageConfig,
     options: VolchainOptions = {},
   ) {
+    this.settings = options.settings;
+    const env = options.settings && settingsEnv(options.settings); // undefined: the resolvers read process.env
     this.lockTimeoutMs = options.lockTimeoutMs;
-    this.wipeMode = resolveWipeMode(options.wipe);
+    this.wipeMode = resolveWipeMode(options.wipe, env);
     this.backgroundWipe = options.backgroundWipe;
-    this.shrinkFrozen = resolveShrinkFrozen(options.shrinkFrozen, config.source);
-    this.keepBranches = resolveKeepBranches(config.source);
+    this.shrinkFrozen = resolveShrinkFrozen(options.shrinkFrozen, config.source, env);
+    this.keepBranches = resolveKeepBranches(config.source, env);
   }
 
   static async open(opts: LoadOptions = {}, options: VolchainOptions = {}): Promise<Volchain> {
-    return new Volchain(await loadStorageConfig(opts), options);
+    return new Volchain(await loadStorageConfig({ ...(options.settings ? { settings: options.settings } : {}), ...opts }), options);
   }
 
   storages(): StorageDescription[] {
@@ -455,7 +461,7 @@ export class Volchain {
     vmConfig?: string,
     onWarning?: (message: string) => void,
   ): Promise<{ backend: Backend; volume: VolumeRef }[]> {
-    const fromConfig = await vmDisksFromConfig(this, vmid, { storage, vmConfig });
+    const fromConfig = await vmDisksFromConfig(this, vmid, { storage, vmConfig, ...(this.settings ? { settings: this.settings } : {}) });
     if (fromConfig) return fromConfig;
     // An unavailable storage the user did not name is skipped with a warning (vm-disks.ts).
     const out = await vmDisksOnStorages(this, vmid, this.imageStorageIds(storage), storage !== undefined, onWarning);
@@ -797,7 +803,11 @@ export class Volchain {
 
   /** VM `vmid`'s lock on the place `backends` share (their one lockFile). */
   private async lockVm(backends: readonly Backend[], vmid: number, operation: string): Promise<HeldLock> {
-    const lock = await acquireLock((backends[0] as Backend).lockFile(vmid), operation, this.lockTimeoutMs);
+    const lock = await acquireLock(
+      (backends[0] as Backend).lockFile(vmid),
+      operation,
+      this.lockTimeoutMs ?? (this.settings && lockTimeoutMs(settingsEnv(this.settings))),
+    );
     return {
       path: lock.path,
       release: async () => {

@@ -134,6 +134,7 @@ import {
   volumesOfLv,
 } from './tags.js';
 import { attributeLayers } from './owners.js';
+import { currentSettings } from '../../settings.js';
 
 /**
  * How long an `lvs` report may serve `statLayer` and the primitives. Operations run under the VM's lock, so
@@ -466,7 +467,7 @@ export class LvmBackend implements Backend {
   }
 
   stateDir(): string {
-    const root = process.env.VOLCHAIN_STATE_DIR;
+    const root = currentSettings().stateDir;
     return join(root !== undefined && root !== '' ? root : DEFAULT_STATE_ROOT, this.id);
   }
 
@@ -1011,5 +1012,5 @@ function moveRow(report: Report, from: string, to: string): void {
  * the first chunk is zeroed and recorded, wipe-zeroed after the whole LV is zeroed, before its lvremove).
  */
 function crashPoint(point: string): void {
-  if (process.env.VOLCHAIN_LVM_CRASH_AT === point) process.kill(process.pid, 'SIGKILL');
+  if (currentSettings().hooks.lvmCrashAt === point) process.kill(process.pid, 'SIGKILL');
 }

@@ -44,6 +44,7 @@ import { runOfflineStep } from '../run/offline-step.js';
 import { describeStep } from '../plan/describe-step.js';
 import { damagesWhenInterrupted, injectFault, isLong, isVolumeName, stepLayers, undoOf, type EngineEvent } from '../run/step-rules.js';
 import { delIfPresent, runQmpRename } from './rename.js';
+import { currentSettings } from '../../settings.js';
 
 export interface LiveSession {
   client: QmpClient;
@@ -319,7 +320,7 @@ async function followJob(
  * storage while a VM runs (and to make jobs long enough to interrupt in tests). Unset: as fast as possible.
  */
 function jobSpeed(): { speed?: number } {
-  const raw = process.env.VOLCHAIN_JOB_SPEED;
+  const raw = currentSettings().jobSpeed;
   if (raw === undefined || raw === '') return {};
   const speed = parseSize(raw);
   if (!(speed > 0)) throw new InvalidInputError(`VOLCHAIN_JOB_SPEED must be a positive number of bytes per second, got '${raw}'`);

@@ -41,6 +41,7 @@ import { planSnapshotCreate, planSnapshotDelete, type PlanContext } from '../pla
 import type { LiveHost as Volchain } from './host.js';
 import { ancestry, readVolumeTree, type VolumeTree } from '../read/volume-tree.js';
 import { cloneBaseSpec } from './clone.js';
+import { currentSettings, settingsEnv } from '../../settings.js';
 
 export interface LiveOptions {
   /** QEMU's QMP socket: the VM runs and has (some of) the disks open. */
@@ -62,7 +63,11 @@ export type LiveTarget = { volid: string } | { vmid: number | string; storage?: 
 // ---- finding and talking to QEMU --------------------------------------------------------------------------
 
 /** The socket to use for `vmid`: the explicit one, else $VOLCHAIN_QMP_DIR/<vmid>.qmp if that is set. */
-export function qmpSocketFor(vmid: number, explicit?: string, env: NodeJS.ProcessEnv = process.env): { socket: string; explicit: boolean } | undefined {
+export function qmpSocketFor(
+  vmid: number,
+  explicit?: string,
+  env: NodeJS.ProcessEnv = settingsEnv(currentSettings()),
+): { socket: string; explicit: boolean } | undefined {
   if (explicit !== undefined) {
     if (explicit === '') throw new InvalidInputError("--qmp needs the path of QEMU's QMP socket");
     return { socket: explicit, explicit: true };
@@ -348,12 +353,13 @@ export function streamSafe(version: { major: number; minor: number }, extendedL2
 
 function liveDiskOf(d: DiskMatch, socket: string, running: boolean, version: { major: number; minor: number }): LiveDisk {
   const extendedL2 = [...d.tree.layers.values()].some((l) => l.header?.extendedL2 === true);
+  const liveStream = currentSettings().hooks.liveStream;
   return {
     storage: d.backend.id,
     socket,
     guestRunning: running,
     // Test hook (README): VOLCHAIN_LIVE_STREAM=always|never overrides the choice.
-    streamSafe: process.env.VOLCHAIN_LIVE_STREAM === 'always' ? true : process.env.VOLCHAIN_LIVE_STREAM === 'never' ? false : streamSafe(version, extendedL2),
+    streamSafe: liveStream === 'always' ? true : liveStream === 'never' ? false : streamSafe(version, extendedL2),
     nodes: new Map(d.layers.map((l) => [l.layer, { node: l.qemu.node, protocolNode: l.qemu.protocolNode }])),
     ...(d.base ? { baseNode: d.base.qemu.node } : {}),
     ...(d.chain?.filters[0] !== undefined ? { rootFilter: d.chain.filters[0] } : {}),
