@@ -15,6 +15,8 @@
 const LAYERS = [
   // Error classes and shell-quoting for messages: every layer reports errors, so these sit below all.
   { name: 'errors', rank: 0, match: '^src/(errors|quote)\\.ts$' },
+  // The settings read from the environment (settings.ts): any layer may take them, and they import nothing.
+  { name: 'settings', rank: 0, match: '^src/settings\\.ts$' },
   // Types only (plans, steps, operation kinds): the vocabulary the journal and the backends share with the
   // engine, so that they need not import the engine to name a plan.
   { name: 'model', rank: 1, match: '^src/model/' },

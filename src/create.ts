@@ -1,10 +1,11 @@
 /**
  * The composition root: the one way in to a Volchain, for the CLI (src/cli/main.ts), programs using the
- * library (src/index.ts) and, later, the HTTP API. It gathers the settings that would otherwise be read from
- * the environment at the point of use and hands them to the façade.
+ * library (src/index.ts) and, later, the HTTP API. It reads the environment's settings once (src/settings.ts),
+ * unless the caller gives its own, and hands them to the façade.
  */
 import { loadStorageConfig, type LoadOptions, type StorageConfig } from './config/index.js';
 import { InvalidInputError } from './errors.js';
+import { currentSettings, type Settings } from './settings.js';
 import { Volchain, type VolchainOptions } from './engine/volchain.js';
 import type { ShrinkPolicy } from './engine/plan/shrink-policy.js';
 import type { BackgroundWipeRunner, WipeMode } from './engine/run/wipe.js';
@@ -33,6 +34,11 @@ export interface CreateVolchainOptions {
    * run in the foreground at the end of the operation that left them.
    */
   backgroundWipe?: BackgroundWipeRunner;
+  /**
+   * The settings otherwise taken from the environment ($VOLCHAIN_CONFIG, $VOLCHAIN_WIPE, ...; see
+   * src/settings.ts). Default: readSettings(process.env), read once here. The options above win over them.
+   */
+  settings?: Settings;
 }
 
 /**
@@ -41,25 +47,30 @@ export interface CreateVolchainOptions {
  * Bad settings fail here with InvalidInputError (exit status 2 in the CLI); nothing is touched on disk.
  */
 export async function createVolchain(options: CreateVolchainOptions = {}): Promise<Volchain> {
-  const { config, stateDir, lockTimeoutSeconds } = options;
+  const { config, lockTimeoutSeconds } = options;
+  const given = options.settings ?? currentSettings();
+  // A state directory in given settings is made the process's, as the stateDir option is (children see it).
+  const stateDir = options.stateDir ?? (options.settings?.stateDir !== '' ? options.settings?.stateDir : undefined);
   if (lockTimeoutSeconds !== undefined && !(Number.isFinite(lockTimeoutSeconds) && lockTimeoutSeconds >= 0)) {
     throw new InvalidInputError(`lockTimeoutSeconds must be a number of seconds (0 or more), got ${String(lockTimeoutSeconds)}`);
   }
   if (stateDir !== undefined) setStateDir(stateDir);
-  const load: LoadOptions = typeof config === 'string' ? { configPath: config } : {};
+  const settings: Settings = stateDir !== undefined ? { ...given, stateDir } : given;
+  const load: LoadOptions = typeof config === 'string' ? { configPath: config, settings } : { settings };
   const parsed = typeof config === 'object' ? config : await loadStorageConfig(load);
   const volchainOptions: VolchainOptions = {
     ...(options.wipe !== undefined ? { wipe: options.wipe } : {}),
     ...(options.backgroundWipe !== undefined ? { backgroundWipe: options.backgroundWipe } : {}),
     ...(options.shrinkFrozen !== undefined ? { shrinkFrozen: options.shrinkFrozen } : {}),
     ...(lockTimeoutSeconds !== undefined ? { lockTimeoutMs: lockTimeoutSeconds * 1000 } : {}),
+    settings,
   };
   return new Volchain(parsed, volchainOptions);
 }
 
 function setStateDir(dir: string): void {
   if (!dir.startsWith('/')) throw new InvalidInputError(`stateDir must be an absolute path, got '${dir}'`);
-  const current = process.env.VOLCHAIN_STATE_DIR;
+  const current = currentSettings().stateDir;
   if (current !== undefined && current !== '' && current !== dir) {
     throw new InvalidInputError(`stateDir '${dir}' differs from the state directory this process already uses ('${current}')`);
   }

@@ -30,6 +30,7 @@ export type { ShrinkPolicy } from './engine/plan/shrink-policy.js';
 export type { WipeMode } from './engine/run/wipe.js';
 
 // ---- configuration -------------------------------------------------------------------------------------
+export { readSettings, SETTING_VARIABLES, type Settings, type TestHooks } from './settings.js';
 export {
   loadStorageConfig,
   parseStorageConfig,

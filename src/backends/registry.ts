@@ -1,6 +1,7 @@
 /** Storage type -> backend factory. Adding a backend means adding one file and one line here. */
 import { assertAvailableHere, type StorageDefinition } from '../config/index.js';
 import { NotSupportedError } from '../errors.js';
+import { currentSettings, type Settings } from '../settings.js';
 import type { Backend } from './backend.js';
 import { DirBackend } from './dir/backend.js';
 import { LvmBackend } from './lvm/backend.js';
@@ -8,7 +9,7 @@ import { LvmBackend } from './lvm/backend.js';
 export interface BackendOptions {
   /** LVM: shrink a layer that became a snapshot to its image's end (engine/plan/shrink-policy.ts). Default true. */
   shrinkFrozen?: boolean;
-  env?: NodeJS.ProcessEnv;
+  settings?: Settings;
 }
 
 /**
@@ -19,6 +20,6 @@ export function createBackend(def: StorageDefinition, opts: BackendOptions = {})
   if (!def.supported) {
     throw new NotSupportedError(`storage '${def.id}' has type '${def.type}', which volchain does not drive (supported: dir, nfs, cifs, lvm)`);
   }
-  assertAvailableHere(def, { env: opts.env ?? process.env });
+  assertAvailableHere(def, { settings: opts.settings ?? currentSettings() });
   return def.backend === 'dir' ? new DirBackend(def) : new LvmBackend(def, { shrinkFrozen: opts.shrinkFrozen ?? true });
 }

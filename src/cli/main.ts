@@ -6,6 +6,7 @@ import { Command, CommanderError } from '@commander-js/extra-typings';
 import { asVolchainError, type VolchainError } from '../errors.js';
 import type { Volchain } from '../engine/volchain.js';
 import { createVolchain } from '../create.js';
+import { currentSettings, type Settings } from '../settings.js';
 import { spawnCliWiper } from './wipe-runner.js';
 import { argvWantsJson, finalStatus, guardOutput, PARSER_OUTPUT, reportError, usageError } from './output.js';
 import { cliContext } from './context.js';
@@ -17,9 +18,9 @@ import { addMaintenanceCommands } from './commands/maintenance.js';
 
 /**
  * The whole program: global options, then the command groups in the order `--help` lists them (each group's
- * module in commands/ registers its commands on `program`).
+ * module in commands/ registers its commands on `program`). `settings` are the environment's, read once.
  */
-export function buildProgram() {
+export function buildProgram(settings: Settings = currentSettings()) {
   const program = new Command()
     .name('volchain')
     .description('Snapshots as qcow2 volume chains for QEMU/KVM disks on directory and LVM storage (Proxmox VE 9 compatible)')
@@ -31,11 +32,11 @@ export function buildProgram() {
   const open = async (): Promise<Volchain> => {
     const { config } = program.opts();
     // The library's one way in (src/create.ts); a background wipe (LVM saferemove) is this CLI started again,
-    // detached, as `volchain wipe`; the rest of the settings come from the environment there.
-    return createVolchain({ ...(config !== undefined && config !== '' ? { config } : {}), backgroundWipe: spawnCliWiper });
+    // detached, as `volchain wipe`; the rest of the settings are the environment's, read once by main().
+    return createVolchain({ ...(config !== undefined && config !== '' ? { config } : {}), backgroundWipe: spawnCliWiper, settings });
   };
 
-  const ctx = cliContext(open, () => (process.env.VOLCHAIN_QMP_DIR ?? '') !== '');
+  const ctx = cliContext(open, () => (settings.qmpDir ?? '') !== '');
   addStorageCommands(program, ctx);
   addVolumeCommands(program, ctx);
   addSnapshotCommands(program, ctx);
@@ -47,7 +48,8 @@ export function buildProgram() {
 
 export async function main(argv: string[]): Promise<number> {
   guardOutput();
-  const program = buildProgram();
+  const settings = currentSettings();
+  const program = buildProgram(settings);
   // Whether the command that runs has --json, as parsed; before parsing is done, what the arguments say.
   let json: boolean | undefined;
   program.hook('preAction', (_program, command) => {
@@ -66,7 +68,7 @@ export async function main(argv: string[]): Promise<number> {
       error = asVolchainError(err);
     }
     reportError(error, json ?? argvWantsJson(argv));
-    if (process.env.VOLCHAIN_DEBUG) process.stderr.write(`${String((err as Error).stack)}\n`);
+    if (settings.debug) process.stderr.write(`${String((err as Error).stack)}\n`);
     return error.exitStatus;
   }
 }

@@ -12,6 +12,7 @@
 import { readFileSync, realpathSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { ConfigError, NotSupportedError } from '../errors.js';
+import { currentSettings, type Settings } from '../settings.js';
 import type { MountRequirement, StorageDefinition } from './storage-config.js';
 
 /** One /proc/mounts line: what is mounted (`source`), where (`mountpoint`) and its file system type. */
@@ -55,8 +56,8 @@ function decodeOctal(field: string): string {
 }
 
 /** Reads the mount table (`$VOLCHAIN_PROC_MOUNTS` or /proc/mounts); unreadable is an error, never "unmounted". */
-export function readMountTable(env: NodeJS.ProcessEnv = process.env): MountEntry[] {
-  const override = env.VOLCHAIN_PROC_MOUNTS;
+export function readMountTable(settings: Pick<Settings, 'procMounts'> = currentSettings()): MountEntry[] {
+  const override = settings.procMounts;
   const file = override !== undefined && override !== '' ? override : PROC_MOUNTS;
   let text: string;
   try {
@@ -100,13 +101,16 @@ export function mountPresent(req: MountRequirement, table: readonly MountEntry[]
  * Refuses a storage this host must not use, before anything reads or writes it: not among its `nodes`,
  * or its share / mount point not mounted. Every operation goes through here (backends are made here).
  */
-export function assertAvailableHere(def: StorageDefinition, opts: { node?: string; env?: NodeJS.ProcessEnv; mounts?: readonly MountEntry[] } = {}): void {
+export function assertAvailableHere(
+  def: StorageDefinition,
+  opts: { node?: string; settings?: Pick<Settings, 'procMounts'>; mounts?: readonly MountEntry[] } = {},
+): void {
   const node = opts.node ?? localNodeName();
   if (!availableOnNode(def, node)) {
     throw new NotSupportedError(`storage '${def.id}' is not available on node '${node}' (its nodes: ${(def.nodes ?? []).join(', ') || 'none'})`);
   }
   const req = def.supported && def.backend === 'dir' ? def.mount : undefined;
-  if (req !== undefined && !mountPresent(req, opts.mounts ?? readMountTable(opts.env))) {
+  if (req !== undefined && !mountPresent(req, opts.mounts ?? readMountTable(opts.settings))) {
     throw new NotSupportedError(notMountedMessage(def.id, req));
   }
 }

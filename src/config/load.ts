@@ -8,6 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { ConfigError } from '../errors.js';
+import { currentSettings, type Settings } from '../settings.js';
 import { availableOnNode, localNodeName, mountPresent, readMountTable, type MountEntry } from './availability.js';
 import { withPveLocal } from './pve-local.js';
 import {
@@ -26,26 +27,26 @@ export const PVE_STORAGE_CFG = '/etc/pve/storage.cfg';
 export interface LoadOptions {
   /** From `--config FILE`. */
   configPath?: string | undefined;
-  /** Defaults to process.env; tests pass a plain object. */
-  env?: NodeJS.ProcessEnv;
+  /** $VOLCHAIN_CONFIG and the default storage's place; default: currentSettings() (tests pass their own). */
+  settings?: Settings;
   /** Where Proxmox VE's file is looked for; only tests move it. */
   pveConfigPath?: string;
 }
 
 export async function loadStorageConfig(opts: LoadOptions = {}): Promise<StorageConfig> {
-  const env = opts.env ?? process.env;
+  const settings = opts.settings ?? currentSettings();
   if (opts.configPath !== undefined && opts.configPath !== '') {
     return parseStorageConfig(await readNamedFile(opts.configPath, 'given with --config'), opts.configPath);
   }
   // An empty variable counts as unset, the usual shell convention (`VOLCHAIN_CONFIG= volchain ...`).
-  const fromEnv = env.VOLCHAIN_CONFIG;
+  const fromEnv = settings.config;
   if (fromEnv !== undefined && fromEnv !== '') {
     return parseStorageConfig(await readNamedFile(fromEnv, 'named by $VOLCHAIN_CONFIG'), fromEnv);
   }
   const pvePath = opts.pveConfigPath ?? PVE_STORAGE_CFG;
   const pveText = await readIfPresent(pvePath);
   if (pveText !== undefined) return parsePveStorageConfig(pveText, pvePath);
-  return defaultStorageConfig(env);
+  return defaultStorageConfig(settings);
 }
 
 /** PVE's own file, read as PVE reads it: with its fix-up of the `local` storage (see pve-local.ts). */
@@ -88,8 +89,8 @@ function describeFsError(err: unknown): string {
  * The storage used when no file exists: one dir storage `local` under the user's data directory, with
  * volume chains on (the point of the tool) and PVE's default preallocation written out.
  */
-export function defaultStorageConfig(env: NodeJS.ProcessEnv = process.env): StorageConfig {
-  const path = defaultDataDir(env);
+export function defaultStorageConfig(settings: Pick<Settings, 'dataHome' | 'home'> = currentSettings()): StorageConfig {
+  const path = defaultDataDir(settings);
   const options: Record<string, string> = {
     path,
     content: 'images',
@@ -102,11 +103,11 @@ export function defaultStorageConfig(env: NodeJS.ProcessEnv = process.env): Stor
 }
 
 /** `$XDG_DATA_HOME/volchain`, else `$HOME/.local/share/volchain` (XDG Base Directory rules). */
-function defaultDataDir(env: NodeJS.ProcessEnv): string {
+function defaultDataDir(settings: Pick<Settings, 'dataHome' | 'home'>): string {
   // The XDG spec says a relative $XDG_DATA_HOME is invalid and must be ignored.
-  const xdg = env.XDG_DATA_HOME;
+  const xdg = settings.dataHome;
   if (xdg !== undefined && posix.isAbsolute(xdg)) return posix.join(xdg, 'volchain');
-  const home = env.HOME;
+  const home = settings.home;
   if (home !== undefined && posix.isAbsolute(home)) return posix.join(home, '.local', 'share', 'volchain');
   const why = home === undefined || home === '' ? 'neither $XDG_DATA_HOME nor $HOME is set' : `$HOME ('${home}') is not absolute`;
   throw new ConfigError(EMBEDDED_DEFAULT_SOURCE, undefined, `cannot place the default storage: ${why}; set one of them or give --config FILE`);
@@ -142,7 +143,7 @@ export interface StorageDescription {
 /** `here` is for tests: this host's node name and mount table (default: the real ones, read when needed). */
 export function describeStorage(
   def: StorageDefinition,
-  here: { node?: string; mounts?: readonly MountEntry[]; env?: NodeJS.ProcessEnv } = {},
+  here: { node?: string; mounts?: readonly MountEntry[]; settings?: Pick<Settings, 'procMounts'> } = {},
 ): StorageDescription {
   const dir = def.supported && def.backend === 'dir' ? def : undefined;
   const lvm = def.supported && def.backend === 'lvm' ? def : undefined;
@@ -157,7 +158,7 @@ export function describeStorage(
     disabled: def.disable,
     nodes: def.nodes === undefined ? null : [...def.nodes],
     availableHere: availableOnNode(def, here.node ?? localNodeName()),
-    mounted: req === undefined ? null : mountPresent(req, here.mounts ?? readMountTable(here.env)),
+    mounted: req === undefined ? null : mountPresent(req, here.mounts ?? readMountTable(here.settings)),
     snapshotAsVolumeChain: def.snapshotAsVolumeChain,
     preallocation: dir ? (dir.preallocation ?? DEFAULT_DIR_PREALLOCATION) : null,
     imagesPath: dir ? posix.join(dir.path, dir.imagesDir) : null,

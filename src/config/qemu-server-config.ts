@@ -27,6 +27,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { ConfigError } from '../errors.js';
+import { currentSettings, type Settings } from '../settings.js';
 
 /** Where PVE keeps the configs of the VMs of this node. */
 export const PVE_QEMU_SERVER_DIR = '/etc/pve/qemu-server';
@@ -209,8 +210,8 @@ export function snapshotDrives(config: VmConfig): Drive[] {
 export interface VmConfigLookup {
   /** From `--vm-config FILE`: must exist. */
   path?: string | undefined;
-  /** Defaults to process.env ($VOLCHAIN_VM_CONFIG_DIR moves the directory, for tests and non-PVE hosts). */
-  env?: NodeJS.ProcessEnv;
+  /** Default currentSettings(); its vmConfigDir ($VOLCHAIN_VM_CONFIG_DIR) moves the directory, for tests and non-PVE hosts. */
+  settings?: Pick<Settings, 'vmConfigDir'>;
 }
 
 /**
@@ -220,7 +221,7 @@ export interface VmConfigLookup {
  * `<n>.conf` must be VM `vmid`'s: acting on one VM's disks with another VM's config is a typo to stop.
  */
 export async function loadVmConfig(vmid: number, lookup: VmConfigLookup = {}): Promise<VmConfig | undefined> {
-  const env = lookup.env ?? process.env;
+  const settings = lookup.settings ?? currentSettings();
   if (lookup.path !== undefined && lookup.path !== '') {
     const named = /^(\d+)\.conf$/.exec(basename(lookup.path));
     if (named && Number(named[1]) !== vmid) {
@@ -234,7 +235,7 @@ export async function loadVmConfig(vmid: number, lookup: VmConfigLookup = {}): P
     }
     return parseVmConfig(text, lookup.path, vmid);
   }
-  const dirFromEnv = env.VOLCHAIN_VM_CONFIG_DIR;
+  const dirFromEnv = settings.vmConfigDir;
   const dir = dirFromEnv !== undefined && dirFromEnv !== '' ? dirFromEnv : PVE_QEMU_SERVER_DIR;
   const file = join(dir, `${String(vmid)}.conf`);
   let text: string;

@@ -60,7 +60,7 @@ export class Volchain {
   }
 
   static async open(opts: LoadOptions = {}, options: VolchainOptions = {}): Promise<Volchain> {
-    return new Volchain(await loadStorageConfig(opts), options);
+    return new Volchain(await loadStorageConfig({ ...(options.settings ? { settings: options.settings } : {}), ...opts }), options);
   }
 
   storages(): StorageDescription[] {

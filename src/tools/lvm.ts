@@ -20,6 +20,7 @@
 import { AlreadyExistsError, CommandFailedError, LockedError, NoSpaceError, NotFoundError, NotSupportedError, VolchainError } from '../errors.js';
 import { open, stat } from 'node:fs/promises';
 import { run, type RunResult } from './runner.js';
+import { currentSettings } from '../settings.js';
 
 /** One LV as `lvs` reports it. */
 export interface LvRow {
@@ -239,7 +240,7 @@ export async function lvm(command: string, args: readonly string[], what: string
     throw err;
   } finally {
     // Debug aid: VOLCHAIN_LVM_TRACE=1 prints every LVM command with its duration on stderr.
-    if (process.env.VOLCHAIN_LVM_TRACE === '1') process.stderr.write(`[lvm ${Date.now() - started} ms] ${command} ${args.join(' ')}\n`);
+    if (currentSettings().hooks.lvmTrace) process.stderr.write(`[lvm ${Date.now() - started} ms] ${command} ${args.join(' ')}\n`);
   }
 }
 

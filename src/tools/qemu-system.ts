@@ -4,6 +4,7 @@
  * running QEMU the same over QMP and says why the option matters).
  */
 import { run } from './runner.js';
+import { currentSettings } from '../settings.js';
 
 /** `QEMU emulator version 7.2.22 (...)` → [7, 2]; undefined when the text has no version. */
 export function parseQemuVersion(text: string): [number, number] | undefined {
@@ -22,7 +23,7 @@ let installed: Promise<boolean> | undefined;
  * (VOLCHAIN_QEMU_SYSTEM overrides the binary). No QEMU installed: false (the option is left out).
  */
 export function installedQemuHasDiscardNoUnref(): Promise<boolean> {
-  installed ??= run(process.env['VOLCHAIN_QEMU_SYSTEM'] ?? 'qemu-system-x86_64', ['--version'], { timeoutMs: 10_000 }).then(
+  installed ??= run(currentSettings().qemuSystem ?? 'qemu-system-x86_64', ['--version'], { timeoutMs: 10_000 }).then(
     (r) => versionHasDiscardNoUnref(parseQemuVersion(r.stdout)),
     () => false,
   );

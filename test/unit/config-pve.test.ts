@@ -8,6 +8,7 @@ import { mkdtemp, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, NotSupportedError } from '../../src/errors.js';
+import { readSettings } from '../../src/settings.js';
 import {
   assertAvailableHere,
   availableOnNode,
@@ -245,7 +246,7 @@ describe("PVE's local storage (Plugin.pm parse_config)", () => {
   });
   it("applies to PVE's own file, not to one given with --config or $VOLCHAIN_CONFIG", async () => {
     const file = join(root, 'pve.cfg');
-    const fromPve = await loadStorageConfig({ env: {}, pveConfigPath: file });
+    const fromPve = await loadStorageConfig({ settings: readSettings({}), pveConfigPath: file });
     const local = fromPve.storages[0];
     assert.ok(local?.supported && local.backend === 'dir');
     assert.equal(local.path, '/var/lib/vz');
@@ -255,7 +256,7 @@ describe("PVE's local storage (Plugin.pm parse_config)", () => {
       fromPve.storages.map((s) => s.id),
       ['local', 'b1'],
     );
-    for (const opts of [{ configPath: file, env: {} }, { env: { VOLCHAIN_CONFIG: file } }]) {
+    for (const opts of [{ configPath: file, settings: readSettings({}) }, { settings: readSettings({ VOLCHAIN_CONFIG: file }) }]) {
       const given = await loadStorageConfig({ ...opts, pveConfigPath: join(root, 'none.cfg') });
       const asWritten = given.storages[0];
       assert.ok(asWritten?.supported && asWritten.backend === 'dir');

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { ConfigError, InvalidInputError, NotFoundError } from '../../src/errors.js';
+import { readSettings } from '../../src/settings.js';
 import {
   defaultStorageConfig,
   describeStorage,
@@ -564,7 +565,7 @@ describe('defaultStorageConfig', () => {
   ];
   for (const c of cases) {
     it(c.name, () => {
-      const config = defaultStorageConfig(c.env);
+      const config = defaultStorageConfig(readSettings(c.env));
       assert.equal(config.source, '(embedded default)');
       assert.deepEqual(config.storages, [
         {
@@ -594,7 +595,7 @@ describe('defaultStorageConfig', () => {
   for (const f of failures) {
     it(`fails when ${f.name}`, () => {
       assert.throws(
-        () => defaultStorageConfig(f.env),
+        () => defaultStorageConfig(readSettings(f.env)),
         (err: unknown) => err instanceof ConfigError && err.line === undefined && f.message.test(err.message),
       );
     });
@@ -632,39 +633,39 @@ describe('loadStorageConfig: discovery order', () => {
   }[] = [
     {
       name: '--config wins over $VOLCHAIN_CONFIG and /etc/pve',
-      opts: () => ({ configPath: flagFile, env: { ...home, VOLCHAIN_CONFIG: envFile }, pveConfigPath: pveFile }),
+      opts: () => ({ configPath: flagFile, settings: readSettings({ ...home, VOLCHAIN_CONFIG: envFile }), pveConfigPath: pveFile }),
       ids: ['from-flag'],
       source: () => flagFile,
     },
     {
       name: '$VOLCHAIN_CONFIG wins over /etc/pve',
-      opts: () => ({ env: { ...home, VOLCHAIN_CONFIG: envFile }, pveConfigPath: pveFile }),
+      opts: () => ({ settings: readSettings({ ...home, VOLCHAIN_CONFIG: envFile }), pveConfigPath: pveFile }),
       ids: ['from-env'],
       source: () => envFile,
     },
     {
       name: 'an empty --config and an empty $VOLCHAIN_CONFIG count as unset',
-      opts: () => ({ configPath: '', env: { ...home, VOLCHAIN_CONFIG: '' }, pveConfigPath: pveFile }),
+      opts: () => ({ configPath: '', settings: readSettings({ ...home, VOLCHAIN_CONFIG: '' }), pveConfigPath: pveFile }),
       // PVE's own file gets PVE's `local` (added first, see the local tests below).
       ids: ['local', 'from-pve'],
       source: () => pveFile,
     },
     {
       name: '/etc/pve/storage.cfg when it exists',
-      opts: () => ({ env: home, pveConfigPath: pveFile }),
+      opts: () => ({ settings: readSettings(home), pveConfigPath: pveFile }),
       // PVE's own file gets PVE's `local` (added first, see the local tests below).
       ids: ['local', 'from-pve'],
       source: () => pveFile,
     },
     {
       name: 'the embedded default when nothing exists',
-      opts: () => ({ env: home, pveConfigPath: join(dir, 'missing', 'storage.cfg') }),
+      opts: () => ({ settings: readSettings(home), pveConfigPath: join(dir, 'missing', 'storage.cfg') }),
       ids: ['local'],
       source: () => '(embedded default)',
     },
     {
       name: 'the embedded default when the PVE path runs through a file (ENOTDIR)',
-      opts: () => ({ env: home, pveConfigPath: join(flagFile, 'storage.cfg') }),
+      opts: () => ({ settings: readSettings(home), pveConfigPath: join(flagFile, 'storage.cfg') }),
       ids: ['local'],
       source: () => '(embedded default)',
     },
@@ -680,42 +681,42 @@ describe('loadStorageConfig: discovery order', () => {
   const failures: { name: string; opts: () => Parameters<typeof loadStorageConfig>[0]; file: () => string; line: number | undefined; message: RegExp }[] = [
     {
       name: 'a missing --config file is an error, not a fallback',
-      opts: () => ({ configPath: join(dir, 'nope.cfg'), env: home, pveConfigPath: pveFile }),
+      opts: () => ({ configPath: join(dir, 'nope.cfg'), settings: readSettings(home), pveConfigPath: pveFile }),
       file: () => join(dir, 'nope.cfg'),
       line: undefined,
       message: /given with --config.*no such file/,
     },
     {
       name: 'a missing $VOLCHAIN_CONFIG file is an error, not a fallback',
-      opts: () => ({ env: { ...home, VOLCHAIN_CONFIG: join(dir, 'nope.cfg') }, pveConfigPath: pveFile }),
+      opts: () => ({ settings: readSettings({ ...home, VOLCHAIN_CONFIG: join(dir, 'nope.cfg') }), pveConfigPath: pveFile }),
       file: () => join(dir, 'nope.cfg'),
       line: undefined,
       message: /\$VOLCHAIN_CONFIG.*no such file/,
     },
     {
       name: 'a directory given as --config',
-      opts: () => ({ configPath: dir, env: home }),
+      opts: () => ({ configPath: dir, settings: readSettings(home) }),
       file: () => dir,
       line: undefined,
       message: /is a directory/,
     },
     {
       name: 'an unreadable PVE file does not silently fall back to the default',
-      opts: () => ({ env: home, pveConfigPath: join(dir, 'pve-dir', 'storage.cfg') }),
+      opts: () => ({ settings: readSettings(home), pveConfigPath: join(dir, 'pve-dir', 'storage.cfg') }),
       file: () => join(dir, 'pve-dir', 'storage.cfg'),
       line: undefined,
       message: /exists but cannot be read/,
     },
     {
       name: 'a parse error names the loaded file and line',
-      opts: () => ({ configPath: join(dir, 'broken.cfg'), env: home }),
+      opts: () => ({ configPath: join(dir, 'broken.cfg'), settings: readSettings(home) }),
       file: () => join(dir, 'broken.cfg'),
       line: 4,
       message: /needs a 'vgname'/,
     },
     {
       name: 'no file anywhere and no HOME',
-      opts: () => ({ env: {}, pveConfigPath: join(dir, 'missing.cfg') }),
+      opts: () => ({ settings: readSettings({}), pveConfigPath: join(dir, 'missing.cfg') }),
       file: () => '(embedded default)',
       line: undefined,
       message: /neither/,

@@ -4,6 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '../../src/errors.js';
+import { readSettings } from '../../src/settings.js';
 import {
   DRIVE_KEYS,
   driveTarget,
@@ -221,10 +222,10 @@ describe('PVE VM config: finding the file', () => {
 
   it('reads <dir>/<vmid>.conf, and finds none for a VM without one', async () => {
     const env = { VOLCHAIN_VM_CONFIG_DIR: dir };
-    const found = await loadVmConfig(100, { env });
+    const found = await loadVmConfig(100, { settings: readSettings(env) });
     assert.equal(found?.source, join(dir, '100.conf'));
     assert.equal(found.drives.length, 1);
-    assert.equal(await loadVmConfig(101, { env }), undefined);
+    assert.equal(await loadVmConfig(101, { settings: readSettings(env) }), undefined);
   });
 
   it('requires a file given with --vm-config to exist, and to be the VM’s own when named <vmid>.conf', async () => {
@@ -236,7 +237,7 @@ describe('PVE VM config: finding the file', () => {
       loadVmConfig(101, { path: join(dir, '100.conf') }),
       (err: unknown) => err instanceof ConfigError && err.message.includes('config of VM 100, not of VM 101'),
     );
-    const given = await loadVmConfig(100, { path: join(dir, '100.conf'), env: {} });
+    const given = await loadVmConfig(100, { path: join(dir, '100.conf'), settings: readSettings({}) });
     assert.equal(given?.drives[0]?.key, 'scsi0');
   });
 });

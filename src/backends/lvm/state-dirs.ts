@@ -4,12 +4,13 @@
  * the environment on every call, as the state directory may be set after a backend was made (tests).
  */
 import { dirname, join } from 'node:path';
+import { currentSettings } from '../../settings.js';
 
 export const DEFAULT_STATE_ROOT = '/var/lib/volchain';
 
 /** `$VOLCHAIN_STATE_DIR/<storage id>`. */
 export function storageStateDir(storageId: string): string {
-  const root = process.env.VOLCHAIN_STATE_DIR;
+  const root = currentSettings().stateDir;
   return join(root !== undefined && root !== '' ? root : DEFAULT_STATE_ROOT, storageId);
 }
 

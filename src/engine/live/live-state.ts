@@ -16,6 +16,7 @@ import type { LiveDisk } from '../planners/live.js';
 // The façade's part live operations use (not volchain.ts itself, which imports this module).
 import type { LiveHost as Volchain } from './host.js';
 import { readVolumeTree, type VolumeTree } from '../read/volume-tree.js';
+import { currentSettings } from '../../settings.js';
 
 /** Which disks an operation is about: one volume, or every disk of a VM (optionally on one storage). */
 export type LiveTarget = { volid: string } | { vmid: number | string; storage?: string; vmConfig?: string };
@@ -75,12 +76,13 @@ export function streamSafe(version: { major: number; minor: number }, extendedL2
 
 export function liveDiskOf(d: DiskMatch, socket: string, running: boolean, version: { major: number; minor: number }): LiveDisk {
   const extendedL2 = [...d.tree.layers.values()].some((l) => l.header?.extendedL2 === true);
+  const liveStream = currentSettings().hooks.liveStream;
   return {
     storage: d.backend.id,
     socket,
     guestRunning: running,
     // Test hook (README): VOLCHAIN_LIVE_STREAM=always|never overrides the choice.
-    streamSafe: process.env.VOLCHAIN_LIVE_STREAM === 'always' ? true : process.env.VOLCHAIN_LIVE_STREAM === 'never' ? false : streamSafe(version, extendedL2),
+    streamSafe: liveStream === 'always' ? true : liveStream === 'never' ? false : streamSafe(version, extendedL2),
     nodes: new Map(d.layers.map((l) => [l.layer, { node: l.qemu.node, protocolNode: l.qemu.protocolNode }])),
     ...(d.base ? { baseNode: d.base.qemu.node } : {}),
     ...(d.chain?.filters[0] !== undefined ? { rootFilter: d.chain.filters[0] } : {}),

@@ -13,9 +13,14 @@ import { QmpClient } from '../../qmp/client.js';
 import { QmpConnectError } from '../../qmp/errors.js';
 import type { Plan } from '../../model/plan.js';
 import type { LiveSession } from './qemu-session.js';
+import { currentSettings, settingsEnv } from '../../settings.js';
 
 /** The socket to use for `vmid`: the explicit one, else $VOLCHAIN_QMP_DIR/<vmid>.qmp if that is set. */
-export function qmpSocketFor(vmid: number, explicit?: string, env: NodeJS.ProcessEnv = process.env): { socket: string; explicit: boolean } | undefined {
+export function qmpSocketFor(
+  vmid: number,
+  explicit?: string,
+  env: NodeJS.ProcessEnv = settingsEnv(currentSettings()),
+): { socket: string; explicit: boolean } | undefined {
   if (explicit !== undefined) {
     if (explicit === '') throw new InvalidInputError("--qmp needs the path of QEMU's QMP socket");
     return { socket: explicit, explicit: true };

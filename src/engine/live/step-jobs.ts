@@ -18,6 +18,7 @@ import { readBlockView } from '../../qmp/live-view.js';
 import type { LiveStep } from '../../model/plan.js';
 import { isVolumeName } from '../run/step-rules.js';
 import { chainOf, type LiveSession, type LiveStepContext } from './qemu-session.js';
+import { currentSettings } from '../../settings.js';
 
 /** block-stream of the snapshot's data into its child on QEMU's chain; the child's header then names the new backing. */
 export async function runQmpStream(
@@ -200,7 +201,7 @@ async function followJob(
  * storage while a VM runs (and to make jobs long enough to interrupt in tests). Unset: as fast as possible.
  */
 function jobSpeed(): { speed?: number } {
-  const raw = process.env.VOLCHAIN_JOB_SPEED;
+  const raw = currentSettings().jobSpeed;
   if (raw === undefined || raw === '') return {};
   const speed = parseSize(raw);
   if (!(speed > 0)) throw new InvalidInputError(`VOLCHAIN_JOB_SPEED must be a positive number of bytes per second, got '${raw}'`);

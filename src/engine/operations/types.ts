@@ -3,6 +3,7 @@
  * src/results.ts documents). Types only, apart from the reserved name CURRENT: every operation module, the
  * session and the façade import them from here, and this module imports no operation, so no cycle can form.
  */
+import type { Settings } from '../../settings.js';
 import type { PendingRemoval } from '../../backends/backend.js';
 import type { EngineEvent } from '../run/step-rules.js';
 import type { BackgroundWipeRunner, WipeMode } from '../run/wipe.js';
@@ -30,6 +31,8 @@ export interface VolchainOptions {
   shrinkFrozen?: ShrinkPolicy;
   /** How long to wait for a VM's lock. Default: $VOLCHAIN_LOCK_TIMEOUT (read when a lock is taken), else 30 s. */
   lockTimeoutMs?: number;
+  /** The environment's settings (src/settings.ts) the defaults above come from; without, process.env when needed. */
+  settings?: Settings;
 }
 
 export interface WipeOptions {

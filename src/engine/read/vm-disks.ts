@@ -16,6 +16,7 @@
 import type { Backend } from '../../backends/backend.js';
 import { loadVmConfig, snapshotDrives, type Drive } from '../../config/qemu-server-config.js';
 import { NotFoundError, NotSupportedError, VolchainError, asVolchainError } from '../../errors.js';
+import type { Settings } from '../../settings.js';
 import type { VolumeRef } from '../../naming/index.js';
 
 export interface VmDisk {
@@ -33,7 +34,7 @@ export interface VmDiskOptions {
   storage?: string | undefined;
   /** `--vm-config FILE`. */
   vmConfig?: string | undefined;
-  env?: NodeJS.ProcessEnv;
+  settings?: Settings;
 }
 
 /** Volumes of a VM that are not disks of it (without a config to say which are): cloud-init and VM states. */
@@ -47,7 +48,7 @@ export function isVmHelperVolume(vmid: number, name: string): boolean {
  * can act on, and NotFound when the config lists no disk (on `storage`).
  */
 export async function vmDisksFromConfig(vc: VolumeResolver, vmid: number, opts: VmDiskOptions = {}): Promise<VmDisk[] | undefined> {
-  const config = await loadVmConfig(vmid, { path: opts.vmConfig, ...(opts.env ? { env: opts.env } : {}) });
+  const config = await loadVmConfig(vmid, { path: opts.vmConfig, ...(opts.settings ? { settings: opts.settings } : {}) });
   if (!config) return undefined;
   const out: VmDisk[] = [];
   // Two drives naming one volume (or one volume through two storage ids on the same place) are one disk:

@@ -16,6 +16,7 @@ import { describeStep } from '../plan/describe-step.js';
 import { damagesWhenInterrupted, injectFault, isLong, stepLayers, undoOf, type EngineEvent } from './step-rules.js';
 import { undoPlanJournaled } from './undo.js';
 import { needsRepair } from './error-fields.js';
+import { currentSettings } from '../../settings.js';
 
 // Moved to engine/run/step-rules.ts (engine/live/executor.ts needs them too, and must not import this module: a cycle);
 // re-exported for existing importers.
@@ -134,7 +135,7 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
  * of operations against its model.
  */
 async function appendTestOpLog(plan: Plan): Promise<void> {
-  const file = process.env.VOLCHAIN_TEST_OPLOG;
+  const file = currentSettings().hooks.testOplog;
   if (!file) return;
   await appendFile(file, JSON.stringify(plan) + '\n');
 }

@@ -9,6 +9,7 @@ import { VolchainError } from '../../errors.js';
 import type { Step, Plan } from '../../model/plan.js';
 import { parseBaseBackingRef, parseVolumeName } from '../../naming/index.js';
 import { isLiveStep, liveDamagesWhenInterrupted, liveIsLong, liveUndoOf } from '../plan/live-steps.js';
+import { currentSettings } from '../../settings.js';
 
 export type EngineEvent =
   | { type: 'step'; volid: string; index: number; total: number; description: string; long: boolean }
@@ -76,14 +77,14 @@ export function isVolumeName(backend: Backend, layer: string): boolean {
 export type FaultMoment = 'before' | 'started' | 'after' | 'undo-before' | 'undo-after';
 
 export function injectFault(plan: Plan, index: number, moment: FaultMoment): void {
-  const crash = process.env.VOLCHAIN_CRASH_AT;
+  const crash = currentSettings().hooks.crashAt;
   if (crash) {
     const [op, step, when = 'started', volume] = crash.split(':');
     if (op === plan.operation && Number(step) === index + 1 && when === moment && (volume === undefined || plan.volid.endsWith(volume))) {
       process.kill(process.pid, 'SIGKILL');
     }
   }
-  const fail = process.env.VOLCHAIN_FAIL_AT;
+  const fail = currentSettings().hooks.failAt;
   if (fail && moment === 'started') {
     const [op, step, volume] = fail.split(':');
     if (op === plan.operation && Number(step) === index + 1 && (volume === undefined || plan.volid.endsWith(volume))) {

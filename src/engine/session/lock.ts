@@ -9,6 +9,7 @@ import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { InvalidInputError, LockedError } from '../../errors.js';
 import { flockDescriptor } from '../../tools/flock.js';
+import { currentSettings, settingsEnv } from '../../settings.js';
 
 export interface LockHolder {
   pid: number;
@@ -24,7 +25,7 @@ export interface HeldLock {
 
 export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
 
-export function lockTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
+export function lockTimeoutMs(env: NodeJS.ProcessEnv = settingsEnv(currentSettings())): number {
   const raw = env.VOLCHAIN_LOCK_TIMEOUT;
   if (raw === undefined || raw === '') return DEFAULT_LOCK_TIMEOUT_MS;
   const seconds = Number(raw);

@@ -4,6 +4,7 @@
  * (engine/operations/) take it as their first argument; it resolves volume ids to a backend and a VolumeRef,
  * finds a VM's disks and runs work under a VM's locks. Live operations use it as their LiveHost.
  */
+import { settingsEnv, type Settings } from '../../settings.js';
 import type { Backend } from '../../backends/backend.js';
 import { createBackend } from '../../backends/registry.js';
 import { availableOnNode, findStorage, type StorageConfig } from '../../config/index.js';
@@ -29,16 +30,20 @@ export class Session implements LiveHost {
   readonly keepBranches: boolean;
   /** What taking and releasing a VM's lock needs (vm-lock.ts). */
   readonly locks: LockSettings;
+  /** The settings given to the façade (src/settings.ts); without, defaults come from process.env where used. */
+  readonly settings: Settings | undefined;
 
   constructor(
     readonly config: StorageConfig,
     options: VolchainOptions = {},
   ) {
-    this.wipeMode = resolveWipeMode(options.wipe);
+    this.settings = options.settings;
+    const env = options.settings && settingsEnv(options.settings); // undefined: the resolvers read process.env
+    this.wipeMode = resolveWipeMode(options.wipe, env);
     this.backgroundWipe = options.backgroundWipe;
-    this.shrinkFrozen = resolveShrinkFrozen(options.shrinkFrozen, config.source);
-    this.keepBranches = resolveKeepBranches(config.source);
-    this.locks = { lockTimeoutMs: options.lockTimeoutMs, wipeMode: this.wipeMode, configSource: config.source, backgroundWipe: this.backgroundWipe };
+    this.shrinkFrozen = resolveShrinkFrozen(options.shrinkFrozen, config.source, env);
+    this.keepBranches = resolveKeepBranches(config.source, env);
+    this.locks = { lockTimeoutMs: options.lockTimeoutMs, env, wipeMode: this.wipeMode, configSource: config.source, backgroundWipe: this.backgroundWipe };
   }
 
   /** The backend of storage `storageId`, opened once; refused when the storage is disabled or holds no images. */
@@ -81,7 +86,7 @@ export class Session implements LiveHost {
     vmConfig?: string,
     onWarning?: (message: string) => void,
   ): Promise<{ backend: Backend; volume: VolumeRef }[]> {
-    const fromConfig = await vmDisksFromConfig(this, vmid, { storage, vmConfig });
+    const fromConfig = await vmDisksFromConfig(this, vmid, { storage, vmConfig, ...(this.settings ? { settings: this.settings } : {}) });
     if (fromConfig) return fromConfig;
     // An unavailable storage the user did not name is skipped with a warning (vm-disks.ts).
     const out = await vmDisksOnStorages(this, vmid, this.imageStorageIds(storage), storage !== undefined, onWarning);

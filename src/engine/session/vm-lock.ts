@@ -9,13 +9,15 @@
  * (repair is what finishes it).
  */
 import type { Backend } from '../../backends/backend.js';
-import { acquireLock, type HeldLock } from './lock.js';
+import { acquireLock, lockTimeoutMs, type HeldLock } from './lock.js';
 import { refusePending } from './refusals.js';
 import { finishDeferredRemovals, type BackgroundWipeRunner, type WipeMode } from '../run/wipe.js';
 
 /** What taking and releasing a VM's lock needs of the session's settings. */
 export interface LockSettings {
   lockTimeoutMs: number | undefined;
+  /** Where $VOLCHAIN_LOCK_TIMEOUT is read when no timeout was given: the façade's settings, else process.env. */
+  env: NodeJS.ProcessEnv | undefined;
   wipeMode: WipeMode;
   /** The configuration file's path (the background wiper reads the same one). */
   configSource: string;
@@ -86,7 +88,7 @@ async function underLocks<T>(
 
 /** The lock in `file`, which `backends` (storage ids naming one place) share. */
 async function holdLockFile(settings: LockSettings, file: string, backends: readonly Backend[], vmid: number, operation: string): Promise<HeldLock> {
-  const lock = await acquireLock(file, operation, settings.lockTimeoutMs);
+  const lock = await acquireLock(file, operation, settings.lockTimeoutMs ?? lockTimeoutMs(settings.env));
   return {
     path: lock.path,
     release: async () => {
