@@ -46,9 +46,11 @@ export function journalRecordProblem(value: unknown): string | undefined {
 function undoProblem(undo: unknown, done: number, steps: number): string | undefined {
   if (undo === undefined) return undefined;
   if (!isObject(undo)) return "field 'undo' is not an object";
-  // `steps` itself: the plan ran to its end and is walked back because another disk of its VM-wide operation failed.
-  if (!Number.isSafeInteger(undo.failedStep) || (undo.failedStep as number) < 0 || (undo.failedStep as number) > steps) {
-    return `field 'undo.failedStep' is not a step index up to ${steps}`;
+  // `steps` itself only when every step is done: the plan ran to its end and is walked back because another
+  // disk of its VM-wide operation failed (engine/run/vm-undo.ts).
+  const failed = undo.failedStep as number;
+  if (!Number.isSafeInteger(failed) || failed < 0 || failed > steps || (failed === steps && done !== steps)) {
+    return `field 'undo.failedStep' is not a step index below ${steps} (nor ${steps}, with every step done)`;
   }
   if (!Number.isSafeInteger(undo.undone) || (undo.undone as number) < 0 || (undo.undone as number) > done) {
     return `field 'undo.undone' is not a count between 0 and ${done}`;

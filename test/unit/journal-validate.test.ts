@@ -67,6 +67,12 @@ describe('journalRecordProblem', () => {
     const done = { ...valid(), runningStep: null, completedSteps: 2 };
     assert.equal(journalRecordProblem({ ...done, undo: { failedStep: 2, undone: 1, error: 'e' } }), undefined);
     assert.match(journalRecordProblem({ ...done, undo: { failedStep: 3, undone: 0, error: 'e' } }) ?? 'accepted', /'undo\.failedStep'.* 2/);
+    const notDone = { ...valid(), runningStep: null, completedSteps: 1 };
+    assert.match(
+      journalRecordProblem({ ...notDone, undo: { failedStep: 2, undone: 0, error: 'e' } }) ?? 'accepted',
+      /'undo\.failedStep'/,
+      'not every step done',
+    );
   });
 });
 
