@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { executePlan } from '../../src/engine/run/executor.js';
-import { planSnapshotCreate } from '../../src/engine/planners/offline.js';
+import { planSnapshotCreate } from '../../src/engine/planners/snapshot-create.js';
 import { readVolumeTree } from '../../src/engine/read/volume-tree.js';
 import { VolchainError } from '../../src/errors.js';
 import { rewriteQcow2Header } from '../fixtures/qcow2-craft.js';

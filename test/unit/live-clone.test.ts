@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { cloneBaseSpec, splitCloneBase } from '../../src/engine/live/clone.js';
 import { planLiveSnapshotDelete, type LiveDisk } from '../../src/engine/planners/live.js';
 import { offlineEquivalent, type LiveStep } from '../../src/engine/plan/live-steps.js';
-import type { PlanContext } from '../../src/engine/planners/offline.js';
+import type { PlanContext } from '../../src/engine/planners/rules.js';
 import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';
 import { NotFoundError } from '../../src/errors.js';
 import { chainBlockdevs } from '../../src/qmp/blockdev.js';

@@ -8,7 +8,8 @@ import { planLiveSnapshotCreate, planLiveSnapshotDelete, liveTopNodeNames, type 
 import { isLiveStep, liveDamagesWhenInterrupted, liveUndoOf, offlineEquivalent, type LiveStep } from '../../src/engine/plan/live-steps.js';
 import { streamSafe } from '../../src/engine/live/live-state.js';
 import { describeStep, type Step } from '../../src/engine/plan/describe-step.js';
-import { planSnapshotDelete, type PlanContext } from '../../src/engine/planners/offline.js';
+import { planSnapshotDelete } from '../../src/engine/planners/snapshot-delete.js';
+import { type PlanContext } from '../../src/engine/planners/rules.js';
 import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';
 import { NotSupportedError } from '../../src/errors.js';
 import { pveLayerNodeNames } from '../../src/qmp/pve-names.js';

@@ -5,7 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { planFree, planResize, planSnapshotCreate, planSnapshotDelete, planSnapshotRollback, type PlanContext } from '../../src/engine/planners/offline.js';
+import { planFree, planResize } from '../../src/engine/planners/volume.js';
+import { planSnapshotCreate } from '../../src/engine/planners/snapshot-create.js';
+import { planSnapshotDelete } from '../../src/engine/planners/snapshot-delete.js';
+import { planSnapshotRollback } from '../../src/engine/planners/snapshot-rollback.js';
+import { type PlanContext } from '../../src/engine/planners/rules.js';
 import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';
 import type { Step } from '../../src/engine/plan/describe-step.js';
 import { NotSupportedError, UnsafeImageError } from '../../src/errors.js';

@@ -3,7 +3,11 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { renderPlan, renderSpace } from '../../src/cli/render.js';
 import type { Plan } from '../../src/engine/plan/describe-step.js';
-import { planFree, planResize, planSnapshotCreate, planSnapshotDelete, planSnapshotRollback, type PlanContext } from '../../src/engine/planners/offline.js';
+import { planFree, planResize } from '../../src/engine/planners/volume.js';
+import { planSnapshotCreate } from '../../src/engine/planners/snapshot-create.js';
+import { planSnapshotDelete } from '../../src/engine/planners/snapshot-delete.js';
+import { planSnapshotRollback } from '../../src/engine/planners/snapshot-rollback.js';
+import { type PlanContext } from '../../src/engine/planners/rules.js';
 import {
   estimatePlanSpace,
   layersFrozenBy,

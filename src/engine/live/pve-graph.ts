@@ -29,7 +29,7 @@ import { temporaryLayerName } from '../../naming/index.js';
 import { parsePveTopNodeName, pveLayerNodeNames } from '../../qmp/pve-names.js';
 import type { LiveStep } from '../../model/plan.js';
 import type { Step } from '../../model/plan.js';
-import type { PlanContext } from '../planners/offline.js';
+import type { PlanContext } from '../planners/rules.js';
 import type { VolumeTree } from '../read/volume-tree.js';
 
 /** The PVE drive id when the chain's outermost filter is PVE's throttle node `drive-<id>`, else undefined. */

@@ -25,7 +25,9 @@ import type { LiveSession } from './qemu-session.js';
 import { matchVm, type DiskMatch } from './match.js';
 import { planLiveSnapshotCreate, planLiveSnapshotDelete, type LiveDisk } from '../planners/live.js';
 import type { Plan } from '../../model/plan.js';
-import { planSnapshotCreate, planSnapshotDelete, type PlanContext } from '../planners/offline.js';
+import { planSnapshotCreate } from '../planners/snapshot-create.js';
+import { planSnapshotDelete } from '../planners/snapshot-delete.js';
+import { type PlanContext } from '../planners/rules.js';
 // The façade's part live operations use (not volchain.ts itself, which imports this module).
 import type { LiveHost as Volchain } from './host.js';
 import { readVolumeTree, type VolumeTree } from '../read/volume-tree.js';

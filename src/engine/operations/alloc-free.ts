@@ -6,7 +6,7 @@ import { defaultAllocFormat } from '../../config/index.js';
 import { InvalidInputError, NotSupportedError } from '../../errors.js';
 import type { Plan } from '../../model/plan.js';
 import { formatVolid, nextFreeDiskName, parseSize, parseVmid, validateVolumeName, type ImageFormat } from '../../naming/index.js';
-import { planFree } from '../planners/offline.js';
+import { planFree } from '../planners/volume.js';
 import { refuseFreeOfUsedBase } from '../read/templates.js';
 import { mutateVolume } from '../session/mutate.js';
 import type { Session } from '../session/session.js';

@@ -2,7 +2,7 @@
 import { InvalidInputError } from '../../errors.js';
 import type { Plan } from '../../model/plan.js';
 import { parseSize } from '../../naming/index.js';
-import { planResize } from '../planners/offline.js';
+import { planResize } from '../planners/volume.js';
 import { mutateVolume } from '../session/mutate.js';
 import type { Session } from '../session/session.js';
 import type { CallOptions } from './types.js';

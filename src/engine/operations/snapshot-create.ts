@@ -1,12 +1,12 @@
 /**
  * Snapshot create, of one volume (`snapshot create`) or of every disk of a VM (`vm snapshot`): live through
  * QEMU when the VM runs (engine/live/snapshot.ts), else planned by planSnapshotCreate
- * (engine/planners/offline.ts) and executed under a journal (engine/run/executor.ts).
+ * (engine/planners/snapshot-create.ts) and executed under a journal (engine/run/executor.ts).
  */
 import type { Plan } from '../../model/plan.js';
 import { validateSnapshotName } from '../../naming/index.js';
 import { liveSnapshotCreate } from '../live/snapshot.js';
-import { planSnapshotCreate } from '../planners/offline.js';
+import { planSnapshotCreate } from '../planners/snapshot-create.js';
 import { vmTarget } from '../read/vm-disks.js';
 import { mutateVolume } from '../session/mutate.js';
 import type { Session } from '../session/session.js';

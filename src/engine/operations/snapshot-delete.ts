@@ -1,13 +1,13 @@
 /**
  * Snapshot delete, of one volume (`snapshot delete`) or of every disk of a VM (`vm delsnapshot`): live through
  * QEMU when the VM runs (engine/live/operations.ts), else planned by planSnapshotDelete
- * (engine/planners/offline.ts: rebase the children or commit the one child, whichever moves fewer bytes) and
+ * (engine/planners/snapshot-delete.ts: rebase the children or commit the one child, whichever moves fewer bytes) and
  * executed under a journal (engine/run/executor.ts).
  */
 import type { Plan } from '../../model/plan.js';
 import { validateSnapshotName } from '../../naming/index.js';
 import { liveSnapshotDelete } from '../live/snapshot.js';
-import { planSnapshotDelete } from '../planners/offline.js';
+import { planSnapshotDelete } from '../planners/snapshot-delete.js';
 import { vmTarget } from '../read/vm-disks.js';
 import { mutateVolume } from '../session/mutate.js';
 import type { Session } from '../session/session.js';

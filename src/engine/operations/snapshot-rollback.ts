@@ -1,13 +1,13 @@
 /**
  * Snapshot rollback, of one volume (`snapshot rollback`) or of every disk of a VM (`vm rollback`): refused
  * while the VM runs (engine/live/operations.ts refuseLiveRollback), planned by planSnapshotRollback
- * (engine/planners/offline.ts) under the branch policy (engine/plan/branch-policy.ts), executed under a journal.
+ * (engine/planners/snapshot-rollback.ts) under the branch policy (engine/plan/branch-policy.ts), executed under a journal.
  */
 import type { Plan } from '../../model/plan.js';
 import { validateSnapshotName } from '../../naming/index.js';
 import { refuseLiveRollback } from '../live/snapshot.js';
 import { refuseNewBranch } from '../plan/branch-policy.js';
-import { planSnapshotRollback } from '../planners/offline.js';
+import { planSnapshotRollback } from '../planners/snapshot-rollback.js';
 import { vmTarget } from '../read/vm-disks.js';
 import { mutateVolume, type VolumePlanner } from '../session/mutate.js';
 import type { Session } from '../session/session.js';

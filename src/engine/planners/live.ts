@@ -27,7 +27,9 @@
 import { NotFoundError, NotSupportedError } from '../../errors.js';
 import { layerNodeNames } from '../../qmp/blockdev.js';
 import type { LiveStep, Plan, Step } from '../../model/plan.js';
-import { planSnapshotCreate, planSnapshotDelete, type PlanContext } from './offline.js';
+import { planSnapshotCreate } from './snapshot-create.js';
+import { planSnapshotDelete } from './snapshot-delete.js';
+import type { PlanContext } from './rules.js';
 import { pveRename, pveWriterSwap } from '../live/pve-graph.js';
 import { findSnapshot, layer, type VolumeTree } from '../read/volume-tree.js';
 

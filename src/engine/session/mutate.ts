@@ -5,7 +5,7 @@
  * the plan with its space estimate, changing nothing.
  */
 import type { Plan } from '../../model/plan.js';
-import type { PlanContext } from '../planners/offline.js';
+import type { PlanContext } from '../planners/rules.js';
 import { readVolumeTree, type VolumeTree } from '../read/volume-tree.js';
 import { withSpace } from '../read/space-figures.js';
 import { executePlan } from '../run/executor.js';

@@ -13,7 +13,7 @@ import { parseVolname, splitVolid, type VolumeRef } from '../../naming/index.js'
 import type { LiveHost } from '../live/host.js';
 import { resolveKeepBranches } from '../plan/branch-policy.js';
 import { resolveShrinkFrozen } from '../plan/shrink-policy.js';
-import type { PlanContext } from '../planners/offline.js';
+import type { PlanContext } from '../planners/rules.js';
 import { vmDisksFromConfig, vmDisksOnStorages } from '../read/vm-disks.js';
 import { resolveWipeMode, type BackgroundWipeRunner, type WipeMode } from '../run/wipe.js';
 import type { VolchainOptions } from '../operations/types.js';
