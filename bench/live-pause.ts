@@ -23,7 +23,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseStorageConfig } from '../src/config/index.js';
-import type { EngineEvent } from '../src/engine/run/executor.js';
+import type { EngineEvent } from '../src/engine/run/step-rules.js';
 import { Volchain } from '../src/engine/volchain.js';
 import { humanMonitorCommand } from '../src/qmp/index.js';
 import { startQemu, type RunningQemu } from '../test/integration/qemu-harness.js';

@@ -60,14 +60,12 @@ export type { AttachInfo } from './engine/live/attach-info.js';
 export type { QemuArgs, QemuArgsVolume } from './engine/live/qemu-args.js';
 export type { FinishedRemoval, FinishRemovalsResult, PendingRemoval } from './backends/backend.js';
 export type { JournalLeftover, JournalRecord } from './journal/record.js';
-export type { EngineEvent } from './engine/run/executor.js';
+export type { EngineEvent } from './engine/run/step-rules.js';
 export type { ImageFormat } from './naming/index.js';
 
 // ---- the plan model ------------------------------------------------------------------------------------
 export { describeStep } from './engine/plan/describe-step.js';
 export type * from './model/plan.js';
-export type { LiveStep } from './engine/plan/live-steps.js';
-export type { PlanSpace } from './engine/plan/space.js';
 
 // ---- errors --------------------------------------------------------------------------------------------
 export {

@@ -5,7 +5,7 @@
 import { createRequire } from 'node:module';
 import type cliProgressModule from 'cli-progress';
 import type { PendingRemoval } from '../backends/backend.js';
-import type { EngineEvent } from '../engine/run/executor.js';
+import type { EngineEvent } from '../engine/run/step-rules.js';
 
 type SingleBar = cliProgressModule.SingleBar;
 

@@ -1,6 +1,7 @@
 /** Turning library results into text for people. JSON output never goes through here. */
 import { formatSize } from '../naming/index.js';
-import { describeStep, type Plan } from '../engine/plan/describe-step.js';
+import { describeStep } from '../engine/plan/describe-step.js';
+import type { Plan } from '../model/plan.js';
 import type { ActivationResult, SnapshotListing, VolumeInfo } from '../engine/volchain.js';
 import type { VolumeListEntry } from '../engine/read/listing.js';
 import type { PlanSpace } from '../model/plan.js';

@@ -12,7 +12,7 @@ import { attachInfo, type AttachInfo } from './live/attach-info.js';
 import { qemuArgs, type QemuArgs } from './live/qemu-args.js';
 import type { VolumeListEntry } from './read/listing.js';
 import type { VmTargetOptions } from './read/vm-disks.js';
-import type { JournalLeftover, JournalRecord } from './run/journal.js';
+import type { JournalLeftover, JournalRecord } from '../journal/record.js';
 import type { WipeMode } from './run/wipe.js';
 import { Session } from './session/session.js';
 import { activate, deactivate } from './operations/activation.js';
@@ -149,7 +149,7 @@ export class Volchain {
     return vmDeleteSnapshot(this.session, vmidText, snapshot, opts);
   }
 
-  // ---- running VMs (live/operations.ts) ------------------------------------------------------------------
+  // ---- running VMs (engine/live/) ------------------------------------------------------------------
 
   /** `-blockdev` options that open the volumes' chains with volchain's node names (headers validated first). */
   qemuArgs(volids: readonly string[], opts: { driveIds?: readonly string[] } = {}): Promise<QemuArgs> {

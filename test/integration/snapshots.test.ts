@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Plan } from '../../src/engine/plan/describe-step.js';
+import type { Plan } from '../../src/model/plan.js';
 import { VolchainError } from '../../src/errors.js';
 import {
   BLOCK,

@@ -9,7 +9,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { open } from 'node:fs/promises';
 import { VolchainError } from '../../src/errors.js';
-import type { Plan } from '../../src/engine/plan/describe-step.js';
+import type { Plan } from '../../src/model/plan.js';
 import { roundUpTo } from '../../src/tools/lvm.js';
 import { BIN, runCommand, type RunResult } from '../integration/helpers.js';
 import { BLOCK, MiB, requireVg, VG, cleanupState, fullLvSize, lvmStorage, mustLv, qemuIo, removeVmLvs, shOk, vg, type LvmTestStorage } from './helpers.js';

@@ -5,9 +5,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { planLiveSnapshotCreate, planLiveSnapshotDelete, liveTopNodeNames, type LiveDisk } from '../../src/engine/planners/live.js';
-import { isLiveStep, liveDamagesWhenInterrupted, liveUndoOf, offlineEquivalent, type LiveStep } from '../../src/engine/plan/live-steps.js';
+import { isLiveStep, liveDamagesWhenInterrupted, liveUndoOf, offlineEquivalent } from '../../src/engine/plan/live-steps.js';
+import type { LiveStep } from '../../src/model/plan.js';
 import { streamSafe } from '../../src/engine/live/live-state.js';
-import { describeStep, type Step } from '../../src/engine/plan/describe-step.js';
+import { describeStep } from '../../src/engine/plan/describe-step.js';
+import type { Step } from '../../src/model/plan.js';
 import { planSnapshotDelete } from '../../src/engine/planners/snapshot-delete.js';
 import { type PlanContext } from '../../src/engine/planners/rules.js';
 import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';

@@ -7,7 +7,7 @@ import { planSnapshotDelete } from '../../src/engine/planners/snapshot-delete.js
 import { planSnapshotRollback } from '../../src/engine/planners/snapshot-rollback.js';
 import { type PlanContext } from '../../src/engine/planners/rules.js';
 import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';
-import type { Step } from '../../src/engine/plan/describe-step.js';
+import type { Step } from '../../src/model/plan.js';
 import { AlreadyExistsError, InvalidInputError, NotFoundError, NotSupportedError, PendingOperationError } from '../../src/errors.js';
 
 const VOL = 'vm-100-disk-0.qcow2';

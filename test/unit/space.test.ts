@@ -2,21 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { renderPlan, renderSpace } from '../../src/cli/render.js';
-import type { Plan } from '../../src/engine/plan/describe-step.js';
+import type { Plan } from '../../src/model/plan.js';
 import { planFree, planResize } from '../../src/engine/planners/volume.js';
 import { planSnapshotCreate } from '../../src/engine/planners/snapshot-create.js';
 import { planSnapshotDelete } from '../../src/engine/planners/snapshot-delete.js';
 import { planSnapshotRollback } from '../../src/engine/planners/snapshot-rollback.js';
 import { type PlanContext } from '../../src/engine/planners/rules.js';
-import {
-  estimatePlanSpace,
-  layersFrozenBy,
-  snapshotSpace,
-  spaceEstimable,
-  totalPlanSpace,
-  type PlanSizes,
-  type PlanSpace,
-} from '../../src/engine/plan/space.js';
+import { estimatePlanSpace, layersFrozenBy, snapshotSpace, spaceEstimable, totalPlanSpace, type PlanSizes } from '../../src/engine/plan/space.js';
+import type { PlanSpace } from '../../src/model/plan.js';
 import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';
 
 const VOL = 'vm-100-disk-0.qcow2';

@@ -1,7 +1,7 @@
 /**
- * What live operations (the modules of engine/live/) use of the Volchain façade: resolving volume ids, finding
+ * What live operations (the modules of engine/live/) use of the per-call session: resolving volume ids, finding
  * a VM's disks and taking the VM's locks. Declared here so that they depend on this much rather than on
- * volchain.ts, which calls into them (an import cycle otherwise); Volchain has these methods.
+ * engine/session/session.ts, which the operations calling into them also use; Session implements it.
  */
 import type { Backend } from '../../backends/backend.js';
 import type { VolumeRef } from '../../naming/index.js';

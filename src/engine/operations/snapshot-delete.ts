@@ -1,6 +1,6 @@
 /**
  * Snapshot delete, of one volume (`snapshot delete`) or of every disk of a VM (`vm delsnapshot`): live through
- * QEMU when the VM runs (engine/live/operations.ts), else planned by planSnapshotDelete
+ * QEMU when the VM runs (engine/live/snapshot.ts), else planned by planSnapshotDelete
  * (engine/planners/snapshot-delete.ts: rebase the children or commit the one child, whichever moves fewer bytes) and
  * executed under a journal (engine/run/executor.ts).
  */

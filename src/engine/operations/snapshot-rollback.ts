@@ -1,6 +1,6 @@
 /**
  * Snapshot rollback, of one volume (`snapshot rollback`) or of every disk of a VM (`vm rollback`): refused
- * while the VM runs (engine/live/operations.ts refuseLiveRollback), planned by planSnapshotRollback
+ * while the VM runs (engine/live/snapshot.ts refuseLiveRollback), planned by planSnapshotRollback
  * (engine/planners/snapshot-rollback.ts) under the branch policy (engine/plan/branch-policy.ts), executed under a journal.
  */
 import type { Plan } from '../../model/plan.js';

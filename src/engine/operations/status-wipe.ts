@@ -4,7 +4,8 @@
  */
 import type { FinishRemovalsResult, PendingRemoval } from '../../backends/backend.js';
 import { NotFoundError } from '../../errors.js';
-import { journalLeftovers as leftoversOf, pendingOperations, type JournalLeftover, type JournalRecord } from '../run/journal.js';
+import { journalLeftovers as leftoversOf, pendingOperations } from '../run/journal.js';
+import type { JournalLeftover, JournalRecord } from '../../journal/record.js';
 import type { Session } from '../session/session.js';
 import type { WipeOptions } from './types.js';
 

@@ -50,7 +50,7 @@ export interface CallOptions {
   dryRun?: boolean;
   onEvent?: (event: EngineEvent) => void;
   /**
-   * QEMU's QMP socket when the VM runs: snapshot operations then act live (live.ts). Without it, a socket
+   * QEMU's QMP socket when the VM runs: snapshot operations then act live (engine/live/). Without it, a socket
    * `$VOLCHAIN_QMP_DIR/<vmid>.qmp` that answers counts the same.
    */
   qmp?: string;

@@ -1,5 +1,5 @@
 /**
- * One operation on every disk of a VM, offline (the live variants are engine/live/operations.ts): the VM's
+ * One operation on every disk of a VM, offline (the live variants are engine/live/snapshot.ts): the VM's
  * locks on every storage involved, every disk planned first (bad input fails before anything changes), every
  * disk's plan journaled before any runs (a crash leaves each for `repair --all`), then each executed. When
  * one disk fails, either the disks finished before it are walked back through the journaled undo

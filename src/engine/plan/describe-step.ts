@@ -5,9 +5,6 @@
 import type { Step } from '../../model/plan.js';
 import { describeLiveStep } from './live-steps.js';
 
-// Re-exported for existing importers: the types themselves are src/model/plan.ts's.
-export type { OperationKind, Plan, Step, StrategyOption } from '../../model/plan.js';
-
 export function describeStep(step: Step): string {
   switch (step.kind) {
     case 'create-overlay':

@@ -13,9 +13,6 @@
  */
 import type { LiveStep, LiveStepKind, Step } from '../../model/plan.js';
 
-// The step shapes live in src/model/ (types only, shared with the journal); re-exported for existing importers.
-export type { LiveStep, LiveStepKind };
-
 const LIVE_KINDS: ReadonlySet<string> = new Set<LiveStepKind>([
   'qmp-open',
   'qmp-snapshot',

@@ -10,9 +10,6 @@
  */
 import type { Plan, PlanSpace, Step } from '../../model/plan.js';
 
-// Re-exported for existing importers: the type is src/model/plan.ts's (a Plan carries one).
-export type { PlanSpace };
-
 export interface SnapshotSpace {
   /** Bytes the volume's snapshot layers take on the storage. */
   snapshotBytes: number;

@@ -25,9 +25,6 @@ import type { Step } from '../../model/plan.js';
 import { chainDepths } from './chain-depth.js';
 import type { LayerNode, VolumeTree } from './volume-tree.js';
 
-// Moved to engine/read/chain-depth.ts (engine/read/volume-tree.ts needs checkTreeDepth, and this module needs engine/read/volume-tree.ts's
-// types: a cycle); re-exported for existing importers.
-
 /**
  * What a step does to a layer that already exists, and what that rules out: `corrupt` (a layer marked corrupt
  * may not be used so) and `internal` (a layer with internal snapshots may not be used so).

@@ -8,7 +8,8 @@
 import type { Backend } from '../../backends/backend.js';
 import { asVolchainError, type ErrorCode } from '../../errors.js';
 import { formatVolid, parseVolname, splitVolid, type ImageFormat, type VolumeRef } from '../../naming/index.js';
-import { pendingOperations, type JournalRecord } from '../run/journal.js';
+import { pendingOperations } from '../run/journal.js';
+import type { JournalRecord } from '../../journal/record.js';
 import type { VolumeSummary } from './volume-summary.js';
 
 export interface VolumeProblem {

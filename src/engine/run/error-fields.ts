@@ -3,7 +3,7 @@
  * in one place so that every error about an unfinished operation names it the same way.
  */
 import type { ErrorFields, VolchainErrorOptions } from '../../errors.js';
-import type { JournalRecord } from './journal.js';
+import type { JournalRecord } from '../../journal/record.js';
 
 /** An unfinished operation found in a journal: the refusal's fields, and outcome needs-repair (repair finishes it). */
 export function pendingFields(record: JournalRecord): ErrorFields {

@@ -18,10 +18,6 @@ import { undoPlanJournaled } from './undo.js';
 import { needsRepair } from './error-fields.js';
 import { currentSettings } from '../../settings.js';
 
-// Moved to engine/run/step-rules.ts (engine/live/executor.ts needs them too, and must not import this module: a cycle);
-// re-exported for existing importers.
-export { damagesWhenInterrupted, injectFault, isLong, isVolumeName, stepLayers, undoOf, type EngineEvent } from './step-rules.js';
-
 export interface ExecuteOptions {
   onEvent?: (event: EngineEvent) => void;
   /** A journal written beforehand (VM-wide operations record every disk's plan before running any). */
@@ -152,7 +148,7 @@ export interface RunStepOptions {
   live?: LiveSession;
 }
 
-/** Runs one step, live or offline (engine/live/executor.ts's dispatchStep tells them apart). */
+/** Runs one step, live or offline (engine/live/step.ts's dispatchStep tells them apart). */
 export async function runStep(backend: Backend, vmid: number, step: Step, opts: RunStepOptions = {}): Promise<void> {
   return dispatchStep(backend, vmid, step, { onProgress: opts.onProgress, redo: opts.redo ?? false, live: opts.live });
 }

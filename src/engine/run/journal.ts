@@ -10,8 +10,6 @@ import type { Backend } from '../../backends/backend.js';
 import type { JournalLeftover, JournalRecord, JournalStore, ListJournalOptions } from '../../journal/record.js';
 import type { Plan } from '../../model/plan.js';
 
-export type { JournalLeftover, JournalRecord } from '../../journal/record.js';
-
 export class Journal {
   private constructor(
     private readonly store: JournalStore,

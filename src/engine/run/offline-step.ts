@@ -1,6 +1,6 @@
 /**
  * Runs one offline step (no QEMU involved: files, LVs, qemu-img) on `backend`. Live steps (qmp-*) go through
- * engine/live/executor.ts's dispatchStep, which calls this for every other step and for a live step's offline
+ * engine/live/step.ts's dispatchStep, which calls this for every other step and for a live step's offline
  * equivalent when QEMU is gone.
  */
 import type { Backend } from '../../backends/backend.js';

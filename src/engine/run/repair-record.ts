@@ -6,7 +6,8 @@
  */
 import type { Backend } from '../../backends/backend.js';
 import type { JournalRecord } from '../../journal/record.js';
-import { runStep, stepLayers, undoJournaled } from './executor.js';
+import { runStep, undoJournaled } from './executor.js';
+import { stepLayers } from './step-rules.js';
 import { guardPlanOnDisk } from '../read/layer-guard-disk.js';
 import { Journal } from './journal.js';
 import type { LiveSession } from '../live/qemu-session.js';

@@ -17,7 +17,8 @@ import { VolchainError } from '../../errors.js';
 import type { JournalRecord } from '../../journal/record.js';
 import type { Plan } from '../../model/plan.js';
 import type { Journal } from './journal.js';
-import { describeStep, type Step } from '../plan/describe-step.js';
+import { describeStep } from '../plan/describe-step.js';
+import type { Step } from '../../model/plan.js';
 import { injectFault, undoOf } from './step-rules.js';
 
 /** One step of an undo: the plan's step it walks back (0-based index) and what to run. */
