@@ -20,7 +20,7 @@ const LVM_TESTS = join('dist', 'test', 'lvm');
 const GUEST_SCRIPT = join(ROOT, 'scripts', 'lvm-vm', 'run-in-vm.sh');
 /** Scratch disk (sparse) for the test VG. */
 const VG_DISK_SIZE = '3G';
-const TIMEOUT_MS = 50 * 60_000;
+const TIMEOUT_MS = 75 * 60_000;
 
 async function lvmTestFiles(): Promise<string[]> {
   const files = (await readdir(join(ROOT, LVM_TESTS))).filter((f) => f.endsWith('.test.js')).sort();
