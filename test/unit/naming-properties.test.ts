@@ -250,13 +250,18 @@ test('property (c): on dir, layer names of two different (volume, snapshot) pair
 });
 
 test('property (c): on dir, a layer name without hyphenated snapshot names is recognised by exactly one volume', () => {
-  fc.assert(
-    fc.property(confusableDirVolumeArb, confusableDirVolumeArb, confusableSnapshotArb, (v1, v2, s) => {
-      const layer = snapshotLayerName('dir', v1, s);
-      assert.equal(snapshotOfLayerName('dir', v2, layer), v1 === v2 ? s : undefined);
-    }),
-    { numRuns: 3000 },
-  );
+  // Another volume may still read the name, but only as a hyphenated snapshot (snap-ab-vm-100-vm-100-x.qcow2
+  // is vm-100-x's "ab-vm-100" as much as vm-100-vm-100-x's "ab"): that reading is the ambiguous case the
+  // headers settle, covered by the next property. Without hyphens, the reading is unique.
+  const check = (v1: string, v2: string, s: string): void => {
+    const layer = snapshotLayerName('dir', v1, s);
+    const read = snapshotOfLayerName('dir', v2, layer);
+    if (v1 === v2) assert.equal(read, s);
+    else assert.ok(read === undefined || read.includes('-'), `${v2} reads ${layer} as ${String(read)}`);
+  };
+  check('vm-100-vm-100-snapx.qcow2', 'vm-100-snapx.qcow2', 'ab');
+  assert.equal(snapshotOfLayerName('dir', 'vm-100-snapx.qcow2', snapshotLayerName('dir', 'vm-100-vm-100-snapx.qcow2', 'ab')), 'ab-vm-100');
+  fc.assert(fc.property(confusableDirVolumeArb, confusableDirVolumeArb, confusableSnapshotArb, check), { numRuns: 3000 });
 });
 
 test('property (c): on dir with hyphenated snapshot names, every volume that reads a layer name reads the pair that gives that name', () => {
