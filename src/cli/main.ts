@@ -7,6 +7,7 @@ import { asVolchainError, type VolchainError } from '../errors.js';
 import type { Volchain } from '../engine/volchain.js';
 import { createVolchain } from '../create.js';
 import { currentSettings, type Settings } from '../settings.js';
+import { VERSION } from './version.js';
 import { spawnCliWiper } from './wipe-runner.js';
 import { argvWantsJson, finalStatus, guardOutput, PARSER_OUTPUT, reportError, usageError } from './output.js';
 import { cliContext } from './context.js';
@@ -24,7 +25,7 @@ export function buildProgram(settings: Settings = currentSettings()) {
   const program = new Command()
     .name('volchain')
     .description('Snapshots as qcow2 volume chains for QEMU/KVM disks on directory and LVM storage (Proxmox VE 9 compatible)')
-    .version('0.1.0')
+    .version(VERSION)
     .option('--config <file>', 'storage.cfg to use (default: $VOLCHAIN_CONFIG, /etc/pve/storage.cfg, embedded default)')
     .configureOutput(PARSER_OUTPUT)
     .exitOverride();

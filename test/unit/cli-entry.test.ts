@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -47,4 +47,33 @@ test('npm run build made a bundle of the CLI, no older than the compiled main.js
   const cli = join(ROOT, 'dist', 'src', 'cli');
   assert.ok(existsSync(join(cli, 'main.bundle.js')), 'dist/src/cli/main.bundle.js missing: npm run build bundles the CLI');
   assert.ok(statSync(join(cli, 'main.bundle.js')).mtimeMs >= statSync(join(cli, 'main.js')).mtimeMs, 'the bundle is older than main.js');
+});
+
+test('a bare --version is answered without loading the CLI, with the same text commander prints; it is package.json’s version', async () => {
+  const bin = join(ROOT, 'bin', 'volchain.js');
+  const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  for (const flag of ['--version', '-V']) {
+    const fast = spawnSync(process.execPath, [bin, flag], { encoding: 'utf8' });
+    assert.equal(fast.status, 0);
+    assert.equal(fast.stdout, `${pkg.version}\n`);
+  }
+  // With another option the full CLI parses the line, and commander's --version prints the same.
+  const full = spawnSync(process.execPath, [bin, '--config', '/nonexistent/storage.cfg', '--version'], { encoding: 'utf8' });
+  assert.equal(full.status, 0, full.stderr);
+  assert.equal(full.stdout, `${pkg.version}\n`);
+  // The fast path must not load the CLI: a copy of the entry beside a main.js that would fail proves it.
+  const dir = await mkdtemp(join(tmpdir(), 'volchain-entry-version-'));
+  try {
+    await mkdir(join(dir, 'bin'));
+    await mkdir(join(dir, 'dist', 'src', 'cli'), { recursive: true });
+    await copyFile(bin, join(dir, 'bin', 'volchain.js'));
+    await writeFile(join(dir, 'package.json'), '{"type":"module"}\n');
+    await writeFile(join(dir, 'dist', 'src', 'cli', 'main.js'), "throw new Error('the CLI was loaded');\n");
+    await writeFile(join(dir, 'dist', 'src', 'cli', 'version.js'), "export const VERSION = '9.9.9';\n");
+    const r = spawnSync(process.execPath, [join(dir, 'bin', 'volchain.js'), '--version'], { encoding: 'utf8' });
+    assert.equal(r.stdout, '9.9.9\n', r.stderr);
+    assert.equal(r.status, 0);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
