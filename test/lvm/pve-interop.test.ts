@@ -17,7 +17,7 @@ import assert from 'node:assert/strict';
 import { BLOCK, MiB, VG, blockReads, cleanupState, lv, lvmStorage, lvs, qemuIo, removeVmLvs, requireVg, sh, shOk, type LvmTestStorage } from './helpers.js';
 import { PveLvm } from './pve-lvm-commands.js';
 
-const VMIDS = [7701, 7702, 7703, 7704, 7705, 7706];
+const VMIDS = [7701, 7702, 7703, 7704, 7705, 7706, 7707];
 after(async () => {
   if (VG === '') return;
   await removeVmLvs(VMIDS);
@@ -318,4 +318,32 @@ test('a layer name that fits two volumes (made by PVE, untagged by volchain) bel
     await checkViews(s, mine, mineViews, `VM ${vmid} ${mine} after deletes`);
     await checkViews(s, other, otherViews, `VM ${vmid} ${other} after deletes`);
   }
+});
+
+test('an ambiguous layer of one volume that cannot be read does not stop operations on the other volume its name fits', async () => {
+  requireVg();
+  const pve = new PveLvm(VG, { zeroNewLvs: true });
+  const s = await lvmStorage({ shrinkFrozen: 'no' });
+  const mine = 'vm-7707-disk-0.qcow2';
+  const other = 'vm-7707-disk-0_pre.qcow2';
+  const ambiguous = 'snap_vm-7707-disk-0_pre_up.qcow2'; // disk-0_pre's `up` (or disk-0's `pre_up`)
+  await pve.alloc(7707, SIZE, mine);
+  await pve.alloc(7707, SIZE, other);
+  await put(s.path(mine), 0, 0x11);
+  await pve.snapshotCreate(7707, mine, 'first');
+  await put(s.path(mine), 1, 0x22);
+  await put(s.path(other), 2, 0x33);
+  await pve.snapshotCreate(7707, other, 'up');
+  assert.ok(await lv(ambiguous), `${ambiguous} exists`);
+  // Break the ambiguous layer's header (PVE made it: no volchain tags), all LVs of the VM inactive.
+  await shOk('dd', ['if=/dev/zero', `of=${s.path(other, 'up')}`, 'bs=4096', 'count=1', 'conv=notrunc,fsync']);
+  for (const name of await layersOf(7707)) await shOk('lvchange', ['-an', `${VG}/${name}`]);
+  // disk-0's activation reads the ambiguous header too (the name fits disk-0), cannot, and goes on: its own
+  // chain does not need it. Every name this operation touches fits disk-0 only.
+  await s.vc.snapshotCreate(s.volid(mine), 'vc-m');
+  await checkViews(s, mine, { first: { 0: 0x11 }, 'vc-m': { 0: 0x11, 1: 0x22 }, current: { 0: 0x11, 1: 0x22 } }, `VM 7707 ${mine}`);
+  // The volume that needs the layer is refused, naming it, and nothing of it changed.
+  const before = await layersOf(7707);
+  await assert.rejects(s.vc.snapshotCreate(s.volid(other), 'vc-o'), (err: Error) => err.message.includes(ambiguous));
+  assert.deepEqual(await layersOf(7707), before);
 });

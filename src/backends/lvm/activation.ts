@@ -73,14 +73,12 @@ export class LvmActivation {
     const candidates = membersOf(report, vmid, layerNames).members;
     const wasInactive = new Set(candidates.filter((r) => !r.active).map((r) => r.name));
     await this.vg.activateRows(report, candidates);
-    const headers = new Map<string, Qcow2Header>();
-    for (const row of candidates) {
-      if (isQcow2Lv(row.name)) headers.set(row.name, await readQcow2Header(this.vg.path(row.name), row.name));
-    }
+    const { headers, unreadable } = await this.readHeaders(candidates);
     const parentOf = new Map([...headers].map(([name, h]) => [name, h.backingFile ?? null]));
     const { members, volumeOf } = membersOf(report, vmid, layerNames, parentOf);
     const foreign = candidates.filter((r) => wasInactive.has(r.name) && !members.includes(r));
     if (foreign.length > 0) await this.vg.deactivateRows(foreign);
+    throwIfNeeded(unreadable, members, parentOf);
     const drifted: string[] = [];
     for (const row of members) {
       const header = headers.get(row.name);
@@ -113,14 +111,41 @@ export class LvmActivation {
   async deactivate(vmid: number, layerNames: readonly string[]): Promise<void> {
     const report = await this.vg.fresh();
     // Which of the active LVs are the volumes' own is read from their headers (a name may fit two volumes).
-    const parentOf = new Map<string, string | null>();
-    for (const row of membersOf(report, vmid, layerNames).members) {
-      if (row.active && isQcow2Lv(row.name)) parentOf.set(row.name, (await readQcow2Header(this.vg.path(row.name), row.name)).backingFile ?? null);
-    }
-    const active = membersOf(report, vmid, layerNames, parentOf).members.filter((r) => r.active);
+    const { headers, unreadable } = await this.readHeaders(membersOf(report, vmid, layerNames).members.filter((r) => r.active));
+    const parentOf = new Map([...headers].map(([name, h]) => [name, h.backingFile ?? null]));
+    const members = membersOf(report, vmid, layerNames, parentOf).members;
+    throwIfNeeded(unreadable, members, parentOf);
+    const active = members.filter((r) => r.active);
     if (active.length === 0) return;
     await this.vg.deactivateRows(active);
   }
+
+  /**
+   * The qcow2 headers of `rows`. One that cannot be read is kept aside instead of failing at once: a name may
+   * fit another volume too, and that volume's broken layer must not stop an operation on this one.
+   */
+  private async readHeaders(rows: readonly lvm.LvRow[]): Promise<{ headers: Map<string, Qcow2Header>; unreadable: Map<string, unknown> }> {
+    const headers = new Map<string, Qcow2Header>();
+    const unreadable = new Map<string, unknown>();
+    for (const row of rows) {
+      if (!isQcow2Lv(row.name)) continue;
+      try {
+        headers.set(row.name, await readQcow2Header(this.vg.path(row.name), row.name));
+      } catch (err) {
+        unreadable.set(row.name, err);
+      }
+    }
+    return { headers, unreadable };
+  }
+}
+
+/**
+ * Fails with the read error of a header the volumes need: one of their own layers, or a layer one of them
+ * names as its backing (an ambiguous LV that could not be attributed because it could not be read).
+ */
+function throwIfNeeded(unreadable: ReadonlyMap<string, unknown>, members: readonly lvm.LvRow[], parentOf: ReadonlyMap<string, string | null>): void {
+  const needed = new Set(members.flatMap((r) => [r.name, parentOf.get(r.name) ?? '']));
+  for (const [name, err] of unreadable) if (needed.has(name)) throw err;
 }
 
 /**
