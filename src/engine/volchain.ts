@@ -1,8 +1,6 @@
 /**
- * The library's front door: every CLI command (and later every API route) is one call here, delegated to the
- * operation's module in engine/operations/ (read → pure planner → executor); what the calls share (volume
- * ids, the VM's locks, refusals over an unfinished operation) is engine/session/. The option and result types
- * are engine/operations/types.ts, re-exported as the façade's signature.
+ * The library's front door: every CLI command (later every API route) is one call here, delegated to its operation
+ * (engine/operations/: read → pure planner → executor) with the per-call machinery of engine/session/.
  */
 import type { Backend, FinishRemovalsResult, PendingRemoval } from '../backends/backend.js';
 import type { LoadOptions, StorageConfig, StorageDescription } from '../config/index.js';
@@ -24,9 +22,11 @@ export * from './operations/types.js';
 export class Volchain {
   private readonly session: Session;
   readonly config: StorageConfig;
-  /** Where LVM saferemove's wipes run; whether frozen LVM layers are shrunk; whether a rollback may keep a branch (session.ts). */
+  /** Where removals left for after an operation (LVM saferemove's wipe) run: see VolchainOptions. */
   readonly wipeMode: WipeMode;
+  /** LVM: frozen layers are shrunk to their image's end (see VolchainOptions.shrinkFrozen). */
   readonly shrinkFrozen: boolean;
+  /** A rollback may keep newer snapshots as a branch (not next to PVE by default: engine/plan/branch-policy.ts). */
   readonly keepBranches: boolean;
 
   constructor(config: StorageConfig, options: VolchainOptions = {}) {
