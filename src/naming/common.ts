@@ -2,6 +2,7 @@
  * Small helpers and limits shared by the naming modules (internal to src/naming; index.ts re-exports only
  * the limits callers may want to show in messages).
  */
+import { InvalidInputError } from '../errors.js';
 
 /** Longest file name Linux file systems accept (NAME_MAX), in bytes. */
 export const DIR_NAME_MAX_BYTES = 255;
@@ -66,3 +67,11 @@ export function asciiLower(text: string): string {
 /** C0 control characters and DEL: never part of a name volchain accepts. */
 // eslint-disable-next-line no-control-regex
 export const CONTROL_CHAR = /[\u0000-\u001f\u007f]/;
+
+/**
+ * The refusal of a volume name that does not have its storage's shape (`shape`, NamingScheme.volumeShape),
+ * one wording for every check: `volume name "<name>" <problem>: expected <shape>`.
+ */
+export function volumeShapeError(name: string, problem: string, shape: string): InvalidInputError {
+  return new InvalidInputError(`volume name ${quote(name)} ${problem}: expected ${shape}`);
+}

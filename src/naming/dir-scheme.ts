@@ -3,8 +3,8 @@
  * its volid `<storage>:<vmid>/<name>`; snapshot S of it is the file `snap-S-<name>`; a temporary layer is
  * `.volchain-tmp-<purpose>-<name>`, hidden from PVE's list_images (Perl's glob skips dot files).
  */
-import { InvalidInputError, NotSupportedError } from '../errors.js';
-import { DIR_NAME_MAX_BYTES, quote } from './common.js';
+import { NotSupportedError } from '../errors.js';
+import { DIR_NAME_MAX_BYTES, quote, volumeShapeError } from './common.js';
 import type { NamingScheme } from './scheme.js';
 import type { ImageFormat } from './types.js';
 
@@ -23,16 +23,15 @@ export const dirNaming: NamingScheme = {
   baseNameRefusal: (q) =>
     `${q} is a template base volume name ('base-' prefix): volchain does not make base volumes, it reads the ones PVE's template conversion made`,
   volumeFormat(name: string, rest: string): ImageFormat {
-    const q = quote(name);
     const ext = /\.([^.]*)$/.exec(rest)?.[1];
     if (ext === 'vmdk' || ext === 'subvol') {
-      throw new NotSupportedError(`volume ${q} has format ${quote(ext)}: volchain handles only raw and qcow2 images`);
+      throw new NotSupportedError(`volume ${quote(name)} has format ${quote(ext)}: volchain handles only raw and qcow2 images`);
     }
     if (ext !== 'raw' && ext !== 'qcow2') {
-      throw new InvalidInputError(`volume name ${q} must end in '.qcow2' or '.raw': expected ${SHAPE}`);
+      throw volumeShapeError(name, "must end in '.qcow2' or '.raw'", SHAPE);
     }
     if (rest.length === ext.length + 1) {
-      throw new InvalidInputError(`volume name ${q} has nothing between 'vm-<vmid>-' and '.${ext}': expected ${SHAPE}`);
+      throw volumeShapeError(name, `has nothing between 'vm-<vmid>-' and '.${ext}'`, SHAPE);
     }
     return ext;
   },

@@ -5,7 +5,7 @@
  * lists only LVs starting `vm-`; a leading '.' would surprise LVM tooling, and LV names cannot start with '-').
  */
 import { InvalidInputError } from '../errors.js';
-import { LV_NAME_MAX, lvmReservedSubstring, quote } from './common.js';
+import { LV_NAME_MAX, lvmReservedSubstring, quote, volumeShapeError } from './common.js';
 import type { NamingScheme } from './scheme.js';
 import type { ImageFormat } from './types.js';
 
@@ -24,19 +24,18 @@ export const lvmNaming: NamingScheme = {
   baseVolumes: false,
   baseNameRefusal: (q) => `volume ${q} is a template base volume: LVM storage has no base volumes (PVE makes templates on LVM-thin and dir only)`,
   volumeFormat(name: string, rest: string): ImageFormat {
-    const q = quote(name);
     // PVE parse_lvm_name: LV names end with a letter or digit.
     if (!/[A-Za-z0-9]$/.test(name)) {
-      throw new InvalidInputError(`volume name ${q} must end with a letter or digit: expected ${SHAPE}`);
+      throw volumeShapeError(name, 'must end with a letter or digit', SHAPE);
     }
     const reserved = lvmReservedSubstring(name);
     if (reserved !== undefined) {
-      throw new InvalidInputError(`volume name ${q} contains ${quote(reserved)}, reserved by LVM for internal volumes`);
+      throw new InvalidInputError(`volume name ${quote(name)} contains ${quote(reserved)}, reserved by LVM for internal volumes`);
     }
     const format: ImageFormat = name.endsWith(QCOW2_SUFFIX) ? 'qcow2' : 'raw';
     const core = format === 'qcow2' ? rest.slice(0, -QCOW2_SUFFIX.length) : rest;
     if (core.length === 0) {
-      throw new InvalidInputError(`volume name ${q} has nothing after 'vm-<vmid>-': expected ${SHAPE}`);
+      throw volumeShapeError(name, "has nothing after 'vm-<vmid>-'", SHAPE);
     }
     return format;
   },

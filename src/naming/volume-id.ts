@@ -16,7 +16,7 @@
  * - vmids must be canonical (pve-vmid: 100..999999999, no leading zero) so one volume has one volid.
  */
 import { InvalidInputError, NotSupportedError } from '../errors.js';
-import { CONTROL_CHAR, quote, utf8Length } from './common.js';
+import { CONTROL_CHAR, quote, utf8Length, volumeShapeError } from './common.js';
 import { namingScheme } from './schemes.js';
 import { SNAPSHOT_NAME_MAX } from './snapshot-name.js';
 import type { BaseVolume, ImageFormat, StorageKind, VolumeRef } from './types.js';
@@ -216,11 +216,11 @@ export function parseVolumeName(kind: StorageKind, name: string, expectedVmid?: 
   }
   if (name.includes('\0')) throw new InvalidInputError(`volume name ${q} contains a NUL character`);
   if (CONTROL_CHAR.test(name)) throw new InvalidInputError(`volume name ${q} contains a control character`);
-  if (/\s/.test(name)) throw new InvalidInputError(`volume name ${q} contains whitespace: expected ${shape}`);
-  if (name.startsWith('/')) throw new InvalidInputError(`volume name ${q} is an absolute path: expected ${shape}`);
-  if (name.includes('/')) throw new InvalidInputError(`volume name ${q} contains '/': expected ${shape}`);
-  if (name.includes('..')) throw new InvalidInputError(`volume name ${q} contains '..': expected ${shape}`);
-  if (name.startsWith('-')) throw new InvalidInputError(`volume name ${q} starts with '-': expected ${shape}`);
+  if (/\s/.test(name)) throw volumeShapeError(name, 'contains whitespace', shape);
+  if (name.startsWith('/')) throw volumeShapeError(name, 'is an absolute path', shape);
+  if (name.includes('/')) throw volumeShapeError(name, "contains '/'", shape);
+  if (name.includes('..')) throw volumeShapeError(name, "contains '..'", shape);
+  if (name.startsWith('-')) throw volumeShapeError(name, "starts with '-'", shape);
   if (/^snap[-_]/.test(name)) {
     // PVE parse_name_dir: "'<name>' is a snapshot filename, not a volume!"
     throw new InvalidInputError(`${q} is a snapshot layer name, not a volume: address the volume and name the snapshot instead`);
@@ -239,7 +239,7 @@ export function parseVolumeName(kind: StorageKind, name: string, expectedVmid?: 
     throw new NotSupportedError(`volume ${q} is a container subvolume: volchain handles VM disk images only`);
   }
   const head = /^vm-(\d+)-/.exec(name);
-  if (!head) throw new InvalidInputError(`volume name ${q} is not valid: expected ${shape}`);
+  if (!head) throw volumeShapeError(name, 'is not valid', shape);
   const bad = scheme.disallowedChar.exec(name);
   if (bad) throw new InvalidInputError(`volume name ${q} contains ${quote(bad[0])}: only ${scheme.allowedChars} are allowed`);
   const vmidText = head[1] ?? '';

@@ -5,13 +5,13 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { executePlan } from '../../src/engine/run/executor.js';
 import { planSnapshotCreate } from '../../src/engine/planners/snapshot-create.js';
 import { readVolumeTree } from '../../src/engine/read/volume-tree.js';
 import { VolchainError } from '../../src/errors.js';
-import { rewriteQcow2Header } from '../fixtures/qcow2-craft.js';
+import { markCorrupt, rewriteQcow2Header } from '../fixtures/qcow2-craft.js';
 import { run } from '../../src/tools/runner.js';
 import {
   MiB,
@@ -37,19 +37,6 @@ interface Listing {
 }
 interface Info {
   layers: (Flagged & { layer: string; snapshot: string | null })[];
-}
-
-/** Sets QEMU's corrupt bit (incompatible feature bit 1; header offset 72, 8 bytes big-endian) as QEMU does. */
-async function markCorrupt(path: string): Promise<void> {
-  const f = await open(path, 'r+');
-  try {
-    const field = Buffer.alloc(8);
-    await f.read(field, 0, 8, 72);
-    field.writeBigUInt64BE(field.readBigUInt64BE(0) | 2n);
-    await f.write(field, 0, 8, 72);
-  } finally {
-    await f.close();
-  }
 }
 
 async function internalSnapshotNames(path: string): Promise<string[]> {

@@ -8,14 +8,14 @@
  * the guest writes; every layer's data is read back through its chain, the base's sha256, mtime and mode are
  * unchanged, and QEMU's graph is checked after each operation.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { BLOCK, MiB, checkAllLayers, cli, cliFails, cliJson, cliOk, makeStorage, runCommand, writePattern, type Blocks, type TestStorage } from './helpers.js';
+import { BLOCK, MiB, checkAllLayers, cli, cliFails, cliJson, cliOk, runCommand, writePattern, type Blocks, type TestStorage } from './helpers.js';
 import { clearImmutableFlags, fileFingerprint, makePveTemplateWithClones, pveCloneImage, type PveTemplateFixture } from '../fixtures/pve-dir-fixture.js';
-import { pveDriveBlockdev, pveName, pveThrottleGroup, qemuHasDiscardNoUnref } from './pve-qemu.js';
-import { runningQemuPids, startQemu } from './qemu-harness.js';
-import { GuestWriter, assertImages, snapshotInstants, spawnCli, startVm, type LiveVm, type Window } from './live-helpers.js';
+import { pveName } from './pve-qemu.js';
+import { GuestWriter, assertImages, snapshotInstants, spawnCli, type Window } from './live-helpers.js';
+import { startPveVm, startQmpVm, startVm, useLiveStorage, type LiveVm } from './live-vm.js';
 
 const SIZE = 16 * MiB;
 const TOTAL_BLOCKS = SIZE / BLOCK;
@@ -28,15 +28,12 @@ const BASE_REF = '../101/base-101-disk-0.qcow2';
 let s: TestStorage;
 let fx: PveTemplateFixture;
 let baseFingerprint: string;
-before(async () => {
-  s = await makeStorage();
-  fx = await makePveTemplateWithClones(s.path, { sizeBytes: SIZE, basePattern: BASE_BYTE, patternBytes: BASE_BLOCKS * BLOCK });
-  baseFingerprint = await fileFingerprint(fx.basePath);
-});
-after(async () => {
-  await clearImmutableFlags([fx.basePath]);
-  await s.cleanup();
-  assert.deepEqual(runningQemuPids(), [], 'every QEMU started by these tests has exited');
+useLiveStorage((storage) => (s = storage), {
+  prepare: async () => {
+    fx = await makePveTemplateWithClones(s.path, { sizeBytes: SIZE, basePattern: BASE_BYTE, patternBytes: BASE_BLOCKS * BLOCK });
+    baseFingerprint = await fileFingerprint(fx.basePath);
+  },
+  beforeCleanup: () => clearImmutableFlags([fx.basePath]),
 });
 
 const cloneVolid = (vmid: number): string => `${s.id}:101/base-101-disk-0.qcow2/${vmid}/vm-${vmid}-disk-0.qcow2`;
@@ -170,21 +167,17 @@ describe('live operations on linked clones', () => {
     const baseNode = args.volumes[0]?.base?.node ?? '';
     assert.equal(args.volumes[1]?.base?.node, baseNode, 'one base, one node name');
     assert.equal(args.argv.filter((a) => a.includes(`"node-name":"${baseNode}"`)).length, 1, 'the base format node is defined once');
-    const socket = join(s.root, `qmp-two-${Date.now()}.sock`);
-    const vm = await startQemu({
-      machine: 'q35',
+    const vm = await startQmpVm(s, 'two', {
       extraArgs: [
         ...args.argv,
         '-device',
         'virtio-scsi-pci,id=scsihw0',
         ...args.volumes.flatMap((v, i) => ['-device', `scsi-hd,bus=scsihw0.0,drive=${v.top},id=disk${i}`]),
-        '-qmp',
-        `unix:${socket},server=on,wait=off`,
       ],
     });
     try {
       // VM 103's clone in the same QEMU is another VM's disk: attach-info of 102 lists it under `others`.
-      await checkAttach(102, socket, 'two clones on one base node', 1);
+      await checkAttach(102, vm.socket, 'two clones on one base node', 1);
     } finally {
       await vm.stop();
     }
@@ -213,35 +206,19 @@ describe('live operations on linked clones', () => {
     const vmid = 103;
     const volid = cloneVolid(vmid);
     await cliOk(s, ['vm', 'snapshot', String(vmid), 's0']);
-    const discardNoUnref = await qemuHasDiscardNoUnref();
     // generate_drive_blockdev: the clone's layers nested as `backing`; the bottom one (s0, whose parent PVE's
     // volume_snapshot_info does not know: the base is no snapshot) has no `backing`, QEMU opens the base itself.
-    const drive = pveDriveBlockdev(
-      'scsi0',
-      volid,
-      [
-        [undefined, join(dirOf(vmid), 'vm-103-disk-0.qcow2')],
-        ['s0', join(dirOf(vmid), 'snap-s0-vm-103-disk-0.qcow2')],
-      ],
-      discardNoUnref,
-    );
-    const socket = join(s.root, `qmp-clone-pve-${Date.now()}.sock`);
-    const vm = await startQemu({
-      machine: 'q35',
-      extraArgs: [
-        '-object',
-        JSON.stringify(pveThrottleGroup('scsi0')),
-        '-blockdev',
-        JSON.stringify(drive),
-        '-device',
-        'virtio-scsi-pci,id=scsihw0',
-        '-device',
-        'scsi-hd,bus=scsihw0.0,drive=drive-scsi0,id=scsi0',
-        '-qmp',
-        `unix:${socket},server=on,wait=off`,
-      ],
-    });
-    const live: LiveVm = { vm, socket, disks: ['scsi0'], volids: [volid], stop: () => vm.stop() };
+    const live = await startPveVm(s, [
+      {
+        drive: 'scsi0',
+        volid,
+        layers: [
+          [undefined, join(dirOf(vmid), 'vm-103-disk-0.qcow2')],
+          ['s0', join(dirOf(vmid), 'snap-s0-vm-103-disk-0.qcow2')],
+        ],
+      },
+    ]);
+    const { vm, socket } = live;
     const check = async (context: string): Promise<void> => {
       const d = await checkAttach(vmid, socket, context);
       // PVE's names on every layer of the clone (the snapshot's name hashed with the clone's volid).

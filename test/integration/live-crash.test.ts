@@ -3,13 +3,13 @@
  * guest keeps writing; `repair` then finishes each operation live, through the QEMU recorded in the journal.
  * After every repair QEMU's view and the headers agree; at the end every layer holds its data.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BLOCK, MiB, checkAllLayers, cli, cliJson, cliOk, makeStorage, writePatterns, type Blocks, type TestStorage } from './helpers.js';
-import { runningQemuPids } from './qemu-harness.js';
-import { GuestWriter, assertAgreement, assertImages, diskChain, snapshotInstants, startVm, type Window } from './live-helpers.js';
+import { BLOCK, MiB, checkAllLayers, cli, cliJson, cliOk, writePatterns, type Blocks, type TestStorage } from './helpers.js';
+import { GuestWriter, assertAgreement, assertImages, diskChain, snapshotInstants, type Window } from './live-helpers.js';
+import { startVm, useLiveStorage } from './live-vm.js';
 
 const VMID = 300;
 const SIZE = 32 * MiB;
@@ -17,13 +17,7 @@ const TOTAL_BLOCKS = SIZE / BLOCK;
 const TEST_TIMEOUT = { timeout: 600_000 };
 
 let s: TestStorage;
-before(async () => {
-  s = await makeStorage();
-});
-after(async () => {
-  await s.cleanup();
-  assert.deepEqual(runningQemuPids(), [], 'every QEMU started by these tests has exited');
-});
+useLiveStorage((storage) => (s = storage));
 
 interface PlansJson {
   plans: { steps: { kind: string }[] }[];

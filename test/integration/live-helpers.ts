@@ -1,6 +1,5 @@
 /**
- * Helpers for the live tests: a VM started the way `volchain qemu-args` says (q35 without a guest OS, one
- * scsi-hd per disk, a second QMP socket for volchain), a guest writer that keeps writing patterns through
+ * Helpers for the live tests (starting the VM: live-vm.ts): a guest writer that keeps writing patterns through
  * HMP `qemu-io -d <disk>` while operations run, a model of what every disk held after each write, and an
  * independent check that QEMU's view and the headers on disk agree.
  *
@@ -14,50 +13,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, readdir, readlink, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { queryBlock, queryJobs, type BlockdevOptions, type QmpClient } from '../../src/qmp/index.js';
-import { guestWrite, startQemu, type RunningQemu } from './qemu-harness.js';
-import { BIN, BLOCK, assertManyPatterns, cliJson, expectsFor, imageInfo, prng, runCommand, type Blocks, type TestStorage } from './helpers.js';
-
-// ---- the VM -------------------------------------------------------------------------------------------------
-
-export interface LiveVm {
-  vm: RunningQemu;
-  /** The QMP socket volchain talks to (the harness keeps the other one). */
-  socket: string;
-  /** Guest disk ids, in the order of `volids`. */
-  disks: string[];
-  volids: string[];
-  stop(): Promise<void>;
-}
-
-interface QemuArgsJson {
-  volumes: { volid: string; top: string; nodes: BlockdevOptions[] }[];
-  argv: string[];
-}
-
-/** Starts QEMU on the volumes exactly as `volchain qemu-args --json` says, one scsi-hd per volume. */
-export async function startVm(storage: TestStorage, volids: readonly string[], opts: { paused?: boolean } = {}): Promise<LiveVm> {
-  const args = await cliJson<QemuArgsJson>(storage, ['qemu-args', ...volids]);
-  const socket = join(storage.root, `qmp-${Date.now()}-${Math.floor(Math.random() * 1e6)}.sock`);
-  const disks = args.volumes.map((_, i) => `disk${i}`);
-  const vm = await startQemu({
-    machine: 'q35',
-    blockdevs: args.volumes.flatMap((v) => v.nodes),
-    disks: args.volumes.map((v, i) => ({ id: disks[i] as string, node: v.top })),
-    extraArgs: ['-qmp', `unix:${socket},server=on,wait=off`],
-    ...(opts.paused ? { paused: true } : {}),
-  });
-  return {
-    vm,
-    socket,
-    disks,
-    volids: [...volids],
-    stop: async () => {
-      await vm.stop();
-      await rm(socket, { force: true });
-    },
-  };
-}
+import { queryBlock, queryJobs, type QmpClient } from '../../src/qmp/index.js';
+import { guestWrite } from './qemu-harness.js';
+import { BIN, BLOCK, assertManyPatterns, expectsFor, imageInfo, prng, runCommand, type Blocks, type TestStorage } from './helpers.js';
+import type { LiveVm } from './live-vm.js';
 
 // ---- the guest writer -----------------------------------------------------------------------------------------
 

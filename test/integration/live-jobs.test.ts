@@ -5,25 +5,15 @@
  * must agree, and every layer must hold its data (checked with qemu-io after QEMU stopped).
  * VOLCHAIN_JOB_SPEED slows the jobs down enough to interrupt them.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { jobCancel } from '../../src/qmp/index.js';
-import { BLOCK, MiB, checkAllLayers, cli, cliFails, cliJson, cliOk, makeStorage, writePatterns, type Blocks, type TestStorage } from './helpers.js';
-import { runningQemuPids, type RunningQemu } from './qemu-harness.js';
+import { BLOCK, MiB, checkAllLayers, cli, cliFails, cliJson, cliOk, writePatterns, type Blocks, type TestStorage } from './helpers.js';
+import type { RunningQemu } from './qemu-harness.js';
 import { humanMonitorCommand } from '../../src/qmp/index.js';
-import {
-  GuestWriter,
-  assertAgreement,
-  assertImages,
-  diskChain,
-  snapshotInstants,
-  spawnCli,
-  startVm,
-  waitForJobProgress,
-  type LiveVm,
-  type Window,
-} from './live-helpers.js';
+import { GuestWriter, assertAgreement, assertImages, diskChain, snapshotInstants, spawnCli, waitForJobProgress, type Window } from './live-helpers.js';
+import { startVm, useLiveStorage, type LiveVm } from './live-vm.js';
 
 const SIZE = 32 * MiB;
 const TOTAL_BLOCKS = SIZE / BLOCK;
@@ -37,13 +27,7 @@ interface ListingJson {
 }
 
 let s: TestStorage;
-before(async () => {
-  s = await makeStorage();
-});
-after(async () => {
-  await s.cleanup();
-  assert.deepEqual(runningQemuPids(), [], 'every QEMU started by these tests has exited');
-});
+useLiveStorage((storage) => (s = storage));
 
 const imagesDir = (vmid: number): string => join(s.path, 'images', String(vmid));
 

@@ -5,12 +5,12 @@
  * after every operation, then QEMU stopped and every snapshot's and the current layer's content proven with
  * qemu-io patterns and `qemu-img check`, and offline operations run on the result.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { BLOCK, MiB, checkAllLayers, cliFails, cliJson, cliOk, makeStorage, writePatterns, type Blocks, type TestStorage } from './helpers.js';
-import { runningQemuPids } from './qemu-harness.js';
-import { GuestWriter, assertAgreement, assertImages, diskChain, snapshotInstants, startVm, type LiveVm, type Window } from './live-helpers.js';
+import { BLOCK, MiB, checkAllLayers, cliFails, cliJson, cliOk, writePatterns, type Blocks, type TestStorage } from './helpers.js';
+import { GuestWriter, assertAgreement, assertImages, diskChain, snapshotInstants, type Window } from './live-helpers.js';
+import { startVm, useLiveStorage, type LiveVm } from './live-vm.js';
 
 const VMID = 100;
 const SIZE = 32 * MiB;
@@ -26,13 +26,7 @@ interface PlansJson {
 }
 
 let s: TestStorage;
-before(async () => {
-  s = await makeStorage();
-});
-after(async () => {
-  await s.cleanup();
-  assert.deepEqual(runningQemuPids(), [], 'every QEMU started by these tests has exited');
-});
+useLiveStorage((storage) => (s = storage));
 
 const imagesDir = (): string => join(s.path, 'images', String(VMID));
 

@@ -7,14 +7,14 @@
  * QEMU is started with PVE's exact -blockdev layout (pve-qemu.ts), the guest writes throughout (HMP qemu-io
  * through the device), and every layer's data is proven after QEMU stops.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BLOCK, MiB, checkAllLayers, cli, cliJson, cliOk, makeStorage, writePatterns, type Blocks, type TestStorage } from './helpers.js';
-import { runningQemuPids, startQemu } from './qemu-harness.js';
-import { GuestWriter, assertImages, diskChain, snapshotInstants, type LiveVm, type Window } from './live-helpers.js';
-import { pveDriveBlockdev, pveName, pveThrottleGroup, qemuHasDiscardNoUnref } from './pve-qemu.js';
+import { BLOCK, MiB, checkAllLayers, cli, cliJson, cliOk, writePatterns, type Blocks, type TestStorage } from './helpers.js';
+import { GuestWriter, assertImages, diskChain, snapshotInstants, type Window } from './live-helpers.js';
+import { pveName } from './pve-qemu.js';
+import { startPveVm, useLiveStorage, type LiveVm } from './live-vm.js';
 
 const VMID = 100;
 const DRIVE = 'scsi0';
@@ -23,13 +23,7 @@ const TOTAL_BLOCKS = SIZE / BLOCK;
 const TEST_TIMEOUT = { timeout: 400_000 };
 
 let s: TestStorage;
-before(async () => {
-  s = await makeStorage();
-});
-after(async () => {
-  await s.cleanup();
-  assert.deepEqual(runningQemuPids(), [], 'every QEMU started by these tests has exited');
-});
+useLiveStorage((storage) => (s = storage));
 
 interface NodeInfo {
   'node-name': string;
@@ -54,26 +48,19 @@ interface PveDisk {
 const nameOf = (volid: string): string => volid.split('/').pop() ?? '';
 
 /** A VM started as PVE 9 starts it, with each disk's current layer and the given snapshots (top first). */
-async function startPveVmDisks(vmid: number, disks: readonly (PveDisk & { snaps: readonly string[] })[]): Promise<LiveVm> {
+function startPveVmDisks(vmid: number, disks: readonly (PveDisk & { snaps: readonly string[] })[]): Promise<LiveVm> {
   const dir = join(s.path, 'images', String(vmid));
-  const socket = join(s.root, `qmp-pve-graph-${vmid}-${Date.now()}.sock`);
-  const noUnref = await qemuHasDiscardNoUnref();
-  const args: string[] = ['-device', 'virtio-scsi-pci,id=scsihw0'];
-  for (const d of disks) {
-    const name = nameOf(d.volid);
-    const layers: [string | undefined, string][] = [
-      [undefined, join(dir, name)],
-      ...d.snaps.map((sn): [string, string] => [sn, join(dir, `snap-${sn}-${name}`)]),
-    ];
-    args.unshift('-object', JSON.stringify(pveThrottleGroup(d.drive)), '-blockdev', JSON.stringify(pveDriveBlockdev(d.drive, d.volid, layers, noUnref)));
-    args.push('-device', `scsi-hd,bus=scsihw0.0,drive=drive-${d.drive},id=${d.drive}`);
-  }
-  const vm = await startQemu({ machine: 'q35', extraArgs: [...args, '-qmp', `unix:${socket},server=on,wait=off`] });
-  return { vm, socket, disks: disks.map((d) => d.drive), volids: disks.map((d) => d.volid), stop: () => vm.stop() };
+  return startPveVm(
+    s,
+    disks.map((d) => ({
+      ...d,
+      layers: [[undefined, join(dir, nameOf(d.volid))], ...d.snaps.map((sn): [string, string] => [sn, join(dir, `snap-${sn}-${nameOf(d.volid)}`)])],
+    })),
+  );
 }
 
 /** A VM with one disk `volid` on DRIVE. */
-async function startPveVm(vmid: number, volid: string, snaps: readonly string[]): Promise<{ live: LiveVm; dir: string; name: string }> {
+async function startPveVmDisk(vmid: number, volid: string, snaps: readonly string[]): Promise<{ live: LiveVm; dir: string; name: string }> {
   const live = await startPveVmDisks(vmid, [{ volid, drive: DRIVE, snaps }]);
   return { live, dir: join(s.path, 'images', String(vmid)), name: nameOf(volid) };
 }
@@ -150,7 +137,7 @@ describe('live operations leave the graph PVE 9 would leave', () => {
       await cliOk(s, ['vm', 'snapshot', String(VMID), 'base0']);
       const pathOf = (snap: string): string => join(dir, `snap-${snap}-${name}`);
 
-      const { live } = await startPveVm(VMID, volid, ['base0']);
+      const { live } = await startPveVmDisk(VMID, volid, ['base0']);
       const vm = live.vm;
       const writer = new GuestWriter(live, [initial], { blocks: 64, seed: 1414 });
       const windows = new Map<string, Window>();
@@ -210,7 +197,7 @@ describe('live operations leave the graph PVE 9 would leave', () => {
       const name = volid.split('/').pop() ?? '';
       await writePatterns(s.layer(vmid, name), [{ byte: 0xa0, offset: 0, len: 16 * BLOCK }]);
       const initial: Blocks = new Map(Array.from({ length: 16 }, (_, b) => [b, 0xa0]));
-      const { live, dir } = await startPveVm(vmid, volid, []);
+      const { live, dir } = await startPveVmDisk(vmid, volid, []);
       const writer = new GuestWriter(live, [initial], { blocks: 64, seed: 120, pauseMs: 20 });
       const windows = new Map<string, Window>();
       const snapshots: string[] = [];
@@ -313,7 +300,7 @@ describe('live operations leave the graph PVE 9 would leave', () => {
       const volid = (await cliOk(s, ['alloc', s.id, String(vmid), String(SIZE)])).trim();
       const name = volid.split('/').pop() ?? '';
       const initial: Blocks = new Map();
-      const { live, dir } = await startPveVm(vmid, volid, []);
+      const { live, dir } = await startPveVmDisk(vmid, volid, []);
       const writer = new GuestWriter(live, [initial], { blocks: 64, seed: 130 });
       try {
         for (let i = 0; i < 6; i++) await writer.writeOne();

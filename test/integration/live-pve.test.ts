@@ -8,13 +8,14 @@
  * Then `vm snapshot --qmp` and live deletes while the guest writes (HMP qemu-io through the device), QEMU's
  * graph checked after each operation, and every layer's data proven after QEMU stops.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { BLOCK, MiB, checkAllLayers, cliFails, cliJson, cliOk, makeStorage, writePatterns, type Blocks, type TestStorage } from './helpers.js';
-import { pveDriveBlockdev, pveName, qemuHasDiscardNoUnref } from './pve-qemu.js';
-import { guestWrite, runningQemuPids, startQemu } from './qemu-harness.js';
-import { GuestWriter, assertImages, diskChain, snapshotInstants, type LiveVm, type Window } from './live-helpers.js';
+import { BLOCK, MiB, checkAllLayers, cliFails, cliJson, cliOk, writePatterns, type Blocks, type TestStorage } from './helpers.js';
+import { pveName, qemuHasDiscardNoUnref } from './pve-qemu.js';
+import { guestWrite } from './qemu-harness.js';
+import { GuestWriter, assertImages, diskChain, snapshotInstants, type Window } from './live-helpers.js';
+import { startPveVm, startQmpVm, useLiveStorage } from './live-vm.js';
 
 const VMID = 100;
 const SIZE = 16 * MiB;
@@ -22,13 +23,7 @@ const TOTAL_BLOCKS = SIZE / BLOCK;
 const TEST_TIMEOUT = { timeout: 300_000 };
 
 let s: TestStorage;
-before(async () => {
-  s = await makeStorage();
-});
-after(async () => {
-  await s.cleanup();
-  assert.deepEqual(runningQemuPids(), [], 'every QEMU started by these tests has exited');
-});
+useLiveStorage((storage) => (s = storage));
 
 const imagesDir = (): string => join(s.path, 'images', String(VMID));
 
@@ -48,34 +43,17 @@ describe('live operations on a VM that PVE 9 started', () => {
     await cliOk(s, ['vm', 'snapshot', String(VMID), 'base0']);
     const base0Path = join(imagesDir(), (await diskChain(imagesDir(), name))[1] as string);
 
-    const discardNoUnref = await qemuHasDiscardNoUnref();
-    const socket = join(s.root, `qmp-pve-${Date.now()}.sock`);
-    const vm = await startQemu({
-      machine: 'q35',
-      extraArgs: [
-        '-object',
-        JSON.stringify({ id: 'throttle-drive-scsi0', limits: {}, 'qom-type': 'throttle-group' }),
-        '-blockdev',
-        JSON.stringify(
-          pveDriveBlockdev(
-            'scsi0',
-            volid,
-            [
-              [undefined, s.layer(VMID, name)],
-              ['base0', base0Path],
-            ],
-            discardNoUnref,
-          ),
-        ),
-        '-device',
-        'virtio-scsi-pci,id=scsihw0',
-        '-device',
-        'scsi-hd,bus=scsihw0.0,drive=drive-scsi0,id=scsi0',
-        '-qmp',
-        `unix:${socket},server=on,wait=off`,
-      ],
-    });
-    const live: LiveVm = { vm, socket, disks: ['scsi0'], volids: [volid], stop: () => vm.stop() };
+    const live = await startPveVm(s, [
+      {
+        drive: 'scsi0',
+        volid,
+        layers: [
+          [undefined, s.layer(VMID, name)],
+          ['base0', base0Path],
+        ],
+      },
+    ]);
+    const { vm, socket } = live;
     const writer = new GuestWriter(live, [initial], { blocks: 64, seed: 14 });
     const windows = new Map<string, Window>();
 
@@ -132,7 +110,7 @@ describe('live operations on a VM that PVE 9 started', () => {
       const end = await checkGraph('after deleting s2');
       // Nodes volchain opened carry discard-no-unref exactly where this QEMU has it (7.2 refuses the option).
       const schema = JSON.stringify(await vm.client.execute('query-qmp-schema'));
-      assert.equal(schema.includes('"discard-no-unref"'), discardNoUnref, 'the version gate matches the QMP schema');
+      assert.equal(schema.includes('"discard-no-unref"'), await qemuHasDiscardNoUnref(), 'the version gate matches the QMP schema');
       assert.ok(end.length >= 3, 'throttle + at least one layer');
       assert.ok(writer.writes.length >= 20, `the guest wrote throughout (${writer.writes.length} writes)`);
     } catch (err) {
@@ -145,7 +123,7 @@ describe('live operations on a VM that PVE 9 started', () => {
       throw err;
     } finally {
       await writer.stop().catch(() => undefined);
-      await vm.stop();
+      await live.stop();
     }
 
     // The 0xb2 write went through HMP outside the writer: the writer's block 0 state is overwritten unless a
@@ -195,18 +173,14 @@ describe('live operations on a VM that PVE 9 started', () => {
     assert.deepEqual(args.argv.slice(0, 2), ['-object', JSON.stringify(args.objects[0])]);
 
     // The command line QEMU accepts: started from it, volchain recognises the disk under the throttle node.
-    const socket = join(s.root, `qmp-args-${Date.now()}.sock`);
-    const vm = await startQemu({
-      machine: 'q35',
-      extraArgs: [...args.argv, '-device', 'virtio-blk-pci,drive=drive-virtio1,id=virtio1', '-qmp', `unix:${socket},server=on,wait=off`],
-    });
+    const vm = await startQmpVm(s, 'args', { extraArgs: [...args.argv, '-device', 'virtio-blk-pci,drive=drive-virtio1,id=virtio1'] });
     try {
       const info = await cliJson<{ disks: { volid: string; open: boolean; devices: string[]; problems: string[] }[] }>(s, [
         'vm',
         'attach-info',
         '102',
         '--qmp',
-        socket,
+        vm.socket,
       ]);
       const d = info.disks.find((x) => x.volid === volid);
       // virtio-blk's qdev is its QOM path (/machine/peripheral/virtio1/virtio-backend).

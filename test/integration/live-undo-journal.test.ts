@@ -5,26 +5,20 @@
  * through the QEMU that still runs, instead of redoing the operation forward (which would switch QEMU onto a
  * new top on one disk and fail on the other, whose new node the undo had closed already).
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BLOCK, MiB, assertPattern, checkAllLayers, cli, cliJson, cliOk, makeStorage, writePattern, type TestStorage } from './helpers.js';
-import { runningQemuPids } from './qemu-harness.js';
-import { assertAgreement, startVm } from './live-helpers.js';
+import { BLOCK, MiB, assertPattern, checkAllLayers, cli, cliJson, cliOk, writePattern, type TestStorage } from './helpers.js';
+import { assertAgreement } from './live-helpers.js';
+import { startVm, useLiveStorage } from './live-vm.js';
 
 const VMID = 330;
 const SIZE = 32 * MiB;
 const TEST_TIMEOUT = { timeout: 600_000 };
 
 let s: TestStorage;
-before(async () => {
-  s = await makeStorage();
-});
-after(async () => {
-  await s.cleanup();
-  assert.deepEqual(runningQemuPids(), [], 'every QEMU started by these tests has exited');
-});
+useLiveStorage((storage) => (s = storage));
 
 interface Pending {
   pending: { plan: { volid: string }; completedSteps: number; undo?: { failedStep: number; undone: number } }[];

@@ -14,7 +14,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { markCorrupt } from '../fixtures/qcow2-craft.js';
 import { BLOCKS, VMID, cli, makeEnv, snap, verify, write, type Env, type Model } from './chain-model.js';
 
 const dirs: string[] = [];
@@ -108,15 +108,7 @@ test('repair --all still refuses to write a layer QEMU marked corrupt on a disk 
   assert.equal(run.status, 1, run.stderr);
   // The 3rd disk's plan rebases its s2 layer; QEMU marks that layer corrupt meanwhile (corrupt bit, offset 72).
   const s2 = await env.vc.path(third, { snapshot: 's2' });
-  const f = await open(s2, 'r+');
-  try {
-    const field = Buffer.alloc(8);
-    await f.read(field, 0, 8, 72);
-    field.writeBigUInt64BE(field.readBigUInt64BE(0) | 2n);
-    await f.write(field, 0, 8, 72);
-  } finally {
-    await f.close();
-  }
+  await markCorrupt(s2);
   const before = readFileSync(s2);
   const repair = cli(env, ['repair', '--all']);
   assert.equal(repair.status, 8, `repair should refuse the corrupt layer: ${repair.stderr}`);

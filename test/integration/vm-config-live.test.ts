@@ -3,24 +3,17 @@
  * open, the VM has a second volume on the storage that its config lists as `unused0`; `vm snapshot --qmp
  * --vm-config` plans and snapshots the open disk only, and the layers hold the right data once QEMU is stopped.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { MiB, assertPattern, checkClean, cliJson, cliOk, makeStorage, writePattern, type TestStorage } from './helpers.js';
-import { runningQemuPids } from './qemu-harness.js';
-import { startVm } from './live-helpers.js';
+import { MiB, assertPattern, checkClean, cliJson, cliOk, writePattern, type TestStorage } from './helpers.js';
+import { startVm, useLiveStorage } from './live-vm.js';
 
 const VMID = 150;
 
 let s: TestStorage;
-before(async () => {
-  s = await makeStorage();
-});
-after(async () => {
-  await s.cleanup();
-  assert.deepEqual(runningQemuPids(), [], 'every QEMU started by these tests has exited');
-});
+useLiveStorage((storage) => (s = storage));
 
 describe('live vm snapshot with a VM config', () => {
   it('snapshots the config’s drive that QEMU has open, not the unused volume beside it', { timeout: 120_000 }, async () => {

@@ -18,7 +18,7 @@ import { spawnCliWiper } from '../../src/cli/wipe-runner.js';
 import type { WipeMode } from '../../src/engine/run/wipe.js';
 import * as lvm from '../../src/tools/lvm.js';
 import { measureFullyAllocated } from '../../src/tools/lvm-measure.js';
-import { runCommand, type RunResult } from '../integration/helpers.js';
+import { BIN, runCommand, type RunResult } from '../integration/helpers.js';
 
 export const VG = process.env.VOLCHAIN_TEST_VG ?? '';
 /** Pass as the `skip` option of a test: a reason when there is no VG to work in. */
@@ -126,6 +126,19 @@ export async function shOk(command: string, args: readonly string[]): Promise<st
   const r = await sh(command, args);
   assert.equal(r.code, 0, `${command} ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
   return r.stdout;
+}
+
+/** Whether the first `bytes` bytes of `path` (an LV being wiped, or wiped) read as zeroes. */
+export async function readsZero(path: string, bytes: number): Promise<boolean> {
+  return (await sh('cmp', ['-n', String(bytes), path, '/dev/zero'])).code === 0;
+}
+
+/** The CLI, killed with SIGKILL at an LVM backend crash point (VOLCHAIN_LVM_CRASH_AT); removals wiped in the foreground. */
+export async function crashingCli(cfg: string, args: readonly string[], crashAt: string): Promise<void> {
+  const r = await runCommand(process.execPath, [BIN, '--config', cfg, ...args], {
+    env: { ...process.env, LC_ALL: 'C', VOLCHAIN_LVM_CRASH_AT: crashAt, VOLCHAIN_WIPE: 'foreground' },
+  });
+  assert.equal(r.code, 128, `the CLI should have been killed at ${crashAt}: exit ${r.code} ${r.stderr}`);
 }
 
 /** Blocks of BLOCK bytes: block index -> pattern byte (0 = never written). */

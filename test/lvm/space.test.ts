@@ -7,8 +7,24 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BIN, checkClean, runCommand } from '../integration/helpers.js';
-import { BLOCK, MiB, requireVg, VG, cleanupState, fullLvSize, lv, lvmStorage, lvs, mustLv, qemuIo, removeVmLvs, shOk } from './helpers.js';
+import { checkClean } from '../integration/helpers.js';
+import {
+  BLOCK,
+  MiB,
+  requireVg,
+  VG,
+  cleanupState,
+  crashingCli,
+  fullLvSize,
+  lv,
+  lvmStorage,
+  lvs,
+  mustLv,
+  qemuIo,
+  readsZero,
+  removeVmLvs,
+  shOk,
+} from './helpers.js';
 
 const VMIDS = [7302, 7303, 7304, 7305];
 after(async () => {
@@ -57,19 +73,6 @@ test('resize after snapshots, then delete each: shrunk older layers are grown be
   await checkClean(path);
   await s.vc.free(volid);
 });
-
-/** Runs the CLI in a child process that kills itself with SIGKILL at an LVM backend crash point. */
-async function crashingCli(cfg: string, args: readonly string[], crashAt: string): Promise<void> {
-  const r = await runCommand(process.execPath, [BIN, '--config', cfg, ...args], {
-    env: { ...process.env, LC_ALL: 'C', VOLCHAIN_LVM_CRASH_AT: crashAt, VOLCHAIN_WIPE: 'foreground' },
-  });
-  assert.equal(r.code, 128, `the CLI should have been killed at ${crashAt}: exit ${r.code} ${r.stderr}`);
-}
-
-async function readsZero(path: string, bytes: number): Promise<boolean> {
-  const out = await shOk('cmp', ['-n', String(bytes), path, '/dev/zero']).catch(() => 'differs');
-  return out === '';
-}
 
 test('saferemove: renamed to del-, zeroed, removed; a run killed midway is finished by repair or by list', async () => {
   requireVg();

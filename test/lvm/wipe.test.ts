@@ -13,8 +13,25 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { PendingRemoval } from '../../src/backends/backend.js';
 import { NoSpaceError } from '../../src/errors.js';
 import * as lvmTools from '../../src/tools/lvm.js';
-import { BIN, cli, cliJson, runCommand } from '../integration/helpers.js';
-import { BLOCK, MiB, requireVg, VG, cleanupState, lv, lvmStorage, lvs, mustLv, qemuIo, removeVmLvs, sh, shOk, vg, type LvmTestStorage } from './helpers.js';
+import { cli, cliJson } from '../integration/helpers.js';
+import {
+  BLOCK,
+  MiB,
+  requireVg,
+  VG,
+  cleanupState,
+  crashingCli,
+  lv,
+  lvmStorage,
+  lvs,
+  mustLv,
+  qemuIo,
+  readsZero,
+  removeVmLvs,
+  shOk,
+  vg,
+  type LvmTestStorage,
+} from './helpers.js';
 
 const VMIDS = [7401, 7402, 7403, 7404, 7405];
 after(async () => {
@@ -51,18 +68,6 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-async function readsZero(path: string, bytes: number): Promise<boolean> {
-  return (await sh('cmp', ['-n', String(bytes), path, '/dev/zero'])).code === 0;
-}
-
-/** The CLI, killed with SIGKILL at an LVM backend crash point; removals wiped in the foreground. */
-async function crashingCli(cfg: string, args: readonly string[], crashAt: string): Promise<void> {
-  const r = await runCommand(process.execPath, [BIN, '--config', cfg, ...args], {
-    env: { ...process.env, LC_ALL: 'C', VOLCHAIN_LVM_CRASH_AT: crashAt, VOLCHAIN_WIPE: 'foreground' },
-  });
-  assert.equal(r.code, 128, `the CLI should have been killed at ${crashAt}: exit ${r.code} ${r.stderr}`);
 }
 
 interface WipeJson {

@@ -14,6 +14,7 @@ import { planSnapshotDelete } from '../../src/engine/planners/snapshot-delete.js
 import { planSnapshotRollback } from '../../src/engine/planners/snapshot-rollback.js';
 import { type PlanContext } from '../../src/engine/planners/rules.js';
 import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';
+import { volumeTree } from '../fixtures/volume-tree.js';
 import { CorruptImageError, NotSupportedError, UnsafeImageError } from '../../src/errors.js';
 import type { Qcow2Header } from '../../src/qcow2/index.js';
 
@@ -46,29 +47,7 @@ function header(flags: Flags): Qcow2Header {
 
 /** `parents`: snapshot -> parent snapshot; `flags` by snapshot name, 'current' for the current layer. */
 function tree(parents: Record<string, string | null>, currentParent: string | null, flags: Record<string, Flags> = {}): VolumeTree {
-  const layers = new Map<string, LayerNode>();
-  const node = (name: string, snapshot: string | undefined, parent: string | null, key: string): LayerNode => ({
-    name,
-    snapshot,
-    parent: parent === null ? undefined : snapLayer(parent),
-    children: [],
-    path: `/s/images/100/${name}`,
-    virtualSize: 1 << 20,
-    definedBytes: 1000,
-    usedBytes: 0,
-    header: header(flags[key] ?? {}),
-  });
-  for (const [s, p] of Object.entries(parents)) layers.set(snapLayer(s), node(snapLayer(s), s, p, s));
-  layers.set(VOL, node(VOL, undefined, currentParent, 'current'));
-  for (const l of layers.values()) if (l.parent) layers.get(l.parent)?.children.push(l.name);
-  for (const l of layers.values()) l.children.sort();
-  return {
-    volume: { storage: 'local', kind: 'dir', vmid: 100, name: VOL, format: 'qcow2', volname: `100/${VOL}` },
-    volid: `local:100/${VOL}`,
-    current: VOL,
-    layers,
-    leftovers: [],
-  };
+  return volumeTree(parents, currentParent, { virtualSize: 1 << 20, defined: 1000, header: (key) => header(flags[key] ?? {}) });
 }
 
 /** A straight chain s1 <- s2 <- ... <- s<n-1> <- current: `n` layers. */

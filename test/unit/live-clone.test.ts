@@ -10,7 +10,8 @@ import { planLiveSnapshotDelete, type LiveDisk } from '../../src/engine/planners
 import { offlineEquivalent } from '../../src/engine/plan/live-steps.js';
 import type { LiveStep } from '../../src/model/plan.js';
 import type { PlanContext } from '../../src/engine/planners/rules.js';
-import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';
+import type { VolumeTree } from '../../src/engine/read/volume-tree.js';
+import { volumeTree } from '../fixtures/volume-tree.js';
 import { NotFoundError } from '../../src/errors.js';
 import { chainBlockdevs } from '../../src/qmp/blockdev.js';
 import type { QemuChain, QemuLayer } from '../../src/qmp/live-view.js';
@@ -22,48 +23,8 @@ const GiB = 1 << 30;
 
 /** Clone 102 of template 101: current -> s0 -> base (`format`), s0 holding `s0Bytes`, the current layer more. */
 function cloneTree(format: 'qcow2' | 'raw' = 'qcow2', s0Bytes = 1 << 20): VolumeTree {
-  const baseName = `base-101-disk-0.${format}`;
-  const ref = `../101/${baseName}`;
-  const layer = (name: string, snapshot: string | undefined, parent: string | undefined, definedBytes: number): LayerNode => ({
-    name,
-    snapshot,
-    parent,
-    ...(parent === undefined ? { base: ref } : {}),
-    children: [],
-    path: `/s/images/102/${name}`,
-    virtualSize: GiB,
-    definedBytes,
-    usedBytes: definedBytes,
-    header: undefined,
-  });
-  const layers = new Map<string, LayerNode>([
-    [S0, { ...layer(S0, 's0', undefined, s0Bytes), children: [VOL] }],
-    [VOL, layer(VOL, undefined, S0, 64 << 20)],
-  ]);
-  return {
-    volume: {
-      storage: 'local',
-      kind: 'dir',
-      vmid: 102,
-      name: VOL,
-      format: 'qcow2',
-      volname: `101/${baseName}/102/${VOL}`,
-      base: { vmid: 101, name: baseName, format },
-    },
-    volid: `local:101/${baseName}/102/${VOL}`,
-    current: VOL,
-    layers,
-    leftovers: [],
-    base: {
-      ref,
-      volume: { vmid: 101, name: baseName, format },
-      volid: `local:101/${baseName}`,
-      path: `/s/images/101/${baseName}`,
-      virtualSize: GiB,
-      usedBytes: 0,
-      identity: '1:1',
-    },
-  };
+  const bytes = { s0: s0Bytes, current: 64 << 20 };
+  return volumeTree({ s0: null }, 's0', { base: format, defined: bytes, used: bytes });
 }
 
 function liveDisk(opts: { streamSafe: boolean; baseNode?: string }): LiveDisk {

@@ -12,7 +12,8 @@ import { describeStep } from '../../src/engine/plan/describe-step.js';
 import type { Step } from '../../src/model/plan.js';
 import { planSnapshotDelete } from '../../src/engine/planners/snapshot-delete.js';
 import { type PlanContext } from '../../src/engine/planners/rules.js';
-import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';
+import type { VolumeTree } from '../../src/engine/read/volume-tree.js';
+import { volumeTree } from '../fixtures/volume-tree.js';
 import { NotSupportedError } from '../../src/errors.js';
 import { pveLayerNodeNames } from '../../src/qmp/pve-names.js';
 
@@ -20,31 +21,8 @@ const VOL = 'vm-100-disk-0.qcow2';
 const ctx: PlanContext = { kind: 'dir', volumeChain: true };
 const snapLayer = (s: string): string => `snap-${s}-${VOL}`;
 
-function tree(parents: Record<string, string | null>, currentParent: string | null, defined: Record<string, number> = {}): VolumeTree {
-  const layers = new Map<string, LayerNode>();
-  const node = (name: string, snapshot: string | undefined, parent: string | null, key: string): LayerNode => ({
-    name,
-    snapshot,
-    parent: parent === null ? undefined : snapLayer(parent),
-    children: [],
-    path: `/s/images/100/${name}`,
-    virtualSize: 1 << 30,
-    definedBytes: defined[key] ?? 0,
-    usedBytes: 0,
-    header: undefined,
-  });
-  for (const [s, p] of Object.entries(parents)) layers.set(snapLayer(s), node(snapLayer(s), s, p, s));
-  layers.set(VOL, node(VOL, undefined, currentParent, 'current'));
-  for (const l of layers.values()) if (l.parent) layers.get(l.parent)?.children.push(l.name);
-  for (const l of layers.values()) l.children.sort();
-  return {
-    volume: { storage: 'local', kind: 'dir', vmid: 100, name: VOL, format: 'qcow2', volname: `100/${VOL}` },
-    volid: `local:100/${VOL}`,
-    current: VOL,
-    layers,
-    leftovers: [],
-  };
-}
+const tree = (parents: Record<string, string | null>, currentParent: string | null, defined: Record<string, number> = {}): VolumeTree =>
+  volumeTree(parents, currentParent, { defined });
 
 /** QEMU has the current chain open: current, then the given snapshots' layers, top first. */
 function disk(chain: string[], opts: { streamSafe?: boolean; running?: boolean; pveDrive?: string } = {}): LiveDisk {

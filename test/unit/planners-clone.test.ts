@@ -11,6 +11,7 @@ import { planSnapshotDelete } from '../../src/engine/planners/snapshot-delete.js
 import { planSnapshotRollback } from '../../src/engine/planners/snapshot-rollback.js';
 import { type PlanContext } from '../../src/engine/planners/rules.js';
 import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';
+import { volumeTree } from '../fixtures/volume-tree.js';
 import type { Step } from '../../src/model/plan.js';
 import { NotSupportedError, UnsafeImageError } from '../../src/errors.js';
 import { checkRebaseTarget } from '../../src/engine/read/clone-base.js';
@@ -21,55 +22,12 @@ const ctx: PlanContext = { kind: 'dir', volumeChain: true, fixedSizeLayers: fals
 const snapLayer = (s: string): string => `snap-${s}-${VOL}`;
 
 /** A clone's tree: `{snapshot: parent}` (null: backed by the base) plus the current layer's parent. */
-function cloneTree(
+const cloneTree = (
   parents: Record<string, string | null>,
   currentParent: string | null,
   defined: Record<string, number> = {},
   baseFormat: 'qcow2' | 'raw' = 'qcow2',
-): VolumeTree {
-  const ref = baseFormat === 'raw' ? '../101/base-101-disk-0.raw' : REF;
-  const layers = new Map<string, LayerNode>();
-  const node = (name: string, snapshot: string | undefined, parent: string | null, key: string): LayerNode => ({
-    name,
-    snapshot,
-    parent: parent === null ? undefined : snapLayer(parent),
-    ...(parent === null ? { base: ref } : {}),
-    children: [],
-    path: `/s/images/102/${name}`,
-    virtualSize: 1 << 30,
-    definedBytes: defined[key] ?? 0,
-    usedBytes: 0,
-    header: undefined,
-  });
-  for (const [s, p] of Object.entries(parents)) layers.set(snapLayer(s), node(snapLayer(s), s, p, s));
-  layers.set(VOL, node(VOL, undefined, currentParent, 'current'));
-  for (const l of layers.values()) if (l.parent) layers.get(l.parent)?.children.push(l.name);
-  const baseName = ref.slice('../101/'.length);
-  return {
-    volume: {
-      storage: 'local',
-      kind: 'dir',
-      vmid: 102,
-      name: VOL,
-      format: 'qcow2',
-      volname: `101/${baseName}/102/${VOL}`,
-      base: { vmid: 101, name: baseName, format: baseFormat },
-    },
-    volid: `local:101/${baseName}/102/${VOL}`,
-    current: VOL,
-    layers,
-    leftovers: [],
-    base: {
-      ref,
-      volume: { vmid: 101, name: baseName, format: baseFormat },
-      volid: `local:101/${baseName}`,
-      path: `/s/images/101/${baseName}`,
-      virtualSize: 1 << 30,
-      usedBytes: 0,
-      identity: '1:1',
-    },
-  };
-}
+): VolumeTree => volumeTree(parents, currentParent, { base: baseFormat, defined });
 
 /** Every layer name a step writes, removes or replaces (reads excluded). */
 function written(step: Step): string[] {

@@ -6,7 +6,8 @@ import { planSnapshotCreate } from '../../src/engine/planners/snapshot-create.js
 import { planSnapshotDelete } from '../../src/engine/planners/snapshot-delete.js';
 import { planSnapshotRollback } from '../../src/engine/planners/snapshot-rollback.js';
 import { type PlanContext } from '../../src/engine/planners/rules.js';
-import type { LayerNode, VolumeTree } from '../../src/engine/read/volume-tree.js';
+import type { VolumeTree } from '../../src/engine/read/volume-tree.js';
+import { volumeTree } from '../fixtures/volume-tree.js';
 import type { Step } from '../../src/model/plan.js';
 import { AlreadyExistsError, InvalidInputError, NotFoundError, NotSupportedError, PendingOperationError } from '../../src/errors.js';
 
@@ -15,36 +16,12 @@ const ctx: PlanContext = { kind: 'dir', volumeChain: true };
 const snapLayer = (s: string): string => `snap-${s}-${VOL}`;
 
 /** A tree from `{snapshot: parentSnapshot}` plus where current hangs; sizes in bytes per snapshot. */
-function tree(
+const tree = (
   parents: Record<string, string | null>,
   currentParent: string | null,
   defined: Record<string, number> = {},
   sizes: Record<string, number> = {},
-): VolumeTree {
-  const layers = new Map<string, LayerNode>();
-  const node = (name: string, snapshot: string | undefined, parent: string | null, key: string): LayerNode => ({
-    name,
-    snapshot,
-    parent: parent === null ? undefined : snapLayer(parent),
-    children: [],
-    path: `/s/images/100/${name}`,
-    virtualSize: sizes[key] ?? 1 << 30,
-    definedBytes: defined[key] ?? 0,
-    usedBytes: 0,
-    header: undefined,
-  });
-  for (const [s, p] of Object.entries(parents)) layers.set(snapLayer(s), node(snapLayer(s), s, p, s));
-  layers.set(VOL, node(VOL, undefined, currentParent, 'current'));
-  for (const l of layers.values()) if (l.parent) layers.get(l.parent)?.children.push(l.name);
-  for (const l of layers.values()) l.children.sort();
-  return {
-    volume: { storage: 'local', kind: 'dir', vmid: 100, name: VOL, format: 'qcow2', volname: `100/${VOL}` },
-    volid: `local:100/${VOL}`,
-    current: VOL,
-    layers,
-    leftovers: [],
-  };
-}
+): VolumeTree => volumeTree(parents, currentParent, { defined, sizes });
 
 test('create freezes the current layer under the snapshot name and continues on a new overlay', () => {
   const plan = planSnapshotCreate(tree({ a: null }, 'a'), ctx, 'bb');

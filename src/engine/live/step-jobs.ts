@@ -28,29 +28,22 @@ export async function runQmpStream(
   live: LiveSession,
   ctx: LiveStepContext,
 ): Promise<void> {
-  const c = live.client;
-  const running = (await queryJobs(c)).some((j) => j.id === step.jobId);
-  let start: (() => Promise<unknown>) | undefined;
-  if (!running) {
+  await runJobOnce(live, step.jobId, { onProgress: ctx.onProgress, untilReady: false }, async () => {
     const chain = await chainOf(live, step.node);
     const below = chain.layers[chain.layers.findIndex((l) => l.node === step.node) + 1]?.node ?? null;
-    if (below === step.baseNode && ctx.redo) {
-      // Streamed already (the job ended before the journal could say so).
-    } else {
-      // Data copied into a frozen layer needs room (LVM); files grow by themselves.
-      const header = await readQcow2Header(backend.layerPath(vmid, step.layer), step.layer);
-      await backend.prepareGrow(vmid, step.layer, header.virtualSize);
-      start = () =>
-        blockStream(c, {
-          jobId: step.jobId,
-          ...jobSpeed(),
-          device: step.node,
-          ...(step.baseNode !== null ? { baseNode: step.baseNode } : {}),
-          ...(step.onto !== null ? { backingFile: step.onto } : {}),
-        });
-    }
-  }
-  if (running || start) await followJob(live, step.jobId, { start, onProgress: ctx.onProgress, untilReady: false });
+    if (below === step.baseNode && ctx.redo) return undefined; // streamed already (the job ended before the journal could say so)
+    // Data copied into a frozen layer needs room (LVM); files grow by themselves.
+    const header = await readQcow2Header(backend.layerPath(vmid, step.layer), step.layer);
+    await backend.prepareGrow(vmid, step.layer, header.virtualSize);
+    return () =>
+      blockStream(live.client, {
+        jobId: step.jobId,
+        ...jobSpeed(),
+        device: step.node,
+        ...(step.baseNode !== null ? { baseNode: step.baseNode } : {}),
+        ...(step.onto !== null ? { backingFile: step.onto } : {}),
+      });
+  });
   // QEMU wrote the backing name into the child's header on completion: prove it.
   const header = await readQcow2Header(backend.layerPath(vmid, step.layer), step.layer);
   if (header.backingFile !== (step.onto ?? undefined)) {
@@ -71,17 +64,16 @@ export async function runQmpCommit(
   live: LiveSession,
   ctx: LiveStepContext,
 ): Promise<void> {
-  const c = live.client;
-  const running = (await queryJobs(c)).some((j) => j.id === step.jobId);
-  let start: (() => Promise<unknown>) | undefined;
-  if (!running) {
+  // QEMU 7.2 leaves the base of a cancelled active commit writable: put back as it was if the job fails.
+  const follow = { onProgress: ctx.onProgress, untilReady: step.active, ...(step.active ? { readOnlyOnFailure: step.baseNode } : {}) };
+  const ran = await runJobOnce(live, step.jobId, follow, async () => {
     const chain = await chainOf(live, step.baseNode);
     if (!chain.layers.some((l) => l.node === step.topNode)) {
       if (!ctx.redo) throw new VolchainError('INTERNAL', `QEMU's chain no longer holds node ${step.topNode} of ${step.top}`);
-      return; // committed (and for an active commit: pivoted) already
+      return undefined; // committed (and for an active commit: pivoted) already
     }
-    start = () =>
-      blockCommit(c, {
+    return () =>
+      blockCommit(live.client, {
         jobId: step.jobId,
         ...jobSpeed(),
         device: step.rootNode,
@@ -92,15 +84,8 @@ export async function runQmpCommit(
         // does: without it QEMU takes the filter itself as the top.
         ...(step.active ? (step.rootNode !== step.topNode ? { topNode: step.topNode } : {}) : { topNode: step.topNode, backingFile: step.top }),
       });
-  }
-  try {
-    await followJob(live, step.jobId, { start, onProgress: ctx.onProgress, untilReady: step.active });
-  } catch (err) {
-    // QEMU 7.2 leaves the base of a cancelled active commit writable; put it back as it was.
-    if (step.active) await restoreReadOnly(live, step.baseNode).catch(() => undefined);
-    throw err;
-  }
-  if (!step.active) await backend.layerChanged(vmid, step.base);
+  });
+  if (ran && !step.active) await backend.layerChanged(vmid, step.base);
 }
 
 /** Completes an active commit (job-complete), with the guest paused when it ran: QEMU switches onto the base. */
@@ -118,12 +103,7 @@ export async function runQmpPivot(backend: Backend, vmid: number, step: Extract<
     );
   }
   if (step.resume && (await queryStatus(c)).running) await stop(c);
-  try {
-    await followJob(live, step.jobId, { start: () => jobComplete(c, step.jobId), onProgress: undefined, untilReady: false });
-  } catch (err) {
-    await restoreReadOnly(live, step.baseNode).catch(() => undefined);
-    throw err;
-  }
+  await followJob(live, step.jobId, { start: () => jobComplete(c, step.jobId), onProgress: undefined, untilReady: false, readOnlyOnFailure: step.baseNode });
   const after = await readBlockView(c);
   const stillOnTop = after.chains.some((ch) => ch.layers[0]?.node === step.topNode && ch.devices.length > 0);
   if (stillOnTop) {
@@ -162,23 +142,39 @@ async function restoreReadOnly(live: LiveSession, node: string): Promise<void> {
   });
 }
 
+/** How a job is followed; `readOnlyOnFailure`: the node of a layer that a failed or cancelled job may leave writable, reopened read-only then. */
+interface FollowOptions {
+  onProgress: ((percent: number) => void) | undefined;
+  untilReady: boolean;
+  readOnlyOnFailure?: string;
+}
+
+/**
+ * The one way a step runs its job, so that the step can run twice: when QEMU still runs the job (repair
+ * redoing the step that was running), follows it; else `prepare` starts it, or returns undefined when QEMU's
+ * chain shows the job's effect already. Returns whether a job ran.
+ */
+async function runJobOnce(live: LiveSession, jobId: string, o: FollowOptions, prepare: () => Promise<(() => Promise<unknown>) | undefined>): Promise<boolean> {
+  const running = (await queryJobs(live.client)).some((j) => j.id === jobId);
+  const start = running ? undefined : await prepare();
+  if (!running && !start) return false;
+  await followJob(live, jobId, { ...o, start });
+  return true;
+}
+
 /**
  * Follows a block job until it concludes (or, `untilReady`, until it is READY: an active commit, which the
  * pivot step completes). Aborting the session's signal cancels the job.
  */
-async function followJob(
-  live: LiveSession,
-  jobId: string,
-  o: { start: (() => Promise<unknown>) | undefined; onProgress: ((percent: number) => void) | undefined; untilReady: boolean },
-): Promise<void> {
+async function followJob(live: LiveSession, jobId: string, o: FollowOptions & { start: (() => Promise<unknown>) | undefined }): Promise<void> {
   const c = live.client;
-  if (live.signal?.aborted) throw new QmpJobError(jobId, 'cancelled', 'was not started: the operation was cancelled');
   const cancel = (): void => void jobCancel(c, jobId).catch(() => undefined);
-  live.signal?.addEventListener('abort', cancel, { once: true });
   const report = (p: JobProgress): void => {
     if (p.total > 0) o.onProgress?.(Math.min(100, (p.current / p.total) * 100));
   };
   try {
+    if (live.signal?.aborted) throw new QmpJobError(jobId, 'cancelled', 'was not started: the operation was cancelled');
+    live.signal?.addEventListener('abort', cancel, { once: true });
     await new Promise<void>((resolve, reject) => {
       const job = waitForJob(c, jobId, {
         ...(o.start ? { start: o.start } : {}),
@@ -191,6 +187,9 @@ async function followJob(
       });
       job.then(() => (o.untilReady ? reject(new QmpJobError(jobId, 'failed', 'ended before it was ready to complete')) : resolve()), reject);
     });
+  } catch (err) {
+    if (o.readOnlyOnFailure !== undefined) await restoreReadOnly(live, o.readOnlyOnFailure).catch(() => undefined);
+    throw err;
   } finally {
     live.signal?.removeEventListener('abort', cancel);
   }
