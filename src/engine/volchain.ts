@@ -14,7 +14,7 @@ import type { VolumeListEntry } from './read/listing.js';
 import type { VmTargetOptions } from './read/vm-disks.js';
 import type { JournalLeftover, JournalRecord } from '../journal/record.js';
 import type { WipeMode } from './run/wipe.js';
-import { Session } from './session/session.js';
+import { Session, sessionSettings } from './session/session.js';
 import { activate, deactivate } from './operations/activation.js';
 import { alloc, free } from './operations/alloc-free.js';
 import { info, list, path } from './operations/info-list.js';
@@ -59,12 +59,13 @@ export class Volchain {
     this.keepBranches = this.session.keepBranches;
   }
 
-  static async open(opts: LoadOptions = {}, options: VolchainOptions = {}): Promise<Volchain> {
-    return new Volchain(await loadStorageConfig({ ...(options.settings ? { settings: options.settings } : {}), ...opts }), options);
+  static async open(opts: Partial<LoadOptions> = {}, options: VolchainOptions = {}): Promise<Volchain> {
+    const settings = sessionSettings(options);
+    return new Volchain(await loadStorageConfig({ settings, ...opts }), { ...options, settings });
   }
 
   storages(): StorageDescription[] {
-    return this.config.storages.map((def) => describeStorage(def));
+    return this.config.storages.map((def) => describeStorage(def, { settings: this.session.settings }));
   }
 
   backend(storageId: string): Backend {
