@@ -25,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { parseStorageConfig } from '../src/config/index.js';
 import type { EngineEvent } from '../src/engine/run/step-rules.js';
 import type { Plan } from '../src/model/plan.js';
-import { acquireLock } from '../src/engine/session/lock.js';
+import { DEFAULT_LOCK_TIMEOUT_MS, acquireLock } from '../src/engine/session/lock.js';
 import { Volchain } from '../src/engine/volchain.js';
 import * as pve from '../test/fixtures/pve-dir-commands.js';
 import type { PveDirStorage, PveVolume } from '../test/fixtures/pve-dir-commands.js';
@@ -638,7 +638,7 @@ async function runBench(s: Scratch): Promise<void> {
   const lockMs: number[] = [];
   for (let i = 0; i < 5; i++) {
     const t = now();
-    const lock = await acquireLock(join(s.work, '.bench-lock-probe', 'probe.lock'), 'bench');
+    const lock = await acquireLock(join(s.work, '.bench-lock-probe', 'probe.lock'), 'bench', DEFAULT_LOCK_TIMEOUT_MS);
     await lock.release();
     lockMs.push(now() - t);
   }

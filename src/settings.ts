@@ -8,9 +8,17 @@
  * timeout): reading the settings never fails, so a bad value only stops the commands that need it, as before.
  * Only flags whose meaning cannot fail are typed further (booleans, the live-stream choice).
  *
- * currentSettings() reads process.env at the moment it is called: it is the default, and the getter for the
- * modules a Settings object does not reach yet (tools/ called from backends, some engine modules); those read
- * at the point of use, as they always did, so a test that changes process.env in-process still sees it.
+ * Passed down, never read below: the Session (engine/session/session.ts) holds the Settings of its Volchain
+ * and hands them to the executors (test hooks), the live operations (job speed, live stream, QMP directory),
+ * each backend the registry opens (LVM: state directory, trace, crash hook; tools/ get what they need as
+ * parameters) and the config readers (mount table, VM configs). A test that wants other settings passes them
+ * (readSettings({ ...process.env, X: ... })) or makes a new Volchain; changing process.env reaches no
+ * Volchain made before.
+ *
+ * currentSettings() reads process.env at the moment it is called. It is called only at the entry points:
+ * here, src/create.ts (the default when a library caller gives none) and src/cli/main.ts (the CLI reads it
+ * once); test/unit/settings-passed-down.test.ts checks that. A Volchain made directly without settings
+ * (`new Volchain(config)`) reads the environment once when made (engine/session/session.ts sessionSettings).
  */
 
 /** Test hooks: faults and traces the test suites switch on. Not for production use. */
@@ -117,7 +125,7 @@ export function readSettings(env: Environment): Settings {
   };
 }
 
-/** The settings of this process as its environment is now (see the file comment for who calls this). */
+/** The settings of this process as its environment is now (the entry points only: see the file comment). */
 export function currentSettings(): Settings {
   return readSettings(process.env);
 }

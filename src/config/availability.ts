@@ -12,7 +12,7 @@
 import { readFileSync, realpathSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { ConfigError, NotSupportedError } from '../errors.js';
-import { currentSettings, type Settings } from '../settings.js';
+import type { Settings } from '../settings.js';
 import type { MountRequirement, StorageDefinition } from './storage-config.js';
 
 /** One /proc/mounts line: what is mounted (`source`), where (`mountpoint`) and its file system type. */
@@ -56,7 +56,7 @@ function decodeOctal(field: string): string {
 }
 
 /** Reads the mount table (`$VOLCHAIN_PROC_MOUNTS` or /proc/mounts); unreadable is an error, never "unmounted". */
-export function readMountTable(settings: Pick<Settings, 'procMounts'> = currentSettings()): MountEntry[] {
+export function readMountTable(settings: Pick<Settings, 'procMounts'>): MountEntry[] {
   const override = settings.procMounts;
   const file = override !== undefined && override !== '' ? override : PROC_MOUNTS;
   let text: string;
@@ -97,20 +97,25 @@ export function mountPresent(req: MountRequirement, table: readonly MountEntry[]
   return isMounted({ mountpoint }, table);
 }
 
+/** Where a mount table comes from: given (tests), else read where the settings say ($VOLCHAIN_PROC_MOUNTS). */
+export type MountSource = { mounts: readonly MountEntry[] } | { settings: Pick<Settings, 'procMounts'> };
+
+/** The mount table of `source`, read when not given. */
+export function mountsOf(source: MountSource): readonly MountEntry[] {
+  return 'mounts' in source ? source.mounts : readMountTable(source.settings);
+}
+
 /**
  * Refuses a storage this host must not use, before anything reads or writes it: not among its `nodes`,
  * or its share / mount point not mounted. Every operation goes through here (backends are made here).
  */
-export function assertAvailableHere(
-  def: StorageDefinition,
-  opts: { node?: string; settings?: Pick<Settings, 'procMounts'>; mounts?: readonly MountEntry[] } = {},
-): void {
+export function assertAvailableHere(def: StorageDefinition, opts: { node?: string } & MountSource): void {
   const node = opts.node ?? localNodeName();
   if (!availableOnNode(def, node)) {
     throw new NotSupportedError(`storage '${def.id}' is not available on node '${node}' (its nodes: ${(def.nodes ?? []).join(', ') || 'none'})`);
   }
   const req = def.supported && def.backend === 'dir' ? def.mount : undefined;
-  if (req !== undefined && !mountPresent(req, opts.mounts ?? readMountTable(opts.settings))) {
+  if (req !== undefined && !mountPresent(req, mountsOf(opts))) {
     throw new NotSupportedError(notMountedMessage(def.id, req));
   }
 }

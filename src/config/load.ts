@@ -8,8 +8,8 @@
 import { readFile } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { ConfigError } from '../errors.js';
-import { currentSettings, type Settings } from '../settings.js';
-import { availableOnNode, localNodeName, mountPresent, readMountTable, type MountEntry } from './availability.js';
+import type { Settings } from '../settings.js';
+import { availableOnNode, localNodeName, mountPresent, mountsOf, type MountSource } from './availability.js';
 import { withPveLocal } from './pve-local.js';
 import {
   DEFAULT_DIR_PREALLOCATION,
@@ -27,14 +27,14 @@ export const PVE_STORAGE_CFG = '/etc/pve/storage.cfg';
 export interface LoadOptions {
   /** From `--config FILE`. */
   configPath?: string | undefined;
-  /** $VOLCHAIN_CONFIG and the default storage's place; default: currentSettings() (tests pass their own). */
-  settings?: Settings;
+  /** $VOLCHAIN_CONFIG and the default storage's place (the caller's settings: nothing here reads the environment). */
+  settings: Settings;
   /** Where Proxmox VE's file is looked for; only tests move it. */
   pveConfigPath?: string;
 }
 
-export async function loadStorageConfig(opts: LoadOptions = {}): Promise<StorageConfig> {
-  const settings = opts.settings ?? currentSettings();
+export async function loadStorageConfig(opts: LoadOptions): Promise<StorageConfig> {
+  const settings = opts.settings;
   if (opts.configPath !== undefined && opts.configPath !== '') {
     return parseStorageConfig(await readNamedFile(opts.configPath, 'given with --config'), opts.configPath);
   }
@@ -89,7 +89,7 @@ function describeFsError(err: unknown): string {
  * The storage used when no file exists: one dir storage `local` under the user's data directory, with
  * volume chains on (the point of the tool) and PVE's default preallocation written out.
  */
-export function defaultStorageConfig(settings: Pick<Settings, 'dataHome' | 'home'> = currentSettings()): StorageConfig {
+export function defaultStorageConfig(settings: Pick<Settings, 'dataHome' | 'home'>): StorageConfig {
   const path = defaultDataDir(settings);
   const options: Record<string, string> = {
     path,
@@ -140,11 +140,8 @@ export interface StorageDescription {
   supported: boolean;
 }
 
-/** `here` is for tests: this host's node name and mount table (default: the real ones, read when needed). */
-export function describeStorage(
-  def: StorageDefinition,
-  here: { node?: string; mounts?: readonly MountEntry[]; settings?: Pick<Settings, 'procMounts'> } = {},
-): StorageDescription {
+/** `here`: this host's node name (default: the real one) and its mount table (tests give one; else read as the settings say). */
+export function describeStorage(def: StorageDefinition, here: { node?: string } & MountSource): StorageDescription {
   const dir = def.supported && def.backend === 'dir' ? def : undefined;
   const lvm = def.supported && def.backend === 'lvm' ? def : undefined;
   const req = dir?.mount;
@@ -158,7 +155,7 @@ export function describeStorage(
     disabled: def.disable,
     nodes: def.nodes === undefined ? null : [...def.nodes],
     availableHere: availableOnNode(def, here.node ?? localNodeName()),
-    mounted: req === undefined ? null : mountPresent(req, here.mounts ?? readMountTable(here.settings)),
+    mounted: req === undefined ? null : mountPresent(req, mountsOf(here)),
     snapshotAsVolumeChain: def.snapshotAsVolumeChain,
     preallocation: dir ? (dir.preallocation ?? DEFAULT_DIR_PREALLOCATION) : null,
     imagesPath: dir ? posix.join(dir.path, dir.imagesDir) : null,

@@ -27,7 +27,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { ConfigError } from '../errors.js';
-import { currentSettings, type Settings } from '../settings.js';
+import type { Settings } from '../settings.js';
 
 /** Where PVE keeps the configs of the VMs of this node. */
 export const PVE_QEMU_SERVER_DIR = '/etc/pve/qemu-server';
@@ -210,8 +210,8 @@ export function snapshotDrives(config: VmConfig): Drive[] {
 export interface VmConfigLookup {
   /** From `--vm-config FILE`: must exist. */
   path?: string | undefined;
-  /** Default currentSettings(); its vmConfigDir ($VOLCHAIN_VM_CONFIG_DIR) moves the directory, for tests and non-PVE hosts. */
-  settings?: Pick<Settings, 'vmConfigDir'>;
+  /** The caller's settings: their vmConfigDir ($VOLCHAIN_VM_CONFIG_DIR) moves the directory, for tests and non-PVE hosts. */
+  settings: Pick<Settings, 'vmConfigDir'>;
 }
 
 /**
@@ -220,8 +220,8 @@ export interface VmConfigLookup {
  * host, or the VM lives on another cluster node). A file given explicitly must exist, and a file named
  * `<n>.conf` must be VM `vmid`'s: acting on one VM's disks with another VM's config is a typo to stop.
  */
-export async function loadVmConfig(vmid: number, lookup: VmConfigLookup = {}): Promise<VmConfig | undefined> {
-  const settings = lookup.settings ?? currentSettings();
+export async function loadVmConfig(vmid: number, lookup: VmConfigLookup): Promise<VmConfig | undefined> {
+  const settings = lookup.settings;
   if (lookup.path !== undefined && lookup.path !== '') {
     const named = /^(\d+)\.conf$/.exec(basename(lookup.path));
     if (named && Number(named[1]) !== vmid) {

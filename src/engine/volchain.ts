@@ -34,12 +34,13 @@ export class Volchain {
     ({ config: this.config, wipeMode: this.wipeMode, shrinkFrozen: this.shrinkFrozen, keepBranches: this.keepBranches } = this.session);
   }
 
-  static async open(opts: LoadOptions = {}, options: VolchainOptions = {}): Promise<Volchain> {
-    return new Volchain(await loadConfigFor(opts, options), options);
+  static async open(opts: Partial<LoadOptions> = {}, options: VolchainOptions = {}): Promise<Volchain> {
+    const loaded = await loadConfigFor(opts, options);
+    return new Volchain(loaded.config, loaded.options);
   }
 
   storages(): StorageDescription[] {
-    return describeStorages(this.config);
+    return describeStorages(this.config, this.session.settings);
   }
   backend(storageId: string): Backend {
     return this.session.backend(storageId);

@@ -20,7 +20,6 @@
 import { AlreadyExistsError, CommandFailedError, LockedError, NoSpaceError, NotFoundError, NotSupportedError, VolchainError } from '../errors.js';
 import { open, stat } from 'node:fs/promises';
 import { run, type RunResult } from './runner.js';
-import { currentSettings } from '../settings.js';
 
 /** One LV as `lvs` reports it. */
 export interface LvRow {
@@ -230,40 +229,43 @@ function lvmEnv(): Record<string, string> {
   return { PATH: path.join(':'), LVM_SUPPRESS_FD_WARNINGS: '1' };
 }
 
+/** How an LVM command runs: `trace` ($VOLCHAIN_LVM_TRACE=1) from the running backend's settings (none read here). */
+export interface LvmRunOptions {
+  trace?: boolean;
+  /** The VG's extent size, to word "no space" errors (classifyLvmFailure). */
+  extentSizeBytes?: number | undefined;
+}
+
 /** Runs one LVM command; failures are classified (see classifyLvmFailure). */
-export async function lvm(command: string, args: readonly string[], what: string, extentSizeBytes?: number): Promise<RunResult> {
+export async function lvm(command: string, args: readonly string[], what: string, how: LvmRunOptions = {}): Promise<RunResult> {
   const started = Date.now();
   try {
     return await run(command, args, { env: lvmEnv() });
   } catch (err) {
-    if (err instanceof CommandFailedError) throw classifyLvmFailure(err, what, extentSizeBytes);
+    if (err instanceof CommandFailedError) throw classifyLvmFailure(err, what, how.extentSizeBytes);
     throw err;
   } finally {
-    // Debug aid: VOLCHAIN_LVM_TRACE=1 prints every LVM command with its duration on stderr.
-    if (currentSettings().hooks.lvmTrace) process.stderr.write(`[lvm ${Date.now() - started} ms] ${command} ${args.join(' ')}\n`);
+    if (how.trace === true) process.stderr.write(`[lvm ${Date.now() - started} ms] ${command} ${args.join(' ')}\n`);
   }
 }
 
 const REPORT_ARGS = ['--reportformat', 'json', '--units', 'b', '--nosuffix'];
 
-export async function listLvs(vg: string): Promise<LvRow[]> {
-  const { stdout } = await lvm('lvs', [...REPORT_ARGS, '-o', LV_FIELDS.join(','), '--', vg], `volume group ${vg}`);
+export async function listLvs(vg: string, how: LvmRunOptions = {}): Promise<LvRow[]> {
+  const { stdout } = await lvm('lvs', [...REPORT_ARGS, '-o', LV_FIELDS.join(','), '--', vg], `volume group ${vg}`, how);
   return parseLvsReport(stdout);
 }
 
-/**
- * The VG and all its LVs. One `lvs` call carries the VG's fields on every row, so `vgs` runs only when the VG
- * has no LV yet (each LVM command costs a metadata read and its locks).
- */
-export async function reportVg(vg: string): Promise<{ vg: VgInfo; lvs: LvRow[] }> {
-  const { stdout } = await lvm('lvs', [...REPORT_ARGS, '-o', [...LV_FIELDS, ...VG_FIELDS].join(','), '--', vg], `volume group ${vg}`);
+/** The VG and all its LVs: one `lvs` has the VG's fields on every row, `vgs` runs only for a VG without LVs (each costs a metadata read). */
+export async function reportVg(vg: string, how: LvmRunOptions = {}): Promise<{ vg: VgInfo; lvs: LvRow[] }> {
+  const { stdout } = await lvm('lvs', [...REPORT_ARGS, '-o', [...LV_FIELDS, ...VG_FIELDS].join(','), '--', vg], `volume group ${vg}`, how);
   const lvs = parseLvsReport(stdout);
   const fromRow = parseVgFieldsOfLvs(stdout).find((v) => v.name === vg);
-  return { vg: fromRow ?? (await showVg(vg)), lvs };
+  return { vg: fromRow ?? (await showVg(vg, how)), lvs };
 }
 
-export async function showVg(vg: string): Promise<VgInfo> {
-  const { stdout } = await lvm('vgs', [...REPORT_ARGS, '-o', VG_FIELDS.join(','), '--', vg], `volume group ${vg}`);
+export async function showVg(vg: string, how: LvmRunOptions = {}): Promise<VgInfo> {
+  const { stdout } = await lvm('vgs', [...REPORT_ARGS, '-o', VG_FIELDS.join(','), '--', vg], `volume group ${vg}`, how);
   const info = parseVgsReport(stdout).find((v) => v.name === vg);
   if (!info) throw new NotFoundError(`volume group ${vg} does not exist`);
   return info;
@@ -285,17 +287,17 @@ export interface CreateLvOptions {
  * --setautoactivation exists since lvm2 2.03.12, Debian 12 has 2.03.16). `-y` answers the wipe prompt
  * when the new LV's first sectors hold an old signature.
  */
-export async function createLv(opts: CreateLvOptions): Promise<void> {
+export async function createLv(opts: CreateLvOptions, how: LvmRunOptions = {}): Promise<void> {
   const args = [`-a${opts.activation}`, '-Wy', ...(opts.zeroStart ? ['-Zy'] : []), '-y', '--setautoactivation', 'n'];
   for (const tag of opts.tags) args.push('--addtag', tag);
   args.push('-L', sizeArg(opts.sizeBytes), '-n', opts.name, '--', opts.vg);
-  await lvm('lvcreate', args, `LV ${opts.name} in VG ${opts.vg}`, opts.extentSizeBytes);
+  await lvm('lvcreate', args, `LV ${opts.name} in VG ${opts.vg}`, { ...how, extentSizeBytes: opts.extentSizeBytes });
 }
 
 /** `lvrename <vg> <from> <to>`; fails with AlreadyExistsError when `to` exists, NotFoundError without `from`. */
-export async function renameLv(vg: string, from: string, to: string): Promise<void> {
+export async function renameLv(vg: string, from: string, to: string, how: LvmRunOptions = {}): Promise<void> {
   try {
-    await lvm('lvrename', ['--', vg, from, to], `LV ${from} in VG ${vg}`);
+    await lvm('lvrename', ['--', vg, from, to], `LV ${from} in VG ${vg}`, how);
   } catch (err) {
     if (err instanceof AlreadyExistsError) throw new AlreadyExistsError(`cannot rename LV ${from} to ${to} in VG ${vg}: ${to} already exists`);
     throw err;
@@ -303,35 +305,35 @@ export async function renameLv(vg: string, from: string, to: string): Promise<vo
 }
 
 /** Grows or shrinks an LV to exactly `sizeBytes` (extent-aligned); nothing when it has that size already. */
-export async function resizeLv(vg: string, name: string, currentBytes: number, sizeBytes: number, extentSizeBytes?: number): Promise<void> {
+export async function resizeLv(vg: string, name: string, currentBytes: number, sizeBytes: number, how: LvmRunOptions = {}): Promise<void> {
   if (sizeBytes === currentBytes) return;
   const what = `LV ${name} in VG ${vg}`;
   if (sizeBytes > currentBytes) {
-    await lvm('lvextend', ['-L', sizeArg(sizeBytes), '--', `${vg}/${name}`], what, extentSizeBytes);
+    await lvm('lvextend', ['-L', sizeArg(sizeBytes), '--', `${vg}/${name}`], what, how);
   } else {
     // -f: no "THIS MAY DESTROY YOUR DATA" prompt; callers only shrink past the image's end.
-    await lvm('lvreduce', ['-f', '-L', sizeArg(sizeBytes), '--', `${vg}/${name}`], what, extentSizeBytes);
+    await lvm('lvreduce', ['-f', '-L', sizeArg(sizeBytes), '--', `${vg}/${name}`], what, how);
   }
 }
 
 /** `lvchange -a<mode> vg/lv ...` for several LVs in one command (never by tag: see DESIGN.md section 8). */
-export async function activateLvs(vg: string, names: readonly string[], mode: Activation): Promise<void> {
+export async function activateLvs(vg: string, names: readonly string[], mode: Activation, how: LvmRunOptions = {}): Promise<void> {
   if (names.length === 0) return;
-  await lvm('lvchange', [`-a${mode}`, '--', ...names.map((n) => `${vg}/${n}`)], `LV(s) ${names.join(', ')} in VG ${vg}`);
+  await lvm('lvchange', [`-a${mode}`, '--', ...names.map((n) => `${vg}/${n}`)], `LV(s) ${names.join(', ')} in VG ${vg}`, how);
 }
 
 /** Adds and removes tags of one LV in one command (one metadata commit). */
-export async function changeTags(vg: string, name: string, add: readonly string[], remove: readonly string[]): Promise<void> {
+export async function changeTags(vg: string, name: string, add: readonly string[], remove: readonly string[], how: LvmRunOptions = {}): Promise<void> {
   if (add.length === 0 && remove.length === 0) return;
   const args: string[] = [];
   for (const tag of remove) args.push('--deltag', tag);
   for (const tag of add) args.push('--addtag', tag);
-  await lvm('lvchange', [...args, '--', `${vg}/${name}`], `LV ${name} in VG ${vg}`);
+  await lvm('lvchange', [...args, '--', `${vg}/${name}`], `LV ${name} in VG ${vg}`, how);
 }
 
 /** `lvremove -f vg/lv`. */
-export async function removeLv(vg: string, name: string): Promise<void> {
-  await lvm('lvremove', ['-f', '--', `${vg}/${name}`], `LV ${name} in VG ${vg}`);
+export async function removeLv(vg: string, name: string, how: LvmRunOptions = {}): Promise<void> {
+  await lvm('lvremove', ['-f', '--', `${vg}/${name}`], `LV ${name} in VG ${vg}`, how);
 }
 
 /**

@@ -4,7 +4,6 @@
  * running QEMU the same over QMP and says why the option matters).
  */
 import { run } from './runner.js';
-import { currentSettings } from '../settings.js';
 
 /** `QEMU emulator version 7.2.22 (...)` → [7, 2]; undefined when the text has no version. */
 export function parseQemuVersion(text: string): [number, number] | undefined {
@@ -16,16 +15,22 @@ export function versionHasDiscardNoUnref(v: readonly [number, number] | undefine
   return v !== undefined && (v[0] > 8 || (v[0] === 8 && v[1] >= 1));
 }
 
-let installed: Promise<boolean> | undefined;
+/** The answer per binary, asked once per process: an installed QEMU does not change under a running command. */
+const installed = new Map<string, Promise<boolean>>();
 
 /**
- * For command lines (qemu-args), where no QEMU runs yet: the version of the installed qemu-system-x86_64
- * (VOLCHAIN_QEMU_SYSTEM overrides the binary). No QEMU installed: false (the option is left out).
+ * For command lines (qemu-args), where no QEMU runs yet: does the installed `binary` (the caller's setting
+ * $VOLCHAIN_QEMU_SYSTEM, default qemu-system-x86_64) know it? No QEMU installed: false (the option is left out).
  */
-export function installedQemuHasDiscardNoUnref(): Promise<boolean> {
-  installed ??= run(currentSettings().qemuSystem ?? 'qemu-system-x86_64', ['--version'], { timeoutMs: 10_000 }).then(
-    (r) => versionHasDiscardNoUnref(parseQemuVersion(r.stdout)),
-    () => false,
-  );
-  return installed;
+export function installedQemuHasDiscardNoUnref(binary: string | undefined): Promise<boolean> {
+  const command = binary ?? 'qemu-system-x86_64';
+  let answer = installed.get(command);
+  if (!answer) {
+    answer = run(command, ['--version'], { timeoutMs: 10_000 }).then(
+      (r) => versionHasDiscardNoUnref(parseQemuVersion(r.stdout)),
+      () => false,
+    );
+    installed.set(command, answer);
+  }
+  return answer;
 }

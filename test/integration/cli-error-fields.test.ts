@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { acquireLock } from '../../src/engine/session/lock.js';
+import { DEFAULT_LOCK_TIMEOUT_MS, acquireLock } from '../../src/engine/session/lock.js';
 import { createVolchain } from '../../src/create.js';
 import { LockedError } from '../../src/errors.js';
 import { assertSameTree, cli, cliOk, makeStorage, snapshotOf, type RunResult, type TestStorage } from './helpers.js';
@@ -69,7 +69,7 @@ describe('--json failures carry structured fields', () => {
 
   it("a locked VM: LOCKED, exit 6, the lock's holder named in fields", async () => {
     const lockPath = join(s.path, '.volchain', 'locks', '100.lock');
-    const held = await acquireLock(lockPath, 'snapshot-delete');
+    const held = await acquireLock(lockPath, 'snapshot-delete', DEFAULT_LOCK_TIMEOUT_MS);
     try {
       const r = await cli(s, ['snapshot', 'create', volid, 's2', '--json'], { env: { VOLCHAIN_LOCK_TIMEOUT: '0.2' } });
       const error = errorOf(r, 6, 'snapshot create on a locked VM');
@@ -88,7 +88,7 @@ describe('--json failures carry structured fields', () => {
   });
 
   it("createVolchain's lockTimeoutSeconds is the wait for a VM's lock (the environment's is not used)", async () => {
-    const held = await acquireLock(join(s.path, '.volchain', 'locks', '100.lock'), 'resize');
+    const held = await acquireLock(join(s.path, '.volchain', 'locks', '100.lock'), 'resize', DEFAULT_LOCK_TIMEOUT_MS);
     const saved = process.env.VOLCHAIN_LOCK_TIMEOUT;
     process.env.VOLCHAIN_LOCK_TIMEOUT = '600';
     try {

@@ -11,6 +11,7 @@ import { executePlan } from '../../src/engine/run/executor.js';
 import { planSnapshotCreate } from '../../src/engine/planners/snapshot-create.js';
 import { readVolumeTree } from '../../src/engine/read/volume-tree.js';
 import { VolchainError } from '../../src/errors.js';
+import { readSettings } from '../../src/settings.js';
 import { markCorrupt, rewriteQcow2Header } from '../fixtures/qcow2-craft.js';
 import { run } from '../../src/tools/runner.js';
 import {
@@ -226,7 +227,7 @@ describe('the executor, right before the first step', () => {
     await markCorrupt(top);
     const before = await snapshotOf(st.path);
     await assert.rejects(
-      executePlan(backend, plan),
+      executePlan(backend, plan, { hooks: readSettings({}).hooks }),
       (err: unknown) =>
         err instanceof VolchainError &&
         err.code === 'CORRUPT_IMAGE' &&

@@ -8,9 +8,10 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseStorageConfig } from '../../src/config/index.js';
-import { acquireLock } from '../../src/engine/session/lock.js';
+import { DEFAULT_LOCK_TIMEOUT_MS, acquireLock } from '../../src/engine/session/lock.js';
 import { Volchain } from '../../src/engine/volchain.js';
 import { LockedError } from '../../src/errors.js';
+import { readSettings } from '../../src/settings.js';
 import { BLOCK, MiB, assertPatterns, checkClean, writePattern } from './helpers.js';
 
 test('storage ids sharing a directory: a VM-wide snapshot takes each disk once; a lock held through one id holds the other', async () => {
@@ -19,7 +20,8 @@ test('storage ids sharing a directory: a VM-wide snapshot takes each disk once; 
     const section = (id: string): string => `dir: ${id}\n\tpath ${dir}/store\n\tcontent images\n\tsnapshot-as-volume-chain 1\n`;
     const text = `${section('place-a')}\n${section('place-b')}`;
     await writeFile(join(dir, 'storage.cfg'), text);
-    const vc = new Volchain(parseStorageConfig(text, join(dir, 'storage.cfg')));
+    const config = parseStorageConfig(text, join(dir, 'storage.cfg'));
+    const vc = new Volchain(config);
     await vc.alloc('place-a', 100, 8 * MiB);
     await vc.alloc('place-b', 100, 8 * MiB);
     const images = join(dir, 'store', 'images', '100');
@@ -44,15 +46,13 @@ test('storage ids sharing a directory: a VM-wide snapshot takes each disk once; 
       await checkClean(join(images, `vm-100-disk-${disk}.qcow2`));
     }
 
-    const held = await acquireLock(join(dir, 'store', '.volchain', 'locks', '100.lock'), 'snapshot-delete');
-    const timeout = process.env.VOLCHAIN_LOCK_TIMEOUT;
-    process.env.VOLCHAIN_LOCK_TIMEOUT = '0.3';
+    const held = await acquireLock(join(dir, 'store', '.volchain', 'locks', '100.lock'), 'snapshot-delete', DEFAULT_LOCK_TIMEOUT_MS);
+    // A Volchain that waits 0.3 s for a lock: settings given, not process.env changed.
+    const impatient = new Volchain(config, { settings: readSettings({ ...process.env, VOLCHAIN_LOCK_TIMEOUT: '0.3' }) });
     try {
-      await assert.rejects(vc.vmDeleteSnapshot(100, 'both', { storage: 'place-b' }), LockedError);
-      await assert.rejects(vc.snapshotCreate('place-b:100/vm-100-disk-1.qcow2', 'other'), LockedError);
+      await assert.rejects(impatient.vmDeleteSnapshot(100, 'both', { storage: 'place-b' }), LockedError);
+      await assert.rejects(impatient.snapshotCreate('place-b:100/vm-100-disk-1.qcow2', 'other'), LockedError);
     } finally {
-      if (timeout === undefined) delete process.env.VOLCHAIN_LOCK_TIMEOUT;
-      else process.env.VOLCHAIN_LOCK_TIMEOUT = timeout;
       await held.release();
     }
     await vc.vmDeleteSnapshot(100, 'both');

@@ -15,6 +15,7 @@ import { CAPABILITY_METHODS, type SwitchCapability } from '../../src/backends/ca
 import { createBackend } from '../../src/backends/registry.js';
 import { parseStorageConfig } from '../../src/config/index.js';
 import { NotSupportedError } from '../../src/errors.js';
+import { readSettings } from '../../src/settings.js';
 import { snapshotOf } from '../integration/helpers.js';
 
 const MiB = 1024 * 1024;
@@ -23,11 +24,9 @@ const VOLUME = 'vm-100-disk-0.qcow2';
 let root = '';
 let dir: Backend;
 let lvm: Backend;
-const previousState = process.env.VOLCHAIN_STATE_DIR;
 
 before(async () => {
   root = await mkdtemp(join(tmpdir(), 'volchain-caps-'));
-  process.env.VOLCHAIN_STATE_DIR = join(root, 'state');
   const text = [
     `dir: files\n\tpath ${root}/store\n\tcontent images\n\tsnapshot-as-volume-chain 1\n`,
     // A VG that does not exist on this machine: whatever the LVM backend does, it has to ask LVM first.
@@ -37,7 +36,7 @@ before(async () => {
   const backendOf = (id: string): Backend => {
     const def = config.storages.find((s) => s.id === id);
     assert.ok(def, id);
-    return createBackend(def);
+    return createBackend(def, { settings: readSettings({ VOLCHAIN_STATE_DIR: join(root, 'state') }) });
   };
   dir = backendOf('files');
   lvm = backendOf('thick');
@@ -47,8 +46,6 @@ before(async () => {
 });
 
 after(async () => {
-  if (previousState === undefined) delete process.env.VOLCHAIN_STATE_DIR;
-  else process.env.VOLCHAIN_STATE_DIR = previousState;
   await rm(root, { recursive: true, force: true });
 });
 

@@ -9,16 +9,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseStorageConfig } from '../../src/config/index.js';
 import { createBackend } from '../../src/backends/registry.js';
-import { acquireLock } from '../../src/engine/session/lock.js';
+import { DEFAULT_LOCK_TIMEOUT_MS, acquireLock } from '../../src/engine/session/lock.js';
 import { Volchain } from '../../src/engine/volchain.js';
 import { LockedError } from '../../src/errors.js';
+import { readSettings } from '../../src/settings.js';
 
 const root = mkdtempSync(join(tmpdir(), 'volchain-lockscope-'));
-const previousState = process.env.VOLCHAIN_STATE_DIR;
-process.env.VOLCHAIN_STATE_DIR = join(root, 'state');
+// The state directory (LVM's lock files) and the lock timeout are given as settings: process.env is left alone.
+const env = { VOLCHAIN_STATE_DIR: join(root, 'state') };
 after(() => {
-  if (previousState === undefined) delete process.env.VOLCHAIN_STATE_DIR;
-  else process.env.VOLCHAIN_STATE_DIR = previousState;
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -34,7 +33,7 @@ const config = parseStorageConfig(text, join(root, 'storage.cfg'));
 const lockOf = (id: string, vmid: number): string => {
   const def = config.storages.find((s) => s.id === id);
   assert.ok(def, id);
-  return createBackend(def).lockFile(vmid);
+  return createBackend(def, { settings: readSettings(env) }).lockFile(vmid);
 };
 
 describe('VM locks', () => {
@@ -48,19 +47,15 @@ describe('VM locks', () => {
   });
 
   it('held through one storage id, make an operation through another id on the same VG wait and give up', async () => {
-    const held = await acquireLock(lockOf('thick-a', 100), 'snapshot-delete');
-    const previousTimeout = process.env.VOLCHAIN_LOCK_TIMEOUT;
-    process.env.VOLCHAIN_LOCK_TIMEOUT = '0.3';
+    const held = await acquireLock(lockOf('thick-a', 100), 'snapshot-delete', DEFAULT_LOCK_TIMEOUT_MS);
     try {
-      const vc = new Volchain(config);
+      const vc = new Volchain(config, { settings: readSettings({ ...env, VOLCHAIN_LOCK_TIMEOUT: '0.3' }) });
       await assert.rejects(vc.snapshotCreate('thick-b:vm-100-disk-0.qcow2', 'before'), (err: unknown) => {
         assert.ok(err instanceof LockedError, String(err));
         assert.match(err.message, /snapshot-delete/, 'the error names what holds the lock');
         return true;
       });
     } finally {
-      if (previousTimeout === undefined) delete process.env.VOLCHAIN_LOCK_TIMEOUT;
-      else process.env.VOLCHAIN_LOCK_TIMEOUT = previousTimeout;
       await held.release();
     }
   });

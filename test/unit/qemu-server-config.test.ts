@@ -230,11 +230,11 @@ describe('PVE VM config: finding the file', () => {
 
   it('requires a file given with --vm-config to exist, and to be the VM’s own when named <vmid>.conf', async () => {
     await assert.rejects(
-      loadVmConfig(100, { path: join(dir, 'missing.conf') }),
+      loadVmConfig(100, { path: join(dir, 'missing.conf'), settings: readSettings({}) }),
       (err: unknown) => err instanceof ConfigError && err.message.includes('no such file'),
     );
     await assert.rejects(
-      loadVmConfig(101, { path: join(dir, '100.conf') }),
+      loadVmConfig(101, { path: join(dir, '100.conf'), settings: readSettings({}) }),
       (err: unknown) => err instanceof ConfigError && err.message.includes('config of VM 100, not of VM 101'),
     );
     const given = await loadVmConfig(100, { path: join(dir, '100.conf'), settings: readSettings({}) });

@@ -47,6 +47,7 @@ import { parseVolname, type ImageFormat, type VolumeRef } from '../../naming/ind
 import * as lvm from '../../tools/lvm.js';
 import * as qemuImg from '../../tools/qemu-img.js';
 import { FileJournalStore } from '../../journal/file-store.js';
+import type { Settings } from '../../settings.js';
 import type { JournalStore } from '../../journal/record.js';
 import type { Backend, BackendCapabilities, BaseInfo, FinishRemovalsOptions, FinishRemovalsResult, ImageScan, LayerStat, PendingRemoval } from '../backend.js';
 import { notCapable } from '../capabilities.js';
@@ -73,7 +74,8 @@ export class LvmBackend implements Backend {
 
   constructor(
     readonly definition: LvmStorage,
-    opts: { shrinkFrozen?: boolean } = {},
+    /** The settings it runs with (state directory, LVM trace, crash hook), given when the registry opens it. */
+    private readonly opts: { shrinkFrozen?: boolean; settings: Pick<Settings, 'stateDir' | 'hooks'> },
   ) {
     this.capabilities = {
       volumeChain: definition.snapshotAsVolumeChain,
@@ -87,10 +89,14 @@ export class LvmBackend implements Backend {
       baseVolumes: false,
       layerSizing: true,
     };
-    this.vgView = new LvmVolumeGroup(definition, (vmid) => this.lockFile(vmid));
+    this.vgView = new LvmVolumeGroup(definition, (vmid) => this.lockFile(vmid), { trace: opts.settings.hooks.lvmTrace });
     this.activation = new LvmActivation(this.vgView);
     this.sizing = new LvmSizing(this.vgView, opts.shrinkFrozen ?? true, (vmid, layer) => this.layerChanged(vmid, layer));
-    this.removals = new LvmRemovals(this.vgView, () => vgStateDir(this.id, this.vg, '.wipe'));
+    this.removals = new LvmRemovals(
+      this.vgView,
+      () => vgStateDir(opts.settings.stateDir, this.id, this.vg, '.wipe'),
+      (point) => crashPoint(point, opts.settings.hooks),
+    );
   }
 
   get id(): string {
@@ -197,7 +203,7 @@ export class LvmBackend implements Backend {
       // finds `from` still there, skips this part (`to` is gone) and renames `from` below.
       if (this.definition.saferemove) await this.removals.renameForRemoval(report, to);
       else await this.vgView.dropLv(to);
-      crashPoint('replace-removed');
+      crashPoint('replace-removed', this.opts.settings.hooks);
     }
     await this.vgView.renameLv(report, from, to);
   }
@@ -213,7 +219,7 @@ export class LvmBackend implements Backend {
     }
     // From here the layer is gone for everyone; its data stays on the LV until the wipe after the operation.
     await this.removals.renameForRemoval(report, layerName);
-    crashPoint('remove-renamed');
+    crashPoint('remove-renamed', this.opts.settings.hooks);
   }
 
   // ---- space (sizing.ts) ----------------------------------------------------------------------------------
@@ -278,12 +284,12 @@ export class LvmBackend implements Backend {
   // ---- state: locks and journals --------------------------------------------------------------------------
 
   stateDir(): string {
-    return storageStateDir(this.id);
+    return storageStateDir(this.opts.settings.stateDir, this.id);
   }
 
   lockFile(vmid: number): string {
     // Per VG, not per storage id: storage ids naming one VG share its journal LVs.
-    return join(vgStateDir(this.id, this.vg, '.locks'), `${vmid}.lock`);
+    return join(vgStateDir(this.opts.settings.stateDir, this.id, this.vg, '.locks'), `${vmid}.lock`);
   }
 
   /** Journals live on the VG (backends/lvm/journal.ts), so that another host can finish what this one started. */

@@ -19,7 +19,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AlreadyExistsError, InvalidInputError, LockedError, VolchainError, asVolchainError } from '../../errors.js';
 import * as lvm from '../../tools/lvm.js';
 import type { FinishedRemoval, FinishRemovalsOptions, FinishRemovalsResult, PendingRemoval } from '../backend.js';
-import { crashPoint } from './crash.js';
 import { withFileLock } from './flock.js';
 import { ofVm, vmidsOfLv } from './lv-records.js';
 import { REMOVING_TAG, TAG_PREFIX, deletionName, isVolchainDeletion } from './tags.js';
@@ -49,6 +48,8 @@ export class LvmRemovals {
      * state directories (two storage entries may name one VG; one LV must never get two wipers).
      */
     private readonly wipeDirOf: () => string,
+    /** The test hook VOLCHAIN_LVM_CRASH_AT at `point` (crash.ts, with the backend's settings). */
+    private readonly crashPoint: (point: string) => void,
   ) {}
 
   private get wipeDir(): string {
@@ -71,7 +72,7 @@ export class LvmRemovals {
       doomed = deletionName(name, attempt);
     }
     if (!row.tags.some((t) => t.startsWith(TAG_PREFIX))) {
-      await this.vg.mutating(() => lvm.changeTags(this.vg.vg, name, [REMOVING_TAG], []));
+      await this.vg.mutating(() => lvm.changeTags(this.vg.vg, name, [REMOVING_TAG], [], this.vg.how));
       row.tags = [...row.tags, REMOVING_TAG];
     }
     await this.vg.renameLv(report, name, doomed);
@@ -224,12 +225,12 @@ export class LvmRemovals {
         progress.updatedAt = new Date().toISOString();
         await writeWipeProgress(dir, progress);
         opts.onProgress?.(this.toPending(progress, row));
-        crashPoint('wipe-chunk');
+        this.crashPoint('wipe-chunk');
         const pause = throttleDelayMs(progress.doneBytes - from, Date.now() - started, throughput);
         if (pause > 0 && progress.doneBytes < row.sizeBytes) await sleep(pause);
       }
     }
-    crashPoint('wipe-zeroed');
+    this.crashPoint('wipe-zeroed');
     await this.vg.dropLv(name);
     await removeWipeProgress(dir, name);
     opts.log?.(`removed ${name} from VG ${vg}${progress.method ? ` (zeroed with ${progress.method})` : ''}`);

@@ -39,6 +39,8 @@ export class LvmVolumeGroup {
     readonly definition: LvmStorage,
     /** The VM's lock file (rewritten by the engine on every acquisition and release). */
     private readonly lockFile: (vmid: number) => string,
+    /** How its LVM commands run (the backend's settings: $VOLCHAIN_LVM_TRACE). */
+    readonly how: lvm.LvmRunOptions,
   ) {}
 
   get id(): string {
@@ -58,7 +60,7 @@ export class LvmVolumeGroup {
   /** A report taken now (stamped with the time the command started: anything later makes it old). */
   async refresh(): Promise<Report> {
     const startedAtMs = Date.now();
-    const { vg, lvs } = await lvm.reportVg(this.vg);
+    const { vg, lvs } = await lvm.reportVg(this.vg, this.how);
     this.report = { vg, rows: new Map(lvs.map((r) => [r.name, r])), takenAtMs: startedAtMs };
     return this.report;
   }
@@ -173,15 +175,18 @@ export class LvmVolumeGroup {
     if (report.rows.has(name)) throw new AlreadyExistsError(`${name} already exists in VG ${this.vg} (storage '${this.id}')`);
     this.ensureFree(report, sizeBytes, `${what} (${sizeBytes} bytes as an LV)`);
     await this.mutating(() =>
-      lvm.createLv({
-        vg: this.vg,
-        name,
-        sizeBytes,
-        tags,
-        activation: this.activation(report),
-        extentSizeBytes: report.vg.extentSizeBytes,
-        ...opts,
-      }),
+      lvm.createLv(
+        {
+          vg: this.vg,
+          name,
+          sizeBytes,
+          tags,
+          activation: this.activation(report),
+          extentSizeBytes: report.vg.extentSizeBytes,
+          ...opts,
+        },
+        this.how,
+      ),
     );
     const attr = '-wi-a-----';
     const row = { name, uuid: `new:${randomUUID()}`, sizeBytes, tags: [...tags], attr, active: true, open: false };
@@ -193,7 +198,7 @@ export class LvmVolumeGroup {
   /** lvremove, tolerating an LV that is gone already. */
   async dropLv(name: string): Promise<void> {
     try {
-      await this.mutating(() => lvm.removeLv(this.vg, name));
+      await this.mutating(() => lvm.removeLv(this.vg, name, this.how));
     } catch (err) {
       if (!(err instanceof NotFoundError)) throw err;
     }
@@ -206,12 +211,12 @@ export class LvmVolumeGroup {
   }
 
   async renameLv(report: Report, from: string, to: string): Promise<void> {
-    await this.mutating(() => lvm.renameLv(this.vg, from, to));
+    await this.mutating(() => lvm.renameLv(this.vg, from, to, this.how));
     moveRow(report, from, to);
   }
 
   async resizeRow(report: Report, row: lvm.LvRow, sizeBytes: number): Promise<void> {
-    await this.mutating(() => lvm.resizeLv(this.vg, row.name, row.sizeBytes, sizeBytes, report.vg.extentSizeBytes));
+    await this.mutating(() => lvm.resizeLv(this.vg, row.name, row.sizeBytes, sizeBytes, { ...this.how, extentSizeBytes: report.vg.extentSizeBytes }));
     report.vg.freeBytes -= sizeBytes - row.sizeBytes;
     row.sizeBytes = sizeBytes;
   }
@@ -224,6 +229,7 @@ export class LvmVolumeGroup {
           this.vg,
           inactive.map((r) => r.name),
           this.activation(report),
+          this.how,
         ),
       );
       for (const row of inactive) row.active = true;
@@ -238,6 +244,7 @@ export class LvmVolumeGroup {
         this.vg,
         rows.map((r) => r.name),
         'n',
+        this.how,
       ),
     );
     for (const row of rows) row.active = false;
@@ -247,7 +254,7 @@ export class LvmVolumeGroup {
   async syncTags(row: lvm.LvRow, wanted: readonly string[]): Promise<boolean> {
     const { add, remove } = tagChanges(row.tags, wanted);
     if (add.length === 0 && remove.length === 0) return false;
-    await this.mutating(() => lvm.changeTags(this.vg, row.name, add, remove));
+    await this.mutating(() => lvm.changeTags(this.vg, row.name, add, remove, this.how));
     row.tags = [...row.tags.filter((t) => !remove.includes(t)), ...add];
     return true;
   }

@@ -34,7 +34,7 @@ export interface AttachInfo {
 /** Which QEMU block node uses which volume and layer of VM `vmid` (read-only: takes no lock). */
 export async function attachInfo(vc: Volchain, vmidText: number | string, explicit?: string): Promise<AttachInfo> {
   const vmid = typeof vmidText === 'number' ? vmidText : parseVmid(vmidText);
-  const conn = await connectVm(vmid, explicit);
+  const conn = await connectVm(vmid, explicit, vc.settings);
   if (!conn) {
     throw new InvalidInputError(`no QMP socket for VM ${vmid}: give --qmp SOCK (or set VOLCHAIN_QMP_DIR to the directory of <vmid>.qmp sockets)`);
   }

@@ -16,6 +16,7 @@ import { describeStep } from '../plan/describe-step.js';
 import { damagesWhenInterrupted, injectFault, isLong, stepLayers, undoOf, type EngineEvent } from '../run/step-rules.js';
 import { undoPlanJournaled, undoStepsOf } from '../run/undo.js';
 import { snapshotTransaction, type LiveSession } from './qemu-session.js';
+import type { TestHooks } from '../../settings.js';
 import { dispatchStep } from './step.js';
 
 export interface GroupEntry {
@@ -34,7 +35,8 @@ const isBarrier = (step: Step | undefined): step is Extract<LiveStep, { kind: 'q
 export async function executeGroup(
   entries: readonly GroupEntry[],
   live: LiveSession | undefined,
-  opts: { onEvent?: (e: EngineEvent) => void } = {},
+  /** `hooks`: the session's test hooks (crash or fail a step), as the offline executor takes them. */
+  opts: { hooks: TestHooks; onEvent?: (e: EngineEvent) => void },
 ): Promise<void> {
   const cursor = entries.map(() => 0);
   const done: { entry: number; step: Step }[] = [];
@@ -44,15 +46,15 @@ export async function executeGroup(
     const e = entries[i] as GroupEntry;
     const index = cursor[i] as number;
     const step = e.plan.steps[index] as Step;
-    injectFault(e.plan, index, 'before');
+    injectFault(e.plan, index, 'before', opts.hooks);
     await e.journal.stepStarted(index);
-    injectFault(e.plan, index, 'started');
+    injectFault(e.plan, index, 'started', opts.hooks);
     opts.onEvent?.({ type: 'step', volid: e.plan.volid, index, total: e.plan.steps.length, description: describeStep(step), long: isLong(step) });
   };
   const end = async (i: number): Promise<void> => {
     const e = entries[i] as GroupEntry;
     const index = cursor[i] as number;
-    injectFault(e.plan, index, 'after');
+    injectFault(e.plan, index, 'after', opts.hooks);
     await e.journal.stepDone(index);
     opts.onEvent?.({ type: 'step-done', volid: e.plan.volid, index });
     done.push({ entry: i, step: e.plan.steps[index] as Step });
@@ -90,7 +92,7 @@ export async function executeGroup(
     const undoable = !done.some((d) => undoOf(d.step) === 'impossible') && !running.some((r) => damagesWhenInterrupted(r.step));
     if (undoable) {
       try {
-        await undoGroup(entries, cursor, error.message, live);
+        await undoGroup(entries, cursor, error.message, live, opts.hooks);
       } catch (undoErr) {
         for (const e of entries) await e.journal.fail(error.message);
         throw new VolchainError(
@@ -130,7 +132,13 @@ export async function executeGroup(
  * the others (each disk's chain is consistent either way); killed later, repair finishes the undo of every
  * disk from the progress its record holds.
  */
-async function undoGroup(entries: readonly GroupEntry[], cursor: readonly number[], error: string, live: LiveSession | undefined): Promise<void> {
+async function undoGroup(
+  entries: readonly GroupEntry[],
+  cursor: readonly number[],
+  error: string,
+  live: LiveSession | undefined,
+  hooks: TestHooks,
+): Promise<void> {
   // Nothing to walk back (every step done undoes as nothing): the caller closes the journals as they are.
   if (entries.every((e) => undoStepsOf(e.plan, e.journal.record.completedSteps).length === 0)) return;
   const order = entries.map((_, i) => i).reverse();
@@ -145,6 +153,6 @@ async function undoGroup(entries: readonly GroupEntry[], cursor: readonly number
   for (const i of order) {
     const e = entries[i] as GroupEntry;
     if (e.plan.steps.length === 0) continue;
-    await undoPlanJournaled(e.journal, (step) => dispatchStep(e.backend, e.plan.vmid, step, { onProgress: undefined, redo: true, live }));
+    await undoPlanJournaled(e.journal, hooks, (step) => dispatchStep(e.backend, e.plan.vmid, step, { onProgress: undefined, redo: true, live }));
   }
 }

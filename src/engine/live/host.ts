@@ -5,8 +5,11 @@
  */
 import type { Backend } from '../../backends/backend.js';
 import type { VolumeRef } from '../../naming/index.js';
+import type { Settings } from '../../settings.js';
 
 export interface LiveHost {
+  /** The session's settings: the QMP directory, job speed, live-stream and fault hooks, the QEMU binary. */
+  readonly settings: Settings;
   resolve(volid: string): { backend: Backend; volume: VolumeRef };
   vmVolumes(vmid: number, storage?: string, vmConfig?: string, onWarning?: (message: string) => void): Promise<{ backend: Backend; volume: VolumeRef }[]>;
   withVmLocks<T>(backends: readonly Backend[], vmid: number, operation: string, fn: () => Promise<T>): Promise<T>;

@@ -16,7 +16,7 @@ import type { LiveDisk } from '../planners/live.js';
 // The façade's part live operations use (not volchain.ts itself, which imports this module).
 import type { LiveHost as Volchain } from './host.js';
 import { readVolumeTree, type VolumeTree } from '../read/volume-tree.js';
-import { currentSettings } from '../../settings.js';
+import type { TestHooks } from '../../settings.js';
 
 /** Which disks an operation is about: one volume, or every disk of a VM (optionally on one storage). */
 export type LiveTarget = { volid: string } | { vmid: number | string; storage?: string; vmConfig?: string };
@@ -74,9 +74,16 @@ export function streamSafe(version: { major: number; minor: number }, extendedL2
   return !extendedL2 || version.major > 8 || (version.major === 8 && version.minor >= 2);
 }
 
-export function liveDiskOf(d: DiskMatch, socket: string, running: boolean, version: { major: number; minor: number }): LiveDisk {
+/** `hooks`: the session's test hooks, of which liveStream ($VOLCHAIN_LIVE_STREAM) is read here. */
+export function liveDiskOf(
+  d: DiskMatch,
+  socket: string,
+  running: boolean,
+  version: { major: number; minor: number },
+  hooks: Pick<TestHooks, 'liveStream'>,
+): LiveDisk {
   const extendedL2 = [...d.tree.layers.values()].some((l) => l.header?.extendedL2 === true);
-  const liveStream = currentSettings().hooks.liveStream;
+  const liveStream = hooks.liveStream;
   return {
     storage: d.backend.id,
     socket,

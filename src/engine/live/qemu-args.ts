@@ -45,7 +45,7 @@ export async function qemuArgs(vc: Volchain, volids: readonly string[], opts: { 
   }
   driveIds.forEach(checkDriveId);
   if (new Set(driveIds).size !== driveIds.length) throw new InvalidInputError('a --drive-id is given twice');
-  const discardNoUnref = await installedQemuHasDiscardNoUnref();
+  const discardNoUnref = await installedQemuHasDiscardNoUnref(vc.settings.qemuSystem);
   const objects: Record<string, unknown>[] = [];
   const volumes: QemuArgsVolume[] = [];
   for (const volid of volids) {

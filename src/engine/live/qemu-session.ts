@@ -17,6 +17,8 @@ export interface LiveSession {
   signal?: AbortSignal;
   /** How often query-jobs is read for progress (default 250 ms). */
   pollIntervalMs?: number;
+  /** The session's $VOLCHAIN_JOB_SPEED: the block jobs' rate limit (engine/live/step-jobs.ts checks it). */
+  jobSpeed: string | undefined;
 }
 
 /** How a step runs: its progress reports, whether it is a redo (repair), and the QEMU it acts through. */

@@ -60,22 +60,22 @@ type LivePlanner = (d: DiskMatch, live: LiveDisk | undefined) => Plan;
  */
 async function runLive(vc: Volchain, target: LiveTarget, operation: string, opts: LiveCallOptions, planner: LivePlanner): Promise<Plan[] | undefined> {
   const { vmid, disks } = await targetDisks(vc, target, opts.onWarning);
-  const conn = await connectVm(vmid, opts.qmp);
+  const conn = await connectVm(vmid, opts.qmp, vc.settings);
   if (!conn) return undefined;
-  const session: LiveSession = { client: conn.client, socket: conn.socket, ...(opts.signal ? { signal: opts.signal } : {}) };
+  const session: LiveSession = { client: conn.client, socket: conn.socket, jobSpeed: vc.settings.jobSpeed, ...(opts.signal ? { signal: opts.signal } : {}) };
   try {
     const work = async (): Promise<Plan[]> => {
       const state = await readLiveState(conn.client, conn.socket, disks);
       if (opts.qmp !== undefined) refuseWrongQemu(vmid, conn.socket, state.disks);
       const planned = state.disks.map((d) => ({
         backend: d.backend,
-        plan: planner(d, d.chain ? liveDiskOf(d, conn.socket, state.running, qemuVersion(conn.client)) : undefined),
+        plan: planner(d, d.chain ? liveDiskOf(d, conn.socket, state.running, qemuVersion(conn.client), vc.settings.hooks) : undefined),
       }));
       if (opts.dryRun) return planned.map((p) => p.plan);
       const group = planned.length > 1 ? randomUUID() : undefined;
       const entries = [];
       for (const p of planned) entries.push({ ...p, journal: await Journal.begin(p.backend.journal(), p.backend.id, p.plan, group) });
-      await executeGroup(entries, session, opts.onEvent ? { onEvent: opts.onEvent } : {});
+      await executeGroup(entries, session, { hooks: vc.settings.hooks, ...(opts.onEvent ? { onEvent: opts.onEvent } : {}) });
       await checkAgreement(conn.client, conn.socket, disks, operation);
       return planned.map((p) => p.plan);
     };
@@ -112,7 +112,7 @@ export function liveSnapshotDelete(vc: Volchain, target: LiveTarget, snapshot: s
  */
 export async function refuseLiveRollback(vc: Volchain, target: LiveTarget, opts: LiveOptions = {}): Promise<void> {
   const { vmid, disks } = await targetDisks(vc, target);
-  const conn = await connectVm(vmid, opts.qmp);
+  const conn = await connectVm(vmid, opts.qmp, vc.settings);
   if (!conn) return;
   try {
     const inputs: { backend: Backend; volume: VolumeRef; tree: VolumeTree }[] = [];

@@ -13,19 +13,19 @@ import { QmpClient } from '../../qmp/client.js';
 import { QmpConnectError } from '../../qmp/errors.js';
 import type { Plan } from '../../model/plan.js';
 import type { LiveSession } from './qemu-session.js';
-import { currentSettings, settingsEnv } from '../../settings.js';
+import type { Settings } from '../../settings.js';
 
-/** The socket to use for `vmid`: the explicit one, else $VOLCHAIN_QMP_DIR/<vmid>.qmp if that is set. */
+/** The socket to use for `vmid`: the explicit one, else $VOLCHAIN_QMP_DIR/<vmid>.qmp (of the session's settings) if that is set. */
 export function qmpSocketFor(
   vmid: number,
-  explicit?: string,
-  env: NodeJS.ProcessEnv = settingsEnv(currentSettings()),
+  explicit: string | undefined,
+  settings: Pick<Settings, 'qmpDir'>,
 ): { socket: string; explicit: boolean } | undefined {
   if (explicit !== undefined) {
     if (explicit === '') throw new InvalidInputError("--qmp needs the path of QEMU's QMP socket");
     return { socket: explicit, explicit: true };
   }
-  const dir = env['VOLCHAIN_QMP_DIR'];
+  const dir = settings.qmpDir;
   if (dir === undefined || dir === '') return undefined;
   return { socket: join(dir, `${vmid}.qmp`), explicit: false };
 }
@@ -34,8 +34,12 @@ export function qmpSocketFor(
  * Connects to the VM's QEMU, or returns undefined when it does not run (no socket configured, or, for a
  * configured directory, no socket or nobody listening). An explicit socket that does not answer is an error.
  */
-export async function connectVm(vmid: number, explicit?: string): Promise<{ client: QmpClient; socket: string } | undefined> {
-  const where = qmpSocketFor(vmid, explicit);
+export async function connectVm(
+  vmid: number,
+  explicit: string | undefined,
+  settings: Pick<Settings, 'qmpDir'>,
+): Promise<{ client: QmpClient; socket: string } | undefined> {
+  const where = qmpSocketFor(vmid, explicit, settings);
   if (!where) return undefined;
   if (!where.explicit) {
     try {
@@ -64,14 +68,14 @@ export function qemuVersion(client: QmpClient): { major: number; minor: number }
 
 /**
  * The session repair uses for a live plan: the QEMU it ran against, if it still runs (then the remaining
- * steps run live), else undefined (the offline equivalents finish the operation).
+ * steps run live), else undefined (the offline equivalents finish the operation). `settings`: the session's.
  */
-export async function openRepairSession(plan: Plan, explicit?: string): Promise<LiveSession | undefined> {
+export async function openRepairSession(plan: Plan, explicit: string | undefined, settings: Pick<Settings, 'jobSpeed'>): Promise<LiveSession | undefined> {
   const socket = explicit ?? plan.live?.socket;
   if (socket === undefined) return undefined;
   try {
     const client = await QmpClient.connectUnix(socket, { connectTimeoutMs: 10_000 });
-    return { client, socket };
+    return { client, socket, jobSpeed: settings.jobSpeed };
   } catch (err) {
     const code = err instanceof QmpConnectError ? ((err.cause as NodeJS.ErrnoException | undefined)?.code ?? '') : '';
     if (code === 'ECONNREFUSED' || code === 'ENOENT') return undefined; // QEMU is gone

@@ -18,7 +18,6 @@ import { readBlockView } from '../../qmp/live-view.js';
 import type { LiveStep } from '../../model/plan.js';
 import { isVolumeName } from '../run/step-rules.js';
 import { chainOf, type LiveSession, type LiveStepContext } from './qemu-session.js';
-import { currentSettings } from '../../settings.js';
 
 /** block-stream of the snapshot's data into its child on QEMU's chain; the child's header then names the new backing. */
 export async function runQmpStream(
@@ -38,7 +37,7 @@ export async function runQmpStream(
     return () =>
       blockStream(live.client, {
         jobId: step.jobId,
-        ...jobSpeed(),
+        ...jobSpeed(live),
         device: step.node,
         ...(step.baseNode !== null ? { baseNode: step.baseNode } : {}),
         ...(step.onto !== null ? { backingFile: step.onto } : {}),
@@ -75,7 +74,7 @@ export async function runQmpCommit(
     return () =>
       blockCommit(live.client, {
         jobId: step.jobId,
-        ...jobSpeed(),
+        ...jobSpeed(live),
         device: step.rootNode,
         baseNode: step.baseNode,
         // Not for the active layer (QEMU refuses it there): the layer above `top` gets `top`'s name, which
@@ -199,8 +198,8 @@ async function followJob(live: LiveSession, jobId: string, o: FollowOptions & { 
  * VOLCHAIN_JOB_SPEED (bytes per second, or with K/M/G): a rate limit for live block jobs, to spare the
  * storage while a VM runs (and to make jobs long enough to interrupt in tests). Unset: as fast as possible.
  */
-function jobSpeed(): { speed?: number } {
-  const raw = currentSettings().jobSpeed;
+function jobSpeed(live: LiveSession): { speed?: number } {
+  const raw = live.jobSpeed; // the session's setting, carried by the connection
   if (raw === undefined || raw === '') return {};
   const speed = parseSize(raw);
   if (!(speed > 0)) throw new InvalidInputError(`VOLCHAIN_JOB_SPEED must be a positive number of bytes per second, got '${raw}'`);

@@ -49,9 +49,9 @@ export async function repair(session: Session, target: { volid?: string }, opts:
       if (opts.dryRun) continue;
       await withVmLockedForRepair(session.locks, [backend], record.plan.vmid, 'repair', async () => {
         // A live plan finishes through its QEMU if that still runs, else with the offline equivalents.
-        const live = record.plan.live ? await openRepairSession(record.plan, opts.qmp) : undefined;
+        const live = record.plan.live ? await openRepairSession(record.plan, opts.qmp, session.settings) : undefined;
         try {
-          await repairRecord(backend, record, live);
+          await repairRecord(backend, record, session.settings.hooks, live);
         } finally {
           await live?.client.close();
         }

@@ -29,9 +29,13 @@ export interface VolchainOptions {
    * without growing them), else 'yes'. Default: $VOLCHAIN_LVM_SHRINK, else 'auto'. See engine/plan/shrink-policy.ts.
    */
   shrinkFrozen?: ShrinkPolicy;
-  /** How long to wait for a VM's lock. Default: $VOLCHAIN_LOCK_TIMEOUT (read when a lock is taken), else 30 s. */
+  /** How long to wait for a VM's lock. Default: $VOLCHAIN_LOCK_TIMEOUT (of the settings, checked when a lock is taken), else 30 s. */
   lockTimeoutMs?: number;
-  /** The environment's settings (src/settings.ts) the defaults above come from; without, process.env when needed. */
+  /**
+   * The settings (src/settings.ts) the defaults above come from, and everything below the façade runs with
+   * (test hooks, job speed, state directory, ...). Without: process.env as it is when the Volchain is made
+   * (engine/session/session.ts sessionSettings), never read again afterwards.
+   */
   settings?: Settings;
 }
 

@@ -73,7 +73,8 @@ export async function vmOperation(session: Session, vmidText: string | number, o
     for (const [i, p] of planned.entries()) {
       try {
         const keep = { keepJournalWhenUndone: !what.walkBackOnFailure };
-        await executePlan(p.backend, p.plan, { ...(opts.onEvent ? { onEvent: opts.onEvent } : {}), journal: journals[i] as Journal, ...keep });
+        const journal = journals[i] as Journal;
+        await executePlan(p.backend, p.plan, { hooks: session.settings.hooks, ...(opts.onEvent ? { onEvent: opts.onEvent } : {}), journal, ...keep });
       } catch (err) {
         const done = planned.slice(0, i);
         if (!what.walkBackOnFailure)
@@ -90,7 +91,7 @@ export async function vmOperation(session: Session, vmidText: string | number, o
         for (const j of journals.slice(i + 1)) await j.finish();
         try {
           const finished = done.map((d, k) => ({ backend: d.backend, journal: journals[k] as Journal }));
-          await walkBackFinished(finished, `${operation} of VM ${vmid} failed on ${p.plan.volid}: ${error.message}`);
+          await walkBackFinished(finished, `${operation} of VM ${vmid} failed on ${p.plan.volid}: ${error.message}`, session.settings.hooks);
         } catch (undoErr) {
           throw new VolchainError(
             error.code,

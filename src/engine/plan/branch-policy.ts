@@ -18,13 +18,15 @@ import { quoteForeign } from '../../quote.js';
 import type { Plan } from '../../model/plan.js';
 import { isPveConfig } from './shrink-policy.js';
 import { descendants, type VolumeTree } from '../read/volume-tree.js';
-import { currentSettings, settingsEnv } from '../../settings.js';
 
 export type BranchPolicy = 'auto' | 'yes' | 'no';
 export const BRANCH_POLICIES: readonly BranchPolicy[] = ['auto', 'yes', 'no'];
 
-/** $VOLCHAIN_BRANCHES, else auto; auto means: keep branches unless PVE shares the configuration. */
-export function resolveKeepBranches(configSource: string, env: NodeJS.ProcessEnv = settingsEnv(currentSettings())): boolean {
+/**
+ * $VOLCHAIN_BRANCHES, else auto; auto means: keep branches unless PVE shares the configuration. `env` is the
+ * session's settings by variable name (settingsEnv), so the error names the variable.
+ */
+export function resolveKeepBranches(configSource: string, env: NodeJS.ProcessEnv): boolean {
   const value = env.VOLCHAIN_BRANCHES;
   if (value !== undefined && value !== '' && !(BRANCH_POLICIES as readonly string[]).includes(value)) {
     throw new InvalidInputError(`VOLCHAIN_BRANCHES must be ${BRANCH_POLICIES.join(', ')}, got ${quote(value)}`);

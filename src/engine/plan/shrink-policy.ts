@@ -14,7 +14,6 @@
 import { realpathSync } from 'node:fs';
 import { PVE_STORAGE_CFG } from '../../config/index.js';
 import { InvalidInputError } from '../../errors.js';
-import { currentSettings, settingsEnv } from '../../settings.js';
 
 export type ShrinkPolicy = 'auto' | 'yes' | 'no';
 export const SHRINK_POLICIES: readonly ShrinkPolicy[] = ['auto', 'yes', 'no'];
@@ -29,8 +28,11 @@ export function isPveConfig(source: string): boolean {
   }
 }
 
-/** The policy asked for, else $VOLCHAIN_LVM_SHRINK, else auto; auto means: shrink unless PVE shares the config. */
-export function resolveShrinkFrozen(asked: ShrinkPolicy | undefined, configSource: string, env: NodeJS.ProcessEnv = settingsEnv(currentSettings())): boolean {
+/**
+ * The policy asked for, else $VOLCHAIN_LVM_SHRINK, else auto; auto means: shrink unless PVE shares the config.
+ * `env` is the session's settings by variable name (settingsEnv).
+ */
+export function resolveShrinkFrozen(asked: ShrinkPolicy | undefined, configSource: string, env: NodeJS.ProcessEnv): boolean {
   let policy = asked;
   if (policy === undefined) {
     const value = env.VOLCHAIN_LVM_SHRINK;

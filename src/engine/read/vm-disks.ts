@@ -34,7 +34,8 @@ export interface VmDiskOptions {
   storage?: string | undefined;
   /** `--vm-config FILE`. */
   vmConfig?: string | undefined;
-  settings?: Settings;
+  /** The session's: where VM configs are ($VOLCHAIN_VM_CONFIG_DIR). */
+  settings: Settings;
 }
 
 /** Volumes of a VM that are not disks of it (without a config to say which are): cloud-init and VM states. */
@@ -47,8 +48,8 @@ export function isVmHelperVolume(vmid: number, name: string): boolean {
  * (then the caller lists the storages). Throws, naming the drive, when a drive is not something volchain
  * can act on, and NotFound when the config lists no disk (on `storage`).
  */
-export async function vmDisksFromConfig(vc: VolumeResolver, vmid: number, opts: VmDiskOptions = {}): Promise<VmDisk[] | undefined> {
-  const config = await loadVmConfig(vmid, { path: opts.vmConfig, ...(opts.settings ? { settings: opts.settings } : {}) });
+export async function vmDisksFromConfig(vc: VolumeResolver, vmid: number, opts: VmDiskOptions): Promise<VmDisk[] | undefined> {
+  const config = await loadVmConfig(vmid, { path: opts.vmConfig, settings: opts.settings });
   if (!config) return undefined;
   const out: VmDisk[] = [];
   // Two drives naming one volume (or one volume through two storage ids on the same place) are one disk:

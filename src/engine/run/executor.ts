@@ -16,9 +16,11 @@ import { describeStep } from '../plan/describe-step.js';
 import { damagesWhenInterrupted, injectFault, isLong, stepLayers, undoOf, type EngineEvent } from './step-rules.js';
 import { undoPlanJournaled } from './undo.js';
 import { needsRepair } from './error-fields.js';
-import { currentSettings } from '../../settings.js';
+import type { TestHooks } from '../../settings.js';
 
 export interface ExecuteOptions {
+  /** The session's test hooks (crash or fail a step, the operation log): passed down, never read here. */
+  hooks: TestHooks;
   onEvent?: (event: EngineEvent) => void;
   /** A journal written beforehand (VM-wide operations record every disk's plan before running any). */
   journal?: Journal;
@@ -36,11 +38,11 @@ export interface ExecuteOptions {
  * Undo steps run as redo: the failed step may have left part of its effect, and after a crash the last undo
  * step may have run already.
  */
-export async function undoJournaled(backend: Backend, journal: Journal, live?: LiveSession): Promise<void> {
-  await undoPlanJournaled(journal, (step) => runStep(backend, journal.record.plan.vmid, step, { redo: true, ...(live ? { live } : {}) }));
+export async function undoJournaled(backend: Backend, journal: Journal, hooks: TestHooks, live?: LiveSession): Promise<void> {
+  await undoPlanJournaled(journal, hooks, (step) => runStep(backend, journal.record.plan.vmid, step, { redo: true, ...(live ? { live } : {}) }));
 }
 
-export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOptions = {}): Promise<void> {
+export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOptions): Promise<void> {
   if (!opts.journal) {
     // Backends whose layers must be made usable first (LVM: activation) do it before anything is written:
     // a refusal here (another host holds the LVs) leaves no trace, not even a journal.
@@ -63,9 +65,9 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
     }
     for (; index < plan.steps.length; index++) {
       const step = plan.steps[index] as Step;
-      injectFault(plan, index, 'before');
+      injectFault(plan, index, 'before', opts.hooks);
       await journal.stepStarted(index);
-      injectFault(plan, index, 'started');
+      injectFault(plan, index, 'started', opts.hooks);
       opts.onEvent?.({
         type: 'step',
         volid: plan.volid,
@@ -78,7 +80,7 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
         onProgress: (percent) => opts.onEvent?.({ type: 'progress', volid: plan.volid, index, percent }),
         ...(opts.live ? { live: opts.live } : {}),
       });
-      injectFault(plan, index, 'after');
+      injectFault(plan, index, 'after', opts.hooks);
       await journal.stepDone(index);
       opts.onEvent?.({ type: 'step-done', volid: plan.volid, index });
     }
@@ -93,7 +95,7 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
         // Journaled (undo.ts): a crash from here on leaves a record that repair continues as an undo.
         journal.beginUndo(index, error.message);
         try {
-          await undoJournaled(backend, journal, opts.live);
+          await undoJournaled(backend, journal, opts.hooks, opts.live);
         } catch (undoErr) {
           const undoError = asVolchainError(undoErr);
           throw new VolchainError(
@@ -122,7 +124,7 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
     );
   }
   await journal.finish();
-  await appendTestOpLog(plan);
+  await appendTestOpLog(plan, opts.hooks);
 }
 
 /**
@@ -130,8 +132,8 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
  * file as one JSON line while the VM's lock is still held, so a concurrency test can replay the true order
  * of operations against its model.
  */
-async function appendTestOpLog(plan: Plan): Promise<void> {
-  const file = currentSettings().hooks.testOplog;
+async function appendTestOpLog(plan: Plan, hooks: TestHooks): Promise<void> {
+  const file = hooks.testOplog;
   if (!file) return;
   await appendFile(file, JSON.stringify(plan) + '\n');
 }

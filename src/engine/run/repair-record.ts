@@ -13,6 +13,7 @@ import { Journal } from './journal.js';
 import type { LiveSession } from '../live/qemu-session.js';
 import { describeStep } from '../plan/describe-step.js';
 import { describeUndoRepair, undoStepsOf } from './undo.js';
+import type { TestHooks } from '../../settings.js';
 
 /** The lines `repair` reports for `record` (what it does, or with --dry-run would do). */
 export function repairActions(record: JournalRecord): string[] {
@@ -24,10 +25,11 @@ export function repairActions(record: JournalRecord): string[] {
 /**
  * Finishes `record`'s operation (or its undo), then removes the record. Called under the VM's lock. A crash
  * in here leaves the record as it was (forward) or with the undo's progress (undo): repair runs again.
+ * `hooks`: the session's test hooks (an interrupted undo's steps can crash on them as in the first run).
  */
-export async function repairRecord(backend: Backend, record: JournalRecord, live?: LiveSession): Promise<void> {
+export async function repairRecord(backend: Backend, record: JournalRecord, hooks: TestHooks, live?: LiveSession): Promise<void> {
   if (record.undo) {
-    await undoJournaled(backend, Journal.resume(backend.journal(), record), live);
+    await undoJournaled(backend, Journal.resume(backend.journal(), record), hooks, live);
   } else {
     if (record.completedSteps === 0 && record.runningStep === null) {
       // Nothing ran yet (a VM-wide operation's disk after the one that failed, or whose own steps were undone):

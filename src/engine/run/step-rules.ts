@@ -2,14 +2,14 @@
  * What the executors (executor.ts for one plan, engine/live/group.ts for the plans of one live operation) know
  * about steps besides running them: how each is undone, which damage their target when interrupted, which are
  * long, which layers they touch; the events they report; and the test hooks that crash or fail a step.
- * Pure apart from the test hooks (which read the environment and may kill the process).
+ * Pure apart from the test hooks (which may kill the process; they come from the session's settings).
  */
 import type { Backend } from '../../backends/backend.js';
 import { VolchainError } from '../../errors.js';
 import type { Step, Plan } from '../../model/plan.js';
 import { parseBaseBackingRef, parseVolumeName } from '../../naming/index.js';
 import { isLiveStep, liveDamagesWhenInterrupted, liveIsLong, liveUndoOf } from '../plan/live-steps.js';
-import { currentSettings } from '../../settings.js';
+import type { TestHooks } from '../../settings.js';
 
 export type EngineEvent =
   | { type: 'step'; volid: string; index: number; total: number; description: string; long: boolean }
@@ -72,19 +72,20 @@ export function isVolumeName(backend: Backend, layer: string): boolean {
  * Test hooks (documented in README): VOLCHAIN_CRASH_AT=<operation>:<step>[:before|started|after[:<volume>]] kills the
  * process with SIGKILL at that point (`undo-before`/`undo-after`: around the undo of that step, after a later
  * step failed); VOLCHAIN_FAIL_AT=<operation>:<step>[:<volume name>] makes the step
- * fail with an error. Steps count from 1 as in --dry-run output.
+ * fail with an error. Steps count from 1 as in --dry-run output. `hooks` are the session's settings' (given to
+ * createVolchain, or the environment read once when the Volchain was made), never the environment now.
  */
 export type FaultMoment = 'before' | 'started' | 'after' | 'undo-before' | 'undo-after';
 
-export function injectFault(plan: Plan, index: number, moment: FaultMoment): void {
-  const crash = currentSettings().hooks.crashAt;
+export function injectFault(plan: Plan, index: number, moment: FaultMoment, hooks: Pick<TestHooks, 'crashAt' | 'failAt'>): void {
+  const crash = hooks.crashAt;
   if (crash) {
     const [op, step, when = 'started', volume] = crash.split(':');
     if (op === plan.operation && Number(step) === index + 1 && when === moment && (volume === undefined || plan.volid.endsWith(volume))) {
       process.kill(process.pid, 'SIGKILL');
     }
   }
-  const fail = currentSettings().hooks.failAt;
+  const fail = hooks.failAt;
   if (fail && moment === 'started') {
     const [op, step, volume] = fail.split(':');
     if (op === plan.operation && Number(step) === index + 1 && (volume === undefined || plan.volid.endsWith(volume))) {

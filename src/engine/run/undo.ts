@@ -20,6 +20,7 @@ import type { Journal } from './journal.js';
 import { describeStep } from '../plan/describe-step.js';
 import type { Step } from '../../model/plan.js';
 import { injectFault, undoOf } from './step-rules.js';
+import type { TestHooks } from '../../settings.js';
 
 /** One step of an undo: the plan's step it walks back (0-based index) and what to run. */
 export interface UndoStep {
@@ -58,14 +59,14 @@ function thawOf(plan: Plan, layer: string): Step | 'nothing' {
  * Undoes the steps `journal` says are done (its record must say it is undoing: Journal.beginUndo), journaling
  * each; continues an undo a crash interrupted. `run` runs one undo step as a redo: the failed step may have
  * left part of its effect, and after a crash the last undo step may have run already. The test hooks
- * VOLCHAIN_CRASH_AT=<operation>:<step>:undo-before|undo-after fire around the undo of that step.
+ * VOLCHAIN_CRASH_AT=<operation>:<step>:undo-before|undo-after (in `hooks`, the session's) fire around the undo of that step.
  */
-export async function undoPlanJournaled(journal: Journal, run: (step: Step) => Promise<void>): Promise<void> {
+export async function undoPlanJournaled(journal: Journal, hooks: TestHooks, run: (step: Step) => Promise<void>): Promise<void> {
   const { plan, completedSteps } = journal.record;
   await runJournaledUndo(journal, undoStepsOf(plan, completedSteps), async ({ of, step }) => {
-    injectFault(plan, of, 'undo-before');
+    injectFault(plan, of, 'undo-before', hooks);
     await run(step);
-    injectFault(plan, of, 'undo-after');
+    injectFault(plan, of, 'undo-after', hooks);
   });
 }
 

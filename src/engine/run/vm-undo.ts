@@ -13,6 +13,7 @@
 import type { Backend } from '../../backends/backend.js';
 import { undoJournaled } from './executor.js';
 import type { Journal } from './journal.js';
+import type { TestHooks } from '../../settings.js';
 
 export interface FinishedDisk {
   backend: Backend;
@@ -20,12 +21,12 @@ export interface FinishedDisk {
   journal: Journal;
 }
 
-/** Walks back `finished` (in the order they ran); `error` is why, recorded for repair's report. */
-export async function walkBackFinished(finished: readonly FinishedDisk[], error: string): Promise<void> {
+/** Walks back `finished` (in the order they ran); `error` is why, recorded for repair's report; `hooks`: the session's. */
+export async function walkBackFinished(finished: readonly FinishedDisk[], error: string, hooks: TestHooks): Promise<void> {
   // Every record first: a crash while undoing one disk must leave the others marked for undo too.
   for (const d of finished) await d.journal.reopenForUndo(error);
   for (const d of [...finished].reverse()) {
-    await undoJournaled(d.backend, d.journal);
+    await undoJournaled(d.backend, d.journal, hooks);
     await d.journal.finish();
   }
 }

@@ -11,13 +11,12 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Backend } from '../../backends/backend.js';
 import { InvalidInputError } from '../../errors.js';
-import { currentSettings, settingsEnv } from '../../settings.js';
 
 export type WipeMode = 'background' | 'foreground';
 export const WIPE_MODES: readonly WipeMode[] = ['background', 'foreground'];
 
-/** The mode asked for, else $VOLCHAIN_WIPE, else background. */
-export function resolveWipeMode(asked: WipeMode | undefined, env: NodeJS.ProcessEnv = settingsEnv(currentSettings())): WipeMode {
+/** The mode asked for, else $VOLCHAIN_WIPE (`env`: the session's settings by variable name, settingsEnv), else background. */
+export function resolveWipeMode(asked: WipeMode | undefined, env: NodeJS.ProcessEnv): WipeMode {
   if (asked !== undefined) return asked;
   const value = env.VOLCHAIN_WIPE;
   if (value === undefined || value === '') return 'background';

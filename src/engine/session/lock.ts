@@ -9,7 +9,6 @@ import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { InvalidInputError, LockedError } from '../../errors.js';
 import { flockDescriptor } from '../../tools/flock.js';
-import { currentSettings, settingsEnv } from '../../settings.js';
 
 export interface LockHolder {
   pid: number;
@@ -25,7 +24,8 @@ export interface HeldLock {
 
 export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
 
-export function lockTimeoutMs(env: NodeJS.ProcessEnv = settingsEnv(currentSettings())): number {
+/** $VOLCHAIN_LOCK_TIMEOUT in `env` (the session's settings by variable name, settingsEnv), else 30 s. */
+export function lockTimeoutMs(env: NodeJS.ProcessEnv): number {
   const raw = env.VOLCHAIN_LOCK_TIMEOUT;
   if (raw === undefined || raw === '') return DEFAULT_LOCK_TIMEOUT_MS;
   const seconds = Number(raw);
@@ -36,7 +36,7 @@ export function lockTimeoutMs(env: NodeJS.ProcessEnv = settingsEnv(currentSettin
   return seconds * 1000;
 }
 
-export async function acquireLock(path: string, operation: string, timeoutMs = lockTimeoutMs()): Promise<HeldLock> {
+export async function acquireLock(path: string, operation: string, timeoutMs: number): Promise<HeldLock> {
   await mkdir(dirname(path), { recursive: true });
   const handle = await open(path, 'a+');
   try {

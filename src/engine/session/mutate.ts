@@ -37,7 +37,7 @@ export async function mutateVolume(session: Session, volid: string, operation: s
   return withVmLocked(session.locks, [backend], volume.vmid, operation, async () => {
     const p = plan(await readVolumeTree(backend, volume), session.planContext(backend));
     // If we die in here, the journal executePlan writes first says what repair finishes.
-    await executePlan(backend, p, opts.onEvent ? { onEvent: opts.onEvent } : {});
+    await executePlan(backend, p, { hooks: session.settings.hooks, ...(opts.onEvent ? { onEvent: opts.onEvent } : {}) });
     return p;
   });
 }

@@ -4,7 +4,7 @@
  * (engine/operations/) take it as their first argument; it resolves volume ids to a backend and a VolumeRef,
  * finds a VM's disks and runs work under a VM's locks. Live operations use it as their LiveHost.
  */
-import { settingsEnv, type Settings } from '../../settings.js';
+import { readSettings, settingsEnv, type Settings } from '../../settings.js';
 import type { Backend } from '../../backends/backend.js';
 import { createBackend } from '../../backends/registry.js';
 import { availableOnNode, findStorage, type StorageConfig } from '../../config/index.js';
@@ -30,15 +30,19 @@ export class Session implements LiveHost {
   readonly keepBranches: boolean;
   /** What taking and releasing a VM's lock needs (vm-lock.ts). */
   readonly locks: LockSettings;
-  /** The settings given to the façade (src/settings.ts); without, defaults come from process.env where used. */
-  readonly settings: Settings | undefined;
+  /**
+   * The settings every part of this Volchain runs with (src/settings.ts), passed down from here: to the
+   * executors (test hooks), the live operations (job speed, live stream, QMP directory), each backend the
+   * registry opens (state directory, LVM trace and crash hook) and the config readers (VM configs, mounts).
+   */
+  readonly settings: Settings;
 
   constructor(
     readonly config: StorageConfig,
     options: VolchainOptions = {},
   ) {
-    this.settings = options.settings;
-    const env = options.settings && settingsEnv(options.settings); // undefined: the resolvers read process.env
+    this.settings = sessionSettings(options);
+    const env = settingsEnv(this.settings);
     this.wipeMode = resolveWipeMode(options.wipe, env);
     this.backgroundWipe = options.backgroundWipe;
     this.shrinkFrozen = resolveShrinkFrozen(options.shrinkFrozen, config.source, env);
@@ -55,7 +59,7 @@ export class Session implements LiveHost {
     if (!def.content.includes('images')) {
       throw new NotSupportedError(`storage '${storageId}' does not allow VM disk images (content: ${def.content.join(',') || 'none'})`);
     }
-    const backend = createBackend(def, { shrinkFrozen: this.shrinkFrozen });
+    const backend = createBackend(def, { shrinkFrozen: this.shrinkFrozen, settings: this.settings });
     this.backends.set(storageId, backend);
     return backend;
   }
@@ -86,7 +90,7 @@ export class Session implements LiveHost {
     vmConfig?: string,
     onWarning?: (message: string) => void,
   ): Promise<{ backend: Backend; volume: VolumeRef }[]> {
-    const fromConfig = await vmDisksFromConfig(this, vmid, { storage, vmConfig, ...(this.settings ? { settings: this.settings } : {}) });
+    const fromConfig = await vmDisksFromConfig(this, vmid, { storage, vmConfig, settings: this.settings });
     if (fromConfig) return fromConfig;
     // An unavailable storage the user did not name is skipped with a warning (vm-disks.ts).
     const out = await vmDisksOnStorages(this, vmid, this.imageStorageIds(storage), storage !== undefined, onWarning);
@@ -100,6 +104,15 @@ export class Session implements LiveHost {
   withVmLocks<T>(backends: readonly Backend[], vmid: number, operation: string, fn: () => Promise<T>): Promise<T> {
     return withVmLocked(this.locks, backends, vmid, operation, fn);
   }
+}
+
+/**
+ * The settings of a Volchain: those given, else (a Volchain made with `new Volchain(config)` or Volchain.open,
+ * without createVolchain) the process's environment, read once, here, when the Volchain is made. Nothing
+ * below reads the environment again, so changing process.env later does not change a Volchain made before.
+ */
+export function sessionSettings(options: Pick<VolchainOptions, 'settings'>): Settings {
+  return options.settings ?? readSettings(process.env);
 }
 
 function usableForImages(def: StorageConfig['storages'][number]): boolean {

@@ -16,8 +16,8 @@ import { finishDeferredRemovals, type BackgroundWipeRunner, type WipeMode } from
 /** What taking and releasing a VM's lock needs of the session's settings. */
 export interface LockSettings {
   lockTimeoutMs: number | undefined;
-  /** Where $VOLCHAIN_LOCK_TIMEOUT is read when no timeout was given: the façade's settings, else process.env. */
-  env: NodeJS.ProcessEnv | undefined;
+  /** Where $VOLCHAIN_LOCK_TIMEOUT is read when no timeout was given: the session's settings (settingsEnv). */
+  env: NodeJS.ProcessEnv;
   wipeMode: WipeMode;
   /** The configuration file's path (the background wiper reads the same one). */
   configSource: string;
