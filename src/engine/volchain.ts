@@ -17,6 +17,7 @@ import type { WipeMode } from './run/wipe.js';
 import { Session } from './session/session.js';
 import { activate, deactivate } from './operations/activation.js';
 import { alloc, free } from './operations/alloc-free.js';
+import { clone, type CloneOptions } from './operations/clone.js';
 import { info, list, path } from './operations/info-list.js';
 import { repair } from './operations/repair.js';
 import { resize } from './operations/resize.js';
@@ -110,6 +111,10 @@ export class Volchain {
   /** Releases every layer of the volume's chain on this host (LVM: `lvchange -an`); dir: nothing to do. */
   deactivate(volid: string): Promise<ActivationResult> {
     return deactivate(this.session, volid);
+  }
+
+  clone(volid: string, target: string, vmid: string | number, opts: CloneOptions = {}): Promise<Plan> {
+    return clone(this.session, volid, target, vmid, opts);
   }
 
   // ---- snapshots of one volume (operations/snapshot-*.ts) ----------------------------------------------
