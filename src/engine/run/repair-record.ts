@@ -31,7 +31,7 @@ function asWalkBack(record: JournalRecord): JournalRecord | undefined {
     ...record,
     completedSteps: done,
     runningStep: null,
-    undo: { failedStep: Math.min(done, record.plan.steps.length - 1), undone: 0, error: 'interrupted before it finished; the partial copy is discarded' },
+    undo: { failedStep: record.runningStep ?? record.completedSteps, undone: 0, error: 'interrupted; the partial copy is discarded' },
   };
 }
 
