@@ -2,7 +2,8 @@
  * What `repair` does with one journal record it can read: an operation interrupted going forward is
  * finished (every step can be redone safely); one interrupted while its steps were being walked back after a
  * failure (the record has `undo`, see undo.ts) has its undo finished instead: redoing it forward would meet a
- * chain that is half-restored.
+ * chain that is half-restored. A record whose remaining steps include one repair cannot run forward (a clone's
+ * copy, whose source is on another storage) is walked back the same way (asWalkBack).
  */
 import type { Backend } from '../../backends/backend.js';
 import type { JournalRecord } from '../../journal/record.js';
