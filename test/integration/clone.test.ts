@@ -27,6 +27,7 @@ import {
 } from './helpers.js';
 import type { PlansJson, StatusJson } from '../../src/results.js';
 import { startVm } from './live-helpers.js';
+import { acquireLock } from '../../src/engine/session/lock.js';
 
 const SIZE = 64 * MiB;
 const SRC = 'aa:100/vm-100-disk-0.qcow2';
@@ -210,6 +211,21 @@ test('bad input is refused with its exit status and changes nothing', async () =
   await cliFails(s, ['clone', SRC, 'nosuch', '150'], { code: 3, match: /storage 'nosuch' is not defined/ });
   await cliFails(s, ['clone', 'aa:100/vm-100-disk-7.qcow2', 'bb', '150'], { code: 3, match: /does not exist/ });
   assert.deepEqual(await tree(), before, 'refused clones change nothing, not even a lock file');
+});
+
+test("the source VM's lock held by another operation: the clone waits, then is refused (exit 6) and changes nothing", async () => {
+  const held = await acquireLock(join(s.path, '.volchain', 'locks', '100.lock'), 'snapshot-delete');
+  try {
+    const before = await tree();
+    await cliFails(s, ['clone', SRC, 'bb', '170'], { code: 6, match: /lock/i, env: { VOLCHAIN_LOCK_TIMEOUT: '0.2' } });
+    assert.deepEqual(
+      (await tree()).filter((f) => !f.includes('/.volchain/locks/')),
+      before.filter((f) => !f.includes('/.volchain/locks/')),
+      'nothing but a lock file',
+    );
+  } finally {
+    await held.release();
+  }
 });
 
 test("a running VM's current state is refused; its snapshots (frozen) clone", async () => {
