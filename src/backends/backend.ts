@@ -184,6 +184,9 @@ export interface Backend {
   /** Where this storage's operation journals live: on the storage, so every host that sees it finds them. */
   journal(): JournalStore;
 
+  /** Bytes free for new layers now (dir: the file system's, for unprivileged users; LVM: the VG's free extents). */
+  freeBytes(): Promise<number>;
+
   /** Grows (qcow2: `qemu-img resize`, LVM also the LV) a layer for a 'resize' step; prepareGrow has run. */
   resizeLayer(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number): Promise<void>;
 

@@ -15,6 +15,7 @@ import type { WipeMode } from './run/wipe.js';
 import { describeStorages, loadConfigFor } from './session/open.js';
 import { Session } from './session/session.js';
 import * as op from './operations/index.js';
+import type { CloneOptions } from './operations/clone.js';
 import type { ActivationResult, CallOptions, SnapshotListing, VolchainOptions, VolumeInfo, WipeOptions } from './operations/types.js';
 
 export * from './operations/types.js';
@@ -76,6 +77,10 @@ export class Volchain {
   /** Releases every layer of the chain on this host (LVM: `lvchange -an`; dir: nothing to do). */
   deactivate(volid: string): Promise<ActivationResult> {
     return op.deactivate(this.session, volid);
+  }
+  /** A full, independent copy of the volume (or of one snapshot's view) as a new volume (operations/clone.ts). */
+  clone(volid: string, target: string, vmid: string | number, opts: CloneOptions = {}): Promise<Plan> {
+    return op.clone(this.session, volid, target, vmid, opts);
   }
 
   // ---- snapshots of one volume (operations/snapshot-*.ts) ----------------------------------------------

@@ -30,10 +30,40 @@ export type Step =
   | { kind: 'resize'; layer: string; format: 'qcow2' | 'raw'; sizeBytes: number }
   /** Snapshot inside one qcow2 file (storages without snapshot-as-volume-chain). */
   | { kind: 'internal-snapshot'; layer: string; action: 'create' | 'apply' | 'delete'; name: string }
+  /**
+   * Full copy (clone): a new qcow2 image `layer` of `sizeBytes` virtual on this storage, filled with the view
+   * of `source` (`qemu-img convert`; up to `bytes` of guest data). Undo: remove it. Repair never redoes it
+   * (the source may live on another storage): an interrupted clone is walked back (engine/run/repair-record.ts).
+   */
+  | { kind: 'copy'; layer: string; source: CopySource; sizeBytes: number; bytes: number }
+  /** Compare the copy `layer` with the view of `source` (`qemu-img compare`); reads only. Undo: nothing. */
+  | { kind: 'verify-copy'; layer: string; source: CopySource }
   /** Steps that act through a running QEMU (engine/plan/live-steps.ts runs them), each with an offline equivalent for repair. */
   | LiveStep;
 
-export type OperationKind = 'snapshot-create' | 'snapshot-rollback' | 'snapshot-delete' | 'resize' | 'free';
+export type OperationKind = 'snapshot-create' | 'snapshot-rollback' | 'snapshot-delete' | 'resize' | 'free' | 'clone';
+
+/** The view a `copy` step reads: one layer (and its backing chain) of a volume, on any storage. */
+export interface CopySource {
+  /** The source volume's id, and the snapshot whose view is copied (absent: the current state). */
+  volid: string;
+  snapshot?: string;
+  /** The layer whose view is copied, its absolute path (computed by its backend, never taken from input) and format. */
+  layer: string;
+  path: string;
+  format: 'qcow2' | 'raw';
+}
+
+/** What a clone's plan says besides its steps: where from, and the space it needs on the target. */
+export interface CloneFigures {
+  source: string;
+  snapshot?: string;
+  virtualSize: number;
+  /** Bytes the copy takes on the target storage (LVM: the LV; dir: data plus qcow2 metadata). */
+  spaceNeededBytes: number;
+  /** Free bytes on the target storage when planned. */
+  freeBytes: number;
+}
 
 export interface StrategyOption {
   strategy: string;
@@ -62,6 +92,8 @@ export interface Plan {
    * space the plan takes, against the same operation with PVE 9's full-size layers.
    */
   space?: PlanSpace;
+  /** Clone plans: the source and the target's space (engine/planners/clone.ts). */
+  clone?: CloneFigures;
 }
 
 /** What a plan does to the storage's free space, as volchain runs it and with PVE 9's full-size layers. */

@@ -3,7 +3,7 @@
  * out. Renames are rename(2), atomic within the directory, which the crash-safety of every plan relies on.
  */
 import { closeSync, constants, openSync } from 'node:fs';
-import { link, mkdir, readdir, rename, rm, rmdir } from 'node:fs/promises';
+import { link, mkdir, readdir, rename, rm, rmdir, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DirStorage } from '../../config/index.js';
 import { AlreadyExistsError, NoSpaceError } from '../../errors.js';
@@ -261,6 +261,11 @@ export class DirBackend implements Backend {
 
   frozenLayerBytes(): Promise<number | undefined> {
     return Promise.reject(notCapable(this.id, 'layerSizing', 'frozenLayerBytes'));
+  }
+
+  async freeBytes(): Promise<number> {
+    const fs = await statfs(this.definition.path);
+    return fs.bavail * fs.bsize;
   }
 
   stateDir(): string {

@@ -157,10 +157,12 @@ export class LvmBackend implements Backend {
     if (format === 'qcow2' && !this.capabilities.volumeChain) {
       throw new NotSupportedError(`storage '${this.id}' holds qcow2 volumes only with 'snapshot-as-volume-chain 1' (as Proxmox VE 9): allocate a raw volume`);
     }
-    if (!isVolumeLv(layerName, vmid)) throw new InvalidInputError(`${layerName} is not a volume name of VM ${vmid}`);
+    // A volume's own name, or (qcow2: a clone's copy before its final rename) a temporary name of one of VM vmid's volumes.
+    const volume = isVolumeLv(layerName, vmid) ? layerName : format === 'qcow2' ? newLayerVolume(layerName) : undefined;
+    if (volume === undefined || !isVolumeLv(volume, vmid)) throw new InvalidInputError(`${layerName} is not a volume name of VM ${vmid}`);
     const report = await this.vgView.fresh();
     const lvSize = format === 'raw' ? lvm.roundUpTo(sizeBytes, report.vg.extentSizeBytes) : await this.vgView.fullSize(report, sizeBytes);
-    const tags = layerTags(vmid, format === 'raw' ? { volume: layerName } : { volume: layerName, parent: null, virtualSize: sizeBytes });
+    const tags = layerTags(vmid, format === 'raw' ? { volume } : { volume, parent: null, virtualSize: sizeBytes });
     await this.vgView.createLv(report, layerName, lvSize, tags, `volume ${layerName}`);
     if (format === 'raw') return;
     try {
@@ -223,6 +225,10 @@ export class LvmBackend implements Backend {
   }
 
   // ---- space (sizing.ts) ----------------------------------------------------------------------------------
+
+  async freeBytes(): Promise<number> {
+    return (await this.vgView.fresh()).vg.freeBytes;
+  }
 
   prepareGrow(_vmid: number, layerName: string, sizeBytes: number): Promise<void> {
     return this.sizing.prepareGrow(layerName, sizeBytes);

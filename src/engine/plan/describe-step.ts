@@ -3,7 +3,12 @@
  * The shapes (Plan, Step, OperationKind) are in src/model/plan.ts, below the journal and the backends.
  */
 import type { Step } from '../../model/plan.js';
+import type { CopySource } from '../../model/plan.js';
 import { describeLiveStep } from './live-steps.js';
+
+function copySource(source: CopySource): string {
+  return source.snapshot !== undefined ? `snapshot '${source.snapshot}' of ${source.volid}` : `the current state of ${source.volid}`;
+}
 
 export function describeStep(step: Step): string {
   switch (step.kind) {
@@ -27,6 +32,10 @@ export function describeStep(step: Step): string {
       return `resize ${step.layer} to ${step.sizeBytes} bytes`;
     case 'internal-snapshot':
       return `${step.action} internal snapshot ${step.name} in ${step.layer}`;
+    case 'copy':
+      return `copy ${copySource(step.source)} into new ${step.layer} (${step.sizeBytes} bytes virtual, up to ${step.bytes} bytes of data)`;
+    case 'verify-copy':
+      return `compare ${step.layer} with ${copySource(step.source)}`;
     default:
       return describeLiveStep(step);
   }

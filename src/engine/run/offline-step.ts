@@ -11,6 +11,7 @@ import * as qemuImg from '../../tools/qemu-img.js';
 import { isLiveStep } from '../plan/live-steps.js';
 import { isVolumeName, stepLayers } from './step-rules.js';
 import { checkRebaseTarget } from '../read/clone-base.js';
+import { runCopyStep } from './copy-step.js';
 
 export interface OfflineStepOptions {
   /** Told how far a long step (commit, rebase) has come. */
@@ -77,6 +78,9 @@ export async function runOfflineStep(backend: Backend, vmid: number, step: Step,
     case 'remove':
       await backend.removeLayer(vmid, step.layer);
       return;
+    case 'copy':
+    case 'verify-copy':
+      return runCopyStep(backend, vmid, step, { onProgress, redo });
     case 'resize':
       await backend.resizeLayer(vmid, step.layer, step.format, step.sizeBytes);
       return;

@@ -21,7 +21,10 @@ export function undoOf(step: Step): Step | 'nothing' | 'impossible' {
   if (isLiveStep(step)) return liveUndoOf(step);
   switch (step.kind) {
     case 'create-overlay':
+    case 'copy':
       return { kind: 'remove', layer: step.layer };
+    case 'verify-copy':
+      return 'nothing';
     case 'rename':
       return { kind: 'rename', from: step.to, to: step.from };
     case 'grow':
@@ -42,7 +45,17 @@ export function damagesWhenInterrupted(step: Step): boolean {
 }
 
 export function isLong(step: Step): boolean {
-  return step.kind === 'commit' || step.kind === 'rebase' || (isLiveStep(step) && liveIsLong(step));
+  return step.kind === 'commit' || step.kind === 'rebase' || step.kind === 'copy' || step.kind === 'verify-copy' || (isLiveStep(step) && liveIsLong(step));
+}
+
+/**
+ * Steps repair cannot run forward: they read a source outside this storage's journal (a clone's copy and its
+ * check, whose source may be another storage, maybe gone or changed since). A record with one of these
+ * left to run is walked back instead (repair-record.ts): a clone interrupted before its final rename ends
+ * as no clone at all.
+ */
+export function walkedBackOnRepair(step: Step): boolean {
+  return step.kind === 'copy' || step.kind === 'verify-copy';
 }
 
 /** Every layer name a list of steps mentions (for backends that must activate layers before using them). */
