@@ -15,6 +15,7 @@ import { addVolumeCommands, addQemuArgsCommand } from './commands/volume.js';
 import { addSnapshotCommands } from './commands/snapshot.js';
 import { addVmCommands } from './commands/vm.js';
 import { addMaintenanceCommands } from './commands/maintenance.js';
+import { addConvertCommands } from './commands/convert.js';
 
 /**
  * The whole program: global options, then the command groups in the order `--help` lists them (each group's
@@ -41,6 +42,7 @@ export function buildProgram(settings: Settings = currentSettings()) {
   addVolumeCommands(program, ctx);
   addSnapshotCommands(program, ctx);
   addVmCommands(program, ctx);
+  addConvertCommands(program, ctx);
   addQemuArgsCommand(program, ctx);
   addMaintenanceCommands(program, ctx);
   return program;

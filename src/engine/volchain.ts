@@ -17,6 +17,7 @@ import type { WipeMode } from './run/wipe.js';
 import { Session } from './session/session.js';
 import { activate, deactivate } from './operations/activation.js';
 import { alloc, free } from './operations/alloc-free.js';
+import { convert, template, type ConvertOptions } from './operations/convert.js';
 import { info, list, path } from './operations/info-list.js';
 import { repair } from './operations/repair.js';
 import { resize } from './operations/resize.js';
@@ -97,6 +98,9 @@ export class Volchain {
   info(volid: string, opts: { deep?: boolean } = {}): Promise<VolumeInfo> {
     return info(this.session, volid, opts);
   }
+
+  convert = (volid: string, opts: ConvertOptions = {}): Promise<Plan> => convert(this.session, volid, opts); // raw -> qcow2 (plan.newVolid)
+  template = (volid: string, opts: CallOptions = {}): Promise<Plan> => template(this.session, volid, opts); // -> base-<vmid>-… (plan.newVolid)
 
   resize(volid: string, size: string | number, opts: CallOptions = {}): Promise<Plan> {
     return resize(this.session, volid, size, opts);

@@ -151,10 +151,12 @@ export class LvmBackend implements Backend {
     if (format === 'qcow2' && !this.capabilities.volumeChain) {
       throw new NotSupportedError(`storage '${this.id}' holds qcow2 volumes only with 'snapshot-as-volume-chain 1' (as Proxmox VE 9): allocate a raw volume`);
     }
-    if (!isVolumeLv(layerName, vmid)) throw new InvalidInputError(`${layerName} is not a volume name of VM ${vmid}`);
+    // A volume, or the temporary that becomes one (convert copies into `volchain-tmp-convert-<volume>` first).
+    const volume = newLayerVolume(layerName);
+    if (volume === undefined || !isVolumeLv(volume, vmid)) throw new InvalidInputError(`${layerName} is not a volume name of VM ${vmid}`);
     const report = await this.vgView.fresh();
     const lvSize = format === 'raw' ? lvm.roundUpTo(sizeBytes, report.vg.extentSizeBytes) : await this.vgView.fullSize(report, sizeBytes);
-    const tags = layerTags(vmid, format === 'raw' ? { volume: layerName } : { volume: layerName, parent: null, virtualSize: sizeBytes });
+    const tags = layerTags(vmid, format === 'raw' ? { volume } : { volume, parent: null, virtualSize: sizeBytes });
     await this.vgView.createLv(report, layerName, lvSize, tags, `volume ${layerName}`);
     if (format === 'raw') return;
     try {
@@ -255,6 +257,10 @@ export class LvmBackend implements Backend {
   /** LVM has no base volumes (PVE makes templates on LVM-thin and dir only): a chain ends in its own VG. */
   inspectBase(): Promise<BaseInfo> {
     return Promise.reject(notCapable(this.id, 'baseVolumes', 'inspectBase'));
+  }
+
+  protectBase(): Promise<void> {
+    return Promise.reject(notCapable(this.id, 'baseVolumes', 'protectBase'));
   }
 
   // ---- saferemove: `del-` LVs, zeroed and removed after the operation (removal.ts) ------------------------

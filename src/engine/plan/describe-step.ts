@@ -27,6 +27,12 @@ export function describeStep(step: Step): string {
       return `resize ${step.layer} to ${step.sizeBytes} bytes`;
     case 'internal-snapshot':
       return `${step.action} internal snapshot ${step.name} in ${step.layer}`;
+    case 'convert':
+      return `copy raw ${step.from} into new qcow2 ${step.layer} (${step.sizeBytes} bytes virtual, ${step.bytes} bytes of data)`;
+    case 'verify':
+      return `compare ${step.layer} with ${step.against} (qemu-img compare)`;
+    case 'protect':
+      return `make ${step.layer} read-only`;
     default:
       return describeLiveStep(step);
   }
