@@ -74,6 +74,9 @@ export async function clearImmutable(path: string): Promise<void> {
  * (best effort, as in PVE; `free` of the base clears it again: clearImmutable). Harmless to repeat.
  */
 export async function protectDirBase(path: string): Promise<void> {
+  // A repeat (repair after a crash right after this step) finds the flag set, and chmod of an immutable file
+  // fails with EPERM: clear it first, so the repeat ends in the same state.
+  await clearImmutable(path);
   await chmod(path, 0o444);
   try {
     await run('chattr', ['+i', path]);
