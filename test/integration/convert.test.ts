@@ -27,6 +27,7 @@ import {
   type TestStorage,
 } from './helpers.js';
 import { startQemu } from './qemu-harness.js';
+import type { EngineEvent } from '../../src/engine/run/step-rules.js';
 
 const SIZE = 8 * MiB;
 /** What every test disk holds: two patterns and zeroes around them. */
@@ -96,6 +97,29 @@ describe('convert a raw volume to qcow2 on dir storage', () => {
     await assertPatterns(path, DATA, 'after rollback');
     await checkClean(path);
     await checkClean(s.layer(100, 'vm-100-disk-0.qcow2', 'before'));
+  });
+
+  it('through the library: the copy and the comparison are long steps that report progress up to 100%', async () => {
+    const raw = await rawVolume(s, 107);
+    const events: EngineEvent[] = [];
+    const plan = await s.vc.convert(raw, { onEvent: (e) => events.push(e) });
+    assert.equal(plan.newVolid, `${s.id}:107/vm-107-disk-0.qcow2`);
+    const steps = events.filter((e) => e.type === 'step');
+    assert.deepEqual(
+      steps.map((e) => [e.index, e.long]),
+      [
+        [0, true],
+        [1, true],
+        [2, false],
+        [3, false],
+      ],
+    );
+    for (const index of [0, 1]) {
+      const percents = events.filter((e) => e.type === 'progress' && e.index === index).map((e) => (e.type === 'progress' ? e.percent : -1));
+      assert.ok(percents.length > 0, `step ${index + 1} reported progress`);
+      assert.equal(Math.max(...percents), 100, `step ${index + 1} reached 100%`);
+    }
+    await assertPatterns(s.layer(107, 'vm-107-disk-0.qcow2'), DATA, 'converted through the library');
   });
 
   it('--dry-run prints the plan (copy, verify, rename, remove) and the new volid, and changes nothing', async () => {
