@@ -1,7 +1,7 @@
 /**
  * Issue 17 on thick LVM: `convert` makes a raw LV `vm-<vmid>-disk-<n>` into the qcow2 LV PVE 9 would name
  * `vm-<vmid>-disk-<n>.qcow2` (sized for a fully written image, tagged like every volchain layer), with the
- * same data; the result takes snapshots; a crash before and after the rename is finished by repair; `template`
+ * same data; the result takes snapshots; a crash after the rename is finished by repair; `template`
  * is refused on thick LVM (PVE's LVM plugin makes no base volumes), changing nothing.
  */
 import { after, test } from 'node:test';
@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { BIN, checkClean, runCommand, type RunResult } from '../integration/helpers.js';
 import { MiB, VG, cleanupState, fullLvSize, lv, lvmStorage, lvs, mustLv, qemuIo, removeVmLvs, requireVg, shOk } from './helpers.js';
 
-const VMIDS = [7310, 7311, 7312];
+const VMIDS = [7310, 7311];
 const SIZE = 16 * MiB;
 const DATA = [
   { byte: 0x6a, offset: 0, len: 2 * MiB },
@@ -80,10 +80,11 @@ test('a raw LV becomes vm-<vmid>-disk-<n>.qcow2 with the same data, full size an
   await qemuIo(s.path(name, 'c1'), DATA, [], 'snapshot layer');
 });
 
-test('killed before and after the rename, repair finishes the convert with nothing lost', async () => {
+test('killed after the rename, before the raw LV is removed: repair finishes the convert with nothing lost', async () => {
   requireVg();
   const s = await lvmStorage({ id: 'tconv', saferemove: true, wipe: 'foreground' });
-  for (const [i, point] of ['3:started', '4:started'].entries()) {
+  // One point here to keep the guest suite short (TCG: about a minute per point); dir covers every step.
+  for (const [i, point] of ['4:started'].entries()) {
     const vmid = 7311 + i;
     const { volid, reference } = await rawLv(s, vmid);
     const r = await volchain(s.cfg, ['convert', volid, '--format', 'qcow2'], { VOLCHAIN_CRASH_AT: `convert:${point}` });
