@@ -224,6 +224,11 @@ export interface Backend {
    * UnsafeImageError for anything but a plain base volume of this storage).
    */
   inspectBase(base: BaseVolume): Promise<BaseInfo>;
+  /**
+   * Protects a layer that just became a template's base volume (`volchain template`) as PVE's create_base
+   * does: dir: mode 0444 and, where the file system has it, the immutable flag. Harmless to repeat.
+   */
+  protectBase(vmid: number, layerName: string): Promise<void>;
 
   // ---- space figures (capabilities.layerSizing): list, info, dry runs ------------------------------------
 

@@ -15,7 +15,11 @@ export interface CliContext {
   /** The library, opened with the global options (--config) and the CLI's background wiper. */
   open(): Promise<Volchain>;
   /** Mutating commands: run with progress, print what happened (or the plan with --dry-run). */
-  mutating(opts: MutatingOptions, action: (vc: Volchain, call: CallOptions) => Promise<Plan | Plan[]>, done: string): Promise<void>;
+  mutating(
+    opts: MutatingOptions,
+    action: (vc: Volchain, call: CallOptions) => Promise<Plan | Plan[]>,
+    done: string | ((plans: Plan[]) => string),
+  ): Promise<void>;
 }
 
 export interface MutatingOptions {
@@ -47,7 +51,11 @@ export function printJson(value: unknown): void {
  * command without --qmp may still act live (a QMP socket directory is configured), so Ctrl-C is caught.
  */
 export function cliContext(open: () => Promise<Volchain>, liveByDefault: () => boolean): CliContext {
-  const mutating = async (opts: MutatingOptions, action: (vc: Volchain, call: CallOptions) => Promise<Plan | Plan[]>, done: string): Promise<void> => {
+  const mutating = async (
+    opts: MutatingOptions,
+    action: (vc: Volchain, call: CallOptions) => Promise<Plan | Plan[]>,
+    done: string | ((plans: Plan[]) => string),
+  ): Promise<void> => {
     const vc = await open();
     const progress = progressReporter(!opts.json && !opts.dryRun);
     // A live operation's block job is cancelled cleanly on the first Ctrl-C (the second one kills volchain).
@@ -83,7 +91,8 @@ export function cliContext(open: () => Promise<Volchain>, liveByDefault: () => b
       const total = plans.length > 1 ? totalPlanSpace(plans.map((p) => p.space)) : undefined;
       print([...plans.map(renderPlan), ...(total ? [renderSpace(total, `total for ${plans.length} disks`).join('\n')] : [])].join('\n\n'));
     } else {
-      print(done);
+      // A one-line result, or one made from the plans (convert and template print the new volid).
+      print(typeof done === 'string' ? done : done(plans));
     }
   };
   return { open, mutating };

@@ -17,6 +17,7 @@ import { addSnapshotCommands } from './commands/snapshot.js';
 import { addVmCommands } from './commands/vm.js';
 import { addMaintenanceCommands } from './commands/maintenance.js';
 import { addCloneCommand } from './commands/clone.js';
+import { addConvertCommands } from './commands/convert.js';
 
 /**
  * The whole program: global options, then the command groups in the order `--help` lists them (each group's
@@ -44,6 +45,7 @@ export function buildProgram(settings: Settings = currentSettings()) {
   addSnapshotCommands(program, ctx);
   addCloneCommand(program, ctx);
   addVmCommands(program, ctx);
+  addConvertCommands(program, ctx);
   addQemuArgsCommand(program, ctx);
   addMaintenanceCommands(program, ctx);
   return program;

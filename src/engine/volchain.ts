@@ -16,6 +16,7 @@ import { describeStorages, loadConfigFor } from './session/open.js';
 import { Session } from './session/session.js';
 import * as op from './operations/index.js';
 import type { CloneOptions } from './operations/clone.js';
+import type { ConvertOptions } from './operations/convert.js';
 import type { ActivationResult, CallOptions, SnapshotListing, VolchainOptions, VolumeInfo, WipeOptions } from './operations/types.js';
 
 export * from './operations/types.js';
@@ -66,6 +67,14 @@ export class Volchain {
   }
   info(volid: string, opts: { deep?: boolean } = {}): Promise<VolumeInfo> {
     return op.info(this.session, volid, opts);
+  }
+  /** raw -> qcow2, so the volume can take snapshots (plan.newVolid: the new volid). */
+  convert(volid: string, opts: ConvertOptions = {}): Promise<Plan> {
+    return op.convert(this.session, volid, opts);
+  }
+  /** The volume becomes a template's base volume, base-<vmid>-… (plan.newVolid). */
+  template(volid: string, opts: CallOptions = {}): Promise<Plan> {
+    return op.template(this.session, volid, opts);
   }
   resize(volid: string, size: string | number, opts: CallOptions = {}): Promise<Plan> {
     return op.resize(this.session, volid, size, opts);

@@ -38,10 +38,20 @@ export type Step =
   | { kind: 'copy'; layer: string; source: CopySource; sizeBytes: number; bytes: number }
   /** Compare the copy `layer` with the view of `source` (`qemu-img compare`); reads only. Undo: nothing. */
   | { kind: 'verify-copy'; layer: string; source: CopySource }
+
+  /**
+   * Copy raw layer `from` into a new qcow2 layer `layer` of `sizeBytes` virtual (`qemu-img convert -n`); `bytes`
+   * is the data to copy. `from` is only read. Undo: remove `layer` (a temporary until a later rename).
+   */
+  | { kind: 'convert'; from: string; layer: string; sizeBytes: number; bytes: number }
+  /** `qemu-img compare` of qcow2 `layer` against raw `against`: fails unless both read the same. Changes nothing. */
+  | { kind: 'verify'; layer: string; against: string; bytes: number }
+  /** Make a template's base volume read-only (dir: mode 0444 and, where it exists, the immutable flag). Repeatable. */
+  | { kind: 'protect'; layer: string }
   /** Steps that act through a running QEMU (engine/plan/live-steps.ts runs them), each with an offline equivalent for repair. */
   | LiveStep;
 
-export type OperationKind = 'snapshot-create' | 'snapshot-rollback' | 'snapshot-delete' | 'resize' | 'free' | 'clone';
+export type OperationKind = 'snapshot-create' | 'snapshot-rollback' | 'snapshot-delete' | 'resize' | 'free' | 'clone' | 'convert' | 'template';
 
 /** The view a `copy` step reads: one layer (and its backing chain) of a volume, on any storage. */
 export interface CopySource {
@@ -80,6 +90,8 @@ export interface Plan {
   snapshot?: string;
   /** One line saying what the plan achieves. */
   summary: string;
+  /** Operations that give the volume a new volid (convert, template): the volid it has once the plan ran. */
+  newVolid?: string;
   steps: Step[];
   /** Bytes of guest data the plan copies (commit/rebase). */
   bytesMoved: number;

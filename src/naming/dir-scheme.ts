@@ -21,7 +21,7 @@ export const dirNaming: NamingScheme = {
   volnameLayout: 'vmid-dir',
   baseVolumes: true,
   baseNameRefusal: (q) =>
-    `${q} is a template base volume name ('base-' prefix): volchain does not make base volumes, it reads the ones PVE's template conversion made`,
+    `${q} is a template base volume name ('base-' prefix): a base volume is not allocated, it is made from a volume by 'volchain template' (or PVE's template conversion)`,
   volumeFormat(name: string, rest: string): ImageFormat {
     const ext = /\.([^.]*)$/.exec(rest)?.[1];
     if (ext === 'vmdk' || ext === 'subvol') {

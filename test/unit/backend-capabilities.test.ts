@@ -7,6 +7,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -46,6 +47,8 @@ before(async () => {
 });
 
 after(async () => {
+  // dir's protectBase set the immutable flag on the base volume where the file system has one.
+  spawnSync('chattr', ['-i', join(root, 'store', 'images', '100', 'base-100-disk-1.qcow2')]);
   await rm(root, { recursive: true, force: true });
 });
 
@@ -59,6 +62,7 @@ const PROBES: Record<string, (b: Backend) => Promise<unknown>> = {
   pendingRemovals: (b) => b.pendingRemovals(),
   removalLog: (b) => Promise.resolve().then(() => b.removalLog()),
   inspectBase: (b) => b.inspectBase({ vmid: 100, name: 'base-100-disk-1.qcow2', format: 'qcow2' }),
+  protectBase: (b) => b.protectBase(100, 'base-100-disk-1.qcow2'),
   fullLayerBytes: (b) => b.fullLayerBytes(MiB),
   frozenLayerBytes: (b) => b.frozenLayerBytes(100, VOLUME),
 };
@@ -109,7 +113,7 @@ describe('backend capabilities', () => {
         }
       }
     }
-    assert.equal(checked, 2 + 1 + 4 + 2 + 1, 'dir: activation, layer records, deferred removal, layer sizing; LVM: base volumes');
+    assert.equal(checked, 2 + 1 + 4 + 2 + 2, 'dir: activation, layer records, deferred removal, layer sizing; LVM: base volumes');
     assert.deepEqual(await snapshotOf(join(root, 'store')), before, 'nothing changed in the dir storage');
   });
 

@@ -433,9 +433,9 @@ const newNames: {
     expected: { error: InvalidInputError, message: /being removed/ },
   },
   {
-    description: 'a reserved prefix base- (only PVE makes templates)',
+    description: 'a reserved prefix base- (bases are made from volumes, by volchain template or PVE)',
     input: { kind: 'dir', vmid: 100, name: 'base-100-disk-0.qcow2' },
-    expected: { error: NotSupportedError, message: /does not make base volumes/ },
+    expected: { error: NotSupportedError, message: /base volume is not allocated, it is made from a volume by 'volchain template'/ },
   },
   { description: 'an invalid vmid', input: { kind: 'dir', vmid: 42, name: 'vm-42-disk-0.qcow2' }, expected: { error: InvalidInputError, message: /VM id 42/ } },
   {

@@ -13,7 +13,7 @@ import type { JournalStore } from '../../journal/record.js';
 import * as qemuImg from '../../tools/qemu-img.js';
 import type { Backend, BackendCapabilities, BaseInfo, FinishRemovalsResult, LayerStat, PendingRemoval } from '../backend.js';
 import { notCapable } from '../capabilities.js';
-import { clearImmutable, inspectDirBase } from './base.js';
+import { clearImmutable, inspectDirBase, protectDirBase } from './base.js';
 import { explainNoSpace } from './space.js';
 import { scanDirImages, type DirScan } from './listing.js';
 import { checkImagesDirs, checkLayerFile, checkOwnedDir, checkOwnedFile } from '../safe-fs.js';
@@ -211,6 +211,12 @@ export class DirBackend implements Backend {
 
   inspectBase(base: BaseVolume): Promise<BaseInfo> {
     return inspectDirBase(this.definition, base);
+  }
+
+  async protectBase(vmid: number, layerName: string): Promise<void> {
+    // Checked like every layer first (regular file, no symlink): chmod follows symlinks.
+    if (!(await this.statLayer(vmid, layerName))) return;
+    await protectDirBase(this.layerPath(vmid, layerName));
   }
 
   async prepareGrow(): Promise<void> {

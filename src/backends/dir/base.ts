@@ -11,6 +11,7 @@
  * could lead anywhere), no external data file and version 3.
  */
 import { closeSync, constants, openSync, readSync } from 'node:fs';
+import { chmod } from 'node:fs/promises';
 import type { DirStorage } from '../../config/index.js';
 import { NotFoundError, UnsafeImageError } from '../../errors.js';
 import { dirLayerPath, type BaseVolume } from '../../naming/index.js';
@@ -64,5 +65,22 @@ export async function clearImmutable(path: string): Promise<void> {
     await run('chattr', ['-i', path]);
   } catch {
     // no chattr, no flag support, or not permitted: the unlink that follows reports a real problem
+  }
+}
+
+/**
+ * A volume that just became a base volume (`volchain template`), protected as PVE's create_base protects it:
+ * mode 0444 (nobody writes it), then the immutable flag where the file system and privileges allow it
+ * (best effort, as in PVE; `free` of the base clears it again: clearImmutable). Harmless to repeat.
+ */
+export async function protectDirBase(path: string): Promise<void> {
+  // A repeat (repair after a crash right after this step) finds the flag set, and chmod of an immutable file
+  // fails with EPERM: clear it first, so the repeat ends in the same state.
+  await clearImmutable(path);
+  await chmod(path, 0o444);
+  try {
+    await run('chattr', ['+i', path]);
+  } catch {
+    // no chattr, no flag support (tmpfs, NFS) or not permitted: mode 0444 is the protection that stays
   }
 }

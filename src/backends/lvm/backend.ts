@@ -157,8 +157,8 @@ export class LvmBackend implements Backend {
     if (format === 'qcow2' && !this.capabilities.volumeChain) {
       throw new NotSupportedError(`storage '${this.id}' holds qcow2 volumes only with 'snapshot-as-volume-chain 1' (as Proxmox VE 9): allocate a raw volume`);
     }
-    // A volume's own name, or (qcow2: a clone's copy before its final rename) a temporary name of one of VM vmid's volumes.
-    const volume = isVolumeLv(layerName, vmid) ? layerName : format === 'qcow2' ? newLayerVolume(layerName) : undefined;
+    // A volume's own name, or the temporary that becomes one (a clone's copy, convert's `volchain-tmp-convert-<volume>`).
+    const volume = newLayerVolume(layerName);
     if (volume === undefined || !isVolumeLv(volume, vmid)) throw new InvalidInputError(`${layerName} is not a volume name of VM ${vmid}`);
     const report = await this.vgView.fresh();
     const lvSize = format === 'raw' ? lvm.roundUpTo(sizeBytes, report.vg.extentSizeBytes) : await this.vgView.fullSize(report, sizeBytes);
@@ -267,6 +267,10 @@ export class LvmBackend implements Backend {
   /** LVM has no base volumes (PVE makes templates on LVM-thin and dir only): a chain ends in its own VG. */
   inspectBase(): Promise<BaseInfo> {
     return Promise.reject(notCapable(this.id, 'baseVolumes', 'inspectBase'));
+  }
+
+  protectBase(): Promise<void> {
+    return Promise.reject(notCapable(this.id, 'baseVolumes', 'protectBase'));
   }
 
   // ---- saferemove: `del-` LVs, zeroed and removed after the operation (removal.ts) ------------------------

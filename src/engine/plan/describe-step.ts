@@ -36,6 +36,12 @@ export function describeStep(step: Step): string {
       return `copy ${copySource(step.source)} into new ${step.layer} (${step.sizeBytes} bytes virtual, up to ${step.bytes} bytes of data)`;
     case 'verify-copy':
       return `compare ${step.layer} with ${copySource(step.source)}`;
+    case 'convert':
+      return `copy raw ${step.from} into new qcow2 ${step.layer} (${step.sizeBytes} bytes virtual, ${step.bytes} bytes of data)`;
+    case 'verify':
+      return `compare ${step.layer} with ${step.against} (qemu-img compare)`;
+    case 'protect':
+      return `make ${step.layer} read-only`;
     default:
       return describeLiveStep(step);
   }

@@ -27,7 +27,7 @@ export function sizing(ctx: PlanContext, steps: Step[]): Step[] {
 export function requireSnapshottable(tree: VolumeTree): void {
   refuseTemplate(tree, 'take, roll back or delete snapshots of it');
   if (tree.volume.format !== 'qcow2') {
-    throw new NotSupportedError(`${tree.volid} is a raw volume: snapshots need qcow2 (convert it with 'qemu-img convert -O qcow2' into a new volume)`);
+    throw new NotSupportedError(`${tree.volid} is a raw volume: snapshots need qcow2 (convert it with 'volchain convert ${tree.volid} --format qcow2')`);
   }
   if (tree.leftovers.length > 0) {
     throw new PendingOperationError(

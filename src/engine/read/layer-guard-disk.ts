@@ -20,6 +20,9 @@ import type { LayerNode } from './volume-tree.js';
  */
 export async function guardPlanOnDisk(backend: Backend, plan: Plan, layerNames: readonly string[]): Promise<void> {
   if (plan.operation === 'free') return;
+  // convert reads a raw volume (no header) and makes its only qcow2 layer itself, judged by its verify step;
+  // template runs only where bases exist (dir), whose headers the planner read from disk moments before.
+  if (plan.operation === 'convert' || plan.operation === 'template') return;
   if (plan.steps.some((s) => s.kind === 'resize' && s.format === 'raw')) return;
   const layers = new Map<string, LayerNode>();
   for (const name of layerNames) {

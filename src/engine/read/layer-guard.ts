@@ -152,6 +152,15 @@ function layerUses(tree: Pick<VolumeTree, 'layers'>, steps: readonly Step[]): La
         break;
       case 'grow':
         break; // room on the storage only (LVM lvextend): the image is not touched
+      case 'protect':
+        use(step.layer, 'freeze', "made a template's read-only base volume");
+        break;
+      case 'convert':
+      case 'verify':
+        break; // a raw volume (no header to judge) read into a new layer; the verify step judges the copy
+      case 'copy':
+      case 'verify-copy':
+        break; // a clone: a new volume; its source's tree was judged when the clone was planned
     }
   }
   return uses;

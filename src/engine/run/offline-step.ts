@@ -8,6 +8,7 @@ import { VolchainError } from '../../errors.js';
 import type { Step } from '../../model/plan.js';
 import { readQcow2Header } from '../../qcow2/index.js';
 import * as qemuImg from '../../tools/qemu-img.js';
+import { convertStep, verifyStep } from './convert-steps.js';
 import { isLiveStep } from '../plan/live-steps.js';
 import { isVolumeName, stepLayers } from './step-rules.js';
 import { checkRebaseTarget } from '../read/clone-base.js';
@@ -83,6 +84,13 @@ export async function runOfflineStep(backend: Backend, vmid: number, step: Step,
       return runCopyStep(backend, vmid, step, { onProgress, redo });
     case 'resize':
       await backend.resizeLayer(vmid, step.layer, step.format, step.sizeBytes);
+      return;
+    case 'convert':
+      return convertStep(backend, vmid, step, { ...progress, redo });
+    case 'verify':
+      return verifyStep(backend, vmid, step, progress);
+    case 'protect':
+      await backend.protectBase(vmid, step.layer);
       return;
     case 'internal-snapshot': {
       if (redo && step.action !== 'apply') {

@@ -22,6 +22,7 @@ export function undoOf(step: Step): Step | 'nothing' | 'impossible' {
   switch (step.kind) {
     case 'create-overlay':
     case 'copy':
+    case 'convert': // the copy is a new temporary layer; its source is only read
       return { kind: 'remove', layer: step.layer };
     case 'verify-copy':
       return 'nothing';
@@ -30,6 +31,8 @@ export function undoOf(step: Step): Step | 'nothing' | 'impossible' {
     case 'grow':
     case 'freeze': // the layer stays frozen; a plan walked back whole grows it again (executor.ts undoStepsOf)
     case 'rebase': // the child's view is unchanged and it still may depend on the (intact) old parent
+    case 'verify': // reads only
+    case 'protect': // a base volume stays read-only; the rename before it is what an undo takes back
       return 'nothing';
     case 'internal-snapshot':
       // Only a plan walked back whole (a finished disk of a failed VM-wide snapshot) has a create step done.
@@ -45,7 +48,15 @@ export function damagesWhenInterrupted(step: Step): boolean {
 }
 
 export function isLong(step: Step): boolean {
-  return step.kind === 'commit' || step.kind === 'rebase' || step.kind === 'copy' || step.kind === 'verify-copy' || (isLiveStep(step) && liveIsLong(step));
+  return (
+    step.kind === 'commit' ||
+    step.kind === 'rebase' ||
+    step.kind === 'copy' ||
+    step.kind === 'verify-copy' ||
+    step.kind === 'convert' ||
+    step.kind === 'verify' ||
+    (isLiveStep(step) && liveIsLong(step))
+  );
 }
 
 /**
@@ -62,7 +73,7 @@ export function walkedBackOnRepair(step: Step): boolean {
 export function stepLayers(steps: readonly Step[]): string[] {
   const names = new Set<string>();
   for (const step of steps) {
-    for (const key of ['layer', 'from', 'to', 'top', 'base', 'backing', 'onto'] as const) {
+    for (const key of ['layer', 'from', 'to', 'top', 'base', 'backing', 'onto', 'against'] as const) {
       const value = (step as Partial<Record<typeof key, unknown>>)[key];
       // A linked clone's base (`../<vmid>/base-…`, a rebase's new backing) is no layer of this VM: only read.
       if (typeof value === 'string' && parseBaseBackingRef(value) === undefined) names.add(value);
