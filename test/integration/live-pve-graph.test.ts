@@ -15,6 +15,7 @@ import { BLOCK, MiB, checkAllLayers, cli, cliJson, cliOk, writePatterns, type Bl
 import { GuestWriter, assertImages, diskChain, snapshotInstants, type Window } from './live-helpers.js';
 import { pveName } from './pve-qemu.js';
 import { startPveVm, useLiveStorage, type LiveVm } from './live-vm.js';
+import * as pve from '../fixtures/pve-dir-commands.js';
 
 const VMID = 100;
 const DRIVE = 'scsi0';
@@ -185,6 +186,51 @@ describe('live operations leave the graph PVE 9 would leave', () => {
         { path: s.layer(VMID, name), blocks: writer.stateAfter(0, writer.writes.length), totalBlocks: TOTAL_BLOCKS, context: 'current layer' },
       ]);
       assert.equal(await checkAllLayers(s.path, VMID), 3, 'qemu-img check of every layer');
+    },
+  );
+
+  it(
+    "the only snapshot, made by PVE's own commands, deleted live under guest writes: the active commit into the layer PVE opened read-write leaves PVE's graph and every byte",
+    TEST_TIMEOUT,
+    async () => {
+      const vmid = 110;
+      // Allocated and snapshotted with PVE's bare commands (Plugin.pm alloc_image, volume_snapshot), never volchain.
+      const ps: pve.PveDirStorage = { id: s.id, path: s.path, chain: true };
+      const vol: pve.PveVolume = { vmid, name: `vm-${vmid}-disk-0.qcow2` };
+      const volid = await pve.allocImage(ps, vmid, 'qcow2', vol.name, SIZE / 1024);
+      await writePatterns(s.layer(vmid, vol.name), [{ byte: 0xa0, offset: 0, len: 16 * BLOCK }]);
+      await pve.volumeSnapshot(ps, vol, 'pve-1');
+      const initial: Blocks = new Map(Array.from({ length: 16 }, (_, b) => [b, 0xa0]));
+
+      const { live, dir, name } = await startPveVmDisk(vmid, volid, ['pve-1']);
+      const writer = new GuestWriter(live, [initial], { blocks: 64, seed: 110 });
+      const checkGraph = (context: string): Promise<(string | undefined)[]> => checkPveGraph(live, vmid, volid, dir, name, context);
+      try {
+        assert.deepEqual(await checkGraph('as PVE started it'), [undefined, 'pve-1']);
+        for (let i = 0; i < 6; i++) await writer.writeOne();
+        writer.start();
+        // The current layer is committed into PVE's read-write f/e(pve-1) (active commit), then the guest is moved
+        // onto f/e(current) again over the merged file.
+        await writer.window(() => cliOk(s, ['snapshot', 'delete', volid, 'pve-1', '--qmp', live.socket]));
+        assert.deepEqual(await checkGraph('after deleting the only snapshot, made by PVE'), [undefined]);
+        writer.check();
+        await writer.stop();
+        // The guest still writes through PVE's nodes afterwards.
+        await writer.writeOne();
+      } catch (err) {
+        if (!live.vm.isAlive()) console.error(`QEMU died: ${live.vm.stderr()}`);
+        throw err;
+      } finally {
+        await writer.stop().catch(() => undefined);
+        await live.vm.stop();
+      }
+      assert.ok(writer.writes.length >= 8, `the guest wrote throughout (${writer.writes.length} writes)`);
+      assert.deepEqual(await diskChain(dir, name), [name]);
+      assert.deepEqual(await readdir(dir), [name], 'no snapshot layer or temporary file left');
+      await assertImages([
+        { path: s.layer(vmid, name), blocks: writer.stateAfter(0, writer.writes.length), totalBlocks: TOTAL_BLOCKS, context: 'current layer' },
+      ]);
+      assert.equal(await checkAllLayers(s.path, vmid), 1, 'qemu-img check of the layer');
     },
   );
 

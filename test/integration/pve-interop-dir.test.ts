@@ -569,6 +569,41 @@ describe('PVE 9 commands on the tree volchain leaves after a rollback to an olde
     await assertChain(c, ['s-1', 's-2', 's-3', 'current'], 'after PVE delete p-1');
   });
 
+  it('PVE resize (its bare command line) of the tree, then volchain resize of it: every layer of both branches keeps its data', async () => {
+    const frozen = ['s-1', 's-2', 's-3'];
+    const sizeOf = (path: string): number =>
+      (JSON.parse(spawnSync('qemu-img', ['info', '--output=json', '-f', 'qcow2', path], { encoding: 'utf8' }).stdout) as { 'virtual-size': number })[
+        'virtual-size'
+      ];
+    // PVE's Plugin.pm volume_resize: qemu-img resize of the current layer only; the branch s-2 <- s-3 is off its chain.
+    await pve.resizeVm(c.s, c.vol, 3 * 1024 * 1024);
+    writeBlocks(c.file(), run(40, 41, 0xf2)); // past the old end
+    c.v.set('current', over(c.v.get('current') as View, run(40, 41, 0xf2)));
+    await assertViews(
+      [...frozen.map((n): [string, View, number] => [c.file(n), c.v.get(n) as View, VB]), [c.file(), c.v.get('current') as View, 48]],
+      'after PVE resize of the tree',
+    );
+    assert.equal(await checkAllLayers(c.t.path, 200), 4);
+    assert.deepEqual(await volchainSees(c), frozen);
+    // volchain on the tree PVE resized: grows the current layer again, no frozen layer of either branch touched.
+    const before = shas(frozen.map((n) => c.file(n)));
+    await cliOk(c.t, ['resize', c.volid, '4M'], { env: { VOLCHAIN_BRANCHES: 'yes' } });
+    writeBlocks(c.file(), run(60, 63, 0xf3));
+    c.v.set('current', over(c.v.get('current') as View, run(60, 63, 0xf3)));
+    await assertViews(
+      [...frozen.map((n): [string, View, number] => [c.file(n), c.v.get(n) as View, VB]), [c.file(), c.v.get('current') as View, 64]],
+      'after volchain resize of the tree',
+    );
+    assert.deepEqual(shas(frozen.map((n) => c.file(n))), before, 'the frozen layers keep their bytes');
+    assert.deepEqual(
+      [...frozen, undefined].map((n) => sizeOf(c.file(n))),
+      [2, 2, 2, 4].map((m) => m * 1024 * 1024),
+    );
+    assert.equal(await checkAllLayers(c.t.path, 200), 4);
+    const info = JSON.parse(await cliOk(c.t, ['info', c.volid, '--json'])) as { virtualSize: number };
+    assert.equal(info.virtualSize, 4 * 1024 * 1024);
+  });
+
   it('PVE free removes the chain it sees and leaves the branch layers without their backing file', async () => {
     assert.deepEqual(await pve.freeImage(c.s, c.vol), []);
     assert.deepEqual(readdirSync(pve.imagesDir(c.s, 200)).sort(), ['snap-s-2-vm-200-disk-0.qcow2', 'snap-s-3-vm-200-disk-0.qcow2']);
