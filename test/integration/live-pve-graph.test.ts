@@ -211,6 +211,12 @@ describe('live operations leave the graph PVE 9 would leave', () => {
         writer.start();
         // The current layer is committed into PVE's read-write f/e(pve-1) (active commit), then the guest is moved
         // onto f/e(current) again over the merged file.
+        const plan = await cliJson<{ plans: { steps: { kind: string }[] }[] }>(s, ['snapshot', 'delete', volid, 'pve-1', '--qmp', live.socket, '--dry-run']);
+        assert.deepEqual(
+          plan.plans[0]?.steps.slice(0, 2).map((st) => st.kind),
+          ['qmp-commit', 'qmp-pivot'],
+          'an active commit',
+        );
         await writer.window(() => cliOk(s, ['snapshot', 'delete', volid, 'pve-1', '--qmp', live.socket]));
         assert.deepEqual(await checkGraph('after deleting the only snapshot, made by PVE'), [undefined]);
         writer.check();
