@@ -2,7 +2,8 @@
  * LVM interop with Proxmox VE 9 both ways, on a real VG (run in the test guest, see helpers.ts):
  * - volchain on chains PVE made: PVE's own command lines (pve-lvm-commands.ts, never volchain) make a volume
  *   with hyphenated snapshots (`pre-up`, `a-b-c`), next to a cloud-init and a state LV; volchain lists it,
- *   snapshots it, rolls back (newest and older), deletes the first, a middle and the newest snapshot;
+ *   snapshots it, rolls back (newest and older), deletes the first, a middle and the newest snapshot; and
+ *   (VM 7708) resizes a PVE-made volume with its snapshots, then frees it with saferemove, beside another volume;
  * - PVE's bare sequences on chains volchain made: snapshot, rollback, delete first/middle/newest, resize and
  *   free, with frozen layers at full size (volchain's default when the config is /etc/pve/storage.cfg), with
  *   shrunk frozen layers (volchain alone on a VG), and on a branched tree left by a volchain rollback to an
@@ -14,10 +15,26 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BLOCK, MiB, VG, blockReads, cleanupState, lv, lvmStorage, lvs, qemuIo, removeVmLvs, requireVg, sh, shOk, type LvmTestStorage } from './helpers.js';
+import {
+  BLOCK,
+  MiB,
+  VG,
+  blockReads,
+  cleanupState,
+  fullLvSize,
+  lv,
+  lvmStorage,
+  lvs,
+  qemuIo,
+  removeVmLvs,
+  requireVg,
+  sh,
+  shOk,
+  type LvmTestStorage,
+} from './helpers.js';
 import { PveLvm } from './pve-lvm-commands.js';
 
-const VMIDS = [7701, 7702, 7703, 7704, 7705, 7706, 7707];
+const VMIDS = [7701, 7702, 7703, 7704, 7705, 7706, 7707, 7708];
 after(async () => {
   if (VG === '') return;
   await removeVmLvs(VMIDS);
@@ -115,6 +132,48 @@ test('a chain PVE made (hyphenated snapshots, cloud-init and state LVs): volchai
   assert.deepEqual([...info.keys()].sort(), ['a-b-c', 'current']);
   await pve.free(vol);
   assert.deepEqual(await layersOf(7701), ['vm-7701-cloudinit', 'vm-7701-state-pre-up'], 'no layer of the volume left');
+});
+
+test('volchain resizes and frees a chain PVE made (untagged full-size layers), with saferemove, beside another volume', async () => {
+  requireVg();
+  const pve = new PveLvm(VG, { zeroNewLvs: true });
+  const s = await lvmStorage({ id: 'tpvers', shrinkFrozen: 'no', saferemove: true, wipe: 'foreground' });
+  const vol = await pve.alloc(7708, SIZE);
+  const other = await pve.alloc(7708, SIZE);
+  assert.deepEqual([vol, other], ['vm-7708-disk-0.qcow2', 'vm-7708-disk-1.qcow2']);
+  await put(s.path(vol), 0, 0x11);
+  await pve.snapshotCreate(7708, vol, 'pre-up');
+  await put(s.path(vol), 1, 0x22);
+  await pve.snapshotCreate(7708, vol, 'second');
+  await put(s.path(vol), 2, 0x33);
+  await put(s.path(other), 3, 0x44);
+  const snapLvs = [s.snapLayer(vol, 'pre-up'), s.snapLayer(vol, 'second')];
+  const sizesBefore = await Promise.all(snapLvs.map(async (name) => (await lv(name))?.sizeBytes));
+
+  const grown = SIZE + 8 * MiB;
+  await s.vc.resize(s.volid(vol), grown);
+  const listing = await s.vc.snapshotList(s.volid(vol));
+  assert.equal(listing.current.virtualSize, grown, 'the virtual size grew');
+  assert.equal(await pve.fileSizeInfo(s.path(vol)), grown, 'PVE reads the new size');
+  // volchain's rule: the writable layer's LV is measured for the new size; frozen layers are not touched.
+  assert.equal((await lv(vol))?.sizeBytes, await fullLvSize(grown), 'the current LV is sized for the new virtual size');
+  assert.deepEqual(await Promise.all(snapLvs.map(async (name) => (await lv(name))?.sizeBytes)), sizesBefore, "the snapshots' LVs keep their size");
+  // The grown tail reads as zeroes and takes writes.
+  await put(s.path(vol), TOTAL + 1, 0x55);
+  const views: Record<string, View> = { 'pre-up': { 0: 0x11 }, second: { 0: 0x11, 1: 0x22 } };
+  await checkViews(s, vol, views, 'snapshots after the volchain resize');
+  await checkViews(s, vol, { current: { 0: 0x11, 1: 0x22, 2: 0x33, [TOTAL + 1]: 0x55 } }, 'current after the volchain resize', TOTAL + 128);
+  assert.deepEqual(await snapshotNames(s, vol), ['pre-up', 'second']);
+
+  await s.vc.free(s.volid(vol));
+  // saferemove with a foreground wipe: each layer renamed del-<lv>, zeroed and removed before free returns.
+  assert.deepEqual(
+    (await lvs()).filter((r) => r.name.includes('vm-7708-disk-0')).map((r) => r.name),
+    [],
+    'every layer of the volume is gone, snapshots too (no del- LV left)',
+  );
+  assert.deepEqual(await layersOf(7708), [other], 'the other volume is left');
+  await checkViews(s, other, { current: { 3: 0x44 } }, 'the other volume after the free');
 });
 
 /** A volume volchain made with snapshots s1, s2, s3 (one block each), current writing block 3. */
