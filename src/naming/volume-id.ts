@@ -206,6 +206,22 @@ export function validateVolumeName(kind: StorageKind, vmid: number, name: string
  * and its format. With `expectedVmid`, the vmid in the name must equal it.
  */
 export function parseVolumeName(kind: StorageKind, name: string, expectedVmid?: number): { vmid: number; format: ImageFormat } {
+  // Reading a VM's chains checks the same few names once per layer per volume (issue 16: most of `list`'s
+  // CPU time): names already accepted are answered from memory; a refusal is always worked out afresh.
+  const key = typeof name === 'string' ? `${kind}/${name}` : undefined;
+  const known = key !== undefined ? acceptedNames.get(key) : undefined;
+  if (known !== undefined && (expectedVmid === undefined || known.vmid === expectedVmid)) return { ...known };
+  const parsed = checkVolumeName(kind, name, expectedVmid);
+  // Bounded: a long-running process sees names without end; dropping them all costs one re-parse each.
+  if (acceptedNames.size >= ACCEPTED_NAMES_MAX) acceptedNames.clear();
+  if (key !== undefined) acceptedNames.set(key, parsed);
+  return { ...parsed };
+}
+
+const ACCEPTED_NAMES_MAX = 4096;
+const acceptedNames = new Map<string, { vmid: number; format: ImageFormat }>();
+
+function checkVolumeName(kind: StorageKind, name: string, expectedVmid?: number): { vmid: number; format: ImageFormat } {
   const scheme = namingScheme(kind);
   if (typeof name !== 'string' || name.length === 0) throw new InvalidInputError('volume name must not be empty');
   const q = quote(name);

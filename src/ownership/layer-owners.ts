@@ -101,6 +101,9 @@ export function layerOwnership(
 }
 
 function isVolumeName(kind: StorageKind, name: string): boolean {
+  // parseVolumeName refuses every snapshot layer name; saying so without building its error (issue 16: bulk
+  // listings ask this of every snapshot layer) gives the same answer.
+  if (/^snap[-_]/.test(name)) return false;
   try {
     parseVolumeName(kind, name);
     return true;

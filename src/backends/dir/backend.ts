@@ -2,7 +2,7 @@
  * Directory storage (local disk, NFS, CIFS): one file per layer under `<path>/images/<vmid>/`, as PVE lays it
  * out. Renames are rename(2), atomic within the directory, which the crash-safety of every plan relies on.
  */
-import { closeSync, constants, openSync } from 'node:fs';
+import { closeSync, constants, openSync, readdirSync } from 'node:fs';
 import { link, mkdir, readdir, rename, rm, rmdir, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DirStorage } from '../../config/index.js';
@@ -74,7 +74,9 @@ export class DirBackend implements Backend {
   async listLayerNames(vmid: number): Promise<string[]> {
     if (!checkImagesDirs(this.definition.path, this.definition.imagesDir, vmid)) return [];
     try {
-      return await readdir(dirImagesDir(this.definition.path, vmid, this.definition.imagesDir));
+      // Synchronous, as statLayer: a VM directory's listing is small, and the thread-pool round trip of the
+      // async call cost 3-5 times the readdir itself (issue 16, bulk listings).
+      return readdirSync(dirImagesDir(this.definition.path, vmid, this.definition.imagesDir));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw err;

@@ -1,11 +1,12 @@
 /** The read-only volume calls: `list` (every volume of a storage), `path` and `info` (one volume). */
 import type { Backend } from '../../backends/backend.js';
 import { NotFoundError } from '../../errors.js';
-import { validateSnapshotName } from '../../naming/index.js';
+import { validateSnapshotName, type VolumeRef } from '../../naming/index.js';
 import { checkImage } from '../../tools/qemu-img.js';
 import { snapshotSpace } from '../plan/space.js';
 import { treeLayerFlags } from '../read/layer-guard.js';
 import { listVolumeEntries, type VolumeListEntry } from '../read/listing.js';
+import { withSharedLayerNames } from '../read/listing-names.js';
 import { fullSizes } from '../read/space-figures.js';
 import { templateClones } from '../read/templates.js';
 import type { VolumeSummary } from '../read/volume-summary.js';
@@ -19,10 +20,14 @@ import type { LayerCheck, VolumeInfo } from './types.js';
 /** Every volume of the storage; one that cannot be read is listed with its problem (listing.ts). */
 export async function list(session: Session, storage: string, opts: { vmid?: number } = {}): Promise<VolumeListEntry[]> {
   const backend = session.backend(storage);
+  const shared = withSharedLayerNames(backend);
+  const read = async (b: Backend, v: VolumeRef): Promise<VolumeSummary> => summarize(backend, await readTree(b, v, { allocation: false }));
   const out = await listVolumeEntries(
     backend,
     opts.vmid,
-    async (v) => summarize(backend, await readTree(backend, v, { allocation: false })),
+    // One readdir per VM (listing-names.ts); a volume that fails so is read again as it is today, so a
+    // directory changed meanwhile reports exactly what a read of that volume alone would.
+    (v) => read(shared, v).catch(() => read(backend, v)),
     (v) => templateClones(backend, v),
   );
   // Removals a crashed run left unfinished (LVM: `del-` LVs nobody wipes) are finished from here too.

@@ -58,6 +58,14 @@ export type VolumeListEntry =
   (EntryBase & VolumeSummary & { problem: null }) | (EntryBase & Unread & { problem: VolumeProblem }) | (ForeignEntry & Unread & { problem: VolumeProblem });
 
 /**
+ * The order of names within a VM (vm-1-disk-2 before vm-1-disk-10): the same as
+ * `localeCompare(…, 'en', { numeric: true })`, whose every call builds a collator anew (issue 16: most of the
+ * sorting time of a 1,000-volume listing). Made on first use: commands that list nothing do not pay for it.
+ */
+let collator: Intl.Collator | undefined;
+const byName = (a: string, b: string): number => (collator ??= new Intl.Collator('en', { numeric: true })).compare(a, b);
+
+/**
  * Lists the volumes of `backend` (optionally of one VM); `summarize` reads one volume and throws what any
  * operation on it would throw.
  */
@@ -85,7 +93,7 @@ export async function listVolumeEntries(
     listed.add(`${ref.vmid}/${ref.name}`);
     volumes.push(ref);
   }
-  volumes.sort((a, b) => a.vmid - b.vmid || a.name.localeCompare(b.name, 'en', { numeric: true }));
+  volumes.sort((a, b) => a.vmid - b.vmid || byName(a.name, b.name));
 
   const out: VolumeListEntry[] = [];
   for (const volume of volumes) {
@@ -124,7 +132,7 @@ export async function listVolumeEntries(
       problem: { code: u.problem.code, message: u.problem.message },
     });
   }
-  out.sort((a, b) => a.vmid - b.vmid || a.name.localeCompare(b.name, 'en', { numeric: true }));
+  out.sort((a, b) => a.vmid - b.vmid || byName(a.name, b.name));
   // A base's clones: from the entries when the whole storage was listed, else (one VM listed) by reading the
   // other VMs' chains too. Either way an unreadable clone is not named here (it is listed with its problem).
   for (const entry of out) {
