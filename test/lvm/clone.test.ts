@@ -14,7 +14,7 @@ import { Volchain } from '../../src/engine/volchain.js';
 import { checkClean, runCommand } from '../integration/helpers.js';
 import { MiB, VG, cleanupState, fullLvSize, lvmStorage, lvs, mustLv, qemuIo, removeVmLvs, requireVg } from './helpers.js';
 
-const VMIDS = [7401, 7402];
+const VMIDS = [7511, 7512];
 const SIZE = 16 * MiB;
 let dirRoot: string | undefined;
 
@@ -62,55 +62,55 @@ test('clone dir -> LVM and LVM -> dir: each view compared with its clone', async
   requireVg();
   const { vc, lvmPath, dirPath } = await mixedStorages();
 
-  // dir -> LVM: a dir volume with snapshot s1, its current state and s1 cloned into VM 7401's LVs.
-  const dirVolid = await vc.alloc('dd', 7401, SIZE);
-  const dirTop = dirPath(7401, 'vm-7401-disk-0.qcow2');
-  const dirSnap = dirPath(7401, 'snap-s1-vm-7401-disk-0.qcow2');
+  // dir -> LVM: a dir volume with snapshot s1, its current state and s1 cloned into VM 7511's LVs.
+  const dirVolid = await vc.alloc('dd', 7511, SIZE);
+  const dirTop = dirPath(7511, 'vm-7511-disk-0.qcow2');
+  const dirSnap = dirPath(7511, 'snap-s1-vm-7511-disk-0.qcow2');
   await qemuIo(dirTop, [], [{ byte: 0xa1, offset: 0, len: 2 * MiB }]);
   await vc.snapshotCreate(dirVolid, 's1');
   await qemuIo(dirTop, [], [{ byte: 0xb2, offset: 4 * MiB, len: MiB }]);
-  const toLvm = await vc.clone(dirVolid, 'tvg', 7401);
-  assert.equal(toLvm.volid, 'tvg:vm-7401-disk-0.qcow2');
-  const toLvmSnap = await vc.clone(dirVolid, 'tvg', 7401, { snapshot: 's1' });
-  assert.equal(toLvmSnap.volid, 'tvg:vm-7401-disk-1.qcow2');
-  await compare(dirTop, lvmPath('vm-7401-disk-0.qcow2'), 'dir current -> LVM');
-  await compare(dirSnap, lvmPath('vm-7401-disk-1.qcow2'), 'dir s1 -> LVM');
-  await qemuIo(lvmPath('vm-7401-disk-0.qcow2'), [
+  const toLvm = await vc.clone(dirVolid, 'tvg', 7511);
+  assert.equal(toLvm.volid, 'tvg:vm-7511-disk-0.qcow2');
+  const toLvmSnap = await vc.clone(dirVolid, 'tvg', 7511, { snapshot: 's1' });
+  assert.equal(toLvmSnap.volid, 'tvg:vm-7511-disk-1.qcow2');
+  await compare(dirTop, lvmPath('vm-7511-disk-0.qcow2'), 'dir current -> LVM');
+  await compare(dirSnap, lvmPath('vm-7511-disk-1.qcow2'), 'dir s1 -> LVM');
+  await qemuIo(lvmPath('vm-7511-disk-0.qcow2'), [
     { byte: 0xa1, offset: 0, len: 2 * MiB },
     { byte: 0xb2, offset: 4 * MiB, len: MiB },
   ]);
-  await qemuIo(lvmPath('vm-7401-disk-1.qcow2'), [
+  await qemuIo(lvmPath('vm-7511-disk-1.qcow2'), [
     { byte: 0xa1, offset: 0, len: 2 * MiB },
     { byte: 0, offset: 4 * MiB, len: MiB },
   ]);
-  for (const lv of ['vm-7401-disk-0.qcow2', 'vm-7401-disk-1.qcow2']) {
+  for (const lv of ['vm-7511-disk-0.qcow2', 'vm-7511-disk-1.qcow2']) {
     await checkClean(lvmPath(lv));
     const row = await mustLv(lv);
     assert.equal(row.sizeBytes, await fullLvSize(SIZE), `${lv} is sized for a fully written image`);
-    assert.ok(row.tags.includes('pve-vm-7401'), `${lv} carries its VM's tag: ${row.tags.join(',')}`);
+    assert.ok(row.tags.includes('pve-vm-7511'), `${lv} carries its VM's tag: ${row.tags.join(',')}`);
   }
 
-  // LVM -> dir: an LVM volume with snapshot s1, its current state and s1 cloned into VM 7402's files.
-  const lvVolid = await vc.alloc('tvg', 7402, SIZE);
-  const lvTop = lvmPath('vm-7402-disk-0.qcow2');
+  // LVM -> dir: an LVM volume with snapshot s1, its current state and s1 cloned into VM 7512's files.
+  const lvVolid = await vc.alloc('tvg', 7512, SIZE);
+  const lvTop = lvmPath('vm-7512-disk-0.qcow2');
   await qemuIo(lvTop, [], [{ byte: 0xc3, offset: MiB, len: MiB }]);
   await vc.snapshotCreate(lvVolid, 's1');
   await qemuIo(lvTop, [], [{ byte: 0xd4, offset: 8 * MiB, len: MiB }]);
-  await vc.clone(lvVolid, 'dd', 7402);
-  await vc.clone(lvVolid, 'dd', 7402, { snapshot: 's1' });
-  await compare(lvTop, dirPath(7402, 'vm-7402-disk-0.qcow2'), 'LVM current -> dir');
-  await compare(lvmPath('snap_vm-7402-disk-0_s1.qcow2'), dirPath(7402, 'vm-7402-disk-1.qcow2'), 'LVM s1 -> dir');
-  await qemuIo(dirPath(7402, 'vm-7402-disk-1.qcow2'), [
+  await vc.clone(lvVolid, 'dd', 7512);
+  await vc.clone(lvVolid, 'dd', 7512, { snapshot: 's1' });
+  await compare(lvTop, dirPath(7512, 'vm-7512-disk-0.qcow2'), 'LVM current -> dir');
+  await compare(lvmPath('snap_vm-7512-disk-0_s1.qcow2'), dirPath(7512, 'vm-7512-disk-1.qcow2'), 'LVM s1 -> dir');
+  await qemuIo(dirPath(7512, 'vm-7512-disk-1.qcow2'), [
     { byte: 0xc3, offset: MiB, len: MiB },
     { byte: 0, offset: 8 * MiB, len: MiB },
   ]);
-  await checkClean(dirPath(7402, 'vm-7402-disk-0.qcow2'));
+  await checkClean(dirPath(7512, 'vm-7512-disk-0.qcow2'));
 
   const names = (await lvs()).map((r) => r.name);
   assert.deepEqual(
-    names.filter((n) => n.includes('volchain-tmp')),
+    names.filter((n) => n.includes('volchain-tmp') && /vm-751[12]-/.test(n)), // this file's: other files run beside it on the VG
     [],
     'no temporary LV is left',
   );
-  assert.deepEqual((await vc.list('tvg', { vmid: 7401 })).map((v) => v.volid).sort(), ['tvg:vm-7401-disk-0.qcow2', 'tvg:vm-7401-disk-1.qcow2']);
+  assert.deepEqual((await vc.list('tvg', { vmid: 7511 })).map((v) => v.volid).sort(), ['tvg:vm-7511-disk-0.qcow2', 'tvg:vm-7511-disk-1.qcow2']);
 });

@@ -13,6 +13,8 @@ import { BIN, checkClean, runCommand, type RunResult } from '../integration/help
 import { MiB, VG, cleanupState, fullLvSize, lv, lvmStorage, lvs, mustLv, qemuIo, removeVmLvs, requireVg, shOk } from './helpers.js';
 
 const VMIDS = [7310, 7311];
+/** This file's LVs only: the other LVM test files run beside it on the same VG. */
+const ownLvs = async (): Promise<Awaited<ReturnType<typeof lvs>>> => (await lvs()).filter((r) => VMIDS.some((id) => r.name.includes(`vm-${id}-`)));
 const SIZE = 16 * MiB;
 const DATA = [
   { byte: 0x6a, offset: 0, len: 2 * MiB },
@@ -58,15 +60,15 @@ test('a raw LV becomes vm-<vmid>-disk-<n>.qcow2 with the same data, full size an
   const s = await lvmStorage({ id: 'tconv', saferemove: true, wipe: 'foreground' });
   const { volid, reference } = await rawLv(s, 7310);
   assert.equal(volid, `${s.id}:vm-7310-disk-0`);
-  const before = (await lvs()).map((r) => `${r.name} ${r.sizeBytes} ${r.tags.join(',')}`).sort();
+  const before = (await ownLvs()).map((r) => `${r.name} ${r.sizeBytes} ${r.tags.join(',')}`).sort();
   const dry = await volchainOk(s.cfg, ['convert', volid, '--format', 'qcow2', '--dry-run']);
   assert.match(dry, /into qcow2 tconv:vm-7310-disk-0\.qcow2/);
-  assert.deepEqual((await lvs()).map((r) => `${r.name} ${r.sizeBytes} ${r.tags.join(',')}`).sort(), before, 'the dry run changed nothing');
+  assert.deepEqual((await ownLvs()).map((r) => `${r.name} ${r.sizeBytes} ${r.tags.join(',')}`).sort(), before, 'the dry run changed nothing');
   const out = await volchainOk(s.cfg, ['convert', volid, '--format', 'qcow2']);
   const name = 'vm-7310-disk-0.qcow2';
   assert.equal(out.trim(), `${s.id}:${name}`, 'prints the new volid');
   assert.equal(await lv('vm-7310-disk-0'), undefined, 'the raw LV is gone (saferemove: wiped, then removed)');
-  assert.equal((await lvs()).filter((r) => r.name.includes('volchain-tmp') || r.name.startsWith('del-')).length, 0, 'no temporary or del- LV left');
+  assert.equal((await ownLvs()).filter((r) => r.name.includes('volchain-tmp') || r.name.startsWith('del-')).length, 0, 'no temporary or del- LV left');
   const row = await mustLv(name);
   assert.equal(row.sizeBytes, await fullLvSize(SIZE), 'sized for a fully written image');
   assert.ok(row.tags.includes('pve-vm-7310'), `tagged for its VM: ${row.tags.join(',')}`);
@@ -103,9 +105,9 @@ test('killed after the rename, before the raw LV is removed: repair finishes the
 test('template is refused on thick LVM (exit 5, as PVE: no base volumes there), changing nothing', async () => {
   requireVg();
   const s = await lvmStorage({ id: 'tconv' });
-  const before = (await lvs()).map((r) => `${r.name} ${r.tags.join(',')}`).sort();
+  const before = (await ownLvs()).map((r) => `${r.name} ${r.tags.join(',')}`).sort();
   const r = await volchain(s.cfg, ['template', `${s.id}:vm-7310-disk-0.qcow2`]);
   assert.equal(r.code, 5, r.stderr);
   assert.match(r.stderr, /no template base volumes/);
-  assert.deepEqual((await lvs()).map((x) => `${x.name} ${x.tags.join(',')}`).sort(), before);
+  assert.deepEqual((await ownLvs()).map((x) => `${x.name} ${x.tags.join(',')}`).sort(), before);
 });

@@ -33,7 +33,7 @@ import {
   type LvmTestStorage,
 } from './helpers.js';
 
-const VMIDS = [7401, 7402, 7403, 7404, 7405];
+const VMIDS = [7411, 7412, 7413, 7414, 7415];
 after(async () => {
   if (VG === '') return; // nothing was created without a VG
   await removeVmLvs(VMIDS);
@@ -80,8 +80,8 @@ test('the remove step only renames; a background wiper zeroes in chunks, shows p
   requireVg();
   // 256 MiB at 16 MiB/s: 16 chunks, at least 15 seconds.
   const s = await lvmStorage({ id: 'twipe', saferemove: true, throughput: '16M' });
-  const name = 'vm-7401-disk-0';
-  const volid = await s.vc.alloc(s.id, 7401, 256 * MiB, { format: 'raw' });
+  const name = 'vm-7411-disk-0';
+  const volid = await s.vc.alloc(s.id, 7411, 256 * MiB, { format: 'raw' });
   const before = await mustLv(name);
   await s.vc.free(volid);
   assert.equal(await lv(name), undefined, 'the volume is gone for everyone at once');
@@ -97,7 +97,7 @@ test('the remove step only renames; a background wiper zeroes in chunks, shows p
   for (const w of samples) {
     assert.equal(w.totalBytes, before.sizeBytes, 'status: bytes to zero');
     assert.equal(w.storage, s.id);
-    assert.equal(w.vmid, 7401);
+    assert.equal(w.vmid, 7411);
     assert.equal(w.path, `/dev/${VG}/${doomed}`);
   }
   const midway = samples.find((w) => w.state === 'running' && w.doneBytes > 0 && w.doneBytes < w.totalBytes);
@@ -124,8 +124,8 @@ test('a wiper killed with SIGKILL leaves a del- LV; status says so; volchain wip
   requireVg();
   // 256 MiB at 16 MiB/s: 16 chunks, at least 15 seconds.
   const s = await lvmStorage({ id: 'twipe', saferemove: true, throughput: '16M' });
-  const name = 'vm-7402-disk-0';
-  const volid = await s.vc.alloc(s.id, 7402, 256 * MiB, { format: 'raw' });
+  const name = 'vm-7412-disk-0';
+  const volid = await s.vc.alloc(s.id, 7412, 256 * MiB, { format: 'raw' });
   const size = (await mustLv(name)).sizeBytes;
   await s.vc.free(volid);
   const doomed = `del-${name}`;
@@ -157,7 +157,7 @@ test('a wiper killed with SIGKILL leaves a del- LV; status says so; volchain wip
     );
   }
 
-  const out = await cliJson<WipeJson>(s, ['wipe', '--storage', s.id, '--vmid', '7402', '--wait']);
+  const out = await cliJson<WipeJson>(s, ['wipe', '--storage', s.id, '--vmid', '7412', '--wait']);
   assert.deepEqual(
     out.wiped.map((w) => [w.layer, w.bytes, w.resumedFromBytes]),
     [[doomed, size, stopped.doneBytes]],
@@ -170,9 +170,9 @@ test('a wiper killed with SIGKILL leaves a del- LV; status says so; volchain wip
 test('the zeroing really zeroes: the same del- LV (same uuid) holds the data after the rename and only zeroes before lvremove', async () => {
   requireVg();
   const s = await lvmStorage({ id: 'twipe', saferemove: true, wipe: 'foreground' });
-  const name = 'vm-7403-disk-0';
+  const name = 'vm-7413-disk-0';
   const doomed = `del-${name}`;
-  const volid = await s.vc.alloc(s.id, 7403, 8 * MiB, { format: 'raw' });
+  const volid = await s.vc.alloc(s.id, 7413, 8 * MiB, { format: 'raw' });
   const original = await mustLv(name);
   await shOk('qemu-io', ['-f', 'raw', '-c', `write -P 0x5e 0 ${original.sizeBytes}`, s.path(name)]);
 
@@ -180,14 +180,14 @@ test('the zeroing really zeroes: the same del- LV (same uuid) holds the data aft
   await crashingCli(s.cfg, ['free', volid], 'remove-renamed');
   const renamed = await mustLv(doomed);
   assert.equal(renamed.uuid, original.uuid, 'renamed, not copied');
-  assert.ok(renamed.tags.includes('pve-vm-7403') && renamed.tags.includes(`volchain.vol.${name}`), `tags kept: ${renamed.tags.join(',')}`);
+  assert.ok(renamed.tags.includes('pve-vm-7413') && renamed.tags.includes(`volchain.vol.${name}`), `tags kept: ${renamed.tags.join(',')}`);
   await shOk('qemu-io', ['-f', 'raw', '-r', '-c', `read -P 0x5e 0 ${renamed.sizeBytes}`, `/dev/${VG}/${doomed}`]);
   assert.equal(await readsZero(`/dev/${VG}/${doomed}`, renamed.sizeBytes), false);
   const waiting = await removal(s, doomed);
   assert.deepEqual([waiting?.state, waiting?.doneBytes, waiting?.totalBytes], ['waiting', 0, renamed.sizeBytes]);
 
   // While it waits, a request for more space than is free says how much the wipe still holds.
-  const err = await s.vc.alloc(s.id, 7404, (await vg()).sizeBytes, { format: 'raw' }).then(
+  const err = await s.vc.alloc(s.id, 7414, (await vg()).sizeBytes, { format: 'raw' }).then(
     () => assert.fail('an LV as big as the whole VG cannot fit'),
     (e: unknown) => e,
   );
@@ -197,14 +197,14 @@ test('the zeroing really zeroes: the same del- LV (same uuid) holds the data aft
   assert.ok(Number(/; (\d+) bytes of/.exec(err.message)?.[1]) >= renamed.sizeBytes, err.message);
 
   // 2. The wipe, killed after zeroing and before its lvremove: the very same LV now reads as zeroes only.
-  await crashingCli(s.cfg, ['wipe', '--storage', s.id, '--vmid', '7403'], 'wipe-zeroed');
+  await crashingCli(s.cfg, ['wipe', '--storage', s.id, '--vmid', '7413'], 'wipe-zeroed');
   const zeroed = await mustLv(doomed);
   assert.equal(zeroed.uuid, original.uuid, 'the same LV, so the same extents');
   assert.ok(await readsZero(`/dev/${VG}/${doomed}`, zeroed.sizeBytes), 'every byte of it is zero');
   assert.equal((await removal(s, doomed))?.doneBytes, zeroed.sizeBytes, 'recorded as zeroed completely');
 
   // 3. The next wipe has nothing left to zero: it removes the LV.
-  const out = await cliJson<WipeJson>(s, ['wipe', '--storage', s.id, '--vmid', '7403']);
+  const out = await cliJson<WipeJson>(s, ['wipe', '--storage', s.id, '--vmid', '7413']);
   assert.deepEqual(
     out.wiped.map((w) => [w.layer, w.resumedFromBytes]),
     [[doomed, zeroed.sizeBytes]],
@@ -212,7 +212,7 @@ test('the zeroing really zeroes: the same del- LV (same uuid) holds the data aft
   assert.equal(await lv(doomed), undefined);
   await s.vc.repair({ volid }); // the free killed in 1. still has its journal
   assert.deepEqual(
-    (await lvs()).filter((r) => /vm-740[34]-/.test(r.name)).map((r) => r.name),
+    (await lvs()).filter((r) => /vm-741[34]-/.test(r.name)).map((r) => r.name),
     [],
   );
 });
@@ -220,28 +220,28 @@ test('the zeroing really zeroes: the same del- LV (same uuid) holds the data aft
 test('a del- LV made by PVE (no volchain tags) is left alone; a removal whose del- name is taken uses del-1-', async () => {
   requireVg();
   const s = await lvmStorage({ id: 'twipe', saferemove: true, wipe: 'foreground' });
-  const name = 'vm-7405-disk-0.qcow2';
-  const volid = await s.vc.alloc(s.id, 7405, 8 * MiB);
+  const name = 'vm-7415-disk-0.qcow2';
+  const volid = await s.vc.alloc(s.id, 7415, 8 * MiB);
   await qemuIo(s.path(name), [], [{ byte: 0xc1, offset: 0, len: BLOCK }]);
   await s.vc.snapshotCreate(volid, 'sa');
   await qemuIo(s.path(name), [], [{ byte: 0xc2, offset: 0, len: BLOCK }]);
   // As PVE names an LV it is removing; only PVE's own worker may finish it.
   const foreign = `del-${name}`;
-  await shOk('lvcreate', ['-q', '-y', '-L', '4m', '-n', foreign, '--addtag', 'pve-vm-7405', '--', VG]);
+  await shOk('lvcreate', ['-q', '-y', '-L', '4m', '-n', foreign, '--addtag', 'pve-vm-7415', '--', VG]);
   const foreignRow = await mustLv(foreign);
 
   // Rollback replaces the current layer: its LV goes to del-1-<name> and is wiped before the call returns.
   await s.vc.snapshotRollback(volid, 'sa');
   await qemuIo(s.path(name), [{ byte: 0xc1, offset: 0, len: BLOCK }], [], 'rolled back to sa');
   assert.equal(await lv(`del-1-${name}`), undefined, 'wiped and removed');
-  await s.vc.list(s.id, { vmid: 7405 });
-  assert.deepEqual(await s.vc.wipe({ storage: s.id, vmid: 7405, wait: true }), { finished: [], busy: [], waited: [] }, 'nothing to wipe');
+  await s.vc.list(s.id, { vmid: 7415 });
+  assert.deepEqual(await s.vc.wipe({ storage: s.id, vmid: 7415, wait: true }), { finished: [], busy: [], waited: [] }, 'nothing to wipe');
   assert.equal((await mustLv(foreign)).uuid, foreignRow.uuid, "PVE's del- LV is untouched");
   assert.equal(await removal(s, foreign), undefined, 'and not shown as a wipe of volchain');
 
   await s.vc.free(volid);
   assert.deepEqual(
-    (await lvs()).filter((r) => r.name.includes('vm-7405-')).map((r) => r.name),
+    (await lvs()).filter((r) => r.name.includes('vm-7415-')).map((r) => r.name),
     [foreign],
   );
 });
