@@ -6,7 +6,8 @@ import type { Backend } from '../../backends/backend.js';
 import { UnsafeImageError } from '../../errors.js';
 import type { Step } from '../../model/plan.js';
 import { readQcow2Header, validateLayerHeader } from '../../qcow2/index.js';
-import { convertRawInto, sameContent } from '../../tools/qemu-img-convert.js';
+import { sameContent } from '../../tools/qemu-img-copy.js';
+import { copyIntoNewLayer } from './copy-step.js';
 
 type ConvertStep = Extract<Step, { kind: 'convert' }>;
 type VerifyStep = Extract<Step, { kind: 'verify' }>;
@@ -23,14 +24,7 @@ export async function convertStep(
   step: ConvertStep,
   opts: { onProgress?: (percent: number) => void; redo: boolean },
 ): Promise<void> {
-  if (opts.redo) await backend.removeLayer(vmid, step.layer);
-  await backend.createImage(vmid, step.layer, 'qcow2', step.sizeBytes);
-  try {
-    await convertRawInto(backend.layerPath(vmid, step.from), backend.layerPath(vmid, step.layer), opts.onProgress ? { onProgress: opts.onProgress } : {});
-  } catch (err) {
-    await backend.removeLayer(vmid, step.layer).catch(() => undefined);
-    throw err;
-  }
+  await copyIntoNewLayer(backend, vmid, step.layer, step.sizeBytes, { path: backend.layerPath(vmid, step.from), format: 'raw' }, opts);
 }
 
 /**
@@ -44,7 +38,7 @@ export async function verifyStep(backend: Backend, vmid: number, step: VerifySte
   // As a base volume is judged: a backing file of its own is refused too (the copy was made without one).
   validateLayerHeader(step.layer, header, { base: true, isExpectedLayerName: () => false });
   const rawPath = backend.layerPath(vmid, step.against);
-  if (!(await sameContent(path, rawPath, opts.onProgress ? { onProgress: opts.onProgress } : {}))) {
+  if (!(await sameContent(path, 'qcow2', rawPath, 'raw', opts.onProgress ? { onProgress: opts.onProgress } : {}))) {
     throw new UnsafeImageError(step.layer, `the qcow2 copy does not read the same as ${step.against} (qemu-img compare): the raw volume was left as it was`);
   }
 }

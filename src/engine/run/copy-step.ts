@@ -23,19 +23,9 @@ export async function runCopyStep(
   const target = backend.layerPath(vmid, step.layer);
   const progress = opts.onProgress ? { onProgress: opts.onProgress } : {};
   if (step.kind === 'copy') {
-    // A redo starts over: whatever an earlier attempt left under the temporary name is a partial copy.
-    if (opts.redo) await backend.removeLayer(vmid, step.layer);
-    // The backend sizes and checks the space (LVM: an LV for a fully written image of this virtual size).
-    await backend.createImage(vmid, step.layer, 'qcow2', step.sizeBytes);
-    // If we die from here to the end of the step, the target has a partial copy under its temporary name
-    // only (the clone's name does not exist yet): repair walks the clone back, removing it.
-    try {
-      await convertInto(step.source.path, step.source.format, target, progress);
-    } catch (err) {
-      // Nothing half-made stays (a full storage, a source read error): the step failed as a whole.
-      await backend.removeLayer(vmid, step.layer).catch(() => undefined);
-      throw err;
-    }
+    // If we die in here, the target has a partial copy under its temporary name only (the clone's name does
+    // not exist yet): repair walks the clone back, removing it.
+    await copyIntoNewLayer(backend, vmid, step.layer, step.sizeBytes, step.source, { ...progress, redo: opts.redo });
     await backend.layerChanged(vmid, step.layer);
     return;
   }
@@ -48,6 +38,30 @@ export async function runCopyStep(
   }
   if (!(await sameContent(step.source.path, step.source.format, target, 'qcow2', progress))) {
     throw new CorruptImageError(step.layer, `the copy differs from ${sourceText(step.source)} (qemu-img compare): it is discarded`);
+  }
+}
+
+/**
+ * Creates qcow2 layer `layer` of `sizeBytes` virtual (the backend sizes it and checks the space: on LVM an LV
+ * for a fully written image) and fills it with the view of `source` (clone: a chain on any storage; convert:
+ * the raw volume). A redo starts over: what an earlier attempt left under the name is a partial copy. A
+ * failure (a full storage, a read error) removes the partial copy before it is reported: the step failed whole.
+ */
+export async function copyIntoNewLayer(
+  backend: Backend,
+  vmid: number,
+  layer: string,
+  sizeBytes: number,
+  source: { path: string; format: 'qcow2' | 'raw' },
+  opts: { onProgress?: (percent: number) => void; redo: boolean },
+): Promise<void> {
+  if (opts.redo) await backend.removeLayer(vmid, layer);
+  await backend.createImage(vmid, layer, 'qcow2', sizeBytes);
+  try {
+    await convertInto(source.path, source.format, backend.layerPath(vmid, layer), opts.onProgress ? { onProgress: opts.onProgress } : {});
+  } catch (err) {
+    await backend.removeLayer(vmid, layer).catch(() => undefined);
+    throw err;
   }
 }
 
