@@ -20,7 +20,7 @@ export async function convertInto(sourcePath: string, sourceFormat: 'qcow2' | 'r
   await run(
     'qemu-img',
     ['convert', opts.onProgress ? '-p' : '-q', '-n', '--target-is-zero', '-t', 'writeback', '-f', sourceFormat, '-O', 'qcow2', sourcePath, targetPath],
-    opts.onProgress ? { onProgress: opts.onProgress } : {},
+    { stopWithCaller: true, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) },
   );
 }
 
@@ -31,6 +31,7 @@ export async function convertInto(sourcePath: string, sourceFormat: 'qcow2' | 'r
 export async function sameContent(aPath: string, aFormat: 'qcow2' | 'raw', bPath: string, bFormat: 'qcow2' | 'raw', opts: CopyProgress = {}): Promise<boolean> {
   const { exitCode } = await run('qemu-img', ['compare', ...(opts.onProgress ? ['-p'] : []), '-f', aFormat, '-F', bFormat, aPath, bPath], {
     okExitCodes: [1],
+    stopWithCaller: true,
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
   });
   return exitCode === 0;

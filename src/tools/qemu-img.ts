@@ -17,8 +17,9 @@ function progressArgs(opts: ProgressOptions): string[] {
   return opts.onProgress ? ['-p'] : ['-q'];
 }
 
+/** For the commands that move data (commit, rebase): killed with volchain (RunOptions.stopWithCaller). */
 function runOpts(opts: ProgressOptions): RunOptions {
-  return opts.onProgress ? { onProgress: opts.onProgress } : {};
+  return { stopWithCaller: true, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) };
 }
 
 export async function createImage(path: string, format: 'qcow2' | 'raw', sizeBytes: number, preallocation: Preallocation | undefined): Promise<void> {

@@ -3,7 +3,8 @@
  * output, and every failure becomes a CommandFailedError carrying argv, exit status and stderr.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import { accessSync, closeSync, constants, openSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
 import { CommandFailedError, NoSpaceError, NotSupportedError } from '../errors.js';
 
 export interface RunOptions {
@@ -22,6 +23,15 @@ export interface RunOptions {
    * child lives, even when this process is killed first.
    */
   shareFd?: number;
+  /**
+   * The child is killed (SIGKILL) when this process dies: for the long commands that move data (a commit, a
+   * rebase, a copy, a compare). A SIGKILL of volchain releases the VM's lock at once; a qemu-img left running
+   * would go on writing into the chain while `repair`, now free to run, rewrites the same layers (or, on LVM,
+   * could not remove a temporary LV it holds open). Killed with us, the command is interrupted exactly where
+   * the journal says the step was, which repair already handles. Through util-linux `setpriv --pdeathsig`
+   * (Node has no prctl binding); without setpriv the command runs as before.
+   */
+  stopWithCaller?: boolean;
 }
 
 export interface RunResult {
@@ -43,8 +53,9 @@ const PROGRESS_RE = /\((\d+(?:\.\d+)?)\/100%\)/g;
 export function run(command: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   const argv = [command, ...args];
   for (const observer of observers) observer(argv);
+  const [file, fileArgs] = options.stopWithCaller === true && hasSetpriv() ? ['setpriv', ['--pdeathsig', 'KILL', '--', command, ...args]] : [command, args];
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, {
+    const child = spawn(file, fileArgs, {
       env: { ...process.env, ...options.env, LC_ALL: 'C' },
       stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe', ...(options.shareFd !== undefined ? [options.shareFd] : [])],
       timeout: options.timeoutMs,
@@ -70,7 +81,10 @@ export function run(command: string, args: readonly string[], options: RunOption
     child.on('close', (code, signal) => {
       const stdout = Buffer.concat(out).toString('utf8');
       const stderr = Buffer.concat(err).toString('utf8');
-      if (code === 0 || (code !== null && options.okExitCodes?.includes(code))) {
+      if (file === 'setpriv' && code === 127 && stderr.includes('failed to execute')) {
+        // setpriv could not exec the command: the same as spawn's ENOENT above.
+        reject(new NotSupportedError(`${command} is not installed (install the Debian package that provides it)`));
+      } else if (code === 0 || (code !== null && options.okExitCodes?.includes(code))) {
         resolve({ stdout, stderr, exitCode: code });
       } else {
         const failure = new CommandFailedError(argv, code, stderr || stdout, signal);
@@ -83,6 +97,20 @@ export function run(command: string, args: readonly string[], options: RunOption
       }
     });
   });
+}
+
+let setprivFound: boolean | undefined;
+/** Whether util-linux's setpriv is on PATH (looked up once; Debian's util-linux is essential, so nearly always). */
+function hasSetpriv(): boolean {
+  setprivFound ??= (process.env['PATH'] ?? '').split(delimiter).some((dir) => {
+    try {
+      accessSync(join(dir, 'setpriv'), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  return setprivFound;
 }
 
 /**
