@@ -273,6 +273,10 @@ export class LvmBackend implements Backend {
     return Promise.reject(notCapable(this.id, 'baseVolumes', 'protectBase'));
   }
 
+  createLinkedClone(): Promise<void> {
+    return Promise.reject(notCapable(this.id, 'baseVolumes', 'createLinkedClone'));
+  }
+
   // ---- saferemove: `del-` LVs, zeroed and removed after the operation (removal.ts) ------------------------
 
   deferredRemovals(vmid?: number): Promise<string[]> {

@@ -30,13 +30,14 @@ export async function templateClones(backend: Backend, volume: VolumeRef): Promi
 /**
  * `free` of a template's base volume while linked clones are backed by it: refused (exit 5), naming every
  * clone, before anything is changed (PVE refuses the same: its vdisk_free checks for clones of a base).
- * Nothing in volchain makes clones, so no clone can appear between this check and the removal.
+ * `free` checks before its lock (no trace for a refusal) and again under the base's VM lock, which
+ * `clone --linked` holds while it makes a clone: no clone can appear between that check and the removal.
  */
 export async function refuseFreeOfUsedBase(backend: Backend, volume: VolumeRef, volid: string): Promise<void> {
   const clones = await templateClones(backend, volume);
   if (clones.length === 0) return;
   throw new NotSupportedError(
     `cannot free ${volid}: it is a template's base volume and ${clones.length} linked clone(s) are backed by it: ` +
-      `${clones.join(', ')}; free those first (or make them full clones in PVE)`,
+      `${clones.join(', ')}; free those first (or make full copies of them with 'volchain clone', without --linked)`,
   );
 }

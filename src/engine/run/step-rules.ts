@@ -23,6 +23,7 @@ export function undoOf(step: Step): Step | 'nothing' | 'impossible' {
     case 'create-overlay':
     case 'copy':
     case 'convert': // the copy is a new temporary layer; its source is only read
+    case 'create-linked': // a new temporary layer; the base it names is only read
       return { kind: 'remove', layer: step.layer };
     case 'verify-copy':
       return 'nothing';
