@@ -11,6 +11,7 @@ import { InvalidInputError, NotSupportedError } from '../../errors.js';
 import type { Plan } from '../../model/plan.js';
 import { parseVmid, type BaseVolume } from '../../naming/index.js';
 import { planLinkedClone } from '../planners/clone-linked.js';
+import { noBaseVolumesError } from '../read/templates.js';
 import { executePlan } from '../run/executor.js';
 import { refuseMissingVolume, refusePending } from '../session/refusals.js';
 import type { Session } from '../session/session.js';
@@ -40,9 +41,7 @@ export async function linkedClone(
         `clone it to '${targetStorage}' without --linked (a full copy), or give '${backend.id}' as the target`,
     );
   }
-  if (!backend.capabilities.baseVolumes) {
-    throw new NotSupportedError(`storage '${backend.id}' has no template base volumes, so no linked clones of them`);
-  }
+  if (!backend.capabilities.baseVolumes) throw noBaseVolumesError(backend.id);
   if (!backend.capabilities.formats.includes('qcow2')) {
     throw new NotSupportedError(`storage '${backend.id}' cannot hold qcow2 volumes (LVM needs 'snapshot-as-volume-chain 1'): a linked clone is qcow2`);
   }

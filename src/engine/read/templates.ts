@@ -41,3 +41,15 @@ export async function refuseFreeOfUsedBase(backend: Backend, volume: VolumeRef, 
       `${clones.join(', ')}; free those first (or make full copies of them with 'volchain clone', without --linked)`,
   );
 }
+
+/**
+ * The refusal (exit 5) of `template` and `clone --linked` on a storage without base volumes (thick LVM unless
+ * opted in): why, and how to opt in (README, "Templates and linked clones on LVM").
+ */
+export function noBaseVolumesError(storage: string): NotSupportedError {
+  return new NotSupportedError(
+    `storage '${storage}' has no template base volumes: Proxmox VE makes no templates on thick LVM and its LVM plugin does not list ` +
+      "'base-' LVs, so a 'pvesm free' of a base there would destroy its linked clones unseen; if PVE does not manage this storage " +
+      `(or you accept that), opt in with VOLCHAIN_LVM_TEMPLATES=${storage} (the storage needs 'snapshot-as-volume-chain 1'), or use a dir storage`,
+  );
+}

@@ -65,7 +65,7 @@ export async function runOfflineStep(backend: Backend, vmid: number, step: Step,
       await backend.layerChanged(vmid, step.base);
       return;
     case 'rebase': {
-      checkRebaseTarget(step.layer, step.onto, step.ontoFormat);
+      checkRebaseTarget(step.layer, step.onto, step.ontoFormat, backend.kind);
       const header = await readQcow2Header(path(step.layer), step.layer);
       if (!(redo && header.backingFile === (step.onto ?? undefined))) {
         // A safe rebase copies data into the layer: a frozen layer that was shrunk (LVM) needs room first.
