@@ -41,7 +41,7 @@ async function volchainOk(cfg: string, args: readonly string[], env: Record<stri
 
 const sha256 = async (path: string): Promise<string> => (await shOk('sha256sum', [path])).split(' ')[0] ?? '';
 
-test('LVM templates: refused without the opt-in; with it a read-only base LV, a linked clone written and snapshotted, the base unchanged, free of the base refused', async () => {
+test('LVM templates: refused without the opt-in; with it a read-only base LV, a linked clone written and snapshotted, the base unchanged, free of the base refused while cloned, then freed', async () => {
   requireVg();
   const s = await lvmStorage({ id: 'tlnk' });
   const volume = 'vm-7531-disk-0.qcow2';
@@ -99,5 +99,15 @@ test('LVM templates: refused without the opt-in; with it a read-only base LV, a 
   assert.equal(free.code, 5, free.stderr);
   assert.ok(free.stderr.includes(s.volid(CLONE)), `the refusal names the clone: ${free.stderr}`);
   assert.deepEqual(await ownLvs(), lvsBefore, 'the refused free changes nothing');
+  // Without the opt-in the base is no volume to clone either (exit 5), and nothing changes.
+  const unopted = await volchain(s.cfg, ['clone', '--linked', s.volid(BASE), s.id, '7533']);
+  assert.equal(unopted.code, 5, unopted.stderr);
+  assert.match(unopted.stderr, /VOLCHAIN_LVM_TEMPLATES=tlnk/);
+  assert.deepEqual(await ownLvs(), lvsBefore, 'the refused clone changes nothing');
   assert.equal(await sha256(s.path(BASE)), baseSum);
+
+  // Once its clone is gone, the base is freed (made writable again first).
+  await volchainOk(s.cfg, ['free', s.volid(CLONE)]);
+  await volchainOk(s.cfg, ['free', s.volid(BASE)]);
+  assert.deepEqual(await ownLvs(), [], 'no LV of this file is left');
 });
