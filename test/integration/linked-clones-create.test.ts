@@ -243,6 +243,32 @@ describe('clone --linked on dir storage', () => {
     await baseIntact('after the crashes');
   });
 
+  it("a raw base: the clone names it with -F raw, as PVE's clone_image does, and reads its data", async () => {
+    const raw = 'vm-7536-disk-0.raw';
+    await cliOk(s, ['alloc', s.id, '7536', String(SIZE), '--name', raw]);
+    await writePattern(s.layer(7536, raw), 0xc1, 0, MiB, 'raw');
+    await cliOk(s, ['template', s.volid(7536, raw)]);
+    const rawBase = s.layer(7536, 'base-7536-disk-0.raw');
+    const fingerprint = await fileFingerprint(rawBase);
+    try {
+      const out = await cliOk(s, ['clone', '--linked', `${s.id}:7536/base-7536-disk-0.raw`, s.id, '7537']);
+      assert.match(out, /: tst:7536\/base-7536-disk-0\.raw\/7537\/vm-7537-disk-0\.qcow2$/m);
+      const info = await infoOf(cloneFile(7537));
+      assert.equal(info['backing-filename'], '../7536/base-7536-disk-0.raw');
+      assert.equal(info['backing-filename-format'], 'raw');
+      await assertPatterns(cloneFile(7537), [
+        { byte: 0xc1, offset: 0, len: MiB },
+        { byte: 0, offset: MiB, len: SIZE - MiB },
+      ]);
+      await writePattern(cloneFile(7537), 0xc2, 0, 64 * KiB);
+      assert.equal(await fileFingerprint(rawBase), fingerprint, 'the raw base is unchanged');
+      await cliOk(s, ['free', `${s.id}:7536/base-7536-disk-0.raw/7537/vm-7537-disk-0.qcow2`]);
+      await cliOk(s, ['free', `${s.id}:7536/base-7536-disk-0.raw`]);
+    } finally {
+      await clearImmutableFlags([rawBase]);
+    }
+  });
+
   it('once its clones are freed, the base can be freed', async () => {
     await cliOk(s, ['free', CLONE_VOLID(s, 7532)]);
     await cliOk(s, ['free', BASE_VOLID(s)]);
