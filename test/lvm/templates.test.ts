@@ -55,6 +55,15 @@ test('LVM templates: refused without the opt-in; with it a read-only base LV, a 
   assert.match(refused.stderr, /Proxmox VE.*'base-' LVs.*opt in with VOLCHAIN_LVM_TEMPLATES=tlnk/);
   assert.deepEqual(await ownLvs(), before, 'a refused template changes nothing');
 
+  // A raw LV gets no LVM template, even with the opt-in (exit 5, how to go on), and nothing changes.
+  await volchainOk(s.cfg, ['alloc', s.id, '7533', String(SIZE), '--name', 'vm-7533-disk-0', '--format', 'raw'], {});
+  const rawBefore = await ownLvs();
+  const raw = await volchain(s.cfg, ['template', s.volid('vm-7533-disk-0')], OPT_IN);
+  assert.equal(raw.code, 5, raw.stderr);
+  assert.match(raw.stderr, /is a raw LV: templates on LVM are qcow2 volumes only; convert it first/);
+  assert.deepEqual(await ownLvs(), rawBefore, 'a refused raw template changes nothing');
+  await volchainOk(s.cfg, ['free', s.volid('vm-7533-disk-0')], {});
+
   // With it: the LV is renamed, retagged and made read-only.
   assert.equal((await volchainOk(s.cfg, ['template', s.volid(volume)])).trim(), s.volid(BASE));
   assert.equal(await lv(volume), undefined, 'the volume LV took the base name');

@@ -47,6 +47,10 @@ export async function template(session: Session, volid: string, opts: CallOption
   const { backend, volume } = session.resolve(volid);
   // PVE's LVM plugin: "can't create base images in lvm storage"; and PVE lists no `base-` LV of thick LVM.
   if (!backend.capabilities.baseVolumes) throw noBaseVolumesError(backend.id);
+  if (volume.format === 'raw' && backend.capabilities.fixedSizeLayers) {
+    // LVM templates (opt-in) are qcow2 LVs only: a raw `base-<vmid>-…` LV would carry no format in its name.
+    throw new NotSupportedError(`${volid} is a raw LV: templates on LVM are qcow2 volumes only; convert it first ('volchain convert ${volid} --format qcow2')`);
+  }
   await refuseMissingVolume(backend, volume.vmid, volume.name, volid);
   await refuseRunningVm(session, volume.vmid, opts.qmp, volid, 'template');
   const names = await backend.listLayerNames(volume.vmid);
