@@ -29,6 +29,7 @@ export type { VolumeSummary } from './engine/read/volume-summary.js';
 export type { ShrinkPolicy } from './engine/plan/shrink-policy.js';
 export type { WipeMode } from './engine/run/wipe.js';
 export type { CloneOptions } from './engine/operations/clone.js';
+export type { LinkedCloneOptions } from './engine/operations/clone-linked.js';
 
 // ---- configuration -------------------------------------------------------------------------------------
 export { readSettings, SETTING_VARIABLES, type Settings, type TestHooks } from './settings.js';

@@ -60,6 +60,12 @@ export interface Settings {
   branches: string | undefined;
   /** $VOLCHAIN_QEMU_SYSTEM: the QEMU binary asked for its version (default qemu-system-x86_64). */
   qemuSystem: string | undefined;
+  /**
+   * $VOLCHAIN_LVM_TEMPLATES: LVM storage ids (comma- or space-separated; `*` for all) on which templates and
+   * linked clones may be made (opt-in: PVE's LVM plugin lists no `base-` LV, so a `pvesm free` of a base there
+   * would destroy its clones unseen). Empty or unset: none.
+   */
+  lvmTemplates: string | undefined;
   /** $VOLCHAIN_DEBUG (any non-empty value): stack traces of errors on stderr. */
   debug: boolean;
   /** $XDG_DATA_HOME: where the embedded default storage lives (`<it>/volchain`), when absolute. */
@@ -82,6 +88,7 @@ export const SETTING_VARIABLES = {
   lvmShrink: 'VOLCHAIN_LVM_SHRINK',
   branches: 'VOLCHAIN_BRANCHES',
   qemuSystem: 'VOLCHAIN_QEMU_SYSTEM',
+  lvmTemplates: 'VOLCHAIN_LVM_TEMPLATES',
   debug: 'VOLCHAIN_DEBUG',
   dataHome: 'XDG_DATA_HOME',
   home: 'HOME',
@@ -111,6 +118,7 @@ export function readSettings(env: Environment): Settings {
     lvmShrink: env[v.lvmShrink],
     branches: env[v.branches],
     qemuSystem: env[v.qemuSystem],
+    lvmTemplates: env[v.lvmTemplates],
     debug: (env[v.debug] ?? '') !== '',
     dataHome: env[v.dataHome],
     home: env[v.home],
@@ -123,6 +131,12 @@ export function readSettings(env: Environment): Settings {
       lvmTrace: env[v.lvmTrace] === '1',
     },
   };
+}
+
+/** Whether $VOLCHAIN_LVM_TEMPLATES opts LVM storage `storageId` in to templates and linked clones. */
+export function lvmTemplatesAllowed(settings: Pick<Settings, 'lvmTemplates'>, storageId: string): boolean {
+  const ids = (settings.lvmTemplates ?? '').split(/[\s,]+/).filter((id) => id !== '');
+  return ids.includes('*') || ids.includes(storageId);
 }
 
 /** The settings of this process as its environment is now (the entry points only: see the file comment). */

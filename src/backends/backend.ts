@@ -229,6 +229,12 @@ export interface Backend {
    * does: dir: mode 0444 and, where the file system has it, the immutable flag. Harmless to repeat.
    */
   protectBase(vmid: number, layerName: string): Promise<void>;
+  /**
+   * A new qcow2 linked clone `layerName` of VM `vmid` (`volchain clone --linked`) of `sizeBytes` virtual, whose
+   * header names base volume `base` of this storage (checked with inspectBase first) with its format, as PVE's
+   * clone_image writes it. Fails when `layerName` exists; leaves nothing behind when it fails.
+   */
+  createLinkedClone(vmid: number, layerName: string, base: BaseVolume, sizeBytes: number): Promise<void>;
 
   // ---- space figures (capabilities.layerSizing): list, info, dry runs ------------------------------------
 

@@ -11,7 +11,7 @@ export const CAPABILITY_METHODS = {
   activation: ['activate', 'deactivate'],
   layerRecords: ['layerChanged'],
   deferredRemoval: ['deferredRemovals', 'finishRemovals', 'pendingRemovals', 'removalLog'],
-  baseVolumes: ['inspectBase', 'protectBase'],
+  baseVolumes: ['inspectBase', 'protectBase', 'createLinkedClone'],
   layerSizing: ['fullLayerBytes', 'frozenLayerBytes'],
 } as const satisfies Partial<Record<keyof BackendCapabilities, readonly (keyof Backend)[]>>;
 

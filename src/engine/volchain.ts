@@ -16,6 +16,7 @@ import { describeStorages, loadConfigFor } from './session/open.js';
 import { Session } from './session/session.js';
 import * as op from './operations/index.js';
 import type { CloneOptions } from './operations/clone.js';
+import type { LinkedCloneOptions } from './operations/clone-linked.js';
 import type { ConvertOptions } from './operations/convert.js';
 import type { ActivationResult, CallOptions, SnapshotListing, VolchainOptions, VolumeInfo, WipeOptions } from './operations/types.js';
 
@@ -90,6 +91,10 @@ export class Volchain {
   /** A full, independent copy of the volume (or of one snapshot's view) as a new volume (operations/clone.ts). */
   clone(volid: string, target: string, vmid: string | number, opts: CloneOptions = {}): Promise<Plan> {
     return op.clone(this.session, volid, target, vmid, opts);
+  }
+  /** A linked clone of a template's base volume, on the base's storage (operations/clone-linked.ts; plan.newVolid). */
+  linkedClone(baseVolid: string, target: string, vmid: string | number, opts: LinkedCloneOptions = {}): Promise<Plan> {
+    return op.linkedClone(this.session, baseVolid, target, vmid, opts);
   }
 
   // ---- snapshots of one volume (operations/snapshot-*.ts) ----------------------------------------------

@@ -48,10 +48,16 @@ export type Step =
   | { kind: 'verify'; layer: string; against: string; bytes: number }
   /** Make a template's base volume read-only (dir: mode 0444 and, where it exists, the immutable flag). Repeatable. */
   | { kind: 'protect'; layer: string }
+  /**
+   * New qcow2 linked clone `layer` of `sizeBytes` virtual whose header names the template's base volume
+   * `baseName` of VM `baseVmid` on the same storage (dir: `../<baseVmid>/<baseName>`, PVE's clone_image; LVM:
+   * the base LV's name), with `-F` the base's format (from its name). The base is only read. Undo: remove `layer`.
+   */
+  | { kind: 'create-linked'; layer: string; baseVmid: number; baseName: string; sizeBytes: number }
   /** Steps that act through a running QEMU (engine/plan/live-steps.ts runs them), each with an offline equivalent for repair. */
   | LiveStep;
 
-export type OperationKind = 'snapshot-create' | 'snapshot-rollback' | 'snapshot-delete' | 'resize' | 'free' | 'clone' | 'convert' | 'template';
+export type OperationKind = 'snapshot-create' | 'snapshot-rollback' | 'snapshot-delete' | 'resize' | 'free' | 'clone' | 'convert' | 'template' | 'linked-clone';
 
 /** The view a `copy` step reads: one layer (and its backing chain) of a volume, on any storage. */
 export interface CopySource {

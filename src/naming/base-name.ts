@@ -7,12 +7,19 @@
  *
  * Base names themselves are parsed in volume-id.ts (parseBaseName). Pure: no I/O.
  */
-import type { BaseVolume } from './types.js';
-import { parseBaseName } from './volume-id.js';
+import type { BaseVolume, StorageKind } from './types.js';
+import { namingScheme } from './schemes.js';
+import { parseBaseName, parseLvmBaseName } from './volume-id.js';
 
-/** The backing reference a linked clone's bottom layer holds (PVE clone_image): `../<vmid>/<name>`. */
-export function baseBackingRef(base: Pick<BaseVolume, 'vmid' | 'name'>): string {
-  return `../${base.vmid}/${base.name}`;
+/** Every layer of the storage lives in one namespace (a VG: volids are layer names), so a base is named bare. */
+const inOneNamespace = (kind: StorageKind): boolean => namingScheme(kind).volnameLayout === 'name';
+
+/**
+ * The backing reference a linked clone's bottom layer holds: dir (PVE clone_image) `../<vmid>/<name>`; LVM
+ * (volchain's opt-in LVM templates) the base LV's name, resolved in the same VG like every layer's parent.
+ */
+export function baseBackingRef(base: Pick<BaseVolume, 'vmid' | 'name'>, kind: StorageKind = 'dir'): string {
+  return inOneNamespace(kind) ? base.name : `../${base.vmid}/${base.name}`;
 }
 
 /**
@@ -20,7 +27,8 @@ export function baseBackingRef(base: Pick<BaseVolume, 'vmid' | 'name'>): string 
  * else undefined. Nothing else that crosses directories is ever accepted (DESIGN.md section 6): no other
  * `..`, no deeper path, no `vm-` volume or snapshot layer of another VM, no vmid that disagrees with the name.
  */
-export function parseBaseBackingRef(ref: string): BaseVolume | undefined {
+export function parseBaseBackingRef(ref: string, kind: StorageKind = 'dir'): BaseVolume | undefined {
+  if (inOneNamespace(kind)) return parseLvmBaseName(ref);
   const m = /^\.\.\/([1-9][0-9]{2,8})\/(base-[^/]+)$/.exec(ref);
   if (!m) return undefined;
   try {

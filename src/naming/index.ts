@@ -17,6 +17,7 @@ export {
   parseVmid,
   parseVolname,
   parseBaseName,
+  parseLvmBaseName,
   parseVolumeName,
   splitVolid,
   validateStorageId,

@@ -103,6 +103,9 @@ export function parseVolname(kind: StorageKind, storage: string, volname: string
           "(e.g. 'vm-100-disk-0.qcow2'), without '/'",
       );
     }
+    const lvmBase = volname.startsWith('base-') ? parseLvmBaseName(volname) : undefined;
+    // An LVM template's base LV (opt-in per storage: the backend refuses it where it is not allowed).
+    if (lvmBase !== undefined) return { storage, kind, vmid: lvmBase.vmid, name: volname, format: lvmBase.format, volname, template: true };
     const { vmid, format } = parseVolumeName(kind, volname);
     return { storage, kind, vmid, name: volname, format, volname };
   }
@@ -175,6 +178,7 @@ export function formatVolid(ref: Pick<VolumeRef, 'storage' | 'kind' | 'vmid' | '
     parseBaseName(ref.name, ref.vmid);
     return `${ref.storage}:${ref.vmid}/${ref.name}`;
   }
+  if (scheme.volnameLayout === 'name' && parseLvmBaseName(ref.name, ref.vmid) !== undefined) return `${ref.storage}:${ref.name}`;
   parseVolumeName(ref.kind, ref.name, ref.vmid);
   if (scheme.baseVolumes && ref.base !== undefined) {
     parseBaseName(ref.base.name, ref.base.vmid);
@@ -271,4 +275,19 @@ function checkVolumeName(kind: StorageKind, name: string, expectedVmid?: number)
     );
   }
   return { vmid, format: scheme.volumeFormat(name, name.slice(head[0].length)) };
+}
+
+/**
+ * A template's base LV on LVM storage (volchain's opt-in LVM templates, made by `volchain template` from a qcow2
+ * volume): `base-<vmid>-<rest>.qcow2`, following the rules of an LVM volume name with `base-` for `vm-`;
+ * undefined for anything else (raw LVs have no LVM templates).
+ */
+export function parseLvmBaseName(name: string, expectedVmid?: number): BaseVolume | undefined {
+  if (typeof name !== 'string' || !/^base-[1-9][0-9]{2,8}-.+\.qcow2$/.test(name)) return undefined;
+  try {
+    const { vmid, format } = parseVolumeName('lvm', `vm-${name.slice('base-'.length)}`, expectedVmid);
+    return format === 'qcow2' ? { vmid, name, format } : undefined;
+  } catch {
+    return undefined;
+  }
 }

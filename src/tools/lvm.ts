@@ -45,7 +45,7 @@ export interface VgInfo {
   lockType: string;
 }
 
-export type Activation = 'ly' | 'ey' | 'n';
+export type Activation = 'ly' | 'ey' | 'n' | 'sy';
 
 // ---- pure parsers ---------------------------------------------------------------------------------------
 

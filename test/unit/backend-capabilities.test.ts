@@ -63,6 +63,7 @@ const PROBES: Record<string, (b: Backend) => Promise<unknown>> = {
   removalLog: (b) => Promise.resolve().then(() => b.removalLog()),
   inspectBase: (b) => b.inspectBase({ vmid: 100, name: 'base-100-disk-1.qcow2', format: 'qcow2' }),
   protectBase: (b) => b.protectBase(100, 'base-100-disk-1.qcow2'),
+  createLinkedClone: (b) => b.createLinkedClone(101, 'vm-101-disk-0.qcow2', { vmid: 100, name: 'base-100-disk-1.qcow2', format: 'qcow2' }, 2 * MiB),
   fullLayerBytes: (b) => b.fullLayerBytes(MiB),
   frozenLayerBytes: (b) => b.frozenLayerBytes(100, VOLUME),
 };
@@ -113,7 +114,7 @@ describe('backend capabilities', () => {
         }
       }
     }
-    assert.equal(checked, 2 + 1 + 4 + 2 + 2, 'dir: activation, layer records, deferred removal, layer sizing; LVM: base volumes');
+    assert.equal(checked, 2 + 1 + 4 + 2 + 3, 'dir: activation, layer records, deferred removal, layer sizing; LVM: base volumes');
     assert.deepEqual(await snapshotOf(join(root, 'store')), before, 'nothing changed in the dir storage');
   });
 

@@ -7,10 +7,11 @@ import { link, mkdir, readdir, rename, rm, rmdir, statfs } from 'node:fs/promise
 import { join } from 'node:path';
 import type { DirStorage } from '../../config/index.js';
 import { AlreadyExistsError, NoSpaceError } from '../../errors.js';
-import { dirImagesDir, dirLayerPath, parseVolname, type BaseVolume, type ImageFormat, type VolumeRef } from '../../naming/index.js';
+import { baseBackingRef, dirImagesDir, dirLayerPath, parseVolname, type BaseVolume, type ImageFormat, type VolumeRef } from '../../naming/index.js';
 import { FileJournalStore } from '../../journal/file-store.js';
 import type { JournalStore } from '../../journal/record.js';
 import * as qemuImg from '../../tools/qemu-img.js';
+import { createBackedImage } from '../../tools/qemu-img-backed.js';
 import type { Backend, BackendCapabilities, BaseInfo, FinishRemovalsResult, LayerStat, PendingRemoval } from '../backend.js';
 import { notCapable } from '../capabilities.js';
 import { clearImmutable, inspectDirBase, protectDirBase } from './base.js';
@@ -219,6 +220,22 @@ export class DirBackend implements Backend {
     // Checked like every layer first (regular file, no symlink): chmod follows symlinks.
     if (!(await this.statLayer(vmid, layerName))) return;
     await protectDirBase(this.layerPath(vmid, layerName));
+  }
+
+  async createLinkedClone(vmid: number, layerName: string, base: BaseVolume, sizeBytes: number): Promise<void> {
+    // The base is checked as a clone's chain checks it (regular file of this storage, format read natively).
+    await inspectDirBase(this.definition, base);
+    const path = this.layerPath(vmid, layerName);
+    const madeDir = await this.claimNewFile(vmid, layerName);
+    try {
+      // PVE's clone_image: relative `../<basevmid>/<basename>`, -F the base's format, and the preallocation
+      // PVE derives from the base's format (preallocation_cmd_opt: a raw base turns 'metadata' into 'off').
+      const prealloc = base.format === 'qcow2' ? this.preallocation : (rawPreallocation(this.preallocation) ?? 'off');
+      await createBackedImage(path, baseBackingRef(base), base.format, sizeBytes, prealloc);
+    } catch (err) {
+      await this.undoNewFile(vmid, path, madeDir);
+      throw err;
+    }
   }
 
   async prepareGrow(): Promise<void> {

@@ -12,10 +12,11 @@
  * shared VG exclusively (`lvchange -aey`), which is what keeps two hosts off one volume with lvmlockd.
  */
 import { CorruptImageError } from '../../errors.js';
-import { snapshotOfLayerName } from '../../naming/index.js';
+import { parseBaseBackingRef, snapshotOfLayerName } from '../../naming/index.js';
 import { readQcow2Header, validateLayerHeader, type Qcow2Header } from '../../qcow2/index.js';
 import type * as lvm from '../../tools/lvm.js';
 import type { LayerStat } from '../backend.js';
+import { activateBase } from './base.js';
 import { isQcow2Lv, recordOf } from './lv-records.js';
 import { attributeLayers } from './owners.js';
 import { isVolumeLv, layerTags, layersOfVolumes, trustedLayerTags, volumesOfLv } from './tags.js';
@@ -25,7 +26,11 @@ export class LvmActivation {
   /** Layers `stat` reported as unreadable (a plan may have been made from their tags). */
   private readonly servedFromTags = new Set<string>();
 
-  constructor(private readonly vg: LvmVolumeGroup) {}
+  constructor(
+    private readonly vg: LvmVolumeGroup,
+    /** Linked clones of template base LVs are allowed on this storage ($VOLCHAIN_LVM_TEMPLATES: base.ts). */
+    private readonly bases = false,
+  ) {}
 
   async stat(vmid: number, layerName: string): Promise<LayerStat | undefined> {
     const report = await this.vg.reportFor(vmid, REPORT_MAX_AGE_MS);
@@ -87,6 +92,8 @@ export class LvmActivation {
       validateLayerHeader(row.name, header, {
         // A snapshot layer name of the same volume (it may not exist yet: a new top names its parent first).
         isExpectedLayerName: (ref) => volume !== undefined && snapshotOfLayerName('lvm', volume, ref) !== undefined,
+        // A linked clone's bottom layer names a template's base LV (opt-in storages only).
+        ...(this.bases ? { baseFormat: (ref: string) => parseBaseBackingRef(ref, 'lvm')?.format } : {}),
       });
       const before = recordOf(row);
       const wanted = layerTags(vmid, {
@@ -99,6 +106,14 @@ export class LvmActivation {
       }
     }
     for (const row of members) this.servedFromTags.delete(row.name);
+    // A linked clone's chain ends in a base LV: active too (shared, read-only: base.ts), or QEMU cannot open it.
+    if (this.bases) {
+      const bases = new Set([...parentOf.values()].filter((p): p is string => p !== null && parseBaseBackingRef(p, 'lvm') !== undefined));
+      for (const name of bases) {
+        const row = report.rows.get(name);
+        if (row) await activateBase(this.vg, report, row);
+      }
+    }
     if (drifted.length > 0) {
       throw new CorruptImageError(
         drifted.join(', '),

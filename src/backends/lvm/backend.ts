@@ -43,15 +43,16 @@
 import { join } from 'node:path';
 import type { LvmStorage } from '../../config/index.js';
 import { AlreadyExistsError, InvalidInputError, NotFoundError, NotSupportedError } from '../../errors.js';
-import { parseVolname, type ImageFormat, type VolumeRef } from '../../naming/index.js';
+import { parseLvmBaseName, parseVolname, type BaseVolume, type ImageFormat, type VolumeRef } from '../../naming/index.js';
 import * as lvm from '../../tools/lvm.js';
 import * as qemuImg from '../../tools/qemu-img.js';
 import { FileJournalStore } from '../../journal/file-store.js';
-import type { Settings } from '../../settings.js';
+import { lvmTemplatesAllowed, type Settings } from '../../settings.js';
 import type { JournalStore } from '../../journal/record.js';
 import type { Backend, BackendCapabilities, BaseInfo, FinishRemovalsOptions, FinishRemovalsResult, ImageScan, LayerStat, PendingRemoval } from '../backend.js';
 import { notCapable } from '../capabilities.js';
 import { LvmActivation } from './activation.js';
+import { createLvmLinkedClone, inspectLvmBase, protectLvmBase, unprotectLvmBase } from './base.js';
 import { crashPoint } from './crash.js';
 import { LvmJournalStore } from './journal.js';
 import { newLayerVolume, vmidsOfLv } from './lv-records.js';
@@ -75,7 +76,7 @@ export class LvmBackend implements Backend {
   constructor(
     readonly definition: LvmStorage,
     /** The settings it runs with (state directory, LVM trace, crash hook), given when the registry opens it. */
-    private readonly opts: { shrinkFrozen?: boolean; settings: Pick<Settings, 'stateDir' | 'hooks'> },
+    private readonly opts: { shrinkFrozen?: boolean; settings: Pick<Settings, 'stateDir' | 'hooks' | 'lvmTemplates'> },
   ) {
     this.capabilities = {
       volumeChain: definition.snapshotAsVolumeChain,
@@ -86,11 +87,12 @@ export class LvmBackend implements Backend {
       activation: true,
       layerRecords: true,
       deferredRemoval: true,
-      baseVolumes: false,
+      // Opt-in per storage ($VOLCHAIN_LVM_TEMPLATES, base.ts), and qcow2 only: a linked clone is a qcow2 chain.
+      baseVolumes: definition.snapshotAsVolumeChain && lvmTemplatesAllowed(opts.settings, definition.id),
       layerSizing: true,
     };
     this.vgView = new LvmVolumeGroup(definition, (vmid) => this.lockFile(vmid), { trace: opts.settings.hooks.lvmTrace });
-    this.activation = new LvmActivation(this.vgView);
+    this.activation = new LvmActivation(this.vgView, this.capabilities.baseVolumes);
     this.sizing = new LvmSizing(this.vgView, opts.shrinkFrozen ?? true, (vmid, layer) => this.layerChanged(vmid, layer));
     this.removals = new LvmRemovals(
       this.vgView,
@@ -119,6 +121,8 @@ export class LvmBackend implements Backend {
       } catch {
         continue; // snapshot layers, del- LVs, temporaries and LVs that are not VM disks
       }
+      // A `base-` LV is a volume only where templates are opted in (PVE's LVM plugin does not list it either).
+      if (volume.template === true && !this.capabilities.baseVolumes) continue;
       if (vmid === undefined || volume.vmid === vmid) volumes.push(volume);
     }
     return volumes.sort((a, b) => a.vmid - b.vmid || a.name.localeCompare(b.name, 'en', { numeric: true }));
@@ -215,6 +219,8 @@ export class LvmBackend implements Backend {
     if (!report.rows.has(layerName)) report = await this.vgView.refresh(); // make sure before concluding it is gone
     // Already gone (a redo; a `del-` LV a crashed run left is picked up by deferredRemovals after the step).
     if (!report.rows.has(layerName)) return;
+    // A template's base LV is read-only (base.ts): writable again before it is zeroed and removed.
+    if (parseLvmBaseName(layerName) !== undefined) await unprotectLvmBase(this.vgView, layerName);
     if (!this.definition.saferemove) {
       await this.vgView.dropLv(layerName); // lvremove itself refuses an LV that is open
       return;
@@ -264,13 +270,24 @@ export class LvmBackend implements Backend {
     return this.activation.deactivate(vmid, layerNames);
   }
 
-  /** LVM has no base volumes (PVE makes templates on LVM-thin and dir only): a chain ends in its own VG. */
-  inspectBase(): Promise<BaseInfo> {
-    return Promise.reject(notCapable(this.id, 'baseVolumes', 'inspectBase'));
+  // ---- templates and linked clones: only where $VOLCHAIN_LVM_TEMPLATES opts in (base.ts) --------------------
+  // Without the opt-in (PVE makes no templates on thick LVM) a chain ends in its own VG.
+
+  inspectBase(base: BaseVolume): Promise<BaseInfo> {
+    if (!this.capabilities.baseVolumes) return Promise.reject(notCapable(this.id, 'baseVolumes', 'inspectBase'));
+    return inspectLvmBase(this.vgView, base);
   }
 
-  protectBase(): Promise<void> {
-    return Promise.reject(notCapable(this.id, 'baseVolumes', 'protectBase'));
+  protectBase(vmid: number, layerName: string): Promise<void> {
+    if (!this.capabilities.baseVolumes) return Promise.reject(notCapable(this.id, 'baseVolumes', 'protectBase'));
+    return protectLvmBase(this.vgView, vmid, layerName);
+  }
+
+  async createLinkedClone(vmid: number, layerName: string, base: BaseVolume, sizeBytes: number): Promise<void> {
+    if (!this.capabilities.baseVolumes) throw notCapable(this.id, 'baseVolumes', 'createLinkedClone');
+    const volume = newLayerVolume(layerName);
+    if (volume === undefined || !isVolumeLv(volume, vmid)) throw new InvalidInputError(`${layerName} is not a volume name of VM ${vmid}`);
+    await createLvmLinkedClone(this.vgView, vmid, layerName, volume, base, sizeBytes);
   }
 
   // ---- saferemove: `del-` LVs, zeroed and removed after the operation (removal.ts) ------------------------

@@ -46,5 +46,13 @@ export async function alloc(
 export async function free(session: Session, volid: string, opts: CallOptions = {}): Promise<Plan> {
   const { backend, volume } = session.resolve(volid);
   await refuseFreeOfUsedBase(backend, volume, volid);
-  return mutateVolume(session, volid, 'free', opts, (tree) => planFree(tree));
+  // Again under the base's VM lock: `clone --linked` makes clones holding that lock (operations/clone-linked.ts).
+  return mutateVolume(
+    session,
+    volid,
+    'free',
+    opts,
+    (tree) => planFree(tree),
+    () => refuseFreeOfUsedBase(backend, volume, volid),
+  );
 }

@@ -111,7 +111,7 @@ async function spaceRule(backend: Backend, virtualSizes: Iterable<number>): Prom
  * Runs `fn` holding both VMs' locks (each refusing over an unfinished operation of its VM), in lock-file order;
  * one lock when source and target share the file (the same VM on storages naming one place).
  */
-async function withBothLocks<T>(
+export async function withBothLocks<T>(
   session: Session,
   a: { backend: Backend; vmid: number },
   b: { backend: Backend; vmid: number },

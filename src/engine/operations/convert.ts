@@ -13,6 +13,7 @@ import { formatSize, type VolumeRef } from '../../naming/index.js';
 import { measureRawAsQcow2 } from '../../tools/qemu-img-convert.js';
 import { connectVm } from '../live/socket.js';
 import { planConvert, planTemplate } from '../planners/convert.js';
+import { noBaseVolumesError } from '../read/templates.js';
 import { mutateVolume } from '../session/mutate.js';
 import { refuseMissingVolume } from '../session/refusals.js';
 import type { Session } from '../session/session.js';
@@ -44,12 +45,11 @@ export async function convert(session: Session, volid: string, opts: ConvertOpti
 
 export async function template(session: Session, volid: string, opts: CallOptions = {}): Promise<Plan> {
   const { backend, volume } = session.resolve(volid);
-  if (!backend.capabilities.baseVolumes) {
-    // PVE's LVM plugin: "can't create base images in lvm storage"; and PVE lists no `base-` LV of thick LVM.
-    throw new NotSupportedError(
-      `storage '${backend.id}' has no template base volumes (Proxmox VE makes templates on dir and LVM-thin storage, not on thick LVM): ` +
-        'make the template on a dir storage',
-    );
+  // PVE's LVM plugin: "can't create base images in lvm storage"; and PVE lists no `base-` LV of thick LVM.
+  if (!backend.capabilities.baseVolumes) throw noBaseVolumesError(backend.id);
+  if (volume.format === 'raw' && backend.capabilities.fixedSizeLayers) {
+    // LVM templates (opt-in) are qcow2 LVs only: a raw `base-<vmid>-…` LV would carry no format in its name.
+    throw new NotSupportedError(`${volid} is a raw LV: templates on LVM are qcow2 volumes only; convert it first ('volchain convert ${volid} --format qcow2')`);
   }
   await refuseMissingVolume(backend, volume.vmid, volume.name, volid);
   await refuseRunningVm(session, volume.vmid, opts.qmp, volid, 'template');

@@ -5,6 +5,7 @@
 export { activate, deactivate } from './activation.js';
 export { alloc, free } from './alloc-free.js';
 export { clone } from './clone.js';
+export { linkedClone } from './clone-linked.js';
 export { convert, template } from './convert.js';
 export { info, list, path } from './info-list.js';
 export { repair } from './repair.js';

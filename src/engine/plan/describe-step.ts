@@ -42,6 +42,8 @@ export function describeStep(step: Step): string {
       return `compare ${step.layer} with ${step.against} (qemu-img compare)`;
     case 'protect':
       return `make ${step.layer} read-only`;
+    case 'create-linked':
+      return `create linked clone ${step.layer} backed by base volume ${step.baseName} of VM ${step.baseVmid} (${step.sizeBytes} bytes virtual)`;
     default:
       return describeLiveStep(step);
   }

@@ -113,7 +113,8 @@ function refuseCorrupt(tree: VolumeTree, from: LayerNode): void {
   }
 }
 
-function cloneName(target: CloneRequest['target']): string {
+/** The clone's name: `--name` checked (qcow2, free), else the next free `vm-<vmid>-disk-<n>.qcow2` (also linked clones). */
+export function cloneName(target: Pick<CloneRequest['target'], 'storage' | 'kind' | 'vmid' | 'name' | 'existingNames'>): string {
   if (target.name === undefined) return nextFreeDiskName(target.kind, target.vmid, 'qcow2', target.existingNames);
   if (validateVolumeName(target.kind, target.vmid, target.name) !== 'qcow2') {
     throw new InvalidInputError(`clone name '${target.name}' is not a qcow2 volume name: a clone is always qcow2 (end the name in .qcow2)`);

@@ -9,7 +9,7 @@
  */
 import type { Backend, BaseInfo } from '../../backends/backend.js';
 import { InvalidInputError, UnsafeImageError } from '../../errors.js';
-import { formatVolid, parseBaseBackingRef, type BaseVolume, type VolumeRef } from '../../naming/index.js';
+import { baseBackingRef, formatVolid, parseBaseBackingRef, type BaseVolume, type StorageKind, type VolumeRef } from '../../naming/index.js';
 import { backingNameProblem } from '../../qcow2/index.js';
 
 export interface CloneBase extends BaseInfo {
@@ -53,7 +53,7 @@ export async function settleCloneBase(
     return undefined;
   }
   // parseBaseBackingRef accepted it while the header was validated (engine/read/volume-tree.ts).
-  const base = parseBaseBackingRef(ref) as BaseVolume;
+  const base = parseBaseBackingRef(ref, volume.kind) as BaseVolume;
   if (base.vmid === volume.vmid) {
     // PVE clones a template into another VM only; a VM's disk backed by its own base is not PVE's doing.
     throw new UnsafeImageError(holder, `is backed by a base volume of its own VM ${volume.vmid}, which PVE never makes`, ref);
@@ -75,11 +75,11 @@ export async function settleCloneBase(
  * is data): none, a bare layer name of the same directory (format qcow2), or a linked clone's base reference
  * with the base's format. Throws UnsafeImageError otherwise.
  */
-export function checkRebaseTarget(layer: string, onto: string | null, ontoFormat: unknown): void {
+export function checkRebaseTarget(layer: string, onto: string | null, ontoFormat: unknown, kind: StorageKind = 'dir'): void {
   if (onto === null) {
     if (ontoFormat === undefined) return;
   } else if (typeof onto === 'string') {
-    const base = parseBaseBackingRef(onto);
+    const base = parseBaseBackingRef(onto, kind);
     if (base !== undefined ? ontoFormat === base.format : ontoFormat === undefined && backingNameProblem(onto) === undefined) return;
   }
   throw new UnsafeImageError(
@@ -110,7 +110,7 @@ export async function findClones(
   headerBacking: (vmid: number, layerName: string) => Promise<string | undefined>,
 ): Promise<string[]> {
   const baseVolid = formatVolid(base);
-  const ref = `../${base.vmid}/${base.name}`;
+  const ref = baseBackingRef(base, base.kind);
   const found = new Set<string>();
   for (const vmid of await backend.listVmids()) {
     if (vmid === base.vmid) continue;

@@ -161,6 +161,9 @@ function layerUses(tree: Pick<VolumeTree, 'layers'>, steps: readonly Step[]): La
       case 'copy':
       case 'verify-copy':
         break; // a clone: a new volume; its source's tree was judged when the clone was planned
+      case 'create-linked':
+        names.set(step.layer, undefined);
+        break; // a new layer; the base it names is checked by the backend (inspectBase) and never written
     }
   }
   return uses;

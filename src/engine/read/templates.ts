@@ -30,13 +30,26 @@ export async function templateClones(backend: Backend, volume: VolumeRef): Promi
 /**
  * `free` of a template's base volume while linked clones are backed by it: refused (exit 5), naming every
  * clone, before anything is changed (PVE refuses the same: its vdisk_free checks for clones of a base).
- * Nothing in volchain makes clones, so no clone can appear between this check and the removal.
+ * `free` checks before its lock (no trace for a refusal) and again under the base's VM lock, which
+ * `clone --linked` holds while it makes a clone: no clone can appear between that check and the removal.
  */
 export async function refuseFreeOfUsedBase(backend: Backend, volume: VolumeRef, volid: string): Promise<void> {
   const clones = await templateClones(backend, volume);
   if (clones.length === 0) return;
   throw new NotSupportedError(
     `cannot free ${volid}: it is a template's base volume and ${clones.length} linked clone(s) are backed by it: ` +
-      `${clones.join(', ')}; free those first (or make them full clones in PVE)`,
+      `${clones.join(', ')}; free those first (or make full copies of them with 'volchain clone', without --linked)`,
+  );
+}
+
+/**
+ * The refusal (exit 5) of `template` and `clone --linked` on a storage without base volumes (thick LVM unless
+ * opted in): why, and how to opt in (README, "Templates and linked clones on LVM").
+ */
+export function noBaseVolumesError(storage: string): NotSupportedError {
+  return new NotSupportedError(
+    `storage '${storage}' has no template base volumes: Proxmox VE makes no templates on thick LVM and its LVM plugin does not list ` +
+      "'base-' LVs, so a 'pvesm free' of a base there would destroy its linked clones unseen; if PVE does not manage this storage " +
+      `(or you accept that), opt in with VOLCHAIN_LVM_TEMPLATES=${storage} (the storage needs 'snapshot-as-volume-chain 1'), or use a dir storage`,
   );
 }

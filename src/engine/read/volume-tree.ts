@@ -142,7 +142,7 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
           base: volume.template,
           isExpectedLayerName: (ref) => snapshotOf.has(ref),
           // Only a storage that can check a base volume (dir) accepts PVE's `../<vmid>/base-…` reference.
-          ...(backend.capabilities.baseVolumes && !volume.template ? { baseFormat: (ref: string) => parseBaseBackingRef(ref)?.format } : {}),
+          ...(backend.capabilities.baseVolumes && !volume.template ? { baseFormat: (ref: string) => parseBaseBackingRef(ref, backend.kind)?.format } : {}),
         },
       });
       header = info.header;
@@ -153,7 +153,7 @@ export async function readVolumeTree(backend: Backend, volume: VolumeRef, opts: 
       virtualSize = st.recorded?.virtualSize ?? (await stat(path)).size;
     }
     // The base is outside the tree: the layer is a root of the clone's own layers, with the base noted.
-    const base = parent !== undefined && header !== undefined && parseBaseBackingRef(parent) !== undefined ? parent : undefined;
+    const base = parent !== undefined && header !== undefined && parseBaseBackingRef(parent, backend.kind) !== undefined ? parent : undefined;
     if (base !== undefined) parent = undefined;
     return {
       ...(base !== undefined ? { base } : {}),

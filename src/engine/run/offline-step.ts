@@ -6,6 +6,7 @@
 import type { Backend } from '../../backends/backend.js';
 import { VolchainError } from '../../errors.js';
 import type { Step } from '../../model/plan.js';
+import { parseBaseName } from '../../naming/index.js';
 import { readQcow2Header } from '../../qcow2/index.js';
 import * as qemuImg from '../../tools/qemu-img.js';
 import { convertStep, verifyStep } from './convert-steps.js';
@@ -64,7 +65,7 @@ export async function runOfflineStep(backend: Backend, vmid: number, step: Step,
       await backend.layerChanged(vmid, step.base);
       return;
     case 'rebase': {
-      checkRebaseTarget(step.layer, step.onto, step.ontoFormat);
+      checkRebaseTarget(step.layer, step.onto, step.ontoFormat, backend.kind);
       const header = await readQcow2Header(path(step.layer), step.layer);
       if (!(redo && header.backingFile === (step.onto ?? undefined))) {
         // A safe rebase copies data into the layer: a frozen layer that was shrunk (LVM) needs room first.
@@ -92,6 +93,14 @@ export async function runOfflineStep(backend: Backend, vmid: number, step: Step,
     case 'protect':
       await backend.protectBase(vmid, step.layer);
       return;
+    case 'create-linked': {
+      // The step may come from a journal file (data): the base's name is checked again before it is used.
+      const base = parseBaseName(step.baseName, step.baseVmid);
+      // If we die in here, only the temporary layer exists (no volume name): repair removes it and creates it again.
+      if (redo) await backend.removeLayer(vmid, step.layer);
+      await backend.createLinkedClone(vmid, step.layer, base, step.sizeBytes);
+      return;
+    }
     case 'internal-snapshot': {
       if (redo && step.action !== 'apply') {
         const names = (await readQcow2Header(path(step.layer), step.layer)).internalSnapshots.map((s) => s.name);

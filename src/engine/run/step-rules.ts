@@ -23,6 +23,7 @@ export function undoOf(step: Step): Step | 'nothing' | 'impossible' {
     case 'create-overlay':
     case 'copy':
     case 'convert': // the copy is a new temporary layer; its source is only read
+    case 'create-linked': // a new temporary layer; the base it names is only read
       return { kind: 'remove', layer: step.layer };
     case 'verify-copy':
       return 'nothing';
@@ -75,8 +76,9 @@ export function stepLayers(steps: readonly Step[]): string[] {
   for (const step of steps) {
     for (const key of ['layer', 'from', 'to', 'top', 'base', 'backing', 'onto', 'against'] as const) {
       const value = (step as Partial<Record<typeof key, unknown>>)[key];
-      // A linked clone's base (`../<vmid>/base-…`, a rebase's new backing) is no layer of this VM: only read.
-      if (typeof value === 'string' && parseBaseBackingRef(value) === undefined) names.add(value);
+      // A linked clone's base (dir `../<vmid>/base-…`, LVM the base LV; a rebase's new backing, a template's new
+      // name) is no layer of this VM's volumes to activate with them: only read (the backend activates it so).
+      if (typeof value === 'string' && parseBaseBackingRef(value) === undefined && parseBaseBackingRef(value, 'lvm') === undefined) names.add(value);
     }
   }
   return [...names];

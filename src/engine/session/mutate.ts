@@ -19,7 +19,15 @@ import { withVmLocked } from './vm-lock.js';
 /** A pure planner: the volume's chain (read under the lock) in, the plan out. */
 export type VolumePlanner = (tree: VolumeTree, ctx: PlanContext) => Plan;
 
-export async function mutateVolume(session: Session, volid: string, operation: string, opts: CallOptions, plan: VolumePlanner): Promise<Plan> {
+export async function mutateVolume(
+  session: Session,
+  volid: string,
+  operation: string,
+  opts: CallOptions,
+  plan: VolumePlanner,
+  /** A refusal that must hold under the VM's lock (free of a base: no linked clone made meanwhile). */
+  checkLocked?: () => Promise<void>,
+): Promise<Plan> {
   const { backend, volume } = session.resolve(volid);
   if (opts.dryRun) {
     // What the real run would say: it refuses over an unfinished operation (exit 7).
@@ -35,6 +43,7 @@ export async function mutateVolume(session: Session, volid: string, operation: s
     await readTree(backend, volume);
   }
   return withVmLocked(session.locks, [backend], volume.vmid, operation, async () => {
+    await checkLocked?.();
     const p = plan(await readVolumeTree(backend, volume), session.planContext(backend));
     // If we die in here, the journal executePlan writes first says what repair finishes.
     await executePlan(backend, p, { hooks: session.settings.hooks, ...(opts.onEvent ? { onEvent: opts.onEvent } : {}) });
