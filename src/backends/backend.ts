@@ -166,6 +166,12 @@ export interface Backend {
   replaceLayer(vmid: number, from: string, to: string): Promise<void>;
   removeLayer(vmid: number, layerName: string): Promise<void>;
   /**
+   * Gives layer `from` of VM `vmid` to VM `toVmid` as `to` on this storage (reassign: dir moves the file to
+   * images/<toVmid>, LVM renames the LV and retags it for `toVmid` and volume `toVolume`); fails when `to`
+   * exists. Harmless to repeat once done (`from` gone and `to` there).
+   */
+  reassignLayer(vmid: number, from: string, toVmid: number, to: string, toVolume: string): Promise<void>;
+  /**
    * Makes room for a layer's image to be written up to `sizeBytes` of virtual size (LVM: grow the LV back
    * to full size). Called before anything writes into a frozen layer; harmless to repeat.
    */

@@ -17,6 +17,7 @@ import { Session } from './session/session.js';
 import * as op from './operations/index.js';
 import type { CloneOptions } from './operations/clone.js';
 import type { ConvertOptions } from './operations/convert.js';
+import type { MoveOptions } from './operations/move.js';
 import type { ActivationResult, CallOptions, SnapshotListing, VolchainOptions, VolumeInfo, WipeOptions } from './operations/types.js';
 
 export * from './operations/types.js';
@@ -90,6 +91,11 @@ export class Volchain {
   /** A full, independent copy of the volume (or of one snapshot's view) as a new volume (operations/clone.ts). */
   clone(volid: string, target: string, vmid: string | number, opts: CloneOptions = {}): Promise<Plan> {
     return op.clone(this.session, volid, target, vmid, opts);
+  }
+
+  /** Moves a volume with its snapshot tree to another storage, or reassigns it to another VM in place (operations/move.ts). */
+  move(volid: string, target: string, opts: MoveOptions = {}): Promise<Plan> {
+    return op.move(this.session, volid, target, opts);
   }
 
   // ---- snapshots of one volume (operations/snapshot-*.ts) ----------------------------------------------

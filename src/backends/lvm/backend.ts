@@ -58,7 +58,7 @@ import { newLayerVolume, vmidsOfLv } from './lv-records.js';
 import { LvmRemovals } from './removal.js';
 import { LvmSizing } from './sizing.js';
 import { storageStateDir, vgStateDir } from './state-dirs.js';
-import { isVolumeLv, layerTags } from './tags.js';
+import { isVolumeLv, layerTags, parseLayerTags, vmTag } from './tags.js';
 import { LISTING_REUSE_MS, LvmVolumeGroup } from './vg.js';
 
 export class LvmBackend implements Backend {
@@ -194,6 +194,28 @@ export class LvmBackend implements Backend {
     const report = await this.vgView.fresh();
     if (report.rows.has(to)) throw new AlreadyExistsError(`cannot rename ${from} to ${to}: ${to} already exists in VG ${this.vg}`);
     await this.vgView.renameLv(report, from, to);
+  }
+
+  async reassignLayer(vmid: number, from: string, toVmid: number, to: string, toVolume: string): Promise<void> {
+    this.vgView.checkDmName(to);
+    let report = await this.vgView.fresh();
+    if (report.rows.has(from)) {
+      if (report.rows.has(to)) throw new AlreadyExistsError(`cannot give ${from} to VM ${toVmid} as ${to}: ${to} already exists in VG ${this.vg}`);
+      // If we die between the rename and the retagging, the redo finds `to` only and retags it.
+      await this.vgView.renameLv(report, from, to);
+      report = await this.vgView.refresh();
+    }
+    const row = report.rows.get(to);
+    if (!row) throw new NotFoundError(`cannot give ${from} to VM ${toVmid}: neither ${from} nor ${to} exists in VG ${this.vg}`);
+    // The parent recorded stays until the relink step rewrites the header (and layerChanged the tags).
+    const recorded = parseLayerTags(row.tags);
+    const wanted = layerTags(toVmid, {
+      volume: toVolume,
+      ...(recorded.parent !== undefined ? { parent: recorded.parent } : {}),
+      ...(recorded.virtualSize !== undefined ? { virtualSize: recorded.virtualSize } : {}),
+    });
+    const old = [vmTag(vmid), ...row.tags.filter((t) => t.startsWith('pve-vm-') || (t.startsWith('pve-') && t.endsWith('.qcow2')))];
+    await this.vgView.syncTags(row, wanted, old);
   }
 
   async replaceLayer(_vmid: number, from: string, to: string): Promise<void> {

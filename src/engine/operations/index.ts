@@ -7,6 +7,7 @@ export { alloc, free } from './alloc-free.js';
 export { clone } from './clone.js';
 export { convert, template } from './convert.js';
 export { info, list, path } from './info-list.js';
+export { move } from './move.js';
 export { repair } from './repair.js';
 export { resize } from './resize.js';
 export { snapshotCreate, vmSnapshot } from './snapshot-create.js';

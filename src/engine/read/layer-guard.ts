@@ -161,6 +161,11 @@ function layerUses(tree: Pick<VolumeTree, 'layers'>, steps: readonly Step[]): La
       case 'copy':
       case 'verify-copy':
         break; // a clone: a new volume; its source's tree was judged when the clone was planned
+      case 'copy-layer':
+      case 'verify-layer':
+      case 'reassign-layer':
+      case 'relink':
+        break; // a move or reassign: its source's tree was judged when it was planned (engine/planners/move.ts)
     }
   }
   return uses;

@@ -13,6 +13,7 @@ import { isLiveStep } from '../plan/live-steps.js';
 import { isVolumeName, stepLayers } from './step-rules.js';
 import { checkRebaseTarget } from '../read/clone-base.js';
 import { runCopyStep } from './copy-step.js';
+import { runMoveStep } from './move-steps.js';
 
 export interface OfflineStepOptions {
   /** Told how far a long step (commit, rebase) has come. */
@@ -92,6 +93,11 @@ export async function runOfflineStep(backend: Backend, vmid: number, step: Step,
     case 'protect':
       await backend.protectBase(vmid, step.layer);
       return;
+    case 'copy-layer':
+    case 'verify-layer':
+    case 'reassign-layer':
+    case 'relink':
+      return runMoveStep(backend, vmid, step, { onProgress, redo });
     case 'internal-snapshot': {
       if (redo && step.action !== 'apply') {
         const names = (await readQcow2Header(path(step.layer), step.layer)).internalSnapshots.map((s) => s.name);
