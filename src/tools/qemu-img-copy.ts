@@ -45,23 +45,7 @@ export async function sameContent(aPath: string, aFormat: 'qcow2' | 'raw', bPath
 export async function convertDeltaInto(sourcePath: string, targetPath: string, backingName: string, opts: CopyProgress = {}): Promise<void> {
   await run(
     'qemu-img',
-    [
-      'convert',
-      opts.onProgress ? '-p' : '-q',
-      '-n',
-      '-B',
-      backingName,
-      '-F',
-      'qcow2',
-      '-t',
-      'writeback',
-      '-f',
-      'qcow2',
-      '-O',
-      'qcow2',
-      sourcePath,
-      targetPath,
-    ],
+    ['convert', opts.onProgress ? '-p' : '-q', '-n', '-B', backingName, '-F', 'qcow2', '-t', 'writeback', '-f', 'qcow2', '-O', 'qcow2', sourcePath, targetPath],
     opts.onProgress ? { onProgress: opts.onProgress } : {},
   );
 }

@@ -192,7 +192,10 @@ test('--dry-run prints the plan with the bytes to copy and the space needed, and
   const dry = await cliOk(s, ['move', volid, 'bb', '--dry-run']);
   assert.match(dry, /^plan: move aa:104\/vm-104-disk-0\.qcow2 with 3 snapshot layer\(s\) to bb:104\/vm-104-disk-0\.qcow2/m);
   assert.match(dry, /1\. copy the view of snap-s1-vm-104-disk-0\.qcow2 .* into new snap-s1-vm-104-disk-0\.qcow2/);
-  assert.match(dry, /copy what vm-104-disk-0\.qcow2 of aa:104\/vm-104-disk-0\.qcow2 holds over its parent into new vm-104-disk-0\.qcow2 backed by snap-s3-vm-104-disk-0\.qcow2/);
+  assert.match(
+    dry,
+    /copy what vm-104-disk-0\.qcow2 of aa:104\/vm-104-disk-0\.qcow2 holds over its parent into new vm-104-disk-0\.qcow2 backed by snap-s3-vm-104-disk-0\.qcow2/,
+  );
   assert.match(dry, /8\. check vm-104-disk-0\.qcow2 and compare its view/);
   assert.match(dry, /^then, on the source:$/m);
   assert.match(dry, /1\. remove vm-104-disk-0\.qcow2/);

@@ -38,7 +38,9 @@ export async function move(session: Session, volid: string, targetStorage: strin
     throw new InvalidInputError(`${volid} is on storage '${targetStorage}' already: give another storage, or --vmid to reassign it to another VM there`);
   }
   if (!sameStorage && !(target.capabilities.volumeChain && target.capabilities.formats.includes('qcow2'))) {
-    throw new NotSupportedError(`storage '${targetStorage}' cannot hold qcow2 volume chains (it needs 'snapshot-as-volume-chain 1'): a moved volume keeps its snapshots as layers`);
+    throw new NotSupportedError(
+      `storage '${targetStorage}' cannot hold qcow2 volume chains (it needs 'snapshot-as-volume-chain 1'): a moved volume keeps its snapshots as layers`,
+    );
   }
   await refuseRunningSource(session, volume.vmid, volid, opts.qmp);
   const operation = sameStorage ? 'reassign' : 'move';

@@ -36,9 +36,12 @@ export interface MoveRequest {
 export function planMove(req: MoveRequest): Plan {
   const { tree, target } = req;
   const from = tree.volume;
-  if (from.template === true) throw new NotSupportedError(`${tree.volid} is a template's base volume: linked clones depend on it where it is, so it is not moved`);
+  if (from.template === true)
+    throw new NotSupportedError(`${tree.volid} is a template's base volume: linked clones depend on it where it is, so it is not moved`);
   if (from.format !== 'qcow2') {
-    throw new NotSupportedError(`${tree.volid} is a raw volume: move carries qcow2 chains; use 'volchain clone' then 'volchain free', or 'volchain convert' first`);
+    throw new NotSupportedError(
+      `${tree.volid} is a raw volume: move carries qcow2 chains; use 'volchain clone' then 'volchain free', or 'volchain convert' first`,
+    );
   }
   const newName = target.vmid === from.vmid ? from.name : nameForVmid(target.kind, from.name, 'qcow2', target.vmid, target.existingNames);
   const names = renamedLayers(tree, target.kind, newName);
@@ -46,7 +49,10 @@ export function planMove(req: MoveRequest): Plan {
   const order = parentsFirst(tree);
   for (const node of order) {
     if (node.header?.corrupt === true) {
-      throw new CorruptImageError(node.name, `is marked corrupt by QEMU, and volchain never copies out of such a layer; repair it first with 'qemu-img check -r all -f qcow2 ${node.path}'`);
+      throw new CorruptImageError(
+        node.name,
+        `is marked corrupt by QEMU, and volchain never copies out of such a layer; repair it first with 'qemu-img check -r all -f qcow2 ${node.path}'`,
+      );
     }
   }
   const newVolid = formatVolid({ storage: target.storage, kind: target.kind, vmid: target.vmid, name: newName });

@@ -13,7 +13,15 @@
  */
 import { AlreadyExistsError, InvalidInputError, NotSupportedError } from '../../errors.js';
 import type { Plan, Step } from '../../model/plan.js';
-import { formatVolid, nextFreeDiskName, parseVolumeName, snapshotLayerName, validateVolumeName, type ImageFormat, type StorageKind } from '../../naming/index.js';
+import {
+  formatVolid,
+  nextFreeDiskName,
+  parseVolumeName,
+  snapshotLayerName,
+  validateVolumeName,
+  type ImageFormat,
+  type StorageKind,
+} from '../../naming/index.js';
 import { layer, type LayerNode, type VolumeTree } from '../read/volume-tree.js';
 
 export interface ReassignRequest {
@@ -74,7 +82,8 @@ export function refuseTakenNames(names: Iterable<string>, existing: readonly str
 export function planReassign(req: ReassignRequest): Plan {
   const { tree } = req;
   const from = tree.volume;
-  if (from.template === true) throw new NotSupportedError(`${tree.volid} is a template's base volume: linked clones depend on its name, so it is not reassigned`);
+  if (from.template === true)
+    throw new NotSupportedError(`${tree.volid} is a template's base volume: linked clones depend on its name, so it is not reassigned`);
   if (req.newVmid === from.vmid) throw new InvalidInputError(`${tree.volid} belongs to VM ${from.vmid} already: give another --vmid, or another storage`);
   const newName = nameForVmid(req.kind, from.name, from.format, req.newVmid, req.existingNames);
   const names = renamedLayers(tree, req.kind, newName);

@@ -94,6 +94,9 @@ async function verifyLayer(
     throw new CorruptImageError(step.layer, `the copy is not a clean qcow2 image (${check.corruptions} corruption(s), ${check.leaks} leak(s))`);
   }
   if (!(await sameContent(step.source.path, step.source.format, path, 'qcow2', progress))) {
-    throw new CorruptImageError(step.layer, `the copy's view differs from ${step.source.layer} of ${step.source.volid} (qemu-img compare): the move is walked back`);
+    throw new CorruptImageError(
+      step.layer,
+      `the copy's view differs from ${step.source.layer} of ${step.source.volid} (qemu-img compare): the move is walked back`,
+    );
   }
 }
