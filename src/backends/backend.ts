@@ -157,9 +157,13 @@ export interface Backend {
   /** Stat of a layer, or undefined when it does not exist. */
   statLayer(vmid: number, layerName: string): Promise<LayerStat | undefined>;
 
-  createImage(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number): Promise<void>;
-  /** A qcow2 overlay whose header names `backingLayerName` (need not exist yet). */
-  createOverlay(vmid: number, layerName: string, backingLayerName: string, sizeBytes: number): Promise<void>;
+  /**
+   * `volume`: the volume a snapshot layer made directly under its own name belongs to (move copies each layer
+   * under its final name); without it the layer must be a volume's name or a temporary of one.
+   */
+  createImage(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number, volume?: string): Promise<void>;
+  /** A qcow2 overlay whose header names `backingLayerName` (need not exist yet); `volume` as for createImage. */
+  createOverlay(vmid: number, layerName: string, backingLayerName: string, sizeBytes: number, volume?: string): Promise<void>;
   /** Renames a layer; fails when `to` exists. */
   renameLayer(vmid: number, from: string, to: string): Promise<void>;
   /** Puts layer `from` in the place of `to`, discarding the old `to`, as one atomic step where possible. */

@@ -53,8 +53,9 @@ export type Step =
    * names `backing` (a layer copied before it; null: none), filled with what `source`'s own layer defines over
    * its parent (`qemu-img convert -n -B`: data and zero clusters; with no backing, the whole view). Undo:
    * remove it. Repair never redoes it (the source is on another storage): an unfinished move is walked back.
+   * `volume`: the new volume the layer belongs to (its name alone may not say: snapshot layer names are ambiguous).
    */
-  | { kind: 'copy-layer'; layer: string; backing: string | null; source: CopySource; sizeBytes: number; bytes: number }
+  | { kind: 'copy-layer'; layer: string; backing: string | null; source: CopySource; sizeBytes: number; bytes: number; volume: string }
   /** `qemu-img compare` of the view of the copied `layer` with `source`'s, plus its header and `qemu-img check`. Reads only. */
   | { kind: 'verify-layer'; layer: string; backing: string | null; source: CopySource }
   /**

@@ -28,6 +28,7 @@ import {
 } from './helpers.js';
 import type { PlansJson, StatusJson } from '../../src/results.js';
 import { startVm } from './live-vm.js';
+import { clearImmutableFlags } from '../fixtures/pve-dir-fixture.js';
 
 const SIZE = 16 * MiB;
 /** The reference tree, never moved: every moved view is compared with its twin here. */
@@ -142,6 +143,8 @@ before(async () => {
 });
 
 after(async () => {
+  // The template's base is immutable where the file system allows (as PVE's create_base makes it).
+  await clearImmutableFlags([file('aa', 900, 'base-900-disk-0.qcow2')]).catch(() => undefined);
   await s.cleanup();
 });
 
@@ -294,4 +297,43 @@ test('a failing step of a move is undone: no copy on the target, the source inta
   await gone('bb', 700, 'after a failed verify');
   await nothingPending('after a failed move');
   for (const view of [...SNAPS, 'current']) await compare(viewLayer('aa', REF, view), viewLayer('aa', 700, view), `source ${view}`);
+});
+
+test('a linked clone moves with a copy of its base as its bottom layer, and reassigns keeping its base', async () => {
+  // A template (base-900-disk-0.qcow2) and PVE's linked clone layout: ../900/base-900-disk-0.qcow2 as backing.
+  await cliOk(s, ['alloc', 'aa', '900', String(SIZE)]);
+  await writePattern(file('aa', 900, 'vm-900-disk-0.qcow2'), 0x90, 0, 2 * MiB);
+  await cliOk(s, ['template', 'aa:900/vm-900-disk-0.qcow2']);
+  const base = file('aa', 900, 'base-900-disk-0.qcow2');
+  await mkdir(join(s.path, 'images', '901'));
+  const top = file('aa', 901, 'vm-901-disk-0.qcow2');
+  const made = await runCommand('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', '../900/base-900-disk-0.qcow2', top, String(SIZE)]);
+  assert.equal(made.code, 0, made.stderr);
+  const volid = 'aa:900/base-900-disk-0.qcow2/901/vm-901-disk-0.qcow2';
+  await writePattern(top, 0x91, MiB, MiB);
+  await cliOk(s, ['snapshot', 'create', volid, 'c1']);
+  await writePattern(top, 0x92, 3 * MiB, MiB);
+  const expects: Record<string, Expect[]> = {
+    c1: [pat(0x90, 0, MiB), pat(0x91, MiB, MiB), pat(0, 2 * MiB, 2 * MiB)],
+    current: [pat(0x90, 0, MiB), pat(0x91, MiB, MiB), pat(0, 2 * MiB, MiB), pat(0x92, 3 * MiB, MiB)],
+  };
+  const baseBefore = (await stat(base)).mtimeMs;
+
+  // Reassign in place: the clone's layers go to VM 902, its bottom layer still names the same base.
+  const reassigned = await cliOk(s, ['move', volid, 'aa', '--vmid', '902']);
+  assert.match(reassigned, /to aa:900\/base-900-disk-0\.qcow2\/902\/vm-902-disk-0\.qcow2 /);
+  const bottom = file('aa', 902, 'snap-c1-vm-902-disk-0.qcow2');
+  assert.equal((await imageInfo(bottom))['backing-filename'], '../900/base-900-disk-0.qcow2');
+  await assertPatterns(bottom, expects.c1 as Expect[], 'reassigned clone c1');
+  await assertPatterns(file('aa', 902, 'vm-902-disk-0.qcow2'), expects.current as Expect[], 'reassigned clone current');
+
+  // Move to bb: the bottom layer holds the base's data and has no backing; the base stays on aa, unchanged.
+  await cliOk(s, ['move', 'aa:902/vm-902-disk-0.qcow2', 'bb']);
+  const movedBottom = file('bb', 902, 'snap-c1-vm-902-disk-0.qcow2');
+  assert.equal((await imageInfo(movedBottom))['backing-filename'], undefined, 'the moved bottom layer stands alone');
+  await assertPatterns(movedBottom, expects.c1 as Expect[], 'moved clone c1');
+  await assertPatterns(file('bb', 902, 'vm-902-disk-0.qcow2'), expects.current as Expect[], 'moved clone current');
+  await checkClean(movedBottom);
+  await gone('aa', 902, 'after moving the clone');
+  assert.equal((await stat(base)).mtimeMs, baseBefore, 'the base was never written');
 });

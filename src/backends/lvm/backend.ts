@@ -43,7 +43,7 @@
 import { join } from 'node:path';
 import type { LvmStorage } from '../../config/index.js';
 import { AlreadyExistsError, InvalidInputError, NotFoundError, NotSupportedError } from '../../errors.js';
-import { parseVolname, type ImageFormat, type VolumeRef } from '../../naming/index.js';
+import { parseVolname, snapshotOfLayerName, type ImageFormat, type VolumeRef } from '../../naming/index.js';
 import * as lvm from '../../tools/lvm.js';
 import * as qemuImg from '../../tools/qemu-img.js';
 import { FileJournalStore } from '../../journal/file-store.js';
@@ -153,12 +153,13 @@ export class LvmBackend implements Backend {
 
   // ---- creating -----------------------------------------------------------------------------------------
 
-  async createImage(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number): Promise<void> {
+  async createImage(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number, ofVolume?: string): Promise<void> {
     if (format === 'qcow2' && !this.capabilities.volumeChain) {
       throw new NotSupportedError(`storage '${this.id}' holds qcow2 volumes only with 'snapshot-as-volume-chain 1' (as Proxmox VE 9): allocate a raw volume`);
     }
     // A volume's own name, or the temporary that becomes one (a clone's copy, convert's `volchain-tmp-convert-<volume>`).
-    const volume = newLayerVolume(layerName);
+    // ... or a snapshot layer of `ofVolume` (move: each layer copied under its final name).
+    const volume = ofVolume !== undefined && snapshotOfLayerName('lvm', ofVolume, layerName) !== undefined ? ofVolume : newLayerVolume(layerName);
     if (volume === undefined || !isVolumeLv(volume, vmid)) throw new InvalidInputError(`${layerName} is not a volume name of VM ${vmid}`);
     const report = await this.vgView.fresh();
     const lvSize = format === 'raw' ? lvm.roundUpTo(sizeBytes, report.vg.extentSizeBytes) : await this.vgView.fullSize(report, sizeBytes);
@@ -173,9 +174,9 @@ export class LvmBackend implements Backend {
     }
   }
 
-  async createOverlay(vmid: number, layerName: string, backingLayerName: string, sizeBytes: number): Promise<void> {
+  async createOverlay(vmid: number, layerName: string, backingLayerName: string, sizeBytes: number, ofVolume?: string): Promise<void> {
     const report = await this.vgView.fresh();
-    const volume = newLayerVolume(layerName);
+    const volume = ofVolume !== undefined && snapshotOfLayerName('lvm', ofVolume, layerName) !== undefined ? ofVolume : newLayerVolume(layerName);
     const lvSize = await this.vgView.fullSize(report, sizeBytes);
     const tags = layerTags(vmid, { ...(volume !== undefined ? { volume } : {}), parent: backingLayerName, virtualSize: sizeBytes });
     await this.vgView.createLv(report, layerName, lvSize, tags, `new layer ${layerName}`);

@@ -77,7 +77,7 @@ export function planMove(req: MoveRequest): Plan {
     spaceNeededBytes += target.spaceNeeded(node.virtualSize, bytes, frozen);
     // A snapshot layer is written full-size first (LVM) and shrunk after its copy: one at a time.
     if (frozen) peak = Math.max(peak, target.spaceNeeded(node.virtualSize, bytes, false) - target.spaceNeeded(node.virtualSize, bytes, true));
-    copies.push({ kind: 'copy-layer', layer: nameOf(node.name), backing, source, sizeBytes: node.virtualSize, bytes });
+    copies.push({ kind: 'copy-layer', layer: nameOf(node.name), backing, source, sizeBytes: node.virtualSize, bytes, volume: newName });
     checks.push({ kind: 'verify-layer', layer: nameOf(node.name), backing, source });
   }
   spaceNeededBytes += peak;

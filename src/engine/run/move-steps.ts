@@ -61,10 +61,10 @@ async function copyLayer(
 ): Promise<void> {
   if (step.backing === null) {
     // The bottom layer (or a linked clone's bottom, whose view includes its base): the whole view.
-    await copyIntoNewLayer(backend, vmid, step.layer, step.sizeBytes, step.source, opts);
+    await copyIntoNewLayer(backend, vmid, step.layer, step.sizeBytes, step.source, { ...opts, volume: step.volume });
   } else {
     if (opts.redo) await backend.removeLayer(vmid, step.layer);
-    await backend.createOverlay(vmid, step.layer, step.backing, step.sizeBytes);
+    await backend.createOverlay(vmid, step.layer, step.backing, step.sizeBytes, step.volume);
     try {
       await convertDeltaInto(step.source.path, backend.layerPath(vmid, step.layer), step.backing, opts.onProgress ? { onProgress: opts.onProgress } : {});
     } catch (err) {
