@@ -1,6 +1,6 @@
 /**
  * `move` across storage types on real LVM: a small branched tree (s1 <- s2, s1 <- current) moves from dir to
- * LVM, then from LVM back to dir under another VM id; every view is compared (`qemu-img compare`) with a
+ * LVM, is reassigned there to another VM id, then moves from LVM back to dir under a third VM id; every view is compared (`qemu-img compare`) with a
  * twin tree that stays on dir, every new layer checks clean, the LVs carry their VM's tag and the source
  * is gone. One crash in the middle of the copies onto LVM, then repair: no LV left, the source intact.
  * VM ids 7521-7528 only; assertions only about this file's LVs (other files run beside it on the VG).
@@ -15,7 +15,7 @@ import { Volchain } from '../../src/engine/volchain.js';
 import { BIN, checkClean, runCommand } from '../integration/helpers.js';
 import { MiB, VG, cleanupState, lvmStorage, lvs, mustLv, qemuIo, removeVmLvs, requireVg } from './helpers.js';
 
-const VMIDS = [7521, 7522, 7523, 7524];
+const VMIDS = [7521, 7522, 7523, 7524, 7525];
 const SIZE = 8 * MiB;
 let dirRoot: string | undefined;
 
@@ -92,15 +92,29 @@ test('move dir -> LVM and LVM -> dir carries a branched tree; a crash mid-copy i
   assert.deepEqual(await readdir(join(dir, 'images', '7522')).catch(() => []), [], 'the dir source is gone');
   assert.deepEqual((await vc.snapshotList('tvg:vm-7522-disk-0.qcow2')).snapshots.map((x) => x.name).sort(), ['s1', 's2']);
 
+  // Reassign on LVM to VM 7525: LVs renamed and retagged, headers relinked, no copy.
+  const reassigned = await vc.move('tvg:vm-7522-disk-0.qcow2', 'tvg', { vmid: 7525 });
+  assert.equal(reassigned.newVolid, 'tvg:vm-7525-disk-0.qcow2');
+  for (const view of views) {
+    await compare(dirFile(7521, view), lvFile(7525, view), `reassigned on LVM, view ${view}`);
+    const row = await mustLv(lvFile(7525, view).split('/').pop() ?? '');
+    assert.ok(row.tags.includes('pve-vm-7525') && !row.tags.includes('pve-vm-7522'), `${row.name} is tagged for VM 7525 only: ${row.tags.join(',')}`);
+  }
+  assert.deepEqual(
+    (await lvs()).map((row) => row.name).filter((n) => n.includes('vm-7522-')),
+    [],
+    'no LV keeps the old names',
+  );
+
   // LVM -> dir, to VM 7523
-  const back = await vc.move('tvg:vm-7522-disk-0.qcow2', 'dd', { vmid: 7523 });
+  const back = await vc.move('tvg:vm-7525-disk-0.qcow2', 'dd', { vmid: 7523 });
   assert.equal(back.newVolid, 'dd:7523/vm-7523-disk-0.qcow2');
   for (const view of views) {
     await compare(dirFile(7521, view), dirFile(7523, view), `LVM -> dir, view ${view}`);
     await checkClean(dirFile(7523, view));
   }
   assert.deepEqual(
-    (await lvs()).map((r) => r.name).filter((n) => n.includes('vm-7522-')),
+    (await lvs()).map((r) => r.name).filter((n) => n.includes('vm-7525-')),
     [],
     'the LVM source is gone',
   );
