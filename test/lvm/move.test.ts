@@ -1,8 +1,8 @@
 /**
  * `move` across storage types on real LVM: a small branched tree (s1 <- s2, s1 <- current) moves from dir to
- * LVM, is reassigned there to another VM id, then moves from LVM back to dir under a third VM id; every view is compared (`qemu-img compare`) with a
- * twin tree that stays on dir, every new layer checks clean, the LVs carry their VM's tag and the source
- * is gone. One crash in the middle of the copies onto LVM, then repair: no LV left, the source intact.
+ * LVM, is reassigned there to another VM id, then moves from LVM back to dir under a third VM id; every view
+ * is compared (`qemu-img compare`) with a twin tree that stays on dir, every new layer checks clean, the LVs
+ * carry their VM's tag and the source is gone. One crash in the middle of the copies onto LVM, then repair: no LV left, the source intact.
  * VM ids 7521-7528 only; assertions only about this file's LVs (other files run beside it on the VG).
  */
 import { after, test } from 'node:test';
