@@ -38,8 +38,10 @@ export async function runMoveStep(
       return;
     case 'relink': {
       // A header write of a few bytes (qemu-img rebase -u): before it the layer names its parent's old name,
-      // after it the new one; the redo reads which.
-      await backend.activate(step.vmid, [step.name]);
+      // after it the new one; the redo reads which. No activation here: the operation activated the chain
+      // before the renames (LVM keeps a renamed LV active), and activating now would judge a header that
+      // names its parent's old name, which is what this step corrects. After a reboot in the middle of a
+      // reassign on LVM the LVs are inactive: `lvchange -ay` them, then run repair.
       const path = backend.layerPath(step.vmid, step.name);
       const header = await readQcow2Header(path, step.name);
       if (header.backingFile !== step.parent) await relinkBacking(path, step.parent);
