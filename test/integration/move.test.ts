@@ -9,7 +9,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFile, mkdir, readdir, stat } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   MiB,
@@ -29,6 +29,9 @@ import {
 import type { PlansJson, StatusJson } from '../../src/results.js';
 import { startVm } from './live-vm.js';
 import { clearImmutableFlags } from '../fixtures/pve-dir-fixture.js';
+import { parseStorageConfig } from '../../src/config/index.js';
+import { Volchain } from '../../src/engine/volchain.js';
+import type { EngineEvent } from '../../src/engine/run/step-rules.js';
 
 const SIZE = 16 * MiB;
 /** The reference tree, never moved: every moved view is compared with its twin here. */
@@ -336,4 +339,27 @@ test('a linked clone moves with a copy of its base as its bottom layer, and reas
   await checkClean(movedBottom);
   await gone('aa', 902, 'after moving the clone');
   assert.equal((await stat(base)).mtimeMs, baseBefore, 'the base was never written');
+});
+
+test('through the library: every copy and check is a long step reporting progress up to 100%, then the source removal', async () => {
+  const volid = await makeTree(710);
+  const text = await readFile(s.cfg, 'utf8');
+  const vc = new Volchain(parseStorageConfig(text, s.cfg));
+  const events: EngineEvent[] = [];
+  const plan = await vc.move(volid, 'bb', { onEvent: (e) => events.push(e) });
+  assert.equal(plan.newVolid, 'bb:710/vm-710-disk-0.qcow2');
+  const steps = events.filter((e) => e.type === 'step');
+  // The move's eight steps on bb (copies, then checks: all long), then the four removals on aa.
+  assert.deepEqual(
+    steps.map((e) => [e.volid, e.index, e.long]),
+    [...[0, 1, 2, 3, 4, 5, 6, 7].map((i) => ['bb:710/vm-710-disk-0.qcow2', i, true]), ...[0, 1, 2, 3].map((i) => [volid, i, false])],
+  );
+  for (let index = 0; index < 8; index++) {
+    const percents = events
+      .filter((e) => e.type === 'progress' && e.volid === plan.volid && e.index === index)
+      .map((e) => (e.type === 'progress' ? e.percent : -1));
+    assert.equal(Math.max(...percents), 100, `step ${index + 1} reached 100%`);
+  }
+  await assertMoved('bb', 710, 'moved through the library');
+  await gone('aa', 710, 'moved through the library');
 });
