@@ -157,14 +157,24 @@ export interface Backend {
   /** Stat of a layer, or undefined when it does not exist. */
   statLayer(vmid: number, layerName: string): Promise<LayerStat | undefined>;
 
-  createImage(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number): Promise<void>;
-  /** A qcow2 overlay whose header names `backingLayerName` (need not exist yet). */
-  createOverlay(vmid: number, layerName: string, backingLayerName: string, sizeBytes: number): Promise<void>;
+  /**
+   * `volume`: the volume a snapshot layer made directly under its own name belongs to (move copies each layer
+   * under its final name); without it the layer must be a volume's name or a temporary of one.
+   */
+  createImage(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number, volume?: string): Promise<void>;
+  /** A qcow2 overlay whose header names `backingLayerName` (need not exist yet); `volume` as for createImage. */
+  createOverlay(vmid: number, layerName: string, backingLayerName: string, sizeBytes: number, volume?: string): Promise<void>;
   /** Renames a layer; fails when `to` exists. */
   renameLayer(vmid: number, from: string, to: string): Promise<void>;
   /** Puts layer `from` in the place of `to`, discarding the old `to`, as one atomic step where possible. */
   replaceLayer(vmid: number, from: string, to: string): Promise<void>;
   removeLayer(vmid: number, layerName: string): Promise<void>;
+  /**
+   * Gives layer `from` of VM `vmid` to VM `toVmid` as `to` on this storage (reassign: dir moves the file to
+   * images/<toVmid>, LVM renames the LV and retags it for `toVmid` and volume `toVolume`); fails when `to`
+   * exists. Harmless to repeat once done (`from` gone and `to` there).
+   */
+  reassignLayer(vmid: number, from: string, toVmid: number, to: string, toVolume: string): Promise<void>;
   /**
    * Makes room for a layer's image to be written up to `sizeBytes` of virtual size (LVM: grow the LV back
    * to full size). Called before anything writes into a frozen layer; harmless to repeat.

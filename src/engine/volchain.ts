@@ -18,6 +18,7 @@ import * as op from './operations/index.js';
 import type { CloneOptions } from './operations/clone.js';
 import type { LinkedCloneOptions } from './operations/clone-linked.js';
 import type { ConvertOptions } from './operations/convert.js';
+import type { MoveOptions } from './operations/move.js';
 import type { ActivationResult, CallOptions, SnapshotListing, VolchainOptions, VolumeInfo, WipeOptions } from './operations/types.js';
 
 export * from './operations/types.js';
@@ -95,6 +96,11 @@ export class Volchain {
   /** A linked clone of a template's base volume, on the base's storage (operations/clone-linked.ts; plan.newVolid). */
   linkedClone(baseVolid: string, target: string, vmid: string | number, opts: LinkedCloneOptions = {}): Promise<Plan> {
     return op.linkedClone(this.session, baseVolid, target, vmid, opts);
+  }
+
+  /** Moves a volume with its snapshot tree to another storage, or reassigns it to another VM in place (operations/move.ts). */
+  move(volid: string, target: string, opts: MoveOptions = {}): Promise<Plan> {
+    return op.move(this.session, volid, target, opts);
   }
 
   // ---- snapshots of one volume (operations/snapshot-*.ts) ----------------------------------------------

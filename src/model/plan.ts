@@ -54,10 +54,40 @@ export type Step =
    * the base LV's name), with `-F` the base's format (from its name). The base is only read. Undo: remove `layer`.
    */
   | { kind: 'create-linked'; layer: string; baseVmid: number; baseName: string; sizeBytes: number }
+  /**
+   * Move (engine/planners/move.ts): new qcow2 layer `layer` of `sizeBytes` virtual on this storage whose header
+   * names `backing` (a layer copied before it; null: none), filled with what `source`'s own layer defines over
+   * its parent (`qemu-img convert -n -B`: data and zero clusters; with no backing, the whole view). Undo:
+   * remove it. Repair never redoes it (the source is on another storage): an unfinished move is walked back.
+   * `volume`: the new volume the layer belongs to (its name alone may not say: snapshot layer names are ambiguous).
+   */
+  | { kind: 'copy-layer'; layer: string; backing: string | null; source: CopySource; sizeBytes: number; bytes: number; volume: string }
+  /** `qemu-img compare` of the view of the copied `layer` with `source`'s, plus its header and `qemu-img check`. Reads only. */
+  | { kind: 'verify-layer'; layer: string; backing: string | null; source: CopySource }
+  /**
+   * Reassign (engine/planners/reassign.ts): layer `name` of VM `vmid` becomes layer `newName` of VM `newVmid` on
+   * the same storage (dir: moved to images/<newVmid>; LVM: LV renamed and retagged for `volume`). Undo: back.
+   */
+  | { kind: 'reassign-layer'; vmid: number; name: string; newVmid: number; newName: string; volume: string }
+  /** Reassign: rewrite the backing name in `name`'s header (VM `vmid`) to `parent` (`qemu-img rebase -u`). Undo: `oldParent` back. */
+  | { kind: 'relink'; vmid: number; name: string; parent: string; oldParent: string; volume: string }
   /** Steps that act through a running QEMU (engine/plan/live-steps.ts runs them), each with an offline equivalent for repair. */
   | LiveStep;
 
-export type OperationKind = 'snapshot-create' | 'snapshot-rollback' | 'snapshot-delete' | 'resize' | 'free' | 'clone' | 'convert' | 'template' | 'linked-clone';
+export type OperationKind =
+  | 'snapshot-create'
+  | 'snapshot-rollback'
+  | 'snapshot-delete'
+  | 'resize'
+  | 'free'
+  | 'clone'
+  | 'convert'
+  | 'template'
+  // move: the copy and its check, journaled on the target; move-finish: the source's removal, journaled on the source
+  | 'move'
+  | 'move-finish'
+  | 'reassign'
+  | 'linked-clone';
 
 /** The view a `copy` step reads: one layer (and its backing chain) of a volume, on any storage. */
 export interface CopySource {
@@ -112,6 +142,23 @@ export interface Plan {
   space?: PlanSpace;
   /** Clone plans: the source and the target's space (engine/planners/clone.ts). */
   clone?: CloneFigures;
+  /** Move plans: what moves where, and the target's space (engine/planners/move.ts). */
+  move?: MoveFigures;
+}
+
+/** What a move's (or reassign's) plan says besides its steps. */
+export interface MoveFigures {
+  source: string;
+  target: string;
+  /** Layers moved (the current one and every snapshot layer). */
+  layers: number;
+  /** Bytes copied (0 for a reassign on the same storage: nothing is copied). */
+  bytesToCopy: number;
+  /** Bytes the copies take on the target storage, and its free bytes when planned (0 and 0 for a reassign). */
+  spaceNeededBytes: number;
+  freeBytes: number;
+  /** The steps that run on the source storage once the target is verified (its removal), as data for --dry-run. */
+  finish?: Plan;
 }
 
 /** What a plan does to the storage's free space, as volchain runs it and with PVE 9's full-size layers. */

@@ -36,3 +36,22 @@ export async function sameContent(aPath: string, aFormat: 'qcow2' | 'raw', bPath
   });
   return exitCode === 0;
 }
+
+/**
+ * Copies what the qcow2 layer at `sourcePath` itself defines over its backing (data and zero clusters, which
+ * must keep hiding the backing's data) into the existing qcow2 image at `targetPath`, whose header already
+ * names `backingName`, a copy of the source's backing view (move: each layer written onto its copied parent).
+ * `-n -B`: only the source's top layer is consulted, unallocated areas are left to the target's backing.
+ */
+export async function convertDeltaInto(sourcePath: string, targetPath: string, backingName: string, opts: CopyProgress = {}): Promise<void> {
+  await run(
+    'qemu-img',
+    ['convert', opts.onProgress ? '-p' : '-q', '-n', '-B', backingName, '-F', 'qcow2', '-t', 'writeback', '-f', 'qcow2', '-O', 'qcow2', sourcePath, targetPath],
+    opts.onProgress ? { onProgress: opts.onProgress } : {},
+  );
+}
+
+/** Rewrites only the backing name (and format) in the qcow2 header at `path` (`qemu-img rebase -u`); no data is read or copied. */
+export async function relinkBacking(path: string, backingName: string): Promise<void> {
+  await run('qemu-img', ['rebase', '-q', '-u', '-f', 'qcow2', '-b', backingName, '-F', 'qcow2', path]);
+}

@@ -3,7 +3,7 @@
  * out. Renames are rename(2), atomic within the directory, which the crash-safety of every plan relies on.
  */
 import { closeSync, constants, openSync, readdirSync } from 'node:fs';
-import { link, mkdir, readdir, rename, rm, rmdir, statfs } from 'node:fs/promises';
+import { link, mkdir, readdir, rename, rm, rmdir, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DirStorage } from '../../config/index.js';
 import { AlreadyExistsError, NoSpaceError } from '../../errors.js';
@@ -197,6 +197,33 @@ export class DirBackend implements Backend {
     await this.statLayer(vmid, from);
     await this.statLayer(vmid, to);
     await rename(this.layerPath(vmid, from), this.layerPath(vmid, to));
+  }
+
+  async reassignLayer(vmid: number, from: string, toVmid: number, to: string): Promise<void> {
+    const before = await this.statLayer(vmid, from);
+    const after = await this.statLayer(toVmid, to);
+    if (!before && after) return; // done by an earlier attempt
+    if (before && after) {
+      // Interrupted between link and unlink: both names are one file. Anything else is a name taken.
+      if (before.identity === after.identity) return this.removeLayer(vmid, from);
+      // An empty file is the placeholder a crash left right before the rename below: made again there.
+      if ((await stat(this.layerPath(toVmid, to))).size !== 0) {
+        throw new AlreadyExistsError(`cannot give ${from} to VM ${toVmid} as ${to}: ${to} already exists`);
+      }
+      await rm(this.layerPath(toVmid, to));
+    }
+    // images/<toVmid> is made (checked) as for a new layer; its empty placeholder file is replaced below.
+    const madeDir = await this.claimNewFile(toVmid, to);
+    const dst = this.layerPath(toVmid, to);
+    try {
+      // rename(2) over the placeholder made by O_EXCL: atomic, and never onto anything that was there before.
+      await rename(this.layerPath(vmid, from), dst);
+    } catch (err) {
+      await this.undoNewFile(toVmid, dst, madeDir);
+      throw err;
+    }
+    // Leave no empty images/<vmid> directory behind once a VM's last layer is gone.
+    await rmdir(dirImagesDir(this.definition.path, vmid, this.definition.imagesDir)).catch(() => undefined);
   }
 
   async removeLayer(vmid: number, layerName: string): Promise<void> {

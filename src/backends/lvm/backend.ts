@@ -43,7 +43,7 @@
 import { join } from 'node:path';
 import type { LvmStorage } from '../../config/index.js';
 import { AlreadyExistsError, InvalidInputError, NotFoundError, NotSupportedError } from '../../errors.js';
-import { parseLvmBaseName, parseVolname, type BaseVolume, type ImageFormat, type VolumeRef } from '../../naming/index.js';
+import { parseLvmBaseName, parseVolname, snapshotOfLayerName, type BaseVolume, type ImageFormat, type VolumeRef } from '../../naming/index.js';
 import * as lvm from '../../tools/lvm.js';
 import * as qemuImg from '../../tools/qemu-img.js';
 import { FileJournalStore } from '../../journal/file-store.js';
@@ -59,7 +59,7 @@ import { newLayerVolume, vmidsOfLv } from './lv-records.js';
 import { LvmRemovals } from './removal.js';
 import { LvmSizing } from './sizing.js';
 import { storageStateDir, vgStateDir } from './state-dirs.js';
-import { isVolumeLv, layerTags } from './tags.js';
+import { isVolumeLv, layerTags, parseLayerTags, vmTag } from './tags.js';
 import { LISTING_REUSE_MS, LvmVolumeGroup } from './vg.js';
 
 export class LvmBackend implements Backend {
@@ -157,12 +157,13 @@ export class LvmBackend implements Backend {
 
   // ---- creating -----------------------------------------------------------------------------------------
 
-  async createImage(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number): Promise<void> {
+  async createImage(vmid: number, layerName: string, format: ImageFormat, sizeBytes: number, ofVolume?: string): Promise<void> {
     if (format === 'qcow2' && !this.capabilities.volumeChain) {
       throw new NotSupportedError(`storage '${this.id}' holds qcow2 volumes only with 'snapshot-as-volume-chain 1' (as Proxmox VE 9): allocate a raw volume`);
     }
     // A volume's own name, or the temporary that becomes one (a clone's copy, convert's `volchain-tmp-convert-<volume>`).
-    const volume = newLayerVolume(layerName);
+    // ... or a snapshot layer of `ofVolume` (move: each layer copied under its final name).
+    const volume = ofVolume !== undefined && snapshotOfLayerName('lvm', ofVolume, layerName) !== undefined ? ofVolume : newLayerVolume(layerName);
     if (volume === undefined || !isVolumeLv(volume, vmid)) throw new InvalidInputError(`${layerName} is not a volume name of VM ${vmid}`);
     const report = await this.vgView.fresh();
     const lvSize = format === 'raw' ? lvm.roundUpTo(sizeBytes, report.vg.extentSizeBytes) : await this.vgView.fullSize(report, sizeBytes);
@@ -177,9 +178,9 @@ export class LvmBackend implements Backend {
     }
   }
 
-  async createOverlay(vmid: number, layerName: string, backingLayerName: string, sizeBytes: number): Promise<void> {
+  async createOverlay(vmid: number, layerName: string, backingLayerName: string, sizeBytes: number, ofVolume?: string): Promise<void> {
     const report = await this.vgView.fresh();
-    const volume = newLayerVolume(layerName);
+    const volume = ofVolume !== undefined && snapshotOfLayerName('lvm', ofVolume, layerName) !== undefined ? ofVolume : newLayerVolume(layerName);
     const lvSize = await this.vgView.fullSize(report, sizeBytes);
     const tags = layerTags(vmid, { ...(volume !== undefined ? { volume } : {}), parent: backingLayerName, virtualSize: sizeBytes });
     await this.vgView.createLv(report, layerName, lvSize, tags, `new layer ${layerName}`);
@@ -198,6 +199,28 @@ export class LvmBackend implements Backend {
     const report = await this.vgView.fresh();
     if (report.rows.has(to)) throw new AlreadyExistsError(`cannot rename ${from} to ${to}: ${to} already exists in VG ${this.vg}`);
     await this.vgView.renameLv(report, from, to);
+  }
+
+  async reassignLayer(vmid: number, from: string, toVmid: number, to: string, toVolume: string): Promise<void> {
+    this.vgView.checkDmName(to);
+    let report = await this.vgView.fresh();
+    if (report.rows.has(from)) {
+      if (report.rows.has(to)) throw new AlreadyExistsError(`cannot give ${from} to VM ${toVmid} as ${to}: ${to} already exists in VG ${this.vg}`);
+      // If we die between the rename and the retagging, the redo finds `to` only and retags it.
+      await this.vgView.renameLv(report, from, to);
+      report = await this.vgView.refresh();
+    }
+    const row = report.rows.get(to);
+    if (!row) throw new NotFoundError(`cannot give ${from} to VM ${toVmid}: neither ${from} nor ${to} exists in VG ${this.vg}`);
+    // The parent recorded stays until the relink step rewrites the header (and layerChanged the tags).
+    const recorded = parseLayerTags(row.tags);
+    const wanted = layerTags(toVmid, {
+      volume: toVolume,
+      ...(recorded.parent !== undefined ? { parent: recorded.parent } : {}),
+      ...(recorded.virtualSize !== undefined ? { virtualSize: recorded.virtualSize } : {}),
+    });
+    const old = [vmTag(vmid), ...row.tags.filter((t) => t.startsWith('pve-vm-') || (t.startsWith('pve-') && t.endsWith('.qcow2')))];
+    await this.vgView.syncTags(row, wanted, old);
   }
 
   async replaceLayer(_vmid: number, from: string, to: string): Promise<void> {

@@ -251,8 +251,11 @@ export class LvmVolumeGroup {
   }
 
   /** Rewrites volchain's tags of one LV to `wanted` in one lvchange; true when something changed. */
-  async syncTags(row: lvm.LvRow, wanted: readonly string[]): Promise<boolean> {
-    const { add, remove } = tagChanges(row.tags, wanted);
+  async syncTags(row: lvm.LvRow, wanted: readonly string[], alsoRemove: readonly string[] = []): Promise<boolean> {
+    const changes = tagChanges(row.tags, wanted);
+    const add = changes.add;
+    // `alsoRemove`: PVE's own tags (pve-vm-<vmid>, pve-<volume>) of a layer given to another VM (reassign).
+    const remove = [...changes.remove, ...alsoRemove.filter((t) => row.tags.includes(t) && !wanted.includes(t))];
     if (add.length === 0 && remove.length === 0) return false;
     await this.mutating(() => lvm.changeTags(this.vg, row.name, add, remove, this.how));
     row.tags = [...row.tags.filter((t) => !remove.includes(t)), ...add];

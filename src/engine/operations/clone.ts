@@ -116,10 +116,11 @@ export async function withBothLocks<T>(
   a: { backend: Backend; vmid: number },
   b: { backend: Backend; vmid: number },
   fn: () => Promise<T>,
+  operation = 'clone',
 ): Promise<T> {
   const [first, second] = a.backend.lockFile(a.vmid) <= b.backend.lockFile(b.vmid) ? [a, b] : [b, a];
   const lock = <R>(side: { backend: Backend; vmid: number }, inner: () => Promise<R>): Promise<R> =>
-    withVmLocked(session.locks, [side.backend], side.vmid, 'clone', inner);
+    withVmLocked(session.locks, [side.backend], side.vmid, operation, inner);
   if (first.backend.lockFile(first.vmid) === second.backend.lockFile(second.vmid)) {
     return lock(first, async () => {
       await refusePending(second.backend, second.vmid);
@@ -130,7 +131,7 @@ export async function withBothLocks<T>(
 }
 
 /** Refuses (exit 6) when QEMU runs the source's VM: its guest writes the current layer while it would be read. */
-async function refuseRunningSource(session: Session, vmid: number, volid: string, qmp: string | undefined): Promise<void> {
+export async function refuseRunningSource(session: Session, vmid: number, volid: string, qmp: string | undefined): Promise<void> {
   const running = await connectVm(vmid, qmp, session.settings);
   if (!running) return;
   await running.client.close();

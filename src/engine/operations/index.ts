@@ -8,6 +8,7 @@ export { clone } from './clone.js';
 export { linkedClone } from './clone-linked.js';
 export { convert, template } from './convert.js';
 export { info, list, path } from './info-list.js';
+export { move } from './move.js';
 export { repair } from './repair.js';
 export { resize } from './resize.js';
 export { snapshotCreate, vmSnapshot } from './snapshot-create.js';

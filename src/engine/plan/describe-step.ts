@@ -44,6 +44,16 @@ export function describeStep(step: Step): string {
       return `make ${step.layer} read-only`;
     case 'create-linked':
       return `create linked clone ${step.layer} backed by base volume ${step.baseName} of VM ${step.baseVmid} (${step.sizeBytes} bytes virtual)`;
+    case 'copy-layer':
+      return step.backing === null
+        ? `copy the view of ${step.source.layer} of ${step.source.volid} into new ${step.layer} (${step.sizeBytes} bytes virtual, up to ${step.bytes} bytes of data)`
+        : `copy what ${step.source.layer} of ${step.source.volid} holds over its parent into new ${step.layer} backed by ${step.backing} (up to ${step.bytes} bytes)`;
+    case 'verify-layer':
+      return `check ${step.layer} and compare its view with ${step.source.layer} of ${step.source.volid}`;
+    case 'reassign-layer':
+      return `give ${step.name} (VM ${step.vmid}) to VM ${step.newVmid} as ${step.newName}`;
+    case 'relink':
+      return `write backing name ${step.parent} into ${step.name} (was ${step.oldParent})`;
     default:
       return describeLiveStep(step);
   }

@@ -164,6 +164,11 @@ function layerUses(tree: Pick<VolumeTree, 'layers'>, steps: readonly Step[]): La
       case 'create-linked':
         names.set(step.layer, undefined);
         break; // a new layer; the base it names is checked by the backend (inspectBase) and never written
+      case 'copy-layer':
+      case 'verify-layer':
+      case 'reassign-layer':
+      case 'relink':
+        break; // a move or reassign: its source's tree was judged when it was planned (engine/planners/move.ts)
     }
   }
   return uses;

@@ -53,10 +53,10 @@ export async function copyIntoNewLayer(
   layer: string,
   sizeBytes: number,
   source: { path: string; format: 'qcow2' | 'raw' },
-  opts: { onProgress?: (percent: number) => void; redo: boolean },
+  opts: { onProgress?: (percent: number) => void; redo: boolean; volume?: string },
 ): Promise<void> {
   if (opts.redo) await backend.removeLayer(vmid, layer);
-  await backend.createImage(vmid, layer, 'qcow2', sizeBytes);
+  await backend.createImage(vmid, layer, 'qcow2', sizeBytes, opts.volume);
   try {
     await convertInto(source.path, source.format, backend.layerPath(vmid, layer), opts.onProgress ? { onProgress: opts.onProgress } : {});
   } catch (err) {

@@ -31,6 +31,11 @@ export interface ExecuteOptions {
    * it: a VM-wide operation that cannot take back the other disks leaves every disk for `repair --all`.
    */
   keepJournalWhenUndone?: boolean;
+  /**
+   * Runs once every step is done and journaled, before the journal is removed (move: the source's removal is
+   * journaled on the source here, so that no crash finds neither record). A failure leaves the journal for repair.
+   */
+  beforeFinish?: () => Promise<void>;
 }
 
 /**
@@ -123,6 +128,7 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
       needsRepair(fields, err),
     );
   }
+  await opts.beforeFinish?.();
   await journal.finish();
   await appendTestOpLog(plan, opts.hooks);
 }

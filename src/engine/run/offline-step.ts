@@ -14,6 +14,7 @@ import { isLiveStep } from '../plan/live-steps.js';
 import { isVolumeName, stepLayers } from './step-rules.js';
 import { checkRebaseTarget } from '../read/clone-base.js';
 import { runCopyStep } from './copy-step.js';
+import { runMoveStep } from './move-steps.js';
 
 export interface OfflineStepOptions {
   /** Told how far a long step (commit, rebase) has come. */
@@ -101,6 +102,11 @@ export async function runOfflineStep(backend: Backend, vmid: number, step: Step,
       await backend.createLinkedClone(vmid, step.layer, base, step.sizeBytes);
       return;
     }
+    case 'copy-layer':
+    case 'verify-layer':
+    case 'reassign-layer':
+    case 'relink':
+      return runMoveStep(backend, vmid, step, { onProgress, redo });
     case 'internal-snapshot': {
       if (redo && step.action !== 'apply') {
         const names = (await readQcow2Header(path(step.layer), step.layer)).internalSnapshots.map((s) => s.name);

@@ -35,6 +35,14 @@ export function undoOf(step: Step): Step | 'nothing' | 'impossible' {
     case 'verify': // reads only
     case 'protect': // a base volume stays read-only; the rename before it is what an undo takes back
       return 'nothing';
+    case 'copy-layer': // a move's copy on the target: the source is only read
+      return { kind: 'remove', layer: step.layer };
+    case 'verify-layer':
+      return 'nothing';
+    case 'reassign-layer':
+      return { kind: 'reassign-layer', vmid: step.newVmid, name: step.newName, newVmid: step.vmid, newName: step.name, volume: step.volume };
+    case 'relink':
+      return { ...step, parent: step.oldParent, oldParent: step.parent };
     case 'internal-snapshot':
       // Only a plan walked back whole (a finished disk of a failed VM-wide snapshot) has a create step done.
       return step.action === 'create' ? { kind: 'internal-snapshot', layer: step.layer, action: 'delete', name: step.name } : 'impossible';
@@ -56,6 +64,8 @@ export function isLong(step: Step): boolean {
     step.kind === 'verify-copy' ||
     step.kind === 'convert' ||
     step.kind === 'verify' ||
+    step.kind === 'copy-layer' ||
+    step.kind === 'verify-layer' ||
     (isLiveStep(step) && liveIsLong(step))
   );
 }
@@ -67,7 +77,7 @@ export function isLong(step: Step): boolean {
  * as no clone at all.
  */
 export function walkedBackOnRepair(step: Step): boolean {
-  return step.kind === 'copy' || step.kind === 'verify-copy';
+  return step.kind === 'copy' || step.kind === 'verify-copy' || step.kind === 'copy-layer' || step.kind === 'verify-layer';
 }
 
 /** Every layer name a list of steps mentions (for backends that must activate layers before using them). */
