@@ -43,6 +43,12 @@ export interface Mutation {
   operation: string;
   target: TaskTarget;
   dryRun: boolean;
+  /**
+   * Plan-based operations: after the lock probe, the plan is made once as a dry run before the task is
+   * accepted, so what the planner refuses (a missing or existing snapshot, a raw volume, too little space)
+   * is this request's error (4xx), not a failed task.
+   */
+  planFirst: boolean;
   /** The VM's lock to try before accepting the task; undefined when the operation takes no single VM's lock. */
   lock: (() => Promise<LockTarget>) | undefined;
   /**
@@ -68,6 +74,7 @@ export async function mutation(ctx: ApiContext, request: FastifyRequest, reply: 
   const reservation = lock ? await ctx.probe.tryAndReserve(lock.backends, lock.vmid, m.operation, lock.refusePending) : undefined;
   let task;
   try {
+    if (m.planFirst) await m.run({ dryRun: true, onWarning: () => undefined }, { warnings: [], reporter: undefined });
     task = await ctx.tasks.start(
       m.operation,
       m.target,

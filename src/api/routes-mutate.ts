@@ -58,6 +58,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         operation: 'alloc',
         target: { storage, vmid },
         dryRun: false,
+        planFirst: false,
         lock: () => Promise.resolve({ backends: [vc.backend(storage)], vmid, refusePending: true }),
         run: async () =>
           ({
@@ -77,6 +78,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         operation: 'free',
         target: { volid },
         dryRun,
+        planFirst: true,
         lock: volumeLock(volid),
         run: async (call, { warnings }) => plansJson(await vc.free(volid, call), dryRun, warnings),
       });
@@ -93,6 +95,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         operation: 'resize',
         target: { volid },
         dryRun,
+        planFirst: true,
         lock: volumeLock(volid),
         run: async (call, { warnings }) => plansJson(await vc.resize(volid, req.body.size, call), dryRun, warnings),
       });
@@ -110,6 +113,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         operation: 'snapshot-create',
         target: { volid, snapshot: name, vmid: vc.resolve(volid).volume.vmid },
         dryRun,
+        planFirst: true,
         lock: volumeLock(volid),
         run: async (call, { warnings }) => plansJson(await vc.snapshotCreate(volid, name, call), dryRun, warnings),
       });
@@ -133,6 +137,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         operation: 'snapshot-rollback',
         target: { volid, snapshot, vmid: vc.resolve(volid).volume.vmid },
         dryRun,
+        planFirst: true,
         lock: volumeLock(volid),
         run: async (call, { warnings }) =>
           plansJson(await vc.snapshotRollback(volid, snapshot, { ...call, purgeNewer: req.body.purgeNewer ?? false }), dryRun, warnings),
@@ -157,6 +162,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         operation: 'snapshot-delete',
         target: { volid, snapshot, vmid: vc.resolve(volid).volume.vmid },
         dryRun,
+        planFirst: true,
         lock: volumeLock(volid),
         run: async (call, { warnings }) => plansJson(await vc.snapshotDelete(volid, snapshot, call), dryRun, warnings),
       });
@@ -174,6 +180,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         operation: 'vm-snapshot',
         target: { vmid, snapshot: name, ...(storage !== undefined ? { storage } : {}) },
         dryRun,
+        planFirst: true,
         lock: vmLock(vmid, storage),
         run: async (call, { warnings }) =>
           plansJson(await vc.vmSnapshot(vmid, name, { ...call, ...(storage !== undefined ? { storage } : {}) }), dryRun, warnings),
@@ -193,6 +200,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         operation: 'vm-rollback',
         target: { vmid, snapshot, ...(storage !== undefined ? { storage } : {}) },
         dryRun,
+        planFirst: true,
         lock: vmLock(vmid, storage),
         run: async (call, { warnings }) =>
           plansJson(
@@ -216,6 +224,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         operation: 'vm-delsnapshot',
         target: { vmid, snapshot, ...(storage !== undefined ? { storage } : {}) },
         dryRun,
+        planFirst: true,
         lock: vmLock(vmid, storage),
         run: async (call, { warnings }) =>
           plansJson(await vc.vmDeleteSnapshot(vmid, snapshot, { ...call, ...(storage !== undefined ? { storage } : {}) }), dryRun, warnings),
@@ -239,6 +248,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         operation: 'repair',
         target: volid !== undefined ? { volid, vmid: vc.resolve(volid).volume.vmid } : {},
         dryRun,
+        planFirst: false,
         // Repair goes ahead over an unfinished operation (that is what it finishes), and may find its volume
         // under a temporary name: no refusal of a missing volume here.
         lock: volid !== undefined ? () => Promise.resolve(repairLock(volid)) : undefined,
@@ -272,6 +282,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         operation: 'wipe',
         target: { ...(storage !== undefined ? { storage } : {}), ...(vmid !== undefined ? { vmid } : {}) },
         dryRun: false,
+        planFirst: false,
         lock: undefined,
         run: async (_call, { reporter }) => {
           const result = await vc.wipe({
