@@ -42,10 +42,14 @@ export function enc(volid: string): string {
   return encodeURIComponent(volid);
 }
 
-export async function makeApi(s: Pick<TestStorage, 'vc'>, opts: { stateDir?: string; bodyLimitBytes?: number } = {}): Promise<TestApi> {
+/**
+ * An API over `s.vc` in a fresh state directory with two tokens (admin, reader); or over the given state
+ * directory (`stateDir`, the API's own: tokens.json, tasks/), whose `admin` token the caller made.
+ */
+export async function makeApi(s: Pick<TestStorage, 'vc'>, opts: { stateDir?: string; admin?: string; bodyLimitBytes?: number } = {}): Promise<TestApi> {
   const stateDir = opts.stateDir ?? (await mkdtemp(join(tmpdir(), 'volchain-api-state-')));
   const tokens = new TokenStore(stateDir);
-  const admin = opts.stateDir === undefined ? (await tokens.create('admin', false)).token : '';
+  const admin = opts.stateDir === undefined ? (await tokens.create('admin', false)).token : (opts.admin ?? '');
   const reader = opts.stateDir === undefined ? (await tokens.create('reader', true)).token : '';
   const app = await buildApi({
     volchain: s.vc,
