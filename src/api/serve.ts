@@ -1,6 +1,6 @@
 /**
- * `volchain serve` and `volchain token ...`: what the CLI (cli/commands/serve.ts) loads, lazily, for those
- * commands only, so that no other command loads fastify.
+ * `volchain serve`: what the CLI (cli/commands/serve.ts) loads, lazily, for that command only, so that no
+ * other command loads fastify (`volchain token ...` loads tokens.ts alone).
  *
  * The default address is 127.0.0.1:8017: local only unless told otherwise, and a port no Proxmox VE service
  * uses (pveproxy 8006, spiceproxy 3128, pvedaemon 85, PBS 8007, VNC 5900-5999, corosync 5405-5412,
@@ -12,7 +12,7 @@ import type { Volchain } from '../engine/volchain.js';
 import { InvalidInputError } from '../errors.js';
 import type { Settings } from '../settings.js';
 import { buildApi } from './app.js';
-import { apiStateDir, TokenStore, type TokenInfo } from './tokens.js';
+import { apiStateDir } from './tokens.js';
 
 export const DEFAULT_LISTEN = '127.0.0.1:8017';
 
@@ -71,9 +71,3 @@ export async function serve(options: ServeOptions): Promise<void> {
     process.on('SIGTERM', stop);
   });
 }
-
-export function tokenStore(settings: Settings): TokenStore {
-  return new TokenStore(apiStateDir(settings));
-}
-
-export type { TokenInfo };

@@ -73,6 +73,23 @@ describe('HTTP API: the VM lock shared with the CLI', () => {
     assert.equal(task.state, 'done', 'once the lock is free the same request is served');
   });
 
+  it('two requests at once on one VM: one task is accepted, the other is refused with 409 naming it', async () => {
+    const [a, b] = await Promise.all([
+      api.call('POST', `/api/volumes/${enc(volid)}/snapshots`, { body: { name: 'ta' } }),
+      api.call('POST', '/api/vms/100/snapshots', { body: { name: 'tb' } }),
+    ]);
+    const [ok, refused] = a.status === 202 ? [a, b] : [b, a];
+    assert.equal(ok.status, 202, ok.text);
+    const error = errorOf(refused, 409, 'LOCKED', 'the second request');
+    const holder = error.fields.holder as Record<string, unknown>;
+    assert.equal(holder.pid, process.pid, 'the holder is this server');
+    assert.match(error.message, /task .* of this server/);
+    const task = await finished(api, (ok.body as { task: string }).task);
+    assert.equal(task.state, 'done');
+    // Clean up for the next test: the snapshot made is deleted again.
+    await runTask(api, 'DELETE', a.status === 202 ? `/api/volumes/${enc(volid)}/snapshots/ta` : '/api/vms/100/snapshots/tb');
+  });
+
   it('a CLI command on a VM a task holds waits for it (the same lock): both end, one after the other, the chain whole', async () => {
     await writePattern(s.layer(100, 'vm-100-disk-0.qcow2'), 0xa1, 0, MiB);
     const id = ((await api.call('POST', `/api/volumes/${enc(volid)}/snapshots`, { body: { name: 's2' } })).body as { task: string }).task;

@@ -8,6 +8,12 @@ import type { Settings } from '../../settings.js';
 import { VERSION } from '../version.js';
 import { print, printJson, type CliContext } from '../context.js';
 
+/** The token store of the state directory; api/tokens.ts alone (no fastify): `token` commands start fast. */
+async function tokenStore(settings: Settings) {
+  const { TokenStore, apiStateDir } = await import('../../api/tokens.js');
+  return new TokenStore(apiStateDir(settings));
+}
+
 export function addServeCommands(program: Command, ctx: CliContext, settings: Settings): void {
   program
     .command('serve')
@@ -39,8 +45,7 @@ export function addServeCommands(program: Command, ctx: CliContext, settings: Se
     .option('--read-only', 'the token may read, not change anything (GET only)')
     .option('--json', 'machine-readable output')
     .action(async (name, opts) => {
-      const { tokenStore } = await import('../../api/serve.js');
-      const made = await tokenStore(settings).create(name, opts.readOnly ?? false);
+      const made = await (await tokenStore(settings)).create(name, opts.readOnly ?? false);
       if (opts.json) printJson(made);
       else print(`${made.token}\n# token '${made.name}'${made.readOnly ? ' (read-only)' : ''}: keep it now, it is not shown again`);
     });
@@ -49,8 +54,7 @@ export function addServeCommands(program: Command, ctx: CliContext, settings: Se
     .description('list the tokens (names and rights; secrets are not stored)')
     .option('--json', 'machine-readable output')
     .action(async (opts) => {
-      const { tokenStore } = await import('../../api/serve.js');
-      const tokens = await tokenStore(settings).list();
+      const tokens = await (await tokenStore(settings)).list();
       if (opts.json) printJson({ tokens });
       else
         print(
@@ -62,8 +66,7 @@ export function addServeCommands(program: Command, ctx: CliContext, settings: Se
     .description('remove a token: requests with it are refused at once (401)')
     .argument('<name>')
     .action(async (name) => {
-      const { tokenStore } = await import('../../api/serve.js');
-      await tokenStore(settings).revoke(name);
+      await (await tokenStore(settings)).revoke(name);
       print(`revoked token '${name}'`);
     });
 }
