@@ -238,7 +238,6 @@ export class TaskManager {
   private onEngineEvent(task: Task, event: EngineEvent): void {
     if (event.type === 'step') {
       task.steps.push({ volid: event.volid, index: event.index, total: event.total, description: event.description, state: 'running', percent: null });
-      this.addLog(task, `${event.volid}: step ${event.index}/${event.total}: ${event.description}`, false);
     } else {
       const step = task.steps.findLast((s) => s.volid === event.volid && s.index === event.index);
       if (step && event.type === 'progress') step.percent = event.percent;
@@ -246,14 +245,14 @@ export class TaskManager {
     }
     // Step boundaries are written at once (what a restarted server shows); progress at most once a second.
     this.emit(task, { type: event.type, event }, event.type !== 'progress');
+    if (event.type === 'step') this.addLog(task, `${event.volid}: step ${event.index}/${event.total}: ${event.description}`);
   }
 
-  private addLog(task: Task, line: string, emit = true): void {
+  private addLog(task: Task, line: string): void {
     const entry = { time: new Date().toISOString(), line };
     task.log.push(entry);
     if (task.log.length > MAX_LOG_LINES) task.log.splice(0, task.log.length - MAX_LOG_LINES);
-    if (emit) this.emit(task, { type: 'log', line: entry }, true);
-    else for (const listener of this.listeners.get(task.id) ?? []) listener({ type: 'log', line: entry });
+    this.emit(task, { type: 'log', line: entry }, true);
   }
 
   private emit(task: Task, event: TaskEvent, writeNow: boolean): void {
