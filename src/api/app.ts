@@ -36,9 +36,13 @@ export interface ApiOptions {
   https?: { cert: Buffer; key: Buffer };
 }
 
-/** Routes served without a token: the health check, and the documentation page's static files (no data). */
-function isPublic(path: string): boolean {
-  return path === '/api/health' || (path.startsWith('/api/docs') && !path.startsWith('/api/docs/json') && !path.startsWith('/api/docs/yaml'));
+/**
+ * Routes served without a token: the health check, and the documentation page with its static files (the
+ * same files for everyone, no data). Decided on the route the router matched, never on the URL's text
+ * (`/api/docs/../storages` must not pass as documentation); an unknown route needs a token too.
+ */
+function isPublic(route: string | undefined): boolean {
+  return route === '/api/health' || route === '/api/docs' || route === '/api/docs/' || (route?.startsWith('/api/docs/static/') ?? false);
 }
 
 const MUTATING_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -76,7 +80,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
 
   app.addHook('onRequest', async (request) => {
     const path = request.url.split('?')[0] ?? '';
-    if (isPublic(path)) return;
+    if (isPublic(request.routeOptions.url)) return;
     const header = request.headers.authorization;
     const match = header !== undefined ? /^Bearer ([A-Za-z0-9_-]{1,128})$/.exec(header) : null;
     if (!match?.[1])

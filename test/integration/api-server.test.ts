@@ -87,6 +87,18 @@ describe('HTTP API: documents, auth, bad input', () => {
       assert.equal(error.fields.auth, 'missing');
     }
     errorOf(await api.call('GET', '/api/storages', { token: null, headers: { authorization: `Basic ${api.admin}` } }), 401, 'INVALID_INPUT', 'Basic auth');
+    // The public documentation files are chosen by the route matched, not by the URL's text.
+    for (const url of [
+      '/api/docs/../storages',
+      '/api/docs/%2e%2e/storages',
+      '/api/docs/static/../json',
+      '/api/docs/static/..%2f..%2fjson',
+      '/api/health/../storages',
+    ]) {
+      const r = await api.call('GET', url, { token: null });
+      assert.ok(r.status !== 200 || !/storages|openapi/.test(r.text), `${url} without a token: ${r.status} ${r.text.slice(0, 200)}`);
+    }
+    errorOf(await api.call('GET', '/api/nowhere', { token: null }), 401, 'INVALID_INPUT', 'an unknown route without a token');
     const bad = errorOf(await api.call('GET', '/api/storages', { token: `vct_${'A'.repeat(43)}` }), 401, 'INVALID_INPUT', 'an unknown token');
     assert.equal(bad.fields.auth, 'invalid');
     const made = await api.tokens.create('temp', false);
