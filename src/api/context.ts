@@ -74,7 +74,7 @@ export async function mutation(ctx: ApiContext, request: FastifyRequest, reply: 
   const reservation = lock ? await ctx.probe.tryAndReserve(lock.backends, lock.vmid, m.operation, lock.refusePending) : undefined;
   let task;
   try {
-    if (m.planFirst) await m.run({ dryRun: true, onWarning: () => undefined }, { warnings: [], reporter: undefined });
+    const planned = m.planFirst ? await m.run({ dryRun: true, onWarning: () => undefined }, { warnings: [], reporter: undefined }) : null;
     task = await ctx.tasks.start(
       m.operation,
       m.target,
@@ -94,6 +94,7 @@ export async function mutation(ctx: ApiContext, request: FastifyRequest, reply: 
         );
       },
       () => reservation?.release(),
+      planned,
     );
   } catch (err) {
     reservation?.release();

@@ -80,7 +80,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         dryRun,
         planFirst: true,
         lock: volumeLock(volid),
-        run: async (call, { warnings }) => plansJson(await vc.free(volid, call), dryRun, warnings),
+        run: async (call, { warnings }) => plansJson(await vc.free(volid, call), call.dryRun === true, warnings),
       });
     },
   );
@@ -97,7 +97,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         dryRun,
         planFirst: true,
         lock: volumeLock(volid),
-        run: async (call, { warnings }) => plansJson(await vc.resize(volid, req.body.size, call), dryRun, warnings),
+        run: async (call, { warnings }) => plansJson(await vc.resize(volid, req.body.size, call), call.dryRun === true, warnings),
       });
     },
   );
@@ -115,7 +115,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         dryRun,
         planFirst: true,
         lock: volumeLock(volid),
-        run: async (call, { warnings }) => plansJson(await vc.snapshotCreate(volid, name, call), dryRun, warnings),
+        run: async (call, { warnings }) => plansJson(await vc.snapshotCreate(volid, name, call), call.dryRun === true, warnings),
       });
     },
   );
@@ -140,7 +140,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         planFirst: true,
         lock: volumeLock(volid),
         run: async (call, { warnings }) =>
-          plansJson(await vc.snapshotRollback(volid, snapshot, { ...call, purgeNewer: req.body.purgeNewer ?? false }), dryRun, warnings),
+          plansJson(await vc.snapshotRollback(volid, snapshot, { ...call, purgeNewer: req.body.purgeNewer ?? false }), call.dryRun === true, warnings),
       });
     },
   );
@@ -164,7 +164,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         dryRun,
         planFirst: true,
         lock: volumeLock(volid),
-        run: async (call, { warnings }) => plansJson(await vc.snapshotDelete(volid, snapshot, call), dryRun, warnings),
+        run: async (call, { warnings }) => plansJson(await vc.snapshotDelete(volid, snapshot, call), call.dryRun === true, warnings),
       });
     },
   );
@@ -183,7 +183,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         planFirst: true,
         lock: vmLock(vmid, storage),
         run: async (call, { warnings }) =>
-          plansJson(await vc.vmSnapshot(vmid, name, { ...call, ...(storage !== undefined ? { storage } : {}) }), dryRun, warnings),
+          plansJson(await vc.vmSnapshot(vmid, name, { ...call, ...(storage !== undefined ? { storage } : {}) }), call.dryRun === true, warnings),
       });
     },
   );
@@ -227,7 +227,7 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         planFirst: true,
         lock: vmLock(vmid, storage),
         run: async (call, { warnings }) =>
-          plansJson(await vc.vmDeleteSnapshot(vmid, snapshot, { ...call, ...(storage !== undefined ? { storage } : {}) }), dryRun, warnings),
+          plansJson(await vc.vmDeleteSnapshot(vmid, snapshot, { ...call, ...(storage !== undefined ? { storage } : {}) }), call.dryRun === true, warnings),
       });
     },
   );

@@ -61,6 +61,11 @@ export interface Task {
   bytesDone: number | null;
   bytesTotal: number | null;
   log: TaskLogLine[];
+  /**
+   * The plans made (as a dry run) before the task was accepted, for plan-based operations: the steps to come,
+   * bytes to move and strategies, as `--dry-run --json` prints them; null for alloc, repair and wipe.
+   */
+  planned: unknown;
   /** The CLI's --json document of the operation (PlansJson, AllocJson, RepairJson, WipeJson) once done. */
   result: unknown;
   error: ErrorJson | null;
@@ -172,6 +177,7 @@ export class TaskManager {
     owner: string,
     run: (reporter: TaskReporter) => Promise<unknown>,
     finished: () => void = () => undefined,
+    planned: unknown = null,
   ): Promise<Task> {
     const now = new Date().toISOString();
     const task: Task = {
@@ -189,6 +195,7 @@ export class TaskManager {
       bytesDone: null,
       bytesTotal: null,
       log: [],
+      planned,
       result: null,
       error: null,
       needsRepair: false,

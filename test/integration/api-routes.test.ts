@@ -71,6 +71,9 @@ describe('HTTP API: every route, tasks, real data', () => {
     const plan = (task.result as PlansJson).plans[0];
     assert.equal(plan?.operation, 'snapshot-create');
     assert.equal(task.steps.length, plan.steps.length, 'one task step per plan step');
+    const planned = (task.planned as PlansJson).plans[0];
+    assert.equal((task.planned as PlansJson).dryRun, true);
+    assert.deepEqual(planned?.steps, plan.steps, 'the plan made before the task was accepted is the one that ran');
     assert.ok(task.steps.every((st) => st.state === 'done'));
     // The stream saw every step start and end (unless the task ended before the stream opened: then it holds the task alone).
     const stepEvents = events.filter((e) => e.event === 'step').length;
@@ -155,6 +158,7 @@ describe('HTTP API: every route, tasks, real data', () => {
     // alloc is not planned first: a name that exists fails in its task.
     const id = await accepted(api, 'POST', `/api/storages/${s.id}/volumes`, { vmid: '100', size: '1M', name: 'vm-100-disk-0.qcow2' });
     const task = await finished(api, id);
+    assert.equal(task.planned, null, 'alloc is not planned first');
     assert.equal(task.state, 'failed');
     assert.equal(task.error?.code, 'ALREADY_EXISTS');
     assert.equal(task.needsRepair, false);
