@@ -62,13 +62,16 @@ export interface Mutation {
  * Runs a mutating request: with dryRun the plan comes back now (200, nothing written, no task); else the
  * VM's lock is tried (409 naming the holder), a task is recorded and started, and 202 names it.
  */
-export async function mutation(ctx: ApiContext, request: FastifyRequest, reply: FastifyReply, m: Mutation): Promise<unknown> {
+export async function mutation(ctx: ApiContext, request: FastifyRequest, reply: FastifyReply, m: Mutation): Promise<void> {
   if (m.dryRun) {
     const warnings: string[] = [];
     const onWarning = (w: string): void => {
       if (!warnings.includes(w)) warnings.push(w);
     };
-    return reply.code(200).send(await m.run({ dryRun: true, onWarning }, { warnings, reporter: undefined }));
+    // Sent here, not returned: the route's handler resolves with nothing once the reply is sent (awaiting
+    // the reply itself would wait for the response to be written, which the handler's end is part of).
+    void reply.code(200).send(await m.run({ dryRun: true, onWarning }, { warnings, reporter: undefined }));
+    return;
   }
   const lock = m.lock ? await m.lock() : undefined;
   const reservation = lock ? await ctx.probe.tryAndReserve(lock.backends, lock.vmid, m.operation, lock.refusePending) : undefined;
@@ -102,7 +105,7 @@ export async function mutation(ctx: ApiContext, request: FastifyRequest, reply: 
   }
   reservation?.setTask(task.id);
   request.log.info({ task: task.id, operation: m.operation, target: m.target, token: task.owner }, 'task started');
-  return reply
+  void reply
     .code(202)
     .header('location', `/api/tasks/${task.id}`)
     .send({ task: task.id, state: task.state, href: `/api/tasks/${task.id}` });

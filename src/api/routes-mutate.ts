@@ -13,6 +13,9 @@ import { mutation, plansJson, type ApiContext, type LockTarget } from './context
 import {
   allocBody,
   dryRunQuery,
+  mutationResponses,
+  repairResponses,
+  taskOnlyResponses,
   repairBody,
   resizeBody,
   rollbackBody,
@@ -49,12 +52,20 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
 
   app.post(
     '/api/storages/:storage/volumes',
-    { schema: { tags, summary: 'alloc: a new volume (202 and a task id; its result is the new volid)', params: storageParams, body: allocBody } },
+    {
+      schema: {
+        tags,
+        summary: 'alloc: a new volume (202 and a task id; its result is the new volid)',
+        params: storageParams,
+        body: allocBody,
+        response: mutationResponses,
+      },
+    },
     async (req, reply) => {
       const { storage } = req.params;
       const { vmid: vmidText, size, name, format } = req.body;
       const vmid = parseVmid(vmidText);
-      return mutation(ctx, req, reply, {
+      await mutation(ctx, req, reply, {
         operation: 'alloc',
         target: { storage, vmid },
         dryRun: false,
@@ -70,11 +81,19 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
 
   app.delete(
     '/api/volumes/:volid',
-    { schema: { tags, summary: describe('free: remove the volume and all its snapshots'), params: volidParams, querystring: dryRunQuery } },
+    {
+      schema: {
+        tags,
+        summary: describe('free: remove the volume and all its snapshots'),
+        params: volidParams,
+        querystring: dryRunQuery,
+        response: mutationResponses,
+      },
+    },
     async (req, reply) => {
       const { volid } = req.params;
       const dryRun = req.query.dryRun === 'true';
-      return mutation(ctx, req, reply, {
+      await mutation(ctx, req, reply, {
         operation: 'free',
         target: { volid },
         dryRun,
@@ -87,11 +106,11 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
 
   app.post(
     '/api/volumes/:volid/resize',
-    { schema: { tags, summary: describe('resize: grow the virtual size'), params: volidParams, body: resizeBody } },
+    { schema: { tags, summary: describe('resize: grow the virtual size'), params: volidParams, body: resizeBody, response: mutationResponses } },
     async (req, reply) => {
       const { volid } = req.params;
       const dryRun = req.body.dryRun ?? false;
-      return mutation(ctx, req, reply, {
+      await mutation(ctx, req, reply, {
         operation: 'resize',
         target: { volid },
         dryRun,
@@ -104,12 +123,12 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
 
   app.post(
     '/api/volumes/:volid/snapshots',
-    { schema: { tags, summary: describe('snapshot create'), params: volidParams, body: snapshotCreateBody } },
+    { schema: { tags, summary: describe('snapshot create'), params: volidParams, body: snapshotCreateBody, response: mutationResponses } },
     async (req, reply) => {
       const { volid } = req.params;
       const { name } = req.body;
       const dryRun = req.body.dryRun ?? false;
-      return mutation(ctx, req, reply, {
+      await mutation(ctx, req, reply, {
         operation: 'snapshot-create',
         target: { volid, snapshot: name, vmid: vc.resolve(volid).volume.vmid },
         dryRun,
@@ -128,12 +147,13 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         summary: describe('snapshot rollback (to any snapshot; newer ones stay as a branch unless purgeNewer)'),
         params: volidSnapshotParams,
         body: rollbackBody,
+        response: mutationResponses,
       },
     },
     async (req, reply) => {
       const { volid, snapshot } = req.params;
       const dryRun = req.body.dryRun ?? false;
-      return mutation(ctx, req, reply, {
+      await mutation(ctx, req, reply, {
         operation: 'snapshot-rollback',
         target: { volid, snapshot, vmid: vc.resolve(volid).volume.vmid },
         dryRun,
@@ -153,12 +173,13 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         summary: describe('snapshot delete (the plan names the strategy chosen and those considered)'),
         params: volidSnapshotParams,
         querystring: dryRunQuery,
+        response: mutationResponses,
       },
     },
     async (req, reply) => {
       const { volid, snapshot } = req.params;
       const dryRun = req.query.dryRun === 'true';
-      return mutation(ctx, req, reply, {
+      await mutation(ctx, req, reply, {
         operation: 'snapshot-delete',
         target: { volid, snapshot, vmid: vc.resolve(volid).volume.vmid },
         dryRun,
@@ -171,12 +192,12 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
 
   app.post(
     '/api/vms/:vmid/snapshots',
-    { schema: { tags, summary: describe('vm snapshot: every disk of the VM at once'), params: vmidParams, body: vmSnapshotBody } },
+    { schema: { tags, summary: describe('vm snapshot: every disk of the VM at once'), params: vmidParams, body: vmSnapshotBody, response: mutationResponses } },
     async (req, reply) => {
       const vmid = parseVmid(req.params.vmid);
       const { name, storage } = req.body;
       const dryRun = req.body.dryRun ?? false;
-      return mutation(ctx, req, reply, {
+      await mutation(ctx, req, reply, {
         operation: 'vm-snapshot',
         target: { vmid, snapshot: name, ...(storage !== undefined ? { storage } : {}) },
         dryRun,
@@ -190,13 +211,13 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
 
   app.post(
     '/api/vms/:vmid/snapshots/:snapshot/rollback',
-    { schema: { tags, summary: describe('vm rollback: every disk of the VM'), params: vmidSnapshotParams, body: vmRollbackBody } },
+    { schema: { tags, summary: describe('vm rollback: every disk of the VM'), params: vmidSnapshotParams, body: vmRollbackBody, response: mutationResponses } },
     async (req, reply) => {
       const vmid = parseVmid(req.params.vmid);
       const { snapshot } = req.params;
       const { storage, purgeNewer } = req.body;
       const dryRun = req.body.dryRun ?? false;
-      return mutation(ctx, req, reply, {
+      await mutation(ctx, req, reply, {
         operation: 'vm-rollback',
         target: { vmid, snapshot, ...(storage !== undefined ? { storage } : {}) },
         dryRun,
@@ -214,13 +235,21 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
 
   app.delete(
     '/api/vms/:vmid/snapshots/:snapshot',
-    { schema: { tags, summary: describe('vm delsnapshot: the snapshot of every disk of the VM'), params: vmidSnapshotParams, querystring: vmDeleteQuery } },
+    {
+      schema: {
+        tags,
+        summary: describe('vm delsnapshot: the snapshot of every disk of the VM'),
+        params: vmidSnapshotParams,
+        querystring: vmDeleteQuery,
+        response: mutationResponses,
+      },
+    },
     async (req, reply) => {
       const vmid = parseVmid(req.params.vmid);
       const { snapshot } = req.params;
       const { storage } = req.query;
       const dryRun = req.query.dryRun === 'true';
-      return mutation(ctx, req, reply, {
+      await mutation(ctx, req, reply, {
         operation: 'vm-delsnapshot',
         target: { vmid, snapshot, ...(storage !== undefined ? { storage } : {}) },
         dryRun,
@@ -239,12 +268,13 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         tags,
         summary: describe('repair: finish interrupted operations of one volume, or of every volume (then no single VM lock is tried first)'),
         body: repairBody,
+        response: repairResponses,
       },
     },
     async (req, reply) => {
       const { volid } = req.body;
       const dryRun = req.body.dryRun ?? false;
-      return mutation(ctx, req, reply, {
+      await mutation(ctx, req, reply, {
         operation: 'repair',
         target: volid !== undefined ? { volid, vmid: vc.resolve(volid).volume.vmid } : {},
         dryRun,
@@ -273,12 +303,13 @@ export const mutateRoutes: FastifyPluginAsyncZod<{ ctx: ApiContext }> = async (a
         summary:
           "wipe: finish saferemove's removals (LVM) now; a task whose bytesDone/bytesTotal follow the zeroing. It takes no VM lock (removals have their own claims)",
         body: wipeBody,
+        response: taskOnlyResponses,
       },
     },
     async (req, reply) => {
       const { storage, vmid: vmidText, wait } = req.body;
       const vmid = vmidText !== undefined ? parseVmid(vmidText) : undefined;
-      return mutation(ctx, req, reply, {
+      await mutation(ctx, req, reply, {
         operation: 'wipe',
         target: { ...(storage !== undefined ? { storage } : {}), ...(vmid !== undefined ? { vmid } : {}) },
         dryRun: false,

@@ -100,4 +100,21 @@ export const errorDocument = z
   .describe("an error: code (errors.ts), the CLI's exit status, a one-line message, outcome, and the values involved");
 
 /** 202: a task was accepted. */
-export const acceptedTask = z.object({ task: z.string(), state: z.enum(TASK_STATES), href: z.string() });
+export const acceptedTask = z
+  .object({ task: z.string(), state: z.enum(TASK_STATES), href: z.string() })
+  .describe('the task accepted: GET href for its state, steps, log and result; href + /events for its progress');
+
+/** 200 of a dry run: the CLI's `--dry-run --json` document (PlansJson); plans as the library makes them. */
+export const plansDocument = z
+  .looseObject({ dryRun: z.boolean(), plans: z.array(z.looseObject({ operation: z.string(), volid: z.string(), steps: z.array(z.unknown()) })) })
+  .describe('the plans (dryRun: nothing was changed)');
+
+/** 200 of repair's dry run (RepairJson). */
+const repairDocument = z
+  .looseObject({ dryRun: z.boolean(), repaired: z.array(z.looseObject({ volid: z.string(), actions: z.array(z.string()) })) })
+  .describe('what repair would do (dryRun: nothing was changed)');
+
+/** The responses the mutating routes document (wipe has no dry run, repair's is its own document). */
+export const mutationResponses = { 200: plansDocument, 202: acceptedTask, '4xx': errorDocument, '5xx': errorDocument };
+export const repairResponses = { ...mutationResponses, 200: repairDocument };
+export const taskOnlyResponses = { 202: acceptedTask, '4xx': errorDocument, '5xx': errorDocument };

@@ -72,6 +72,8 @@ describe('HTTP API: documents, auth, bad input', () => {
     assert.equal(createBody.additionalProperties, false, 'unknown fields are refused, and the document says so');
     assert.deepEqual(createBody.required, ['name']);
     assert.match(JSON.stringify(doc.components), /"scheme":"bearer"/);
+    const responses = (doc.paths['/api/volumes/{volid}/snapshots']?.post as unknown as { responses: Record<string, unknown> }).responses;
+    assert.deepEqual(Object.keys(responses).sort(), ['200', '202', '4XX', '5XX'], 'a mutation documents its plan (200), its task (202) and its errors');
   });
 
   it('the documentation page loads without a token (static files, no data)', async () => {
