@@ -42,6 +42,9 @@ const LAYERS = [
   { name: 'library', rank: 7, match: '^src/(create|results)\\.ts$' },
   // The command line, one user of the library among others (the HTTP API will be another).
   { name: 'cli', rank: 8, match: '^src/cli/' },
+  // The HTTP API (`volchain serve`), another user of the library beside the CLI: the CLI loads it only for
+  // `serve` and `token`, lazily, so a short command never loads fastify. The exception is written below.
+  { name: 'api', rank: 8, match: '^src/api/' },
   // The package's public entry: re-exports the library; nothing imports it.
   { name: 'index', rank: 9, match: '^src/index\\.ts$' },
 ];
@@ -51,7 +54,8 @@ const ANY_LAYER = LAYERS.map((l) => `(${l.match})`).join('|');
 
 /** One rule per layer: what it must not import (its siblings and everything above it). */
 const layerRules = LAYERS.flatMap((layer) => {
-  const forbidden = LAYERS.filter((other) => other !== layer && other.rank >= layer.rank);
+  // cli/ may reach api/ (same rank) for `serve` and `token` only: see the rule cli-to-api-lazily.
+  const forbidden = LAYERS.filter((other) => other !== layer && other.rank >= layer.rank && !(layer.name === 'cli' && other.name === 'api'));
   // The top layer may import everything (an empty pattern would match every path).
   if (forbidden.length === 0) return [];
   return {
@@ -78,6 +82,22 @@ module.exports = {
       to: { circular: true },
     },
     ...layerRules,
+    {
+      // The CLI starts the HTTP API for `serve` (and reaches its token store for `token`), but must not load
+      // fastify for every other command: only a dynamic import() from the command module that needs it.
+      name: 'cli-to-api-lazily',
+      comment: 'cli/ may import api/ only with a dynamic import() from cli/commands/serve.ts (the CLI must not load fastify at start-up)',
+      severity: 'error',
+      from: { path: '^src/cli/' },
+      to: { path: '^src/api/', dependencyTypesNot: ['dynamic-import'] },
+    },
+    {
+      name: 'cli-to-api-only-from-serve',
+      comment: 'only cli/commands/serve.ts may import api/',
+      severity: 'error',
+      from: { path: '^src/cli/', pathNot: '^src/cli/commands/serve\\.ts$' },
+      to: { path: '^src/api/' },
+    },
     {
       // Every file in src/ must belong to a layer above, so a new folder is placed on purpose: neither a
       // module outside them that imports something, nor an import of one, passes.

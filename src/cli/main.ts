@@ -19,6 +19,7 @@ import { addMaintenanceCommands } from './commands/maintenance.js';
 import { addCloneCommand } from './commands/clone.js';
 import { addMoveCommand } from './commands/move.js';
 import { addConvertCommands } from './commands/convert.js';
+import { addServeCommands } from './commands/serve.js';
 
 /**
  * The whole program: global options, then the command groups in the order `--help` lists them (each group's
@@ -50,6 +51,7 @@ export function buildProgram(settings: Settings = currentSettings()) {
   addConvertCommands(program, ctx);
   addQemuArgsCommand(program, ctx);
   addMaintenanceCommands(program, ctx);
+  addServeCommands(program, ctx, settings);
   return program;
 }
 
