@@ -17,6 +17,7 @@ import { addSnapshotCommands } from './commands/snapshot.js';
 import { addVmCommands } from './commands/vm.js';
 import { addMaintenanceCommands } from './commands/maintenance.js';
 import { addCloneCommand } from './commands/clone.js';
+import { addPortableCommands } from './commands/portable.js';
 import { addConvertCommands } from './commands/convert.js';
 
 /**
@@ -44,6 +45,7 @@ export function buildProgram(settings: Settings = currentSettings()) {
   addVolumeCommands(program, ctx);
   addSnapshotCommands(program, ctx);
   addCloneCommand(program, ctx);
+  addPortableCommands(program, ctx);
   addVmCommands(program, ctx);
   addConvertCommands(program, ctx);
   addQemuArgsCommand(program, ctx);

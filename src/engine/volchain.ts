@@ -2,6 +2,7 @@
  * The library's front door: every CLI command (later every API route) is one call here, delegated to its operation
  * (engine/operations/: read → pure planner → executor) with the per-call machinery of engine/session/.
  */
+import type { Writable } from 'node:stream';
 import type { Backend, FinishRemovalsResult, PendingRemoval } from '../backends/backend.js';
 import type { LoadOptions, StorageConfig, StorageDescription } from '../config/index.js';
 import type { JournalLeftover, JournalRecord } from '../journal/record.js';
@@ -17,6 +18,8 @@ import { Session } from './session/session.js';
 import * as op from './operations/index.js';
 import type { CloneOptions } from './operations/clone.js';
 import type { ConvertOptions } from './operations/convert.js';
+import type { ExportResult } from './operations/export.js';
+import type { ImportOptions } from './operations/import.js';
 import type { ActivationResult, CallOptions, SnapshotListing, VolchainOptions, VolumeInfo, WipeOptions } from './operations/types.js';
 
 export * from './operations/types.js';
@@ -90,6 +93,14 @@ export class Volchain {
   /** A full, independent copy of the volume (or of one snapshot's view) as a new volume (operations/clone.ts). */
   clone(volid: string, target: string, vmid: string | number, opts: CloneOptions = {}): Promise<Plan> {
     return op.clone(this.session, volid, target, vmid, opts);
+  }
+  /** The whole chain as one stream on `out` (operations/export.ts); dryRun: its manifest and size only. */
+  exportChain(volid: string, out: Writable | undefined, opts: CallOptions = {}): Promise<ExportResult> {
+    return op.exportChain(this.session, volid, out, opts);
+  }
+  /** A chain stream made by exportChain becomes a new volume with its snapshots (operations/import.ts). */
+  importChain(storage: string, vmid: string | number, input: AsyncIterable<Buffer | string>, opts: ImportOptions = {}): Promise<Plan> {
+    return op.importChain(this.session, storage, vmid, input, opts);
   }
 
   // ---- snapshots of one volume (operations/snapshot-*.ts) ----------------------------------------------

@@ -94,7 +94,7 @@ export async function clone(session: Session, volid: string, targetStorage: stri
  * files (dir) the data plus the qcow2 metadata of a fully written image at most, or the whole image when the
  * storage preallocates it (falloc, full).
  */
-async function spaceRule(backend: Backend, virtualSizes: Iterable<number>): Promise<(virtualSize: number, dataBytes: number) => number> {
+export async function spaceRule(backend: Backend, virtualSizes: Iterable<number>): Promise<(virtualSize: number, dataBytes: number) => number> {
   const full = new Map<number, number>();
   const whole = backend.capabilities.layerSizing || backend.preallocation === 'full' || backend.preallocation === 'falloc';
   for (const v of virtualSizes) {
@@ -130,7 +130,7 @@ async function withBothLocks<T>(
 }
 
 /** Refuses (exit 6) when QEMU runs the source's VM: its guest writes the current layer while it would be read. */
-async function refuseRunningSource(session: Session, vmid: number, volid: string, qmp: string | undefined): Promise<void> {
+export async function refuseRunningSource(session: Session, vmid: number, volid: string, qmp: string | undefined): Promise<void> {
   const running = await connectVm(vmid, qmp, session.settings);
   if (!running) return;
   await running.client.close();

@@ -6,6 +6,8 @@ export { activate, deactivate } from './activation.js';
 export { alloc, free } from './alloc-free.js';
 export { clone } from './clone.js';
 export { convert, template } from './convert.js';
+export { exportChain } from './export.js';
+export { importChain } from './import.js';
 export { info, list, path } from './info-list.js';
 export { repair } from './repair.js';
 export { resize } from './resize.js';

@@ -42,6 +42,10 @@ export function describeStep(step: Step): string {
       return `compare ${step.layer} with ${step.against} (qemu-img compare)`;
     case 'protect':
       return `make ${step.layer} read-only`;
+    case 'import-layer':
+      return `import layer ${step.index} of the stream into new ${step.layer}${step.backingName !== null ? ` backed by ${step.backingName}` : ''} (${step.sizeBytes} bytes virtual, ${step.bytes} bytes of data)`;
+    case 'verify-import':
+      return `check the stream's trailer checksum and the ${step.layers.length} new layer(s) (headers, qemu-img check)`;
     default:
       return describeLiveStep(step);
   }

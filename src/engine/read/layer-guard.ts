@@ -161,6 +161,9 @@ function layerUses(tree: Pick<VolumeTree, 'layers'>, steps: readonly Step[]): La
       case 'copy':
       case 'verify-copy':
         break; // a clone: a new volume; its source's tree was judged when the clone was planned
+      case 'import-layer':
+      case 'verify-import':
+        break; // an import: new layers only, judged by verify-import before they take their names
     }
   }
   return uses;

@@ -13,6 +13,7 @@ import { isLiveStep } from '../plan/live-steps.js';
 import { isVolumeName, stepLayers } from './step-rules.js';
 import { checkRebaseTarget } from '../read/clone-base.js';
 import { runCopyStep } from './copy-step.js';
+import { runImportStep } from './import-step.js';
 
 export interface OfflineStepOptions {
   /** Told how far a long step (commit, rebase) has come. */
@@ -100,5 +101,8 @@ export async function runOfflineStep(backend: Backend, vmid: number, step: Step,
       await qemuImg.internalSnapshot(path(step.layer), step.action, step.name);
       return;
     }
+    case 'import-layer':
+    case 'verify-import':
+      return runImportStep(backend, vmid, step, { onProgress, redo });
   }
 }
