@@ -107,7 +107,7 @@ function layerOf(raw: unknown, i: number): ManifestLayer {
   const l = object(raw, `layer ${i}`, LAYER_KEYS);
   if (l.snapshot !== null && (typeof l.snapshot !== 'string' || !isValidSnapshotName(l.snapshot))) {
     throw bad(
-      `layer ${i}: snapshot name ${quoteForeign(JSON.stringify(l.snapshot) ?? 'undefined')} is not valid (letters, digits, '-', '_'; 2 to 40, starting with a letter)`,
+      `layer ${i}: snapshot name ${quoteForeign(typeof l.snapshot === 'string' ? l.snapshot : JSON.stringify(l.snapshot))} is not valid (letters, digits, '-', '_'; 2 to 40, starting with a letter)`,
     );
   }
   const virtualSize = size(l.virtualSize, `layer ${i} virtualSize`);
