@@ -85,13 +85,13 @@ export function addPortableCommands(program: Command, ctx: CliContext): void {
         });
       } finally {
         progress.stop();
-        // A dry run reads the manifest only: the rest of a piped stream is not waited for.
-        if (input !== '-') stream.destroy();
+        // A dry run reads the manifest only, a refusal stops reading: the rest of the input is not waited
+        // for (an exporter writing into the pipe then stops with EPIPE instead of waiting forever).
+        stream.destroy();
       }
       if (opts.json) printJson({ dryRun: opts.dryRun ?? false, plans: [plan] } satisfies PlansJson);
       else if (opts.dryRun) print([renderPlan(plan), ...renderImport(plan)].join('\n'));
       else print(`imported ${plan.import?.sourceName ?? 'the stream'} as ${plan.volid} with ${plan.import?.snapshots.length ?? 0} snapshot(s)`);
-      if (opts.dryRun && input === '-') process.stdin.destroy();
     });
 }
 

@@ -65,6 +65,8 @@ export async function importChain(
     return plan();
   }
   // Refused for bad input (a name taken, too little space) before the lock: no trace, not even a lock file.
+  // An unfinished operation of the VM (an interrupted import's layers) is said as such (exit 7), not as names taken.
+  await refusePending(target, vmid);
   await plan().catch((err: unknown) => {
     if (!(err instanceof PendingOperationError)) throw err;
   });
