@@ -16,6 +16,7 @@ const BENCHMARKS: Record<string, string> = {
   'live-pause': 'guest I/O pause of live snapshots, block-commit throughput vs dd/cp/qemu-img commit (QEMU)',
   'lvm-ops': "time and commands per operation on thick LVM vs PVE 9's sequence (needs VOLCHAIN_TEST_VG)",
   'lvm-space': "VG space of a chain with shrunk frozen layers vs PVE 9's full-size layers (needs VOLCHAIN_TEST_VG)",
+  'portable-bytes': "bytes volchain export writes for a branched tree vs the layers' allocated data and a flattening qemu-img convert",
 };
 
 const here = dirname(fileURLToPath(import.meta.url));

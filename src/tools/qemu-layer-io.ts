@@ -75,11 +75,14 @@ export type LayerWrite = { kind: 'data'; offset: number; length: number; file: s
 /** Runs `writes` into the image `imageOpts` names, in one qemu-io process; fails unless every write was done. */
 export async function writeIntoLayer(imageOpts: string, writes: readonly LayerWrite[]): Promise<void> {
   if (writes.length === 0) return;
-  const args = ['--image-opts', imageOpts];
+  // Writeback cache and one flush at the end: qemu-io's default (writethrough) flushes after every write,
+  // about 8x slower for hundreds of writes; the flush makes the batch durable before the step is done.
+  const args = ['-t', 'writeback', '--image-opts', imageOpts];
   for (const w of writes) {
     if (/\s/.test(w.kind === 'data' ? w.file : '')) throw new InvalidInputError('a data file path for qemu-io has whitespace');
     args.push('-c', w.kind === 'data' ? `write -q -s ${w.file} ${w.offset} ${w.length}` : `write -q -z ${w.offset} ${w.length}`);
   }
+  args.push('-c', 'flush');
   const r = await run('qemu-io', args);
   // qemu-io reports a failed command on stdout and still may exit 0 in older versions: nothing may be printed.
   if (r.stdout.trim() !== '') throw new InvalidInputError(`qemu-io writing a layer said: ${r.stdout.trim().split('\n')[0] ?? ''}`);
