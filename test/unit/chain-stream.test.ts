@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { ChainStreamReader, ChainStreamWriter, type ChainRecord } from '../../src/engine/run/chain-stream.js';
-import { parseManifest, planImport, type ChainManifest } from '../../src/engine/planners/import.js';
+import { parseManifest, planImport } from '../../src/engine/planners/import.js';
 import { ownExtentsOfMap } from '../../src/tools/qemu-layer-io.js';
 import { VolchainError } from '../../src/errors.js';
 
