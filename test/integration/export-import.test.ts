@@ -342,6 +342,29 @@ test('export refuses bad input and leaves no file', async () => {
   await cliFails(s, ['import', 'bb', '710', '-i', join(workDir, 'full.vcx'), '--name', 'vm-710-disk-0.qcow2'], { code: 4, match: /already exists/ });
 });
 
+test('an export to a file stopped by SIGTERM or SIGINT leaves no file, partial or whole', async () => {
+  // A volume with enough data that the export is still running when the signal comes.
+  await cliOk(s, ['alloc', 'aa', '150', String(256 * MiB)]);
+  await writePattern(file('aa', 150, 'vm-150-disk-0.qcow2'), 0x15, 0, 128 * MiB);
+  for (const [signal, code] of [
+    ['SIGTERM', 143],
+    ['SIGINT', 130],
+  ] as const) {
+    const target = join(workDir, `stopped-${signal}.vcx`);
+    const child = spawn(process.execPath, [BIN, '--config', s.cfg, 'export', 'aa:150/vm-150-disk-0.qcow2', '-o', target], { stdio: 'ignore' });
+    const closed = new Promise<number | null>((r) => child.on('close', r));
+    // Signalled as soon as its hidden partial file exists: the export has begun.
+    for (let i = 0; i < 500 && !(await readdir(workDir)).some((f) => f.includes('volchain-partial')); i++) await new Promise((r) => setTimeout(r, 10));
+    child.kill(signal);
+    assert.equal(await closed, code, `${signal}: exit status`);
+    assert.deepEqual(
+      (await readdir(workDir)).filter((f) => f !== 'full.vcx'),
+      [],
+      `${signal}: no file left`,
+    );
+  }
+});
+
 test('SIGKILL at every step of an import, then repair: no volume before the renames, a whole one from them on', async () => {
   const plan = await cliJson<PlansJson>(s, ['import', 'bb', '800', '-i', join(workDir, 'full.vcx'), '--dry-run']);
   const steps = plan.plans[0]?.steps ?? [];

@@ -4,7 +4,7 @@
  * `volchain export … | ssh other volchain import …` moves a disk with its snapshots between hosts.
  * Export writes nothing but the stream to stdout; progress goes to stderr, on a terminal only.
  */
-import { createReadStream } from 'node:fs';
+import { createReadStream, rmSync } from 'node:fs';
 import { access, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
@@ -119,6 +119,12 @@ async function exportToFile<T>(file: string, write: (out: Writable) => Promise<T
   const partial = join(dirname(file), `.${basename(file)}.volchain-partial-${process.pid}`);
   const handle = await open(partial, 'wx');
   const out = handle.createWriteStream();
+  // Ctrl-C or a kill (not -9) mid-export: the partial file goes with the process (exit 128 + signal).
+  const onSignal = (signal: NodeJS.Signals): void => {
+    rmSync(partial, { force: true });
+    process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
+  };
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, onSignal);
   try {
     const result = await write(out);
     await new Promise<void>((resolve, reject) => {
@@ -131,6 +137,8 @@ async function exportToFile<T>(file: string, write: (out: Writable) => Promise<T
     out.destroy();
     await rm(partial, { force: true });
     throw err;
+  } finally {
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.removeListener(sig, onSignal);
   }
 }
 
