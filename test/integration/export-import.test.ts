@@ -331,6 +331,7 @@ test('export refuses bad input and leaves no file', async () => {
   await cliFails(s, ['export', 'aa:100/vm-100-disk-9.qcow2', '-o', join(workDir, 'none.vcx')], { code: 3, match: /does not exist/ });
   await cliFails(s, ['export', SRC, '-o', join(workDir, 'full.vcx')], { code: 4, match: /already exists/ });
   await cliFails(s, ['import', 'bb', '12', '-i', join(workDir, 'full.vcx')], { code: 2, match: /VM id/ });
+  await cliFails(s, ['import', 'bb', '700', '-i', join(workDir, 'nothing.vcx')], { code: 3, match: /nothing\.vcx does not exist/ });
   await cliFails(s, ['import', 'bb', '700', '-i', join(workDir, 'full.vcx'), '--name', 'vm-701-x.qcow2'], { code: 2 });
   assert.deepEqual(
     (await readdir(workDir)).filter((f) => f !== 'full.vcx'),

@@ -9,7 +9,7 @@ import { access, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
 import type { Command } from '@commander-js/extra-typings';
-import { AlreadyExistsError, InvalidInputError } from '../../errors.js';
+import { AlreadyExistsError, InvalidInputError, NotFoundError } from '../../errors.js';
 import type { Plan } from '../../model/plan.js';
 import { formatSize } from '../../naming/index.js';
 import type { PlansJson } from '../../results.js';
@@ -74,6 +74,7 @@ export function addPortableCommands(program: Command, ctx: CliContext): void {
       const input = opts.input ?? '-';
       if (input === '-' && process.stdin.isTTY)
         throw new InvalidInputError('import reads a binary stream: give -i FILE, or pipe one into stdin (volchain export … | volchain import …)');
+      if (input !== '-' && !(await exists(input))) throw new NotFoundError(`stream file ${input} does not exist or cannot be read`);
       const stream = input === '-' ? process.stdin : createReadStream(input);
       const progress = progressReporter(!opts.json && !opts.dryRun);
       let plan: Plan;
@@ -109,22 +110,20 @@ function renderImport(plan: Plan): string[] {
  * interrupted export leaves no file that looks like an export (a SIGKILL can leave the hidden partial one).
  */
 async function exportToFile<T>(file: string, write: (out: Writable) => Promise<T>): Promise<T> {
-  if (
-    await access(file).then(
-      () => true,
-      () => false,
-    )
-  )
-    throw new AlreadyExistsError(`${file} already exists: export writes a new file`);
+  if (await exists(file)) throw new AlreadyExistsError(`${file} already exists: export writes a new file`);
   const partial = join(dirname(file), `.${basename(file)}.volchain-partial-${process.pid}`);
-  const handle = await open(partial, 'wx');
-  const out = handle.createWriteStream();
-  // Ctrl-C or a kill (not -9) mid-export: the partial file goes with the process (exit 128 + signal).
+  // Ctrl-C or a kill (not -9) mid-export: the partial file goes with the process (exit 128 + signal). Set
+  // before the file exists, so no signal finds the file without its handler.
   const onSignal = (signal: NodeJS.Signals): void => {
     rmSync(partial, { force: true });
     process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
   };
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, onSignal);
+  const handle = await open(partial, 'wx').catch((err: unknown) => {
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.removeListener(sig, onSignal);
+    throw err;
+  });
+  const out = handle.createWriteStream();
   try {
     const result = await write(out);
     await new Promise<void>((resolve, reject) => {
@@ -150,4 +149,11 @@ function flush(out: Writable): Promise<void> {
       else resolve();
     });
   });
+}
+
+function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
 }
