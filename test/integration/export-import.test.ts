@@ -29,6 +29,7 @@ import {
 } from './helpers.js';
 import type { PlansJson, StatusJson } from '../../src/results.js';
 import { ChainStreamWriter } from '../../src/engine/run/chain-stream.js';
+import { startVm } from './live-vm.js';
 
 const SIZE = 64 * MiB;
 const SRC = 'aa:100/vm-100-disk-0.qcow2';
@@ -364,6 +365,22 @@ test('an export to a file stopped by SIGTERM or SIGINT leaves no file, partial o
       `${signal}: no file left`,
     );
   }
+});
+
+test('a running VM is refused (exit 6): its guest writes the disk while it would be read', async () => {
+  await cliOk(s, ['alloc', 'aa', '160', String(SIZE)]);
+  const volid = 'aa:160/vm-160-disk-0.qcow2';
+  const vm = await startVm(s, [volid]);
+  try {
+    await cliFails(s, ['export', volid, '-o', join(workDir, 'running.vcx'), '--qmp', vm.socket], { code: 6, match: /VM 160 runs .*stop it to export/ });
+  } finally {
+    await vm.stop();
+  }
+  assert.deepEqual(
+    (await readdir(workDir)).filter((f) => f !== 'full.vcx'),
+    [],
+    'no file',
+  );
 });
 
 test('SIGKILL at every step of an import, then repair: no volume before the renames, a whole one from them on', async () => {

@@ -130,7 +130,7 @@ async function withBothLocks<T>(
 }
 
 /** Refuses (exit 6) when QEMU runs the source's VM: its guest writes the current layer while it would be read. */
-export async function refuseRunningSource(session: Session, vmid: number, volid: string, qmp: string | undefined): Promise<void> {
+async function refuseRunningSource(session: Session, vmid: number, volid: string, qmp: string | undefined): Promise<void> {
   const running = await connectVm(vmid, qmp, session.settings);
   if (!running) return;
   await running.client.close();
