@@ -17,6 +17,7 @@ const BENCHMARKS: Record<string, string> = {
   'lvm-ops': "time and commands per operation on thick LVM vs PVE 9's sequence (needs VOLCHAIN_TEST_VG)",
   'lvm-space': "VG space of a chain with shrunk frozen layers vs PVE 9's full-size layers (needs VOLCHAIN_TEST_VG)",
   'move-bytes': 'bytes volchain move copies for a branched tree vs its allocated data and flattening copies',
+  'portable-bytes': "bytes volchain export writes for a branched tree vs the layers' allocated data and a flattening qemu-img convert",
 };
 
 const here = dirname(fileURLToPath(import.meta.url));

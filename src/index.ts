@@ -30,6 +30,9 @@ export type { ShrinkPolicy } from './engine/plan/shrink-policy.js';
 export type { WipeMode } from './engine/run/wipe.js';
 export type { CloneOptions } from './engine/operations/clone.js';
 export type { LinkedCloneOptions } from './engine/operations/clone-linked.js';
+export type { ExportResult } from './engine/operations/export.js';
+export type { ImportOptions } from './engine/operations/import.js';
+export type { ChainManifest, ManifestLayer } from './engine/planners/import.js';
 
 // ---- configuration -------------------------------------------------------------------------------------
 export { readSettings, SETTING_VARIABLES, type Settings, type TestHooks } from './settings.js';

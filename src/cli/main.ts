@@ -18,6 +18,7 @@ import { addVmCommands } from './commands/vm.js';
 import { addMaintenanceCommands } from './commands/maintenance.js';
 import { addCloneCommand } from './commands/clone.js';
 import { addMoveCommand } from './commands/move.js';
+import { addPortableCommands } from './commands/portable.js';
 import { addConvertCommands } from './commands/convert.js';
 import { addServeCommands } from './commands/serve.js';
 
@@ -47,6 +48,7 @@ export function buildProgram(settings: Settings = currentSettings()) {
   addSnapshotCommands(program, ctx);
   addCloneCommand(program, ctx);
   addMoveCommand(program, ctx);
+  addPortableCommands(program, ctx);
   addVmCommands(program, ctx);
   addConvertCommands(program, ctx);
   addQemuArgsCommand(program, ctx);

@@ -2,6 +2,7 @@
  * The library's front door: every CLI command (later every API route) is one call here, delegated to its operation
  * (engine/operations/: read → pure planner → executor) with the per-call machinery of engine/session/.
  */
+import type { Writable } from 'node:stream';
 import type { Backend, FinishRemovalsResult, PendingRemoval } from '../backends/backend.js';
 import type { LoadOptions, StorageConfig, StorageDescription } from '../config/index.js';
 import type { JournalLeftover, JournalRecord } from '../journal/record.js';
@@ -19,6 +20,8 @@ import type { CloneOptions } from './operations/clone.js';
 import type { LinkedCloneOptions } from './operations/clone-linked.js';
 import type { ConvertOptions } from './operations/convert.js';
 import type { MoveOptions } from './operations/move.js';
+import type { ExportResult } from './operations/export.js';
+import type { ImportOptions } from './operations/import.js';
 import type { ActivationResult, CallOptions, SnapshotListing, VolchainOptions, VolumeInfo, WipeOptions } from './operations/types.js';
 
 export * from './operations/types.js';
@@ -101,6 +104,15 @@ export class Volchain {
   /** Moves a volume with its snapshot tree to another storage, or reassigns it to another VM in place (operations/move.ts). */
   move(volid: string, target: string, opts: MoveOptions = {}): Promise<Plan> {
     return op.move(this.session, volid, target, opts);
+  }
+
+  /** The whole chain as one stream on `out` (operations/export.ts); dryRun: its manifest and size only. */
+  exportChain(volid: string, out: Writable | undefined, opts: CallOptions = {}): Promise<ExportResult> {
+    return op.exportChain(this.session, volid, out, opts);
+  }
+  /** A chain stream made by exportChain becomes a new volume with its snapshots (operations/import.ts). */
+  importChain(storage: string, vmid: string | number, input: AsyncIterable<Buffer | string>, opts: ImportOptions = {}): Promise<Plan> {
+    return op.importChain(this.session, storage, vmid, input, opts);
   }
 
   // ---- snapshots of one volume (operations/snapshot-*.ts) ----------------------------------------------

@@ -71,6 +71,18 @@ export type Step =
   | { kind: 'reassign-layer'; vmid: number; name: string; newVmid: number; newName: string; volume: string }
   /** Reassign: rewrite the backing name in `name`'s header (VM `vmid`) to `parent` (`qemu-img rebase -u`). Undo: `oldParent` back. */
   | { kind: 'relink'; vmid: number; name: string; parent: string; oldParent: string; volume: string }
+  /**
+   * Import (engine/run/import-step.ts): new qcow2 layer `layer` of `sizeBytes` virtual, its header naming
+   * `backingName` (the final name of its parent; null: the bottom layer), filled with layer `index` of the
+   * chain stream `feed` (the import's input, registered by the running operation; never journaled). Undo:
+   * remove it. Repair never redoes it (the stream is gone): an interrupted import is walked back.
+   */
+  | { kind: 'import-layer'; layer: string; backingName: string | null; index: number; sizeBytes: number; bytes: number; feed: string }
+  /**
+   * Import: the stream's trailer (the checksum of every byte, then its end) read from `feed`, and every new
+   * layer's header judged by the header rules (qcow2/validate.ts) and `qemu-img check`ed. Reads only.
+   */
+  | { kind: 'verify-import'; layers: { layer: string; backingName: string | null }[]; feed: string }
   /** Steps that act through a running QEMU (engine/plan/live-steps.ts runs them), each with an offline equivalent for repair. */
   | LiveStep;
 
@@ -87,7 +99,8 @@ export type OperationKind =
   | 'move'
   | 'move-finish'
   | 'reassign'
-  | 'linked-clone';
+  | 'linked-clone'
+  | 'import';
 
 /** The view a `copy` step reads: one layer (and its backing chain) of a volume, on any storage. */
 export interface CopySource {
@@ -144,6 +157,8 @@ export interface Plan {
   clone?: CloneFigures;
   /** Move plans: what moves where, and the target's space (engine/planners/move.ts). */
   move?: MoveFigures;
+  /** Import plans: what the stream holds and the target's space (engine/planners/import.ts). */
+  import?: ImportFigures;
 }
 
 /** What a move's (or reassign's) plan says besides its steps. */
@@ -159,6 +174,20 @@ export interface MoveFigures {
   freeBytes: number;
   /** The steps that run on the source storage once the target is verified (its removal), as data for --dry-run. */
   finish?: Plan;
+}
+
+/** What an import's plan says besides its steps: the volume the stream holds, and the space it needs. */
+export interface ImportFigures {
+  /** The exported volume's name as the stream's manifest gives it (informative: the import names it anew). */
+  sourceName: string;
+  virtualSize: number;
+  /** Snapshots the new volume gets, oldest first (parents before children). */
+  snapshots: string[];
+  /** Data and zero bytes the stream's layers hold. */
+  dataBytes: number;
+  zeroBytes: number;
+  spaceNeededBytes: number;
+  freeBytes: number;
 }
 
 /** What a plan does to the storage's free space, as volchain runs it and with PVE 9's full-size layers. */

@@ -94,7 +94,7 @@ export async function clone(session: Session, volid: string, targetStorage: stri
  * files (dir) the data plus the qcow2 metadata of a fully written image at most, or the whole image when the
  * storage preallocates it (falloc, full).
  */
-async function spaceRule(backend: Backend, virtualSizes: Iterable<number>): Promise<(virtualSize: number, dataBytes: number) => number> {
+export async function spaceRule(backend: Backend, virtualSizes: Iterable<number>): Promise<(virtualSize: number, dataBytes: number) => number> {
   const full = new Map<number, number>();
   const whole = backend.capabilities.layerSizing || backend.preallocation === 'full' || backend.preallocation === 'falloc';
   for (const v of virtualSizes) {

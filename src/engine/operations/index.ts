@@ -7,6 +7,8 @@ export { alloc, free } from './alloc-free.js';
 export { clone } from './clone.js';
 export { linkedClone } from './clone-linked.js';
 export { convert, template } from './convert.js';
+export { exportChain } from './export.js';
+export { importChain } from './import.js';
 export { info, list, path } from './info-list.js';
 export { move } from './move.js';
 export { repair } from './repair.js';

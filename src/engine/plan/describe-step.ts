@@ -54,6 +54,10 @@ export function describeStep(step: Step): string {
       return `give ${step.name} (VM ${step.vmid}) to VM ${step.newVmid} as ${step.newName}`;
     case 'relink':
       return `write backing name ${step.parent} into ${step.name} (was ${step.oldParent})`;
+    case 'import-layer':
+      return `import layer ${step.index} of the stream into new ${step.layer}${step.backingName !== null ? ` backed by ${step.backingName}` : ''} (${step.sizeBytes} bytes virtual, ${step.bytes} bytes of data)`;
+    case 'verify-import':
+      return `check the stream's trailer checksum and the ${step.layers.length} new layer(s) (headers, qemu-img check)`;
     default:
       return describeLiveStep(step);
   }

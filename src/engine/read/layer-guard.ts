@@ -169,6 +169,9 @@ function layerUses(tree: Pick<VolumeTree, 'layers'>, steps: readonly Step[]): La
       case 'reassign-layer':
       case 'relink':
         break; // a move or reassign: its source's tree was judged when it was planned (engine/planners/move.ts)
+      case 'import-layer':
+      case 'verify-import':
+        break; // an import: new layers only, judged by verify-import before they take their names
     }
   }
   return uses;

@@ -15,6 +15,7 @@ import { isVolumeName, stepLayers } from './step-rules.js';
 import { checkRebaseTarget } from '../read/clone-base.js';
 import { runCopyStep } from './copy-step.js';
 import { runMoveStep } from './move-steps.js';
+import { runImportStep } from './import-step.js';
 
 export interface OfflineStepOptions {
   /** Told how far a long step (commit, rebase) has come. */
@@ -115,5 +116,8 @@ export async function runOfflineStep(backend: Backend, vmid: number, step: Step,
       await qemuImg.internalSnapshot(path(step.layer), step.action, step.name);
       return;
     }
+    case 'import-layer':
+    case 'verify-import':
+      return runImportStep(backend, vmid, step, { onProgress, redo });
   }
 }

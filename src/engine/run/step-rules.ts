@@ -24,8 +24,10 @@ export function undoOf(step: Step): Step | 'nothing' | 'impossible' {
     case 'copy':
     case 'convert': // the copy is a new temporary layer; its source is only read
     case 'create-linked': // a new temporary layer; the base it names is only read
+    case 'import-layer': // a new temporary layer, filled from the import's stream
       return { kind: 'remove', layer: step.layer };
     case 'verify-copy':
+    case 'verify-import':
       return 'nothing';
     case 'rename':
       return { kind: 'rename', from: step.to, to: step.from };
@@ -66,6 +68,7 @@ export function isLong(step: Step): boolean {
     step.kind === 'verify' ||
     step.kind === 'copy-layer' ||
     step.kind === 'verify-layer' ||
+    step.kind === 'import-layer' ||
     (isLiveStep(step) && liveIsLong(step))
   );
 }
@@ -77,7 +80,15 @@ export function isLong(step: Step): boolean {
  * as no clone at all.
  */
 export function walkedBackOnRepair(step: Step): boolean {
-  return step.kind === 'copy' || step.kind === 'verify-copy' || step.kind === 'copy-layer' || step.kind === 'verify-layer';
+  // An import's layers and their check read the import's stream, which is gone after a crash.
+  return (
+    step.kind === 'copy' ||
+    step.kind === 'verify-copy' ||
+    step.kind === 'copy-layer' ||
+    step.kind === 'verify-layer' ||
+    step.kind === 'import-layer' ||
+    step.kind === 'verify-import'
+  );
 }
 
 /** Every layer name a list of steps mentions (for backends that must activate layers before using them). */
