@@ -130,72 +130,85 @@ function bigEndian(word: number): number {
  *
  * This loop is most of `info`'s own time on a deep chain (every layer of a volume made with
  * preallocation=metadata has every entry set: 8,192 per GiB), and it runs once per process, mostly before V8
- * has optimised it. So it reads the table through one native-endian word view with the byte order swapped
- * inline (Buffer.readUInt32BE is a call with its own bounds checks, costly while the code is still
- * interpreted), skips zero entries before decoding anything, and leaves an extended-L2 entry whose two
- * subcluster bitmaps are zero (a cluster reserved by preallocation, nothing defined) right after the checks
- * of its offset. The figures and the errors are the same as decoding every entry in full.
+ * has optimised it. So it reads the table through one native-endian word view, and decides the common
+ * entries on the raw words, bits tested with byte-swapped masks: an unallocated entry (all zero), or an
+ * extended-L2 entry with a host cluster (aligned, not compressed) but no subcluster allocated or zeroed (a
+ * cluster reserved by preallocation) defines nothing. Every other entry goes through countEntry, the full
+ * decoding with every check; the figures and errors are the same as decoding every entry in full.
  */
 function countL2(table: Buffer, guestStart: number, entries: number, ctx: L2Context): AllocationSummary {
   const { clusterSize, entryBytes, extendedL2 } = ctx;
   const sums: AllocationSummary = { dataBytes: 0, zeroBytes: 0 };
-  const subclusterSize = clusterSize / SUBCLUSTERS;
   // A table read into a buffer of its own starts at a multiple of 4; a copy serves otherwise (tests' readers).
   const aligned: Uint8Array = table.byteOffset % 4 === 0 ? table : new Uint8Array(table);
   const words = new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.length >>> 2);
   const wordsPerEntry = entryBytes >>> 2;
+  if (words.length < entries * wordsPerEntry) throw new CorruptImageError(ctx.layer, `L2 table of ${table.length} bytes cannot hold ${entries} entries`);
+  // The compressed bit and the host offset bits below the cluster size (misaligned), as they sit in a word
+  // read natively: the same bits, byte-swapped.
+  const compressedRaw = bigEndian(HI_COMPRESSED);
+  const misalignedRaw = bigEndian(OFFSET_LO_MASK & (clusterSize - 1));
   for (let j = 0; j < entries; j++) {
     const at = j * wordsPerEntry;
-    const rawHi = words[at] ?? 0;
-    const rawLo = words[at + 1] ?? 0;
-    const rawZero = extendedL2 ? (words[at + 2] ?? 0) : 0;
-    const rawAlloc = extendedL2 ? (words[at + 3] ?? 0) : 0;
-    // A zero word reads the same in either byte order: unallocated, no flags, nothing to decode.
-    if ((rawHi | rawLo | rawZero | rawAlloc) === 0) continue;
-    const hi = bigEndian(rawHi);
-    const lo = bigEndian(rawLo);
-    const guest = guestStart + j * clusterSize;
-    const inCluster = Math.min(clusterSize, ctx.virtualSize - guest);
-    if ((hi & HI_COMPRESSED) !== 0) {
-      // Compressed clusters have no subclusters and always hold a whole cluster of data.
-      sums.dataBytes += inCluster;
+    if (extendedL2) {
+      if (
+        ((words[at + 2] as number) | (words[at + 3] as number)) === 0 &&
+        ((words[at] as number) & compressedRaw) === 0 &&
+        ((words[at + 1] as number) & misalignedRaw) === 0
+      ) {
+        continue;
+      }
+    } else if (((words[at] as number) | (words[at + 1] as number)) === 0) {
       continue;
     }
-    const hostHi = hi & OFFSET_HI_MASK;
-    const hostLo = (lo & OFFSET_LO_MASK) >>> 0;
-    // With an external data file, offset 0 is valid when bit 63 (refcount one) says the cluster is allocated.
-    const hasHost = hostHi !== 0 || hostLo !== 0 || (ctx.externalData && (hi & HI_COPIED) !== 0);
-    if (hasHost && (hostLo & (clusterSize - 1)) !== 0) {
-      throw new CorruptImageError(ctx.layer, `L2 entry for guest offset ${guest} points to unaligned host offset ${hostHi * 2 ** 32 + hostLo}`);
-    }
-    if (!extendedL2) {
-      if ((lo & LO_ZERO) !== 0) sums.zeroBytes += inCluster;
-      else if (hasHost) sums.dataBytes += inCluster;
-      continue;
-    }
-    // A host cluster with no subcluster allocated or zeroed (preallocation=metadata): defines nothing.
-    if ((rawZero | rawAlloc) === 0) continue;
-    const zeroBits = bigEndian(rawZero);
-    const allocBits = bigEndian(rawAlloc);
-    if ((zeroBits & allocBits) !== 0) {
-      throw new CorruptImageError(ctx.layer, `L2 entry for guest offset ${guest} marks subclusters both allocated and zero`);
-    }
-    if (!hasHost && allocBits !== 0) {
-      throw new CorruptImageError(ctx.layer, `L2 entry for guest offset ${guest} allocates subclusters without a host cluster`);
-    }
-    if (inCluster === clusterSize) {
-      sums.dataBytes += popcount(allocBits) * subclusterSize;
-      sums.zeroBytes += popcount(zeroBits) * subclusterSize;
-      continue;
-    }
-    // Last cluster, cut by the virtual size: count subcluster by subcluster.
-    for (let k = 0; k < SUBCLUSTERS && k * subclusterSize < inCluster; k++) {
-      const bytes = Math.min(subclusterSize, inCluster - k * subclusterSize);
-      if ((allocBits >>> k) & 1) sums.dataBytes += bytes;
-      else if ((zeroBits >>> k) & 1) sums.zeroBytes += bytes;
-    }
+    countEntry(sums, words, at, guestStart + j * clusterSize, ctx);
   }
   return sums;
+}
+
+/** Adds what the L2 entry at word `at` (mapping guest offset `guest`) defines to `sums`, checking it first. */
+function countEntry(sums: AllocationSummary, words: Uint32Array, at: number, guest: number, ctx: L2Context): void {
+  const { clusterSize } = ctx;
+  const hi = bigEndian(words[at] as number);
+  const lo = bigEndian(words[at + 1] as number);
+  const inCluster = Math.min(clusterSize, ctx.virtualSize - guest);
+  if ((hi & HI_COMPRESSED) !== 0) {
+    // Compressed clusters have no subclusters and always hold a whole cluster of data.
+    sums.dataBytes += inCluster;
+    return;
+  }
+  const hostHi = hi & OFFSET_HI_MASK;
+  const hostLo = (lo & OFFSET_LO_MASK) >>> 0;
+  // With an external data file, offset 0 is valid when bit 63 (refcount one) says the cluster is allocated.
+  const hasHost = hostHi !== 0 || hostLo !== 0 || (ctx.externalData && (hi & HI_COPIED) !== 0);
+  if (hasHost && (hostLo & (clusterSize - 1)) !== 0) {
+    throw new CorruptImageError(ctx.layer, `L2 entry for guest offset ${guest} points to unaligned host offset ${hostHi * 2 ** 32 + hostLo}`);
+  }
+  if (!ctx.extendedL2) {
+    if ((lo & LO_ZERO) !== 0) sums.zeroBytes += inCluster;
+    else if (hasHost) sums.dataBytes += inCluster;
+    return;
+  }
+  const zeroBits = bigEndian(words[at + 2] as number);
+  const allocBits = bigEndian(words[at + 3] as number);
+  if ((zeroBits & allocBits) !== 0) {
+    throw new CorruptImageError(ctx.layer, `L2 entry for guest offset ${guest} marks subclusters both allocated and zero`);
+  }
+  if (!hasHost && allocBits !== 0) {
+    throw new CorruptImageError(ctx.layer, `L2 entry for guest offset ${guest} allocates subclusters without a host cluster`);
+  }
+  const subclusterSize = clusterSize / SUBCLUSTERS;
+  if (inCluster === clusterSize) {
+    sums.dataBytes += popcount(allocBits) * subclusterSize;
+    sums.zeroBytes += popcount(zeroBits) * subclusterSize;
+    return;
+  }
+  // Last cluster, cut by the virtual size: count subcluster by subcluster.
+  for (let k = 0; k < SUBCLUSTERS && k * subclusterSize < inCluster; k++) {
+    const bytes = Math.min(subclusterSize, inCluster - k * subclusterSize);
+    if ((allocBits >>> k) & 1) sums.dataBytes += bytes;
+    else if ((zeroBits >>> k) & 1) sums.zeroBytes += bytes;
+  }
 }
 
 function popcount(x: number): number {
