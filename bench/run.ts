@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const BENCHMARKS: Record<string, string> = {
+  compare: "issue 16's goal table in one run: each row against its reference, the goal beside it, met or not",
   'snapshot-ops': "snapshot create/rollback/delete on dir storage: library and CLI vs PVE 9's command sequence",
   'qcow2-chain': 'reading and validating a deep chain natively vs qemu-img info --backing-chain',
   'cli-start': 'whole-process time of --version, info, snapshot list (bundled and not) vs node -e 0 and qemu-img',

@@ -19,18 +19,20 @@ test('bin/volchain.js runs the bundle when it is as new as main.js, else main.js
     await mkdir(join(dir, 'bin'));
     await mkdir(join(dir, 'dist', 'src', 'cli'), { recursive: true });
     await copyFile(join(ROOT, 'bin', 'volchain.js'), join(dir, 'bin', 'volchain.js'));
+    await copyFile(join(ROOT, 'bin', 'load-bundle.js'), join(dir, 'bin', 'load-bundle.js'));
     await writeFile(join(dir, 'package.json'), '{"type":"module"}\n');
-    const stub = (which: string) => `export async function main(args) { console.log('${which}', args.join(' ')); return 3; }\n`;
+    const body = (which: string) => `async function main(args) { console.log('${which}', args.join(' ')); return 3; }\n`;
     const mainJs = join(dir, 'dist', 'src', 'cli', 'main.js');
-    const bundle = join(dir, 'dist', 'src', 'cli', 'main.bundle.js');
-    await writeFile(mainJs, stub('modules'));
+    // The bundle is CommonJS (bin/load-bundle.js loads it with V8's code cache); main.js an ES module.
+    const bundle = join(dir, 'dist', 'src', 'cli', 'main.bundle.cjs');
+    await writeFile(mainJs, `export ${body('modules')}`);
     const runEntry = () => spawnSync(process.execPath, [join(dir, 'bin', 'volchain.js'), 'a', 'b'], { encoding: 'utf8' });
 
     let r = runEntry();
     assert.equal(r.stdout, 'modules a b\n', 'no bundle: the compiled modules run');
     assert.equal(r.status, 3, 'the exit status is main()’s');
 
-    await writeFile(bundle, stub('bundle'));
+    await writeFile(bundle, `${body('bundle')}exports.main = main;\n`);
     await utimes(mainJs, new Date(1_000_000_000_000), new Date(1_000_000_000_000));
     r = runEntry();
     assert.equal(r.stdout, 'bundle a b\n', 'a bundle newer than main.js runs');
@@ -43,10 +45,19 @@ test('bin/volchain.js runs the bundle when it is as new as main.js, else main.js
   }
 });
 
-test('npm run build made a bundle of the CLI, no older than the compiled main.js', () => {
+test('npm run build made a bundle of the CLI, no older than the compiled main.js, and a code cache V8 accepts for it', async () => {
   const cli = join(ROOT, 'dist', 'src', 'cli');
-  assert.ok(existsSync(join(cli, 'main.bundle.js')), 'dist/src/cli/main.bundle.js missing: npm run build bundles the CLI');
-  assert.ok(statSync(join(cli, 'main.bundle.js')).mtimeMs >= statSync(join(cli, 'main.js')).mtimeMs, 'the bundle is older than main.js');
+  const bundle = join(cli, 'main.bundle.cjs');
+  assert.ok(existsSync(bundle), 'dist/src/cli/main.bundle.cjs missing: npm run build bundles the CLI');
+  assert.ok(statSync(bundle).mtimeMs >= statSync(join(cli, 'main.js')).mtimeMs, 'the bundle is older than main.js');
+  assert.ok(existsSync(`${bundle}.cache`), 'main.bundle.cjs.cache missing: npm run build writes the code cache');
+  // The cache is only worth having if this node (same binary, default flags, as the CLI runs) takes it.
+  const probe =
+    `const { loadBundle } = await import(${JSON.stringify(join(ROOT, 'bin', 'load-bundle.js'))}); ` +
+    `const { exports, script } = loadBundle(${JSON.stringify(bundle)}); ` +
+    `console.log(script.cachedDataRejected, typeof exports.main);`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', probe], { encoding: 'utf8' });
+  assert.equal(r.stdout, 'false function\n', r.stderr);
 });
 
 test('a bare --version is answered without loading the CLI, with the same text commander prints; it is package.json’s version', async () => {

@@ -13,7 +13,7 @@ import { guardPlanOnDisk } from '../read/layer-guard-disk.js';
 import { dispatchStep } from '../live/step.js';
 import type { LiveSession } from '../live/qemu-session.js';
 import { describeStep } from '../plan/describe-step.js';
-import { damagesWhenInterrupted, injectFault, isLong, stepLayers, undoOf, type EngineEvent } from './step-rules.js';
+import { damagesWhenInterrupted, injectFault, isLong, stepLayers, undoOf, walkedBackOnRepair, type EngineEvent } from './step-rules.js';
 import { undoPlanJournaled } from './undo.js';
 import { needsRepair } from './error-fields.js';
 import type { TestHooks } from '../../settings.js';
@@ -60,7 +60,9 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
       throw new VolchainError(error.code, `${error.message} (nothing was changed)`, { cause: err });
     }
   }
-  const journal = opts.journal ?? (await Journal.begin(backend.journal(), backend.id, plan));
+  // Our own first write already says step 1 is running (Journal.begin): one durable write fewer.
+  const ownJournal = opts.journal === undefined;
+  const journal = opts.journal ?? (await Journal.begin(backend.journal(), backend.id, plan, undefined, true));
   let index = 0;
   try {
     // A journal written beforehand (VM-wide operations): activation comes now, under its protection.
@@ -71,7 +73,14 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
     for (; index < plan.steps.length; index++) {
       const step = plan.steps[index] as Step;
       injectFault(plan, index, 'before', opts.hooks);
-      await journal.stepStarted(index);
+      // One durable write per step, before it runs: "steps before this one done, this one running". The
+      // separate "done" write after each step is left out (kept only where repair reads it, below): a crash
+      // between a step and the next write leaves the record saying that step is running, so repair redoes it,
+      // which is harmless (every step checks whether its effect is there when redone) and is exactly the
+      // state a crash right after the step and before its "done" write always left (the crash tests' `after`
+      // point). Nothing but this write separates one step from the next, so repair never redoes a step
+      // after a later one ran. After the last step the record is removed (finish) with no write between.
+      if (index > 0 || !ownJournal) await journal.stepStarting(index);
       injectFault(plan, index, 'started', opts.hooks);
       opts.onEvent?.({
         type: 'step',
@@ -86,7 +95,10 @@ export async function executePlan(backend: Backend, plan: Plan, opts: ExecuteOpt
         ...(opts.live ? { live: opts.live } : {}),
       });
       injectFault(plan, index, 'after', opts.hooks);
-      await journal.stepDone(index);
+      // Repair decides between finishing and walking back from what is left to run (repair-record.ts
+      // asWalkBack): after a step it walks back (a clone's copy), the record must say it is done before the
+      // next step runs, or a crash there would discard a finished copy that repair could complete.
+      if (walkedBackOnRepair(step)) await journal.stepDone(index);
       opts.onEvent?.({ type: 'step-done', volid: plan.volid, index });
     }
   } catch (err) {

@@ -1,6 +1,7 @@
 /**
- * The operation journal: one record per running operation, rewritten durably before and after each step,
- * so that after a crash `repair` knows exactly which step was running. Where records live is the
+ * The operation journal: one record per running operation, rewritten durably before each step (the
+ * executor's one write per step, executor.ts; the live group executor also writes after each), so that after
+ * a crash `repair` knows which step to redo first. Where records live is the
  * backend's choice (its JournalStore): on the storage itself, so another host that sees a shared storage
  * can finish what a dead host started.
  */
@@ -16,7 +17,12 @@ export class Journal {
     readonly record: JournalRecord,
   ) {}
 
-  static async begin(store: JournalStore, storage: string, plan: Plan, group?: string): Promise<Journal> {
+  /**
+   * Writes the record of `plan`, nothing done yet. `firstStepRunning`: the record says step 1 is running
+   * (stepStarting(0) folded into this first write, the executor's way): nothing has changed yet either way,
+   * and repair meets "step 1 running" exactly as after a crash just before step 1 did anything.
+   */
+  static async begin(store: JournalStore, storage: string, plan: Plan, group?: string, firstStepRunning = false): Promise<Journal> {
     const record: JournalRecord = {
       id: `${plan.vmid}-${Date.now()}-${randomUUID().slice(0, 8)}`,
       storage,
@@ -25,7 +31,7 @@ export class Journal {
       startedAt: new Date().toISOString(),
       plan,
       completedSteps: 0,
-      runningStep: null,
+      runningStep: firstStepRunning && plan.steps.length > 0 ? 0 : null,
       ...(group !== undefined ? { group } : {}),
     };
     const journal = new Journal(store, record);
@@ -34,6 +40,16 @@ export class Journal {
   }
 
   async stepStarted(index: number): Promise<void> {
+    this.record.runningStep = index;
+    await this.store.save(this.record);
+  }
+
+  /**
+   * Steps before `index` are done and step `index` is about to run, in one durable write: the executor's one
+   * write per step (executor.ts says why the separate "done" write of the step before is not needed).
+   */
+  async stepStarting(index: number): Promise<void> {
+    this.record.completedSteps = index;
     this.record.runningStep = index;
     await this.store.save(this.record);
   }
