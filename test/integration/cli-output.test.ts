@@ -48,8 +48,11 @@ describe('every CLI error is one volchain line with its exit status', () => {
         match: /^volchain: 'volchain snapshot' needs a command: create, list, rollback, delete \(run 'volchain snapshot --help' for usage\)$/,
       },
       { args: ['vm'], match: /^volchain: 'volchain vm' needs a command: snapshot, rollback, delsnapshot, attach-info / },
-      { args: ['help', 'nosuch'], match: /^volchain: unknown command 'nosuch'; 'volchain' has storage, alloc, .*repair \(run 'volchain --help' for usage\)$/ },
-      { args: [], match: /^volchain: 'volchain' needs a command: storage, alloc, free, list, .*repair \(run 'volchain --help' for usage\)$/ },
+      {
+        args: ['help', 'nosuch'],
+        match: /^volchain: unknown command 'nosuch'; 'volchain' has storage, alloc, .*repair, serve, token \(run 'volchain --help' for usage\)$/,
+      },
+      { args: [], match: /^volchain: 'volchain' needs a command: storage, alloc, free, list, .*repair, serve, token \(run 'volchain --help' for usage\)$/ },
     ];
     for (const { args, match } of cases) await cliFails(s, args, { code: 2, match });
     assertSameTree(pristine, await snapshotOf(s.path), 'usage errors');

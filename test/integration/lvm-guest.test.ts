@@ -20,6 +20,8 @@ const LVM_TESTS = join('dist', 'test', 'lvm');
 const GUEST_SCRIPT = join(ROOT, 'scripts', 'lvm-vm', 'run-in-vm.sh');
 /** Scratch disk (sparse) for the test VG. */
 const VG_DISK_SIZE = '3G';
+/** A second, small VG: `move` between two LVM storages on different VGs (test/lvm/move.test.ts). */
+const VG2_DISK_SIZE = '256M';
 const TIMEOUT_MS = 75 * 60_000;
 
 async function lvmTestFiles(): Promise<string[]> {
@@ -76,31 +78,36 @@ function assertAllPassed(r: RunResult, where: string, files: readonly string[]):
 
 async function onThisHost(files: readonly string[]): Promise<{ result: RunResult; where: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'volchain-lvm-loop-'));
-  const image = join(dir, 'pv.img');
-  const vg = `volchain_test_${process.pid}`;
-  let loop = '';
+  const vgs = [
+    { vg: `volchain_test_${process.pid}`, size: VG_DISK_SIZE, loop: '' },
+    { vg: `volchain_test2_${process.pid}`, size: VG2_DISK_SIZE, loop: '' },
+  ];
   try {
-    await runCommand('truncate', ['-s', VG_DISK_SIZE, image]);
-    const attached = await runCommand('losetup', ['--find', '--show', image]);
-    assert.equal(attached.code, 0, `losetup: ${attached.stderr}`);
-    loop = attached.stdout.trim();
-    for (const [cmd, args] of [
-      ['pvcreate', ['-q', loop]],
-      ['vgcreate', ['-q', vg, loop]],
-    ] as const) {
-      const r = await runCommand(cmd, args, { env: env() });
-      assert.equal(r.code, 0, `${cmd}: ${r.stderr}`);
+    for (const [i, v] of vgs.entries()) {
+      const image = join(dir, `pv${i}.img`);
+      await runCommand('truncate', ['-s', v.size, image]);
+      const attached = await runCommand('losetup', ['--find', '--show', image]);
+      assert.equal(attached.code, 0, `losetup: ${attached.stderr}`);
+      v.loop = attached.stdout.trim();
+      for (const [cmd, args] of [
+        ['pvcreate', ['-q', v.loop]],
+        ['vgcreate', ['-q', v.vg, v.loop]],
+      ] as const) {
+        const r = await runCommand(cmd, args, { env: env() });
+        assert.equal(r.code, 0, `${cmd}: ${r.stderr}`);
+      }
     }
     const result = await runCommand(process.execPath, ['--test', '--test-concurrency=3', ...files], {
-      env: env({ VOLCHAIN_TEST_VG: vg }),
+      env: env({ VOLCHAIN_TEST_VG: vgs[0]?.vg ?? '', VOLCHAIN_TEST_VG2: vgs[1]?.vg ?? '' }),
       cwd: ROOT,
     });
-    return { result, where: `on this host (VG ${vg} on ${loop})` };
+    return { result, where: `on this host (VGs ${vgs.map((v) => `${v.vg} on ${v.loop}`).join(', ')})` };
   } finally {
-    await runCommand('vgremove', ['-f', '-y', vg], { env: env() });
-    if (loop) {
-      await runCommand('pvremove', ['-y', loop], { env: env() });
-      await runCommand('losetup', ['-d', loop]);
+    for (const v of vgs) {
+      if (!v.loop) continue;
+      await runCommand('vgremove', ['-f', '-y', v.vg], { env: env() });
+      await runCommand('pvremove', ['-y', v.loop], { env: env() });
+      await runCommand('losetup', ['-d', v.loop]);
     }
     await rm(dir, { recursive: true, force: true });
   }
@@ -111,11 +118,13 @@ async function inGuest(files: readonly string[]): Promise<{ result: RunResult; w
     'set -e',
     'pvcreate -q /dev/vdb >/dev/null',
     'vgcreate -q vgtest /dev/vdb >/dev/null',
+    'pvcreate -q /dev/vdc >/dev/null',
+    'vgcreate -q vgtest2 /dev/vdc >/dev/null',
     // The shell (not node 20) expands nothing here: the host listed the files.
-    `VOLCHAIN_TEST_VG=vgtest node --test --test-concurrency=3 ${files.join(' ')}`,
+    `VOLCHAIN_TEST_VG=vgtest VOLCHAIN_TEST_VG2=vgtest2 node --test --test-concurrency=3 ${files.join(' ')}`,
   ].join('\n');
   const result = await runCommand('bash', [GUEST_SCRIPT, command], {
-    env: env({ VM_DISKS: VG_DISK_SIZE, VM_WORKDIR: ROOT, VM_MEM: '1536', VM_TIMEOUT: String(TIMEOUT_MS / 1000 - 60) }),
+    env: env({ VM_DISKS: `${VG_DISK_SIZE} ${VG2_DISK_SIZE}`, VM_WORKDIR: ROOT, VM_MEM: '1536', VM_TIMEOUT: String(TIMEOUT_MS / 1000 - 60) }),
     cwd: ROOT,
   });
   if (result.code === 125 || result.code === 124) {

@@ -27,6 +27,12 @@ export function requireVg(): void {
   if (VG === '') throw new Error('VOLCHAIN_TEST_VG is not set: test/integration/lvm-guest.test.ts runs these tests with a real VG');
 }
 
+/** A second VG (lvm-guest.test.ts makes a small one), for moves between two LVM storages. */
+export const VG2 = process.env.VOLCHAIN_TEST_VG2 ?? '';
+export function requireVg2(): void {
+  if (VG2 === '') throw new Error('VOLCHAIN_TEST_VG2 is not set: test/integration/lvm-guest.test.ts runs these tests with a second VG');
+}
+
 export const MiB = 1024 * 1024;
 export const BLOCK = 64 * 1024;
 
@@ -85,9 +91,9 @@ export async function cleanupState(): Promise<void> {
   if (stateRoot) await rm(stateRoot, { recursive: true, force: true });
 }
 
-/** All LVs of the test VG. */
-export async function lvs(): Promise<lvm.LvRow[]> {
-  return lvm.listLvs(VG);
+/** All LVs of the test VG (or of `vgName`). */
+export async function lvs(vgName = VG): Promise<lvm.LvRow[]> {
+  return lvm.listLvs(vgName);
 }
 
 export async function lv(name: string): Promise<lvm.LvRow | undefined> {
@@ -110,11 +116,11 @@ export async function fullLvSize(virtualSize: number): Promise<number> {
 }
 
 /** Removes every LV tagged for these VMs (exact tag match, never a prefix), whatever state it is in. */
-export async function removeVmLvs(vmids: readonly number[]): Promise<void> {
+export async function removeVmLvs(vmids: readonly number[], vgName = VG): Promise<void> {
   const tags = new Set(vmids.map((v) => `pve-vm-${v}`));
-  const names = (await lvs())
+  const names = (await lvs(vgName))
     .filter((r) => r.tags.some((t) => tags.has(t)) || vmids.some((v) => new RegExp(`(^|[^A-Za-z0-9])vm-${v}-`).test(r.name)))
-    .map((r) => `${VG}/${r.name}`);
+    .map((r) => `${vgName}/${r.name}`);
   if (names.length > 0) await sh('lvremove', ['-f', '--', ...names]); // one command: each costs a metadata commit
 }
 

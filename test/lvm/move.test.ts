@@ -1,6 +1,7 @@
 /**
  * `move` across storage types on real LVM: a small branched tree (s1 <- s2, s1 <- current) moves from dir to
- * LVM, is reassigned there to another VM id, then moves from LVM back to dir under a third VM id; every view
+ * LVM, is reassigned there to another VM id, moves to a second VG (LVM -> LVM), then from LVM back to dir under
+ * a third VM id; every view
  * is compared (`qemu-img compare`) with a twin tree that stays on dir, every new layer checks clean, the LVs
  * carry their VM's tag and the source is gone. One crash in the middle of the copies onto LVM, then repair: no LV left, the source intact.
  * VM ids 7521-7528 only; assertions only about this file's LVs (other files run beside it on the VG).
@@ -13,7 +14,7 @@ import { join } from 'node:path';
 import { parseStorageConfig } from '../../src/config/index.js';
 import { Volchain } from '../../src/engine/volchain.js';
 import { BIN, checkClean, runCommand } from '../integration/helpers.js';
-import { MiB, VG, cleanupState, lvmStorage, lvs, mustLv, qemuIo, removeVmLvs, requireVg } from './helpers.js';
+import { MiB, VG, VG2, cleanupState, lvmStorage, lvs, mustLv, qemuIo, removeVmLvs, requireVg, requireVg2 } from './helpers.js';
 
 const VMIDS = [7521, 7522, 7523, 7524, 7525];
 const SIZE = 8 * MiB;
@@ -22,6 +23,7 @@ let dirRoot: string | undefined;
 after(async () => {
   if (VG === '') return;
   await removeVmLvs(VMIDS);
+  if (VG2 !== '') await removeVmLvs(VMIDS, VG2);
   await cleanupState();
   if (dirRoot !== undefined) await rm(dirRoot, { recursive: true, force: true });
 });
@@ -31,8 +33,9 @@ async function compare(a: string, b: string, context: string): Promise<void> {
   assert.equal(r.code, 0, `${context}: qemu-img compare ${a} ${b}: ${r.stdout}${r.stderr}`);
 }
 
-test('move dir -> LVM and LVM -> dir carries a branched tree; a crash mid-copy is walked back by repair', async () => {
+test('move dir -> LVM, LVM -> LVM (another VG) and LVM -> dir carries a branched tree; a crash mid-copy is walked back by repair', async () => {
   requireVg();
+  requireVg2();
   await lvmStorage(); // VOLCHAIN_STATE_DIR for the LVM storage's locks and journals
   dirRoot = await mkdtemp(join(tmpdir(), 'volchain-lvm-move-'));
   const dir = join(dirRoot, 'store');
@@ -40,6 +43,11 @@ test('move dir -> LVM and LVM -> dir carries a branched tree; a crash mid-copy i
   const text = [
     `lvm: tvg`,
     `\tvgname ${VG}`,
+    '\tcontent images',
+    '\tsnapshot-as-volume-chain 1',
+    '',
+    `lvm: tvg2`,
+    `\tvgname ${VG2}`,
     '\tcontent images',
     '\tsnapshot-as-volume-chain 1',
     '',
@@ -54,8 +62,8 @@ test('move dir -> LVM and LVM -> dir carries a branched tree; a crash mid-copy i
   const vc = new Volchain(parseStorageConfig(text, cfg), { wipe: 'foreground' });
   const dirFile = (vmid: number, view: string): string =>
     join(dir, 'images', String(vmid), view === 'current' ? `vm-${vmid}-disk-0.qcow2` : `snap-${view}-vm-${vmid}-disk-0.qcow2`);
-  const lvFile = (vmid: number, view: string): string =>
-    `/dev/${VG}/${view === 'current' ? `vm-${vmid}-disk-0.qcow2` : `snap_vm-${vmid}-disk-0_${view}.qcow2`}`;
+  const lvFile = (vmid: number, view: string, vgName = VG): string =>
+    `/dev/${vgName}/${view === 'current' ? `vm-${vmid}-disk-0.qcow2` : `snap_vm-${vmid}-disk-0_${view}.qcow2`}`;
 
   // The same tree for VM 7521 (the reference, never moved) and for the VMs that move.
   const makeTree = async (vmid: number): Promise<string> => {
@@ -106,15 +114,31 @@ test('move dir -> LVM and LVM -> dir carries a branched tree; a crash mid-copy i
     'no LV keeps the old names',
   );
 
+  // LVM -> LVM, to the second VG: every layer copied once more, the source LVs gone from the first VG.
+  const across = await vc.move('tvg:vm-7525-disk-0.qcow2', 'tvg2');
+  assert.equal(across.newVolid, 'tvg2:vm-7525-disk-0.qcow2');
+  for (const view of views) {
+    await compare(dirFile(7521, view), lvFile(7525, view, VG2), `LVM -> LVM, view ${view}`);
+    await checkClean(lvFile(7525, view, VG2));
+    const row = (await lvs(VG2)).find((r) => r.name === lvFile(7525, view, VG2).split('/').pop());
+    assert.ok(row?.tags.includes('pve-vm-7525'), `${lvFile(7525, view, VG2)} exists in ${VG2}, tagged for VM 7525`);
+  }
+  assert.deepEqual(
+    (await lvs()).map((r) => r.name).filter((n) => n.includes('vm-7525-')),
+    [],
+    'the source LVs are gone from the first VG',
+  );
+  assert.deepEqual((await vc.snapshotList('tvg2:vm-7525-disk-0.qcow2')).snapshots.map((x) => x.name).sort(), ['s1', 's2']);
+
   // LVM -> dir, to VM 7523
-  const back = await vc.move('tvg:vm-7525-disk-0.qcow2', 'dd', { vmid: 7523 });
+  const back = await vc.move('tvg2:vm-7525-disk-0.qcow2', 'dd', { vmid: 7523 });
   assert.equal(back.newVolid, 'dd:7523/vm-7523-disk-0.qcow2');
   for (const view of views) {
     await compare(dirFile(7521, view), dirFile(7523, view), `LVM -> dir, view ${view}`);
     await checkClean(dirFile(7523, view));
   }
   assert.deepEqual(
-    (await lvs()).map((r) => r.name).filter((n) => n.includes('vm-7525-')),
+    (await lvs(VG2)).map((r) => r.name).filter((n) => n.includes('vm-7525-')),
     [],
     'the LVM source is gone',
   );
