@@ -209,39 +209,43 @@ export const portableRoutes: FastifyPluginAsyncZod<PortableOptions> = async (app
         });
       }
       const reservation = await reserveAll(ctx, await volumeLock(volid), 'export');
-      let streaming = false;
+      let planned;
       try {
         // Made before the first byte, so what export refuses (a raw volume, a linked clone, a running VM, a
         // corrupt layer) is this request's JSON error, and the response has its exact Content-Length.
-        const planned = await vc.exportChain(volid, undefined, { dryRun: true });
-        if (req.query.dryRun === 'true') return { dryRun: true, ...planned };
-        const body = new PassThrough();
-        // A client that goes away: the writer's pending write fails (an error, not a silent close, so an
-        // export waiting for 'drain' ends), the export stops and the lock goes. Nothing was written to disk.
-        reply.raw.once('close', () => {
-          if (!body.writableFinished) body.destroy(new Error('the client closed the export response'));
-        });
-        streaming = true;
-        void vc
-          .exportChain(volid, body, {})
-          .then(
-            () => body.end(),
-            (err: unknown) => {
-              req.log.error({ err, volid }, 'export failed after its first byte: the response is cut short');
-              body.destroy(err instanceof Error ? err : new Error(String(err)));
-            },
-          )
-          .finally(() => reservation.release());
-        const file = `${volid.replace(/[^A-Za-z0-9._-]/g, '_')}.vcx`;
-        // Sent, not returned: the handler ends while the stream flows (context.ts mutation() says why).
-        void reply
-          .header('content-type', 'application/octet-stream')
-          .header('content-length', String(planned.streamBytes))
-          .header('content-disposition', `attachment; filename="${file}"`)
-          .send(body);
-      } finally {
-        if (!streaming) reservation.release();
+        planned = await vc.exportChain(volid, undefined, { dryRun: true });
+      } catch (err) {
+        reservation.release();
+        throw err;
       }
+      if (req.query.dryRun === 'true') {
+        reservation.release();
+        return { dryRun: true, ...planned };
+      }
+      const body = new PassThrough();
+      // A client that goes away: the writer's pending write fails (an error, not a silent close, so an
+      // export waiting for 'drain' ends), the export stops and the lock goes. Nothing was written to disk.
+      reply.raw.once('close', () => {
+        if (!body.writableFinished) body.destroy(new Error('the client closed the export response'));
+      });
+      void vc
+        .exportChain(volid, body, {})
+        .then(
+          () => body.end(),
+          (err: unknown) => {
+            req.log.error({ err, volid }, 'export failed after its first byte: the response is cut short');
+            body.destroy(err instanceof Error ? err : new Error(String(err)));
+          },
+        )
+        .finally(() => reservation.release());
+      const file = `${volid.replace(/[^A-Za-z0-9._-]/g, '_')}.vcx`;
+      // The reply is returned (not only sent): a stream with no byte yet is not "sent", and an async handler
+      // resolving with nothing would then make fastify answer an empty body.
+      return reply
+        .header('content-type', 'application/octet-stream')
+        .header('content-length', String(planned.streamBytes))
+        .header('content-disposition', `attachment; filename="${file}"`)
+        .send(body);
     },
   );
 
