@@ -16,6 +16,7 @@ import { parseStorageConfig } from '../../src/config/index.js';
 import { Volchain } from '../../src/engine/volchain.js';
 import type { StatusJson } from '../../src/results.js';
 import { assertPattern, checkClean, makeStorage, MiB, ROOT, runCommand, snapshotOf, writePattern, type TestStorage } from './helpers.js';
+import { clearImmutableFlags } from '../fixtures/pve-dir-fixture.js';
 import { enc, errorOf, makeApi, runTask, type TestApi } from './api-helpers.js';
 
 const SRC = 'aa:100/vm-100-disk-0.qcow2';
@@ -87,6 +88,8 @@ describe('HTTP API: clone, convert, template, move, export and import', () => {
   });
   after(async () => {
     await api.close();
+    // template sets chattr +i on the base file (as PVE does), where the file system allows it.
+    await clearImmutableFlags([file('aa', 300, 'base-300-disk-0.qcow2')]).catch(() => undefined);
     await s.cleanup();
   });
 
