@@ -217,6 +217,24 @@ describe('HTTP API: clone, convert, template, move, export and import', () => {
     }
     const status = (await api.call('GET', '/api/status')).body as StatusJson;
     assert.deepEqual(status.pending, [], 'no unfinished operation');
+    // The import's own limit (here 64 KiB): a larger stream is 413 with nothing left; JSON routes keep 64 KiB.
+    const small = await makeApi({ vc: new Volchain(parseStorageConfig(await readFile(s.cfg, 'utf8'), s.cfg)) }, { importLimitBytes: 64 * 1024 });
+    try {
+      const r2 = await small.app.inject({
+        method: 'POST',
+        url: '/api/storages/bb/import?vmid=450',
+        headers: { authorization: `Bearer ${small.admin}`, 'content-type': 'application/octet-stream' },
+        payload: stream,
+      });
+      assert.equal(r2.statusCode, 413, r2.body);
+      assert.deepEqual(await filesOf('bb', 450), [], 'over the limit: nothing left');
+    } finally {
+      await small.close();
+    }
+    const big = await api.call('POST', `/api/volumes/${enc(SRC)}/clone`, {
+      payload: JSON.stringify({ storage: 'bb', vmid: '450', name: 'x'.repeat(70 * 1024) }),
+    });
+    assert.equal(big.status, 413, `a JSON body over 64 KiB: ${big.text.slice(0, 200)}`);
     const json = await api.call('POST', '/api/storages/bb/import?vmid=450', { body: { stream: 'x' } });
     errorOf(json, 415, 'INVALID_INPUT', 'a JSON body');
   });
