@@ -9,6 +9,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { get as httpGet } from 'node:http';
 import { appendFile, mkdir, readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -196,6 +197,37 @@ describe('HTTP API: clone, convert, template, move, export and import', () => {
     const named = await importBody('/api/storages/bb/import?vmid=401&name=vm-401-copy.qcow2', stream);
     assert.equal(named.status, 201, named.text);
     await compare(view('aa', 100, 'current'), file('bb', 401, 'vm-401-copy.qcow2'));
+  });
+
+  it('a client that goes away mid-export: the export stops and the VM is free again (lock and reservation released)', async () => {
+    const big = (await runTask(api, 'POST', '/api/storages/aa/volumes', { vmid: '700', size: '96M' })).result as { volid: string };
+    await writePattern(file('aa', 700, 'vm-700-disk-0.qcow2'), 0xe5, 0, 64 * MiB);
+    await api.app.listen({ port: 0, host: '127.0.0.1' });
+    const address = api.app.server.address();
+    assert.ok(address !== null && typeof address === 'object');
+    const url = `http://127.0.0.1:${address.port}/api/volumes/${enc(big.volid)}/export`;
+    const firstChunk = await new Promise<number>((done, fail) => {
+      const req = httpGet(url, { headers: { authorization: `Bearer ${api.admin}` } }, (res) => {
+        assert.equal(res.statusCode, 200);
+        res.once('data', (chunk: Buffer) => {
+          req.destroy();
+          done(chunk.length);
+        });
+      });
+      req.once('error', (err) => {
+        if (!req.destroyed) fail(err);
+      });
+    });
+    assert.ok(firstChunk > 0);
+    // The export's end (a failed write) releases the lock; a mutation on the VM is then accepted.
+    let status = 0;
+    for (let i = 0; i < 50 && status !== 202; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      status = (await api.call('DELETE', `/api/volumes/${enc(big.volid)}`)).status;
+    }
+    assert.equal(status, 202, 'the VM is free once the client is gone');
+    for (let i = 0; i < 50 && (await filesOf('aa', 700)).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(await filesOf('aa', 700), [], 'freed');
   });
 
   it('a truncated, a hostile or a non-stream import body is refused with nothing left', async () => {
