@@ -21,6 +21,7 @@ import type { ApiContext } from './context.js';
 import { readRoutes } from './routes-read.js';
 import { mutateRoutes } from './routes-mutate.js';
 import { taskRoutes } from './routes-tasks.js';
+import { portableRoutes } from './routes-portable.js';
 
 export interface ApiOptions {
   volchain: Volchain;
@@ -30,6 +31,8 @@ export interface ApiOptions {
   logger?: Logger;
   /** Largest request body accepted, bytes (default 64 KiB: every request is a few short fields). */
   bodyLimitBytes?: number;
+  /** Largest chain stream `POST /api/storages/{storage}/import` accepts, bytes (default 1 TiB: routes-portable.ts). */
+  importLimitBytes?: number;
   /** The program's version, for the OpenAPI document and /api/health (the CLI's VERSION). */
   version?: string;
   /** TLS for fastify (serve.ts reads the files). */
@@ -110,6 +113,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   await typed.register(readRoutes, { ctx });
   await typed.register(mutateRoutes, { ctx });
   await typed.register(taskRoutes, { ctx });
+  await typed.register(portableRoutes, { ctx, ...(options.importLimitBytes !== undefined ? { importLimitBytes: options.importLimitBytes } : {}) });
   // A server closing waits for its tasks (a SIGTERM'd `volchain serve`: serve.ts).
   app.addHook('onClose', async () => ctx.tasks.idle());
   return app;

@@ -7,7 +7,7 @@ import type { Backend } from '../backends/backend.js';
 import type { CallOptions, Volchain } from '../engine/volchain.js';
 import type { Plan } from '../model/plan.js';
 import type { PlansJson } from '../results.js';
-import type { LockProbe } from './lock-probe.js';
+import type { HeldReservation, LockProbe } from './lock-probe.js';
 import type { TaskManager, TaskReporter, TaskTarget } from './tasks.js';
 import type { TokenInfo, TokenStore } from './tokens.js';
 
@@ -49,8 +49,11 @@ export interface Mutation {
    * is this request's error (4xx), not a failed task.
    */
   planFirst: boolean;
-  /** The VM's lock to try before accepting the task; undefined when the operation takes no single VM's lock. */
-  lock: (() => Promise<LockTarget>) | undefined;
+  /**
+   * The VM's lock to try before accepting the task (several: every VM the operation locks, as clone and move
+   * lock source and target); undefined when the operation takes no single VM's lock.
+   */
+  lock: (() => Promise<LockTarget | LockTarget[]>) | undefined;
   /**
    * The library call; its value is the task's result (or, with dryRun, the response). `warnings` collects
    * what the call was told to warn about (onWarning), for the result's `warnings`.
@@ -73,8 +76,7 @@ export async function mutation(ctx: ApiContext, request: FastifyRequest, reply: 
     void reply.code(200).send(await m.run({ dryRun: true, onWarning }, { warnings, reporter: undefined }));
     return;
   }
-  const lock = m.lock ? await m.lock() : undefined;
-  const reservation = lock ? await ctx.probe.tryAndReserve(lock.backends, lock.vmid, m.operation, lock.refusePending) : undefined;
+  const reservation = m.lock ? await reserveAll(ctx, await m.lock(), m.operation) : undefined;
   let task;
   try {
     const planned = m.planFirst ? await m.run({ dryRun: true, onWarning: () => undefined }, { warnings: [], reporter: undefined }) : null;
@@ -109,6 +111,34 @@ export async function mutation(ctx: ApiContext, request: FastifyRequest, reply: 
     .code(202)
     .header('location', `/api/tasks/${task.id}`)
     .send({ task: task.id, state: task.state, href: `/api/tasks/${task.id}` });
+}
+
+/**
+ * Tries and reserves the lock of every VM in `targets` (lock-probe.ts), VM by VM in id order; one VM named
+ * twice (a clone within one VM) is tried once, with the storages of both. A refusal releases what was reserved.
+ */
+export async function reserveAll(ctx: ApiContext, targets: LockTarget | LockTarget[], operation: string): Promise<HeldReservation> {
+  const byVm = new Map<number, LockTarget>();
+  for (const t of Array.isArray(targets) ? targets : [targets]) {
+    const seen = byVm.get(t.vmid);
+    byVm.set(t.vmid, seen ? { vmid: t.vmid, backends: [...seen.backends, ...t.backends], refusePending: seen.refusePending || t.refusePending } : t);
+  }
+  const held: HeldReservation[] = [];
+  try {
+    for (const t of [...byVm.values()].sort((a, b) => a.vmid - b.vmid))
+      held.push(await ctx.probe.tryAndReserve(t.backends, t.vmid, operation, t.refusePending));
+  } catch (err) {
+    for (const h of held) h.release();
+    throw err;
+  }
+  return {
+    release: () => {
+      for (const h of held) h.release();
+    },
+    setTask: (id) => {
+      for (const h of held) h.setTask(id);
+    },
+  };
 }
 
 /** The CLI's --json document of plans (PlansJson). */

@@ -46,7 +46,10 @@ export function enc(volid: string): string {
  * An API over `s.vc` in a fresh state directory with two tokens (admin, reader); or over the given state
  * directory (`stateDir`, the API's own: tokens.json, tasks/), whose `admin` token the caller made.
  */
-export async function makeApi(s: Pick<TestStorage, 'vc'>, opts: { stateDir?: string; admin?: string; bodyLimitBytes?: number } = {}): Promise<TestApi> {
+export async function makeApi(
+  s: Pick<TestStorage, 'vc'>,
+  opts: { stateDir?: string; admin?: string; bodyLimitBytes?: number; importLimitBytes?: number } = {},
+): Promise<TestApi> {
   const stateDir = opts.stateDir ?? (await mkdtemp(join(tmpdir(), 'volchain-api-state-')));
   const tokens = new TokenStore(stateDir);
   const admin = opts.stateDir === undefined ? (await tokens.create('admin', false)).token : (opts.admin ?? '');
@@ -56,6 +59,7 @@ export async function makeApi(s: Pick<TestStorage, 'vc'>, opts: { stateDir?: str
     stateDir,
     version: 'test',
     ...(opts.bodyLimitBytes !== undefined ? { bodyLimitBytes: opts.bodyLimitBytes } : {}),
+    ...(opts.importLimitBytes !== undefined ? { importLimitBytes: opts.importLimitBytes } : {}),
   });
   const call: TestApi['call'] = async (method, url, o = {}) => {
     const token = o.token === undefined ? admin : o.token;

@@ -60,9 +60,26 @@ describe('HTTP API: documents, auth, bad input', () => {
       '/api/tasks',
       '/api/tasks/{id}',
       '/api/tasks/{id}/events',
+      '/api/volumes/{volid}/clone',
+      '/api/volumes/{volid}/convert',
+      '/api/volumes/{volid}/template',
+      '/api/volumes/{volid}/move',
+      '/api/volumes/{volid}/export',
+      '/api/storages/{storage}/import',
     ]) {
       assert.ok(doc.paths[path], `${path} in the document`);
     }
+    // Export and import carry the chain stream live: not tasks, and the document says so.
+    const exportOp = doc.paths['/api/volumes/{volid}/export']?.get as unknown as { description: string };
+    assert.match(exportOp.description, /Not a task/);
+    const importOp = doc.paths['/api/storages/{storage}/import']?.post as unknown as { description: string };
+    assert.match(importOp.description, /Not a task/);
+    const cloneBody = doc.paths['/api/volumes/{volid}/clone']?.post?.requestBody?.content['application/json']?.schema as {
+      additionalProperties: boolean;
+      required: string[];
+    };
+    assert.equal(cloneBody.additionalProperties, false);
+    assert.deepEqual(cloneBody.required.sort(), ['storage', 'vmid']);
     const createBody = doc.paths['/api/volumes/{volid}/snapshots']?.post?.requestBody?.content['application/json']?.schema as {
       properties: Record<string, unknown>;
       additionalProperties: boolean;
