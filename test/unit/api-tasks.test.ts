@@ -23,17 +23,31 @@ function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } 
   return { promise, resolve };
 }
 
+/** The task file once `ready` holds for it (written asynchronously): polled, up to 10 s. */
+async function waitForFile(file: string, ready: (task: Task) => boolean): Promise<Task> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const task = await readFile(file, 'utf8').then(
+      (t) => JSON.parse(t) as Task,
+      () => undefined,
+    );
+    if (task && ready(task)) return task;
+    if (Date.now() > deadline) throw new Error(`${file} never reached the expected state: ${JSON.stringify(task)}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 test('the event stream of a running task sends every change in order, then end, and closes; the task file follows', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'volchain-tasks-'));
+  const tasks = await TaskManager.open(dir);
+  const finish = deferred();
   try {
-    const tasks = await TaskManager.open(dir);
     const app = Fastify();
     app.setValidatorCompiler(validatorCompiler);
     app.setSerializerCompiler(serializerCompiler);
     await app.withTypeProvider<ZodTypeProvider>().register(taskRoutes, { ctx: { tasks } as unknown as ApiContext });
 
     const reporterReady = deferred<TaskReporter>();
-    const finish = deferred();
     const task = await tasks.start('snapshot-create', { volid: 'tst:100/vm-100-disk-0.qcow2', vmid: 100 }, 'admin', async (reporter) => {
       reporterReady.resolve(reporter);
       await finish.promise;
@@ -42,9 +56,18 @@ test('the event stream of a running task sends every change in order, then end, 
     const onDisk = JSON.parse(await readFile(join(dir, `${task.id}.json`), 'utf8')) as Task;
     assert.equal(onDisk.state, 'running', 'the task is on disk before the caller answers 202');
 
+    // The events sent below must reach the stream: wait until its route has subscribed (no fixed sleep: a
+    // loaded machine may take longer than any guess).
+    const subscribed = deferred();
+    const subscribe = tasks.subscribe.bind(tasks);
+    tasks.subscribe = (id, listener) => {
+      const unsubscribe = subscribe(id, listener);
+      subscribed.resolve();
+      return unsubscribe;
+    };
     const stream = app.inject({ method: 'GET', url: `/api/tasks/${task.id}/events` });
     const reporter = await reporterReady.promise;
-    await new Promise((r) => setTimeout(r, 50)); // the stream is open and subscribed
+    await subscribed.promise;
     const volid = 'tst:100/vm-100-disk-0.qcow2';
     reporter.onEvent({ type: 'step', volid, index: 1, total: 2, description: 'create the overlay', long: false });
     reporter.onEvent({ type: 'step-done', volid, index: 1 });
@@ -52,8 +75,9 @@ test('the event stream of a running task sends every change in order, then end, 
     reporter.onEvent({ type: 'progress', volid, index: 2, percent: 50 });
     reporter.log('half way');
     reporter.onEvent({ type: 'step-done', volid, index: 2 });
-    await new Promise((r) => setTimeout(r, 20));
-    const midway = JSON.parse(await readFile(join(dir, `${task.id}.json`), 'utf8')) as Task;
+    // Written at once, not at the next progress tick: the file shows both steps while the task still runs.
+    const midway = await waitForFile(join(dir, `${task.id}.json`), (t) => t.steps.length === 2);
+    assert.equal(midway.state, 'running');
     assert.equal(midway.steps.length, 2, 'step boundaries are written at once');
     finish.resolve();
     const r = await stream;
@@ -84,6 +108,8 @@ test('the event stream of a running task sends every change in order, then end, 
     assert.equal(tasks.get(failed.id)?.needsRepair, true);
     await app.close();
   } finally {
+    finish.resolve(); // a failed assertion above must not leave the task (and the test process) waiting
+    await tasks.idle(); // no task file written while the directory is removed
     await rm(dir, { recursive: true, force: true });
   }
 });
