@@ -11,6 +11,7 @@ import { DEFAULT_LOCK_TIMEOUT_MS, acquireLock } from '../../src/engine/session/l
 import { createVolchain } from '../../src/create.js';
 import { LockedError } from '../../src/errors.js';
 import { assertSameTree, cli, cliOk, makeStorage, snapshotOf, type RunResult, type TestStorage } from './helpers.js';
+import { startQemu } from './qemu-harness.js';
 
 interface ErrorDoc {
   code: string;
@@ -101,6 +102,38 @@ describe('--json failures carry structured fields', () => {
       else process.env.VOLCHAIN_LOCK_TIMEOUT = saved;
       await held.release();
     }
+  });
+
+  it('a running VM (its QMP socket answers): LOCKED, exit 6, one message shape and the same fields for every operation that needs it stopped', async () => {
+    const raw = (await cliOk(s, ['alloc', s.id, '101', '1M', '--format', 'raw'])).trim();
+    const socket = join(s.root, 'running.qmp');
+    const output = join(s.root, 'running.vcx');
+    const vm = await startQemu({ extraArgs: ['-qmp', `unix:${socket},server=on,wait=off`] });
+    try {
+      const before = await snapshotOf(s.path);
+      const calls: [string, string, string[]][] = [
+        ['clone', volid, ['clone', volid, s.id, '200']],
+        ['reassign', volid, ['move', volid, s.id, '--vmid', '200']],
+        ['export', volid, ['export', volid, '-o', output]],
+        ['template', volid, ['template', volid]],
+        ['convert', raw, ['convert', raw, '--format', 'qcow2']],
+      ];
+      for (const [operation, subject, args] of calls) {
+        const error = errorOf(await cli(s, [...args, '--qmp', socket, '--json']), 6, `${operation} while the VM runs`);
+        const vmid = subject === raw ? 101 : 100;
+        assert.equal(error.code, 'LOCKED', operation);
+        assert.equal(error.outcome, 'unchanged', operation);
+        assert.deepEqual(error.fields, { vmid, socket, operation, volid: subject }, operation);
+        assert.ok(
+          error.message.startsWith(`VM ${vmid} is running (QMP socket ${socket} answers): ${operation} of ${subject} needs the VM stopped: `),
+          `${operation}: message shape, got ${error.message}`,
+        );
+      }
+      assertSameTree(before, await snapshotOf(s.path), 'refusals of a running VM (nothing changed, not even a lock file)');
+    } finally {
+      await vm.stop();
+    }
+    await cliOk(s, ['free', raw]);
   });
 
   it('a failure mid-operation that leaves a journal: outcome needs-repair, the step in fields; then a refusal names it', async () => {

@@ -235,7 +235,10 @@ test("a running VM's current state is refused; its snapshots (frozen) clone", as
   await cliOk(s, ['snapshot', 'create', volid, 'frozen']);
   const vm = await startVm(s, [volid]);
   try {
-    await cliFails(s, ['clone', volid, 'bb', '160', '--qmp', vm.socket], { code: 6, match: /VM 160 runs .*\(--snapshot\)/ });
+    await cliFails(s, ['clone', volid, 'bb', '160', '--qmp', vm.socket], {
+      code: 6,
+      match: /VM 160 is running .*: clone of .* needs the VM stopped: .*\(--snapshot\)/,
+    });
     await cliOk(s, ['clone', volid, 'bb', '160', '--snapshot', 'frozen', '--qmp', vm.socket]);
   } finally {
     await vm.stop();

@@ -182,7 +182,10 @@ describe('convert a raw volume to qcow2 on dir storage', () => {
     const vm = await startQemu({ extraArgs: ['-qmp', `unix:${socket},server=on,wait=off`] });
     try {
       const before = await snapshotOf(s.path);
-      await cliFails(s, ['convert', raw, '--format', 'qcow2', '--qmp', socket], { code: 5, match: /VM 106 is running .*needs the VM stopped/ });
+      await cliFails(s, ['convert', raw, '--format', 'qcow2', '--qmp', socket], {
+        code: 6,
+        match: /^volchain: VM 106 is running \(QMP socket .*vm106\.qmp answers\): convert of .*vm-106-disk-0\.raw needs the VM stopped: .*; stop the VM/m,
+      });
       assert.deepEqual(await snapshotOf(s.path), before, 'nothing changed');
     } finally {
       await vm.stop();

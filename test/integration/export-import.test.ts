@@ -372,7 +372,10 @@ test('a running VM is refused (exit 6): its guest writes the disk while it would
   const volid = 'aa:160/vm-160-disk-0.qcow2';
   const vm = await startVm(s, [volid]);
   try {
-    await cliFails(s, ['export', volid, '-o', join(workDir, 'running.vcx'), '--qmp', vm.socket], { code: 6, match: /VM 160 runs .*stop it to export/ });
+    await cliFails(s, ['export', volid, '-o', join(workDir, 'running.vcx'), '--qmp', vm.socket], {
+      code: 6,
+      match: /VM 160 is running .*: export of .* needs the VM stopped: .*stop the VM/,
+    });
   } finally {
     await vm.stop();
   }

@@ -194,8 +194,8 @@ describe('live operations on linked clones', () => {
       });
       const text = await cliOk(s, ['vm', 'attach-info', String(vmid), '--qmp', live.socket]);
       assert.match(text, /base volume tst:101\/base-101-disk-0\.qcow2: node fmt-[0-9a-f]+, ro/, 'the text output names the base');
-      // A rollback still needs the VM stopped (exit 5), clone or not.
-      await cliFails(s, ['snapshot', 'rollback', cloneVolid(vmid), 's2', '--qmp', live.socket], { code: 5, match: /needs the VM stopped/ });
+      // A rollback still needs the VM stopped (exit 6), clone or not.
+      await cliFails(s, ['snapshot', 'rollback', cloneVolid(vmid), 's2', '--qmp', live.socket], { code: 6, match: /needs the VM stopped/ });
     } finally {
       await live.stop();
     }

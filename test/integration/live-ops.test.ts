@@ -125,8 +125,14 @@ describe('live operations on a running VM', () => {
       await cliOk(s, ['free', stranger]);
 
       // Rollback replaces the layer the guest writes into: refused while the VM runs.
-      await cliFails(s, ['vm', 'rollback', String(VMID), 's3', '--qmp', live.socket], { code: 5, match: /running.*needs the VM stopped/ });
-      await cliFails(s, ['snapshot', 'rollback', volids[0] as string, 's1', '--qmp', live.socket], { code: 5, match: /running/ });
+      await cliFails(s, ['vm', 'rollback', String(VMID), 's3', '--qmp', live.socket], {
+        code: 6,
+        match: /running.*: snapshot-rollback of VM \d+'s disks needs the VM stopped/,
+      });
+      await cliFails(s, ['snapshot', 'rollback', volids[0] as string, 's1', '--qmp', live.socket], {
+        code: 6,
+        match: /running.*: snapshot-rollback of .* needs the VM stopped/,
+      });
 
       await writer.stop();
       await agree(live, names, 'at the end');

@@ -234,8 +234,11 @@ test('bad input is refused with its exit status and changes nothing', async () =
   // A running VM (its QMP socket answers) is refused.
   const vm = await startVm(s, [volid]);
   try {
-    await cliFails(s, ['move', volid, 'bb', '--vmid', '405', '--qmp', vm.socket], { code: 6, match: /VM 105 runs/ });
-    await cliFails(s, ['move', volid, 'aa', '--vmid', '405', '--qmp', vm.socket], { code: 6, match: /VM 105 runs/ });
+    await cliFails(s, ['move', volid, 'bb', '--vmid', '405', '--qmp', vm.socket], { code: 6, match: /VM 105 is running .*: move of .* needs the VM stopped/ });
+    await cliFails(s, ['move', volid, 'aa', '--vmid', '405', '--qmp', vm.socket], {
+      code: 6,
+      match: /VM 105 is running .*: reassign of .* needs the VM stopped/,
+    });
   } finally {
     await vm.stop();
   }

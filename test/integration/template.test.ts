@@ -142,7 +142,7 @@ describe('template on dir storage', () => {
     const socket = join(s.root, 'vm105.qmp');
     const vm = await startQemu({ extraArgs: ['-qmp', `unix:${socket},server=on,wait=off`] });
     try {
-      await cliFails(s, ['template', running, '--qmp', socket], { code: 5, match: /VM 105 is running/ });
+      await cliFails(s, ['template', running, '--qmp', socket], { code: 6, match: /VM 105 is running \(QMP socket .*\): template of .* needs the VM stopped/ });
     } finally {
       await vm.stop();
     }

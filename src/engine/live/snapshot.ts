@@ -15,7 +15,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Backend } from '../../backends/backend.js';
-import { NotSupportedError } from '../../errors.js';
 import type { VolumeRef } from '../../naming/index.js';
 import { readBlockView } from '../../qmp/live-view.js';
 import type { EngineEvent } from '../run/step-rules.js';
@@ -32,6 +31,7 @@ import { type PlanContext } from '../planners/rules.js';
 import type { LiveHost as Volchain } from './host.js';
 import { readVolumeTree, type VolumeTree } from '../read/volume-tree.js';
 import { connectVm, qemuVersion } from './socket.js';
+import { runningVmError } from '../session/running-vm.js';
 import { checkAgreement, liveDiskOf, readLiveState, refuseWrongQemu, targetDisks, type LiveTarget } from './live-state.js';
 
 export interface LiveOptions {
@@ -107,7 +107,7 @@ export function liveSnapshotDelete(vc: Volchain, target: LiveTarget, snapshot: s
 }
 
 /**
- * Rollback replaces the layer the guest writes into: refused while QEMU has any of the target's disks open.
+ * Rollback replaces the layer the guest writes into: refused (exit 6) while QEMU has any of the target's disks open.
  * Returns when the VM does not run (or has none of them open).
  */
 export async function refuseLiveRollback(vc: Volchain, target: LiveTarget, opts: LiveOptions = {}): Promise<void> {
@@ -121,9 +121,16 @@ export async function refuseLiveRollback(vc: Volchain, target: LiveTarget, opts:
     if (opts.qmp !== undefined) refuseWrongQemu(vmid, conn.socket, match.disks);
     const open = match.disks.filter((d) => d.chain !== undefined || d.detached.length > 0).map((d) => d.volid);
     if (open.length > 0) {
-      throw new NotSupportedError(
-        `VM ${vmid} is running (QEMU at ${conn.socket} has ${open.join(', ')} open): a rollback replaces the layer the guest ` +
-          'writes into, so it needs the VM stopped. Shut the VM down, roll back, and start it again (volchain qemu-args prints how to open the disks)',
+      // Exit 6, as every "the VM is running" refusal (session/running-vm.ts).
+      throw runningVmError(
+        {
+          vmid,
+          operation: 'snapshot-rollback',
+          ...('volid' in target ? { volid: target.volid } : {}),
+          why: `a rollback replaces the layer the guest writes into (QEMU has ${open.join(', ')} open)`,
+          hint: 'shut the VM down, roll back, and start it again (volchain qemu-args prints how to open the disks)',
+        },
+        conn.socket,
       );
     }
   } finally {

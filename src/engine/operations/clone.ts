@@ -11,15 +11,15 @@
  * instant, whereas a snapshot layer is frozen.
  */
 import type { Backend } from '../../backends/backend.js';
-import { InvalidInputError, LockedError, NotSupportedError, PendingOperationError, VolchainError } from '../../errors.js';
+import { InvalidInputError, NotSupportedError, PendingOperationError, VolchainError } from '../../errors.js';
 import type { Plan } from '../../model/plan.js';
 import { parseVmid, validateSnapshotName } from '../../naming/index.js';
 import { measureFullyAllocated } from '../../tools/lvm-measure.js';
-import { connectVm } from '../live/socket.js';
 import { planClone } from '../planners/clone.js';
 import { executePlan } from '../run/executor.js';
 import { readTree } from '../session/read-tree.js';
 import { refuseMissingVolume, refusePending } from '../session/refusals.js';
+import { refuseRunningVm } from '../session/running-vm.js';
 import type { Session } from '../session/session.js';
 import { withVmLocked } from '../session/vm-lock.js';
 import type { CallOptions } from './types.js';
@@ -130,14 +130,25 @@ export async function withBothLocks<T>(
   return lock(first, () => lock(second, fn));
 }
 
-/** Refuses (exit 6) when QEMU runs the source's VM: its guest writes the current layer while it would be read. */
-export async function refuseRunningSource(session: Session, vmid: number, volid: string, qmp: string | undefined): Promise<void> {
-  const running = await connectVm(vmid, qmp, session.settings);
-  if (!running) return;
-  await running.client.close();
-  throw new LockedError(
-    `VM ${vmid} runs (QMP socket ${running.socket}): a copy of ${volid} while its guest writes to it would not be consistent; ` +
-      'stop the VM, or take a snapshot and clone that (--snapshot), which is frozen',
-    { fields: { volid, vmid } },
-  );
+/**
+ * Refuses (exit 6, session/running-vm.ts) when QEMU runs the source's VM: its guest writes the current layer
+ * while it would be read (clone, move), or QEMU holds open the layers a reassign renames.
+ */
+export async function refuseRunningSource(
+  session: Session,
+  vmid: number,
+  volid: string,
+  qmp: string | undefined,
+  operation: 'clone' | 'move' | 'reassign' = 'clone',
+): Promise<void> {
+  await refuseRunningVm(session.settings, qmp, {
+    vmid,
+    operation,
+    volid,
+    why:
+      operation === 'reassign'
+        ? 'its QEMU holds open the layers a reassign renames, and its guest writes the current one'
+        : 'its guest writes the current layer while it would be read, so the copy would hold no one instant',
+    hint: operation === 'clone' ? 'stop the VM, or take a snapshot and clone that (--snapshot), which is frozen' : `stop the VM, then ${operation} the volume`,
+  });
 }

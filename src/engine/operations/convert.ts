@@ -11,11 +11,11 @@ import { InvalidInputError, NoSpaceError, NotSupportedError } from '../../errors
 import type { Plan } from '../../model/plan.js';
 import { formatSize, type VolumeRef } from '../../naming/index.js';
 import { measureRawAsQcow2 } from '../../tools/qemu-img-convert.js';
-import { connectVm } from '../live/socket.js';
 import { planConvert, planTemplate } from '../planners/convert.js';
 import { noBaseVolumesError } from '../read/templates.js';
 import { mutateVolume } from '../session/mutate.js';
 import { refuseMissingVolume } from '../session/refusals.js';
+import { refuseRunningVm } from '../session/running-vm.js';
 import type { Session } from '../session/session.js';
 import type { CallOptions } from './types.js';
 
@@ -35,7 +35,7 @@ export async function convert(session: Session, volid: string, opts: ConvertOpti
     throw new NotSupportedError(`storage '${backend.id}' holds no qcow2 volumes: set 'snapshot-as-volume-chain 1' on it first (as Proxmox VE 9 requires)`);
   }
   await refuseMissingVolume(backend, volume.vmid, volume.name, volid);
-  await refuseRunningVm(session, volume.vmid, opts.qmp, volid, 'convert');
+  await refuseRunning(session, volume.vmid, opts.qmp, volid, 'convert');
   const neededBytes = await spaceForCopy(backend, volume);
   const names = await backend.listLayerNames(volume.vmid);
   // The names are read before the lock; a volume of the new name made meanwhile makes the rename fail, and
@@ -52,20 +52,27 @@ export async function template(session: Session, volid: string, opts: CallOption
     throw new NotSupportedError(`${volid} is a raw LV: templates on LVM are qcow2 volumes only; convert it first ('volchain convert ${volid} --format qcow2')`);
   }
   await refuseMissingVolume(backend, volume.vmid, volume.name, volid);
-  await refuseRunningVm(session, volume.vmid, opts.qmp, volid, 'template');
+  await refuseRunning(session, volume.vmid, opts.qmp, volid, 'template');
   const names = await backend.listLayerNames(volume.vmid);
   return mutateVolume(session, volid, 'template', opts, (tree, ctx) => planTemplate(tree, ctx, names));
 }
 
 /**
  * Both operations need the VM stopped (as PVE's template conversion and a disk's format conversion do): a
- * running QEMU writes the raw volume while it is copied, and holds the volume's file under its old name.
+ * running QEMU writes the volume while it is copied, and holds its file open under the name they change.
+ * Refused with exit 6 (session/running-vm.ts), before the lock.
  */
-async function refuseRunningVm(session: Session, vmid: number, qmp: string | undefined, volid: string, what: string): Promise<void> {
-  const conn = await connectVm(vmid, qmp, session.settings);
-  if (!conn) return;
-  await conn.client.close();
-  throw new NotSupportedError(`VM ${vmid} is running (QEMU answers at ${conn.socket}): ${what} of ${volid} needs the VM stopped`);
+function refuseRunning(session: Session, vmid: number, qmp: string | undefined, volid: string, operation: 'convert' | 'template'): Promise<void> {
+  return refuseRunningVm(session.settings, qmp, {
+    vmid,
+    operation,
+    volid,
+    why:
+      operation === 'convert'
+        ? 'its guest writes the raw volume while it would be copied, and QEMU holds it open under the name convert replaces'
+        : 'QEMU holds the volume open under the name template changes, and a base volume must not be written',
+    hint: `stop the VM, then ${operation} the volume`,
+  });
 }
 
 /**

@@ -8,16 +8,16 @@
  */
 import { open } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
-import { CorruptImageError, LockedError, NotSupportedError, VolchainError } from '../../errors.js';
+import { CorruptImageError, NotSupportedError, VolchainError } from '../../errors.js';
 import { ownExtents, type OwnExtent } from '../../tools/qemu-layer-io.js';
 import type { ChainManifest, ManifestLayer } from '../planners/import.js';
 import { CHAIN_STREAM_FORMAT, CHAIN_STREAM_MAGIC, CHAIN_STREAM_VERSION, ChainStreamWriter, MAX_DATA_RECORD } from '../run/chain-stream.js';
 import type { EngineEvent } from '../run/step-rules.js';
 import { readTree } from '../session/read-tree.js';
 import { refuseMissingVolume } from '../session/refusals.js';
+import { refuseRunningVm } from '../session/running-vm.js';
 import type { Session } from '../session/session.js';
 import { withVmLocked } from '../session/vm-lock.js';
-import { connectVm } from '../live/socket.js';
 import type { CallOptions } from './types.js';
 import type { LayerNode, VolumeTree } from '../read/volume-tree.js';
 
@@ -35,14 +35,13 @@ export interface ExportResult {
 export async function exportChain(session: Session, volid: string, out: Writable | undefined, opts: CallOptions = {}): Promise<ExportResult> {
   const { backend, volume } = session.resolve(volid);
   await refuseMissingVolume(backend, volume.vmid, volume.name, volid);
-  // A running guest writes the current layer while it is read: the stream would hold no one instant.
-  const running = await connectVm(volume.vmid, opts.qmp, session.settings);
-  if (running) {
-    await running.client.close();
-    throw new LockedError(`VM ${volume.vmid} runs (QMP socket ${running.socket}): stop it to export ${volid}, whose current layer its guest writes`, {
-      fields: { volid, vmid: volume.vmid },
-    });
-  }
+  await refuseRunningVm(session.settings, opts.qmp, {
+    vmid: volume.vmid,
+    operation: 'export',
+    volid,
+    why: 'its guest writes the current layer while it would be read, so the stream would hold no one instant',
+    hint: 'stop the VM, then export the volume',
+  });
   return withVmLocked(session.locks, [backend], volume.vmid, 'export', async () => {
     await backend.activate(volume.vmid, [volume.name]);
     const tree = await readTree(backend, volume);

@@ -42,8 +42,8 @@ export async function move(session: Session, volid: string, targetStorage: strin
       `storage '${targetStorage}' cannot hold qcow2 volume chains (it needs 'snapshot-as-volume-chain 1'): a moved volume keeps its snapshots as layers`,
     );
   }
-  await refuseRunningSource(session, volume.vmid, volid, opts.qmp);
   const operation = sameStorage ? 'reassign' : 'move';
+  await refuseRunningSource(session, volume.vmid, volid, opts.qmp, operation);
 
   const plan = async (): Promise<Plan> => {
     const tree = await readTree(source, volume, { allocation: true });
