@@ -16,6 +16,8 @@ export interface OwnExtent {
   /** Data the layer holds (at `hostOffset` in its file), or zeroes it defines over its parent. */
   kind: 'data' | 'zero';
   hostOffset?: number;
+  /** Data a linked clone's bottom layer reads from its base volume (`hostOffset` in the base's file). */
+  inBase?: true;
 }
 
 interface MapEntry {
@@ -28,12 +30,25 @@ interface MapEntry {
   offset?: number;
 }
 
-/** The layer's own extents from `qemu-img map --output=json` output (pure; table-tested). */
-export function ownExtentsOfMap(json: string): OwnExtent[] {
+/**
+ * The layer's own extents from `qemu-img map --output=json` output (pure; table-tested). `withBase`: the
+ * layer is a linked clone's bottom layer, whose stream layer has no parent: what it reads from its base
+ * (depth 1, a base never has a backing file of its own) is carried as its data too, so the imported layer
+ * stands alone; the base's zeroes need no record (a bottom layer reads zeroes wherever it holds nothing).
+ */
+export function ownExtentsOfMap(json: string, withBase = false): OwnExtent[] {
   const entries = JSON.parse(json) as MapEntry[];
   if (!Array.isArray(entries)) throw new InvalidInputError('qemu-img map printed no list');
   const out: OwnExtent[] = [];
   for (const e of entries) {
+    if (withBase && e.depth === 1 && e.present !== false && e.data) {
+      if (e.offset === undefined)
+        throw new NotSupportedError(
+          `the base volume has data at guest offset ${e.start} without a file offset (compressed clusters?): export needs uncompressed layers`,
+        );
+      out.push({ start: e.start, length: e.length, kind: 'data', hostOffset: e.offset, inBase: true });
+      continue;
+    }
     // depth 0: the layer itself answers; `present` false there is an unallocated part of a bottom layer.
     if (e.depth !== 0 || e.present === false) continue;
     if (e.data) {
@@ -51,9 +66,9 @@ export function ownExtentsOfMap(json: string): OwnExtent[] {
 }
 
 /** `qemu-img map` of qcow2 layer `path` (its backing chain opened read-only, formats explicit). */
-export async function ownExtents(path: string): Promise<OwnExtent[]> {
+export async function ownExtents(path: string, withBase = false): Promise<OwnExtent[]> {
   const r = await run('qemu-img', ['map', '--output=json', '-U', '-f', 'qcow2', path]);
-  return ownExtentsOfMap(r.stdout);
+  return ownExtentsOfMap(r.stdout, withBase);
 }
 
 /**

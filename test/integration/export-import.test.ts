@@ -30,6 +30,7 @@ import {
 import type { PlansJson, StatusJson } from '../../src/results.js';
 import { ChainStreamWriter } from '../../src/engine/run/chain-stream.js';
 import { startVm } from './live-vm.js';
+import { clearImmutableFlags, fileFingerprint } from '../fixtures/pve-dir-fixture.js';
 
 const SIZE = 64 * MiB;
 const SRC = 'aa:100/vm-100-disk-0.qcow2';
@@ -198,6 +199,8 @@ before(async () => {
 });
 
 after(async () => {
+  // `template` sets chattr +i on the base file (as PVE does), where the file system allows it.
+  await clearImmutableFlags([file('aa', 400, 'base-400-disk-0.qcow2')]).catch(() => undefined);
   await s.cleanup();
 });
 
@@ -240,6 +243,43 @@ test('export -o FILE then import -i FILE into another VM id of the same storage,
   await cliOk(s, ['snapshot', 'create', 'aa:300/vm-300-moved.qcow2', 'after']);
   await cliOk(s, ['snapshot', 'rollback', 'aa:300/vm-300-moved.qcow2', 's2']);
   await assertPatterns(join(s.path, 'images', '300', 'vm-300-moved.qcow2'), VIEWS.s2 as Expect[], 'rolled back to imported s2');
+});
+
+test("a linked clone exports with its base's data in its bottom layer and imports as a volume of its own", async () => {
+  await cliOk(s, ['alloc', 'aa', '400', '4M']);
+  await writePattern(file('aa', 400, 'vm-400-disk-0.qcow2'), 0x5a, 0, 2 * MiB);
+  await cliOk(s, ['template', 'aa:400/vm-400-disk-0.qcow2']);
+  const base = file('aa', 400, 'base-400-disk-0.qcow2');
+  const baseBefore = await fileFingerprint(base);
+  const clone = (await cliOk(s, ['clone', '--linked', 'aa:400/base-400-disk-0.qcow2', 'aa', '401'])).trim().split(' ').pop() ?? '';
+  assert.equal(clone, 'aa:400/base-400-disk-0.qcow2/401/vm-401-disk-0.qcow2');
+  const top = file('aa', 401, 'vm-401-disk-0.qcow2');
+  await writePattern(top, 0x6b, MiB, MiB); // over half of the base's data
+  await cliOk(s, ['snapshot', 'create', clone, 's1']);
+  await writePattern(top, 0x7c, 3 * MiB, MiB);
+
+  const exported = join(workDir, 'linked.vcx');
+  await cliOk(s, ['export', clone, '-o', exported]);
+  assert.equal(
+    (await cliOk(s, ['import', 'bb', '402', '-i', exported])).trim(),
+    'imported vm-401-disk-0.qcow2 as bb:402/vm-402-disk-0.qcow2 with 1 snapshot(s)',
+  );
+  const views: Record<string, Expect[]> = {
+    s1: [pat(0x5a, 0, MiB), pat(0x6b, MiB, MiB), pat(0, 2 * MiB, 2 * MiB)],
+    current: [pat(0x5a, 0, MiB), pat(0x6b, MiB, MiB), pat(0, 2 * MiB, MiB), pat(0x7c, 3 * MiB, MiB)],
+  };
+  for (const [view, expects] of Object.entries(views)) {
+    const imported = viewLayer('bb', 402, view);
+    await compare(viewLayer('aa', 401, view), imported);
+    await assertPatterns(imported, expects, `imported linked clone, view ${view}`);
+    await checkClean(imported);
+  }
+  // The imported bottom layer stands alone: no backing file, so no reference to a base on another storage.
+  const info = JSON.parse((await runCommand('qemu-img', ['info', '--output=json', '-f', 'qcow2', viewLayer('bb', 402, 's1')])).stdout) as {
+    'backing-filename'?: string;
+  };
+  assert.equal(info['backing-filename'], undefined, 'the bottom layer has no backing file');
+  assert.deepEqual(await fileFingerprint(base), baseBefore, 'the base was only read');
 });
 
 test('export --dry-run prints the manifest and the exact stream size; import --dry-run prints what it would create and changes nothing', async () => {

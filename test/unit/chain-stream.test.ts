@@ -151,6 +151,20 @@ describe('own extents from qemu-img map', () => {
       { start: 69632, length: 8192, kind: 'data', hostOffset: 1703936 },
     ]);
   });
+  it("a linked clone's bottom layer also keeps its base's data (depth 1), marked as in the base; never the base's zeroes or holes", () => {
+    const map = JSON.stringify([
+      { start: 0, length: 65536, depth: 0, present: true, zero: true, data: false, offset: 655360 },
+      { start: 65536, length: 4096, depth: 1, present: true, zero: false, data: true, offset: 65536 },
+      { start: 69632, length: 8192, depth: 0, present: true, zero: false, data: true, offset: 1703936 },
+      { start: 77824, length: 4096, depth: 1, present: true, zero: true, data: false },
+      { start: 81920, length: 1000000, depth: 1, present: false, zero: true, data: false },
+    ]);
+    assert.deepEqual(ownExtentsOfMap(map, true), [
+      { start: 0, length: 65536, kind: 'zero' },
+      { start: 65536, length: 4096, kind: 'data', hostOffset: 65536, inBase: true },
+      { start: 69632, length: 8192, kind: 'data', hostOffset: 1703936 },
+    ]);
+  });
   it('refuses data without a file offset (compressed clusters), exit 5', () => {
     assert.throws(
       () => ownExtentsOfMap(JSON.stringify([{ start: 0, length: 512, depth: 0, present: true, zero: false, data: true }])),

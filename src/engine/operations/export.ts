@@ -2,7 +2,7 @@
  * `export`: a volume's whole chain (every snapshot, branches included) as one chain stream
  * (engine/run/chain-stream.ts, docs/chain-stream.md) on a Writable: each layer as what it allocates itself
  * (data and explicit zeroes, found with `qemu-img map`, data read straight from the layer's file), never a
- * flattened view. Reads only: under the source VM's lock so no operation changes the chain meanwhile, and
+ * flattened view; a linked clone's bottom layer also carries its base's data, so the import stands alone. Reads only: under the source VM's lock so no operation changes the chain meanwhile, and
  * refused while QEMU runs the VM (its guest writes the current layer). Nothing is written to the storage;
  * an interrupted export leaves nothing there (the CLI removes a partial output file).
  */
@@ -47,7 +47,9 @@ export async function exportChain(session: Session, volid: string, out: Writable
     const tree = await readTree(backend, volume);
     const order = layerOrder(tree);
     const extents = new Map<string, OwnExtent[]>();
-    for (const node of order) extents.set(node.name, await ownExtents(node.path));
+    // A linked clone's bottom layer carries its base's data too: the stream holds the clone's whole view
+    // and imports as a volume of its own (as `move` copies it), never as a clone of a base elsewhere.
+    for (const node of order) extents.set(node.name, await ownExtents(node.path, node.base !== undefined));
     const manifest = manifestOf(tree, order, extents);
     const json = JSON.stringify(manifest);
     const dataBytes = manifest.layers.reduce((s, l) => s + l.dataBytes, 0);
@@ -61,7 +63,7 @@ export async function exportChain(session: Session, volid: string, out: Writable
       const event = (e: EngineEvent): void => opts.onEvent?.(e);
       event({ type: 'step', volid, index, total: order.length, description: `export ${node.snapshot ?? 'current'} (${node.name})`, long: true });
       await writer.layerStart(index);
-      await writeLayer(writer, node, own, (percent) => event({ type: 'progress', volid, index, percent }));
+      await writeLayer(writer, node, tree.base?.path, own, (percent) => event({ type: 'progress', volid, index, percent }));
       await writer.layerEnd();
       event({ type: 'step-done', volid, index });
     }
@@ -77,8 +79,6 @@ function layerOrder(tree: VolumeTree): LayerNode[] {
   if (!top) throw new VolchainError('INTERNAL', `no current layer in the tree of ${tree.volid}`);
   if (tree.volume.format !== 'qcow2')
     throw new NotSupportedError(`${tree.volid} is a raw volume: export carries qcow2 chains (convert it first: volchain convert ${tree.volid} --format qcow2)`);
-  if (tree.base !== undefined)
-    throw new NotSupportedError(`${tree.volid} is a linked clone: its base is not part of its chain; clone it into a full volume first`);
   const roots = [...tree.layers.values()].filter((n) => n.parent === undefined);
   if (roots.length !== 1) throw new VolchainError('INTERNAL', `${tree.volid} has ${roots.length} bottom layers`);
   const out: LayerNode[] = [];
@@ -142,22 +142,38 @@ function streamSize(json: string, order: readonly LayerNode[], extents: Readonly
   return bytes;
 }
 
-/** The layer's records; data read from the layer's own file where `qemu-img map` located it. */
-async function writeLayer(writer: ChainStreamWriter, node: LayerNode, own: readonly OwnExtent[], onProgress: (percent: number) => void): Promise<void> {
+/**
+ * The layer's records; data read from the layer's own file where `qemu-img map` located it (a linked clone's
+ * bottom layer: also from its base's file, `basePath`, checked by the tree read as this storage's base volume).
+ */
+async function writeLayer(
+  writer: ChainStreamWriter,
+  node: LayerNode,
+  basePath: string | undefined,
+  own: readonly OwnExtent[],
+  onProgress: (percent: number) => void,
+): Promise<void> {
   const total = sum(own, 'data');
   let done = 0;
   const file = await open(node.path, 'r');
+  const base = node.base !== undefined && basePath !== undefined ? await open(basePath, 'r') : undefined;
   try {
     for (const e of own) {
       if (e.kind === 'zero') {
         await writer.zero(e.start, e.length);
         continue;
       }
+      const from = e.inBase ? base : file;
+      if (!from) throw new VolchainError('INTERNAL', `${node.name}: data in a base volume, but no base was read with the chain`);
       for (let at = 0; at < e.length; at += MAX_DATA_RECORD) {
         const length = Math.min(MAX_DATA_RECORD, e.length - at);
         const buf = Buffer.allocUnsafe(length);
-        const { bytesRead } = await file.read(buf, 0, length, (e.hostOffset ?? 0) + at);
-        if (bytesRead !== length) throw new CorruptImageError(node.name, `ends inside its own data (offset ${(e.hostOffset ?? 0) + at}): is it being changed?`);
+        const { bytesRead } = await from.read(buf, 0, length, (e.hostOffset ?? 0) + at);
+        if (bytesRead !== length)
+          throw new CorruptImageError(
+            e.inBase ? (basePath ?? node.name) : node.name,
+            `ends inside its data (offset ${(e.hostOffset ?? 0) + at}): is it being changed?`,
+          );
         await writer.data(e.start + at, buf);
         done += length;
         if (total > 0) onProgress((100 * done) / total);
@@ -165,5 +181,6 @@ async function writeLayer(writer: ChainStreamWriter, node: LayerNode, own: reado
     }
   } finally {
     await file.close();
+    await base?.close();
   }
 }
