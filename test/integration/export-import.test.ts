@@ -258,7 +258,7 @@ test("a linked clone exports with its base's data in its bottom layer and import
   await cliOk(s, ['snapshot', 'create', clone, 's1']);
   await writePattern(top, 0x7c, 3 * MiB, MiB);
 
-  const exported = join(workDir, 'linked.vcx');
+  const exported = join(s.root, 'linked.vcx'); // not in workDir: later tests assert what is there
   await cliOk(s, ['export', clone, '-o', exported]);
   assert.equal(
     (await cliOk(s, ['import', 'bb', '402', '-i', exported])).trim(),
