@@ -11,11 +11,11 @@
  * instant, whereas a snapshot layer is frozen.
  */
 import type { Backend } from '../../backends/backend.js';
-import { InvalidInputError, NotSupportedError, PendingOperationError, VolchainError } from '../../errors.js';
+import { InvalidInputError, NotSupportedError, PendingOperationError } from '../../errors.js';
 import type { Plan } from '../../model/plan.js';
 import { parseVmid, validateSnapshotName } from '../../naming/index.js';
-import { measureFullyAllocated } from '../../tools/lvm-measure.js';
 import { planClone } from '../planners/clone.js';
+import { measureCopyTarget } from './copy-target.js';
 import { executePlan } from '../run/executor.js';
 import { readTree } from '../session/read-tree.js';
 import { refuseMissingVolume, refusePending } from '../session/refusals.js';
@@ -48,18 +48,12 @@ export async function clone(session: Session, volid: string, targetStorage: stri
       tree,
       layerPath: (name) => source.layerPath(volume.vmid, name),
       ...(opts.snapshot !== undefined ? { snapshot: opts.snapshot } : {}),
-      target: {
-        storage: target.id,
-        kind: target.kind,
+      target: await measureCopyTarget(
+        target,
         vmid,
-        ...(opts.name !== undefined ? { name: opts.name } : {}),
-        existingNames: await target.listLayerNames(vmid),
-        freeBytes: await target.freeBytes(),
-        spaceNeeded: await spaceRule(
-          target,
-          [...tree.layers.values()].map((l) => l.virtualSize),
-        ),
-      },
+        [...tree.layers.values()].map((l) => l.virtualSize),
+        opts.name,
+      ),
     });
   };
 
@@ -86,25 +80,6 @@ export async function clone(session: Session, volid: string, targetStorage: stri
     await executePlan(target, p, { hooks: session.settings.hooks, ...(opts.onEvent ? { onEvent: opts.onEvent } : {}) });
     return p;
   });
-}
-
-/**
- * Bytes a copy takes on `backend`, measured for each virtual size the source's layers have (one
- * `qemu-img measure` per size): fixed-size layers (LVM) an LV for a fully written image of that virtual size;
- * files (dir) the data plus the qcow2 metadata of a fully written image at most, or the whole image when the
- * storage preallocates it (falloc, full).
- */
-export async function spaceRule(backend: Backend, virtualSizes: Iterable<number>): Promise<(virtualSize: number, dataBytes: number) => number> {
-  const full = new Map<number, number>();
-  const whole = backend.capabilities.layerSizing || backend.preallocation === 'full' || backend.preallocation === 'falloc';
-  for (const v of virtualSizes) {
-    if (!full.has(v)) full.set(v, backend.capabilities.layerSizing ? await backend.fullLayerBytes(v) : await measureFullyAllocated(v));
-  }
-  return (v, data) => {
-    const bytes = full.get(v);
-    if (bytes === undefined) throw new VolchainError('INTERNAL', `no qcow2 size measured for ${v} bytes virtual`);
-    return whole ? bytes : Math.min(bytes, data + (bytes - v));
-  };
 }
 
 /**

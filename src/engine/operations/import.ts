@@ -19,7 +19,7 @@ import { registerFeed } from '../run/import-step.js';
 import { refusePending } from '../session/refusals.js';
 import type { Session } from '../session/session.js';
 import { withVmLocked } from '../session/vm-lock.js';
-import { spaceRule } from './clone.js';
+import { measureCopyTarget } from './copy-target.js';
 import type { CallOptions } from './types.js';
 
 export interface ImportOptions extends CallOptions {
@@ -46,18 +46,12 @@ export async function importChain(
     planImport({
       manifest,
       feed,
-      target: {
-        storage: target.id,
-        kind: target.kind,
+      target: await measureCopyTarget(
+        target,
         vmid,
-        ...(opts.name !== undefined ? { name: opts.name } : {}),
-        existingNames: await target.listLayerNames(vmid),
-        freeBytes: await target.freeBytes(),
-        spaceNeeded: await spaceRule(
-          target,
-          manifest.layers.map((l) => l.virtualSize),
-        ),
-      },
+        manifest.layers.map((l) => l.virtualSize),
+        opts.name,
+      ),
     });
 
   if (opts.dryRun) {

@@ -11,9 +11,7 @@
  */
 import { InvalidInputError, NotSupportedError, PendingOperationError, VolchainError } from '../../errors.js';
 import type { Plan } from '../../model/plan.js';
-import type { Backend } from '../../backends/backend.js';
 import { parseVmid } from '../../naming/index.js';
-import { measureFullyAllocated } from '../../tools/lvm-measure.js';
 import { planMove } from '../planners/move.js';
 import { planReassign } from '../planners/reassign.js';
 import { executePlan } from '../run/executor.js';
@@ -22,6 +20,7 @@ import { readTree } from '../session/read-tree.js';
 import { refuseMissingVolume, refusePending } from '../session/refusals.js';
 import type { Session } from '../session/session.js';
 import { refuseRunningSource, withBothLocks } from './clone.js';
+import { measureCopyTarget } from './copy-target.js';
 import type { CallOptions } from './types.js';
 
 export interface MoveOptions extends CallOptions {
@@ -47,22 +46,15 @@ export async function move(session: Session, volid: string, targetStorage: strin
 
   const plan = async (): Promise<Plan> => {
     const tree = await readTree(source, volume, { allocation: true });
-    const existingNames = await target.listLayerNames(newVmid);
-    if (sameStorage) return planReassign({ tree, storage: target.id, kind: target.kind, newVmid, existingNames });
+    if (sameStorage) return planReassign({ tree, storage: target.id, kind: target.kind, newVmid, existingNames: await target.listLayerNames(newVmid) });
     return planMove({
       tree,
       layerPath: (name) => source.layerPath(volume.vmid, name),
-      target: {
-        storage: target.id,
-        kind: target.kind,
-        vmid: newVmid,
-        existingNames,
-        freeBytes: await target.freeBytes(),
-        spaceNeeded: await spaceRule(
-          target,
-          [...tree.layers.values()].map((l) => l.virtualSize),
-        ),
-      },
+      target: await measureCopyTarget(
+        target,
+        newVmid,
+        [...tree.layers.values()].map((l) => l.virtualSize),
+      ),
     });
   };
 
@@ -106,24 +98,4 @@ export async function move(session: Session, volid: string, targetStorage: strin
     return p;
   };
   return withBothLocks(session, { backend: source, vmid: volume.vmid }, { backend: target, vmid: newVmid }, run, operation);
-}
-
-/**
- * Bytes one moved layer takes on `backend` (one `qemu-img measure` per virtual size): a file its data plus
- * the metadata of a fully written image at most (the whole image when the storage preallocates); an LV the
- * full size while written, and a snapshot layer about its data once frozen (LVM shrinks it to its image end).
- */
-async function spaceRule(backend: Backend, virtualSizes: Iterable<number>): Promise<(virtualSize: number, dataBytes: number, frozen: boolean) => number> {
-  const full = new Map<number, number>();
-  const whole = backend.capabilities.layerSizing || backend.preallocation === 'full' || backend.preallocation === 'falloc';
-  for (const v of virtualSizes) {
-    if (!full.has(v)) full.set(v, backend.capabilities.layerSizing ? await backend.fullLayerBytes(v) : await measureFullyAllocated(v));
-  }
-  return (v, data, frozen) => {
-    const bytes = full.get(v);
-    if (bytes === undefined) throw new VolchainError('INTERNAL', `no qcow2 size measured for ${v} bytes virtual`);
-    const sparse = Math.min(bytes, data + (bytes - v));
-    if (!whole) return sparse;
-    return frozen && backend.capabilities.layerSizing ? sparse : bytes;
-  };
 }

@@ -9,21 +9,15 @@
  */
 import { AlreadyExistsError, InvalidInputError } from '../../errors.js';
 import type { Plan } from '../../model/plan.js';
-import { formatVolid, temporaryLayerName, type BaseVolume, type StorageKind } from '../../naming/index.js';
+import { formatVolid, temporaryLayerName, type BaseVolume } from '../../naming/index.js';
 import { cloneName } from './clone.js';
+import type { CopyTarget } from './copy-target.js';
 
 export interface LinkedCloneRequest {
   /** The template's base volume (checked by the backend's inspectBase) and its volid. */
   base: BaseVolume & { volid: string; virtualSize: number };
-  target: {
-    storage: string;
-    kind: StorageKind;
-    vmid: number;
-    /** `--name`; absent: the next free `vm-<vmid>-disk-<n>.qcow2`. */
-    name?: string;
-    /** Every layer name VM `vmid` already has on the storage. */
-    existingNames: readonly string[];
-  };
+  /** The clone's VM and name on the base's storage (no data is copied: no space figures). */
+  target: Pick<CopyTarget, 'storage' | 'kind' | 'vmid' | 'name' | 'existingNames'>;
 }
 
 export function planLinkedClone(req: LinkedCloneRequest): Plan {

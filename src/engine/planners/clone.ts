@@ -10,16 +10,9 @@
  */
 import { AlreadyExistsError, CorruptImageError, InvalidInputError, NoSpaceError, NotFoundError } from '../../errors.js';
 import type { CopySource, Plan } from '../../model/plan.js';
-import {
-  formatSize,
-  formatVolid,
-  nextFreeDiskName,
-  temporaryLayerName,
-  validateSnapshotName,
-  validateVolumeName,
-  type StorageKind,
-} from '../../naming/index.js';
+import { formatSize, formatVolid, nextFreeDiskName, temporaryLayerName, validateSnapshotName, validateVolumeName } from '../../naming/index.js';
 import { ancestry, findSnapshot, layer, type LayerNode, type VolumeTree } from '../read/volume-tree.js';
+import type { CopyTarget } from './copy-target.js';
 
 export interface CloneRequest {
   /** The source volume's chain, read under its VM's lock, and the path its backend gives each layer. */
@@ -27,18 +20,7 @@ export interface CloneRequest {
   layerPath: (name: string) => string;
   /** Copy this snapshot's view; absent: the current state. */
   snapshot?: string;
-  target: {
-    storage: string;
-    kind: StorageKind;
-    vmid: number;
-    /** The clone's name (`--name`); absent: the next free `vm-<vmid>-disk-<n>.qcow2`. */
-    name?: string;
-    /** Every layer name the target already has for VM `vmid` (dir: images/<vmid>; LVM: the VG's LVs). */
-    existingNames: readonly string[];
-    freeBytes: number;
-    /** Bytes a copy of `dataBytes` guest data in a `virtualSize` qcow2 takes there (backend figures). */
-    spaceNeeded: (virtualSize: number, dataBytes: number) => number;
-  };
+  target: CopyTarget;
 }
 
 export function planClone(req: CloneRequest): Plan {

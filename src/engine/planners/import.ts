@@ -23,9 +23,9 @@ import {
   snapshotLayerName,
   temporaryLayerName,
   validateVolumeName,
-  type StorageKind,
 } from '../../naming/index.js';
 import { quoteForeign } from '../../quote.js';
+import type { CopyTarget } from './copy-target.js';
 
 /** A manifest as the stream carries it, once judged (docs/chain-stream.md). */
 export interface ChainManifest {
@@ -161,16 +161,7 @@ export interface ImportRequest {
   manifest: ChainManifest;
   /** Id the running import registered its stream under (engine/run/import-step.ts). */
   feed: string;
-  target: {
-    storage: string;
-    kind: StorageKind;
-    vmid: number;
-    name?: string;
-    existingNames: readonly string[];
-    freeBytes: number;
-    /** Bytes a layer of `virtualSize` holding `dataBytes` of guest data takes there. */
-    spaceNeeded: (virtualSize: number, dataBytes: number) => number;
-  };
+  target: CopyTarget;
 }
 
 export function planImport(req: ImportRequest): Plan {

@@ -14,23 +14,16 @@
  */
 import { CorruptImageError, NoSpaceError, NotSupportedError } from '../../errors.js';
 import type { CopySource, Plan, Step } from '../../model/plan.js';
-import { formatSize, formatVolid, type StorageKind } from '../../naming/index.js';
+import { formatSize, formatVolid } from '../../naming/index.js';
 import { ancestry, type LayerNode, type VolumeTree } from '../read/volume-tree.js';
 import { nameForVmid, parentsFirst, refuseTakenNames, renamedLayers } from './reassign.js';
+import type { CopyTarget } from './copy-target.js';
 
 export interface MoveRequest {
   tree: VolumeTree;
   /** Path of a source layer (its backend's, never taken from input). */
   layerPath: (name: string) => string;
-  target: {
-    storage: string;
-    kind: StorageKind;
-    vmid: number;
-    existingNames: readonly string[];
-    freeBytes: number;
-    /** Bytes a copy of `dataBytes` in a `virtualSize` qcow2 layer takes there; `frozen`: a snapshot layer. */
-    spaceNeeded: (virtualSize: number, dataBytes: number, frozen: boolean) => number;
-  };
+  target: CopyTarget;
 }
 
 export function planMove(req: MoveRequest): Plan {
