@@ -6,13 +6,11 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseStorageConfig } from '../../src/config/index.js';
-import { Volchain } from '../../src/engine/volchain.js';
-import { checkClean, runCommand } from '../integration/helpers.js';
-import { MiB, VG, cleanupState, fullLvSize, lvmStorage, lvs, mustLv, qemuIo, removeVmLvs, requireVg } from './helpers.js';
+import type { Volchain } from '../../src/engine/volchain.js';
+import { checkClean } from '../integration/helpers.js';
+import { MiB, VG, cleanupState, fullLvSize, assertSameView, lvmAndDirStorages, lvs, mustLv, qemuIo, removeVmLvs, requireVg } from './helpers.js';
 
 const VMIDS = [7511, 7512];
 const SIZE = 16 * MiB;
@@ -25,33 +23,12 @@ after(async () => {
   if (dirRoot !== undefined) await rm(dirRoot, { recursive: true, force: true });
 });
 
-async function compare(a: string, b: string, context: string): Promise<void> {
-  const r = await runCommand('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', a, b]);
-  assert.equal(r.code, 0, `${context}: qemu-img compare ${a} ${b}: ${r.stdout}${r.stderr}`);
-}
-
 /** One Volchain seeing the test VG (`tvg`) and a dir storage (`dd`) in a temporary directory. */
 async function mixedStorages(): Promise<{ vc: Volchain; dir: string; lvmPath: (lv: string) => string; dirPath: (vmid: number, name: string) => string }> {
-  await lvmStorage(); // sets VOLCHAIN_STATE_DIR for locks and journals of the LVM storage
-  dirRoot = await mkdtemp(join(tmpdir(), 'volchain-lvm-clone-'));
-  const dir = join(dirRoot, 'store');
-  await mkdir(dir);
-  const text = [
-    `lvm: tvg`,
-    `\tvgname ${VG}`,
-    '\tcontent images',
-    '\tsnapshot-as-volume-chain 1',
-    '',
-    'dir: dd',
-    `\tpath ${dir}`,
-    '\tcontent images',
-    '\tsnapshot-as-volume-chain 1',
-    '',
-  ].join('\n');
-  const cfg = join(dirRoot, 'storage.cfg');
-  await writeFile(cfg, text);
+  const { vc, root, dir } = await lvmAndDirStorages('volchain-lvm-clone-');
+  dirRoot = root;
   return {
-    vc: new Volchain(parseStorageConfig(text, cfg), { wipe: 'foreground' }),
+    vc,
     dir,
     lvmPath: (lv) => `/dev/${VG}/${lv}`,
     dirPath: (vmid, name) => join(dir, 'images', String(vmid), name),
@@ -73,8 +50,8 @@ test('clone dir -> LVM and LVM -> dir: each view compared with its clone', async
   assert.equal(toLvm.volid, 'tvg:vm-7511-disk-0.qcow2');
   const toLvmSnap = await vc.clone(dirVolid, 'tvg', 7511, { snapshot: 's1' });
   assert.equal(toLvmSnap.volid, 'tvg:vm-7511-disk-1.qcow2');
-  await compare(dirTop, lvmPath('vm-7511-disk-0.qcow2'), 'dir current -> LVM');
-  await compare(dirSnap, lvmPath('vm-7511-disk-1.qcow2'), 'dir s1 -> LVM');
+  await assertSameView(dirTop, lvmPath('vm-7511-disk-0.qcow2'), 'dir current -> LVM');
+  await assertSameView(dirSnap, lvmPath('vm-7511-disk-1.qcow2'), 'dir s1 -> LVM');
   await qemuIo(lvmPath('vm-7511-disk-0.qcow2'), [
     { byte: 0xa1, offset: 0, len: 2 * MiB },
     { byte: 0xb2, offset: 4 * MiB, len: MiB },
@@ -98,8 +75,8 @@ test('clone dir -> LVM and LVM -> dir: each view compared with its clone', async
   await qemuIo(lvTop, [], [{ byte: 0xd4, offset: 8 * MiB, len: MiB }]);
   await vc.clone(lvVolid, 'dd', 7512);
   await vc.clone(lvVolid, 'dd', 7512, { snapshot: 's1' });
-  await compare(lvTop, dirPath(7512, 'vm-7512-disk-0.qcow2'), 'LVM current -> dir');
-  await compare(lvmPath('snap_vm-7512-disk-0_s1.qcow2'), dirPath(7512, 'vm-7512-disk-1.qcow2'), 'LVM s1 -> dir');
+  await assertSameView(lvTop, dirPath(7512, 'vm-7512-disk-0.qcow2'), 'LVM current -> dir');
+  await assertSameView(lvmPath('snap_vm-7512-disk-0_s1.qcow2'), dirPath(7512, 'vm-7512-disk-1.qcow2'), 'LVM s1 -> dir');
   await qemuIo(dirPath(7512, 'vm-7512-disk-1.qcow2'), [
     { byte: 0xc3, offset: MiB, len: MiB },
     { byte: 0, offset: 8 * MiB, len: MiB },

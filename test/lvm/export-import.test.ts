@@ -8,15 +8,13 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseStorageConfig } from '../../src/config/index.js';
-import { Volchain } from '../../src/engine/volchain.js';
+import type { Volchain } from '../../src/engine/volchain.js';
 import { VolchainError } from '../../src/errors.js';
 import { checkClean, runCommand } from '../integration/helpers.js';
-import { MiB, VG, cleanupState, lvmStorage, lvs, mustLv, qemuIo, removeVmLvs, requireVg, type Io } from './helpers.js';
+import { MiB, VG, cleanupState, assertSameView, lvmAndDirStorages, lvs, mustLv, qemuIo, removeVmLvs, requireVg, type Io } from './helpers.js';
 
 const VMIDS = [7541, 7542, 7543];
 const SIZE = 16 * MiB;
@@ -50,11 +48,6 @@ const VIEWS: Record<string, Io[]> = {
   ],
 };
 
-async function compare(a: string, b: string, context: string): Promise<void> {
-  const r = await runCommand('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', a, b]);
-  assert.equal(r.code, 0, `${context}: qemu-img compare ${a} ${b}: ${r.stdout}${r.stderr}`);
-}
-
 async function exportTo(vc: Volchain, volid: string, file: string): Promise<void> {
   const out = createWriteStream(file);
   await vc.exportChain(volid, out);
@@ -66,25 +59,8 @@ async function exportTo(vc: Volchain, volid: string, file: string): Promise<void
 
 test('export a branched dir chain, import it into LVM, export that and import it back into files: every view equal', async () => {
   requireVg();
-  await lvmStorage(); // VOLCHAIN_STATE_DIR for the LVM storage's locks and journals
-  dirRoot = await mkdtemp(join(tmpdir(), 'volchain-lvm-export-'));
-  const dir = join(dirRoot, 'store');
-  await mkdir(dir);
-  const text = [
-    `lvm: tvg`,
-    `\tvgname ${VG}`,
-    '\tcontent images',
-    '\tsnapshot-as-volume-chain 1',
-    '',
-    'dir: dd',
-    `\tpath ${dir}`,
-    '\tcontent images',
-    '\tsnapshot-as-volume-chain 1',
-    '',
-  ].join('\n');
-  const cfg = join(dirRoot, 'storage.cfg');
-  await writeFile(cfg, text);
-  const vc = new Volchain(parseStorageConfig(text, cfg), { wipe: 'foreground' });
+  const { vc, root, dir } = await lvmAndDirStorages('volchain-lvm-export-');
+  dirRoot = root;
   const dirLayer = (vmid: number, view: string): string =>
     join(dir, 'images', String(vmid), view === 'current' ? `vm-${vmid}-disk-0.qcow2` : `snap-${view}-vm-${vmid}-disk-0.qcow2`);
   const lvLayer = (view: string): string => `/dev/${VG}/${view === 'current' ? 'vm-7541-disk-0.qcow2' : `snap_vm-7541-disk-0_${view}.qcow2`}`;
@@ -109,7 +85,7 @@ test('export a branched dir chain, import it into LVM, export that and import it
   const plan = await vc.importChain('tvg', 7541, createReadStream(stream));
   assert.equal(plan.volid, 'tvg:vm-7541-disk-0.qcow2');
   for (const [view, reads] of Object.entries(VIEWS)) {
-    await compare(dirLayer(7541, view), lvLayer(view), `dir -> LVM ${view}`);
+    await assertSameView(dirLayer(7541, view), lvLayer(view), `dir -> LVM ${view}`);
     await qemuIo(lvLayer(view), reads, [], `LVM ${view}`);
     await checkClean(lvLayer(view));
     const row = await mustLv(lvLayer(view).split('/').pop() ?? '');
@@ -133,7 +109,7 @@ test('export a branched dir chain, import it into LVM, export that and import it
     (await vc.exportChain(volid, undefined, { dryRun: true })).manifest.layers.map((l) => [l.snapshot, l.parent, l.dataBytes, l.zeroBytes]);
   assert.deepEqual(await shape('tvg:vm-7541-disk-0.qcow2'), await shape(src), 'the LVM export carries the same layers');
   await vc.importChain('dd', 7542, createReadStream(back));
-  for (const view of Object.keys(VIEWS)) await compare(lvLayer(view), dirLayer(7542, view), `LVM -> dir ${view}`);
+  for (const view of Object.keys(VIEWS)) await assertSameView(lvLayer(view), dirLayer(7542, view), `LVM -> dir ${view}`);
 
   // A truncated stream into LVM (VM 7543): refused (exit 8), no LV of the VM left.
   const whole = await readFile(stream);

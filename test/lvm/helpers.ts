@@ -9,7 +9,7 @@
  */
 import type { ShrinkPolicy } from '../../src/engine/plan/shrink-policy.js';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseStorageConfig } from '../../src/config/index.js';
@@ -85,6 +85,36 @@ export async function lvmStorage(
     path: (name, snap) => `/dev/${VG}/${snap === undefined ? name : snapLayer(name, snap)}`,
     snapLayer,
   };
+}
+
+/**
+ * One Volchain seeing the test VG as `tvg` (with `secondVg`, also VG2 as `tvg2`) and a dir storage `dd` in a
+ * new temporary directory `root` (the caller removes it): for tests that carry volumes between LVM and files.
+ */
+export async function lvmAndDirStorages(prefix: string, opts: { secondVg?: boolean } = {}): Promise<{ vc: Volchain; cfg: string; root: string; dir: string }> {
+  await lvmStorage(); // VOLCHAIN_STATE_DIR for the LVM storages' locks and journals
+  const root = await mkdtemp(join(tmpdir(), prefix));
+  const dir = join(root, 'store');
+  await mkdir(dir);
+  const chains = ['\tcontent images', '\tsnapshot-as-volume-chain 1', ''];
+  const text = [
+    'lvm: tvg',
+    `\tvgname ${VG}`,
+    ...chains,
+    ...(opts.secondVg === true ? ['lvm: tvg2', `\tvgname ${VG2}`, ...chains] : []),
+    'dir: dd',
+    `\tpath ${dir}`,
+    ...chains,
+  ].join('\n');
+  const cfg = join(root, 'storage.cfg');
+  await writeFile(cfg, text);
+  return { vc: new Volchain(parseStorageConfig(text, cfg), { wipe: 'foreground' }), cfg, root, dir };
+}
+
+/** `qemu-img compare` of two qcow2 images' guest views: identical, or the test fails saying which. */
+export async function assertSameView(a: string, b: string, context: string): Promise<void> {
+  const r = await runCommand('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', a, b]);
+  assert.equal(r.code, 0, `${context}: qemu-img compare ${a} ${b}: ${r.stdout}${r.stderr}`);
 }
 
 export async function cleanupState(): Promise<void> {

@@ -8,13 +8,10 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseStorageConfig } from '../../src/config/index.js';
-import { Volchain } from '../../src/engine/volchain.js';
 import { BIN, checkClean, runCommand } from '../integration/helpers.js';
-import { MiB, VG, VG2, cleanupState, lvmStorage, lvs, mustLv, qemuIo, removeVmLvs, requireVg, requireVg2 } from './helpers.js';
+import { MiB, VG, VG2, cleanupState, assertSameView, lvmAndDirStorages, lvs, mustLv, qemuIo, removeVmLvs, requireVg, requireVg2 } from './helpers.js';
 
 const VMIDS = [7521, 7522, 7523, 7524, 7525];
 const SIZE = 8 * MiB;
@@ -28,38 +25,11 @@ after(async () => {
   if (dirRoot !== undefined) await rm(dirRoot, { recursive: true, force: true });
 });
 
-async function compare(a: string, b: string, context: string): Promise<void> {
-  const r = await runCommand('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', a, b]);
-  assert.equal(r.code, 0, `${context}: qemu-img compare ${a} ${b}: ${r.stdout}${r.stderr}`);
-}
-
 test('move dir -> LVM, LVM -> LVM (another VG) and LVM -> dir carries a branched tree; a crash mid-copy is walked back by repair', async () => {
   requireVg();
   requireVg2();
-  await lvmStorage(); // VOLCHAIN_STATE_DIR for the LVM storage's locks and journals
-  dirRoot = await mkdtemp(join(tmpdir(), 'volchain-lvm-move-'));
-  const dir = join(dirRoot, 'store');
-  await mkdir(dir);
-  const text = [
-    `lvm: tvg`,
-    `\tvgname ${VG}`,
-    '\tcontent images',
-    '\tsnapshot-as-volume-chain 1',
-    '',
-    `lvm: tvg2`,
-    `\tvgname ${VG2}`,
-    '\tcontent images',
-    '\tsnapshot-as-volume-chain 1',
-    '',
-    'dir: dd',
-    `\tpath ${dir}`,
-    '\tcontent images',
-    '\tsnapshot-as-volume-chain 1',
-    '',
-  ].join('\n');
-  const cfg = join(dirRoot, 'storage.cfg');
-  await writeFile(cfg, text);
-  const vc = new Volchain(parseStorageConfig(text, cfg), { wipe: 'foreground' });
+  const { vc, cfg, root, dir } = await lvmAndDirStorages('volchain-lvm-move-', { secondVg: true });
+  dirRoot = root;
   const dirFile = (vmid: number, view: string): string =>
     join(dir, 'images', String(vmid), view === 'current' ? `vm-${vmid}-disk-0.qcow2` : `snap-${view}-vm-${vmid}-disk-0.qcow2`);
   const lvFile = (vmid: number, view: string, vgName = VG): string =>
@@ -86,7 +56,7 @@ test('move dir -> LVM, LVM -> LVM (another VG) and LVM -> dir carries a branched
   const moved = await vc.move(await makeTree(7522), 'tvg');
   assert.equal(moved.newVolid, 'tvg:vm-7522-disk-0.qcow2');
   for (const view of views) {
-    await compare(dirFile(7521, view), lvFile(7522, view), `dir -> LVM, view ${view}`);
+    await assertSameView(dirFile(7521, view), lvFile(7522, view), `dir -> LVM, view ${view}`);
     await checkClean(lvFile(7522, view));
     const row = await mustLv(lvFile(7522, view).split('/').pop() ?? '');
     assert.ok(row.tags.includes('pve-vm-7522'), `${row.name} carries its VM's tag: ${row.tags.join(',')}`);
@@ -104,7 +74,7 @@ test('move dir -> LVM, LVM -> LVM (another VG) and LVM -> dir carries a branched
   const reassigned = await vc.move('tvg:vm-7522-disk-0.qcow2', 'tvg', { vmid: 7525 });
   assert.equal(reassigned.newVolid, 'tvg:vm-7525-disk-0.qcow2');
   for (const view of views) {
-    await compare(dirFile(7521, view), lvFile(7525, view), `reassigned on LVM, view ${view}`);
+    await assertSameView(dirFile(7521, view), lvFile(7525, view), `reassigned on LVM, view ${view}`);
     const row = await mustLv(lvFile(7525, view).split('/').pop() ?? '');
     assert.ok(row.tags.includes('pve-vm-7525') && !row.tags.includes('pve-vm-7522'), `${row.name} is tagged for VM 7525 only: ${row.tags.join(',')}`);
   }
@@ -118,7 +88,7 @@ test('move dir -> LVM, LVM -> LVM (another VG) and LVM -> dir carries a branched
   const across = await vc.move('tvg:vm-7525-disk-0.qcow2', 'tvg2');
   assert.equal(across.newVolid, 'tvg2:vm-7525-disk-0.qcow2');
   for (const view of views) {
-    await compare(dirFile(7521, view), lvFile(7525, view, VG2), `LVM -> LVM, view ${view}`);
+    await assertSameView(dirFile(7521, view), lvFile(7525, view, VG2), `LVM -> LVM, view ${view}`);
     await checkClean(lvFile(7525, view, VG2));
     const row = (await lvs(VG2)).find((r) => r.name === lvFile(7525, view, VG2).split('/').pop());
     assert.ok(row?.tags.includes('pve-vm-7525'), `${lvFile(7525, view, VG2)} exists in ${VG2}, tagged for VM 7525`);
@@ -134,7 +104,7 @@ test('move dir -> LVM, LVM -> LVM (another VG) and LVM -> dir carries a branched
   const back = await vc.move('tvg2:vm-7525-disk-0.qcow2', 'dd', { vmid: 7523 });
   assert.equal(back.newVolid, 'dd:7523/vm-7523-disk-0.qcow2');
   for (const view of views) {
-    await compare(dirFile(7521, view), dirFile(7523, view), `LVM -> dir, view ${view}`);
+    await assertSameView(dirFile(7521, view), dirFile(7523, view), `LVM -> dir, view ${view}`);
     await checkClean(dirFile(7523, view));
   }
   assert.deepEqual(
@@ -159,5 +129,5 @@ test('move dir -> LVM, LVM -> LVM (another VG) and LVM -> dir carries a branched
     [],
     'repair removed every copy',
   );
-  for (const view of views) await compare(dirFile(7521, view), dirFile(7524, view), `source view ${view} after the crash`);
+  for (const view of views) await assertSameView(dirFile(7521, view), dirFile(7524, view), `source view ${view} after the crash`);
 });
